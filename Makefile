@@ -1,0 +1,31 @@
+# Two entry points, both from a fresh clone: `make repro` (the whole pipeline) and `make test`.
+# The environment is built from uv.lock into .venv/ with a pinned uv, itself installed into .uv/.
+PYTHON ?= python3
+UV_VERSION := 0.13.8
+UV := .uv/bin/uv
+VENV_BIN := $(CURDIR)/.venv/bin
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(CURDIR)/.venv
+export OPENBLAS_NUM_THREADS ?= 1
+
+.PHONY: env repro test test-all lint
+
+$(UV):
+	$(PYTHON) -m venv .uv
+	.uv/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+env: $(UV)
+	$(UV) sync --frozen
+
+repro: env
+	PATH="$(VENV_BIN):$$PATH" dvc repro
+
+test: env
+	PATH="$(VENV_BIN):$$PATH" python -m pytest
+
+# the slow tests too (long sampling runs)
+test-all: env
+	PATH="$(VENV_BIN):$$PATH" python -m pytest -m "slow or not slow"
+
+lint: env
+	$(VENV_BIN)/ruff check src analysis tests

@@ -1,0 +1,44 @@
+"""What every stage script shares: parameters, timing, and clean failure messages."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+
+import yaml
+
+from hetfx.params import Params, validate
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate ``params.yaml`` (relative to the working directory)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: run stages from the project root")
+    with open(path) as handle:
+        return validate(yaml.safe_load(handle), origin=str(path))
+
+
+def log(stage: str, message: str) -> None:
+    for line in message.splitlines():
+        print(f"[{stage}] {line}", flush=True)
+
+
+@contextmanager
+def timed(stage: str):
+    start = time.perf_counter()
+    yield
+    log(stage, f"done in {time.perf_counter() - start:.2f} s")
+
+
+def run(stage: str, main: Callable[[], None], expected: tuple[type[BaseException], ...]) -> None:
+    """Run ``main``; print an expected failure as a message (no traceback) and exit 1."""
+    try:
+        with timed(stage):
+            main()
+    except expected as exc:
+        print(f"[{stage}] FAILED: {exc}", file=sys.stderr, flush=True)
+        sys.exit(1)

@@ -1,0 +1,108 @@
+"""The stage scripts end to end in a scratch project: outputs, and no outputs on failure."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import ROOT, TW_FILE
+from hetfx.params import ParamsError, validate
+
+ANALYSIS = ROOT / "analysis"
+
+
+def stage(project: Path, script: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ANALYSIS / script), *args],
+        cwd=project, capture_output=True, text=True, timeout=300,
+    )
+
+
+def files_under(path: Path) -> list[Path]:
+    return sorted(p for p in path.rglob("*") if p.is_file()) if path.exists() else []
+
+
+def test_acquire_and_clean_end_to_end(project):
+    done = stage(project, "acquire.py")
+    assert done.returncode == 0, done.stderr
+    assert "verified tomz-weeks-2021/2017-04-YouGov-extracted.dta" in done.stdout
+    for study in ["tomz_weeks", "bush_prather"]:
+        done = stage(project, "clean.py", study)
+        assert done.returncode == 0, done.stderr
+        assert "FAILED" not in done.stdout
+    clean = project / "data" / "clean"
+    tw = pd.read_parquet(clean / "tomz_weeks.parquet")
+    bp = pd.read_parquet(clean / "bush_prather.parquet")
+    assert (len(tw), len(bp)) == (1200, 468)
+    checks = pd.read_csv(clean / "bush_prather_checks.csv")
+    assert checks.loc[checks.kind == "exclusion", "value"].sum() == 1572 - 468
+    summary = pd.read_csv(clean / "tomz_weeks_summary.csv").set_index("variable")
+    assert summary.loc["force", "n"] == 1200 and summary["n_missing"].sum() == 0
+    # the cleaned data equal what the library gives for the committed raw file
+    assert tw["force"].mean() == pytest.approx(757 / 1200)
+
+
+def test_acquire_refuses_changed_file_and_writes_nothing(project):
+    path = project / "data" / "raw" / TW_FILE
+    path.write_bytes(path.read_bytes() + b"\0")
+    done = stage(project, "acquire.py")
+    assert done.returncode == 1
+    assert "checksum mismatch" in done.stderr and "Traceback" not in done.stderr
+    assert files_under(project / "data" / "acquired") == []
+
+
+def test_missing_source_directory_from_params(project):
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["acquire"]["source"] = "data/nowhere"
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    done = stage(project, "acquire.py")
+    assert done.returncode == 1 and "source directory not found: data/nowhere" in done.stderr
+
+
+def test_clean_with_damaged_file_leaves_no_output(project):
+    assert stage(project, "acquire.py").returncode == 0
+    assert stage(project, "clean.py", "tomz_weeks").returncode == 0
+    clean = project / "data" / "clean"
+    assert len(files_under(clean)) == 3
+    acquired = project / "data" / "acquired" / TW_FILE
+    acquired.write_bytes(acquired.read_bytes()[:5000])
+    done = stage(project, "clean.py", "tomz_weeks")
+    assert done.returncode == 1 and "could not be read as a Stata file" in done.stderr
+    assert files_under(clean) == [], "outputs of the earlier run must not survive a failure"
+
+
+@pytest.mark.parametrize(
+    "section, value, message",
+    [
+        ({"acquire": {"source": ""}}, None, "acquire.source: String should have at least 1"),
+        ({"acquire": {"source": 5}}, None, "acquire.source: Input should be a valid string"),
+        ({"acquire": {"source": "data/raw", "sorce": "x"}}, None, "acquire.sorce: Extra inputs"),
+        ({"clean": {"tomz_weeks": {}}}, None, "clean.tomz_weeks.file: Field required"),
+    ],
+)
+def test_invalid_params_are_refused(section, value, message):
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params.update(section)
+    with pytest.raises(ParamsError, match=message.replace(".", r"\.")):
+        validate(params)
+
+
+def test_invalid_params_stop_the_stage_before_it_writes(project):
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["acquire"]["source"] = ""
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    done = stage(project, "acquire.py")
+    assert done.returncode == 1 and "params.yaml is invalid" in done.stderr
+    assert files_under(project / "data" / "acquired") == []
+
+
+def test_clean_file_not_acquired(project):
+    assert stage(project, "acquire.py").returncode == 0
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["clean"]["tomz_weeks"]["file"] = "tomz-weeks-2021/other.dta"
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    done = stage(project, "clean.py", "tomz_weeks")
+    assert done.returncode == 1 and "raw file not found" in done.stderr
