@@ -1,0 +1,318 @@
+"""The paper's figures, one function each, drawn with plotnine in one shared theme.
+
+Every function takes the tidy frames of the artifact contract (``groups.csv``, ``coefs.csv``,
+simulation ``summary.csv``/``estimates``) and returns a plotnine object; :func:`save` writes it
+as PNG (300 dpi) and SVG. Labels follow the data's coding: ``costs = 1`` is LOW cost
+(replication spec §6, problem 2), ``stakes = 1`` high stakes, ``regime = 1`` democracy.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from plotnine import (
+    aes,
+    coord_flip,
+    element_blank,
+    element_line,
+    element_rect,
+    element_text,
+    expand_limits,
+    facet_grid,
+    facet_wrap,
+    geom_abline,
+    geom_errorbar,
+    geom_histogram,
+    geom_hline,
+    geom_line,
+    geom_linerange,
+    geom_point,
+    geom_pointrange,
+    geom_smooth,
+    geom_text,
+    geom_vline,
+    ggplot,
+    labs,
+    position_dodge,
+    scale_color_manual,
+    scale_fill_manual,
+    scale_shape_manual,
+    scale_x_continuous,
+    theme,
+    theme_bw,
+)
+
+MODEL_COLOURS = {"OLS": "#D55E00", "Hierarchical": "#0072B2"}
+MODEL_NAMES = {"ols": "OLS", "hierarchical": "Hierarchical"}
+SCENARIOS = ["balanced", "mild", "moderate", "strong"]
+
+
+def theme_hetfx(base_size: float = 10):
+    """The one theme of every figure: white panels, light grid, legend at the bottom."""
+    return theme_bw(base_size=base_size) + theme(
+        panel_grid_minor=element_blank(),
+        panel_grid_major=element_line(color="#E5E5E5", size=0.4),
+        strip_background=element_rect(fill="#F2F2F2", color="#BFBFBF"),
+        legend_position="bottom",
+        legend_title=element_blank(),
+        plot_title=element_text(size=base_size + 1, ha="left"),
+    )
+
+
+def save(plot, stem: str | Path, width: float = 7, height: float = 5) -> list[Path]:
+    """Write ``plot`` as ``<stem>.png`` (300 dpi) and ``<stem>.svg``; return the paths."""
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
+    for path in paths:
+        plot.save(path, width=width, height=height, dpi=300, verbose=False)
+    return paths
+
+
+# ---------------------------------------------------------------- labels
+
+def condition_label(frame: pd.DataFrame) -> pd.Series:
+    """Readable label of an experimental condition from its 0/1 keys (costs = 1 is LOW)."""
+    regime = frame["regime"].map({1: "Democracy", 0: "Autocracy"})
+    stakes = frame["stakes"].map({1: "high stakes", 0: "low stakes"})
+    costs = frame["costs"].map({1: "low cost", 0: "high cost"})
+    return regime + ", " + stakes + ", " + costs
+
+
+def _region(frame: pd.DataFrame) -> pd.Series:
+    if "region_txt" in frame:
+        return frame["region_txt"]
+    return frame["region"]
+
+
+def _both(hier: pd.DataFrame, ols: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Stack the hierarchical and OLS group effects, with lower/upper 95% bounds."""
+    parts = []
+    for name, frame in (("Hierarchical", hier), ("OLS", ols)):
+        part = frame[keys + ["estimate", "q025", "q975"]].copy()
+        part["model"] = name
+        parts.append(part)
+    out = pd.concat(parts, ignore_index=True)
+    out["model"] = pd.Categorical(out["model"], ["OLS", "Hierarchical"])
+    return out
+
+
+# ---------------------------------------------------------------- Tomz–Weeks
+
+def figure5(hier: pd.DataFrame, ols: pd.DataFrame, key: str = "treat_group"):
+    """Distribution of the group effects of both models (top) and hierarchical − OLS (bottom)."""
+    both = _both(hier, ols, [key])
+    top = (
+        ggplot(both, aes("estimate", fill="model"))
+        + geom_histogram(binwidth=0.05, boundary=0, alpha=0.6, position="identity",
+                         color="white")
+        + scale_fill_manual(values=MODEL_COLOURS)
+        + labs(x="Effect of alliance on support for force", y="Groups",
+               title="Distribution of the group estimates")
+        + theme_hetfx()
+    )
+    diff = hier[[key, "estimate"]].merge(ols[[key, "estimate"]], on=key, suffixes=("_h", "_o"))
+    diff["difference"] = diff["estimate_h"] - diff["estimate_o"]
+    bottom = (
+        ggplot(diff, aes("estimate_o", "difference"))
+        + geom_hline(yintercept=0, linetype="dashed", color="grey")
+        + geom_point(color=MODEL_COLOURS["Hierarchical"], size=2)
+        + labs(x="OLS estimate", y="Hierarchical − OLS",
+               title="Shrinkage: hierarchical minus OLS estimate, by OLS estimate")
+        + theme_hetfx()
+    )
+    return top / bottom
+
+
+def figure6(hier: pd.DataFrame, ols: pd.DataFrame):
+    """Both models' estimate in each of the 32 experimental conditions, by region."""
+    keys = ["regime", "stakes", "costs", "region_txt"]
+    both = _both(hier, ols, keys)
+    both["condition"] = condition_label(both)
+    dodge = position_dodge(width=0.6)
+    return (
+        ggplot(both, aes("condition", "estimate", color="model"))
+        + geom_hline(yintercept=0, color="grey")
+        + geom_linerange(aes(ymin="q025", ymax="q975"), position=dodge, alpha=0.5)
+        + geom_point(position=dodge, size=1.8)
+        + facet_wrap("region_txt", ncol=2)
+        + coord_flip()
+        + scale_color_manual(values=MODEL_COLOURS)
+        + labs(x="", y="Effect of alliance on support for force (95% interval)")
+        + theme_hetfx()
+        + theme(axis_text_y=element_text(size=7))
+    )
+
+
+COEF_LABELS = {
+    "Intercept": "Intercept", "dem": "Democrat", "rep": "Republican",
+    "high_newsint": "High news interest", "white": "White", "male": "Male",
+    "regime": "Democracy (target)", "stakes": "High stakes", "costs": "Low cost",
+    "africa": "Africa", "europe": "Eastern Europe", "asia": "Asia", "age": "Age (decades)",
+    "ed4": "Education (4 levels)",
+}
+EQUATION_LABELS = {"effect": "Heterogeneity equation (effect of alliance)",
+                   "control": "Outcome equation (controls)"}
+
+
+def figure7(coefs: pd.DataFrame):
+    """Coefficients of both equations of the demographic model (mean, 95% interval)."""
+    data = coefs[coefs["equation"].isin(EQUATION_LABELS)].copy()
+    data["label"] = data["term"].map(COEF_LABELS).fillna(data["term"])
+    data["panel"] = data["equation"].map(EQUATION_LABELS)
+    order = [lab for lab in dict.fromkeys(data["label"][::-1]) if lab != "Intercept"]
+    order.append("Intercept")  # top of each panel once flipped
+    data["label"] = pd.Categorical(data["label"], order)
+    return (
+        ggplot(data, aes("label", "mean"))
+        + geom_hline(yintercept=0, linetype="dashed", color="grey")
+        + geom_pointrange(aes(ymin="q025", ymax="q975"), color=MODEL_COLOURS["Hierarchical"])
+        + facet_wrap("panel", scales="free_y", ncol=2)
+        + coord_flip()
+        + labs(x="", y="Coefficient (posterior mean, 95% interval)")
+        + theme_hetfx()
+        + theme(axis_text_y=element_text(size=8))
+    )
+
+
+def figure8(cells: pd.DataFrame):
+    """The 24 demographic cells: median effect with 10–90% interval and its value as text."""
+    data = cells.copy()
+    data["who"] = (data["white"].map({1: "White", 0: "Non-white"}) + " "
+                   + data["male"].map({1: "men", 0: "women"}))
+    data["news"] = data["high_newsint"].map({1: "High news interest", 0: "Low news interest"})
+    data["text"] = data["estimate"].map(lambda v: f"{v:.2f}")
+    return (
+        ggplot(data, aes("who", "estimate", color="party"))
+        + geom_hline(yintercept=0, color="grey")
+        + geom_pointrange(aes(ymin="q10", ymax="q90"))
+        + geom_text(aes(label="text", y="q90"), ha="left", nudge_y=0.015, size=7,
+                    show_legend=False)
+        + facet_grid("news ~ party")
+        + expand_limits(y=data["q90"].max() + 0.1)  # room for the text labels
+        + coord_flip()
+        + scale_color_manual(values={"Democrat": "#0072B2", "Republican": "#D55E00",
+                                     "Independent": "#6B6B6B"})
+        + labs(x="", y="Effect of alliance (posterior median, 10–90% interval)")
+        + theme_hetfx()
+        + theme(legend_position="none")
+    )
+
+
+def figure_a1(groups: pd.DataFrame):
+    """Appendix A1: alliance effect by condition from the varying-slopes model (95%)."""
+    data = groups.copy()
+    data["condition"] = condition_label(data)
+    return (
+        ggplot(data, aes("condition", "estimate"))
+        + geom_hline(yintercept=0, color="grey")
+        + geom_pointrange(aes(ymin="q025", ymax="q975"), color=MODEL_COLOURS["Hierarchical"])
+        + facet_wrap("region_txt", ncol=2)
+        + coord_flip()
+        + labs(x="", y="Effect of alliance (posterior median, 95% interval)")
+        + theme_hetfx()
+        + theme(axis_text_y=element_text(size=7))
+    )
+
+
+def figure_a2(groups: pd.DataFrame):
+    """Appendix A2: Bush–Prather effect of Germany vs Russia by political engagement."""
+    data = groups.copy()
+    data["vote"] = data["w2_vote_hill"].map({1: "Clinton voter", 0: "Trump voter"})
+    data["panel"] = (data["invest_cond"].map({1: "FDI", 0: "Trade"}) + ", "
+                     + data["woman"].map({1: "women", 0: "men"}))
+    dodge = position_dodge(width=0.5)
+    return (
+        ggplot(data, aes("pol_engage", "estimate", color="vote"))
+        + geom_hline(yintercept=0, color="grey")
+        + geom_pointrange(aes(ymin="q025", ymax="q975"), position=dodge)
+        + facet_wrap("panel", ncol=2)
+        + scale_color_manual(values={"Clinton voter": "#0072B2", "Trump voter": "#D55E00"})
+        + scale_x_continuous(breaks=list(range(1, 8)))
+        + labs(x="Political engagement (knowledge + interest)",
+               y="Effect of Germany vs Russia on support (95% interval)")
+        + theme_hetfx()
+    )
+
+
+# ---------------------------------------------------------------- simulation
+
+def _models(frame: pd.DataFrame) -> pd.DataFrame:
+    out = frame.copy()
+    out["model"] = pd.Categorical(out["model"].map(MODEL_NAMES).fillna(out["model"]),
+                                  ["OLS", "Hierarchical"])
+    return out
+
+
+def figure1(summary: pd.DataFrame, published: pd.DataFrame | None = None):
+    """RMSE against the number of groups: mean ± MCSE over replicates, and one replicate."""
+    data = _models(summary)
+    data["lo"] = data["rmse_mean"] - data["rmse_mcse"]
+    data["hi"] = data["rmse_mean"] + data["rmse_mcse"]
+    plot = (
+        ggplot(data, aes("n_groups", "rmse_mean", color="model"))
+        + geom_line()
+        + geom_point(size=2)
+        + geom_errorbar(aes(ymin="lo", ymax="hi"), width=0.06)
+        + scale_x_continuous(trans="log2", breaks=[8, 16, 32, 64, 128])
+        + scale_color_manual(values=MODEL_COLOURS)
+        + labs(x="Number of groups (n = 2,000)", y="RMSE of group effect estimates")
+        + theme_hetfx()
+    )
+    if published is not None:
+        one = _models(published)
+        plot += geom_point(one, aes("n_groups", "rmse"), shape="x", size=3)
+        plot += labs(caption="Lines: mean over replicates ± Monte Carlo SE; "
+                     "crosses: a single replicate, as in the published design")
+    return plot
+
+
+def figure2(estimates: pd.DataFrame):
+    """Estimate against true effect, one replicate, by model and number of groups."""
+    data = _models(estimates)
+    return (
+        ggplot(data, aes("tau", "estimate"))
+        + geom_abline(intercept=0, slope=1, linetype="dashed", color="grey")
+        + geom_point(aes(color="model"), alpha=0.6, size=1.2)
+        + facet_grid("model ~ n_groups")
+        + scale_color_manual(values=MODEL_COLOURS)
+        + labs(x="True group effect", y="Estimated group effect")
+        + theme_hetfx()
+        + theme(legend_position="none")
+    )
+
+
+def figure3(summary: pd.DataFrame):
+    """RMSE by imbalance scenario (64 groups), mean ± MCSE over replicates."""
+    data = _models(summary)
+    data["scenario"] = pd.Categorical(data["scenario"], SCENARIOS)
+    data["lo"] = data["rmse_mean"] - data["rmse_mcse"]
+    data["hi"] = data["rmse_mean"] + data["rmse_mcse"]
+    dodge = position_dodge(width=0.3)
+    return (
+        ggplot(data, aes("scenario", "rmse_mean", color="model", shape="model"))
+        + geom_point(size=2.5, position=dodge)
+        + geom_errorbar(aes(ymin="lo", ymax="hi"), width=0.15, position=dodge)
+        + scale_color_manual(values=MODEL_COLOURS)
+        + scale_shape_manual(values={"OLS": "o", "Hierarchical": "s"})
+        + labs(x="Imbalance of group sizes (64 groups, n = 2,000)",
+               y="RMSE of group effect estimates")
+        + theme_hetfx()
+    )
+
+
+def figure4(estimates: pd.DataFrame):
+    """Absolute bias against group size, by model and scenario, with a loess curve."""
+    data = _models(estimates)
+    data["scenario"] = pd.Categorical(data["scenario"], SCENARIOS)
+    data["abs_bias"] = (data["estimate"] - data["tau"]).abs()
+    return (
+        ggplot(data, aes("n", "abs_bias"))
+        + geom_point(alpha=0.25, size=0.8)
+        + geom_smooth(method="loess", se=False, color=MODEL_COLOURS["Hierarchical"])
+        + geom_vline(xintercept=20, linetype="dotted", color="grey")
+        + facet_grid("model ~ scenario")
+        + labs(x="Observations in the group", y="|estimate − true effect|")
+        + theme_hetfx()
+    )
