@@ -1,0 +1,387 @@
+"""Diagnostics and tidy summaries shared by every Bayesian model of hetfx.
+
+All models return their posterior as an :class:`arviz.InferenceData` with a ``chain`` and a
+``draw`` dimension, so that R-hat and effective sample sizes are computed the same way for
+every engine (NUTS via nutpie, or the exact quadrature / collapsed engines whose draws are
+independent). This module turns such an object into
+
+* a :class:`Diagnostics` record (one row of ``diagnostics.csv``),
+* a gate, :func:`check_diagnostics`, that raises :class:`SamplerDiagnosticsError` naming
+  the failing parameter and what to change,
+* the tidy frames of ``coefs.csv`` (:func:`summarise_coefs`) and ``groups.csv``
+  (:func:`summarise_groups`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterable, Sequence
+from contextlib import contextmanager
+
+import arviz as az
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+__all__ = [
+    "Diagnostics",
+    "SamplerDiagnosticsError",
+    "Timer",
+    "check_diagnostics",
+    "compute_diagnostics",
+    "draws_matrix",
+    "flat_names",
+    "summarise_coefs",
+    "summarise_draws",
+    "summarise_groups",
+    "GROUP_QUANTILES",
+]
+
+#: Quantiles reported for every group effect (``groups.csv``).
+GROUP_QUANTILES = {"q025": 0.025, "q10": 0.10, "q90": 0.90, "q975": 0.975}
+
+
+class SamplerDiagnosticsError(RuntimeError):
+    """A posterior failed the convergence gate of :func:`check_diagnostics`."""
+
+
+@dataclasses.dataclass
+class Diagnostics:
+    """Convergence and cost record of one fit (one row of ``diagnostics.csv``).
+
+    Attributes
+    ----------
+    sampler : str
+        Engine name, e.g. ``"nutpie"``, ``"quadrature"``, ``"collapsed_nuts"``.
+    chains, draws : int
+        Number of chains and of retained draws per chain.
+    max_r_hat : float
+        Largest rank-normalised split R-hat over all monitored scalars.
+    min_ess_bulk, min_ess_tail : float
+        Smallest bulk and tail effective sample size.
+    divergences : int
+        Number of divergent transitions after warm-up (0 for exact engines).
+    wall_seconds, compile_seconds, sampling_seconds : float
+        Total wall time of the fit and its compile and sampling parts.
+    worst_r_hat_param, worst_ess_bulk_param, worst_ess_tail_param : str
+        Names (``var[label]``) of the scalars attaining the extremes above.
+    grid_edge_mass : float
+        Quadrature engine only: posterior mass on the boundary of the integration grid
+        (NaN for samplers).
+    """
+
+    sampler: str
+    chains: int
+    draws: int
+    max_r_hat: float
+    min_ess_bulk: float
+    min_ess_tail: float
+    divergences: int
+    wall_seconds: float = float("nan")
+    compile_seconds: float = float("nan")
+    sampling_seconds: float = float("nan")
+    worst_r_hat_param: str = ""
+    worst_ess_bulk_param: str = ""
+    worst_ess_tail_param: str = ""
+    grid_edge_mass: float = float("nan")
+
+    def to_frame(self) -> pd.DataFrame:
+        """Return the record as a one-row :class:`pandas.DataFrame`."""
+        return pd.DataFrame([dataclasses.asdict(self)])
+
+
+class Timer:
+    """Accumulate named wall-clock sections (``with timer("compile"): ...``)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
+
+    def get(self, name: str) -> float:
+        """Seconds spent in section ``name`` (0 if never entered)."""
+        return self.seconds.get(name, 0.0)
+
+
+# --------------------------------------------------------------------------- helpers
+def flat_names(da: xr.DataArray) -> list[str]:
+    """Scalar names ``var[label,...]`` of a posterior variable, in C order of its extra dims."""
+    extra = [d for d in da.dims if d not in ("chain", "draw")]
+    if not extra:
+        return [str(da.name)]
+    labels = [[str(v) for v in da.coords[d].values] if d in da.coords else
+              [str(i) for i in range(da.sizes[d])] for d in extra]
+    idx = pd.MultiIndex.from_product(labels) if len(labels) > 1 else labels[0]
+    if len(labels) > 1:
+        return [f"{da.name}[{','.join(t)}]" for t in idx]
+    return [f"{da.name}[{t}]" for t in idx]
+
+
+def draws_matrix(da: xr.DataArray) -> np.ndarray:
+    """Draws of a posterior variable as a ``(chain, draw, k)`` array (k scalars)."""
+    extra = [d for d in da.dims if d not in ("chain", "draw")]
+    arr = da.transpose("chain", "draw", *extra).values
+    return arr.reshape(arr.shape[0], arr.shape[1], -1)
+
+
+def _posterior(idata: az.InferenceData | xr.Dataset) -> xr.Dataset:
+    if isinstance(idata, xr.Dataset):
+        return idata
+    if not hasattr(idata, "posterior"):
+        raise ValueError("InferenceData has no posterior group")
+    return idata.posterior
+
+
+def summarise_draws(
+    idata: az.InferenceData | xr.Dataset, var_names: Sequence[str] | None = None
+) -> pd.DataFrame:
+    """Mean, sd, 2.5/97.5% quantiles, R-hat and bulk/tail ESS of every posterior scalar.
+
+    Parameters
+    ----------
+    idata : arviz.InferenceData or xarray.Dataset
+        Posterior with ``chain`` and ``draw`` dimensions.
+    var_names : sequence of str, optional
+        Variables to summarise (default: all).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per scalar, columns ``var``, ``name``, ``label``, ``mean``, ``sd``,
+        ``q025``, ``q975``, ``r_hat``, ``ess_bulk``, ``ess_tail``.
+    """
+    post = _posterior(idata)
+    names = list(post.data_vars) if var_names is None else list(var_names)
+    rows = []
+    for v in names:
+        da = post[v]
+        sub = xr.Dataset({v: da})
+        rhat = az.rhat(sub)[v].values.ravel()
+        eb = az.ess(sub, method="bulk")[v].values.ravel()
+        et = az.ess(sub, method="tail")[v].values.ravel()
+        arr = draws_matrix(da)
+        flat = arr.reshape(-1, arr.shape[-1])
+        q = np.quantile(flat, [0.025, 0.975], axis=0)
+        nm = flat_names(da)
+        extra = [d for d in da.dims if d not in ("chain", "draw")]
+        labels = [n[len(v) + 1 : -1] if extra else "" for n in nm]
+        rows.append(
+            pd.DataFrame(
+                {
+                    "var": v,
+                    "name": nm,
+                    "label": labels,
+                    "mean": flat.mean(axis=0),
+                    "sd": flat.std(axis=0, ddof=1),
+                    "q025": q[0],
+                    "q975": q[1],
+                    "r_hat": rhat,
+                    "ess_bulk": eb,
+                    "ess_tail": et,
+                }
+            )
+        )
+    return pd.concat(rows, ignore_index=True)
+
+
+def compute_diagnostics(
+    idata: az.InferenceData,
+    sampler: str,
+    *,
+    var_names: Sequence[str] | None = None,
+    wall_seconds: float = float("nan"),
+    compile_seconds: float = float("nan"),
+    sampling_seconds: float = float("nan"),
+    grid_edge_mass: float = float("nan"),
+) -> Diagnostics:
+    """Compute a :class:`Diagnostics` record from an InferenceData.
+
+    Parameters
+    ----------
+    idata : arviz.InferenceData
+        Posterior (and, for samplers, ``sample_stats`` with ``diverging``).
+    sampler : str
+        Engine name stored in the record.
+    var_names : sequence of str, optional
+        Variables monitored (default: all posterior variables). Scalars that are constant
+        across all draws (R-hat undefined) are ignored.
+    wall_seconds, compile_seconds, sampling_seconds, grid_edge_mass : float
+        Stored as given.
+
+    Returns
+    -------
+    Diagnostics
+    """
+    s = summarise_draws(idata, var_names)
+    s = s[np.isfinite(s["r_hat"].to_numpy(dtype=float))]
+    if s.empty:
+        raise ValueError("no monitored posterior scalar has a finite R-hat")
+    i_r = int(np.argmax(s["r_hat"].to_numpy()))
+    i_b = int(np.argmin(s["ess_bulk"].to_numpy()))
+    i_t = int(np.argmin(s["ess_tail"].to_numpy()))
+    post = _posterior(idata)
+    div = 0
+    if hasattr(idata, "sample_stats") and "diverging" in idata.sample_stats:
+        div = int(np.asarray(idata.sample_stats["diverging"].values).sum())
+    return Diagnostics(
+        sampler=sampler,
+        chains=int(post.sizes["chain"]),
+        draws=int(post.sizes["draw"]),
+        max_r_hat=float(s["r_hat"].iloc[i_r]),
+        min_ess_bulk=float(s["ess_bulk"].iloc[i_b]),
+        min_ess_tail=float(s["ess_tail"].iloc[i_t]),
+        divergences=div,
+        wall_seconds=float(wall_seconds),
+        compile_seconds=float(compile_seconds),
+        sampling_seconds=float(sampling_seconds),
+        worst_r_hat_param=str(s["name"].iloc[i_r]),
+        worst_ess_bulk_param=str(s["name"].iloc[i_b]),
+        worst_ess_tail_param=str(s["name"].iloc[i_t]),
+        grid_edge_mass=float(grid_edge_mass),
+    )
+
+
+def check_diagnostics(
+    diag: Diagnostics,
+    max_r_hat: float = 1.01,
+    min_ess_bulk: float = 400,
+    allow_divergences: int = 0,
+    advice: str = "raise target_accept (the original used .95 for M1/A1, .99 with tree "
+    "depth 15 for Bush-Prather) or draw more samples",
+    *,
+    min_ess_tail: float | None = None,
+    max_grid_edge_mass: float = 1e-3,
+) -> Diagnostics:
+    """Raise :class:`SamplerDiagnosticsError` if a fit fails the convergence gate.
+
+    Parameters
+    ----------
+    diag : Diagnostics
+        Record from :func:`compute_diagnostics` (or ``fit.diagnostics_record``).
+    max_r_hat : float, default 1.01
+        Largest acceptable R-hat.
+    min_ess_bulk : float, default 400
+        Smallest acceptable bulk ESS.
+    allow_divergences : int, default 0
+        Largest acceptable number of divergent transitions.
+    advice : str
+        What to change, appended to the error message.
+    min_ess_tail : float, optional
+        Smallest acceptable tail ESS (not checked if None).
+    max_grid_edge_mass : float, default 1e-3
+        Largest acceptable posterior mass on the quadrature grid edge (ignored if NaN).
+
+    Returns
+    -------
+    Diagnostics
+        ``diag`` itself when every check passes.
+
+    Raises
+    ------
+    SamplerDiagnosticsError
+        Listing every failed check with the parameter concerned.
+    """
+    problems = []
+    if not np.isfinite(diag.max_r_hat) or diag.max_r_hat > max_r_hat:
+        problems.append(
+            f"R-hat {diag.max_r_hat:.3f} > {max_r_hat} for {diag.worst_r_hat_param}"
+        )
+    if not np.isfinite(diag.min_ess_bulk) or diag.min_ess_bulk < min_ess_bulk:
+        problems.append(
+            f"bulk ESS {diag.min_ess_bulk:.0f} < {min_ess_bulk} for {diag.worst_ess_bulk_param}"
+        )
+    if min_ess_tail is not None and (
+        not np.isfinite(diag.min_ess_tail) or diag.min_ess_tail < min_ess_tail
+    ):
+        problems.append(
+            f"tail ESS {diag.min_ess_tail:.0f} < {min_ess_tail} for {diag.worst_ess_tail_param}"
+        )
+    if diag.divergences > allow_divergences:
+        problems.append(f"{diag.divergences} divergent transitions (> {allow_divergences})")
+    if np.isfinite(diag.grid_edge_mass) and diag.grid_edge_mass > max_grid_edge_mass:
+        problems.append(
+            f"quadrature grid edge holds {diag.grid_edge_mass:.2g} of the posterior mass "
+            f"(> {max_grid_edge_mass}); widen the grid (grid_width) or use more points"
+        )
+    if problems:
+        raise SamplerDiagnosticsError(
+            f"{diag.sampler} fit failed diagnostics ({diag.chains} chains x {diag.draws} "
+            f"draws): " + "; ".join(problems) + f". Advice: {advice}."
+        )
+    return diag
+
+
+# ------------------------------------------------------------------- tidy frames
+def summarise_coefs(
+    idata: az.InferenceData, equations: dict[str, Iterable[str]]
+) -> pd.DataFrame:
+    """Tidy coefficient table (``coefs.csv``).
+
+    Parameters
+    ----------
+    idata : arviz.InferenceData
+        Posterior.
+    equations : dict
+        Maps an equation name (``effect``, ``control``, ``scale``, ...) to posterior variable
+        names. A vector variable contributes one row per label of its single extra
+        dimension (the label is the term); a scalar variable contributes one row whose term
+        is the variable name.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``equation``, ``term``, ``mean``, ``sd``, ``q025``, ``q975``, ``r_hat``,
+        ``ess_bulk``.
+    """
+    out = []
+    for eq, names in equations.items():
+        for v in names:
+            s = summarise_draws(idata, [v])
+            term = s["label"].where(s["label"] != "", s["var"])
+            out.append(s.assign(equation=eq, term=term))
+    res = pd.concat(out, ignore_index=True)
+    return res[["equation", "term", "mean", "sd", "q025", "q975", "r_hat", "ess_bulk"]]
+
+
+def summarise_groups(
+    draws: np.ndarray,
+    keys: pd.DataFrame,
+    n_obs: Sequence[int] | np.ndarray | None = None,
+) -> pd.DataFrame:
+    """Tidy group-effect table (``groups.csv``) from draws of the effects.
+
+    Parameters
+    ----------
+    draws : numpy.ndarray
+        ``(n_draws, G)`` (or ``(chain, draw, G)``) draws of the group effects.
+    keys : pandas.DataFrame
+        G rows describing the groups (a ``group`` column and key columns); its row order
+        matches the last axis of ``draws``.
+    n_obs : array-like, optional
+        Observations per group (column ``n_obs``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``keys`` columns, ``n_obs``, ``estimate`` (posterior median), ``q025``, ``q10``,
+        ``q90``, ``q975``.
+    """
+    d = np.asarray(draws, dtype=float)
+    d = d.reshape(-1, d.shape[-1])
+    if d.shape[1] != len(keys):
+        raise ValueError(f"draws have {d.shape[1]} groups but keys have {len(keys)} rows")
+    res = keys.reset_index(drop=True).copy()
+    if n_obs is not None:
+        res["n_obs"] = np.asarray(n_obs, dtype=int)
+    qs = np.quantile(d, [0.5, *GROUP_QUANTILES.values()], axis=0)
+    res["estimate"] = qs[0]
+    for i, name in enumerate(GROUP_QUANTILES):
+        res[name] = qs[i + 1]
+    return res

@@ -1,0 +1,906 @@
+"""Simulation study of the paper's section 3 (replication spec, section 5).
+
+Data-generating process (:func:`simulate_data`): ``n`` observations, ``k``
+binary moderators ``x1..xk`` with given probabilities, ``treat ~ Bernoulli(.5)``,
+controls ``z1 ~ N(0,1)``, ``z2 ~ Bernoulli(.5)``, ``z3 ~ N(0,1)``, true group
+effects ``tau_g ~ N(0.2, 0.3)`` (0.3 is the standard deviation) and
+
+``y = 0.4 z1 - 0.3 z2 + 0.25 z3 + tau_g * treat + N(0, 1)``.
+
+Groups are the ``2**k`` cells of the moderators, labelled ``"x1_x2_..._xk"``
+(e.g. ``"0_1_1"``, R's ``paste(..., sep = "_")``); their index is the binary
+number with ``x1`` as the most significant digit, so index order is label order.
+
+Designs (:func:`conditions`):
+
+1. *equal groups* -- ``k = 3..7`` (8 to 128 groups), all probabilities .5, a
+   fresh ``tau`` per ``k``; OLS is saturated, ``y ~ treat*(x1*...*xk) + z1+z2+z3``,
+   and the hierarchical ``Z`` is the full factorial of the x's.
+2. *imbalance* -- ``k = 6`` (64 groups) under four probability scenarios
+   (:data:`IMBALANCE_SCENARIOS`), data redrawn until all 64 cells occur, one
+   ``tau`` shared by the four scenarios of a replicate; OLS is additive as
+   published, ``y ~ treat*(x1+...+x6) + z1+z2+z3`` (a cell's effect is the sum of
+   the treatment coefficients for that cell's x values), and the hierarchical
+   ``Z`` is intercept + x1..x6.
+
+Random numbers: replicate ``r`` of a study with root seed ``root`` uses only
+``numpy.random.SeedSequence(root).spawn(R)[r]``, i.e. ``SeedSequence(root,
+spawn_key=(r,))``. Its child ``d`` (spawn key ``(r, d)``) serves design ``d``;
+within design 1, child ``j`` of that (key ``(r, 1, j)``) draws ``tau`` and the
+data of the ``j``-th ``k``; within design 2, key ``(r, 2, 0)`` draws the shared
+``tau`` and key ``(r, 2, s)`` the data of scenario ``s = 1..4``. A replicate can
+therefore be rerun alone, and results do not depend on the number of workers.
+
+Estimators are pluggable callables ``estimator(data, condition) -> frame`` with
+one row per group and columns ``group``, ``estimate``, ``q025``, ``q05``,
+``q95``, ``q975`` (``std_error`` optional): :func:`ols_estimator` (fast numpy
+path), :func:`ols_estimator_statsmodels` (the generic
+:func:`hetfx.models.saturated_ols.fit_saturated_ols` path, the reference) and
+:func:`hierarchical_estimator` (the lambda model).
+
+Readings: (a) the published design is ``run_simulation(n_replicates=1)`` (one
+data set per condition; the published R code used seed 12, whose R random
+numbers are not reproduced here); (b) ``n_replicates=R`` gives the mean RMSE
+per condition with its Monte Carlo standard error (:func:`summarise`).
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import json
+import os
+import warnings
+import zlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+__all__ = [
+    "CONTROL_COEFS",
+    "EQUAL_GROUP_K",
+    "IMBALANCE_SCENARIOS",
+    "INTERVAL_COLUMNS",
+    "N_OBS",
+    "PUBLISHED_SEED",
+    "TAU_MEAN",
+    "TAU_SD",
+    "Condition",
+    "Estimator",
+    "SimulationResult",
+    "bias_by_group_size",
+    "conditions",
+    "draw_tau",
+    "group_labels",
+    "hierarchical_estimator",
+    "ols_estimator",
+    "ols_estimator_statsmodels",
+    "replicate_rng",
+    "run_replicate",
+    "run_simulation",
+    "simulate_condition",
+    "simulate_data",
+    "summarise",
+]
+
+#: Sample size of every simulated data set.
+N_OBS = 2000
+#: Mean and standard deviation of the true group effects.
+TAU_MEAN, TAU_SD = 0.2, 0.3
+#: Coefficients of the controls z1, z2, z3.
+CONTROL_COEFS = (0.4, -0.3, 0.25)
+#: Numbers of moderators of design 1 (8 to 128 groups).
+EQUAL_GROUP_K = (3, 4, 5, 6, 7)
+#: Moderator probabilities of design 2 (k = 6).
+IMBALANCE_SCENARIOS: dict[str, tuple[float, ...]] = {
+    "balanced": (0.5, 0.5, 0.5, 0.5, 0.5, 0.5),
+    "mild": (0.35, 0.4, 0.5, 0.5, 0.6, 0.65),
+    "moderate": (0.25, 0.35, 0.5, 0.5, 0.65, 0.7),
+    "strong": (0.2, 0.3, 0.5, 0.5, 0.675, 0.75),
+}
+#: Seed of the published R study (``set.seed(12)``); used as the default root seed.
+PUBLISHED_SEED = 12
+#: Interval columns every estimator must return.
+INTERVAL_COLUMNS = ("q025", "q05", "q95", "q975")
+_T_LEVELS = {"q025": 0.025, "q05": 0.05, "q95": 0.95, "q975": 0.975}
+
+
+# --------------------------------------------------------------------------- design
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One simulated condition.
+
+    Attributes
+    ----------
+    design : int
+        1 (equal groups) or 2 (imbalance).
+    label : str
+        Condition label: the number of groups for design 1 (``"8"``), the
+        scenario name for design 2 (``"strong"``).
+    index : int
+        Position within its design (selects the random stream).
+    probs : tuple of float
+        ``P(x_j = 1)`` for each moderator.
+    effect_terms : {"saturated", "additive"}
+        How the moderators enter the effect equation of both estimators.
+    n_obs : int
+        Sample size.
+    require_all_cells : bool
+        Redraw the moderators until every cell occurs.
+    """
+
+    design: int
+    label: str
+    index: int
+    probs: tuple[float, ...]
+    effect_terms: str
+    n_obs: int = N_OBS
+    require_all_cells: bool = False
+
+    @property
+    def k(self) -> int:
+        """Number of moderators."""
+        return len(self.probs)
+
+    @property
+    def n_groups(self) -> int:
+        """Number of groups (cells), ``2**k``."""
+        return 2**self.k
+
+    @property
+    def moderators(self) -> list[str]:
+        """Moderator column names ``x1..xk``."""
+        return [f"x{j + 1}" for j in range(self.k)]
+
+    @property
+    def scenario(self) -> str:
+        """Scenario name (``"equal"`` for design 1)."""
+        return self.label if self.design == 2 else "equal"
+
+    @property
+    def effect_formula(self) -> str:
+        """Formula piece of the moderators: ``x1*x2*...`` or ``x1 + x2 + ...``."""
+        sep = " * " if self.effect_terms == "saturated" else " + "
+        return sep.join(self.moderators)
+
+
+def conditions(design: int, n_obs: int = N_OBS) -> list[Condition]:
+    """The conditions of a design.
+
+    Parameters
+    ----------
+    design : {1, 2}
+        1: equal groups, ``k = 3..7``; 2: 64 groups under the four imbalance scenarios.
+    n_obs : int, default 2000
+        Sample size of each data set.
+
+    Returns
+    -------
+    list of Condition
+    """
+    if design == 1:
+        return [
+            Condition(1, str(2**k), j, (0.5,) * k, "saturated", n_obs)
+            for j, k in enumerate(EQUAL_GROUP_K)
+        ]
+    if design == 2:
+        return [
+            Condition(2, name, j + 1, probs, "additive", n_obs, require_all_cells=True)
+            for j, (name, probs) in enumerate(IMBALANCE_SCENARIOS.items())
+        ]
+    raise ValueError(f"design must be 1 or 2, got {design!r}")
+
+
+def group_labels(k: int) -> list[str]:
+    """Labels of the ``2**k`` cells in index order (``"0_0_0"``, ``"0_0_1"``, ...)."""
+    idx = np.arange(2**k)
+    bits = (idx[:, None] >> np.arange(k - 1, -1, -1)) & 1
+    return ["_".join(map(str, row)) for row in bits]
+
+
+# ---------------------------------------------------------------------------- DGP
+
+
+def replicate_rng(root_seed: int, replicate: int, *path: int) -> np.random.Generator:
+    """Random generator of one replicate (and optionally one sub-stream of it).
+
+    Parameters
+    ----------
+    root_seed : int
+        Root seed of the study.
+    replicate : int
+        Replicate number ``r`` (0-based).
+    *path : int
+        Further spawn-key entries (design, then condition), see the module notes.
+
+    Returns
+    -------
+    numpy.random.Generator
+        ``Generator(PCG64(SeedSequence(root_seed, spawn_key=(replicate, *path))))``,
+        the same stream as ``SeedSequence(root_seed).spawn(R)[replicate]`` (and its
+        ``.spawn`` children) for any ``R > replicate``.
+    """
+    if replicate < 0:
+        raise ValueError(f"replicate must be >= 0, got {replicate}")
+    ss = np.random.SeedSequence(root_seed, spawn_key=(int(replicate), *map(int, path)))
+    return np.random.default_rng(ss)
+
+
+def draw_tau(
+    rng: np.random.Generator, n_groups: int, mean: float = TAU_MEAN, sd: float = TAU_SD
+) -> np.ndarray:
+    """Draw the true group effects ``tau_g ~ N(mean, sd)`` (``sd`` is a standard deviation)."""
+    return rng.normal(mean, sd, size=n_groups)
+
+
+def simulate_data(
+    rng: np.random.Generator,
+    probs: Sequence[float],
+    tau: np.ndarray,
+    n_obs: int = N_OBS,
+    *,
+    require_all_cells: bool = False,
+    max_tries: int = 10_000,
+) -> pd.DataFrame:
+    """Draw one data set from the simulation's data-generating process.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Source of randomness.
+    probs : sequence of float
+        ``P(x_j = 1)`` for the ``k`` moderators.
+    tau : numpy.ndarray
+        True effects of the ``2**k`` groups, in index order.
+    n_obs : int, default 2000
+        Sample size.
+    require_all_cells : bool, default False
+        Redraw the moderators until all ``2**k`` cells occur (design 2). The
+        other variables are independent of the moderators and drawn once after.
+    max_tries : int, default 10000
+        Give up (``RuntimeError``) after this many redraws.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``x1..xk``, ``treat``, ``z1``, ``z2``, ``z3``, ``group`` (label),
+        ``group_index``, ``tau`` and ``y``.
+    """
+    probs = np.asarray(probs, dtype=float)
+    k = len(probs)
+    if k < 1 or np.any((probs <= 0) | (probs >= 1)):
+        raise ValueError(f"probs must be k >= 1 values in (0, 1), got {probs.tolist()}")
+    tau = np.asarray(tau, dtype=float)
+    if tau.shape != (2**k,):
+        raise ValueError(f"tau must have 2**k = {2**k} entries, got shape {tau.shape}")
+    weights = 2 ** np.arange(k - 1, -1, -1)
+    for _ in range(max_tries):
+        x = (rng.random((n_obs, k)) < probs).astype(np.int64)
+        gidx = x @ weights
+        if not require_all_cells or np.bincount(gidx, minlength=2**k).min() > 0:
+            break
+    else:
+        raise RuntimeError(f"not all {2**k} cells occurred in {max_tries} draws of n = {n_obs}")
+    treat = (rng.random(n_obs) < 0.5).astype(np.int64)
+    z1 = rng.standard_normal(n_obs)
+    z2 = (rng.random(n_obs) < 0.5).astype(np.int64)
+    z3 = rng.standard_normal(n_obs)
+    eps = rng.standard_normal(n_obs)
+    b1, b2, b3 = CONTROL_COEFS
+    tau_i = tau[gidx]
+    y = b1 * z1 + b2 * z2 + b3 * z3 + tau_i * treat + eps
+    labels = np.asarray(group_labels(k), dtype=object)
+    out = pd.DataFrame(x, columns=[f"x{j + 1}" for j in range(k)])
+    out["treat"] = treat
+    out["z1"] = z1
+    out["z2"] = z2
+    out["z3"] = z3
+    out["group"] = labels[gidx]
+    out["group_index"] = gidx
+    out["tau"] = tau_i
+    out["y"] = y
+    return out
+
+
+def simulate_condition(
+    root_seed: int, replicate: int, condition: Condition
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Data set and truth of one condition of one replicate.
+
+    Parameters
+    ----------
+    root_seed : int
+        Root seed of the study.
+    replicate : int
+        Replicate number.
+    condition : Condition
+        The condition.
+
+    Returns
+    -------
+    data : pandas.DataFrame
+        As :func:`simulate_data`.
+    truth : pandas.DataFrame
+        One row per group (all ``2**k``, index order): ``group``, ``group_index``,
+        ``tau``, ``n`` (observations), ``n_treated``.
+    """
+    if condition.design == 1:
+        rng = replicate_rng(root_seed, replicate, 1, condition.index)
+        tau = draw_tau(rng, condition.n_groups)
+    else:
+        tau = draw_tau(replicate_rng(root_seed, replicate, 2, 0), condition.n_groups)
+        rng = replicate_rng(root_seed, replicate, condition.design, condition.index)
+    data = simulate_data(
+        rng, condition.probs, tau, condition.n_obs, require_all_cells=condition.require_all_cells
+    )
+    g = data["group_index"].to_numpy()
+    truth = pd.DataFrame(
+        {
+            "group": group_labels(condition.k),
+            "group_index": np.arange(condition.n_groups),
+            "tau": tau,
+            "n": np.bincount(g, minlength=condition.n_groups),
+            "n_treated": np.bincount(g, weights=data["treat"], minlength=condition.n_groups).astype(
+                int
+            ),
+        }
+    )
+    return data, truth
+
+
+# ---------------------------------------------------------------------- estimators
+
+#: An estimator: ``(data, condition) -> frame`` with ``group``, ``estimate`` and
+#: the :data:`INTERVAL_COLUMNS`.
+Estimator = Callable[[pd.DataFrame, Condition], pd.DataFrame]
+
+
+def _t_intervals(est: np.ndarray, se: np.ndarray, df: float) -> dict[str, np.ndarray]:
+    return {name: est + stats.t.ppf(p, df) * se for name, p in _T_LEVELS.items()}
+
+
+def ols_estimator(data: pd.DataFrame, condition: Condition) -> pd.DataFrame:
+    """Group effects by OLS, computed directly with numpy (fast path).
+
+    Saturated design (``condition.effect_terms == "saturated"``): the model
+    ``y ~ treat*(x1*...*xk) + z1+z2+z3`` spans the same columns as one intercept
+    per cell x treatment arm plus the controls, so the control coefficients come
+    from the within-(cell, arm) regression and a cell's effect is
+    ``(ybar_1 - ybar_0) - (zbar_1 - zbar_0)' beta`` with variance
+    ``s^2 (1/n_1 + 1/n_0 + dz' (Z~'Z~)^-1 dz)`` and ``n - (#non-empty cell-arms) - 3``
+    residual degrees of freedom, identical to the statsmodels fit. A cell with
+    no treated or no control observation has no estimable effect: ``nan``.
+
+    Additive design: OLS of ``y`` on ``[1, x, treat, treat*x, z]``; a cell's
+    effect is ``b_treat + x_g' b_treat:x``.
+
+    Parameters
+    ----------
+    data : pandas.DataFrame
+        A simulated data set (:func:`simulate_data`).
+    condition : Condition
+        Its condition.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per group present in the data: ``group``, ``estimate``,
+        ``std_error`` and the t-based :data:`INTERVAL_COLUMNS`.
+    """
+    k, G = condition.k, condition.n_groups
+    y = data["y"].to_numpy(float)
+    t = data["treat"].to_numpy(np.int64)
+    g = data["group_index"].to_numpy(np.int64)
+    Z = data[["z1", "z2", "z3"]].to_numpy(float)
+    n = len(y)
+    present = np.bincount(g, minlength=G) > 0
+    if condition.effect_terms == "saturated":
+        cell = 2 * g + t
+        nc = np.bincount(cell, minlength=2 * G).astype(float)
+        safe = np.where(nc > 0, nc, 1.0)
+        ybar = np.bincount(cell, weights=y, minlength=2 * G) / safe
+        zbar = np.stack([np.bincount(cell, weights=Z[:, j], minlength=2 * G) for j in range(3)], 1)
+        zbar /= safe[:, None]
+        Zt = Z - zbar[cell]
+        yt = y - ybar[cell]
+        ZtZ = Zt.T @ Zt
+        beta = np.linalg.solve(ZtZ, Zt.T @ yt)
+        resid = yt - Zt @ beta
+        df = n - int((nc > 0).sum()) - Z.shape[1]
+        s2 = float(resid @ resid) / df
+        n0, n1 = nc[0::2], nc[1::2]
+        dz = zbar[1::2] - zbar[0::2]
+        est = (ybar[1::2] - ybar[0::2]) - dz @ beta
+        quad = np.einsum("ij,jk,ik->i", dz, np.linalg.inv(ZtZ), dz)
+        ok = (n0 > 0) & (n1 > 0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            se = np.sqrt(s2 * (1.0 / n1 + 1.0 / n0 + quad))
+        est = np.where(ok, est, np.nan)
+        se = np.where(ok, se, np.nan)
+    elif condition.effect_terms == "additive":
+        Xm = data[condition.moderators].to_numpy(float)
+        X = np.column_stack([np.ones(n), Xm, t, t[:, None] * Xm, Z])
+        XtX = X.T @ X
+        try:
+            L = np.linalg.cholesky(XtX)
+        except np.linalg.LinAlgError:
+            L = None
+        if L is None or np.linalg.cond(XtX) > 1e12:
+            return ols_estimator_statsmodels(data, condition)
+        b = np.linalg.solve(XtX, X.T @ y)
+        resid = y - X @ b
+        df = n - X.shape[1]
+        s2 = float(resid @ resid) / df
+        V = s2 * np.linalg.inv(XtX)
+        bits = (np.arange(G)[:, None] >> np.arange(k - 1, -1, -1)) & 1
+        D = np.zeros((G, X.shape[1]))
+        D[:, 1 + k] = 1.0
+        D[:, 2 + k : 2 + 2 * k] = bits
+        est = D @ b
+        se = np.sqrt(np.einsum("ij,jk,ik->i", D, V, D))
+    else:
+        raise ValueError(f"unknown effect_terms {condition.effect_terms!r}")
+    out = pd.DataFrame({"group": group_labels(k), "estimate": est, "std_error": se})
+    for name, q in _t_intervals(est, se, df).items():
+        out[name] = q
+    return out.loc[present].reset_index(drop=True)
+
+
+def ols_estimator_statsmodels(data: pd.DataFrame, condition: Condition) -> pd.DataFrame:
+    """Group effects by the generic statsmodels path (the reference for :func:`ols_estimator`).
+
+    Fits ``y ~ treat * (effect formula) + z1 + z2 + z3`` with
+    :func:`hetfx.models.saturated_ols.fit_saturated_ols`; groups whose contrast is
+    not estimable (a cell without treated or control units) get ``nan``.
+
+    Parameters
+    ----------
+    data : pandas.DataFrame
+        A simulated data set.
+    condition : Condition
+        Its condition.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``group``, ``estimate``, ``std_error`` and the :data:`INTERVAL_COLUMNS`.
+    """
+    from hetfx.models.saturated_ols import fit_saturated_ols
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        fit = fit_saturated_ols(
+            data,
+            "y",
+            "treat",
+            condition.effect_formula,
+            "z1 + z2 + z3",
+            group="group",
+            keys=condition.moderators,
+        )
+    ge = fit.group_effects()
+    cols = ["estimate", "std_error", *INTERVAL_COLUMNS]
+    ge.loc[~ge["estimable"], cols] = np.nan
+    return ge[["group", *cols]].reset_index(drop=True)
+
+
+def _effect_terms(condition: Condition) -> list[tuple[str, ...]]:
+    """Terms of the hierarchical effect design ``Z`` (``()`` is the intercept)."""
+    xs = condition.moderators
+    if condition.effect_terms == "saturated":
+        return [t for r in range(len(xs) + 1) for t in itertools.combinations(xs, r)]
+    return [(), *((x,) for x in xs)]
+
+
+def _data_seed(data: pd.DataFrame) -> int:
+    """A fitting seed derived from the data (deterministic, independent of workers)."""
+    return zlib.crc32(np.ascontiguousarray(data["y"].to_numpy(float)).tobytes())
+
+
+def hierarchical_estimator(
+    data: pd.DataFrame,
+    condition: Condition,
+    *,
+    chains: int = 4,
+    draws: int = 1000,
+    engine: str = "quadrature",
+) -> pd.DataFrame:
+    """Group effects by the hierarchical lambda model.
+
+    Adapter to :func:`hetfx.models.lambda_model.fit_lambda_model`: groups are
+    the cells that occur in the data, ``Z`` is the full factorial of the
+    moderators (saturated conditions) or intercept + moderators (additive),
+    ``X`` is intercept, z1, z2, z3, and both equations have ``N(0, 1)`` priors
+    (scale priors: the engine's brms defaults). The fitting seed is derived from
+    the data, so a replicate's result does not depend on where it runs. Use
+    :func:`functools.partial` to change ``chains``/``draws``/``engine``.
+
+    Parameters
+    ----------
+    data : pandas.DataFrame
+        A simulated data set.
+    condition : Condition
+        Its condition.
+    chains, draws : int
+        Posterior draws (``chains * draws`` independent draws for the
+        quadrature engine).
+    engine : {"quadrature", "nutpie"}
+        Posterior engine.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``group``, ``estimate`` (posterior median) and the posterior quantiles
+        :data:`INTERVAL_COLUMNS`, computed from the draws of
+        ``lambda_g = Z_g gamma + theta_g``.
+    """
+    from hetfx.models.lambda_model import design_from_factorial, fit_lambda_model
+
+    codes, present = pd.factorize(data["group_index"].to_numpy(), sort=True)
+    labels = np.asarray(group_labels(condition.k), dtype=object)[present]
+    bits = (present[:, None] >> np.arange(condition.k - 1, -1, -1)) & 1
+    keys = pd.DataFrame(bits, columns=condition.moderators, index=pd.Index(labels, name="group"))
+    Z = design_from_factorial(keys, _effect_terms(condition))
+    X = pd.DataFrame(
+        {"Intercept": 1.0, "z1": data["z1"], "z2": data["z2"], "z3": data["z3"]}
+    ).reset_index(drop=True)
+    fit = fit_lambda_model(
+        data["y"].to_numpy(float),
+        data["treat"].to_numpy(float),
+        X,
+        codes,
+        Z,
+        engine=engine,
+        gamma_sd=1.0,
+        beta_sd=1.0,
+        chains=chains,
+        draws=draws,
+        seed=_data_seed(data),
+    )
+    names = [str(v) for v in labels]
+    lam = fit.idata.posterior["lambda"].sel(group=names).transpose(..., "group").to_numpy()
+    lam = lam.reshape(-1, lam.shape[-1])
+    qs = np.quantile(lam, [0.5, *_T_LEVELS.values()], axis=0)
+    out = pd.DataFrame({"group": names, "estimate": qs[0]})
+    for i, name in enumerate(_T_LEVELS):
+        out[name] = qs[i + 1]
+    return out
+
+
+# ------------------------------------------------------------------------- runner
+
+
+def run_replicate(
+    design: int,
+    replicate: int,
+    root_seed: int,
+    estimators: Mapping[str, Estimator],
+    n_obs: int = N_OBS,
+) -> pd.DataFrame:
+    """Simulate and estimate every condition of one design for one replicate.
+
+    Parameters
+    ----------
+    design : {1, 2}
+        The design.
+    replicate : int
+        Replicate number.
+    root_seed : int
+        Root seed of the study.
+    estimators : mapping of str to Estimator
+        Models by name (``"ols"``, ``"hierarchical"``).
+    n_obs : int, default 2000
+        Sample size.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Tidy estimates: ``design``, ``condition``, ``n_groups``, ``scenario``,
+        ``replicate``, ``group``, ``n``, ``n_treated``, ``tau``, ``model``,
+        ``estimate``, ``std_error`` (``nan`` where the estimator gives none) and
+        the :data:`INTERVAL_COLUMNS`. Every group of the design appears for every
+        model; groups an estimator could not estimate have ``nan``.
+    """
+    frames = []
+    for cond in conditions(design, n_obs):
+        data, truth = simulate_condition(root_seed, replicate, cond)
+        for model, estimator in estimators.items():
+            est = estimator(data, cond)
+            missing = {"group", "estimate", *INTERVAL_COLUMNS} - set(est.columns)
+            if missing:
+                raise ValueError(f"estimator {model!r} did not return columns {sorted(missing)}")
+            if "std_error" not in est.columns:
+                est = est.assign(std_error=np.nan)
+            est = est[["group", "estimate", "std_error", *INTERVAL_COLUMNS]]
+            rows = truth.drop(columns="group_index").merge(est, on="group", how="left")
+            rows.insert(0, "model", model)
+            frames.append(
+                rows.assign(
+                    design=design,
+                    condition=cond.label,
+                    n_groups=cond.n_groups,
+                    scenario=cond.scenario,
+                    replicate=replicate,
+                )
+            )
+    out = pd.concat(frames, ignore_index=True)
+    cols = [
+        "design", "condition", "n_groups", "scenario", "replicate", "group", "n", "n_treated",
+        "tau", "model", "estimate", "std_error", *INTERVAL_COLUMNS,
+    ]  # fmt: skip
+    return out[cols]
+
+
+@dataclass(frozen=True)
+class SimulationResult:
+    """Output of :func:`run_simulation`.
+
+    Attributes
+    ----------
+    estimates : pandas.DataFrame
+        One row per design x condition x replicate x group x model (see
+        :func:`run_replicate`).
+    summary : pandas.DataFrame
+        One row per design x condition x model (see :func:`summarise`).
+    """
+
+    estimates: pd.DataFrame
+    summary: pd.DataFrame
+
+
+def _rep_path(work_dir: Path, design: int, replicate: int) -> Path:
+    return work_dir / f"design{design}" / f"replicate_{replicate:05d}.parquet"
+
+
+def _check_manifest(work_dir: Path, manifest: dict) -> None:
+    path = work_dir / "manifest.json"
+    if path.exists():
+        old = json.loads(path.read_text())
+        if old != manifest:
+            raise ValueError(
+                f"work directory {work_dir} holds replicates of a different run "
+                f"({old}); use another directory or remove it (now: {manifest})"
+            )
+    else:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(manifest, indent=2, sort_keys=True))
+
+
+def _describe(estimator: Estimator) -> str:
+    """Stable description of an estimator for the manifest (no memory addresses)."""
+    if isinstance(estimator, functools.partial):
+        args = [repr(a) for a in estimator.args]
+        args += [f"{k}={v!r}" for k, v in sorted(estimator.keywords.items())]
+        return f"{_describe(estimator.func)}({', '.join(args)})"
+    target = estimator if hasattr(estimator, "__qualname__") else type(estimator)
+    return f"{getattr(target, '__module__', '?')}.{target.__qualname__}"
+
+
+def _write_atomic(frame: pd.DataFrame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    frame.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def _task(design, replicate, root_seed, estimators, n_obs):
+    return (design, replicate), run_replicate(design, replicate, root_seed, estimators, n_obs)
+
+
+def run_simulation(
+    n_replicates: int = 100,
+    *,
+    designs: Iterable[int] = (1, 2),
+    root_seed: int = PUBLISHED_SEED,
+    estimators: Mapping[str, Estimator] | None = None,
+    work_dir: str | os.PathLike | None = None,
+    n_jobs: int = 1,
+    backend: str = "loky",
+    scheduler_address: str | None = None,
+    n_obs: int = N_OBS,
+    progress: bool = True,
+) -> SimulationResult:
+    """Run the simulation study, in parallel and resumably.
+
+    Parameters
+    ----------
+    n_replicates : int, default 100
+        Replicates per condition; 1 is the published design (reading (a)).
+    designs : iterable of {1, 2}, default (1, 2)
+        Designs to run.
+    root_seed : int, default 12
+        Root seed; replicate ``r`` depends only on ``(root_seed, r)``.
+    estimators : mapping of str to Estimator, optional
+        Models by name. Default ``{"ols": ols_estimator, "hierarchical":
+        hierarchical_estimator}``. Callables must be picklable (module-level)
+        for parallel backends.
+    work_dir : path-like, optional
+        Directory for one parquet file per design x replicate. Replicates whose
+        file exists are read back instead of refitted, so an interrupted run
+        resumes; files are written by the calling process as results arrive
+        (so the directory need not be visible to remote workers). A
+        ``manifest.json`` records the root seed, sample size and estimators
+        (names and their functions/arguments) and a run with different settings
+        is refused; changing an estimator's code without renaming it is not
+        detected. ``n_replicates`` may grow between runs.
+    n_jobs : int, default 1
+        Parallel workers (joblib); ``-1`` uses all cores.
+    backend : str, default "loky"
+        joblib backend (``"loky"``, ``"threading"``, ``"sequential"``, ``"dask"``).
+        Loky workers run with one BLAS thread each. ``"dask"`` without
+        ``scheduler_address`` uses the current default ``distributed.Client``.
+    scheduler_address : str, optional
+        Address of an existing Dask scheduler (e.g. ``"tcp://10.0.0.5:8786"``);
+        implies the ``"dask"`` backend. A client is opened for the run and closed
+        after it.
+    n_obs : int, default 2000
+        Sample size per data set.
+    progress : bool, default True
+        Show a tqdm progress bar with ETA.
+
+    Returns
+    -------
+    SimulationResult
+        ``estimates`` and ``summary`` frames.
+    """
+    import joblib
+    from tqdm.auto import tqdm
+
+    if n_replicates < 1:
+        raise ValueError(f"n_replicates must be >= 1, got {n_replicates}")
+    designs = sorted(set(designs))
+    for d in designs:
+        conditions(d)  # validates
+    if estimators is None:
+        estimators = {"ols": ols_estimator, "hierarchical": hierarchical_estimator}
+    if not estimators:
+        raise ValueError("no estimators given")
+    estimators = dict(estimators)
+
+    done: dict[tuple[int, int], pd.DataFrame] = {}
+    wd = None
+    if work_dir is not None:
+        wd = Path(work_dir)
+        manifest = {
+            "root_seed": int(root_seed),
+            "n_obs": int(n_obs),
+            "models": {name: _describe(est) for name, est in sorted(estimators.items())},
+        }
+        _check_manifest(wd, manifest)
+        for d in designs:
+            for r in range(n_replicates):
+                p = _rep_path(wd, d, r)
+                if p.exists():
+                    done[(d, r)] = pd.read_parquet(p)
+    todo = [(d, r) for d in designs for r in range(n_replicates) if (d, r) not in done]
+
+    if todo:
+        client = None
+        if scheduler_address is not None:
+            from distributed import Client
+
+            client = Client(scheduler_address)
+            backend = "dask"
+        try:
+            if backend == "dask":
+                cm = joblib.parallel_config(backend="dask")
+            elif backend == "loky":
+                # one BLAS thread per worker process (OPENBLAS_NUM_THREADS=1 and friends)
+                cm = joblib.parallel_config(backend="loky", n_jobs=n_jobs, inner_max_num_threads=1)
+            else:
+                cm = joblib.parallel_config(backend=backend, n_jobs=n_jobs)
+            with cm:
+                par = joblib.Parallel(
+                    n_jobs=None if backend == "dask" else n_jobs,
+                    return_as="generator_unordered",
+                )
+                jobs = (
+                    joblib.delayed(_task)(d, r, root_seed, estimators, n_obs) for d, r in todo
+                )
+                bar = tqdm(total=len(todo), desc="simulation", unit="rep", disable=not progress)
+                try:
+                    for key, frame in par(jobs):
+                        done[key] = frame
+                        if wd is not None:
+                            _write_atomic(frame, _rep_path(wd, *key))
+                        bar.update(1)
+                finally:
+                    bar.close()
+        finally:
+            if client is not None:
+                client.close()
+
+    keys = sorted(k for k in done if k[0] in designs and k[1] < n_replicates)
+    estimates = pd.concat([done[k] for k in keys], ignore_index=True)
+    return SimulationResult(estimates=estimates, summary=summarise(estimates))
+
+
+# ----------------------------------------------------------------------- summaries
+
+_COND_COLS = ["design", "condition", "n_groups", "scenario", "model"]
+
+
+def summarise(estimates: pd.DataFrame) -> pd.DataFrame:
+    """Summarise estimates per design x condition x model.
+
+    Parameters
+    ----------
+    estimates : pandas.DataFrame
+        As returned by :func:`run_replicate` / :func:`run_simulation`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``design``, ``condition``, ``n_groups``, ``scenario``, ``model``,
+        ``rmse_mean`` (mean over replicates of the RMSE over groups),
+        ``rmse_mcse`` (its Monte Carlo standard error, ``sd / sqrt(R)``;
+        ``nan`` for one replicate), ``n_replicates``, ``coverage_90`` and
+        ``coverage_95`` (share of group x replicate intervals ``[q05, q95]`` and
+        ``[q025, q975]`` that contain ``tau``), ``mean_abs_bias`` (mean over
+        groups and replicates of ``|estimate - tau|``) and ``n_missing``
+        (group estimates that were ``nan``, left out of every metric).
+    """
+    e = estimates.copy()
+    e["sq_err"] = (e["estimate"] - e["tau"]) ** 2
+    e["abs_bias"] = (e["estimate"] - e["tau"]).abs()
+    ok = e["estimate"].notna()
+    e["cover_90"] = np.where(ok, (e["q05"] <= e["tau"]) & (e["tau"] <= e["q95"]), np.nan)
+    e["cover_95"] = np.where(ok, (e["q025"] <= e["tau"]) & (e["tau"] <= e["q975"]), np.nan)
+    e["missing"] = (~ok).astype(int)
+    per_rep = e.groupby([*_COND_COLS, "replicate"], sort=False).agg(
+        rmse=("sq_err", lambda s: float(np.sqrt(s.mean()))),
+    )
+    rep = per_rep.groupby(_COND_COLS, sort=False)["rmse"].agg(
+        rmse_mean="mean",
+        rmse_sd=lambda s: s.std(ddof=1) if len(s) > 1 else np.nan,
+        n_replicates="size",
+    )
+    rep["rmse_mcse"] = rep["rmse_sd"] / np.sqrt(rep["n_replicates"])
+    cell = e.groupby(_COND_COLS, sort=False).agg(
+        coverage_90=("cover_90", "mean"),
+        coverage_95=("cover_95", "mean"),
+        mean_abs_bias=("abs_bias", "mean"),
+        n_missing=("missing", "sum"),
+    )
+    out = rep.join(cell).reset_index()
+    out = out[
+        [*_COND_COLS, "rmse_mean", "rmse_mcse", "n_replicates", "coverage_90", "coverage_95",
+         "mean_abs_bias", "n_missing"]
+    ]  # fmt: skip
+    return out.sort_values(["design", "n_groups", "model"], kind="stable").reset_index(drop=True)
+
+
+def bias_by_group_size(
+    estimates: pd.DataFrame, breaks: Sequence[float] = (0, 10, 20, 40, 75, 150, np.inf)
+) -> pd.DataFrame:
+    """Mean absolute bias by group size (Figure 4's quantity, binned).
+
+    Parameters
+    ----------
+    estimates : pandas.DataFrame
+        As returned by :func:`run_simulation`.
+    breaks : sequence of float
+        Bin edges of the group size ``n`` (right-closed bins).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``design``, ``condition``, ``n_groups``, ``scenario``, ``model``,
+        ``size_bin``, ``n_estimates``, ``mean_abs_bias``, ``mcse`` (sd / sqrt of count).
+    """
+    e = estimates.loc[estimates["estimate"].notna()].copy()
+    e["abs_bias"] = (e["estimate"] - e["tau"]).abs()
+    e["size_bin"] = pd.cut(e["n"], bins=list(breaks), right=True).astype(str)
+    out = (
+        e.groupby([*_COND_COLS, "size_bin"], sort=False)["abs_bias"]
+        .agg(n_estimates="size", mean_abs_bias="mean", sd="std")
+        .reset_index()
+    )
+    out["mcse"] = out.pop("sd") / np.sqrt(out["n_estimates"])
+    return out
