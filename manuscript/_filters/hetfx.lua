@@ -8,6 +8,8 @@ Passes, in order:
                  (`{{< include >}}` is expanded before parsing, by hetfx.render.)
   2. numbering   labelled figures (`#fig-`), tables (`#tbl-`) and, with `number-sections: true`,
                  headings, in document order; captions get "Figure N: " / "Table N: ".
+                 Metadata `hetfx-number-prefix: A` numbers figures and tables A1, A2, ...
+                 (an appendix); Quarto itself ignores that key.
   3. xrefs       `@fig-x`, `@tbl-x`, `@sec-x` (also `[@fig-x]`, `[-@fig-x]`, `@Fig-x`) become
                  "Figure N" links; other citations are left to --citeproc.
   4. finish      a "References" section if the document cites but has no `::: {#refs}` div.
@@ -178,6 +180,7 @@ local labels = {} -- identifier -> { kind = 'Figure', number = '1' }
 local counts = { fig = 0, tbl = 0 }
 local sections = {} -- heading counters per level
 local number_sections = false
+local number_prefix = '' -- metadata `hetfx-number-prefix` ("A" numbers an appendix A1, A2, ...)
 local duplicates = {}
 local misplaced = {}
 
@@ -204,7 +207,7 @@ local function number_float(el, prefix)
   -- Without a `fig-`/`tbl-` label a float is unnumbered, as in Quarto.
   if not id:match('^' .. prefix .. '%-') then return nil end
   counts[prefix] = counts[prefix] + 1
-  local number = tostring(counts[prefix])
+  local number = number_prefix .. tostring(counts[prefix])
   register(id, XREF_KINDS[prefix], number)
   el.caption = prefix_caption(el.caption, XREF_KINDS[prefix], number)
   return el
@@ -247,6 +250,7 @@ local numbering_filter = {
 
 local function number_document(doc)
   number_sections = doc.meta['number-sections'] == true
+  if doc.meta['hetfx-number-prefix'] then number_prefix = stringify(doc.meta['hetfx-number-prefix']) end
   doc.blocks = doc.blocks:walk(numbering_filter)
   if #duplicates > 0 then fail('duplicate label(s)', duplicates) end
   if #misplaced > 0 then

@@ -301,7 +301,7 @@ def _compile_typst(typst_source: str, root: Path, pdf: Path) -> None:
 # Checks
 # --------------------------------------------------------------------------------------
 
-CAPTION = re.compile(r"^(Figure|Table)\s+(\d+)\s*:")
+CAPTION = re.compile(r"^(Figure|Table)\s+([A-Z]?\d+)\s*:")
 HTML_CAPTION = re.compile(r"<(figcaption|caption)\b[^>]*>(.*?)</\1>", re.S)
 LEFTOVERS = {
     "{{<": "an unexpanded shortcode",
@@ -325,10 +325,11 @@ def _numbered(captions: list[str]) -> list[str]:
 
 
 def _sequence_problems(labels: list[str], where: str) -> list[str]:
-    """Each kind must be numbered 1..n, each number once."""
+    """Each kind must be numbered 1..n (or A1..An), each number once."""
     problems = []
     for kind in ("Figure", "Table"):
-        numbers = [int(x.split()[1]) for x in labels if x.startswith(kind)]
+        numbers = [int(x.split()[1].lstrip("ABCDEFGHIJKLMNOPQRSTUVWXYZ"))
+                   for x in labels if x.startswith(kind)]
         if numbers != list(range(1, len(numbers) + 1)):
             problems.append(f"{where}: {kind.lower()} captions numbered {numbers}")
     return problems

@@ -1,0 +1,723 @@
+"""Numbers, tables and the replication report of the manuscript (stage ``report``).
+
+Everything the manuscript quotes is computed here from the result artifacts (design §3) and
+``params.yaml``; the manuscript only names it (``{{< var name >}}``, ``{{< include >}}``).
+Functions take data frames and mappings and return data frames, markdown strings or
+mappings; nothing here reads or writes files (``analysis/report.py`` does).
+
+Contents
+
+* formatting: :func:`fmt_num`, :func:`fmt_pct`, :func:`fmt_int`, :func:`markdown_table`;
+* Table 1 (:data:`APPROACHES`, :func:`table1`) and the prior table (:func:`priors_table`);
+* numbers for the text: :func:`tomz_weeks_facts`, :func:`simulation_numbers`,
+  :func:`m1_numbers`, :func:`m2_numbers`, :func:`cells_numbers`, :func:`appendix_numbers`;
+* the replication report: :data:`PUBLISHED` and :func:`compare_with_published` (reproduced
+  vs published), :func:`compare_codings` and :func:`group_shift_summary` (published vs
+  corrected coding), :func:`diagnostics_table`, :func:`simulation_mc_table`;
+* :func:`to_variables`, which turns the numbers into the strings of ``_variables.yml``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+MINUS = "\u2212"
+
+# --------------------------------------------------------------------------------------
+# Formatting
+# --------------------------------------------------------------------------------------
+
+
+def fmt_num(x: float, digits: int = 2) -> str:
+    """``0.331 -> "0.33"``, ``-0.2 -> "−0.20"`` (typographic minus); ``nan -> "–"``."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    text = f"{float(x):.{digits}f}"
+    if float(text) == 0:
+        text = text.lstrip("-")
+    return text.replace("-", MINUS)
+
+
+def fmt_signed(x: float, digits: int = 2) -> str:
+    """Like :func:`fmt_num` but with an explicit ``+`` for positive values."""
+    text = fmt_num(x, digits)
+    return text if text.startswith(MINUS) or text == "–" or float(x) == 0 else "+" + text
+
+
+def fmt_pct(x: float, digits: int = 0) -> str:
+    """A proportion as a percentage: ``0.331 -> "33%"``."""
+    return fmt_num(100 * float(x), digits) + "%"
+
+
+def fmt_int(x: float) -> str:
+    """An integer with a thousands separator: ``1200 -> "1,200"``."""
+    return f"{int(round(float(x))):,}"
+
+
+def markdown_table(
+    frame: pd.DataFrame, caption: str | None = None, label: str | None = None,
+    align: str | None = None,
+) -> str:
+    """A pipe table, followed by ``: caption {#tbl-label}`` when a caption is given.
+
+    ``align`` has one letter per column (``l``, ``r``, ``c``); default: text columns left,
+    the others right. Cells are written as given (format numbers first).
+    """
+    columns = list(frame.columns)
+    if align is None:
+        align = "".join(
+            "l" if frame[c].dtype == object and not _looks_numeric(frame[c]) else "r"
+            for c in columns
+        )
+    if len(align) != len(columns):
+        raise ValueError(f"align {align!r} has {len(align)} letters for {len(columns)} columns")
+    rule = {"l": ":---", "r": "---:", "c": ":---:"}
+
+    def cell(v) -> str:
+        return str(v).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(cell(c) for c in columns) + " |",
+             "|" + "|".join(rule[a] for a in align) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    text = "\n".join(lines) + "\n"
+    if caption:
+        text += f"\n: {caption}" + (f" {{#tbl-{label}}}" if label else "") + "\n"
+    return text
+
+
+def _looks_numeric(values: pd.Series) -> bool:
+    def numeric(v) -> bool:
+        s = str(v).replace(MINUS, "-").replace(",", "").replace("%", "").lstrip("+")
+        try:
+            float(s)
+            return True
+        except ValueError:
+            return s in ("–", "")
+
+    return bool(len(values)) and all(numeric(v) for v in values)
+
+
+# --------------------------------------------------------------------------------------
+# Table 1 and the priors
+# --------------------------------------------------------------------------------------
+
+#: The paper's Table 1: approach -> characteristic -> value (paper §2).
+APPROACHES: dict[str, dict[str, str]] = {
+    "Hierarchical model": {
+        "Number of modifiers": "Two or more",
+        "Best sample size": "Medium",
+        "Complexity": "Medium",
+        "Computational cost": "Depends on the model",
+        "Interpretability": "High",
+        "Modifiers are": "Specified",
+    },
+    "Interactions": {
+        "Number of modifiers": "One or two",
+        "Best sample size": "Medium to large",
+        "Complexity": "Low",
+        "Computational cost": "Low",
+        "Interpretability": "High",
+        "Modifiers are": "Specified",
+    },
+    "Machine learning": {
+        "Number of modifiers": "Many",
+        "Best sample size": "Large",
+        "Complexity": "High",
+        "Computational cost": "Variable",
+        "Interpretability": "Low",
+        "Modifiers are": "Discovered or specified",
+    },
+}
+
+
+def table1(approaches: Mapping[str, Mapping[str, str]] = APPROACHES) -> pd.DataFrame:
+    """Characteristics (rows) by approach (columns)."""
+    frame = pd.DataFrame(approaches)
+    frame.index.name = "Characteristic"
+    return frame.reset_index()
+
+
+def _prior_text(spec) -> str:
+    """``{kind: half_student_t, nu: 3, scale: 2.5}`` -> ``half-Student-t(3, 0, 2.5)``."""
+    if isinstance(spec, (int, float)):
+        return f"Normal(0, {spec:g})"
+    kind = spec.get("kind")
+    if kind == "half_student_t":
+        return f"half-Student-t({spec['nu']:g}, 0, {spec['scale']:g})"
+    if kind == "half_normal":
+        return f"half-Normal(0, {spec['scale']:g})"
+    if kind == "normal":
+        return f"Normal({spec.get('loc', 0):g}, {spec['scale']:g})"
+    raise ValueError(f"unknown prior kind {kind!r} in {spec!r}")
+
+
+#: How each model section of ``params.yaml`` is described in the prior table.
+MODEL_NAMES = {
+    "m1": "M1: experimental conditions (Figures 5–6)",
+    "m2": "M2: demographics (Figures 7–8)",
+    "a1": "A1: varying intercept and slope (Figure A1)",
+    "bp": "Bush–Prather (Figure A2)",
+}
+PRIOR_ROWS = (  # key in params, parameter, role
+    ("gamma_sd", "γ", "effect equation coefficients"),
+    ("beta_sd", "β", "control equation coefficients (incl. intercept)"),
+    ("b_sd", "b", "population-level coefficients"),
+    ("sigma_theta", "σ_θ", "SD of the group effects θ"),
+    ("sd", "σ_group", "SDs of varying intercepts and slopes"),
+    ("lkj_eta", "Ω", "correlation of intercept and slope"),
+    ("sigma", "σ", "residual SD"),
+)
+
+
+def priors_table(models: Mapping) -> pd.DataFrame:
+    """One row per model x parameter, from the ``models:`` section of ``params.yaml``."""
+    rows = []
+    for key, name in MODEL_NAMES.items():
+        spec = models.get(key)
+        if spec is None:
+            continue
+        for field, symbol, role in PRIOR_ROWS:
+            if field not in spec:
+                continue
+            value = spec[field]
+            prior = f"LKJ({value:g})" if field == "lkj_eta" else _prior_text(value)
+            rows.append({"Model": name, "Parameter": symbol, "Role": role, "Prior": prior})
+    if not rows:
+        raise ValueError("params models: section has none of " + ", ".join(MODEL_NAMES))
+    return pd.DataFrame(rows)
+
+
+def sampler_settings(models: Mapping) -> dict[str, float]:
+    """Chains, draws, warm-up and seed from the ``models:`` section."""
+    return {k: models[k] for k in ("chains", "draws", "tune", "seed") if k in models}
+
+
+# --------------------------------------------------------------------------------------
+# Numbers for the text
+# --------------------------------------------------------------------------------------
+
+
+def _fact(checks: pd.DataFrame, name: str) -> float:
+    hit = checks.loc[checks["name"] == name, "value"]
+    if hit.empty:
+        raise KeyError(f"the cleaning checks have no fact {name!r}")
+    return float(hit.iloc[0])
+
+
+def tomz_weeks_facts(checks: pd.DataFrame) -> dict[str, float]:
+    """Raw-data facts of Tomz and Weeks from the cleaning stage's checks table."""
+    return {
+        "tw_n": _fact(checks, "rows"),
+        "tw_force_no_alliance": _fact(checks, "mean of force without alliance"),
+        "tw_force_alliance": _fact(checks, "mean of force with alliance"),
+        "tw_ate": _fact(checks, "alliance difference in force"),
+        "tw_n_cells": _fact(checks, "alliance x treat_group cells"),
+        "tw_cell_min": _fact(checks, "smallest alliance x treat_group cell"),
+        "tw_cell_max": _fact(checks, "largest alliance x treat_group cell"),
+        "tw_n_groups": _fact(checks, "treat_groups"),
+        "tw_group_min": _fact(checks, "smallest treat_group"),
+        "tw_group_max": _fact(checks, "largest treat_group"),
+    }
+
+
+def bush_prather_facts(checks: pd.DataFrame) -> dict[str, float]:
+    """Sample sizes of the Bush–Prather model."""
+    n = _fact(checks, "complete cases")
+    without = _fact(checks, "complete cases without side-taking")
+    return {"bp_n": n, "bp_n_no_side": without, "bp_n_side": n - without}
+
+
+def one_replicate_rmse(estimates: pd.DataFrame, replicate: int = 0) -> pd.DataFrame:
+    """RMSE over groups of one replicate per design x condition x model (published design)."""
+    e = estimates.loc[estimates["replicate"] == replicate].copy()
+    e["sq"] = (e["estimate"] - e["tau"]) ** 2
+    keys = [c for c in ("design", "condition", "n_groups", "scenario", "model") if c in e]
+    out = e.groupby(keys, dropna=False, sort=False)["sq"].mean().pow(0.5).rename("rmse")
+    return out.reset_index()
+
+
+def _sim_lookup(frame: pd.DataFrame, column: str, value, model: str, what: str) -> float:
+    hit = frame.loc[(frame[column] == value) & (frame["model"] == model), what]
+    if hit.empty:
+        raise KeyError(f"simulation frame has no {column} = {value!r}, model = {model!r}")
+    return float(hit.iloc[0])
+
+
+def simulation_numbers(
+    spec: pd.DataFrame, spec_one: pd.DataFrame, size: pd.DataFrame, size_one: pd.DataFrame,
+    bias_bins: pd.DataFrame | None = None,
+) -> dict[str, float]:
+    """RMSEs of both designs: mean over replicates (with MCSE) and the single replicate.
+
+    ``spec``/``size`` are the ``summary.csv`` frames (``n_groups`` / ``scenario``),
+    ``*_one`` the one-replicate RMSEs (column ``rmse``). ``bias_bins`` (optional) has
+    ``model``, ``small`` (bool: group under 20), ``mean_abs_bias`` for design 2.
+    """
+    out: dict[str, float] = {}
+    out["sim_reps"] = float(spec["n_replicates"].min())
+    groups = sorted(spec["n_groups"].unique())
+    out["sim1_groups_min"], out["sim1_groups_max"] = float(groups[0]), float(groups[-1])
+    for g in (groups[0], groups[-1]):
+        for m, short in (("ols", "ols"), ("hierarchical", "hier")):
+            out[f"sim1_rmse_{short}_{g}"] = _sim_lookup(spec, "n_groups", g, m, "rmse_mean")
+            out[f"sim1_mcse_{short}_{g}"] = _sim_lookup(spec, "n_groups", g, m, "rmse_mcse")
+            out[f"sim1_one_{short}_{g}"] = _sim_lookup(spec_one, "n_groups", g, m, "rmse")
+    ratio = [
+        _sim_lookup(spec, "n_groups", g, "hierarchical", "rmse_mean")
+        / _sim_lookup(spec, "n_groups", g, "ols", "rmse_mean")
+        for g in groups
+    ]
+    out["sim1_ratio_min"], out["sim1_ratio_max"] = min(ratio), max(ratio)
+    out["sim1_hier_better_all"] = float(all(r < 1 for r in ratio))
+    for s in size["scenario"].unique():
+        for m, short in (("ols", "ols"), ("hierarchical", "hier")):
+            out[f"sim2_rmse_{short}_{s}"] = _sim_lookup(size, "scenario", s, m, "rmse_mean")
+            out[f"sim2_mcse_{short}_{s}"] = _sim_lookup(size, "scenario", s, m, "rmse_mcse")
+            out[f"sim2_one_{short}_{s}"] = _sim_lookup(size_one, "scenario", s, m, "rmse")
+    if {"balanced", "strong"} <= set(size["scenario"]):
+        gain = {
+            s: 1 - out[f"sim2_rmse_hier_{s}"] / out[f"sim2_rmse_ols_{s}"]
+            for s in ("balanced", "strong")
+        }
+        out["sim2_gain_balanced"], out["sim2_gain_strong"] = gain["balanced"], gain["strong"]
+    if bias_bins is not None:
+        for _, row in bias_bins.iterrows():
+            short = "hier" if row["model"] == "hierarchical" else "ols"
+            size_name = "small" if row["small"] else "large"
+            out[f"sim2_bias_{short}_{size_name}"] = float(row["mean_abs_bias"])
+    return out
+
+
+def bias_small_large(
+    estimates: pd.DataFrame, small: float = 20, large: float = 75
+) -> pd.DataFrame:
+    """Mean |bias| per model for groups with fewer than ``small`` and at least ``large`` obs."""
+    e = estimates.loc[estimates["estimate"].notna()].copy()
+    e["abs_bias"] = (e["estimate"] - e["tau"]).abs()
+    rows = []
+    for model, part in e.groupby("model", sort=True):
+        for is_small, mask in ((True, part["n"] < small), (False, part["n"] >= large)):
+            rows.append({"model": model, "small": is_small,
+                         "mean_abs_bias": float(part.loc[mask, "abs_bias"].mean())})
+    return pd.DataFrame(rows)
+
+
+def _condition_text(row: Mapping) -> str:
+    """``high stakes, low cost intervention for an Eastern European democracy`` (costs 1 = LOW)."""
+    stakes = "high-stakes" if row["stakes"] == 1 else "low-stakes"
+    costs = "low-cost" if row["costs"] == 1 else "high-cost"
+    regime = "democracy" if row["regime"] == 1 else "autocracy"
+    region = str(row["region"])
+    adjective = {"Africa": "African", "Asia": "Asian", "Eastern Europe": "Eastern European",
+                 "South America": "South American"}.get(region, region)
+    return f"{stakes}, {costs} intervention for {_article(adjective)} {adjective} {regime}"
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"
+
+
+def _region_column(frame: pd.DataFrame) -> pd.DataFrame:
+    if "region" not in frame and "region_txt" in frame:
+        frame = frame.rename(columns={"region_txt": "region"})
+    return frame
+
+
+M1_KEYS = ["regime", "stakes", "costs", "region"]
+
+
+def m1_numbers(hier: pd.DataFrame, ols: pd.DataFrame, scale: pd.DataFrame | None = None
+               ) -> tuple[dict[str, float], dict[str, str]]:
+    """Numbers of §4.1: spread of both models' group effects, the OLS minimum, shrinkage.
+
+    Returns numbers and text labels (conditions named with costs = 1 as LOW cost).
+    """
+    hier, ols = _region_column(hier), _region_column(ols)
+    both = hier[M1_KEYS + ["estimate"]].merge(
+        ols[M1_KEYS + ["estimate"]], on=M1_KEYS, suffixes=("_hier", "_ols"), validate="1:1"
+    )
+    if len(both) != len(hier):
+        raise ValueError("M1 hierarchical and OLS groups do not match one to one")
+    both["shift"] = both["estimate_hier"] - both["estimate_ols"]
+    low = both.loc[both["estimate_ols"].idxmin()]
+    moved = both.loc[both["shift"].abs().idxmax()]
+    drop = both.loc[both["shift"].idxmin()]  # hierarchical furthest below OLS
+    nums = {
+        "m1_n_groups": float(len(both)),
+        "m1_hier_mean": float(both["estimate_hier"].mean()),
+        "m1_ols_mean": float(both["estimate_ols"].mean()),
+        "m1_hier_sd": float(both["estimate_hier"].std(ddof=1)),
+        "m1_ols_sd": float(both["estimate_ols"].std(ddof=1)),
+        "m1_hier_min": float(both["estimate_hier"].min()),
+        "m1_hier_max": float(both["estimate_hier"].max()),
+        "m1_ols_min": float(both["estimate_ols"].min()),
+        "m1_ols_max": float(both["estimate_ols"].max()),
+        "m1_hier_at_ols_min": float(low["estimate_hier"]),
+        "m1_max_shift": float(moved["shift"]),
+        "m1_max_shift_abs": float(abs(moved["shift"])),
+        "m1_max_shift_ols": float(moved["estimate_ols"]),
+        "m1_max_shift_hier": float(moved["estimate_hier"]),
+        "m1_max_drop": float(-drop["shift"]),
+        "m1_max_drop_ols": float(drop["estimate_ols"]),
+        "m1_max_drop_hier": float(drop["estimate_hier"]),
+        "m1_ols_negative": float((both["estimate_ols"] < 0).sum()),
+        "m1_hier_negative": float((both["estimate_hier"] < 0).sum()),
+        "m1_slope_shift": float(np.polyfit(both["estimate_ols"], both["shift"], 1)[0]),
+    }
+    if "n_obs" in hier:
+        nums["m1_n_obs_min"] = float(hier["n_obs"].min())
+        nums["m1_n_obs_max"] = float(hier["n_obs"].max())
+    if scale is not None and not scale.empty:
+        nums["m1_sigma_theta"] = float(scale["mean"].iloc[0])
+    labels = {
+        "m1_ols_min_condition": _condition_text(low),
+        "m1_max_shift_condition": _condition_text(moved),
+        "m1_max_drop_condition": _condition_text(drop),
+    }
+    return nums, labels
+
+
+def _term(name: str) -> str:
+    """Normalise coefficient names: ``(Intercept)``, ``Intercept``, ``lambda_dem`` -> ``dem``."""
+    t = str(name).strip()
+    for prefix in ("lambda_", "controls_", "b_"):
+        if t.startswith(prefix):
+            t = t[len(prefix):]
+    t = t.strip("()").lower()
+    return "intercept" if t == "intercept" else t
+
+
+def coefs_by_term(coefs: pd.DataFrame, equation: str) -> pd.DataFrame:
+    """Rows of one equation, indexed by normalised term."""
+    part = coefs.loc[coefs["equation"] == equation].copy()
+    part.index = part["term"].map(_term)
+    return part
+
+
+M2_EFFECT_TERMS = ("intercept", "dem", "rep", "high_newsint", "white", "male")
+M2_CONTROL_TERMS = ("intercept", "regime", "stakes", "costs", "africa", "asia", "europe",
+                    "age", "ed4")
+
+
+def m2_numbers(coefs: pd.DataFrame) -> dict[str, float]:
+    """Gamma (``m2_g_*``) and beta (``m2_b_*``) means and 95% bounds of M2."""
+    out: dict[str, float] = {}
+    for equation, prefix, terms in (("effect", "m2_g", M2_EFFECT_TERMS),
+                                    ("control", "m2_b", M2_CONTROL_TERMS)):
+        part = coefs_by_term(coefs, equation)
+        for t in terms:
+            if t not in part.index:
+                raise KeyError(f"M2 coefs.csv has no {equation} term {t!r}")
+            row = part.loc[t]
+            out[f"{prefix}_{t}"] = float(row["mean"])
+            out[f"{prefix}_{t}_lo"] = float(row["q025"])
+            out[f"{prefix}_{t}_hi"] = float(row["q975"])
+    effect = coefs_by_term(coefs, "effect")
+    out["m2_g_excluding_zero"] = float(
+        sum(1 for t in M2_EFFECT_TERMS[1:] if effect.loc[t, "q025"] > 0)
+    )
+    scale = coefs.loc[coefs["equation"] == "scale"]
+    if not scale.empty:
+        out["m2_sigma_theta"] = float(scale["mean"].iloc[0])
+    return out
+
+
+CELL_KEYS = ["party", "white", "male", "high_newsint"]
+
+
+def _cell(cells: pd.DataFrame, party: str, white: int, male: int, news: int) -> float:
+    hit = cells.loc[(cells["party"] == party) & (cells["white"] == white)
+                    & (cells["male"] == male) & (cells["high_newsint"] == news), "estimate"]
+    if len(hit) != 1:
+        raise KeyError(f"Figure 8 cells: no single cell {party}, white={white}, male={male}, "
+                       f"high_newsint={news}")
+    return float(hit.iloc[0])
+
+
+def describe_cell(row: Mapping) -> str:
+    """``white Republican men with high news interest``."""
+    race = "white" if row["white"] == 1 else "non-white"
+    sex = "men" if row["male"] == 1 else "women"
+    news = "high" if row["high_newsint"] == 1 else "low"
+    party = {"Independent": "independent"}.get(row["party"], row["party"])
+    return f"{race} {party} {sex} with {news} news interest"
+
+
+def cells_numbers(cells: pd.DataFrame) -> tuple[dict[str, float], dict[str, str]]:
+    """Figure 8: largest and smallest cell, steps from the baseline cell, news-interest gap.
+
+    The baseline is the paper's weakest cell: non-white independent women with low news
+    interest; a "step" changes one of race, party to Democrat, party to Republican.
+    """
+    if len(cells) != 24:
+        raise ValueError(f"Figure 8 needs 24 cells, got {len(cells)}")
+    top = cells.loc[cells["estimate"].idxmax()]
+    bottom = cells.loc[cells["estimate"].idxmin()]
+    base = _cell(cells, "Independent", 0, 0, 0)
+    wide = cells.pivot_table(index=["party", "white", "male"], columns="high_newsint",
+                             values="estimate")
+    nums = {
+        "m2_cells": float(len(cells)),
+        "m2_cells_q10_positive": float((cells["q10"] > 0).sum()),
+        "m2_cell_max": float(top["estimate"]),
+        "m2_cell_min": float(bottom["estimate"]),
+        "m2_cell_base": base,
+        "m2_step_white": _cell(cells, "Independent", 1, 0, 0) - base,
+        "m2_step_dem": _cell(cells, "Democrat", 0, 0, 0) - base,
+        "m2_step_rep": _cell(cells, "Republican", 0, 0, 0) - base,
+        "m2_step_male": _cell(cells, "Independent", 0, 1, 0) - base,
+        "m2_news_gap": float((wide[1] - wide[0]).mean()),
+        "m2_cell_top_white_rep_men_news": _cell(cells, "Republican", 1, 1, 1),
+    }
+    labels = {"m2_cell_max_who": describe_cell(top), "m2_cell_min_who": describe_cell(bottom)}
+    return nums, labels
+
+
+def appendix_numbers(a1: pd.DataFrame, bp: pd.DataFrame, prefix: str = "") -> dict[str, float]:
+    """Range of the A1 and Bush–Prather group effects and how many intervals exclude zero."""
+    return {
+        f"{prefix}a1_min": float(a1["estimate"].min()),
+        f"{prefix}a1_max": float(a1["estimate"].max()),
+        f"{prefix}a1_groups": float(len(a1)),
+        f"{prefix}bp_profiles": float(len(bp)),
+        f"{prefix}bp_min": float(bp["estimate"].min()),
+        f"{prefix}bp_max": float(bp["estimate"].max()),
+        f"{prefix}bp_excluding_zero": float(((bp["q025"] > 0) | (bp["q975"] < 0)).sum()),
+    }
+
+
+# --------------------------------------------------------------------------------------
+# Reproduced vs published
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Quote:
+    """A number the paper states, and the name of our reproduction of it."""
+
+    name: str          # key of the reproduced number (see the *_numbers functions)
+    quantity: str      # what it is, in words
+    where: str         # where the paper states it
+    published: float   # as printed (a percentage as a proportion: 33% -> 0.33)
+    digits: int = 2
+
+
+#: Every number the paper quotes about its own results (paper §3, §4).
+PUBLISHED: tuple[Quote, ...] = (
+    Quote("tw_ate", "Average effect of an alliance on support for force", "§4", 0.33),
+    Quote("tw_cell_min", "Smallest alliance × condition cell (respondents)", "§4", 11, 0),
+    Quote("tw_cell_max", "Largest alliance × condition cell (respondents)", "§4", 32, 0),
+    Quote("tw_group_min", "Smallest experimental condition (respondents)", "§4", 26, 0),
+    Quote("tw_group_max", "Largest experimental condition (respondents)", "§4", 54, 0),
+    Quote("sim1_one_ols_128", "RMSE, OLS, 128 equal groups", "§3, Figure 1", 0.5),
+    Quote("sim1_one_hier_128", "RMSE, hierarchical, 128 equal groups", "§3, Figure 1", 0.33),
+    Quote("m1_ols_min", "Most negative OLS condition effect", "§4.1, Figure 5", -0.20),
+    Quote("m1_hier_at_ols_min", "Hierarchical effect in that condition", "§4.1, Figure 6", 0.30),
+    Quote("m1_max_drop", "Largest gap, hierarchical below OLS", "§4.1, Figure 6", 0.30),
+    Quote("m2_g_high_newsint", "γ, high news interest", "§4.2, Figure 7", 0.15),
+    Quote("m2_g_high_newsint_lo", "γ, high news interest, lower 95% bound", "§4.2", 0.05),
+    Quote("m2_g_high_newsint_hi", "γ, high news interest, upper 95% bound", "§4.2", 0.22),
+    Quote("m2_g_intercept", "γ, intercept (independent non-white women, low news)",
+          "§4.2, Figure 7", 0.15),
+    Quote("m2_cells", "Demographic cells in Figure 8", "§4.2, Figure 8", 24, 0),
+    Quote("m2_cells_q10_positive", "Cells with effect clearly above zero", "§4.2", 24, 0),
+    Quote("m2_cell_top_white_rep_men_news", "White Republican men, high news interest",
+          "§4.2, Figure 8", 0.5),
+    Quote("m2_cell_min", "Weakest cell", "§4.2, Figure 8", 0.13),
+    Quote("m2_news_gap", "High − low news interest, averaged over cells", "§4.2", 0.15),
+    Quote("m2_step_white", "Step to white (from the weakest cell)", "§4.2", 0.08),
+    Quote("m2_step_dem", "Step to Democrat (from the weakest cell)", "§4.2", 0.04),
+    Quote("m2_step_rep", "Step to Republican (from the weakest cell)", "§4.2", 0.10),
+)
+
+
+def compare_with_published(
+    ours: Mapping[str, float], quotes: Iterable[Quote] = PUBLISHED
+) -> pd.DataFrame:
+    """One row per quoted number: published, reproduced, difference (reproduced − published).
+
+    Numbers are compared at the precision the paper printed them: ``reproduced`` is
+    rounded to the quote's digits before the difference is taken. A missing reproduced
+    number raises ``KeyError`` naming it.
+    """
+    rows = []
+    for q in quotes:
+        if q.name not in ours:
+            raise KeyError(f"no reproduced value for published quote {q.name!r}")
+        value = round(float(ours[q.name]), q.digits)
+        rows.append({"quantity": q.quantity, "where": q.where, "name": q.name,
+                     "published": q.published, "reproduced": value,
+                     "difference": round(value - q.published, q.digits), "digits": q.digits})
+    return pd.DataFrame(rows)
+
+
+def published_markdown(table: pd.DataFrame) -> pd.DataFrame:
+    """The comparison formatted for the manuscript."""
+    out = pd.DataFrame({
+        "Quantity": table["quantity"],
+        "Where": table["where"],
+        "Published": [fmt_num(v, d) for v, d in zip(table["published"], table["digits"])],
+        "Reproduced": [fmt_num(v, d) for v, d in zip(table["reproduced"], table["digits"])],
+        "Difference": [fmt_signed(v, d) for v, d in zip(table["difference"], table["digits"])],
+    })
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# Published vs corrected coding
+# --------------------------------------------------------------------------------------
+
+
+def compare_codings(
+    published: pd.DataFrame, corrected: pd.DataFrame, keys: list[str],
+    value: str = "estimate", extra: Iterable[str] = (),
+) -> pd.DataFrame:
+    """Side by side: ``keys``, ``published``, ``corrected``, ``change`` (corrected − published).
+
+    Rows present in only one coding (e.g. Bush–Prather profiles that vanish with the
+    restricted sample) are kept with the other side missing. ``extra`` columns (e.g. the
+    95% bounds) are carried with ``_published``/``_corrected`` suffixes.
+    """
+    cols = [*keys, value, *extra]
+    merged = published[cols].merge(corrected[cols], on=keys, how="outer",
+                                   suffixes=("_published", "_corrected"), indicator=True)
+    merged = merged.rename(columns={f"{value}_published": "published",
+                                    f"{value}_corrected": "corrected"})
+    merged["change"] = merged["corrected"] - merged["published"]
+    merged["in"] = merged.pop("_merge").map(
+        {"both": "both", "left_only": "published only", "right_only": "corrected only"}
+    ).astype(str)
+    return merged.sort_values(keys, kind="stable").reset_index(drop=True)
+
+
+def group_shift_summary(published: pd.DataFrame, corrected: pd.DataFrame, keys: list[str]
+                        ) -> pd.DataFrame:
+    """Summary of group effects under both codings: mean, SD, min, max, largest change."""
+    both = compare_codings(published, corrected, keys)
+    rows = []
+    for stat, fun in (("mean", "mean"), ("SD", "std"), ("min", "min"), ("max", "max")):
+        rows.append({"statistic": f"{stat} of group medians",
+                     "published": float(getattr(both["published"], fun)()),
+                     "corrected": float(getattr(both["corrected"], fun)())})
+    rows.append({"statistic": "largest |change| of a group median", "published": np.nan,
+                 "corrected": float(both["change"].abs().max())})
+    out = pd.DataFrame(rows)
+    out["change"] = out["corrected"] - out["published"]
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# Diagnostics and simulation Monte Carlo error
+# --------------------------------------------------------------------------------------
+
+DIAGNOSTIC_COLUMNS = ["sampler", "chains", "draws", "max_r_hat", "min_ess_bulk",
+                      "min_ess_tail", "divergences", "wall_seconds"]
+
+
+def diagnostics_table(frames: Mapping[tuple[str, str], pd.DataFrame]) -> pd.DataFrame:
+    """One row per (model, coding) from each fit's ``diagnostics.csv`` (first row)."""
+    rows = []
+    for (model, coding), frame in frames.items():
+        missing = [c for c in DIAGNOSTIC_COLUMNS if c not in frame]
+        if missing:
+            raise KeyError(f"diagnostics of {model} ({coding}) lack columns {missing}")
+        row = frame.iloc[0]
+        rows.append({"model": model, "coding": coding, **{c: row[c] for c in DIAGNOSTIC_COLUMNS}})
+    return pd.DataFrame(rows)
+
+
+def diagnostics_markdown(table: pd.DataFrame) -> pd.DataFrame:
+    def num(v, digits):
+        return "–" if pd.isna(v) else fmt_num(v, digits)
+
+    def whole(v):
+        return "–" if pd.isna(v) else fmt_int(v)
+
+    return pd.DataFrame({
+        "Model": table["model"], "Coding": table["coding"], "Sampler": table["sampler"],
+        "Chains": table["chains"].map(whole), "Draws": table["draws"].map(whole),
+        "Max R-hat": table["max_r_hat"].map(lambda v: num(v, 3)),
+        "Min bulk ESS": table["min_ess_bulk"].map(whole),
+        "Min tail ESS": table["min_ess_tail"].map(whole),
+        "Divergences": table["divergences"].map(whole),
+        "Seconds": table["wall_seconds"].map(lambda v: num(v, 1)),
+    })
+
+
+def simulation_mc_table(summary: pd.DataFrame, one: pd.DataFrame, condition: str
+                        ) -> pd.DataFrame:
+    """Per condition x model: one-replicate RMSE next to the mean over replicates ± MCSE."""
+    merged = summary.merge(one[[condition, "model", "rmse"]], on=[condition, "model"],
+                           how="left", validate="1:1")
+    merged["z"] = (merged["rmse"] - merged["rmse_mean"]) / (
+        merged["rmse_mcse"] * np.sqrt(merged["n_replicates"])
+    )
+    keep = [condition, "model", "rmse", "rmse_mean", "rmse_mcse", "n_replicates", "z"]
+    keep += [c for c in ("coverage_95",) if c in merged]
+    return merged[keep]
+
+
+def simulation_mc_markdown(table: pd.DataFrame, condition: str, condition_name: str
+                           ) -> pd.DataFrame:
+    out = pd.DataFrame({
+        condition_name: table[condition].astype(str),
+        "Model": table["model"].map({"ols": "OLS", "hierarchical": "Hierarchical"})
+        .fillna(table["model"]),
+        "One replicate": table["rmse"].map(lambda v: fmt_num(v, 3)),
+        "Mean over replicates": table["rmse_mean"].map(lambda v: fmt_num(v, 3)),
+        "MCSE": table["rmse_mcse"].map(lambda v: fmt_num(v, 3)),
+        "Replicates": table["n_replicates"].map(fmt_int),
+        "(one − mean) / SD": table["z"].map(lambda v: fmt_num(v, 1)),
+    })
+    if "coverage_95" in table:
+        out["95% coverage"] = table["coverage_95"].map(lambda v: fmt_pct(v))
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# Variables
+# --------------------------------------------------------------------------------------
+
+#: Numbers written without decimals (counts), as percentages, or with 3 decimals.
+COUNT_PREFIXES = ("tw_n", "tw_cell_", "tw_group_", "bp_n", "bp_profiles", "a1_groups",
+                  "m1_n_", "m2_cells", "sim_reps", "sim1_groups", "m1_ols_negative",
+                  "m1_hier_negative", "m2_g_excluding_zero", "bp_excluding_zero",
+                  "sim1_hier_better_all", "models_", "sim_n", "sim_k", "diag_fits",
+                  "diag_divergences", "diag_min_ess_bulk", "sim1_size")
+
+
+def _is_count(name: str) -> bool:
+    bare = name.removeprefix("pub_").removeprefix("cor_")
+    return bare.startswith(COUNT_PREFIXES)
+
+
+def to_variables(numbers: Mapping[str, float], labels: Mapping[str, str] = (),
+                 digits: Mapping[str, int] | None = None, percents: Iterable[str] = ()
+                 ) -> dict[str, str]:
+    """Format every number for ``_variables.yml``; add ``<name>_pct`` for ``percents``.
+
+    Counts (see :data:`COUNT_PREFIXES`) become integers with separators, the rest two
+    decimals (``digits`` overrides per name); text labels are passed through.
+    """
+    digits = dict(digits or {})
+    out: dict[str, str] = {}
+    for name, value in sorted(numbers.items()):
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            raise ValueError(f"number {name!r} is missing (NaN)")
+        if name.endswith("seed"):
+            out[name] = str(int(value))
+        elif _is_count(name):
+            out[name] = fmt_int(value)
+        else:
+            out[name] = fmt_num(value, digits.get(name, 2))
+    for name in percents:
+        out[f"{name}_pct"] = fmt_pct(abs(numbers[name])) if name.endswith("_abs") else fmt_pct(
+            numbers[name])
+    for name, text in dict(labels).items():
+        out[name] = str(text)
+    return dict(sorted(out.items()))
