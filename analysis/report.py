@@ -148,7 +148,8 @@ def build(results: Path, clean: Path, params: dict, out: Path) -> int:
                 "sim1_size_max": S.N_OBS / 2 ** min(S.EQUAL_GROUP_K),
                 "sim1_size_min": S.N_OBS / 2 ** max(S.EQUAL_GROUP_K),
                 "sim_k_min": min(S.EQUAL_GROUP_K), "sim_k_max": max(S.EQUAL_GROUP_K),
-                "sim2_share_low": min(S.IMBALANCE_SCENARIOS["strong"])}
+                "sim2_share_low": min(S.IMBALANCE_SCENARIOS["strong"]),
+                "sim2_small": R.SMALL_GROUP, "sim2_large": R.LARGE_GROUP}
 
     # ---- settings
     models = params.get("models") or {}
@@ -312,6 +313,7 @@ def build(results: Path, clean: Path, params: dict, out: Path) -> int:
                 "cor_m2_step_rep", "cor_m2_cell_min", "sim2_share_low"]
     variables = R.to_variables(numbers, labels, digits, percents=[p for p in percents
                                                                  if p in numbers])
+    variables |= {"ci_level": "95%", "ci_inner": "10–90%", "q_low": "10%"}  # interval levels
     header = ("# Written by analysis/report.py (DVC stage `report`); do not edit by hand.\n"
               "# Every number the manuscript quotes, formatted; used as {{< var name >}}.\n")
     write(out / "_variables.yml",

@@ -285,6 +285,8 @@ def simulation_numbers(
             for s in ("balanced", "strong")
         }
         out["sim2_gain_balanced"], out["sim2_gain_strong"] = gain["balanced"], gain["strong"]
+    out["sim2_groups"] = float(size["n_groups"].iloc[0])
+    out["sim2_k"] = float(np.log2(out["sim2_groups"]))
     if bias_bins is not None:
         for _, row in bias_bins.iterrows():
             short = "hier" if row["model"] == "hierarchical" else "ols"
@@ -293,8 +295,12 @@ def simulation_numbers(
     return out
 
 
+#: Group sizes the paper contrasts in Figure 4: "small" below 20, "large" 75 or more.
+SMALL_GROUP, LARGE_GROUP = 20, 75
+
+
 def bias_small_large(
-    estimates: pd.DataFrame, small: float = 20, large: float = 75
+    estimates: pd.DataFrame, small: float = SMALL_GROUP, large: float = LARGE_GROUP
 ) -> pd.DataFrame:
     """Mean |bias| per model for groups with fewer than ``small`` and at least ``large`` obs."""
     e = estimates.loc[estimates["estimate"].notna()].copy()
@@ -688,7 +694,8 @@ COUNT_PREFIXES = ("tw_n", "tw_cell_", "tw_group_", "bp_n", "bp_profiles", "a1_gr
                   "m1_n_", "m2_cells", "sim_reps", "sim1_groups", "m1_ols_negative",
                   "m1_hier_negative", "m2_g_excluding_zero", "bp_excluding_zero",
                   "sim1_hier_better_all", "models_", "sim_n", "sim_k", "diag_fits",
-                  "diag_divergences", "diag_min_ess_bulk", "sim1_size")
+                  "diag_divergences", "diag_min_ess_bulk", "sim1_size", "sim2_groups",
+                  "sim2_k", "sim2_small", "sim2_large")
 
 
 def _is_count(name: str) -> bool:
