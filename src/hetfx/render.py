@@ -45,7 +45,14 @@ FORMATS = ("html", "pdf")
 INCLUDE = re.compile(r"\{\{<\s*include\s+(\S+?)\s*>\}\}")
 #: Typst set rules for the fallback PDF: numbering is done by the Lua filter (so that HTML and
 #: PDF agree by construction), figures without an explicit width get a sensible one.
-TYPST_HEADER = "#set figure(numbering: none)\n#set image(width: 85%)"
+TYPST_HEADER = "\n".join([
+    "#set figure(numbering: none)",
+    "#set image(width: 85%)",
+    # long tables (the replication report) may break across pages, in a smaller type
+    "#show figure.where(kind: table): set block(breakable: true)",
+    "#show table: set text(size: 8pt)",
+    "#show table: set par(justify: false)",
+])
 #: Pandoc metadata keys that only Quarto understands; left out of the fallback's metadata.
 QUARTO_ONLY = {"project", "format", "embed-resources", "keep-typ", "html-math-method", "filters"}
 

@@ -76,13 +76,16 @@ def markdown_table(
         )
     if len(align) != len(columns):
         raise ValueError(f"align {align!r} has {len(align)} letters for {len(columns)} columns")
-    rule = {"l": ":---", "r": "---:", "c": ":---:"}
-
     def cell(v) -> str:
         return str(v).replace("|", "\\|").replace("\n", " ")
 
+    # Dashes in proportion to each column's widest cell: pandoc turns them into relative
+    # column widths when a row is wider than its line length.
+    widths = [max([len(cell(c))] + [len(cell(v)) for v in frame[c]]) for c in columns]
+    dashes = [max(3, round(30 * w / max(sum(widths), 1))) for w in widths]
+    rule = {"l": ":{}", "r": "{}:", "c": ":{}:"}
     lines = ["| " + " | ".join(cell(c) for c in columns) + " |",
-             "|" + "|".join(rule[a] for a in align) + "|"]
+             "|" + "|".join(rule[a].format("-" * d) for a, d in zip(align, dashes)) + "|"]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
     text = "\n".join(lines) + "\n"
     if caption:
@@ -158,14 +161,14 @@ def _prior_text(spec) -> str:
 
 #: How each model section of ``params.yaml`` is described in the prior table.
 MODEL_NAMES = {
-    "m1": "M1: experimental conditions (Figures 5–6)",
-    "m2": "M2: demographics (Figures 7–8)",
-    "a1": "A1: varying intercept and slope (Figure A1)",
+    "m1": "M1 (Figures 5–6)",
+    "m2": "M2 (Figures 7–8)",
+    "a1": "A1 (Figure A1)",
     "bp": "Bush–Prather (Figure A2)",
 }
 PRIOR_ROWS = (  # key in params, parameter, role
     ("gamma_sd", "γ", "effect equation coefficients"),
-    ("beta_sd", "β", "control equation coefficients (incl. intercept)"),
+    ("beta_sd", "β", "control equation coefficients"),
     ("b_sd", "b", "population-level coefficients"),
     ("sigma_theta", "σ_θ", "SD of the group effects θ"),
     ("sd", "σ_group", "SDs of varying intercepts and slopes"),
