@@ -58,14 +58,11 @@ def load_fit(results: Path, study: str, name: str) -> dict[str, pd.DataFrame]:
 def one_replicate(folder: Path, estimates: pd.DataFrame | None) -> pd.DataFrame:
     """The published-design (one replicate) RMSEs: a file of the simulate stage, if it wrote
     one (any CSV here with an ``rmse`` column), else replicate 0 of ``estimates.csv``."""
-    for path in sorted(folder.glob("*.csv")):
-        if path.name in ("summary.csv", "estimates.csv"):
-            continue
-        frame = pd.read_csv(path)
-        if "rmse" in frame and "model" in frame:
-            return frame
+    path = folder / "one_replicate.csv"
+    if path.exists():
+        return pd.read_csv(path)
     if estimates is None:
-        raise MissingInput(f"{folder}: neither a one-replicate RMSE file nor estimates.csv "
+        raise MissingInput(f"{folder}: neither one_replicate.csv nor estimates.parquet "
                            f"(DVC stage {MAKERS['simulation']})")
     return R.one_replicate_rmse(estimates)
 
@@ -135,8 +132,8 @@ def build(results: Path, clean: Path, params: dict, out: Path) -> int:
     summaries, ones, estimates = {}, {}, {}
     for design in ("spec", "groupsize"):
         summaries[design] = read_csv(sim / design / "summary.csv", MAKERS["simulation"])
-        est_path = sim / design / "estimates.csv"
-        estimates[design] = pd.read_csv(est_path) if est_path.exists() else None
+        est_path = sim / design / "estimates.parquet"
+        estimates[design] = pd.read_parquet(est_path) if est_path.exists() else None
         ones[design] = one_replicate(sim / design, estimates[design])
     bias = R.bias_small_large(estimates["groupsize"]) if estimates["groupsize"] is not None \
         else None
@@ -149,6 +146,8 @@ def build(results: Path, clean: Path, params: dict, out: Path) -> int:
                 "sim1_size_min": S.N_OBS / 2 ** max(S.EQUAL_GROUP_K),
                 "sim_k_min": min(S.EQUAL_GROUP_K), "sim_k_max": max(S.EQUAL_GROUP_K),
                 "sim2_share_low": min(S.IMBALANCE_SCENARIOS["strong"]),
+                "sim2_k": len(S.IMBALANCE_SCENARIOS["balanced"]),
+                "sim2_groups": 2 ** len(S.IMBALANCE_SCENARIOS["balanced"]),
                 "sim2_small": R.SMALL_GROUP, "sim2_large": R.LARGE_GROUP}
 
     # ---- settings

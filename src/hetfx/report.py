@@ -71,7 +71,7 @@ def markdown_table(
     columns = list(frame.columns)
     if align is None:
         align = "".join(
-            "l" if frame[c].dtype == object and not _looks_numeric(frame[c]) else "r"
+            "r" if pd.api.types.is_numeric_dtype(frame[c]) or _looks_numeric(frame[c]) else "l"
             for c in columns
         )
     if len(align) != len(columns):
@@ -288,8 +288,9 @@ def simulation_numbers(
             for s in ("balanced", "strong")
         }
         out["sim2_gain_balanced"], out["sim2_gain_strong"] = gain["balanced"], gain["strong"]
-    out["sim2_groups"] = float(size["n_groups"].iloc[0])
-    out["sim2_k"] = float(np.log2(out["sim2_groups"]))
+    if "n_groups" in size:
+        out["sim2_groups"] = float(size["n_groups"].iloc[0])
+        out["sim2_k"] = float(np.log2(out["sim2_groups"]))
     if bias_bins is not None:
         for _, row in bias_bins.iterrows():
             short = "hier" if row["model"] == "hierarchical" else "ols"
