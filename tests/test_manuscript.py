@@ -67,6 +67,8 @@ def _prose(text: str) -> str:
     text = re.sub(r"\]\([^)]*\)", "]", text)
     text = re.sub(r"-?@[\w-]+", "", text)
     text = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("|"))
+    text = re.sub(r"(?m)^\s*\d+\.\s", "", text)  # ordered-list markers
+    text = re.sub(r"\b(M1|M2|A1)\b", "", text)  # model names
     # references to the published paper's own figures ("Figures 7 and 8 of the paper")
     text = re.sub(r"Figures? A?\d+(, A?\d+)*( and A?\d+)?", "", text)
     return text
