@@ -60,7 +60,8 @@ def main(study: str, model: str, coding: str) -> None:
     else:
         fit = studies.fit_bush_prather(data, coding, settings, sampler)
     wall = time.perf_counter() - start
-    groups, coefs = fit.group_effects(), fit.coefs()
+    groups = fit.group_effects().rename(columns={"region_txt": "region"})
+    coefs = fit.coefs()
     bayesian = hasattr(fit, "idata")
     if bayesian:
         diag = fit.diagnostics_record

@@ -8,7 +8,8 @@ from conftest import ROOT
 from hetfx import figures
 
 FIXTURES = ROOT / "tests" / "fixtures" / "brms"
-QUANTILES = {"q50": "estimate", "q2.5": "q025", "q10": "q10", "q90": "q90", "q97.5": "q975"}
+QUANTILES = {"q50": "estimate", "q2.5": "q025", "q10": "q10", "q90": "q90", "q97.5": "q975",
+             "region_txt": "region"}
 
 
 def test_condition_labels_costs_one_is_low_cost():
@@ -19,7 +20,8 @@ def test_condition_labels_costs_one_is_low_cost():
 
 def tw_groups():
     hier = pd.read_csv(FIXTURES / "m1_groups.csv").rename(columns=QUANTILES)
-    ols = pd.read_csv(FIXTURES / "m1_ols_groups.csv").rename(columns={"ols_slope": "estimate"})
+    ols = pd.read_csv(FIXTURES / "m1_ols_groups.csv").rename(
+        columns={"ols_slope": "estimate", "region_txt": "region"})
     ols["q025"] = ols["estimate"] - 1.96 * ols["ols_se"]
     ols["q975"] = ols["estimate"] + 1.96 * ols["ols_se"]
     return hier, ols

@@ -80,12 +80,6 @@ def condition_label(frame: pd.DataFrame) -> pd.Series:
     return regime + ", " + stakes + ", " + costs
 
 
-def _region(frame: pd.DataFrame) -> pd.Series:
-    if "region_txt" in frame:
-        return frame["region_txt"]
-    return frame["region"]
-
-
 def _both(hier: pd.DataFrame, ols: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """Stack the hierarchical and OLS group effects, with lower/upper 95% bounds."""
     parts = []
@@ -127,7 +121,7 @@ def figure5(hier: pd.DataFrame, ols: pd.DataFrame, key: str = "treat_group"):
 
 def figure6(hier: pd.DataFrame, ols: pd.DataFrame):
     """Both models' estimate in each of the 32 experimental conditions, by region."""
-    keys = ["regime", "stakes", "costs", "region_txt"]
+    keys = ["regime", "stakes", "costs", "region"]
     both = _both(hier, ols, keys)
     both["condition"] = condition_label(both)
     dodge = position_dodge(width=0.6)
@@ -136,7 +130,7 @@ def figure6(hier: pd.DataFrame, ols: pd.DataFrame):
         + geom_hline(yintercept=0, color="grey")
         + geom_linerange(aes(ymin="q025", ymax="q975"), position=dodge, alpha=0.5)
         + geom_point(position=dodge, size=1.8)
-        + facet_wrap("region_txt", ncol=2)
+        + facet_wrap("region", ncol=2)
         + coord_flip()
         + scale_color_manual(values=MODEL_COLOURS)
         + labs(x="", y="Effect of alliance on support for force (95% interval)")
@@ -208,7 +202,7 @@ def figure_a1(groups: pd.DataFrame):
         ggplot(data, aes("condition", "estimate"))
         + geom_hline(yintercept=0, color="grey")
         + geom_pointrange(aes(ymin="q025", ymax="q975"), color=MODEL_COLOURS["Hierarchical"])
-        + facet_wrap("region_txt", ncol=2)
+        + facet_wrap("region", ncol=2)
         + coord_flip()
         + labs(x="", y="Effect of alliance (posterior median, 95% interval)")
         + theme_hetfx()
@@ -245,37 +239,60 @@ def _models(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def figure1(summary: pd.DataFrame, published: pd.DataFrame | None = None):
-    """RMSE against the number of groups: mean ± MCSE over replicates, and one replicate."""
+def _mean_pm_mcse(summary: pd.DataFrame) -> pd.DataFrame:
     data = _models(summary)
-    data["lo"] = data["rmse_mean"] - data["rmse_mcse"]
-    data["hi"] = data["rmse_mean"] + data["rmse_mcse"]
+    data["lo"] = data["rmse_mean"] - data["rmse_mcse"].fillna(0)
+    data["hi"] = data["rmse_mean"] + data["rmse_mcse"].fillna(0)
+    return data
+
+
+def _replicates_note(summary: pd.DataFrame) -> str:
+    if "n_replicates" not in summary:
+        return "mean over replicates ± Monte Carlo SE"
+    r = int(summary["n_replicates"].min())
+    return f"mean over {r} replicates ± Monte Carlo SE"
+
+
+def figure1(summary: pd.DataFrame, published: pd.DataFrame | None = None):
+    """RMSE against the number of groups: mean ± MCSE over replicates, and one replicate.
+
+    ``summary`` has ``n_groups``, ``model``, ``rmse_mean``, ``rmse_mcse`` (and
+    ``n_replicates``); ``published`` (optional) ``n_groups``, ``model``, ``rmse`` of the
+    single replicate of the published design, drawn as crosses.
+    """
+    data = _mean_pm_mcse(summary)
     plot = (
         ggplot(data, aes("n_groups", "rmse_mean", color="model"))
         + geom_line()
         + geom_point(size=2)
-        + geom_errorbar(aes(ymin="lo", ymax="hi"), width=0.06)
+        + geom_errorbar(aes(ymin="lo", ymax="hi"), width=0.12)
         + scale_x_continuous(trans="log2", breaks=[8, 16, 32, 64, 128])
         + scale_color_manual(values=MODEL_COLOURS)
-        + labs(x="Number of groups (n = 2,000)", y="RMSE of group effect estimates")
+        + expand_limits(y=0)
+        + labs(x="Number of groups (n = 2,000, equal group sizes)",
+               y="RMSE of group effect estimates")
         + theme_hetfx()
     )
     if published is not None:
         one = _models(published)
-        plot += geom_point(one, aes("n_groups", "rmse"), shape="x", size=3)
-        plot += labs(caption="Lines: mean over replicates ± Monte Carlo SE; "
-                     "crosses: a single replicate, as in the published design")
+        plot += geom_point(one, aes("n_groups", "rmse", color="model"), shape="x", size=3.5,
+                           show_legend=False)
+        plot += labs(caption=f"Lines: {_replicates_note(summary)}; "
+                     "crosses: one replicate (the published design)")
     return plot
 
 
 def figure2(estimates: pd.DataFrame):
     """Estimate against true effect, one replicate, by model and number of groups."""
-    data = _models(estimates)
+    data = _models(estimates.dropna(subset=["estimate"]))
+    data["groups"] = pd.Categorical(
+        data["n_groups"].map(lambda g: f"{g} groups"),
+        [f"{g} groups" for g in sorted(data["n_groups"].unique())])
     return (
         ggplot(data, aes("tau", "estimate"))
         + geom_abline(intercept=0, slope=1, linetype="dashed", color="grey")
         + geom_point(aes(color="model"), alpha=0.6, size=1.2)
-        + facet_grid("model ~ n_groups")
+        + facet_grid("model ~ groups")
         + scale_color_manual(values=MODEL_COLOURS)
         + labs(x="True group effect", y="Estimated group effect")
         + theme_hetfx()
@@ -283,36 +300,56 @@ def figure2(estimates: pd.DataFrame):
     )
 
 
-def figure3(summary: pd.DataFrame):
-    """RMSE by imbalance scenario (64 groups), mean ± MCSE over replicates."""
-    data = _models(summary)
+def figure3(summary: pd.DataFrame, published: pd.DataFrame | None = None):
+    """RMSE by imbalance scenario (64 groups): mean ± MCSE over replicates, one replicate."""
+    data = _mean_pm_mcse(summary)
     data["scenario"] = pd.Categorical(data["scenario"], SCENARIOS)
-    data["lo"] = data["rmse_mean"] - data["rmse_mcse"]
-    data["hi"] = data["rmse_mean"] + data["rmse_mcse"]
-    dodge = position_dodge(width=0.3)
-    return (
-        ggplot(data, aes("scenario", "rmse_mean", color="model", shape="model"))
+    dodge = position_dodge(width=0.4)
+    plot = (
+        ggplot(data, aes("scenario", "rmse_mean", color="model"))
         + geom_point(size=2.5, position=dodge)
-        + geom_errorbar(aes(ymin="lo", ymax="hi"), width=0.15, position=dodge)
+        + geom_errorbar(aes(ymin="lo", ymax="hi"), width=0.2, position=dodge)
         + scale_color_manual(values=MODEL_COLOURS)
-        + scale_shape_manual(values={"OLS": "o", "Hierarchical": "s"})
+        + expand_limits(y=0)
         + labs(x="Imbalance of group sizes (64 groups, n = 2,000)",
                y="RMSE of group effect estimates")
         + theme_hetfx()
     )
+    if published is not None:
+        one = _models(published)
+        one["scenario"] = pd.Categorical(one["scenario"], SCENARIOS)
+        plot += geom_point(one, aes("scenario", "rmse", color="model"), shape="x", size=3.5,
+                           position=dodge, show_legend=False)
+        plot += labs(caption=f"Points: {_replicates_note(summary)}; "
+                     "crosses: one replicate (the published design)")
+    return plot
 
 
 def figure4(estimates: pd.DataFrame):
-    """Absolute bias against group size, by model and scenario, with a loess curve."""
-    data = _models(estimates)
+    """Absolute bias against group size, by model and scenario, with a loess curve.
+
+    Points are one replicate (the lowest-numbered, i.e. the published design); the loess
+    curve is fitted to every replicate in ``estimates`` (the expected |bias| at a size).
+    """
+    data = _models(estimates.dropna(subset=["estimate"]))
     data["scenario"] = pd.Categorical(data["scenario"], SCENARIOS)
     data["abs_bias"] = (data["estimate"] - data["tau"]).abs()
-    return (
-        ggplot(data, aes("n", "abs_bias"))
-        + geom_point(alpha=0.25, size=0.8)
-        + geom_smooth(method="loess", se=False, color=MODEL_COLOURS["Hierarchical"])
-        + geom_vline(xintercept=20, linetype="dotted", color="grey")
+    points = data
+    caption = None
+    if "replicate" in data and data["replicate"].nunique() > 1:
+        points = data.loc[data["replicate"] == data["replicate"].min()]
+        caption = (f"Points: one replicate (the published design); curves: loess over all "
+                   f"{data['replicate'].nunique()} replicates")
+    plot = (
+        ggplot(data, aes("n", "abs_bias", color="model"))
+        + geom_point(points, alpha=0.35, size=0.8)
+        + geom_smooth(method="loess", se=False, size=1)
         + facet_grid("model ~ scenario")
-        + labs(x="Observations in the group", y="|estimate − true effect|")
+        + scale_x_continuous(trans="log10")
+        + scale_color_manual(values=MODEL_COLOURS)
+        + labs(x="Observations in the group (log scale)", y="|estimate − true effect|",
+               caption=caption)
         + theme_hetfx()
+        + theme(legend_position="none")
     )
+    return plot

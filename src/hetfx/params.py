@@ -6,7 +6,7 @@ value stops the stage before it writes anything, with a message that names the k
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -28,12 +28,69 @@ class Clean(_Section):
     bush_prather: CleanStudy
 
 
+class Simulation(_Section):
+    replicates: int = Field(100, ge=1, description="replicates per condition (1 = published design)")
+    root_seed: int = Field(12, ge=0, description="root of SeedSequence(root_seed).spawn(R)")
+    n_obs: int = Field(2000, ge=100, description="observations per simulated data set")
+    draws: int = Field(4000, ge=100, description="posterior draws per hierarchical fit")
+    n_jobs: int = Field(-1, description="joblib workers (-1: all cores)")
+    backend: Literal["loky", "dask", "threading", "sequential"] = "loky"
+    scheduler_address: str | None = Field(None, description="Dask scheduler (implies dask)")
+    small: bool = Field(False, description="small profile: at most 5 replicates, 1000 draws")
+
+
+class ScaleSpec(_Section):
+    kind: Literal["half_student_t", "half_normal"]
+    scale: float = Field(gt=0)
+    nu: float = Field(default=3.0, gt=0)
+
+
+class Gate(_Section):
+    max_r_hat: float = Field(gt=1.0)
+    min_ess_bulk: float = Field(gt=0)
+    max_divergences: int = Field(ge=0)
+
+
+class LambdaSettings(_Section):
+    engine: Literal["quadrature", "nutpie"]
+    gamma_sd: float = Field(gt=0)
+    beta_sd: float = Field(gt=0)
+    sigma: ScaleSpec
+    sigma_theta: ScaleSpec
+    target_accept: float = Field(gt=0, lt=1)
+
+
+class VaryingSettings(_Section):
+    engine: Literal["collapsed", "nutpie"]
+    b_sd: float = Field(gt=0)
+    sd: ScaleSpec
+    sigma: ScaleSpec
+    lkj_eta: float = Field(gt=0)
+    target_accept: float = Field(gt=0, lt=1)
+    max_treedepth: int = Field(default=10, ge=1, le=20)
+
+
+class Models(_Section):
+    codings: list[Literal["published", "corrected"]] = Field(min_length=1)
+    seed: int = Field(ge=0)
+    chains: int = Field(ge=1)
+    draws: int = Field(ge=10)
+    tune: int = Field(ge=0)
+    gate: Gate
+    m1: LambdaSettings
+    m2: LambdaSettings
+    a1: VaryingSettings
+    bp: VaryingSettings
+
+
 class Params(BaseModel):
     """The whole parameter file; sections not modelled yet are passed through."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
     acquire: Acquire
     clean: Clean
+    models: Models
+    simulation: Simulation | None = None
 
 
 class ParamsError(ValueError):

@@ -1,0 +1,61 @@
+"""Stage `figures_tomz_weeks@<coding>`: Figures 5-8, A1, A2 and Figure 8's 24 cells.
+
+Usage: python analysis/figures.py CODING
+
+Reads results/{tomz_weeks,bush_prather}/<model>_<coding>/ and writes
+results/tomz_weeks/demographics_cells_<coding>.csv and manuscript/figures/figure{5,6,7,8,_a1,_a2}
+(.png at 300 dpi and .svg); the corrected coding's files carry the suffix `_corrected`.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from _stage import log, run
+from hetfx import figures, studies
+
+RESULTS = Path("results")
+FIGURES = Path("manuscript/figures")
+SIZES = {"figure5": (7, 7), "figure6": (8, 8), "figure7": (8, 4.5), "figure8": (8, 5.5),
+         "figure_a1": (8, 8), "figure_a2": (8, 6)}
+
+
+def read(study: str, model: str, coding: str, name: str) -> pd.DataFrame:
+    path = RESULTS / study / f"{model}_{coding}" / f"{name}.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: run the fit stages first (dvc repro)")
+    return pd.read_csv(path)
+
+
+def main(coding: str) -> None:
+    stage = f"figures_tomz_weeks@{coding}"
+    suffix = "" if coding == "published" else f"_{coding}"
+    m1, m1_ols = read("tomz_weeks", "m1", coding, "groups"), read("tomz_weeks", "m1_ols",
+                                                                   coding, "groups")
+    m2 = read("tomz_weeks", "m2", coding, "groups")
+    cells = studies.demographic_cells(m2)
+    cells_path = RESULTS / "tomz_weeks" / f"demographics_cells_{coding}.csv"
+    cells.to_csv(cells_path, index=False)
+    log(stage, f"wrote {cells_path} ({len(cells)} cells)")
+    plots = {
+        "figure5": figures.figure5(m1, m1_ols),
+        "figure6": figures.figure6(m1, m1_ols),
+        "figure7": figures.figure7(read("tomz_weeks", "m2", coding, "coefs")),
+        "figure8": figures.figure8(cells),
+        "figure_a1": figures.figure_a1(read("tomz_weeks", "a1", coding, "groups")),
+        "figure_a2": figures.figure_a2(read("bush_prather", "bp", coding, "groups")),
+    }
+    for name, plot in plots.items():
+        width, height = SIZES[name]
+        figures.save(plot, FIGURES / f"{name}{suffix}", width=width, height=height)
+        log(stage, f"wrote {FIGURES / (name + suffix)}.png/.svg")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2 or sys.argv[1] not in studies.CODINGS:
+        sys.exit(f"usage: python analysis/figures.py {{{','.join(studies.CODINGS)}}}")
+    run(f"figures_tomz_weeks@{sys.argv[1]}", lambda: main(sys.argv[1]),
+        (FileNotFoundError, KeyError))
