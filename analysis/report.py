@@ -306,7 +306,7 @@ def build(results: Path, clean: Path, params: dict, out: Path) -> int:
             digits[k] = 2
     percents = ["tw_ate", "m1_ols_min", "m1_max_drop", "m1_hier_at_ols_min",
                 "m2_step_white", "m2_step_dem", "m2_step_rep", "m2_cell_min", "sim2_gain_balanced",
-                "sim2_gain_strong", "pub_tw_ate", "pub_m1_ols_min", "pub_m1_max_drop",
+                "sim2_gain_strong", "pub_tw_ate", "pub_m1_ols_min", "pub_m1_drop_named", "m1_drop_named",
                 "pub_m1_hier_at_ols_min", "pub_m2_step_white", "pub_m2_step_dem",
                 "pub_m2_step_rep", "pub_m2_cell_min", "cor_m2_step_white", "cor_m2_step_dem",
                 "cor_m2_step_rep", "cor_m2_cell_min", "sim2_share_low"]

@@ -82,6 +82,7 @@ def test_compare_with_published_rounds_to_printed_precision() -> None:
     assert list(table["difference"]) == [0.0, 0.0, 0.05]
     shown = R.published_markdown(table)
     assert list(shown["Difference"]) == ["0.00", "0", "+0.05"]
+    assert R.fmt_signed(0.001) == "0.00"
     with pytest.raises(KeyError, match="'b'"):
         R.compare_with_published({"a": 0.3, "n": 11}, quotes)
 
