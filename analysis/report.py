@@ -185,10 +185,10 @@ def build(results: Path, clean: Path, params: dict, out: Path) -> int:
             "Term": m2_cmp["term"],
             "Published": [f"{R.fmt_num(e)} [{R.fmt_num(lo)}, {R.fmt_num(hi)}]" for e, lo, hi in
                           zip(m2_cmp["published"], m2_cmp["q025_published"],
-                              m2_cmp["q975_published"])],
+                              m2_cmp["q975_published"], strict=True)],
             "Corrected": [f"{R.fmt_num(e)} [{R.fmt_num(lo)}, {R.fmt_num(hi)}]" for e, lo, hi in
                           zip(m2_cmp["corrected"], m2_cmp["q025_corrected"],
-                              m2_cmp["q975_corrected"])],
+                              m2_cmp["q975_corrected"], strict=True)],
             "Change": m2_cmp["change"].map(R.fmt_signed),
         }),
         "M2 coefficients (posterior mean and 95% interval) under the published and the "
@@ -239,10 +239,10 @@ def build(results: Path, clean: Path, params: dict, out: Path) -> int:
             "Engagement": bp_cmp["pol_engage"].map(R.fmt_int),
             "Published": [f"{R.fmt_num(e)} [{R.fmt_num(lo)}, {R.fmt_num(hi)}]" for e, lo, hi in
                           zip(bp_cmp["published"], bp_cmp["q025_published"],
-                              bp_cmp["q975_published"])],
+                              bp_cmp["q975_published"], strict=True)],
             "Corrected": [f"{R.fmt_num(e)} [{R.fmt_num(lo)}, {R.fmt_num(hi)}]" for e, lo, hi in
                           zip(bp_cmp["corrected"], bp_cmp["q025_corrected"],
-                              bp_cmp["q975_corrected"])],
+                              bp_cmp["q975_corrected"], strict=True)],
             "Change": bp_cmp["change"].map(R.fmt_signed),
         }),
         "Bush–Prather: effect of Germany rather than Russia as the meddling country "
@@ -306,8 +306,9 @@ def build(results: Path, clean: Path, params: dict, out: Path) -> int:
             digits[k] = 2
     percents = ["tw_ate", "m1_ols_min", "m1_max_drop", "m1_hier_at_ols_min",
                 "m2_step_white", "m2_step_dem", "m2_step_rep", "m2_cell_min", "sim2_gain_balanced",
-                "sim2_gain_strong", "pub_tw_ate", "pub_m1_ols_min", "pub_m1_drop_named", "m1_drop_named",
-                "pub_m1_hier_at_ols_min", "pub_m2_step_white", "pub_m2_step_dem",
+                "sim2_gain_strong", "pub_tw_ate", "pub_m1_ols_min", "pub_m1_drop_named",
+                "m1_drop_named", "pub_m1_hier_at_ols_min", "pub_m2_step_white",
+                "pub_m2_step_dem",
                 "pub_m2_step_rep", "pub_m2_cell_min", "cor_m2_step_white", "cor_m2_step_dem",
                 "cor_m2_step_rep", "cor_m2_cell_min", "sim2_share_low"]
     variables = R.to_variables(numbers, labels, digits, percents=[p for p in percents

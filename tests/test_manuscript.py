@@ -24,7 +24,8 @@ FIGURE = re.compile(r"!\[[^\]]*\]\((figures/[^)\s]+)\)\{#(fig-[\w-]+)")
 #: What the rendered documents must number, each exactly once and in this order of kinds.
 EXPECTED = {
     "paper": {"Figure": [str(i) for i in range(1, 9)], "Table": ["1"]},
-    "appendix": {"Figure": [f"A{i}" for i in range(1, 6)], "Table": [f"A{i}" for i in range(1, 10)]},
+    "appendix": {"Figure": [f"A{i}" for i in range(1, 6)],
+                 "Table": [f"A{i}" for i in range(1, 10)]},
 }
 
 
@@ -126,9 +127,11 @@ def test_every_included_table_and_the_variables_are_report_outputs() -> None:
 
 def _rendered() -> Path:
     out = MANUSCRIPT / "_output"
-    missing = [f"{d}.{e}" for d in DOCUMENTS for e in ("html", "pdf") if not (out / f"{d}.{e}").exists()]
+    missing = [f"{d}.{e}" for d in DOCUMENTS for e in ("html", "pdf")
+               if not (out / f"{d}.{e}").exists()]
     if missing:
-        pytest.fail(f"rendered documents missing {missing}: run `python analysis/render.py manuscript`")
+        pytest.fail(f"rendered documents missing {missing}: "
+                    "run `python analysis/render.py manuscript`")
     return out
 
 

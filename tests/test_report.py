@@ -148,7 +148,8 @@ def test_m1_numbers_find_the_extremes_and_label_costs_as_data_say() -> None:
     assert nums["m1_hier_at_ols_min"] == pytest.approx(0.33 - 0.3 * 0.45)
     assert nums["m1_max_drop"] == pytest.approx(0.7 - (0.33 + 0.3 * 0.45))
     assert nums["m1_hier_sd"] < nums["m1_ols_sd"]
-    assert labels["m1_ols_min_condition"] == "low-stakes, high-cost intervention for an Asian autocracy"
+    expected = "low-stakes, high-cost intervention for an Asian autocracy"
+    assert labels["m1_ols_min_condition"] == expected
     assert "low-cost" in labels["m1_max_drop_condition"]  # costs = 1 is LOW cost
 
 

@@ -87,8 +87,10 @@ def markdown_table(
     dashes = [max(3, round(30 * w / max(sum(widths), 1))) for w in widths]
     rule = {"l": ":{}", "r": "{}:", "c": ":{}:"}
     lines = ["| " + " | ".join(cell(c) for c in columns) + " |",
-             "|" + "|".join(rule[a].format("-" * d) for a, d in zip(align, dashes)) + "|"]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+             "|" + "|".join(rule[a].format("-" * d)
+                            for a, d in zip(align, dashes, strict=True)) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |"
+              for row in frame.itertuples(index=False)]
     text = "\n".join(lines) + "\n"
     if caption:
         text += f"\n: {caption}" + (f" {{#tbl-{label}}}" if label else "") + "\n"
@@ -384,6 +386,10 @@ def m1_numbers(hier: pd.DataFrame, ols: pd.DataFrame, scale: pd.DataFrame | None
     if "n_obs" in hier:
         nums["m1_n_obs_min"] = float(hier["n_obs"].min())
         nums["m1_n_obs_max"] = float(hier["n_obs"].max())
+    for stakes, word in ((0, "low"), (1, "high")):  # mean effect by stakes, both models
+        part = both.loc[both["stakes"] == stakes]
+        nums[f"m1_ols_{word}_stakes"] = float(part["estimate_ols"].mean())
+        nums[f"m1_hier_{word}_stakes"] = float(part["estimate_hier"].mean())
     theta = _scale_term(scale)
     if theta is not None:
         nums["m1_sigma_theta"] = theta
@@ -589,9 +595,12 @@ def published_markdown(table: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame({
         "Quantity": table["quantity"],
         "Where": table["where"],
-        "Published": [fmt_num(v, d) for v, d in zip(table["published"], table["digits"])],
-        "Reproduced": [fmt_num(v, d) for v, d in zip(table["reproduced"], table["digits"])],
-        "Difference": [fmt_signed(v, d) for v, d in zip(table["difference"], table["digits"])],
+        "Published": [fmt_num(v, d) for v, d in
+                      zip(table["published"], table["digits"], strict=True)],
+        "Reproduced": [fmt_num(v, d) for v, d in
+                       zip(table["reproduced"], table["digits"], strict=True)],
+        "Difference": [fmt_signed(v, d) for v, d in
+                       zip(table["difference"], table["digits"], strict=True)],
     })
     return out
 
