@@ -31,13 +31,11 @@ from plotnine import (
     geom_pointrange,
     geom_smooth,
     geom_text,
-    geom_vline,
     ggplot,
     labs,
     position_dodge,
     scale_color_manual,
     scale_fill_manual,
-    scale_shape_manual,
     scale_x_continuous,
     theme,
     theme_bw,
@@ -266,7 +264,8 @@ def figure1(summary: pd.DataFrame, published: pd.DataFrame | None = None):
         + geom_line()
         + geom_point(size=2)
         + geom_errorbar(aes(ymin="lo", ymax="hi"), width=0.12)
-        + scale_x_continuous(trans="log2", breaks=[8, 16, 32, 64, 128])
+        + scale_x_continuous(trans="log2", breaks=[8, 16, 32, 64, 128],
+                             labels=["8", "16", "32", "64", "128"])
         + scale_color_manual(values=MODEL_COLOURS)
         + expand_limits(y=0)
         + labs(x="Number of groups (n = 2,000, equal group sizes)",
@@ -345,7 +344,8 @@ def figure4(estimates: pd.DataFrame):
         + geom_point(points, alpha=0.35, size=0.8)
         + geom_smooth(method="loess", se=False, size=1)
         + facet_grid("model ~ scenario")
-        + scale_x_continuous(trans="log10")
+        + scale_x_continuous(trans="log10", breaks=[1, 3, 10, 30, 100, 300],
+                             labels=["1", "3", "10", "30", "100", "300"])
         + scale_color_manual(values=MODEL_COLOURS)
         + labs(x="Observations in the group (log scale)", y="|estimate − true effect|",
                caption=caption)

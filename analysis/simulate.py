@@ -1,0 +1,139 @@
+"""Stage `simulate`: the simulation study of section 3 and its Figures 1-4.
+
+Usage: python analysis/simulate.py
+
+Reads the `simulation:` section of params.yaml. Runs both designs (replication spec §5) for
+`replicates` replicates (replicate 0 alone is the published one-data-set design), in parallel
+(joblib loky, or Dask) and resumably (finished replicates are kept in results/simulation/work/
+and read back by a rerun with the same settings). Writes, for design 1 (`spec`, equal groups)
+and design 2 (`groupsize`, imbalance):
+
+  results/simulation/<design>/estimates.parquet  one row per replicate x condition x group x model
+  results/simulation/<design>/summary.csv        one row per condition x model (mean RMSE, MCSE,
+                                                 coverage of the 90% and 95% intervals, ...)
+  results/simulation/<design>/one_replicate.csv  RMSE of replicate 0 (the published design)
+  results/simulation/<design>/bias_by_size.csv   mean |bias| by group size
+
+and manuscript/figures/figure{1,2,3,4}.{png,svg}.
+"""
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy: one BLAS thread per worker
+
+import functools  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pandas as pd  # noqa: E402
+
+from _stage import load_params, log, run  # noqa: E402
+from hetfx import figures  # noqa: E402
+from hetfx import simulation as S  # noqa: E402
+from hetfx.params import ParamsError  # noqa: E402
+
+STAGE = "simulate"
+OUT = Path("results/simulation")
+WORK = OUT / "work"
+FIGURES = Path("manuscript/figures")
+DESIGNS = {1: ("spec", "n_groups"), 2: ("groupsize", "scenario")}
+SMALL_REPLICATES, SMALL_DRAWS = 5, 1000
+
+
+def outputs() -> list[Path]:
+    files = [OUT / name / f for name, _ in DESIGNS.values()
+             for f in ("estimates.parquet", "summary.csv", "one_replicate.csv", "bias_by_size.csv")]
+    files += [FIGURES / f"figure{i}.{ext}" for i in (1, 2, 3, 4) for ext in ("png", "svg")]
+    return files
+
+
+def estimators(draws: int, grid: tuple[int, int]) -> dict:
+    return {"ols": S.ols_estimator,
+            "hierarchical": functools.partial(S.hierarchical_estimator, chains=1, draws=draws,
+                                              n_grid=tuple(grid))}
+
+
+def write_design(estimates: pd.DataFrame, design: int) -> dict[str, pd.DataFrame]:
+    name, cond = DESIGNS[design]
+    folder = OUT / name
+    folder.mkdir(parents=True, exist_ok=True)
+    e = estimates.loc[estimates["design"] == design].reset_index(drop=True)
+    summary = S.summarise(e)
+    one = summary[[cond, "model", "rmse_one_replicate"]].rename(
+        columns={"rmse_one_replicate": "rmse"}).assign(replicate=int(e["replicate"].min()))
+    bias = S.bias_by_group_size(e)
+    drop = ["design", "n_groups"] if design == 2 else ["design", "scenario", "condition"]
+    e.to_parquet(folder / "estimates.parquet", index=False)
+    summary.drop(columns=drop).to_csv(folder / "summary.csv", index=False)
+    one.to_csv(folder / "one_replicate.csv", index=False)
+    bias.drop(columns=drop).to_csv(folder / "bias_by_size.csv", index=False)
+    return {"estimates": e, "summary": summary, "one": one}
+
+
+def report(summary: pd.DataFrame, cond: str) -> str:
+    t = summary.copy()
+    t["rmse"] = [f"{m:.3f} ± {s:.3f}" for m, s in zip(t["rmse_mean"], t["rmse_mcse"], strict=True)]
+    t["one rep"] = t["rmse_one_replicate"].map("{:.3f}".format)
+    for lvl in ("90", "95"):
+        t[f"cover{lvl}"] = [f"{m:.3f} ± {s:.3f}" for m, s in
+                            zip(t[f"coverage_{lvl}"], t[f"coverage_{lvl}_mcse"], strict=True)]
+    return t[[cond, "model", "rmse", "one rep", "cover90", "cover95", "n_replicates",
+              "n_missing"]].to_string(index=False)
+
+
+def draw_figures(spec: dict, size: dict) -> None:
+    e1 = spec["estimates"]
+    first = e1.loc[e1["replicate"] == e1["replicate"].min()]
+    plots = {
+        "figure1": (figures.figure1(spec["summary"], spec["one"]), 6.5, 4.5),
+        "figure2": (figures.figure2(first), 9, 4.5),
+        "figure3": (figures.figure3(size["summary"], size["one"]), 6.5, 4.5),
+        "figure4": (figures.figure4(size["estimates"]), 9, 5),
+    }
+    for stem, (plot, width, height) in plots.items():
+        figures.save(plot, FIGURES / stem, width=width, height=height)
+
+
+def main() -> None:
+    for path in outputs():  # never leave a previous run's files beside a failure
+        path.unlink(missing_ok=True)
+    params = load_params().simulation
+    if params is None:
+        raise ParamsError("params.yaml has no `simulation:` section")
+    replicates, draws = params.replicates, params.draws
+    if params.small:
+        replicates, draws = min(replicates, SMALL_REPLICATES), min(draws, SMALL_DRAWS)
+    where = f"dask @ {params.scheduler_address}" if params.scheduler_address else params.backend
+    log(STAGE, f"{replicates} replicates x 9 conditions x 2 estimators, root seed "
+               f"{params.root_seed}, n = {params.n_obs}, {draws} posterior draws on a "
+               f"{params.grid[0]} x {params.grid[1]} grid, backend {where}, n_jobs {params.n_jobs}")
+    cluster = None
+    address = params.scheduler_address
+    if params.backend == "dask" and address is None:
+        from distributed import LocalCluster
+
+        workers = params.n_jobs if params.n_jobs > 0 else os.cpu_count()
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=None)
+        address = cluster.scheduler_address
+    start = time.perf_counter()
+    try:
+        result = S.run_simulation(
+            replicates, root_seed=params.root_seed, estimators=estimators(draws, params.grid),
+            work_dir=WORK, n_jobs=params.n_jobs, backend=params.backend,
+            scheduler_address=address, n_obs=params.n_obs, on_mismatch="restart",
+        )
+    finally:
+        if cluster is not None:
+            cluster.close()
+    log(STAGE, f"fits done in {time.perf_counter() - start:.1f} s")
+    spec, size = (write_design(result.estimates, d) for d in DESIGNS)
+    log(STAGE, "equal groups (RMSE mean ± MCSE, one replicate, coverage ± MCSE):\n"
+        + report(spec["summary"], "n_groups"))
+    log(STAGE, "imbalance:\n" + report(size["summary"], "scenario"))
+    edge = result.summary["max_grid_edge_mass"].max()
+    log(STAGE, f"largest quadrature grid edge mass of any fit: {edge:.1e}")
+    draw_figures(spec, size)
+
+
+if __name__ == "__main__":
+    run(STAGE, main, (ParamsError, FileNotFoundError))
