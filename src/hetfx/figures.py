@@ -237,6 +237,11 @@ def _models(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def _plain(breaks) -> list[str]:
+    """Axis labels of a log scale as plain numbers (8, not 2^3)."""
+    return [f"{b:g}" for b in breaks]
+
+
 def _mean_pm_mcse(summary: pd.DataFrame) -> pd.DataFrame:
     data = _models(summary)
     data["lo"] = data["rmse_mean"] - data["rmse_mcse"].fillna(0)
@@ -264,8 +269,7 @@ def figure1(summary: pd.DataFrame, published: pd.DataFrame | None = None):
         + geom_line()
         + geom_point(size=2)
         + geom_errorbar(aes(ymin="lo", ymax="hi"), width=0.12)
-        + scale_x_continuous(trans="log2", breaks=[8, 16, 32, 64, 128],
-                             labels=["8", "16", "32", "64", "128"])
+        + scale_x_continuous(trans="log2", breaks=[8, 16, 32, 64, 128], labels=_plain)
         + scale_color_manual(values=MODEL_COLOURS)
         + expand_limits(y=0)
         + labs(x="Number of groups (n = 2,000, equal group sizes)",
@@ -344,8 +348,7 @@ def figure4(estimates: pd.DataFrame):
         + geom_point(points, alpha=0.35, size=0.8)
         + geom_smooth(method="loess", se=False, size=1)
         + facet_grid("model ~ scenario")
-        + scale_x_continuous(trans="log10", breaks=[1, 3, 10, 30, 100, 300],
-                             labels=["1", "3", "10", "30", "100", "300"])
+        + scale_x_continuous(trans="log10", breaks=[1, 3, 10, 30, 100, 300], labels=_plain)
         + scale_color_manual(values=MODEL_COLOURS)
         + labs(x="Observations in the group (log scale)", y="|estimate − true effect|",
                caption=caption)
