@@ -156,96 +156,296 @@ def prepare_data(y, treat, X, factors: pd.DataFrame, profiles: pd.DataFrame | No
     return VaryingSlopesData(y, treat, X.copy(), codes, levels, profiles, C, pcodes, n_obs)
 
 
-def _schur_kernel_py(BtB, XtB, XtX, Xty, Bty, pb, Pm0b, s2, Om):
-    """One-factor collapsed core (compiled with numba when available).
+# Everything the collapsed log density needs, independent of h, lives in one flat float64
+# buffer (built by ``CollapsedVaryingSlopes._pack``) so that a single compiled function,
+# callable from nutpie's Rust threads without the GIL, evaluates log density and gradient.
+# Layout: a header of _NHDR scalars, then the arrays at the offsets stored in the header.
+# The coefficients split into a "dense" part (population coefficients and the groups of
+# every factor but one) and the groups of the factor with most levels (the "block"
+# factor), whose 2x2 group blocks of the precision are eliminated one group at a time
+# (Schur complement), so the cost is O(G q^2) rather than O((q + 2G)^3).
+_H_LEN, _H_NDIM, _H_Q, _H_G, _H_K, _H_BF, _H_N, _H_YTY, _H_M0PM0, _H_CONST = range(10)
+_H_SIGK, _H_SIGS, _H_SIGNU, _H_SDK, _H_SDS, _H_SDNU, _H_ETA, _H_DIM = range(10, 18)
+_H_OPB, _H_OPM0, _H_ODTD, _H_ODTB, _H_OBTB, _H_ODTY, _H_OBTY, _H_OFOFF, _H_OFG = range(18, 27)
+_NHDR = 27
 
-    Returns ``(ok, logdet_M, b'm, m_b'P m0, tr(Minv P), m'P m, S)`` where ``S`` is the sum
-    over groups of the conditional second moments of ``(u0, u1)`` (2 x 2).
+
+def _scale_prior_log_py(kind, scale, nu, u):
+    """Log density of ``u = log x`` (Jacobian included, constant dropped), derivative."""
+    x = np.exp(u)
+    r = (x / scale) ** 2
+    if kind == 0.0:  # half-normal
+        return -0.5 * r + u, 1.0 - r
+    return -(nu + 1) / 2 * np.log1p(r / nu) + u, 1.0 - (nu + 1) * (r / nu) / (1 + r / nu)
+
+
+def _collapsed_kernel_py(h, buf, grad):
+    """Collapsed log posterior of ``h`` (up to a constant); writes the gradient to ``grad``.
+
+    Returns -inf (gradient zero) outside the support or when a factorisation fails.
     """
-    G = BtB.shape[0]
-    p = XtX.shape[0]
-    S = XtX / s2
-    bb = Xty / s2 + Pm0b
+    ndim = int(buf[_H_NDIM])
+    q = int(buf[_H_Q])
+    G = int(buf[_H_G])
+    K = int(buf[_H_K])
+    bf = int(buf[_H_BF])
+    n = buf[_H_N]
+    yty = buf[_H_YTY]
+    for i in range(ndim):
+        grad[i] = 0.0
+    for i in range(ndim):
+        if not np.abs(h[i]) <= 30.0:
+            return -np.inf
+    pb = buf[int(buf[_H_OPB]) : int(buf[_H_OPB]) + q]
+    Pm0 = buf[int(buf[_H_OPM0]) : int(buf[_H_OPM0]) + q]
+    DtD = buf[int(buf[_H_ODTD]) : int(buf[_H_ODTD]) + q * q]
+    DtB = buf[int(buf[_H_ODTB]) : int(buf[_H_ODTB]) + G * 2 * q]
+    BtB = buf[int(buf[_H_OBTB]) : int(buf[_H_OBTB]) + G * 3]
+    Dty = buf[int(buf[_H_ODTY]) : int(buf[_H_ODTY]) + q]
+    Bty = buf[int(buf[_H_OBTY]) : int(buf[_H_OBTY]) + G * 2]
+    foff = buf[int(buf[_H_OFOFF]) : int(buf[_H_OFOFF]) + K]
+    fG = buf[int(buf[_H_OFG]) : int(buf[_H_OFG]) + K]
+
+    s2 = np.exp(2.0 * h[0])
+    is2 = 1.0 / s2
+    # per factor: Sigma = [[s0^2, r s0 s1], [., s1^2]] and Omega = Sigma^-1
+    sd0 = np.empty(K)
+    sd1 = np.empty(K)
+    rr = np.empty(K)
+    om = np.empty((K, 3))
+    for k in range(K):
+        s0 = np.exp(h[1 + 3 * k])
+        s1 = np.exp(h[2 + 3 * k])
+        r = np.tanh(h[3 + 3 * k])
+        if not np.abs(r) < 1.0:
+            return -np.inf
+        sd0[k], sd1[k], rr[k] = s0, s1, r
+        det = (s0 * s1) ** 2 * (1.0 - r * r)
+        om[k, 0] = s1 * s1 / det
+        om[k, 1] = -r * s0 * s1 / det
+        om[k, 2] = s0 * s0 / det
+    # dense precision S = D'D / s2 + prior, right-hand side
+    S = np.empty((q, q))
+    for i in range(q):
+        for j in range(q):
+            S[i, j] = DtD[i * q + j] * is2
+        S[i, i] += pb[i]
+    bb = np.empty(q)
+    for i in range(q):
+        bb[i] = Dty[i] * is2 + Pm0[i]
     rhs = bb.copy()
-    for j in range(p):
-        S[j, j] += pb[j]
+    for k in range(K):
+        if k == bf:
+            continue
+        o = int(foff[k])
+        for g in range(int(fG[k])):
+            i0 = o + 2 * g
+            S[i0, i0] += om[k, 0]
+            S[i0, i0 + 1] += om[k, 1]
+            S[i0 + 1, i0] += om[k, 1]
+            S[i0 + 1, i0 + 1] += om[k, 2]
+    # eliminate the block factor's groups
     Mi = np.empty((G, 3))
-    C = np.empty((G, 2, p))
+    C = np.empty((G, 2, q))
+    W = np.empty((2, q))
     e = np.empty((G, 2))
-    bu = np.empty((G, 2))
-    logdet_u = 0.0
+    logdet = 0.0
+    bm = 0.0
     for g in range(G):
-        a = BtB[g, 0, 0] / s2 + Om[0, 0]
-        b = BtB[g, 0, 1] / s2 + Om[0, 1]
-        c = BtB[g, 1, 1] / s2 + Om[1, 1]
+        a = BtB[3 * g] * is2 + om[bf, 0]
+        b = BtB[3 * g + 1] * is2 + om[bf, 1]
+        c = BtB[3 * g + 2] * is2 + om[bf, 2]
         det = a * c - b * b
-        if not det > 0.0:
-            return False, 0.0, 0.0, 0.0, 0.0, 0.0, np.zeros((2, 2))
-        logdet_u += np.log(det)
+        if not (det > 0.0 and a > 0.0):
+            return -np.inf
+        logdet += np.log(det)
         i00, i01, i11 = c / det, -b / det, a / det
         Mi[g, 0], Mi[g, 1], Mi[g, 2] = i00, i01, i11
-        bu0, bu1 = Bty[g, 0] / s2, Bty[g, 1] / s2
-        bu[g, 0], bu[g, 1] = bu0, bu1
+        bu0, bu1 = Bty[2 * g] * is2, Bty[2 * g + 1] * is2
         e0 = i00 * bu0 + i01 * bu1
         e1 = i01 * bu0 + i11 * bu1
         e[g, 0], e[g, 1] = e0, e1
-        for j in range(p):
-            m0 = XtB[g, 0, j] / s2
-            m1 = XtB[g, 1, j] / s2
-            C[g, 0, j] = i00 * m0 + i01 * m1
-            C[g, 1, j] = i01 * m0 + i11 * m1
-        for j in range(p):
-            m0 = XtB[g, 0, j] / s2
-            m1 = XtB[g, 1, j] / s2
-            rhs[j] -= m0 * e0 + m1 * e1
-            for k in range(p):
-                S[j, k] -= m0 * C[g, 0, k] + m1 * C[g, 1, k]
-    for j in range(p):
-        if not S[j, j] > 0.0:
-            return False, 0.0, 0.0, 0.0, 0.0, 0.0, np.zeros((2, 2))
-    L = np.linalg.cholesky(S)
-    logdet_S = 0.0
-    for j in range(p):
-        logdet_S += 2.0 * np.log(L[j, j])
-    Sinv = np.linalg.inv(S)
-    mb = Sinv @ rhs
-    bm = 0.0
+        bm += bu0 * e0 + bu1 * e1
+        base = 2 * q * g
+        for j in range(q):
+            w0 = DtB[base + j] * is2
+            w1 = DtB[base + q + j] * is2
+            W[0, j], W[1, j] = w0, w1
+            C[g, 0, j] = i00 * w0 + i01 * w1
+            C[g, 1, j] = i01 * w0 + i11 * w1
+            rhs[j] -= w0 * e0 + w1 * e1
+        for j in range(q):
+            w0, w1 = W[0, j], W[1, j]
+            for l in range(j + 1):
+                S[j, l] -= w0 * C[g, 0, l] + w1 * C[g, 1, l]
+    # Cholesky of the Schur complement (lower triangle), then its inverse
+    L = np.zeros((q, q))
+    for j in range(q):
+        d = S[j, j]
+        for l in range(j):
+            d -= L[j, l] * L[j, l]
+        if not d > 0.0:
+            return -np.inf
+        d = np.sqrt(d)
+        L[j, j] = d
+        logdet += 2.0 * np.log(d)
+        for i in range(j + 1, q):
+            v = S[i, j]
+            for l in range(j):
+                v -= L[i, l] * L[j, l]
+            L[i, j] = v / d
+    Li = np.zeros((q, q))  # L^-1 (lower)
+    for j in range(q):
+        Li[j, j] = 1.0 / L[j, j]
+        for i in range(j + 1, q):
+            v = 0.0
+            for l in range(j, i):
+                v -= L[i, l] * Li[l, j]
+            Li[i, j] = v / L[i, i]
+    Sinv = np.empty((q, q))  # L^-T L^-1
+    for i in range(q):
+        for j in range(i + 1):
+            v = 0.0
+            for l in range(i, q):
+                v += Li[l, i] * Li[l, j]
+            Sinv[i, j] = v
+            Sinv[j, i] = v
+    mb = np.zeros(q)
+    for i in range(q):
+        v = 0.0
+        for j in range(q):
+            v += Sinv[i, j] * rhs[j]
+        mb[i] = v
     mPm0 = 0.0
-    tr = 0.0
-    mPm = 0.0
-    for j in range(p):
-        bm += bb[j] * mb[j]
-        mPm0 += mb[j] * Pm0b[j]
-        tr += Sinv[j, j] * pb[j]
-        mPm += pb[j] * mb[j] * mb[j]
-    Ssum = np.zeros((2, 2))
+    tr_mPm = 0.0  # tr(Minv P) + m'P m
+    for j in range(q):  # b'm = rhs' Sinv rhs + sum_g bu_g' Mi_g bu_g
+        bm += rhs[j] * mb[j]
+        mPm0 += mb[j] * Pm0[j]
+        tr_mPm += pb[j] * (Sinv[j, j] + mb[j] * mb[j])
+    # second moments sum_g E[u_g u_g'] per factor
+    mom = np.zeros((K, 3))
+    for k in range(K):
+        if k == bf:
+            continue
+        o = int(foff[k])
+        for g in range(int(fG[k])):
+            i0 = o + 2 * g
+            mom[k, 0] += Sinv[i0, i0] + mb[i0] * mb[i0]
+            mom[k, 1] += Sinv[i0, i0 + 1] + mb[i0] * mb[i0 + 1]
+            mom[k, 2] += Sinv[i0 + 1, i0 + 1] + mb[i0 + 1] * mb[i0 + 1]
+    CS = np.empty((2, q))
     for g in range(G):
         mu0 = e[g, 0]
         mu1 = e[g, 1]
-        for j in range(p):
+        for j in range(q):
             mu0 -= C[g, 0, j] * mb[j]
             mu1 -= C[g, 1, j] * mb[j]
-        bm += bu[g, 0] * mu0 + bu[g, 1] * mu1
-        CS0 = C[g, 0] @ Sinv
-        CS1 = C[g, 1] @ Sinv
-        v00 = Mi[g, 0] + CS0 @ C[g, 0]
-        v01 = Mi[g, 1] + CS0 @ C[g, 1]
-        v11 = Mi[g, 2] + CS1 @ C[g, 1]
-        tr += v00 * Om[0, 0] + 2 * v01 * Om[0, 1] + v11 * Om[1, 1]
-        mPm += mu0 * mu0 * Om[0, 0] + 2 * mu0 * mu1 * Om[0, 1] + mu1 * mu1 * Om[1, 1]
-        Ssum[0, 0] += v00 + mu0 * mu0
-        Ssum[0, 1] += v01 + mu0 * mu1
-        Ssum[1, 1] += v11 + mu1 * mu1
-    Ssum[1, 0] = Ssum[0, 1]
-    return True, logdet_u + logdet_S, bm, mPm0, tr, mPm, Ssum
+        for j in range(q):
+            v0 = 0.0
+            v1 = 0.0
+            for l in range(q):
+                v0 += C[g, 0, l] * Sinv[l, j]
+                v1 += C[g, 1, l] * Sinv[l, j]
+            CS[0, j], CS[1, j] = v0, v1
+        v00, v01, v11 = Mi[g, 0], Mi[g, 1], Mi[g, 2]
+        for j in range(q):
+            v00 += CS[0, j] * C[g, 0, j]
+            v01 += CS[0, j] * C[g, 1, j]
+            v11 += CS[1, j] * C[g, 1, j]
+        mom[bf, 0] += v00 + mu0 * mu0
+        mom[bf, 1] += v01 + mu0 * mu1
+        mom[bf, 2] += v11 + mu1 * mu1
+    # log density: -n log s + log|P|/2 - log|M|/2 - (y'y/s2 + m0'P m0 - b'm)/2 + priors
+    lp = -0.5 * n * 2.0 * h[0] - 0.5 * logdet - 0.5 * (yty * is2 + buf[_H_M0PM0] - bm)
+    lp += buf[_H_CONST]
+    for k in range(K):
+        lp -= 0.5 * fG[k] * (2.0 * h[1 + 3 * k] + 2.0 * h[2 + 3 * k] + np.log1p(-rr[k] ** 2))
+        tr_mPm += (om[k, 0] * mom[k, 0] + 2.0 * om[k, 1] * mom[k, 1] + om[k, 2] * mom[k, 2])
+    grad[0] = -n + yty * is2 - bm + 2.0 * mPm0 + buf[_H_DIM] - tr_mPm
+    for k in range(K):
+        s0, s1, r, Gk = sd0[k], sd1[k], rr[k], fG[k]
+        c = s0 * s1
+        # g_om = (G Sigma - S) / 2 ; g_sig = -Om g_om Om
+        g00 = 0.5 * (Gk * s0 * s0 - mom[k, 0])
+        g01 = 0.5 * (Gk * r * c - mom[k, 1])
+        g11 = 0.5 * (Gk * s1 * s1 - mom[k, 2])
+        o00, o01, o11 = om[k, 0], om[k, 1], om[k, 2]
+        t00 = g00 * o00 + g01 * o01
+        t01 = g00 * o01 + g01 * o11
+        t10 = g01 * o00 + g11 * o01
+        t11 = g01 * o01 + g11 * o11
+        gs00 = -(o00 * t00 + o01 * t10)
+        gs01 = -(o00 * t01 + o01 * t11)
+        gs11 = -(o01 * t01 + o11 * t11)
+        grad[1 + 3 * k] = 2 * s0 * s0 * gs00 + 2 * r * c * gs01
+        grad[2 + 3 * k] = 2 * s1 * s1 * gs11 + 2 * r * c * gs01
+        grad[3 + 3 * k] = 2 * (1 - r * r) * c * gs01
+    # priors (Jacobians included) and LKJ on the 2x2 correlations
+    a, ga = _scale_prior_log(buf[_H_SIGK], buf[_H_SIGS], buf[_H_SIGNU], h[0])
+    lp += a
+    grad[0] += ga
+    eta = buf[_H_ETA]
+    for k in range(K):
+        for j in range(2):
+            a, ga = _scale_prior_log(buf[_H_SDK], buf[_H_SDS], buf[_H_SDNU], h[1 + 3 * k + j])
+            lp += a
+            grad[1 + 3 * k + j] += ga
+        lp += eta * np.log1p(-rr[k] ** 2)
+        grad[3 + 3 * k] += -2.0 * eta * rr[k]
+    if not np.isfinite(lp):
+        for i in range(ndim):
+            grad[i] = 0.0
+        return -np.inf
+    return lp
 
 
 try:  # numba ships with pytensor; fall back to Python if it is missing
     import numba
 
-    _schur_kernel = numba.njit(cache=True)(_schur_kernel_py)
+    _scale_prior_log = numba.njit(cache=True, inline="always")(_scale_prior_log_py)
+    _collapsed_kernel = numba.njit(cache=True)(_collapsed_kernel_py)
+
+    @numba.cfunc(numba.types.int64(numba.types.uint64, numba.types.CPointer(numba.types.double),
+                                   numba.types.CPointer(numba.types.double),
+                                   numba.types.CPointer(numba.types.double),
+                                   numba.types.voidptr), cache=True)
+    def _logp_cfunc(dim, x_, out_, logp_, user_data_):  # pragma: no cover - called by nutpie
+        """nutpie's C logp callback: ``user_data`` points at the packed buffer."""
+        head = numba.carray(user_data_, (_NHDR,), np.float64)
+        if dim != int(head[_H_NDIM]):
+            return -1
+        buf = numba.carray(user_data_, (int(head[_H_LEN]),), np.float64)
+        x = numba.carray(x_, (dim,))
+        out = numba.carray(out_, (dim,))
+        logp = numba.carray(logp_, (1,))
+        lp = _collapsed_kernel(x, buf, out)
+        logp[0] = lp
+        if not np.isfinite(lp):
+            return 4
+        for i in range(dim):
+            if not np.isfinite(out[i]):
+                return 3
+        return 0
+
+    @numba.cfunc(numba.types.int64(numba.types.uint64, numba.types.uint64,
+                                   numba.types.CPointer(numba.types.double),
+                                   numba.types.CPointer(numba.types.double),
+                                   numba.types.voidptr), cache=True)
+    def _expand_cfunc(dim, expanded, x_, out_, user_data_):  # pragma: no cover
+        """nutpie's C expand callback: the stored draw is ``h`` itself."""
+        if dim != expanded:
+            return -1
+        x = numba.carray(x_, (dim,))
+        out = numba.carray(out_, (dim,))
+        for i in range(dim):
+            out[i] = x[i]
+        return 0
+
 except ImportError:  # pragma: no cover
-    _schur_kernel = _schur_kernel_py
+    numba = None
+    _scale_prior_log = _scale_prior_log_py
+    _collapsed_kernel = _collapsed_kernel_py
+    _logp_cfunc = _expand_cfunc = None
 
 
 # ------------------------------------------------------------------------- fit object
@@ -360,8 +560,7 @@ class CollapsedVaryingSlopes:
         self.sd_prior, self.sigma_prior, self.lkj_eta = sd_prior, sigma_prior, float(lkj_eta)
         self.ndim = 1 + 3 * self.K
         self._diag = np.arange(off)
-        if self.K == 1:
-            self._setup_blocks()
+        self.buf = self._pack()
 
     # -- hyperparameters
     def unpack(self, h: np.ndarray):
@@ -383,103 +582,63 @@ class CollapsedVaryingSlopes:
             P[i0 + 1, i0] = b
         return P
 
-    def _setup_blocks(self) -> None:
-        """Pre-slice the sufficient statistics for the one-factor Schur kernel."""
-        p, ss = self.p, self.ss
-        G = self.sizes[0]
-        o = self.offsets[0]
-        self._XtX = np.ascontiguousarray(ss.AtA[:p, :p])
-        self._XtB = np.ascontiguousarray(ss.AtA[:p, o:].reshape(p, G, 2).transpose(1, 2, 0))
-        i0 = o + 2 * np.arange(G)
-        BtB = np.empty((G, 2, 2))
-        BtB[:, 0, 0] = ss.AtA[i0, i0]
-        BtB[:, 1, 1] = ss.AtA[i0 + 1, i0 + 1]
-        BtB[:, 0, 1] = BtB[:, 1, 0] = ss.AtA[i0, i0 + 1]
-        self._BtB = BtB
-        self._Xty = ss.Aty[:p]
-        self._Bty = np.ascontiguousarray(ss.Aty[o:].reshape(G, 2))
+    def _pack(self) -> np.ndarray:
+        """Flat buffer of everything the compiled kernel needs (see ``_collapsed_kernel``).
+
+        The factor with most levels is eliminated group by group; the population
+        coefficients and the other factors' groups form the dense part.
+        """
+        ss, p, K = self.ss, self.p, self.K
+        bf = int(np.argmax(self.sizes))
+        dense = list(range(p))
+        foff = np.full(K, -1.0)
+        for k in range(K):
+            if k != bf:
+                foff[k] = len(dense)
+                dense += list(range(self.offsets[k], self.offsets[k] + 2 * self.sizes[k]))
+        dense = np.asarray(dense)
+        q, G = len(dense), self.sizes[bf]
+        bidx = self.offsets[bf] + np.arange(2 * G)
+        pb = np.zeros(q)
+        pb[:p] = self.pb
+        Pm0 = np.zeros(q)
+        Pm0[:p] = self.Pm0[:p]
+        DtD = ss.AtA[np.ix_(dense, dense)]
+        DtB = ss.AtA[np.ix_(dense, bidx)].reshape(q, G, 2).transpose(1, 2, 0)  # (G, 2, q)
+        BB = ss.AtA[np.ix_(bidx, bidx)]
+        i0 = 2 * np.arange(G)
+        BtB = np.column_stack([BB[i0, i0], BB[i0, i0 + 1], BB[i0 + 1, i0 + 1]])
+        Dty = ss.Aty[dense]
+        Bty = ss.Aty[bidx]
+        const = float(self.sigma_prior.logpdf(0.0)) + 2 * K * float(self.sd_prior.logpdf(0.0))
+        kinds = {"half_normal": 0.0, "half_student_t": 1.0}
+        arrays = [pb, Pm0, DtD, DtB, BtB, Dty, Bty, foff, np.asarray(self.sizes, float)]
+        hdr = np.zeros(_NHDR)
+        off = _NHDR
+        for slot, arr in zip(range(_H_OPB, _H_OFG + 1), arrays, strict=True):
+            hdr[slot] = off
+            off += arr.size
+        hdr[_H_LEN], hdr[_H_NDIM], hdr[_H_Q], hdr[_H_G], hdr[_H_K] = off, self.ndim, q, G, K
+        hdr[_H_BF], hdr[_H_N], hdr[_H_YTY], hdr[_H_M0PM0] = bf, ss.n, ss.yty, self.m0Pm0
+        hdr[_H_CONST] = const
+        sg, sd = self.sigma_prior, self.sd_prior
+        hdr[_H_SIGK], hdr[_H_SIGS], hdr[_H_SIGNU] = kinds[sg.kind], sg.scale, sg.nu
+        hdr[_H_SDK], hdr[_H_SDS], hdr[_H_SDNU] = kinds[sd.kind], sd.scale, sd.nu
+        hdr[_H_ETA], hdr[_H_DIM] = self.lkj_eta, self.dim
+        buf = np.concatenate([hdr] + [np.ascontiguousarray(a, dtype=float).ravel()
+                                      for a in arrays])
+        buf.flags.writeable = False
+        return buf
 
     def logp_and_grad(self, h: np.ndarray) -> tuple[float, np.ndarray]:
         """Collapsed log posterior of ``h`` (up to a constant) and its gradient."""
-        h = np.asarray(h, dtype=float)
-        if not np.all(np.isfinite(h)) or np.any(np.abs(h) > 30):
-            return -np.inf, np.zeros_like(h)
-        sigma, s0, s1, rho = self.unpack(h)
-        if np.any(np.abs(rho) >= 1.0):
-            return -np.inf, np.zeros_like(h)
-        ss = self.ss
-        s2 = sigma**2
-        Sigs, Oms = [], []
-        for k in range(self.K):
-            c = s0[k] * s1[k]
-            Sig = np.array([[s0[k] ** 2, rho[k] * c], [rho[k] * c, s1[k] ** 2]])
-            det = c**2 * (1 - rho[k] ** 2)
-            Sigs.append(Sig)
-            Oms.append(np.array([[Sig[1, 1], -Sig[0, 1]], [-Sig[0, 1], Sig[0, 0]]]) / det)
-        try:
-            if self.K == 1:
-                ok, logdet_M, bm, mPm0, tr_MinvP, mPm, S1 = _schur_kernel(
-                    self._BtB, self._XtB, self._XtX, self._Xty, self._Bty, self.pb,
-                    self.Pm0[: self.p], s2, Oms[0])
-                if not ok:
-                    return -np.inf, np.zeros_like(h)
-                blocks = [S1]
-            else:
-                M = self._prec(s0, s1, rho)
-                P_diag_blocks = M.copy()
-                M += ss.AtA / s2
-                bvec = ss.Aty / s2 + self.Pm0
-                cf = linalg.cho_factor(M, lower=True, check_finite=False)
-                m = linalg.cho_solve(cf, bvec, check_finite=False)
-                Minv = linalg.cho_solve(cf, np.eye(self.dim), check_finite=False)
-                logdet_M = 2 * np.log(np.diag(cf[0])).sum()
-                bm = bvec @ m
-                tr_MinvP = np.sum(Minv * P_diag_blocks)
-                mPm = m @ P_diag_blocks @ m
-                blocks = []
-                for k in range(self.K):
-                    i0 = self.offsets[k] + 2 * np.arange(self.sizes[k])
-                    Vu = np.empty((self.sizes[k], 2, 2))
-                    Vu[:, 0, 0] = Minv[i0, i0]
-                    Vu[:, 1, 1] = Minv[i0 + 1, i0 + 1]
-                    Vu[:, 0, 1] = Vu[:, 1, 0] = Minv[i0, i0 + 1]
-                    mu_k = np.column_stack([m[i0], m[i0 + 1]])
-                    blocks.append(Vu.sum(axis=0) + mu_k.T @ mu_k)
-                mPm0 = float(m[: self.p] @ self.Pm0[: self.p])
-        except (linalg.LinAlgError, np.linalg.LinAlgError):
-            return -np.inf, np.zeros_like(h)
-        G = np.asarray(self.sizes, dtype=float)
-        logdet_P = -(G * (2 * np.log(s0) + 2 * np.log(s1) + np.log1p(-rho**2))).sum()
-        lp = (-0.5 * ss.n * np.log(s2) + 0.5 * logdet_P - 0.5 * logdet_M
-              - 0.5 * (ss.yty / s2 + self.m0Pm0 - bm))
+        h = np.ascontiguousarray(h, dtype=float)
         grad = np.zeros(self.ndim)
-        # rss + tr(Minv A'A) with A'A = s2 (M - P) and M m = bvec
-        mAtAm = s2 * (bm - mPm)
-        m_Aty = s2 * (bm - mPm0)
-        rss = ss.yty - 2 * m_Aty + mAtAm
-        grad[0] = -ss.n + (rss + s2 * (self.dim - tr_MinvP)) / s2
-        for k in range(self.K):
-            S = blocks[k]
-            r = rho[k]
-            Sig, Om = Sigs[k], Oms[k]
-            g_om = 0.5 * (self.sizes[k] * Sig - S)
-            g_sig = -Om @ g_om @ Om
-            c = s0[k] * s1[k]
-            grad[1 + 3 * k] = 2 * s0[k] ** 2 * g_sig[0, 0] + 2 * r * c * g_sig[0, 1]
-            grad[2 + 3 * k] = 2 * s1[k] ** 2 * g_sig[1, 1] + 2 * r * c * g_sig[0, 1]
-            grad[3 + 3 * k] = 2 * (1 - r**2) * c * g_sig[0, 1]
-        # priors with Jacobians
-        lps, gs = self.sigma_prior.logpdf_log(h[0])
-        lp += float(lps)
-        grad[0] += float(gs)
-        hk = np.asarray(h[1:]).reshape(self.K, 3)
-        a, ga = self.sd_prior.logpdf_log(hk[:, :2])
-        lp += float(a.sum())
-        grad[1:].reshape(self.K, 3)[:, :2] += ga
-        lp += self.lkj_eta * np.log1p(-rho**2).sum()
-        grad[3::3] += -2 * self.lkj_eta * rho
+        if h.shape != (self.ndim,) or not np.all(np.isfinite(h)):
+            return -np.inf, grad
+        lp = _collapsed_kernel(h, self.buf, grad)
         if not np.isfinite(lp):
-            return -np.inf, np.zeros_like(h)
+            return -np.inf, np.zeros(self.ndim)
         return float(lp), grad
 
     def mode(self, h0: np.ndarray | None = None) -> np.ndarray:
@@ -579,8 +738,19 @@ def _fit_collapsed(d, b_sd, intercept_prior, sd_prior, sigma_prior, lkj_eta, cen
         r = np.random.default_rng(s)
         return h_mode + 0.1 * r.standard_normal(ndim)
 
-    model = from_pyfunc(ndim, make_logp, make_expand, [np.dtype("float64")], [(ndim,)],
-                        ["h"], make_initial_point_fn=make_init)
+    if _logp_cfunc is not None:
+        # compiled C callbacks: nutpie's threads evaluate the density without the GIL
+        from nutpie.compile_pymc import CompiledPyMCModel
+
+        model = CompiledPyMCModel(
+            dims={}, _coords={}, _n_dim=ndim, _shapes={"h": (ndim,)},
+            compiled_logp_func=_logp_cfunc, compiled_expand_func=_expand_cfunc,
+            initial_point_func=make_init, shared_data={}, user_data=cm.buf,
+            n_expanded=ndim, shape_info=(["h"], [slice(0, ndim)], [(ndim,)]),
+            logp_func=None, expand_func=None)
+    else:  # pragma: no cover - Python callback
+        model = from_pyfunc(ndim, make_logp, make_expand, [np.dtype("float64")], [(ndim,)],
+                            ["h"], make_initial_point_fn=make_init)
     t1 = time.perf_counter()
     tr = nutpie.sample(model, chains=chains, draws=draws, tune=tune, seed=seed,
                        target_accept=target_accept, progress_bar=False,
