@@ -62,11 +62,12 @@ def write_design(estimates: pd.DataFrame, design: int) -> dict[str, pd.DataFrame
     one = summary[[cond, "model", "rmse_one_replicate"]].rename(
         columns={"rmse_one_replicate": "rmse"}).assign(replicate=int(e["replicate"].min()))
     bias = S.bias_by_group_size(e)
-    drop = ["design", "n_groups"] if design == 2 else ["design", "scenario", "condition"]
+    drop = ["design", "condition", "n_groups" if design == 2 else "scenario"]
     e.to_parquet(folder / "estimates.parquet", index=False)
-    summary.drop(columns=drop).to_csv(folder / "summary.csv", index=False)
-    one.to_csv(folder / "one_replicate.csv", index=False)
-    bias.drop(columns=drop).to_csv(folder / "bias_by_size.csv", index=False)
+    csv = {"index": False, "float_format": "%.6g"}
+    summary.drop(columns=drop).to_csv(folder / "summary.csv", **csv)
+    one.to_csv(folder / "one_replicate.csv", **csv)
+    bias.drop(columns=drop).to_csv(folder / "bias_by_size.csv", **csv)
     return {"estimates": e, "summary": summary, "one": one}
 
 

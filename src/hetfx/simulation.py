@@ -1033,7 +1033,11 @@ def summarise(estimates: pd.DataFrame) -> pd.DataFrame:
          "coverage_90", "coverage_90_mcse", "coverage_95", "coverage_95_mcse",
          "mean_abs_bias", "mean_abs_bias_mcse", "n_missing", "max_grid_edge_mass"]
     ]  # fmt: skip
-    return out.sort_values(["design", "n_groups", "model"], kind="stable").reset_index(drop=True)
+    order = {name: i for i, name in enumerate(["equal", *IMBALANCE_SCENARIOS])}
+    rank = out["scenario"].map(order).fillna(len(order))
+    out = out.assign(_rank=rank).sort_values(["design", "n_groups", "_rank", "model"],
+                                             kind="stable")
+    return out.drop(columns="_rank").reset_index(drop=True)
 
 
 def bias_by_group_size(
