@@ -193,8 +193,14 @@ def _collapsed_kernel_py(h, buf, grad):
     yty = buf[_H_YTY]
     for i in range(ndim):
         grad[i] = 0.0
-    for i in range(ndim):
-        if not np.abs(h[i]) <= 30.0:
+    # support: the collapsed density is finite everywhere; these bounds only keep the
+    # arithmetic in range (log SDs reach far into the left tail, where the posterior decays
+    # like exp(log s) and NUTS does go: a wall there makes divergences)
+    if not np.abs(h[0]) <= 30.0:
+        return -np.inf
+    for i in range(1, ndim):
+        lo = -30.0 if i % 3 == 0 else -150.0
+        if not (h[i] >= lo and h[i] <= 30.0):
             return -np.inf
     pb = buf[int(buf[_H_OPB]) : int(buf[_H_OPB]) + q]
     Pm0 = buf[int(buf[_H_OPM0]) : int(buf[_H_OPM0]) + q]
@@ -208,22 +214,29 @@ def _collapsed_kernel_py(h, buf, grad):
 
     s2 = np.exp(2.0 * h[0])
     is2 = 1.0 / s2
-    # per factor: Sigma = [[s0^2, r s0 s1], [., s1^2]] and Omega = Sigma^-1
+    # per factor: Sigma = [[s0^2, r s0 s1], [., s1^2]] and Omega = Sigma^-1, with
+    # 1 - r^2 = 1 / cosh(z)^2 and log det Sigma computed without cancellation
     sd0 = np.empty(K)
     sd1 = np.empty(K)
     rr = np.empty(K)
+    l1r = np.empty(K)  # log(1 - r^2)
+    ldsig = np.empty(K)  # log det Sigma
+    sig = np.empty((K, 3))
     om = np.empty((K, 3))
     for k in range(K):
-        s0 = np.exp(h[1 + 3 * k])
-        s1 = np.exp(h[2 + 3 * k])
-        r = np.tanh(h[3 + 3 * k])
-        if not np.abs(r) < 1.0:
-            return -np.inf
+        u0, u1, z = h[1 + 3 * k], h[2 + 3 * k], h[3 + 3 * k]
+        s0 = np.exp(u0)
+        s1 = np.exp(u1)
+        r = np.tanh(z)
+        az_ = np.abs(z)
+        l1r[k] = -2.0 * (az_ + np.log1p(np.exp(-2.0 * az_)) - np.log(2.0))
+        one_r2 = np.exp(l1r[k])
         sd0[k], sd1[k], rr[k] = s0, s1, r
-        det = (s0 * s1) ** 2 * (1.0 - r * r)
-        om[k, 0] = s1 * s1 / det
-        om[k, 1] = -r * s0 * s1 / det
-        om[k, 2] = s0 * s0 / det
+        ldsig[k] = 2.0 * u0 + 2.0 * u1 + l1r[k]
+        sig[k, 0], sig[k, 1], sig[k, 2] = s0 * s0, r * s0 * s1, s1 * s1
+        om[k, 0] = np.exp(-2.0 * u0) / one_r2
+        om[k, 1] = -r * np.exp(-u0 - u1) / one_r2
+        om[k, 2] = np.exp(-2.0 * u1) / one_r2
     # dense precision S = D'D / s2 + prior, right-hand side
     S = np.empty((q, q))
     for i in range(q):
@@ -249,17 +262,23 @@ def _collapsed_kernel_py(h, buf, grad):
     C = np.empty((G, 2, q))
     W = np.empty((2, q))
     e = np.empty((G, 2))
-    logdet = 0.0
+    logdet = 0.0  # log|M| - log|P| over the random-effect blocks, plus log|S|
     bm = 0.0
+    S00, S01, S11 = sig[bf, 0], sig[bf, 1], sig[bf, 2]
+    dsig = np.exp(ldsig[bf])
     for g in range(G):
-        a = BtB[3 * g] * is2 + om[bf, 0]
-        b = BtB[3 * g + 1] * is2 + om[bf, 1]
-        c = BtB[3 * g + 2] * is2 + om[bf, 2]
-        det = a * c - b * b
-        if not (det > 0.0 and a > 0.0):
-            return -np.inf
-        logdet += np.log(det)
-        i00, i01, i11 = c / det, -b / det, a / det
+        # M_g = Omega + D_g with D_g = B_g'B_g / s2: M_g^-1 = Sigma (I + D_g Sigma)^-1 and
+        # det M_g / det Omega = det(I + D_g Sigma) = 1 + tr(D_g Sigma) + det D_g det Sigma,
+        # a sum of non-negative terms (no cancellation as Sigma -> 0 or |r| -> 1)
+        d00 = BtB[3 * g] * is2
+        d01 = BtB[3 * g + 1] * is2
+        d11 = BtB[3 * g + 2] * is2
+        ddet = max(d00 * d11 - d01 * d01, 0.0)
+        detn = 1.0 + d00 * S00 + 2.0 * d01 * S01 + d11 * S11 + ddet * dsig
+        logdet += np.log(detn)
+        i00 = (S00 + d11 * dsig) / detn
+        i01 = (S01 - d01 * dsig) / detn
+        i11 = (S11 + d00 * dsig) / detn
         Mi[g, 0], Mi[g, 1], Mi[g, 2] = i00, i01, i11
         bu0, bu1 = Bty[2 * g] * is2, Bty[2 * g + 1] * is2
         e0 = i00 * bu0 + i01 * bu1
@@ -359,27 +378,24 @@ def _collapsed_kernel_py(h, buf, grad):
     lp = -0.5 * n * 2.0 * h[0] - 0.5 * logdet - 0.5 * (yty * is2 + buf[_H_M0PM0] - bm)
     lp += buf[_H_CONST]
     for k in range(K):
-        lp -= 0.5 * fG[k] * (2.0 * h[1 + 3 * k] + 2.0 * h[2 + 3 * k] + np.log1p(-rr[k] ** 2))
+        if k != bf:  # the block factor's log|P| cancelled against its log|M_g| above
+            lp -= 0.5 * fG[k] * ldsig[k]
         tr_mPm += (om[k, 0] * mom[k, 0] + 2.0 * om[k, 1] * mom[k, 1] + om[k, 2] * mom[k, 2])
     grad[0] = -n + yty * is2 - bm + 2.0 * mPm0 + buf[_H_DIM] - tr_mPm
     for k in range(K):
-        s0, s1, r, Gk = sd0[k], sd1[k], rr[k], fG[k]
-        c = s0 * s1
-        # g_om = (G Sigma - S) / 2 ; g_sig = -Om g_om Om
-        g00 = 0.5 * (Gk * s0 * s0 - mom[k, 0])
-        g01 = 0.5 * (Gk * r * c - mom[k, 1])
-        g11 = 0.5 * (Gk * s1 * s1 - mom[k, 2])
+        # d lp / d Sigma = (Omega S Omega - G Omega) / 2 with S the summed second moments;
+        # chain rule through Sigma = diag(s) R diag(s): d/du_j = (Omega S)_jj - G, and
+        # d/dz = (1 - r^2) s0 s1 (Omega S Omega - G Omega)_01
         o00, o01, o11 = om[k, 0], om[k, 1], om[k, 2]
-        t00 = g00 * o00 + g01 * o01
-        t01 = g00 * o01 + g01 * o11
-        t10 = g01 * o00 + g11 * o01
-        t11 = g01 * o01 + g11 * o11
-        gs00 = -(o00 * t00 + o01 * t10)
-        gs01 = -(o00 * t01 + o01 * t11)
-        gs11 = -(o01 * t01 + o11 * t11)
-        grad[1 + 3 * k] = 2 * s0 * s0 * gs00 + 2 * r * c * gs01
-        grad[2 + 3 * k] = 2 * s1 * s1 * gs11 + 2 * r * c * gs01
-        grad[3 + 3 * k] = 2 * (1 - r * r) * c * gs01
+        m00, m01, m11 = mom[k, 0], mom[k, 1], mom[k, 2]
+        a00 = o00 * m00 + o01 * m01
+        a01 = o00 * m01 + o01 * m11
+        a11 = o01 * m01 + o11 * m11
+        grad[1 + 3 * k] = a00 - fG[k]
+        grad[2 + 3 * k] = a11 - fG[k]
+        # (Omega S Omega)_01 = (Omega S)_00 Omega_01 + (Omega S)_01 Omega_11
+        gs01 = a00 * o01 + a01 * o11 - fG[k] * o01
+        grad[3 + 3 * k] = np.exp(l1r[k]) * sd0[k] * sd1[k] * gs01
     # priors (Jacobians included) and LKJ on the 2x2 correlations
     a, ga = _scale_prior_log(buf[_H_SIGK], buf[_H_SIGS], buf[_H_SIGNU], h[0])
     lp += a
@@ -390,7 +406,7 @@ def _collapsed_kernel_py(h, buf, grad):
             a, ga = _scale_prior_log(buf[_H_SDK], buf[_H_SDS], buf[_H_SDNU], h[1 + 3 * k + j])
             lp += a
             grad[1 + 3 * k + j] += ga
-        lp += eta * np.log1p(-rr[k] ** 2)
+        lp += eta * l1r[k]
         grad[3 + 3 * k] += -2.0 * eta * rr[k]
     if not np.isfinite(lp):
         for i in range(ndim):
@@ -752,9 +768,12 @@ def _fit_collapsed(d, b_sd, intercept_prior, sd_prior, sigma_prior, lkj_eta, cen
         model = from_pyfunc(ndim, make_logp, make_expand, [np.dtype("float64")], [(ndim,)],
                             ["h"], make_initial_point_fn=make_init)
     t1 = time.perf_counter()
+    # low-rank-modified mass matrix: h is low-dimensional and correlated (log sigma with
+    # the SDs); measured min bulk ESS over 6 seeds 770-1080 (A1) and 1800-2600
+    # (Bush-Prather) against 560-860 and 1280-1500 with the diagonal one, ~10% more time
     tr = nutpie.sample(model, chains=chains, draws=draws, tune=tune, seed=seed,
                        target_accept=target_accept, progress_bar=False,
-                       cores=cores or min(chains, 2))
+                       cores=cores or min(chains, 2), low_rank_modified_mass_matrix=True)
     H = tr.posterior["h"].values.reshape(chains * draws, ndim)
     rng = np.random.default_rng(seed + 7919)
     c = cm.draw_coefficients(H, rng)
