@@ -36,7 +36,13 @@ one row per group and columns ``group``, ``estimate``, ``q025``, ``q05``,
 ``q95``, ``q975`` (``std_error`` optional): :func:`ols_estimator` (fast numpy
 path), :func:`ols_estimator_statsmodels` (the generic
 :func:`hetfx.models.saturated_ols.fit_saturated_ols` path, the reference) and
-:func:`hierarchical_estimator` (the lambda model).
+:func:`hierarchical_estimator` (the lambda model). The hierarchical estimator's
+default engine, :func:`lambda_quadrature_draws`, is the quadrature engine of
+:mod:`hetfx.models.lambda_model` (same collapsed model, same grid placement) with
+leaner linear algebra (one bordered Cholesky per grid point, one factorisation per
+distinct grid point drawn, no InferenceData or diagnostics): about 0.1-0.4 s per fit
+instead of 1-5 s, which is what lets 900 fits run in under two minutes on two cores.
+It is tested against ``fit_lambda_model(engine="quadrature")`` and full NUTS.
 
 Readings: (a) the published design is ``run_simulation(n_replicates=1)`` (one
 data set per condition; the published R code used seed 12, whose R random
@@ -87,6 +93,7 @@ __all__ = [
     "draw_tau",
     "group_labels",
     "hierarchical_estimator",
+    "lambda_quadrature_draws",
     "ols_estimator",
     "ols_estimator_statsmodels",
     "replicate_rng",
