@@ -34,13 +34,12 @@ from collections.abc import Sequence
 import arviz as az
 import numpy as np
 import pandas as pd
-from scipy import linalg, optimize
+from scipy import optimize
 
 from hetfx.inference import Diagnostics, compute_diagnostics, summarise_coefs, summarise_groups
 from hetfx.models.gaussian import (
     ScalePrior,
     check_finite,
-    draw_conditional,
     single_threaded_blas,
     suff_stats,
 )
@@ -179,29 +178,30 @@ def _scale_prior_log_py(kind, scale, nu, u):
     return -(nu + 1) / 2 * np.log1p(r / nu) + u, 1.0 - (nu + 1) * (r / nu) / (1 + r / nu)
 
 
-def _collapsed_kernel_py(h, buf, grad):
-    """Collapsed log posterior of ``h`` (up to a constant); writes the gradient to ``grad``.
+def _factor_py(h, buf, L, rhs, Mi, C, e, sd0, sd1, rr, l1r, ldsig, om):
+    """Shared start of the collapsed density and of the exact conditional draws.
 
-    Returns -inf (gradient zero) outside the support or when a factorisation fails.
+    Fills, for hyperparameters ``h``: the Cholesky factor ``L`` of the Schur complement
+    ``S`` (precision of the dense coefficients with the block factor integrated out), the
+    right-hand side ``rhs`` (``S m_dense = rhs``), per block group ``Mi`` (2x2 conditional
+    covariance, packed 00/01/11), ``C`` and ``e`` (conditional mean ``e - C b_dense``), and
+    per factor the SDs, correlation, ``log(1 - r^2)``, ``log det Sigma`` and ``Omega``.
+    Returns ``(ok, log|M| - log|P_block|, b'm minus the dense part)``.
     """
     ndim = int(buf[_H_NDIM])
     q = int(buf[_H_Q])
     G = int(buf[_H_G])
     K = int(buf[_H_K])
     bf = int(buf[_H_BF])
-    n = buf[_H_N]
-    yty = buf[_H_YTY]
-    for i in range(ndim):
-        grad[i] = 0.0
     # support: the collapsed density is finite everywhere; these bounds only keep the
     # arithmetic in range (log SDs reach far into the left tail, where the posterior decays
     # like exp(log s) and NUTS does go: a wall there makes divergences)
     if not np.abs(h[0]) <= 30.0:
-        return -np.inf
+        return False, 0.0, 0.0
     for i in range(1, ndim):
         lo = -30.0 if i % 3 == 0 else -150.0
         if not (h[i] >= lo and h[i] <= 30.0):
-            return -np.inf
+            return False, 0.0, 0.0
     pb = buf[int(buf[_H_OPB]) : int(buf[_H_OPB]) + q]
     Pm0 = buf[int(buf[_H_OPM0]) : int(buf[_H_OPM0]) + q]
     DtD = buf[int(buf[_H_ODTD]) : int(buf[_H_ODTD]) + q * q]
@@ -216,13 +216,7 @@ def _collapsed_kernel_py(h, buf, grad):
     is2 = 1.0 / s2
     # per factor: Sigma = [[s0^2, r s0 s1], [., s1^2]] and Omega = Sigma^-1, with
     # 1 - r^2 = 1 / cosh(z)^2 and log det Sigma computed without cancellation
-    sd0 = np.empty(K)
-    sd1 = np.empty(K)
-    rr = np.empty(K)
-    l1r = np.empty(K)  # log(1 - r^2)
-    ldsig = np.empty(K)  # log det Sigma
     sig = np.empty((K, 3))
-    om = np.empty((K, 3))
     for k in range(K):
         u0, u1, z = h[1 + 3 * k], h[2 + 3 * k], h[3 + 3 * k]
         s0 = np.exp(u0)
@@ -246,7 +240,7 @@ def _collapsed_kernel_py(h, buf, grad):
     bb = np.empty(q)
     for i in range(q):
         bb[i] = Dty[i] * is2 + Pm0[i]
-    rhs = bb.copy()
+    rhs[:] = bb
     for k in range(K):
         if k == bf:
             continue
@@ -258,10 +252,7 @@ def _collapsed_kernel_py(h, buf, grad):
             S[i0 + 1, i0] += om[k, 1]
             S[i0 + 1, i0 + 1] += om[k, 2]
     # eliminate the block factor's groups
-    Mi = np.empty((G, 3))
-    C = np.empty((G, 2, q))
     W = np.empty((2, q))
-    e = np.empty((G, 2))
     logdet = 0.0  # log|M| - log|P| over the random-effect blocks, plus log|S|
     bm = 0.0
     S00, S01, S11 = sig[bf, 0], sig[bf, 1], sig[bf, 2]
@@ -295,38 +286,74 @@ def _collapsed_kernel_py(h, buf, grad):
             rhs[j] -= w0 * e0 + w1 * e1
         for j in range(q):
             w0, w1 = W[0, j], W[1, j]
-            for l in range(j + 1):
-                S[j, l] -= w0 * C[g, 0, l] + w1 * C[g, 1, l]
+            for m in range(j + 1):
+                S[j, m] -= w0 * C[g, 0, m] + w1 * C[g, 1, m]
     # Cholesky of the Schur complement (lower triangle), then its inverse
-    L = np.zeros((q, q))
+    L[:, :] = 0.0
     for j in range(q):
         d = S[j, j]
-        for l in range(j):
-            d -= L[j, l] * L[j, l]
+        for m in range(j):
+            d -= L[j, m] * L[j, m]
         if not d > 0.0:
-            return -np.inf
+            return False, 0.0, 0.0
         d = np.sqrt(d)
         L[j, j] = d
         logdet += 2.0 * np.log(d)
         for i in range(j + 1, q):
             v = S[i, j]
-            for l in range(j):
-                v -= L[i, l] * L[j, l]
+            for m in range(j):
+                v -= L[i, m] * L[j, m]
             L[i, j] = v / d
+    return True, logdet, bm
+
+
+def _collapsed_kernel_py(h, buf, grad):
+    """Collapsed log posterior of ``h`` (up to a constant); writes the gradient to ``grad``.
+
+    Returns -inf (gradient zero) outside the support or when a factorisation fails.
+    """
+    ndim = int(buf[_H_NDIM])
+    q = int(buf[_H_Q])
+    G = int(buf[_H_G])
+    K = int(buf[_H_K])
+    bf = int(buf[_H_BF])
+    n = buf[_H_N]
+    yty = buf[_H_YTY]
+    for i in range(ndim):
+        grad[i] = 0.0
+    L = np.empty((q, q))
+    rhs = np.empty(q)
+    Mi = np.empty((G, 3))
+    C = np.empty((G, 2, q))
+    e = np.empty((G, 2))
+    sd0 = np.empty(K)
+    sd1 = np.empty(K)
+    rr = np.empty(K)
+    l1r = np.empty(K)
+    ldsig = np.empty(K)
+    om = np.empty((K, 3))
+    ok, logdet, bm = _factor(h, buf, L, rhs, Mi, C, e, sd0, sd1, rr, l1r, ldsig, om)
+    if not ok:
+        return -np.inf
+    pb = buf[int(buf[_H_OPB]) : int(buf[_H_OPB]) + q]
+    Pm0 = buf[int(buf[_H_OPM0]) : int(buf[_H_OPM0]) + q]
+    foff = buf[int(buf[_H_OFOFF]) : int(buf[_H_OFOFF]) + K]
+    fG = buf[int(buf[_H_OFG]) : int(buf[_H_OFG]) + K]
+    is2 = np.exp(-2.0 * h[0])
     Li = np.zeros((q, q))  # L^-1 (lower)
     for j in range(q):
         Li[j, j] = 1.0 / L[j, j]
         for i in range(j + 1, q):
             v = 0.0
-            for l in range(j, i):
-                v -= L[i, l] * Li[l, j]
+            for m in range(j, i):
+                v -= L[i, m] * Li[m, j]
             Li[i, j] = v / L[i, i]
     Sinv = np.empty((q, q))  # L^-T L^-1
     for i in range(q):
         for j in range(i + 1):
             v = 0.0
-            for l in range(i, q):
-                v += Li[l, i] * Li[l, j]
+            for m in range(i, q):
+                v += Li[m, i] * Li[m, j]
             Sinv[i, j] = v
             Sinv[j, i] = v
     mb = np.zeros(q)
@@ -362,9 +389,9 @@ def _collapsed_kernel_py(h, buf, grad):
         for j in range(q):
             v0 = 0.0
             v1 = 0.0
-            for l in range(q):
-                v0 += C[g, 0, l] * Sinv[l, j]
-                v1 += C[g, 1, l] * Sinv[l, j]
+            for m in range(q):
+                v0 += C[g, 0, m] * Sinv[m, j]
+                v1 += C[g, 1, m] * Sinv[m, j]
             CS[0, j], CS[1, j] = v0, v1
         v00, v01, v11 = Mi[g, 0], Mi[g, 1], Mi[g, 2]
         for j in range(q):
@@ -415,11 +442,63 @@ def _collapsed_kernel_py(h, buf, grad):
     return lp
 
 
+def _draw_py(H, buf, Z, out):
+    """Exact draws of the packed coefficients (dense part, then the block factor's groups
+    as (u0, u1) pairs) given each row of ``H``; ``Z`` holds standard normals of the same
+    shape as ``out``. Rows whose factorisation fails are NaN."""
+    q = int(buf[_H_Q])
+    G = int(buf[_H_G])
+    K = int(buf[_H_K])
+    L = np.empty((q, q))
+    rhs = np.empty(q)
+    Mi = np.empty((G, 3))
+    C = np.empty((G, 2, q))
+    e = np.empty((G, 2))
+    sd0 = np.empty(K)
+    sd1 = np.empty(K)
+    rr = np.empty(K)
+    l1r = np.empty(K)
+    ldsig = np.empty(K)
+    om = np.empty((K, 3))
+    w = np.empty(q)
+    for t in range(H.shape[0]):
+        ok, _, _ = _factor(H[t], buf, L, rhs, Mi, C, e, sd0, sd1, rr, l1r, ldsig, om)
+        if not ok:
+            out[t, :] = np.nan
+            continue
+        # b = S^-1 rhs + L^-T z: forward solve L w = rhs, then L' b = w + z
+        for i in range(q):
+            v = rhs[i]
+            for m in range(i):
+                v -= L[i, m] * w[m]
+            w[i] = v / L[i, i]
+        for i in range(q - 1, -1, -1):
+            v = w[i] + Z[t, i]
+            for m in range(i + 1, q):
+                v -= L[m, i] * out[t, m]
+            out[t, i] = v / L[i, i]
+        for g in range(G):
+            m0 = e[g, 0]
+            m1 = e[g, 1]
+            for j in range(q):
+                m0 -= C[g, 0, j] * out[t, j]
+                m1 -= C[g, 1, j] * out[t, j]
+            c00 = np.sqrt(Mi[g, 0])
+            c10 = Mi[g, 1] / c00
+            c11 = np.sqrt(max(Mi[g, 2] - c10 * c10, 0.0))
+            z0 = Z[t, q + 2 * g]
+            z1 = Z[t, q + 2 * g + 1]
+            out[t, q + 2 * g] = m0 + c00 * z0
+            out[t, q + 2 * g + 1] = m1 + c10 * z0 + c11 * z1
+
+
 try:  # numba ships with pytensor; fall back to Python if it is missing
     import numba
 
     _scale_prior_log = numba.njit(cache=True, inline="always")(_scale_prior_log_py)
+    _factor = numba.njit(cache=True)(_factor_py)
     _collapsed_kernel = numba.njit(cache=True)(_collapsed_kernel_py)
+    _draw = numba.njit(cache=True)(_draw_py)
 
     @numba.cfunc(numba.types.int64(numba.types.uint64, numba.types.CPointer(numba.types.double),
                                    numba.types.CPointer(numba.types.double),
@@ -460,7 +539,9 @@ try:  # numba ships with pytensor; fall back to Python if it is missing
 except ImportError:  # pragma: no cover
     numba = None
     _scale_prior_log = _scale_prior_log_py
+    _factor = _factor_py
     _collapsed_kernel = _collapsed_kernel_py
+    _draw = _draw_py
     _logp_cfunc = _expand_cfunc = None
 
 
@@ -644,6 +725,7 @@ class CollapsedVaryingSlopes:
         buf = np.concatenate([hdr] + [np.ascontiguousarray(a, dtype=float).ravel()
                                       for a in arrays])
         buf.flags.writeable = False
+        self._perm = np.concatenate([dense, bidx])  # packed position -> coefficient index
         return buf
 
     def logp_and_grad(self, h: np.ndarray) -> tuple[float, np.ndarray]:
@@ -674,23 +756,20 @@ class CollapsedVaryingSlopes:
                                 bounds=[(-12, 5)] * self.ndim)
         return res.x
 
-    def draw_coefficients(self, H: np.ndarray, rng: np.random.Generator,
-                          chunk: int = 250) -> np.ndarray:
-        """Exact draws of the coefficient vector (centred b, u) given draws ``H`` of h."""
-        out = np.empty((len(H), self.dim))
-        ss = self.ss
-        for i in range(0, len(H), chunk):
-            hh = H[i : i + chunk]
-            Ms = np.empty((len(hh), self.dim, self.dim))
-            bs = np.empty((len(hh), self.dim))
-            for j, h in enumerate(hh):
-                sigma, s0, s1, rho = self.unpack(h)
-                Ms[j] = self._prec(s0, s1, rho) + ss.AtA / sigma**2
-                bs[j] = ss.Aty / sigma**2 + self.Pm0
-            L = np.linalg.cholesky(Ms)
-            w = np.linalg.solve(L, bs[:, :, None])
-            mean = np.linalg.solve(np.swapaxes(L, 1, 2), w)[:, :, 0]
-            out[i : i + chunk] = draw_conditional(mean, L, rng)
+    def draw_coefficients(self, H: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Exact draws of the coefficient vector (centred b, u) given draws ``H`` of h.
+
+        Dense coefficients from their marginal Gaussian (Schur complement), then each group
+        of the largest factor from its 2x2 Gaussian given them (compiled, one pass).
+        """
+        H = np.ascontiguousarray(np.atleast_2d(H), dtype=float)
+        Z = rng.standard_normal((len(H), self.dim))
+        packed = np.empty((len(H), self.dim))
+        _draw(H, self.buf, Z, packed)
+        if not np.all(np.isfinite(packed)):
+            raise np.linalg.LinAlgError("conditional precision not positive definite")
+        out = np.empty_like(packed)
+        out[:, self._perm] = packed
         return out
 
 
