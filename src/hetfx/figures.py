@@ -63,8 +63,14 @@ def save(plot, stem: str | Path, width: float = 7, height: float = 5) -> list[Pa
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
-    for path in paths:
-        plot.save(path, width=width, height=height, dpi=300, verbose=False)
+    import matplotlib
+
+    # byte-identical files on every run: no timestamp, fixed ids (so dvc.lock and git diff
+    # change only when a figure does)
+    with matplotlib.rc_context({"svg.hashsalt": "hetfx"}):
+        for path in paths:
+            meta = {"Date": None} if path.suffix == ".svg" else {"Software": None}
+            plot.save(path, width=width, height=height, dpi=300, verbose=False, metadata=meta)
     return paths
 
 
