@@ -106,3 +106,53 @@ def test_clean_file_not_acquired(project):
     (project / "params.yaml").write_text(yaml.safe_dump(params))
     done = stage(project, "clean.py", "tomz_weeks")
     assert done.returncode == 1 and "raw file not found" in done.stderr
+
+
+def _with_params(project: Path, **changes) -> None:
+    """Set dotted keys (``models__gate__min_ess_bulk=...``) in the scratch params.yaml."""
+    path = project / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    for dotted, value in changes.items():
+        *parents, leaf = dotted.split("__")
+        node = params
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+@pytest.fixture
+def cleaned(project):
+    for args in [("acquire.py",), ("clean.py", "tomz_weeks")]:
+        assert stage(project, *args).returncode == 0
+    return project
+
+
+def test_fit_stage_writes_the_artifact_contract(cleaned):
+    done = stage(cleaned, "fit.py", "tomz_weeks", "m2", "corrected")
+    assert done.returncode == 0, done.stderr
+    out = cleaned / "results" / "tomz_weeks" / "m2_corrected"
+    assert {p.name for p in out.iterdir()} == {"posterior.nc", "groups.csv", "coefs.csv",
+                                               "diagnostics.csv"}
+    groups = pd.read_csv(out / "groups.csv")
+    assert {"dem", "rep", "high_newsint", "white", "male", "n_obs", "estimate", "q025", "q10",
+            "q90", "q975"} <= set(groups.columns)
+    assert groups["n_obs"].sum() == 1200
+    diag = pd.read_csv(out / "diagnostics.csv")
+    assert {"sampler", "chains", "draws", "max_r_hat", "min_ess_bulk", "min_ess_tail",
+            "divergences", "wall_seconds"} <= set(diag.columns)
+
+
+def test_fit_stage_fails_the_gate_and_leaves_nothing(cleaned):
+    _with_params(cleaned, models__gate__min_ess_bulk=1e9)
+    done = stage(cleaned, "fit.py", "tomz_weeks", "m2", "published")
+    assert done.returncode == 1
+    assert "bulk ESS" in done.stderr and "models.m2" in done.stderr  # which, and what to change
+    assert not (cleaned / "results" / "tomz_weeks" / "m2_published").exists()
+
+
+def test_fit_stage_refuses_a_coding_not_in_params(cleaned):
+    _with_params(cleaned, models__codings=["published"])
+    done = stage(cleaned, "fit.py", "tomz_weeks", "m1_ols", "corrected")
+    assert done.returncode == 1 and "models.codings" in done.stderr
+    assert not (cleaned / "results").exists() or not files_under(cleaned / "results")
