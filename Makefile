@@ -8,7 +8,7 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/.venv
 export OPENBLAS_NUM_THREADS ?= 1
 
-.PHONY: env repro test test-all lint
+.PHONY: env repro test test-fast lint
 
 $(UV):
 	$(PYTHON) -m venv .uv
@@ -20,12 +20,13 @@ env: $(UV)
 repro: env
 	PATH="$(VENV_BIN):$$PATH" dvc repro
 
+# every test, the full-NUTS comparisons of the fast engines included (about 5 min on 2 cores)
 test: env
 	PATH="$(VENV_BIN):$$PATH" python -m pytest
 
-# the slow tests too (long sampling runs)
-test-all: env
-	PATH="$(VENV_BIN):$$PATH" python -m pytest -m "slow or not slow"
+# without the full-NUTS comparisons (about 3 min)
+test-fast: env
+	PATH="$(VENV_BIN):$$PATH" python -m pytest -m "not slow"
 
 lint: env
 	$(VENV_BIN)/ruff check src analysis tests

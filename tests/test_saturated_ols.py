@@ -10,69 +10,26 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from conftest import RAW, TW_FILE
+from hetfx.data import tomz_weeks
 from hetfx.models.saturated_ols import (
     QUANTILE_LEVELS,
     find_aliased_columns,
     fit_saturated_ols,
     to_r_term,
 )
+from hetfx.studies import coding_frame
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "brms"
-TW_FILE = "tomz-weeks-2021/2017-04-YouGov-extracted.dta"
-TW_CANDIDATES = [ROOT / "data" / "raw" / TW_FILE, Path("/work/shared/data") / TW_FILE]
-
 M1_CONTROLS = "white + male + hawk + intl + dem + rep + age + ed4"
 M2_AT = {"regime": 1, "stakes": 1, "costs": 0, "asia": 0, "africa": 0, "europe": 1}
 
 
-# ------------------------------------------------------------------ data helpers
-def _load_tw_raw() -> pd.DataFrame:
-    """Tomz-Weeks frame with the recodes of ``helpers.R::load_tw`` (published dem coding).
-
-    Private stand-in for ``hetfx.data.tomz_weeks`` while that loader is being built;
-    switch to the library loader once it exists.
-    """
-    path = next((p for p in TW_CANDIDATES if p.exists()), None)
-    if path is None:
-        pytest.skip("raw Tomz-Weeks Stata file not available")
-    pyreadstat = pytest.importorskip("pyreadstat")
-    raw, _ = pyreadstat.read_dta(str(path))
-    regions = np.array(["Africa", "Asia", "Eastern Europe", "South America"])
-    tw = pd.DataFrame(
-        {
-            "high_newsint": (raw["newsint"] == 1).astype(int),
-            "rep": raw["pid7"].isin([6, 7]).astype(int),
-            "dem": (raw["pid7"] >= 2).astype(int),  # published coding
-            "force": (raw["pref"] >= 4).astype(int),
-            "white": (raw["race"] == 1).astype(int),
-            "male": (raw["gender"] == 1).astype(int),
-            "hawk": (6 - raw["hawk"]).abs(),
-            "intl": raw["intl"],
-            "ed4": raw["educ"].map({1: 1, 2: 1, 3: 2, 4: 2, 5: 3, 6: 4}),
-            "age": (2016 - raw["birthyr"]) / 10,
-            "alliance": raw["alliance"].map({1: 0, 2: 1}),
-            "regime": raw["regime"].map({1: 0, 2: 1}),
-            "stakes": raw["stakes"].map({1: 1, 2: 0}),
-            "costs": raw["costs"].map({1: 0, 2: 1}),
-        }
-    )
-    tw["region_txt"] = regions[raw["region"].astype(int).to_numpy() - 1]
-    tw["africa"] = (tw["region_txt"] == "Africa").astype(int)
-    tw["asia"] = (tw["region_txt"] == "Asia").astype(int)
-    tw["europe"] = (tw["region_txt"] == "Eastern Europe").astype(int)
-    tw["treat_group"] = tw[["regime", "stakes", "costs", "region_txt"]].astype(str).agg(
-        "_".join, axis=1
-    )
-    tw["het_group"] = tw[["dem", "rep", "high_newsint", "white", "male"]].astype(str).agg(
-        "_".join, axis=1
-    )
-    return tw
-
-
 @pytest.fixture(scope="module")
 def tw() -> pd.DataFrame:
-    return _load_tw_raw()
+    """The cleaned Tomz-Weeks data with the published Democrat coding."""
+    return coding_frame(tomz_weeks.clean(RAW / TW_FILE).data, "published")
 
 
 def _toy(seed: int = 3, n: int = 400) -> pd.DataFrame:
@@ -118,7 +75,8 @@ def test_group_effects_equal_hand_computation():
     assert fit.aliased == []
     for _, row in ge.iterrows():
         aa, rr = float(row["a"]), row["r"]
-        prof = np.array([1, aa, rr == "east", rr == "west", aa * (rr == "east"), aa * (rr == "west")], float)
+        east, west = rr == "east", rr == "west"
+        prof = np.array([1, aa, east, west, aa * east, aa * west], float)
         dvec = np.concatenate([np.zeros(6), prof, [0.0, 0.0]])
         est = dvec @ b
         se = np.sqrt(dvec @ V @ dvec)

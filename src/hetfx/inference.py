@@ -15,9 +15,7 @@ independent). This module turns such an object into
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Iterable, Sequence
-from contextlib import contextmanager
 
 import arviz as az
 import numpy as np
@@ -27,7 +25,6 @@ import xarray as xr
 __all__ = [
     "Diagnostics",
     "SamplerDiagnosticsError",
-    "Timer",
     "check_diagnostics",
     "compute_diagnostics",
     "draws_matrix",
@@ -91,26 +88,6 @@ class Diagnostics:
         return pd.DataFrame([dataclasses.asdict(self)])
 
 
-class Timer:
-    """Accumulate named wall-clock sections (``with timer("compile"): ...``)."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-
-    @contextmanager
-    def __call__(self, name: str):
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
-
-    def get(self, name: str) -> float:
-        """Seconds spent in section ``name`` (0 if never entered)."""
-        return self.seconds.get(name, 0.0)
-
-
-# --------------------------------------------------------------------------- helpers
 def flat_names(da: xr.DataArray) -> list[str]:
     """Scalar names ``var[label,...]`` of a posterior variable, in C order of its extra dims."""
     extra = [d for d in da.dims if d not in ("chain", "draw")]

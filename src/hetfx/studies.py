@@ -23,7 +23,7 @@ reference), as brms did, so the gamma coefficients carry the same names and prio
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -32,7 +32,7 @@ from formulaic import model_matrix
 
 from hetfx.models.gaussian import ScalePrior
 from hetfx.models.lambda_model import LambdaFit, fit_lambda_model
-from hetfx.models.saturated_ols import SaturatedOLSFit, fit_saturated_ols
+from hetfx.models.saturated_ols import fit_saturated_ols
 from hetfx.models.varying_slopes import VaryingSlopesFit, fit_varying_slopes
 
 __all__ = [

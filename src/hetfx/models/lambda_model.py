@@ -134,7 +134,8 @@ def prepare_lambda_data(
     if g.ndim != 1 or len(g) != n:
         raise ValueError(f"group must be a vector of length {n}")
     if not np.issubdtype(g.dtype, np.integer):
-        if np.issubdtype(g.dtype, np.floating) and np.all(np.isfinite(g)) and np.all(g == np.round(g)):
+        whole = np.issubdtype(g.dtype, np.floating) and np.all(np.isfinite(g))
+        if whole and np.all(g == np.round(g)):
             g = g.astype(int)
         else:
             raise ValueError("group must hold integer codes 0..G-1 (use pandas.factorize)")
@@ -571,7 +572,8 @@ def fit_lambda_model(
     return LambdaFit(idata=idata, data=d, diagnostics_record=diag, engine=engine)
 
 
-def design_from_factorial(keys: pd.DataFrame, formula_terms: Sequence[Sequence[str]]) -> pd.DataFrame:
+def design_from_factorial(keys: pd.DataFrame,
+                          formula_terms: Sequence[Sequence[str]]) -> pd.DataFrame:
     """Build an effect design from products of key columns.
 
     Parameters

@@ -454,7 +454,8 @@ def fit_saturated_ols(
     if group:
         labels = df[group].astype(str)
     else:
-        labels = df[keys].astype(str).agg("_".join, axis=1) if keys else pd.Series("all", index=df.index)
+        labels = (df[keys].astype(str).agg("_".join, axis=1) if keys
+                  else pd.Series("all", index=df.index))
     df["_label"] = labels.to_numpy()
     check = [v for v in dict.fromkeys([*keys, *[m for m in mod_vars if m not in at]])]
     if check:
