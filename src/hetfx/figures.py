@@ -64,13 +64,21 @@ def save(plot, stem: str | Path, width: float = 7, height: float = 5) -> list[Pa
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
     import matplotlib
+    import matplotlib.pyplot as plt
+    from plotnine.composition import Compose
 
     # byte-identical files on every run: no timestamp, fixed ids (so dvc.lock and git diff
     # change only when a figure does)
     with matplotlib.rc_context({"svg.hashsalt": "hetfx"}):
         for path in paths:
             meta = {"Date": None} if path.suffix == ".svg" else {"Software": None}
-            plot.save(path, width=width, height=height, dpi=300, verbose=False, metadata=meta)
+            if isinstance(plot, Compose):  # its save() ignores size and metadata
+                figure = (plot + theme(figure_size=(width, height), dpi=300)).draw()
+                figure.savefig(path, dpi=300, metadata=meta)
+                plt.close(figure)
+            else:
+                plot.save(path, width=width, height=height, dpi=300, verbose=False,
+                          metadata=meta)
     return paths
 
 
