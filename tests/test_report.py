@@ -107,8 +107,8 @@ def test_group_shift_summary() -> None:
     pub = pd.DataFrame({"g": [1, 2], "estimate": [0.1, 0.3]})
     cor = pd.DataFrame({"g": [1, 2], "estimate": [0.2, 0.3]})
     s = R.group_shift_summary(pub, cor, ["g"]).set_index("statistic")
-    assert s.loc["mean of group medians", "change"] == pytest.approx(0.05)
-    assert s.loc["largest |change| of a group median", "corrected"] == pytest.approx(0.1)
+    assert s.loc["mean of group estimates", "change"] == pytest.approx(0.05)
+    assert s.loc["largest |change| of a group estimate", "corrected"] == pytest.approx(0.1)
 
 
 def _cells(base: float = 0.13) -> pd.DataFrame:

@@ -634,14 +634,15 @@ def compare_codings(
 
 def group_shift_summary(published: pd.DataFrame, corrected: pd.DataFrame, keys: list[str]
                         ) -> pd.DataFrame:
-    """Summary of group effects under both codings: mean, SD, min, max, largest change."""
+    """Summary of group effects under both codings: mean, SD, min, max, largest change
+    (estimates: posterior medians, or OLS slopes)."""
     both = compare_codings(published, corrected, keys)
     rows = []
     for stat, fun in (("mean", "mean"), ("SD", "std"), ("min", "min"), ("max", "max")):
-        rows.append({"statistic": f"{stat} of group medians",
+        rows.append({"statistic": f"{stat} of group estimates",
                      "published": float(getattr(both["published"], fun)()),
                      "corrected": float(getattr(both["corrected"], fun)())})
-    rows.append({"statistic": "largest |change| of a group median", "published": np.nan,
+    rows.append({"statistic": "largest |change| of a group estimate", "published": np.nan,
                  "corrected": float(both["change"].abs().max())})
     out = pd.DataFrame(rows)
     out["change"] = out["corrected"] - out["published"]
