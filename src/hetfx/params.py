@@ -46,6 +46,12 @@ class ScaleSpec(_Section):
     nu: float = Field(default=3.0, gt=0)
 
 
+class NormalSpec(_Section):
+    kind: Literal["normal"]
+    loc: float = 0.0
+    scale: float = Field(gt=0)
+
+
 class Gate(_Section):
     max_r_hat: float = Field(gt=1.0)
     min_ess_bulk: float = Field(gt=0)
@@ -64,6 +70,7 @@ class LambdaSettings(_Section):
 class VaryingSettings(_Section):
     engine: Literal["collapsed", "nutpie"]
     b_sd: float = Field(gt=0)
+    intercept: Literal["flat"] | NormalSpec = "flat"
     sd: ScaleSpec
     sigma: ScaleSpec
     lkj_eta: float = Field(gt=0)

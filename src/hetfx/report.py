@@ -153,6 +153,8 @@ def _prior_text(spec) -> str:
     """``{kind: half_student_t, nu: 3, scale: 2.5}`` -> ``half-Student-t(3, 0, 2.5)``."""
     if isinstance(spec, (int, float)):
         return f"Normal(0, {spec:g})"
+    if spec == "flat":
+        return "flat (improper uniform)"
     kind = spec.get("kind")
     if kind == "half_student_t":
         return f"half-Student-t({spec['nu']:g}, 0, {spec['scale']:g})"
@@ -173,6 +175,7 @@ MODEL_NAMES = {
 PRIOR_ROWS = (  # key in params, parameter, role
     ("gamma_sd", "γ", "effect equation coefficients"),
     ("beta_sd", "β", "control equation coefficients"),
+    ("intercept", "b₀", "intercept (predictors centred, as brms)"),
     ("b_sd", "b", "population-level coefficients"),
     ("sigma_theta", "σ_θ", "SD of the group effects θ"),
     ("sd", "σ_group", "SDs of varying intercepts and slopes"),

@@ -213,10 +213,16 @@ def _fit_m2(df: pd.DataFrame, settings, sampler) -> LambdaFit:
 
 def _varying_kwargs(settings: Mapping[str, Any], sampler: Sampler) -> dict:
     intercept = settings.get("intercept", "flat")
+    if intercept == "flat":
+        intercept_prior = ("flat",)
+    elif isinstance(intercept, Mapping) and intercept.get("kind") == "normal":
+        intercept_prior = ("normal", float(intercept.get("loc", 0.0)), float(intercept["scale"]))
+    else:
+        raise ValueError(f"intercept prior must be 'flat' or a normal, got {intercept!r}")
     return dict(
         engine=settings.get("engine", "collapsed"),
         b_sd=float(settings.get("b_sd", 0.5)),
-        intercept_prior=("flat",) if intercept == "flat" else tuple(intercept),
+        intercept_prior=intercept_prior,
         sd_prior=scale_prior(settings.get("sd", {"kind": "half_normal", "scale": 1.0})),
         sigma_prior=scale_prior(settings.get("sigma", ScalePrior.brms_default())),
         lkj_eta=float(settings.get("lkj_eta", 1.0)),
