@@ -14,7 +14,8 @@ Contents
 * the replication report: :data:`PUBLISHED` and :func:`compare_with_published` (reproduced
   vs published), :func:`compare_codings` and :func:`group_shift_summary` (published vs
   corrected coding), :func:`diagnostics_table`, :func:`simulation_mc_table`;
-* :func:`to_variables`, which turns the numbers into the strings of ``_variables.yml``.
+* :func:`to_variables`, which turns the numbers into the strings of ``_variables.yml``;
+* :func:`build_report`, which assembles all of the above from :class:`ReportInputs`.
 """
 
 from __future__ import annotations
@@ -767,3 +768,258 @@ def to_variables(numbers: Mapping[str, float], labels: Mapping[str, str] = (),
     for name, text in dict(labels).items():
         out[name] = str(text)
     return dict(sorted(out.items()))
+
+
+# --------------------------------------------------------------------------------------
+# The whole report
+# --------------------------------------------------------------------------------------
+
+CODINGS = ("published", "corrected")
+
+
+@dataclass
+class ReportInputs:
+    """Everything the report reads, already loaded (``analysis/report.py`` loads it).
+
+    Attributes
+    ----------
+    tw_checks, bp_checks : pandas.DataFrame
+        The cleaning stages' checks tables (``data/clean/<study>_checks.csv``).
+    fits : dict
+        ``(model, coding) -> {"groups", "coefs", "diagnostics"}`` frames for m1, m1_ols, m2,
+        m2_ols, a1 and bp under both codings.
+    cells : dict
+        ``coding -> `` Figure 8's cells (``demographics_cells_<coding>.csv``).
+    summaries, ones : dict
+        ``"spec"``/``"groupsize"`` -> simulation ``summary.csv`` and one-replicate RMSEs.
+    groupsize_estimates : pandas.DataFrame or None
+        Simulation 2's estimates (for the bias of small and large groups).
+    params : mapping
+        The parsed ``params.yaml``.
+    """
+
+    tw_checks: pd.DataFrame
+    bp_checks: pd.DataFrame
+    fits: dict
+    cells: dict
+    summaries: dict
+    ones: dict
+    groupsize_estimates: pd.DataFrame | None
+    params: Mapping
+
+
+def build_report(inputs: ReportInputs) -> tuple[dict[str, str], dict[str, str], pd.DataFrame]:
+    """Every number and table of the manuscript from the loaded artifacts.
+
+    Returns
+    -------
+    variables : dict
+        Name -> formatted string, the contents of ``_variables.yml``.
+    tables : dict
+        Name -> markdown table with its caption (``tables/<name>.md``).
+    comparison : pandas.DataFrame
+        Published against reproduced value of every quoted number.
+    """
+    from hetfx import simulation as S
+
+    numbers: dict[str, float] = {}
+    labels: dict[str, str] = {}
+    tables: dict[str, str] = {}
+    numbers |= tomz_weeks_facts(inputs.tw_checks)
+    numbers |= bush_prather_facts(inputs.bp_checks)
+
+    for c, prefix in (("published", ""), ("corrected", "cor_")):
+        m1, m1_labels = m1_numbers(
+            inputs.fits[("m1", c)]["groups"], inputs.fits[("m1_ols", c)]["groups"],
+            inputs.fits[("m1", c)]["coefs"].query("equation == 'scale'"),
+        )
+        m2 = m2_numbers(inputs.fits[("m2", c)]["coefs"])
+        cn, cn_labels = cells_numbers(inputs.cells[c])
+        app = appendix_numbers(inputs.fits[("a1", c)]["groups"], inputs.fits[("bp", c)]["groups"])
+        for d in (m1, m2, cn, app):
+            numbers |= {prefix + k: v for k, v in d.items()}
+        for d in (m1_labels, cn_labels):
+            labels |= {prefix + k: v for k, v in d.items()}
+
+    # ---- simulation
+    summaries, ones = inputs.summaries, inputs.ones
+    estimates = {"groupsize": inputs.groupsize_estimates}
+    bias = bias_small_large(estimates["groupsize"]) if estimates["groupsize"] is not None \
+        else None
+    numbers |= simulation_numbers(summaries["spec"], ones["spec"], summaries["groupsize"],
+                                    ones["groupsize"], bias)
+    numbers |= {"sim_n": S.N_OBS, "sim_tau_mean": S.TAU_MEAN, "sim_tau_sd": S.TAU_SD,
+                "sim1_size_max": S.N_OBS / 2 ** min(S.EQUAL_GROUP_K),
+                "sim1_size_min": S.N_OBS / 2 ** max(S.EQUAL_GROUP_K),
+                "sim_k_min": min(S.EQUAL_GROUP_K), "sim_k_max": max(S.EQUAL_GROUP_K),
+                "sim2_share_low": min(S.IMBALANCE_SCENARIOS["strong"]),
+                "sim2_k": len(S.IMBALANCE_SCENARIOS["balanced"]),
+                "sim2_groups": 2 ** len(S.IMBALANCE_SCENARIOS["balanced"]),
+                "sim2_small": SMALL_GROUP, "sim2_large": LARGE_GROUP}
+
+    # ---- settings
+    models = inputs.params.get("models") or {}
+    numbers |= {f"models_{k}": v for k, v in sampler_settings(models).items()}
+    simulation = inputs.params.get("simulation") or {}
+    if "root_seed" in simulation:
+        numbers["sim_root_seed"] = simulation["root_seed"]
+
+    # ---- published vs reproduced
+    comparison = compare_with_published(numbers)
+    for q in PUBLISHED:
+        numbers[f"pub_{q.name}"] = q.published
+    tables["published_vs_reproduced"] = markdown_table(
+        published_markdown(comparison),
+        "Every number the published paper quotes about its results, the reproduced value "
+        "(published coding; the simulation at its single-replicate design) and the "
+        "difference (reproduced − published), at the printed precision",
+        "published", align="llrrr",
+    )
+
+    # ---- published vs corrected coding
+    m2_terms = []
+    for c in CODINGS:
+        coefs = inputs.fits[("m2", c)]["coefs"].copy()
+        coefs = coefs[coefs["equation"].isin(["effect", "control"])]
+        coefs["term"] = coefs["term"].map(_term)
+        m2_terms.append(coefs.rename(columns={"mean": "estimate"}))
+    m2_cmp = compare_codings(*m2_terms, keys=["equation", "term"], extra=("q025", "q975"))
+    m2_cmp["equation"] = pd.Categorical(m2_cmp["equation"], ["effect", "control"])
+    m2_cmp = m2_cmp.sort_values(["equation"], kind="stable")
+    tables["coding_m2"] = markdown_table(
+        pd.DataFrame({
+            "Equation": m2_cmp["equation"].map({"effect": "effect (γ)", "control": "control (β)"})
+            .astype(str),
+            "Term": m2_cmp["term"],
+            "Published": [f"{fmt_num(e)} [{fmt_num(lo)}, {fmt_num(hi)}]" for e, lo, hi in
+                          zip(m2_cmp["published"], m2_cmp["q025_published"],
+                              m2_cmp["q975_published"], strict=True)],
+            "Corrected": [f"{fmt_num(e)} [{fmt_num(lo)}, {fmt_num(hi)}]" for e, lo, hi in
+                          zip(m2_cmp["corrected"], m2_cmp["q025_corrected"],
+                              m2_cmp["q975_corrected"], strict=True)],
+            "Change": m2_cmp["change"].map(fmt_signed),
+        }),
+        "M2 coefficients (posterior mean and 95% interval) under the published and the "
+        "corrected Democrat indicator", "coding-m2", align="llrrr",
+    )
+    cell_cmp = compare_codings(inputs.cells["published"], inputs.cells["corrected"], CELL_KEYS)
+    tables["coding_cells"] = markdown_table(
+        pd.DataFrame({
+            "Party": cell_cmp["party"], "Race": cell_cmp["white"].map({1: "white", 0: "non-white"}),
+            "Sex": cell_cmp["male"].map({1: "men", 0: "women"}),
+            "News interest": cell_cmp["high_newsint"].map({1: "high", 0: "low"}),
+            "Published": cell_cmp["published"].map(fmt_num),
+            "Corrected": cell_cmp["corrected"].map(fmt_num),
+            "Change": cell_cmp["change"].map(fmt_signed),
+        }),
+        "Figure 8 cells (median alliance effect) under both codings; with the published "
+        "coding, “Independent” holds the strong Democrats and “Democrat” everyone else who "
+        "is not a Republican", "coding-cells", align="llllrrr",
+    )
+    numbers["coding_cells_max_change"] = float(cell_cmp["change"].abs().max())
+    m1_keys = ["regime", "stakes", "costs", "region"]
+    m1_rows = []
+    for model, label in (("m1", "hierarchical"), ("m1_ols", "OLS")):
+        pub = _region_column(inputs.fits[(model, "published")]["groups"])
+        cor = _region_column(inputs.fits[(model, "corrected")]["groups"])
+        summary = group_shift_summary(pub, cor, m1_keys)
+        summary.insert(0, "model", label)
+        m1_rows.append(summary)
+        numbers[f"coding_{model}_max_change"] = float(summary["corrected"].iloc[-1])
+    m1_cmp = pd.concat(m1_rows, ignore_index=True)
+    tables["coding_m1"] = markdown_table(
+        pd.DataFrame({"Model": m1_cmp["model"], "Statistic": m1_cmp["statistic"],
+                      "Published": m1_cmp["published"].map(fmt_num),
+                      "Corrected": m1_cmp["corrected"].map(fmt_num),
+                      "Change": m1_cmp["change"].map(fmt_signed)}),
+        "M1 and M1-OLS: the 32 condition effects under both codings (the Democrat indicator "
+        "is a control there)", "coding-m1", align="llrrr",
+    )
+    bp_keys = ["w2_vote_hill", "woman", "invest_cond", "pol_engage"]
+    bp_cmp = compare_codings(inputs.fits[("bp", "published")]["groups"],
+                               inputs.fits[("bp", "corrected")]["groups"], bp_keys,
+                               extra=("q025", "q975"))
+    tables["coding_bp"] = markdown_table(
+        pd.DataFrame({
+            "Vote": bp_cmp["w2_vote_hill"].map({1: "Clinton", 0: "Trump"}),
+            "Sex": bp_cmp["woman"].map({1: "women", 0: "men"}),
+            "Vignette": bp_cmp["invest_cond"].map({1: "FDI", 0: "trade"}),
+            "Engagement": bp_cmp["pol_engage"].map(fmt_int),
+            "Published": [f"{fmt_num(e)} [{fmt_num(lo)}, {fmt_num(hi)}]" for e, lo, hi in
+                          zip(bp_cmp["published"], bp_cmp["q025_published"],
+                              bp_cmp["q975_published"], strict=True)],
+            "Corrected": [f"{fmt_num(e)} [{fmt_num(lo)}, {fmt_num(hi)}]" for e, lo, hi in
+                          zip(bp_cmp["corrected"], bp_cmp["q025_corrected"],
+                              bp_cmp["q975_corrected"], strict=True)],
+            "Change": bp_cmp["change"].map(fmt_signed),
+        }),
+        "Bush–Prather: effect of Germany rather than Russia as the meddling country "
+        "(median, 95% interval), all respondents (published) and side-taking vignettes only "
+        "(corrected)", "coding-bp", align="lllrrrr",
+    )
+    numbers["coding_bp_max_change"] = float(bp_cmp["change"].abs().max())
+
+    # ---- diagnostics
+    diag = diagnostics_table({
+        (name, c): inputs.fits[(name, c)]["diagnostics"]
+        for name in ("m1", "m2", "a1", "bp") for c in CODINGS
+    })
+    names = {"m1": "M1", "m2": "M2", "a1": "A1", "bp": "Bush–Prather"}
+    diag["model"] = diag["model"].map(names)
+    tables["diagnostics"] = markdown_table(
+        diagnostics_markdown(diag),
+        "Sampler diagnostics of every Bayesian fit (from each fit's diagnostics.csv)",
+        "diagnostics",
+    )
+    numbers["diag_max_r_hat"] = float(diag["max_r_hat"].max())
+    numbers["diag_min_ess_bulk"] = float(diag["min_ess_bulk"].min())
+    numbers["diag_divergences"] = float(diag["divergences"].sum())
+    numbers["diag_fits"] = float(len(diag))
+
+    # ---- simulation Monte Carlo error
+    spec_mc = simulation_mc_table(summaries["spec"], ones["spec"], "n_groups")
+    size_mc = simulation_mc_table(summaries["groupsize"], ones["groupsize"], "scenario")
+    tables["sim_spec_mc"] = markdown_table(
+        simulation_mc_markdown(spec_mc, "n_groups", "Groups"),
+        "Simulation 1 (equal groups): RMSE of the single replicate (the published design) "
+        "and mean RMSE over replicates with its Monte Carlo standard error (MCSE); the "
+        "last column puts the single replicate in units of the between-replicate SD",
+        "sim-spec",
+    )
+    tables["sim_groupsize_mc"] = markdown_table(
+        simulation_mc_markdown(size_mc, "scenario", "Imbalance"),
+        "Simulation 2 (64 groups, unequal sizes): single replicate against the mean over "
+        "replicates, as in the previous table", "sim-groupsize", align="llrrrrrr",
+    )
+    numbers["sim_max_abs_z"] = float(pd.concat([spec_mc["z"], size_mc["z"]]).abs().max())
+
+    # ---- Table 1 and the priors
+    tables["table1"] = markdown_table(
+        table1(), "Characteristics of three ways to estimate heterogeneous effects",
+        "approaches", align="llll",
+    )
+    tables["priors"] = markdown_table(
+        priors_table(models),
+        "Prior distributions of the Bayesian models (from params.yaml, section models)",
+        "priors", align="llll",
+    )
+
+    # ---- write
+    digits = {k: 3 for k in numbers if k.startswith(("sim1_rmse", "sim1_mcse", "sim2_rmse",
+                                                     "sim2_mcse", "sim1_one", "sim2_one",
+                                                     "diag_max_r_hat"))}
+    digits |= {"sim_tau_mean": 1, "sim_tau_sd": 1, "sim_max_abs_z": 1}
+    for k in numbers:
+        if k.startswith(("sim2_gain", "sim1_ratio")):
+            digits[k] = 2
+    percents = ["tw_ate", "m1_ols_min", "m1_max_drop", "m1_hier_at_ols_min",
+                "m2_step_white", "m2_step_dem", "m2_step_rep", "m2_cell_min", "sim2_gain_balanced",
+                "sim2_gain_strong", "pub_tw_ate", "pub_m1_ols_min", "pub_m1_drop_named",
+                "m1_drop_named", "pub_m1_hier_at_ols_min", "pub_m2_step_white",
+                "pub_m2_step_dem",
+                "pub_m2_step_rep", "pub_m2_cell_min", "cor_m2_step_white", "cor_m2_step_dem",
+                "cor_m2_step_rep", "cor_m2_cell_min", "sim2_share_low"]
+    variables = to_variables(numbers, labels, digits, percents=[p for p in percents
+                                                                 if p in numbers])
+    variables |= {"ci_level": "95%", "ci_inner": "10–90%", "q_low": "10%"}  # interval levels
+    return variables, tables, comparison
