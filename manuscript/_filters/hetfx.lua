@@ -3,13 +3,14 @@ hetfx.lua: the Quarto-specific parts of the manuscript, for rendering with plain
 when the Quarto CLI is not installed (see hetfx.render). Real Quarto does not use this file.
 
 Passes, in order:
+  0. metadata    `date: YYYY-MM-DD` (or `today`) printed as Quarto prints it ("November 27, 2026").
   1. shortcodes  `{{< var a.b >}}` in text, table cells, captions, math and title/abstract,
                  looked up in `_variables.yml` (metadata `hetfx-variables` overrides the path).
                  (`{{< include >}}` is expanded before parsing, by hetfx.render.)
   2. numbering   labelled figures (`#fig-`), tables (`#tbl-`) and, with `number-sections: true`,
                  headings, in document order; captions get "Figure N: " / "Table N: ".
                  Metadata `hetfx-number-prefix: A` numbers figures and tables A1, A2, ...
-                 (an appendix); Quarto itself ignores that key.
+                 (an appendix); real Quarto reads the same key through _filters/number-prefix.lua.
   3. xrefs       `@fig-x`, `@tbl-x`, `@sec-x` (also `[@fig-x]`, `[-@fig-x]`, `@Fig-x`) become
                  "Figure N" links; other citations are left to --citeproc.
   4. finish      a "References" section if the document cites but has no `::: {#refs}` div.
@@ -145,9 +146,21 @@ local function expand_meta(meta)
     return value
   end
   for key, value in pairs(meta) do meta[key] = walk(value) end
+  -- Dates as Quarto prints them with `date-format: long` (the default): "November 27, 2026".
+  -- The manuscript fixes its date in _quarto.yml, so that renders are reproducible.
   local date = meta.date and stringify(meta.date)
+  local format = meta['date-format'] and stringify(meta['date-format']) or 'long'
+  local time = nil
   if date == 'today' or date == 'last-modified' then
-    meta.date = pandoc.Inlines { pandoc.Str((os.date('%B %d, %Y'):gsub(' 0', ' '))) }
+    time = os.time()
+  elseif date then
+    local y, m, d = date:match('^(%d%d%d%d)%-(%d%d)%-(%d%d)$')
+    if y then time = os.time { year = tonumber(y), month = tonumber(m), day = tonumber(d), hour = 12 } end
+  end
+  if time and format == 'long' then
+    meta.date = pandoc.Inlines { pandoc.Str((os.date('%B %d, %Y', time):gsub(' 0', ' '))) }
+  elseif time and format == 'iso' then
+    meta.date = pandoc.Inlines { pandoc.Str(os.date('%Y-%m-%d', time)) }
   end
   if FORMAT:match('html') and meta.author then
     -- Quarto allows `author: [{name: ..., affiliations: ...}]`; pandoc's HTML template wants text.

@@ -11,14 +11,20 @@ wheel):
 * a Lua filter (by default ``<manuscript>/_filters/hetfx.lua``) expands ``{{< var name >}}``,
   numbers labelled figures, tables and sections and resolves ``@fig-``/``@tbl-``/``@sec-``
   references, failing on undefined names or unknown labels;
-* ``--citeproc`` formats citations and the reference list (pandoc's default Chicago
-  author-date style), identically in both outputs;
+* ``--citeproc`` formats citations and the reference list with the project's ``csl`` style
+  (author-year), identically in both outputs;
 * HTML is standalone and self-contained (images embedded, MathML for math); the PDF is
   pandoc's Typst output compiled by the ``typst`` wheel, with page numbers.
 
 Both routes read the same ``_quarto.yml``: the documents to render (``project.render``), the
-output directory (``project.output-dir``) and project-wide metadata such as ``bibliography``
-and ``number-sections``. :func:`check_outputs` then audits what either route produced.
+output directory (``project.output-dir``), project-wide metadata such as ``date``,
+``bibliography``, ``csl`` and ``number-sections``, and the Typst format's
+``include-in-header`` text. Both number a document's figures and tables A1, A2, ... when its
+front matter says ``hetfx-number-prefix: A`` (real Quarto through the project's filter
+``_filters/number-prefix.lua``). :func:`check_outputs` then audits what either route produced.
+
+Rendering is reproducible: the date is fixed in ``_quarto.yml`` and the PDFs carry no creation
+date, so unchanged sources give byte-identical HTML and PDF with either route.
 
 Nothing here knows the project layout: functions take the manuscript and output directories.
 """
@@ -54,7 +60,12 @@ TYPST_HEADER = "\n".join([
     "#show table: set par(justify: false)",
 ])
 #: Pandoc metadata keys that only Quarto understands; left out of the fallback's metadata.
-QUARTO_ONLY = {"project", "format", "embed-resources", "keep-typ", "html-math-method", "filters"}
+QUARTO_ONLY = {
+    "project", "format", "embed-resources", "keep-typ", "html-math-method", "filters",
+    "citeproc", "include-in-header",
+}
+#: Metadata paths that Quarto resolves against the project directory.
+PROJECT_PATHS = ("bibliography", "csl")
 
 
 class RenderError(RuntimeError):
@@ -213,6 +224,28 @@ def render_fallback(
     return [render_document(project.root / d, out, project, lua) for d in project.documents]
 
 
+def header_includes(project: Project, fmt: str) -> list[str]:
+    """The ``include-in-header`` texts of format ``fmt`` in ``_quarto.yml``.
+
+    Quarto accepts a file name, ``{text: ...}``, ``{file: ...}`` or a list of them; files are
+    relative to the project.
+    """
+    options = project.formats.get(fmt) or {}
+    value = options.get("include-in-header") if isinstance(options, dict) else None
+    items = value if isinstance(value, list) else [value] if value else []
+    texts = []
+    for item in items:
+        if isinstance(item, dict) and "text" in item:
+            texts.append(str(item["text"]))
+        else:
+            name = item["file"] if isinstance(item, dict) else item
+            path = project.root / str(name)
+            if not path.exists():
+                raise RenderError(f"include-in-header of format {fmt}: {path} not found")
+            texts.append(path.read_text(encoding="utf-8"))
+    return texts
+
+
 def render_document(source: Path, output_dir: Path, project: Project, lua: Path) -> Rendered:
     """Render one ``.qmd`` file to ``<output_dir>/<stem>.html`` and ``.pdf``."""
     start = time.perf_counter()
@@ -220,7 +253,8 @@ def render_document(source: Path, output_dir: Path, project: Project, lua: Path)
     html = output_dir / f"{source.stem}.html"
     pdf = output_dir / f"{source.stem}.pdf"
     _pandoc(text, source, project, lua, "html", ["--embed-resources", "--mathml", "-o", str(html)])
-    typst_options = ["-V", "page-numbering=1", "-V", f"header-includes={TYPST_HEADER}"]
+    header = "\n".join([TYPST_HEADER, *header_includes(project, "typst")])
+    typst_options = ["-V", "page-numbering=1", "-V", f"header-includes={header}"]
     typst_source = _pandoc(text, source, project, lua, "typst", typst_options)
     _compile_typst(typst_source, source.parent, pdf)
     seconds = time.perf_counter() - start
@@ -232,16 +266,18 @@ def _metadata_file(project: Project, fmt: str, directory: Path) -> Path:
     """Project-wide and format-specific metadata, for ``--metadata-file``.
 
     Document front matter takes precedence over it, as in Quarto. Paths that Quarto resolves
-    against the project (bibliography, ``_variables.yml``) are made absolute.
+    against the project (bibliography, CSL style, ``_variables.yml``) are made absolute.
     """
     meta = dict(project.metadata)
     fmt_options = project.formats.get(fmt) or {}
     if isinstance(fmt_options, dict):
         meta.update({k: v for k, v in fmt_options.items() if k not in QUARTO_ONLY})
-    bib = meta.get("bibliography")
-    if bib:
-        bibs = [bib] if isinstance(bib, str) else list(bib)
-        meta["bibliography"] = [str(project.root / b) for b in bibs]
+    for key in PROJECT_PATHS:
+        value = meta.get(key)
+        if isinstance(value, str):
+            meta[key] = str(project.root / value)
+        elif value:
+            meta[key] = [str(project.root / v) for v in value]
     meta["hetfx-variables"] = str(project.root / "_variables.yml")
     path = directory / f"metadata-{fmt}.yml"
     path.write_text(yaml.safe_dump(meta, sort_keys=False), encoding="utf-8")
@@ -312,6 +348,7 @@ CAPTION = re.compile(r"^(Figure|Table)\s+([A-Z]?\d+)\s*:")
 HTML_CAPTION = re.compile(r"<(figcaption|caption)\b[^>]*>(.*?)</\1>", re.S)
 LEFTOVERS = {
     "{{<": "an unexpanded shortcode",
+    "?@": "an unresolved cross-reference (Quarto)",
     "??": "an unresolved reference or variable",
     "@fig-": "an unresolved figure reference",
     "@tbl-": "an unresolved table reference",

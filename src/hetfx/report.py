@@ -170,8 +170,8 @@ def _prior_text(spec) -> str:
 MODEL_NAMES = {
     "m1": "M1 (Figures 5–6)",
     "m2": "M2 (Figures 7–8)",
-    "a1": "A1 (Figure A1)",
-    "bp": "Bush–Prather (Figure A2)",
+    "a1": "A1 (@fig-a1)",
+    "bp": "Bush–Prather (@fig-a2)",
 }
 PRIOR_ROWS = (  # key in params, parameter, role
     ("gamma_sd", "γ", "effect equation coefficients"),
