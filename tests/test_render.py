@@ -1,4 +1,8 @@
-"""Tests of the manuscript renderer's pandoc + typst fallback (hetfx.render, hetfx.lua)."""
+"""Tests of the manuscript renderers (hetfx.render): the pandoc + typst fallback (hetfx.lua) on a
+small sample, and the real manuscript with the real Quarto when ``quarto`` is on PATH (.ci/run
+installs it): references and shortcodes resolved, the appendix numbered A1, A2, ... as by the
+fallback, author-year citations, one reference list, byte-identical renders, nothing untracked.
+"""
 
 from __future__ import annotations
 
@@ -182,3 +186,202 @@ def test_stage_script_renders_the_sample(sample: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "check paper: captions ['Figure 1', 'Table 1', 'Figure 2']" in result.stdout
     assert (sample / "_output" / "appendix.pdf").exists()
+
+
+# --------------------------------------------------------------------------------------
+# Reproducible rendering and the project's Quarto settings, with the fallback
+# --------------------------------------------------------------------------------------
+
+
+def test_real_manuscript_config_fixes_date_style_and_numbering() -> None:
+    config = yaml.safe_load((REPO / "manuscript" / "_quarto.yml").read_text())
+    # a fixed date (not `today`), printed the same by both routes
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", str(config["date"]))
+    for doc in ("paper.qmd", "appendix.qmd"):
+        front = (REPO / "manuscript" / doc).read_text().split("---")[1]
+        assert "date:" not in front, f"{doc} overrides the project's fixed date"
+    assert (REPO / "manuscript" / config["csl"]).exists()
+    assert config["format"]["typst"]["citeproc"] is True
+    assert "#set document(date: none)" in config["format"]["typst"]["include-in-header"]["text"]
+    filters = config["filters"]
+    assert {"path": "_filters/number-prefix.lua", "at": "pre-ast"} in filters
+    appendix = (REPO / "manuscript" / "appendix.qmd").read_text().split("---")[1]
+    assert yaml.safe_load(appendix)["hetfx-number-prefix"] == "A"
+
+
+def _appendix_setup(root: Path) -> None:
+    """Give the sample what the real manuscript has: a fixed date, an appendix prefix, the
+    PDF without creation date."""
+    _edit(root / "appendix.qmd", 'title: "Appendix to a sample paper"\n',
+          'title: "Appendix to a sample paper"\nhetfx-number-prefix: A\n')
+    _edit(root / "_quarto.yml", "    papersize: us-letter\n",
+          '    papersize: us-letter\n    include-in-header:\n'
+          '      text: "#set document(date: none)"\n')
+
+
+def test_fallback_numbers_the_appendix_with_the_prefix_and_prints_the_date(sample: Path) -> None:
+    _appendix_setup(sample)
+    docs = R.render_fallback(sample)
+    reports = R.check_outputs(sample / "_output", ["paper", "appendix"],
+                              {d.source.stem: d.typst_source for d in docs}, sample)
+    assert reports[1].html_captions == ["Figure A1", "Table A1"]
+    assert reports[1].pdf_captions == ["Figure A1", "Table A1"]
+    text = R._plain((sample / "_output" / "appendix.html").read_text())
+    assert "Figure A1 and Table A1 restate" in text
+    # `date: 2026-01-01` printed as Quarto prints it (date-format: long)
+    assert "January 1, 2026" in R._plain((sample / "_output" / "paper.html").read_text())
+    assert "January 1, 2026" in docs[0].typst_source
+    assert "#set document(date: none)" in docs[0].typst_source
+
+
+def test_fallback_renders_are_byte_identical(sample: Path, tmp_path: Path) -> None:
+    _appendix_setup(sample)
+    R.render_fallback(sample, tmp_path / "one")
+    R.render_fallback(sample, tmp_path / "two")
+    for name in ("paper.html", "paper.pdf", "appendix.html", "appendix.pdf"):
+        one, two = (tmp_path / "one" / name).read_bytes(), (tmp_path / "two" / name).read_bytes()
+        assert one == two, name
+    assert b"/CreationDate" not in (tmp_path / "one" / "paper.pdf").read_bytes()
+
+
+# --------------------------------------------------------------------------------------
+# The real Quarto (skipped where `quarto` is not on PATH; .ci/run installs it)
+# --------------------------------------------------------------------------------------
+
+DOCS = ("paper", "appendix")
+OUTPUTS = tuple(f"{d}.{e}" for d in DOCS for e in ("html", "pdf"))
+#: What the manuscript numbers, in document order (figures and tables interleaved).
+APPENDIX_FLOATS = {"Figure": [f"A{i}" for i in range(1, 6)],
+                   "Table": [f"A{i}" for i in range(1, 10)]}
+
+
+def _git(repo: Path, *args: str) -> str:
+    result = subprocess.run(
+        ["git", "-c", "user.name=hetfx", "-c", "user.email=hetfx@example.org", *args],
+        cwd=repo, capture_output=True, text=True, check=True,
+    )
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def quarto_renders(tmp_path_factory):
+    """The manuscript rendered by real Quarto twice and by the fallback once, in a scratch git
+    repository holding a copy of the project's manuscript/ and .gitignore (never the repo)."""
+    if not R.quarto_available():
+        pytest.skip("quarto is not on PATH (.ci/run installs Quarto 1.7.34 where it can)")
+    base = tmp_path_factory.mktemp("quarto")
+    repo = base / "repo"
+    files = _git(REPO, "ls-files", "--cached", "--others", "--exclude-standard", "manuscript")
+    for name in [*files.splitlines(), ".gitignore"]:
+        if (REPO / name).is_file():
+            (repo / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, repo / name)
+    _git(repo, "init", "-q")
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-q", "-m", "copy")
+    manuscript = repo / "manuscript"
+    out = manuscript / "_output"
+    R.render(manuscript, use_quarto=True)
+    first = {name: (out / name).read_bytes() for name in OUTPUTS}
+    status = _git(repo, "status", "--porcelain", "--untracked-files=all", "--", "manuscript")
+    R.render(manuscript, use_quarto=True)
+    second = {name: (out / name).read_bytes() for name in OUTPUTS}
+    fallback = base / "fallback"
+    docs = R.render_fallback(manuscript, fallback)
+    sources = {d.source.stem: d.typst_source for d in docs}
+    return {
+        "out": out, "first": first, "second": second, "status": status,
+        "quarto": R.check_outputs(out, DOCS),
+        "fallback": R.check_outputs(fallback, DOCS, sources, manuscript),
+        "fallback_out": fallback,
+    }
+
+
+def _pdf_text(path: Path) -> str:
+    text, _ = R.pdf_text(path)
+    if text is None:
+        pytest.fail("pypdf (a locked dependency) is needed to read the PDFs")
+    return text
+
+
+def test_quarto_resolves_every_reference_and_shortcode(quarto_renders) -> None:
+    out = quarto_renders["out"]
+    for doc in DOCS:
+        # the visible text: Quarto's embedded scripts contain "?@" in a regular expression
+        html = R._plain((out / f"{doc}.html").read_text(encoding="utf-8"))
+        pdf = _pdf_text(out / f"{doc}.pdf")
+        for text, where in ((html, "html"), (pdf, "pdf")):
+            for leftover in ("?@", "{{<", "??", "@fig-", "@tbl-", "@sec-"):
+                assert leftover not in text, (doc, where, leftover)
+
+
+def test_quarto_numbers_the_appendix_like_the_fallback(quarto_renders) -> None:
+    quarto = {r.stem: r for r in quarto_renders["quarto"]}
+    fallback = {r.stem: r for r in quarto_renders["fallback"]}
+    appendix = quarto["appendix"].html_captions
+    for kind, numbers in APPENDIX_FLOATS.items():
+        assert [c.split()[1] for c in appendix if c.startswith(kind)] == numbers, kind
+    for doc in DOCS:
+        assert quarto[doc].html_captions == fallback[doc].html_captions, doc
+        assert quarto[doc].pdf_captions == fallback[doc].pdf_captions, doc
+        assert quarto[doc].pdf_captions == quarto[doc].html_captions, doc
+    # references read "Figure A1" too, never "Figure A 1"
+    out = quarto_renders["out"]
+    html = R._plain((out / "appendix.html").read_text(encoding="utf-8"))
+    pdf = " ".join(_pdf_text(out / "appendix.pdf").split())
+    for text in (html, pdf):
+        assert not re.search(r"(Figure|Table)\s+A\s+\d", text)
+        assert re.search(r"Figure\sA2 on the side-taking vignettes", text)
+
+
+def _citations(text: str) -> list[str]:
+    """Parenthetical author-year citations, e.g. "(Feller and Gelman 2015; McElreath 2016)"."""
+    return re.findall(r"\([^()]*?\b\d{4}[a-z]?\)", " ".join(text.split()))
+
+
+def test_quarto_pdf_cites_author_year_like_the_fallback(quarto_renders) -> None:
+    out, fallback = quarto_renders["out"], quarto_renders["fallback_out"]
+    for doc in DOCS:
+        quarto_pdf = _pdf_text(out / f"{doc}.pdf")
+        cites = _citations(quarto_pdf)
+        # the same citations (text extraction may order footnotes differently)
+        assert sorted(cites) == sorted(_citations(_pdf_text(fallback / f"{doc}.pdf"))), doc
+        assert not re.search(r"\[\d{1,2}(, ?\d{1,2})*\]", quarto_pdf), f"{doc}: numbered cites"
+    assert "(Feller and Gelman 2015; McElreath 2016; Dorie et al. 2022)" in _citations(
+        _pdf_text(out / "paper.pdf"))
+
+
+def test_quarto_documents_have_one_references_heading(quarto_renders) -> None:
+    out = quarto_renders["out"]
+    for doc in DOCS:
+        html = (out / f"{doc}.html").read_text(encoding="utf-8")
+        headings = [R._plain(h) for h in re.findall(r"<h[1-6]\b[^>]*>(.*?)</h[1-6]>", html, re.S)]
+        assert headings.count("References") == 1, (doc, headings)
+        lines = [" ".join(line.split()) for line in _pdf_text(out / f"{doc}.pdf").splitlines()]
+        assert lines.count("References") == 1, doc
+        assert "Bibliography" not in lines, doc
+
+
+def test_quarto_prints_the_fixed_date_and_no_creation_date(quarto_renders) -> None:
+    out, fallback = quarto_renders["out"], quarto_renders["fallback_out"]
+    config = yaml.safe_load((REPO / "manuscript" / "_quarto.yml").read_text())
+    date = config["date"]  # yaml reads 2026-11-27 as a date
+    printed = f"{date:%B} {date.day}, {date.year}"
+    for doc in DOCS:
+        for root in (out, fallback):
+            assert printed in R._plain((root / f"{doc}.html").read_text(encoding="utf-8"))
+            assert printed in " ".join(_pdf_text(root / f"{doc}.pdf").split())
+            assert b"/CreationDate" not in (root / f"{doc}.pdf").read_bytes()
+
+
+def test_two_quarto_renders_are_byte_identical(quarto_renders) -> None:
+    first, second = quarto_renders["first"], quarto_renders["second"]
+    assert [n for n in OUTPUTS if first[n] != second[n]] == []
+
+
+def test_quarto_leaves_nothing_untracked(quarto_renders) -> None:
+    """Only the committed documents change (Quarto's differ from the fallback's); its cache,
+    copied figures and the .gitignore it would write are accounted for."""
+    expected = {f" M manuscript/_output/{name}" for name in OUTPUTS}
+    changed = set(quarto_renders["status"].splitlines())
+    assert changed - expected == set(), "rendering left files that are not committed or ignored"
