@@ -134,6 +134,9 @@ end
 
 local shortcode_filter = { Inlines = expand_inlines, Math = expand_math }
 
+local MONTHS = { 'January', 'February', 'March', 'April', 'May', 'June', 'July', 'August',
+  'September', 'October', 'November', 'December' }
+
 --- Quarto conveniences in the front matter: shortcodes, `date: today`, author maps in HTML.
 local function expand_meta(meta)
   if meta['hetfx-variables'] then variables_path = stringify(meta['hetfx-variables']) end
@@ -148,19 +151,21 @@ local function expand_meta(meta)
   for key, value in pairs(meta) do meta[key] = walk(value) end
   -- Dates as Quarto prints them with `date-format: long` (the default): "November 27, 2026".
   -- The manuscript fixes its date in _quarto.yml, so that renders are reproducible.
+  -- Month names are spelled out here, not by os.date, which would follow the machine's locale.
   local date = meta.date and stringify(meta.date)
   local format = meta['date-format'] and stringify(meta['date-format']) or 'long'
-  local time = nil
+  local y, m, d = nil, nil, nil
   if date == 'today' or date == 'last-modified' then
-    time = os.time()
+    local now = os.date('*t')
+    y, m, d = now.year, now.month, now.day
   elseif date then
-    local y, m, d = date:match('^(%d%d%d%d)%-(%d%d)%-(%d%d)$')
-    if y then time = os.time { year = tonumber(y), month = tonumber(m), day = tonumber(d), hour = 12 } end
+    y, m, d = date:match('^(%d%d%d%d)%-(%d%d)%-(%d%d)$')
   end
-  if time and format == 'long' then
-    meta.date = pandoc.Inlines { pandoc.Str((os.date('%B %d, %Y', time):gsub(' 0', ' '))) }
-  elseif time and format == 'iso' then
-    meta.date = pandoc.Inlines { pandoc.Str(os.date('%Y-%m-%d', time)) }
+  if y and format == 'long' then
+    local text = MONTHS[tonumber(m)] .. ' ' .. tonumber(d) .. ', ' .. tonumber(y)
+    meta.date = pandoc.Inlines(text)
+  elseif y and format == 'iso' then
+    meta.date = pandoc.Inlines(string.format('%04d-%02d-%02d', tonumber(y), tonumber(m), tonumber(d)))
   end
   if FORMAT:match('html') and meta.author then
     -- Quarto allows `author: [{name: ..., affiliations: ...}]`; pandoc's HTML template wants text.

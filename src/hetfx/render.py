@@ -199,6 +199,9 @@ def render(
     if result.returncode != 0:
         raise RenderError(f"{' '.join(command)} failed:\n{result.stderr}")
     seconds = time.perf_counter() - start
+    for line in result.stderr.splitlines():
+        if "WARN" in line:  # e.g. an unresolved cross-reference, which Quarto renders as ?@x
+            log.warning("quarto: %s", line.strip())
     return [
         Rendered(project.root / d, out / f"{s}.html", out / f"{s}.pdf", seconds=seconds)
         for d, s in zip(project.documents, project.stems, strict=True)
@@ -323,12 +326,15 @@ def _pandoc(
 def _compile_typst(typst_source: str, root: Path, pdf: Path) -> None:
     """Compile Typst source to ``pdf``; images resolve relative to ``root``.
 
-    The PDF creation date is ``SOURCE_DATE_EPOCH`` if set, else 0, so that identical inputs
-    give byte-identical PDFs (the rendered documents are hashed by DVC).
+    Identical inputs give byte-identical PDFs on any machine (the rendered documents are
+    committed and hashed by DVC): only the fonts bundled with the ``typst`` wheel are used,
+    never the machine's (a system DejaVu Sans Mono, say, would otherwise replace the bundled
+    one), and the creation date is ``SOURCE_DATE_EPOCH`` if set, else 0, where the document
+    does not drop it (the manuscript's ``#set document(date: none)``).
     """
     import typst
 
-    compiler = typst.Compiler(root=str(root))
+    compiler = typst.Compiler(root=str(root), ignore_system_fonts=True)
     timestamp = int(os.environ.get("SOURCE_DATE_EPOCH", "0"))
     try:
         _, warnings = compiler.compile_with_warnings(
