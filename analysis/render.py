@@ -8,6 +8,8 @@ Usage::
 Renders every document listed in ``<manuscript>/_quarto.yml`` to the project's output-dir
 (or ``--output-dir``) and then checks the outputs (:func:`hetfx.render.check_outputs`):
 numbered captions, no unresolved references or shortcodes, a PDF with the same captions.
+Unchanged sources render to byte-identical documents (the date is fixed in ``_quarto.yml``);
+the committed documents are the fallback's, whose pandoc and typst are pinned in ``uv.lock``.
 """
 
 from __future__ import annotations
