@@ -50,7 +50,8 @@ def main(study: str, model: str, coding: str) -> None:
     if coding not in cfg.codings:
         raise ParamsError(f"coding {coding!r} is not listed in models.codings {cfg.codings}")
     sampler = studies.Sampler(seed=cfg.seed, chains=cfg.chains, draws=cfg.draws, tune=cfg.tune)
-    settings = getattr(cfg, model, None)
+    base = model.removesuffix(studies.MAIN_EFFECTS_SUFFIX)
+    settings = getattr(cfg, base, None)
     settings = settings.model_dump() if settings is not None else {}
     data = pd.read_parquet(CLEAN / f"{study}.parquet")
     log(stage, f"{len(data)} rows; settings {settings or '(OLS: none)'}")
@@ -71,7 +72,7 @@ def main(study: str, model: str, coding: str) -> None:
                    f"({diag.worst_ess_bulk_param}), divergences {diag.divergences}")
         gate = cfg.gate
         check_diagnostics(diag, max_r_hat=gate.max_r_hat, min_ess_bulk=gate.min_ess_bulk,
-                          allow_divergences=gate.max_divergences, advice=ADVICE[model])
+                          allow_divergences=gate.max_divergences, advice=ADVICE[base])
         diagnostics = fit.diagnostics()
     else:
         log(stage, f"OLS in {wall:.3f} s; aliased columns: {fit.aliased or 'none'}")

@@ -22,6 +22,8 @@ import pandas as pd
 import yaml
 
 from hetfx import report as R
+from hetfx import studies
+from hetfx.verdict import ANALYSES, SpecificationInputs
 
 TW_MODELS = ("m1", "m1_ols", "m2", "m2_ols", "a1")
 #: Which stage writes which input, for the error message when one is missing.
@@ -30,7 +32,9 @@ MAKERS = {
     "bush_prather": "fit_bush_prather",
     "simulation": "simulate",
     "clean": "clean_tomz_weeks / clean_bush_prather",
+    "robustness": "robustness",
 }
+ROBUSTNESS_TABLES = ("spread", "signs", "prior", "coarse", "loo", "ppc")
 
 
 class MissingInput(FileNotFoundError):
@@ -64,6 +68,19 @@ def one_replicate(folder: Path, estimates: pd.DataFrame | None) -> pd.DataFrame:
         raise MissingInput(f"{folder}: neither one_replicate.csv nor estimates.parquet "
                            f"(DVC stage {MAKERS['simulation']})")
     return R.one_replicate_rmse(estimates)
+
+
+def load_specification(results: Path) -> SpecificationInputs:
+    """The four analyses of the decomposition and the robustness tables."""
+    fits, cells = {}, {}
+    for analysis, (suffix, coding) in ANALYSES.items():
+        for model in ("m1", "m2"):
+            fits[(model, analysis)] = load_fit(results, "tomz_weeks", f"{model}{suffix}_{coding}")
+        fits[("m1_ols", analysis)] = load_fit(results, "tomz_weeks", f"m1_ols_{coding}")
+        cells[analysis] = studies.demographic_cells(fits[("m2", analysis)]["groups"])
+    robustness = {name: read_csv(results / "robustness" / f"{name}.csv", MAKERS["robustness"])
+                  for name in ROBUSTNESS_TABLES}
+    return SpecificationInputs(fits=fits, cells=cells, robustness=robustness)
 
 
 def write(path: Path, text: str) -> None:
@@ -108,6 +125,7 @@ def build(results: Path, clean: Path, params: dict, out: Path) -> int:
         summaries=summaries, ones=ones, groupsize_estimates=estimates["groupsize"],
         params=params,
     )
+    inputs.specification = load_specification(results)
     variables, tables, comparison = R.build_report(inputs)
 
     header = ("# Written by analysis/report.py (DVC stage `report`); do not edit by hand.\n"

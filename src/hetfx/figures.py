@@ -32,6 +32,8 @@ from plotnine import (
     geom_smooth,
     geom_text,
     ggplot,
+    guide_legend,
+    guides,
     labs,
     position_dodge,
     scale_color_manual,
@@ -148,6 +150,37 @@ def figure6(hier: pd.DataFrame, ols: pd.DataFrame):
         + labs(x="", y="Effect of alliance on support for force (95% interval)")
         + theme_hetfx()
         + theme(axis_text_y=element_text(size=7))
+    )
+
+
+#: Colours of the specification variants (Okabe-Ito), in the order of the legend.
+VARIANT_COLOURS = {
+    "Saturated OLS": "#D55E00",
+    "M1 as published (no main effects)": "#0072B2",
+    "M1 with main effects": "#56B4E9",
+    "Additive Z with main effects": "#009E73",
+    "Additive Z, pooled baselines (A1)": "#CC79A7",
+}
+
+
+def figure_robustness(effects: pd.DataFrame):
+    """Condition effects under the specification variants (``results/robustness``), by
+    region, like Figure 6; only the variants with a colour in :data:`VARIANT_COLOURS`."""
+    data = effects[effects["label"].isin(VARIANT_COLOURS)].copy()
+    data["condition"] = condition_label(data)
+    data["label"] = pd.Categorical(data["label"], list(VARIANT_COLOURS))
+    dodge = position_dodge(width=0.75)
+    return (
+        ggplot(data, aes("condition", "estimate", color="label"))
+        + geom_hline(yintercept=0, color="grey")
+        + geom_point(position=dodge, size=1.5)
+        + facet_wrap("region", ncol=2)
+        + coord_flip()
+        + scale_color_manual(values=VARIANT_COLOURS)
+        + labs(x="", y="Effect of alliance on support for force (posterior median or OLS)")
+        + theme_hetfx()
+        + theme(axis_text_y=element_text(size=7), legend_text=element_text(size=7))
+        + guides(color=guide_legend(ncol=2))
     )
 
 

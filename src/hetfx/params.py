@@ -65,6 +65,8 @@ class LambdaSettings(_Section):
     sigma: ScaleSpec
     sigma_theta: ScaleSpec
     target_accept: float = Field(gt=0, lt=1)
+    main_effects: bool = Field(
+        False, description="grouping variables' main effects in the outcome equation")
 
 
 class VaryingSettings(_Section):
@@ -91,6 +93,13 @@ class Models(_Section):
     bp: VaryingSettings
 
 
+class Robustness(_Section):
+    coding: Literal["published", "corrected"] = "published"
+    sigma_theta_priors: dict[str, ScaleSpec] = Field(
+        min_length=1, description="priors of sigma_theta; the first is the default")
+    prior_variants: list[str] = Field(min_length=1)
+
+
 class Params(BaseModel):
     """The whole parameter file; sections not modelled yet are passed through."""
 
@@ -99,6 +108,7 @@ class Params(BaseModel):
     clean: Clean
     models: Models
     simulation: Simulation | None = None
+    robustness: Robustness | None = None
 
 
 class ParamsError(ValueError):

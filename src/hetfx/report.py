@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -804,6 +805,9 @@ class ReportInputs:
         Simulation 2's estimates (for the bias of small and large groups).
     params : mapping
         The parsed ``params.yaml``.
+    specification : hetfx.verdict.SpecificationInputs, optional
+        The main-effects fits and the robustness tables (section "Specification and
+        robustness"); without them that section's variables and tables are not written.
     """
 
     tw_checks: pd.DataFrame
@@ -814,6 +818,7 @@ class ReportInputs:
     ones: dict
     groupsize_estimates: pd.DataFrame | None
     params: Mapping
+    specification: Any = None
 
 
 def build_report(inputs: ReportInputs) -> tuple[dict[str, str], dict[str, str], pd.DataFrame]:
@@ -1022,4 +1027,10 @@ def build_report(inputs: ReportInputs) -> tuple[dict[str, str], dict[str, str], 
     variables = to_variables(numbers, labels, digits, percents=[p for p in percents
                                                                  if p in numbers])
     variables |= {"ci_level": "95%", "ci_inner": "10–90%", "q_low": "10%"}  # interval levels
+    if inputs.specification is not None:
+        from hetfx.verdict import specification_report
+
+        spec_variables, spec_tables = specification_report(inputs.specification)
+        variables = dict(sorted((variables | spec_variables).items()))
+        tables |= spec_tables
     return variables, tables, comparison

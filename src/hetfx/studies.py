@@ -16,6 +16,10 @@ model     specification                                          groups
 ``bp``     Bush-Prather, four correlated varying factors          observed profiles
 ========  =====================================================  =============================
 
+``m1_main_effects`` and ``m2_main_effects`` are M1 and M2 with the grouping variables' main
+effects in the outcome equation (replication spec section 6.4), as their OLS comparators have
+them.
+
 Categorical ``region`` uses R's default treatment coding (levels sorted, Africa the
 reference), as brms did, so the gamma coefficients carry the same names and priors.
 """
@@ -48,7 +52,10 @@ __all__ = [
 ]
 
 CODINGS = ("published", "corrected")
-TW_MODELS = ("m1", "m1_ols", "m2", "m2_ols", "a1")
+TW_MODELS = ("m1", "m1_ols", "m2", "m2_ols", "a1", "m1_main_effects", "m2_main_effects")
+#: The specification fix of replication spec section 6.4: M1 and M2 with the grouping
+#: variables' main effects in the outcome equation (``<model>_main_effects``).
+MAIN_EFFECTS_SUFFIX = "_main_effects"
 CONDITION_KEYS = ["regime", "stakes", "costs", "region"]
 DEMOGRAPHIC_KEYS = ["dem", "rep", "high_newsint", "white", "male"]
 BP_FACTORS = ["w2_vote_hill", "woman", "pol_engage", "invest_cond"]
@@ -148,8 +155,9 @@ def fit_tomz_weeks(tw: pd.DataFrame, model: str, coding: str,
     ----------
     tw : pandas.DataFrame
         The cleaned Tomz-Weeks frame (``hetfx.data.tomz_weeks.clean``).
-    model : {"m1", "m1_ols", "m2", "m2_ols", "a1"}
-        Which model (see module docstring).
+    model : {"m1", "m1_ols", "m2", "m2_ols", "a1", "m1_main_effects", "m2_main_effects"}
+        Which model (see module docstring); ``<model>_main_effects`` is M1 or M2 with the
+        grouping variables' main effects in the outcome equation.
     coding : {"published", "corrected"}
         Coding of the Democrat indicator.
     settings : mapping, optional
@@ -166,6 +174,9 @@ def fit_tomz_weeks(tw: pd.DataFrame, model: str, coding: str,
     df = coding_frame(tw, coding)
     settings = dict(settings or {})
     sampler = sampler or Sampler()
+    if model.endswith(MAIN_EFFECTS_SUFFIX):
+        model = model.removesuffix(MAIN_EFFECTS_SUFFIX)
+        settings["main_effects"] = True
     if model == "m1":
         return _fit_m1(df, settings, sampler)
     if model == "m2":
@@ -194,19 +205,51 @@ def _lambda_kwargs(settings: Mapping[str, Any], sampler: Sampler) -> dict:
     )
 
 
+#: The factors that define M1's groups (the 32 experimental conditions).
+CONDITION_FACTORS = ["regime", "stakes", "costs", "region_txt"]
+
+
 def _fit_m1(df: pd.DataFrame, settings, sampler) -> LambdaFit:
-    codes, keys = _groups(df, "treat_group", ["regime", "stakes", "costs", "region_txt"])
-    Z = _design("regime*stakes*costs*region_txt", keys)
-    X = _design("1 + " + " + ".join(M1_CONTROLS), df)
+    """M1 and its specification variants (``settings``):
+
+    ``main_effects`` (default False, as published)
+        Put the condition factors' main effects (the non-intercept columns of
+        ``regime*stakes*costs*region``) into the outcome equation, as the OLS comparator has
+        them; without them each group effect absorbs its condition's baseline deviation
+        (replication spec section 6.4).
+    ``effect`` ("saturated", default, or "additive")
+        The heterogeneity equation's design.
+    ``keys`` (default the four condition factors)
+        The factors that define the groups; ``["regime", "stakes", "costs"]`` gives the eight
+        coarser conditions (region then plays no part).
+    """
+    keys_used = list(settings.get("keys", CONDITION_FACTORS))
+    effect = settings.get("effect", "saturated")
+    if effect not in ("saturated", "additive"):
+        raise ValueError(f"effect must be 'saturated' or 'additive', got {effect!r}")
+    Z_formula = "*".join(keys_used) if effect == "saturated" else "1 + " + " + ".join(keys_used)
+    if keys_used != CONDITION_FACTORS:
+        df = df.assign(treat_group=df[keys_used].astype(str).agg("_".join, axis=1))
+    codes, keys = _groups(df, "treat_group", keys_used)
+    Z = _design(Z_formula, keys)
+    controls = "1 + " + " + ".join(M1_CONTROLS)
+    if settings.get("main_effects", False):
+        controls += " + " + "*".join(keys_used)
+    X = _design(controls, df)
     gk = keys.rename(columns={"region_txt": "region"})
     return fit_lambda_model(df["force"], df["alliance"], X, codes, Z, group_keys=gk,
                             group_name="treat_group", **_lambda_kwargs(settings, sampler))
 
 
 def _fit_m2(df: pd.DataFrame, settings, sampler) -> LambdaFit:
+    """M2; ``settings["main_effects"]`` (default False, as published) adds dem, rep,
+    high_newsint, white and male to the outcome equation."""
     codes, keys = _groups(df, "het_group", [*DEMOGRAPHIC_KEYS, "party"])
     Z = _design("1 + " + " + ".join(DEMOGRAPHIC_KEYS), keys)
-    X = _design("1 + " + " + ".join(M2_CONTROLS), df)
+    controls = list(M2_CONTROLS)
+    if settings.get("main_effects", False):
+        controls += DEMOGRAPHIC_KEYS
+    X = _design("1 + " + " + ".join(controls), df)
     return fit_lambda_model(df["force"], df["alliance"], X, codes, Z, group_keys=keys,
                             group_name="het_group", **_lambda_kwargs(settings, sampler))
 
