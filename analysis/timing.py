@@ -9,8 +9,10 @@ Usage::
 Runs ``dvc repro`` (with ``--force`` unless arguments are given after ``--``), stamps each
 line of its output with the time it arrived, and prints one row per stage: its wall seconds
 (from DVC's "Running stage" line to the next stage's), the seconds the stage script reports
-for its own work (the ``done in`` line every stage prints) and the difference, which is the
-stage's start-up: starting Python, importing the libraries, DVC's hashing of the stage.
+for its own work (the ``done in`` line every stage prints), the difference (starting Python,
+importing the libraries, DVC's hashing of the stage), and the CPU seconds the stage spent
+before its work (``start-up`` line of analysis/_stage.py), which unlike wall time hardly
+depends on what else the machine runs.
 The time-stamped log is written to ``--save`` (default ``timing.log``, git-ignored) so that a
 table can be printed again with ``--log``.
 """
@@ -30,6 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 STAGE = re.compile(r"^Running stage '([^']+)'")
 # "[fit_tomz_weeks@m1-published] done in 2.10 s", "render: done in 4.2 s"
 DONE = re.compile(r"done in ([0-9.]+) s")
+# "[acquire] start-up: 1.52 s CPU" (analysis/_stage.py): interpreter start and imports
+STARTUP = re.compile(r"start-up: ([0-9.]+) s CPU")
 
 
 def dvc_command() -> list[str]:
@@ -76,7 +80,11 @@ def stage_table(lines: list[tuple[float, str]]) -> list[dict]:
             if rows:
                 rows[-1]["wall_s"] = stamp - rows[-1]["start"]
             rows.append({"stage": match.group(1), "start": stamp, "wall_s": None,
-                         "work_s": None})
+                         "work_s": None, "import_cpu_s": None})
+            continue
+        startup = STARTUP.search(text)
+        if startup and rows:
+            rows[-1]["import_cpu_s"] = float(startup.group(1))
             continue
         done = DONE.search(text)
         if done and rows:
@@ -87,14 +95,20 @@ def stage_table(lines: list[tuple[float, str]]) -> list[dict]:
 
 
 def format_table(rows: list[dict], total: float) -> str:
-    out = [f"{'stage':<34} {'wall s':>8} {'work s':>8} {'start-up s':>10}"]
+    """Wall seconds per stage, the stage's own work, the rest (start-up and DVC) and the CPU
+    seconds the stage's process spent before its work (Python start and imports), which,
+    unlike wall time, hardly depends on what else the machine is running."""
+    def num(value, width):
+        return f"{value:{width}.2f}" if value is not None else " " * width
+
+    out = [f"{'stage':<34} {'wall s':>8} {'work s':>8} {'rest s':>8} {'import CPU s':>12}"]
     for r in rows:
-        work = f"{r['work_s']:8.2f}" if r["work_s"] is not None else f"{'':>8}"
-        startup = (f"{r['wall_s'] - r['work_s']:10.2f}" if r["work_s"] is not None
-                   else f"{'':>10}")
-        out.append(f"{r['stage']:<34} {r['wall_s']:8.2f} {work} {startup}")
+        rest = r["wall_s"] - r["work_s"] if r["work_s"] is not None else None
+        out.append(f"{r['stage']:<34} {num(r['wall_s'], 8)} {num(r['work_s'], 8)} "
+                   f"{num(rest, 8)} {num(r.get('import_cpu_s'), 12)}")
     staged = sum(r["wall_s"] for r in rows)
-    out.append(f"{'sum of stages':<34} {staged:8.2f}")
+    imports = sum(r.get("import_cpu_s") or 0.0 for r in rows)
+    out.append(f"{'sum of stages':<34} {staged:8.2f} {'':>8} {'':>8} {imports:12.2f}")
     out.append(f"{'dvc repro, total':<34} {total:8.2f}")
     return "\n".join(out)
 
