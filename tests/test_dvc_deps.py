@@ -292,3 +292,48 @@ def test_report_stage_declares_every_param_it_reads(tmp_path):
     _, _, _, params = next(s for s in stages() if s[0] == "report")
     missing = sorted(r for r in reads if r != "*" and not _declared(r, params))
     assert not missing, f"stage report reads params it does not declare: {missing}"
+
+
+# --------------------------------------------------------------------------- metrics, plots
+
+
+def _dvc(*args: str) -> str:
+    import shutil
+    import subprocess
+    import sys
+
+    dvc = shutil.which("dvc") or str(Path(sys.executable).with_name("dvc"))
+    done = subprocess.run([dvc, *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_dvc_metrics_show_lists_every_fit_and_the_simulation():
+    import json
+
+    shown = json.loads(_dvc("metrics", "show", "--json"))
+    files = {path: entry.get("data", {}) for rev in shown.values()
+             for path, entry in rev.get("data", {}).items()}
+    fits = [f"results/tomz_weeks/{m}_{c}/diagnostics.json" for m in
+            ("m1", "m2", "a1", "m1_ols", "m2_ols") for c in ("published", "corrected")]
+    fits += [f"results/bush_prather/bp_{c}/diagnostics.json" for c in ("published", "corrected")]
+    expected = fits + ["results/simulation/spec/metrics.json",
+                       "results/simulation/groupsize/metrics.json"]
+    assert sorted(files) == sorted(expected)
+    for path in fits[:2]:
+        assert {"max_r_hat", "min_ess_bulk", "divergences"} <= set(files[path]), path
+    assert files["results/simulation/spec/metrics.json"]["128"]["hierarchical"]["rmse_mean"] > 0
+
+
+def test_dvc_plots_show_draws_the_rmse_curves_and_the_figures(tmp_path):
+    import json
+
+    shown = json.loads(_dvc("plots", "show", "--json", "-o", str(tmp_path)))["data"]
+    rmse = next(v for k, v in shown.items() if k.startswith("RMSE"))[0]
+    points = rmse["content"]["data"]["values"]
+    assert {(p["n_groups"], p["field"]) for p in points} == {
+        (str(g), m) for g in (8, 16, 32, 64, 128) for m in ("hierarchical", "ols")}
+    figures = {f"manuscript/figures/figure{i}.png" for i in (1, 2, 3, 4, 5, 6, 7, 8, "_a1",
+                                                             "_a2")}
+    assert figures <= set(shown)
+    assert all(shown[f][0]["type"] == "image" for f in figures)
