@@ -11,6 +11,7 @@ functions: a stage may run them), restricted to files of the project (``analysis
 from __future__ import annotations
 
 import ast
+import json
 import shlex
 from functools import cache
 from pathlib import Path
@@ -309,8 +310,6 @@ def _dvc(*args: str) -> str:
 
 
 def test_dvc_metrics_show_lists_every_fit_and_the_simulation():
-    import json
-
     shown = json.loads(_dvc("metrics", "show", "--json"))
     files = {path: entry.get("data", {}) for rev in shown.values()
              for path, entry in rev.get("data", {}).items()}
@@ -326,8 +325,6 @@ def test_dvc_metrics_show_lists_every_fit_and_the_simulation():
 
 
 def test_dvc_plots_show_draws_the_rmse_curves_and_the_figures(tmp_path):
-    import json
-
     shown = json.loads(_dvc("plots", "show", "--json", "-o", str(tmp_path)))["data"]
     rmse = next(v for k, v in shown.items() if k.startswith("RMSE"))[0]
     points = rmse["content"]["data"]["values"]
@@ -337,3 +334,35 @@ def test_dvc_plots_show_draws_the_rmse_curves_and_the_figures(tmp_path):
                                                              "_a2")}
     assert figures <= set(shown)
     assert all(shown[f][0]["type"] == "image" for f in figures)
+
+
+# --------------------------------------------------------------------------- one source
+
+
+def test_simulation_sample_size_reaches_the_text(tmp_path):
+    """`-S simulation.n_obs=1000`: the simulate stage runs 1,000 rows and records them in
+    design.json, which is what the report quotes (it no longer reads a code constant)."""
+    import os
+    import subprocess
+    import sys
+
+    import pandas as pd
+
+    from hetfx import report as R
+
+    with open(ROOT / "params.yaml") as handle:
+        params = yaml.safe_load(handle)
+    params["simulation"] |= {"replicates": 1, "small": True, "n_jobs": 1,
+                             "backend": "sequential", "draws": 100, "n_obs": 1000}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+    run = subprocess.run([sys.executable, str(ANALYSIS / "simulate.py")], cwd=tmp_path,
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    sim = tmp_path / "results" / "simulation"
+    design = json.loads((sim / "design.json").read_text())
+    assert design["n_obs"] == 1000
+    est = pd.read_parquet(sim / "spec" / "estimates.parquet")
+    assert (est.groupby(["condition", "model"])["n"].sum() == 1000).all()
+    numbers = R.design_numbers(design)
+    assert (numbers["sim_n"], numbers["sim1_size_max"]) == (1000, 125)
