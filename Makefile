@@ -8,7 +8,7 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/.venv
 export OPENBLAS_NUM_THREADS ?= 1
 
-.PHONY: env repro test test-fast lint
+.PHONY: env repro verify timing test test-fast lint
 
 $(UV):
 	$(PYTHON) -m venv .uv
@@ -19,6 +19,15 @@ env: $(UV)
 
 repro: env
 	PATH="$(VENV_BIN):$$PATH" dvc repro
+
+# compare the outputs in the working tree with the committed ones (after `make repro`):
+# every numeric cell of results/ and data/clean/ CSVs, every quoted number of the manuscript
+verify: env
+	PATH="$(VENV_BIN):$$PATH" python analysis/verify.py
+
+# rerun every stage (dvc repro --force) and print the wall seconds of each
+timing: env
+	PATH="$(VENV_BIN):$$PATH" python analysis/timing.py
 
 # every test, the full-NUTS comparisons of the fast engines included (about 5 min on 2 cores)
 test: env

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from _figures import save_figures
 from _stage import log, run
 from hetfx import figures, studies
 
@@ -48,10 +49,9 @@ def main(coding: str) -> None:
         "figure_a1": figures.figure_a1(read("tomz_weeks", "a1", coding, "groups")),
         "figure_a2": figures.figure_a2(read("bush_prather", "bp", coding, "groups")),
     }
-    for name, plot in plots.items():
-        width, height = SIZES[name]
-        figures.save(plot, FIGURES / f"{name}{suffix}", width=width, height=height)
-        log(stage, f"wrote {FIGURES / (name + suffix)}.png/.svg")
+    for stem in save_figures([(plot, FIGURES / f"{name}{suffix}", *SIZES[name])
+                              for name, plot in plots.items()]):
+        log(stage, f"wrote {stem}.png/.svg")
 
 
 if __name__ == "__main__":

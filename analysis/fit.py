@@ -5,14 +5,17 @@ Usage::
     python analysis/fit.py tomz_weeks m1 published
     python analysis/fit.py bush_prather bp corrected
 
-Writes results/<study>/<model>_<coding>/{groups.csv, coefs.csv, diagnostics.csv} and, for
-Bayesian fits, posterior.nc. A Bayesian fit that fails the diagnostic gate of params.yaml
+Writes results/<study>/<model>_<coding>/{groups.csv, coefs.csv, diagnostics.csv}, the
+numeric diagnostics as DVC metrics (diagnostics.json, without run times) and, for Bayesian
+fits, posterior.nc. A Bayesian fit that fails the diagnostic gate of params.yaml
 (models.gate) fails the stage with the offending parameter and what to change; nothing is
 left behind.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import shutil
 import sys
 import time
@@ -39,6 +42,20 @@ ADVICE = {
 
 def out_dir(study: str, model: str, coding: str) -> Path:
     return RESULTS / study / f"{model}_{coding}"
+
+
+def metrics(diagnostics: pd.DataFrame) -> dict:
+    """The numeric diagnostics of the fit (R-hat, ESS, divergences, ...) for `dvc metrics`:
+    run times left out (they change on every run), missing values too (JSON has no NaN)."""
+    row = diagnostics.iloc[0].to_dict()
+    out = {}
+    for key, value in row.items():
+        if key.endswith("_seconds") or isinstance(value, str | bool) or value is None:
+            continue
+        value = float(value)
+        if not math.isnan(value):
+            out[key] = int(value) if value.is_integer() else value
+    return out
 
 
 def main(study: str, model: str, coding: str) -> None:
@@ -85,6 +102,8 @@ def main(study: str, model: str, coding: str) -> None:
     groups.to_csv(target / "groups.csv", index=False)
     coefs.to_csv(target / "coefs.csv", index=False)
     diagnostics.to_csv(target / "diagnostics.csv", index=False)
+    (target / "diagnostics.json").write_text(json.dumps(metrics(diagnostics), indent=2) + "\n",
+                                             encoding="utf-8")
     if bayesian:
         fit.idata.to_netcdf(str(target / "posterior.nc"))
     log(stage, f"wrote {target}/ ({len(groups)} groups, {len(coefs)} coefficients)")

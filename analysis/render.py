@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
 
+    print(f"render: start-up: {time.process_time():.2f} s CPU")  # Python and the imports
     use_quarto = quarto_available() and not args.fallback
     route = "quarto render" if use_quarto else "pandoc + typst fallback (no quarto on PATH)"
     print(f"render: {route}")

@@ -6,16 +6,18 @@ Usage::
     python analysis/report.py --results R --out M   # other results / manuscript directories
 
 Reads the fits of both codings (results/tomz_weeks, results/bush_prather), the simulation
-summaries (results/simulation), the cleaning checks (data/clean) and the `models:` section of
-params.yaml; writes every number the manuscript quotes to `_variables.yml` and every table it
-includes to `tables/*.md` (hetfx.report does the work). Output is deterministic: the same
-inputs give byte-identical files.
+summaries and design (results/simulation), the cleaning checks (data/clean) and the
+`models:` section of params.yaml; writes every number the manuscript quotes to
+`_variables.yml` and every table it includes to `tables/*.md` (hetfx.report does the work).
+Output is deterministic: the same inputs give byte-identical files.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -95,13 +97,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--out", default="manuscript", help="manuscript directory")
     args = parser.parse_args(argv)
+    print(f"report: start-up: {time.process_time():.2f} s CPU")  # Python and the imports
+    start = time.perf_counter()
     results, clean, out = Path(args.results), Path(args.clean), Path(args.out)
     params = yaml.safe_load(Path(args.params).read_text(encoding="utf-8"))
     try:
-        return build(results, clean, params, out)
+        code = build(results, clean, params, out)
     except (MissingInput, KeyError, ValueError) as err:
         print(f"report failed: {err}", file=sys.stderr)
         return 1
+    print(f"report: done in {time.perf_counter() - start:.2f} s")
+    return code
 
 
 def build(results: Path, clean: Path, params: dict, out: Path) -> int:
@@ -116,6 +122,10 @@ def build(results: Path, clean: Path, params: dict, out: Path) -> int:
         est_path = sim / design / "estimates.parquet"
         estimates[design] = pd.read_parquet(est_path) if est_path.exists() else None
         ones[design] = one_replicate(sim / design, estimates[design])
+    design_path = sim / "design.json"
+    if not design_path.exists():
+        raise MissingInput(f"{design_path} is missing: it is written by DVC stage "
+                           f"{MAKERS['simulation']}")
     inputs = R.ReportInputs(
         tw_checks=read_csv(clean / "tomz_weeks_checks.csv", MAKERS["clean"]),
         bp_checks=read_csv(clean / "bush_prather_checks.csv", MAKERS["clean"]),
@@ -123,7 +133,7 @@ def build(results: Path, clean: Path, params: dict, out: Path) -> int:
         cells={c: read_csv(results / "tomz_weeks" / f"demographics_cells_{c}.csv",
                            MAKERS["tomz_weeks"]) for c in R.CODINGS},
         summaries=summaries, ones=ones, groupsize_estimates=estimates["groupsize"],
-        params=params,
+        params=params, design=json.loads(design_path.read_text(encoding="utf-8")),
     )
     inputs.specification = load_specification(results)
     variables, tables, comparison = R.build_report(inputs)

@@ -13,6 +13,9 @@ and design 2 (`groupsize`, imbalance):
                                                  coverage of the 90% and 95% intervals, ...)
   results/simulation/<design>/one_replicate.csv  RMSE of replicate 0 (the published design)
   results/simulation/<design>/bias_by_size.csv   mean |bias| by group size
+  results/simulation/<design>/metrics.json       the summary as DVC metrics (`dvc metrics show`)
+  results/simulation/spec/rmse_by_groups.csv     mean RMSE per estimator (`dvc plots show`)
+  results/simulation/design.json                 the design as run (the report quotes it)
 
 and manuscript/figures/figure{1,2,3,4}.{png,svg}.
 """
@@ -22,11 +25,14 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy: one BLAS thread per worker
 
 import functools  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pandas as pd  # noqa: E402
 
+from _figures import save_figures  # noqa: E402
 from _stage import load_params, log, run  # noqa: E402
 from hetfx import figures  # noqa: E402
 from hetfx import simulation as S  # noqa: E402
@@ -43,8 +49,41 @@ SMALL_REPLICATES, SMALL_DRAWS = 5, 1000
 def outputs() -> list[Path]:
     files = [OUT / name / f for name, _ in DESIGNS.values()
              for f in ("estimates.parquet", "summary.csv", "one_replicate.csv", "bias_by_size.csv")]
+    files += [OUT / name / "metrics.json" for name, _ in DESIGNS.values()]
+    files += [OUT / "design.json", OUT / "spec" / "rmse_by_groups.csv"]
     files += [FIGURES / f"figure{i}.{ext}" for i in (1, 2, 3, 4) for ext in ("png", "svg")]
     return files
+
+
+#: Summary columns reported as DVC metrics (per condition and estimator).
+METRICS = ("rmse_mean", "rmse_mcse", "rmse_one_replicate", "coverage_90", "coverage_95",
+           "mean_abs_bias", "n_missing")
+
+
+def write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def design_record(n_obs: int, replicates: int, root_seed: int) -> dict:
+    """The design the simulation ran (from hetfx.simulation's conditions), for the report."""
+    equal, imbalance = S.conditions(1, n_obs), S.conditions(2, n_obs)
+    return {
+        "n_obs": n_obs, "replicates": replicates, "root_seed": root_seed,
+        "tau_mean": S.TAU_MEAN, "tau_sd": S.TAU_SD, "control_coefs": list(S.CONTROL_COEFS),
+        "equal_group_k": [c.k for c in equal],
+        "imbalance_scenarios": {c.label: list(c.probs) for c in imbalance},
+    }
+
+
+def metrics(summary: pd.DataFrame, cond: str) -> dict:
+    """``{condition: {model: {metric: value}}}`` (missing values left out: JSON has no NaN)."""
+    out: dict = {}
+    for row in summary.to_dict("records"):
+        values = {m: row[m] for m in METRICS if m in row and not
+                  (isinstance(row[m], float) and math.isnan(row[m]))}
+        out.setdefault(str(row[cond]), {})[row["model"]] = {
+            k: int(v) if k == "n_missing" else float(f"{v:.6g}") for k, v in values.items()}
+    return out
 
 
 def estimators(draws: int, grid: tuple[int, int]) -> dict:
@@ -68,6 +107,10 @@ def write_design(estimates: pd.DataFrame, design: int) -> dict[str, pd.DataFrame
     summary.drop(columns=drop).to_csv(folder / "summary.csv", **csv)
     one.to_csv(folder / "one_replicate.csv", **csv)
     bias.drop(columns=drop).to_csv(folder / "bias_by_size.csv", **csv)
+    write_json(folder / "metrics.json", metrics(summary, cond))
+    if design == 1:  # the RMSE curves of Figure 1, one column per estimator, for dvc plots
+        wide = summary.pivot(index=cond, columns="model", values="rmse_mean").reset_index()
+        wide.to_csv(folder / "rmse_by_groups.csv", **csv)
     return {"estimates": e, "summary": summary, "one": one}
 
 
@@ -91,8 +134,8 @@ def draw_figures(spec: dict, size: dict) -> None:
         "figure3": (figures.figure3(size["summary"], size["one"]), 6.5, 4.5),
         "figure4": (figures.figure4(size["estimates"]), 9, 5),
     }
-    for stem, (plot, width, height) in plots.items():
-        figures.save(plot, FIGURES / stem, width=width, height=height)
+    save_figures([(plot, FIGURES / stem, width, height)
+                  for stem, (plot, width, height) in plots.items()])
 
 
 def main() -> None:
@@ -127,6 +170,7 @@ def main() -> None:
         if cluster is not None:
             cluster.close()
     log(STAGE, f"fits done in {time.perf_counter() - start:.1f} s")
+    write_json(OUT / "design.json", design_record(params.n_obs, replicates, params.root_seed))
     spec, size = (write_design(result.estimates, d) for d in DESIGNS)
     log(STAGE, "equal groups (RMSE mean ± MCSE, one replicate, coverage ± MCSE):\n"
         + report(spec["summary"], "n_groups"))

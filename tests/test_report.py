@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,9 @@ from hetfx import report as R
 
 REPO = Path(__file__).resolve().parents[1]
 BRMS = REPO / "tests" / "fixtures" / "brms"
+#: a simulation design unlike the published one: the text must quote the design that ran
+DESIGN = {"n_obs": 1000, "tau_mean": 0.1, "tau_sd": 0.4, "equal_group_k": [2, 3, 4],
+          "imbalance_scenarios": {"balanced": [0.5] * 5, "strong": [0.15, 0.3, 0.5, 0.6, 0.8]}}
 
 
 # ------------------------------------------------------------------------- formatting
@@ -264,6 +268,7 @@ def make_results(root: Path) -> None:
         _write(sim / design / "summary.csv", pd.DataFrame(rows))
         _write(sim / design / "one_replicate.csv", pd.DataFrame(one))
         pd.DataFrame(est).to_parquet(sim / design / "estimates.parquet", index=False)
+    (sim / "design.json").write_text(json.dumps(DESIGN), encoding="utf-8")
 
 
 @pytest.fixture(scope="module")
@@ -298,6 +303,11 @@ def test_stage_writes_variables_and_tables_deterministically(report_run) -> None
     assert all(isinstance(x, str) for x in v.values())
     assert v["tw_ate"] == "0.33" and v["tw_ate_pct"] == "33%"
     assert v["m2_cell_max"] == "0.50" and v["m2_cell_min"] == "0.13"  # the brms cells
+    # the design numbers are those of results/simulation/design.json, not code constants
+    assert (v["sim_n"], v["sim_tau_mean"], v["sim_tau_sd"]) == ("1,000", "0.1", "0.4")
+    assert (v["sim_k_min"], v["sim_k_max"], v["sim1_size_max"], v["sim1_size_min"]) == (
+        "2", "4", "250", "62")
+    assert (v["sim2_k"], v["sim2_groups"]) == ("5", "32")
 
 
 def test_stage_fails_naming_a_missing_file_and_its_stage(tmp_path: Path) -> None:

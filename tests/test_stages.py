@@ -1,5 +1,6 @@
 """The stage scripts end to end in a scratch project: outputs, and no outputs on failure."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -133,7 +134,7 @@ def test_fit_stage_writes_the_artifact_contract(cleaned):
     assert done.returncode == 0, done.stderr
     out = cleaned / "results" / "tomz_weeks" / "m2_corrected"
     assert {p.name for p in out.iterdir()} == {"posterior.nc", "groups.csv", "coefs.csv",
-                                               "diagnostics.csv"}
+                                               "diagnostics.csv", "diagnostics.json"}
     groups = pd.read_csv(out / "groups.csv")
     assert {"dem", "rep", "high_newsint", "white", "male", "n_obs", "estimate", "q025", "q10",
             "q90", "q975"} <= set(groups.columns)
@@ -141,6 +142,10 @@ def test_fit_stage_writes_the_artifact_contract(cleaned):
     diag = pd.read_csv(out / "diagnostics.csv")
     assert {"sampler", "chains", "draws", "max_r_hat", "min_ess_bulk", "min_ess_tail",
             "divergences", "wall_seconds"} <= set(diag.columns)
+    # the DVC metrics: the numeric diagnostics without run times
+    metrics = json.loads((out / "diagnostics.json").read_text())
+    assert metrics["max_r_hat"] == diag["max_r_hat"].iloc[0] and metrics["chains"] == 4
+    assert not any(key.endswith("_seconds") for key in metrics)
 
 
 def test_fit_stage_fails_the_gate_and_leaves_nothing(cleaned):

@@ -308,6 +308,20 @@ def simulation_numbers(
     return out
 
 
+def design_numbers(design: Mapping) -> dict[str, float]:
+    """The simulation's design as the text quotes it, from the design the simulate stage ran
+    (``results/simulation/design.json``; see :class:`ReportInputs`)."""
+    n_obs, ks = design["n_obs"], design["equal_group_k"]
+    balanced = design["imbalance_scenarios"]["balanced"]
+    return {
+        "sim_n": n_obs, "sim_tau_mean": design["tau_mean"], "sim_tau_sd": design["tau_sd"],
+        "sim1_size_max": n_obs / 2 ** min(ks), "sim1_size_min": n_obs / 2 ** max(ks),
+        "sim_k_min": min(ks), "sim_k_max": max(ks),
+        "sim2_share_low": min(design["imbalance_scenarios"]["strong"]),
+        "sim2_k": len(balanced), "sim2_groups": 2 ** len(balanced),
+    }
+
+
 #: Group sizes the paper contrasts in Figure 4: "small" below 20, "large" 75 or more.
 SMALL_GROUP, LARGE_GROUP = 20, 75
 
@@ -805,6 +819,11 @@ class ReportInputs:
         Simulation 2's estimates (for the bias of small and large groups).
     params : mapping
         The parsed ``params.yaml``.
+    design : mapping
+        The simulation's design as it ran (``results/simulation/design.json``, written by the
+        simulate stage): ``n_obs``, ``tau_mean``, ``tau_sd``, ``equal_group_k`` (moderators
+        of design 1) and ``imbalance_scenarios`` (name -> moderator probabilities). The text
+        quotes these, so a run with other settings prints its own.
     specification : hetfx.verdict.SpecificationInputs, optional
         The main-effects fits and the robustness tables (section "Specification and
         robustness"); without them that section's variables and tables are not written.
@@ -818,6 +837,7 @@ class ReportInputs:
     ones: dict
     groupsize_estimates: pd.DataFrame | None
     params: Mapping
+    design: Mapping
     specification: Any = None
 
 
@@ -833,8 +853,6 @@ def build_report(inputs: ReportInputs) -> tuple[dict[str, str], dict[str, str], 
     comparison : pandas.DataFrame
         Published against reproduced value of every quoted number.
     """
-    from hetfx import simulation as S
-
     numbers: dict[str, float] = {}
     labels: dict[str, str] = {}
     tables: dict[str, str] = {}
@@ -861,14 +879,8 @@ def build_report(inputs: ReportInputs) -> tuple[dict[str, str], dict[str, str], 
         else None
     numbers |= simulation_numbers(summaries["spec"], ones["spec"], summaries["groupsize"],
                                     ones["groupsize"], bias)
-    numbers |= {"sim_n": S.N_OBS, "sim_tau_mean": S.TAU_MEAN, "sim_tau_sd": S.TAU_SD,
-                "sim1_size_max": S.N_OBS / 2 ** min(S.EQUAL_GROUP_K),
-                "sim1_size_min": S.N_OBS / 2 ** max(S.EQUAL_GROUP_K),
-                "sim_k_min": min(S.EQUAL_GROUP_K), "sim_k_max": max(S.EQUAL_GROUP_K),
-                "sim2_share_low": min(S.IMBALANCE_SCENARIOS["strong"]),
-                "sim2_k": len(S.IMBALANCE_SCENARIOS["balanced"]),
-                "sim2_groups": 2 ** len(S.IMBALANCE_SCENARIOS["balanced"]),
-                "sim2_small": SMALL_GROUP, "sim2_large": LARGE_GROUP}
+    numbers |= design_numbers(inputs.design)
+    numbers |= {"sim2_small": SMALL_GROUP, "sim2_large": LARGE_GROUP}
 
     # ---- settings
     models = inputs.params.get("models") or {}
