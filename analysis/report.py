@@ -24,7 +24,7 @@ import pandas as pd
 import yaml
 
 from hetfx import report as R
-from hetfx import studies
+from hetfx.cells import demographic_cells
 from hetfx.verdict import ANALYSES, SpecificationInputs
 
 TW_MODELS = ("m1", "m1_ols", "m2", "m2_ols", "a1")
@@ -51,12 +51,13 @@ def read_csv(path: Path, maker: str) -> pd.DataFrame:
 
 def load_fit(results: Path, study: str, name: str) -> dict[str, pd.DataFrame]:
     folder = results / study / name
+    maker = "fit_main_effects" if "_main_effects" in name else MAKERS[study]
     out = {}
     for part in ("groups", "coefs", "diagnostics"):
         path = folder / f"{part}.csv"
         if part == "diagnostics" and "_ols" in name and not path.exists():
             continue  # OLS fits have no sampler diagnostics
-        out[part] = read_csv(path, MAKERS[study])
+        out[part] = read_csv(path, maker)
     return out
 
 
@@ -79,7 +80,7 @@ def load_specification(results: Path) -> SpecificationInputs:
         for model in ("m1", "m2"):
             fits[(model, analysis)] = load_fit(results, "tomz_weeks", f"{model}{suffix}_{coding}")
         fits[("m1_ols", analysis)] = load_fit(results, "tomz_weeks", f"m1_ols_{coding}")
-        cells[analysis] = studies.demographic_cells(fits[("m2", analysis)]["groups"])
+        cells[analysis] = demographic_cells(fits[("m2", analysis)]["groups"])
     robustness = {name: read_csv(results / "robustness" / f"{name}.csv", MAKERS["robustness"])
                   for name in ROBUSTNESS_TABLES}
     return SpecificationInputs(fits=fits, cells=cells, robustness=robustness)

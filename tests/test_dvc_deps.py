@@ -314,7 +314,8 @@ def test_dvc_metrics_show_lists_every_fit_and_the_simulation():
     files = {path: entry.get("data", {}) for rev in shown.values()
              for path, entry in rev.get("data", {}).items()}
     fits = [f"results/tomz_weeks/{m}_{c}/diagnostics.json" for m in
-            ("m1", "m2", "a1", "m1_ols", "m2_ols") for c in ("published", "corrected")]
+            ("m1", "m2", "a1", "m1_ols", "m2_ols", "m1_main_effects", "m2_main_effects")
+            for c in ("published", "corrected")]
     fits += [f"results/bush_prather/bp_{c}/diagnostics.json" for c in ("published", "corrected")]
     expected = fits + ["results/simulation/spec/metrics.json",
                        "results/simulation/groupsize/metrics.json"]

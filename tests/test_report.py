@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from hetfx import report as R
+from hetfx import robustness as ROB
 
 REPO = Path(__file__).resolve().parents[1]
 BRMS = REPO / "tests" / "fixtures" / "brms"
@@ -247,6 +248,23 @@ def make_results(root: Path) -> None:
                coefs(pd.read_csv(BRMS / "m3_fixef.csv"), 0))
         _write(root / "bush_prather" / f"bp_{coding}" / "diagnostics.csv", diag)
 
+        # the specification fix: M1 close to OLS, M2 with a weaker news-interest coefficient
+        _write(tw / f"m1_main_effects_{coding}" / "groups.csv",
+               m1.assign(estimate=ols.set_index(KEYS4)["estimate"]
+                         .reindex(pd.MultiIndex.from_frame(m1[KEYS4])).to_numpy() + shift))
+        _write(tw / f"m2_main_effects_{coding}" / "groups.csv", m2.assign(
+            estimate=m2["estimate"] - 0.02))
+        m2_me = coefs(pd.read_csv(BRMS / "m2_published_fixef.csv"), shift)
+        news = m2_me["term"] == "high_newsint"
+        m2_me.loc[news, ["mean", "q025", "q975"]] = [0.08, -0.04, 0.19]
+        _write(tw / f"m2_main_effects_{coding}" / "coefs.csv", m2_me)
+        for name in ("m1_main_effects", "m2_main_effects"):
+            _write(tw / f"{name}_{coding}" / "diagnostics.csv", diag)
+            if name == "m1_main_effects":
+                _write(tw / f"{name}_{coding}" / "coefs.csv",
+                       coefs(pd.read_csv(BRMS / "m1_fixef.csv"), 0))
+    make_robustness(root)
+
     sim = root / "simulation"
     for design, cond, values in (
         ("spec", "n_groups", {8: (0.12, 0.10), 16: (0.17, 0.14), 32: (0.25, 0.2),
@@ -269,6 +287,53 @@ def make_results(root: Path) -> None:
         _write(sim / design / "one_replicate.csv", pd.DataFrame(one))
         pd.DataFrame(est).to_parquet(sim / design / "estimates.parquet", index=False)
     (sim / "design.json").write_text(json.dumps(DESIGN), encoding="utf-8")
+
+
+KEYS4 = ["regime", "stakes", "costs", "region"]
+
+
+def make_robustness(root: Path) -> None:
+    """The robustness stage's tables, from the fixture's M1 and OLS groups."""
+    tw = root / "tomz_weeks"
+    m1 = pd.read_csv(tw / "m1_published" / "groups.csv")
+    ols = pd.read_csv(tw / "m1_ols_published" / "groups.csv")
+    me = pd.read_csv(tw / "m1_main_effects_published" / "groups.csv")
+    parts = []
+    for name, frame in (("ols_saturated", ols), ("ols_additive", ols), ("m1_published", m1),
+                        ("m1_main_effects", me), ("additive", m1),
+                        ("additive_main_effects", ols), ("pooled_baselines", ols)):
+        est = frame["estimate"].to_numpy()
+        if name in ("additive_main_effects", "pooled_baselines"):
+            est = 0.33 + 0.6 * (est - est.mean())  # partial pooling toward the mean
+        parts.append(frame[[c for c in frame if c in (*KEYS4, "treat_group", "n_obs")]]
+                     .assign(variant=name, label=name, estimate=est, q025=est - 0.1,
+                             q975=est + 0.1))
+    effects = pd.concat(parts, ignore_index=True)
+    spread = ROB.spread_table(effects)
+    out = root / "robustness"
+    _write(out / "spread.csv", spread.assign(neg_conditions=";".join(
+        spread.attrs["neg_conditions"])))
+    _write(out / "signs.csv", ROB.sign_disagreements(effects))
+    _write(out / "prior.csv", pd.DataFrame({"variant": ["m1_published"] * 2,
+                                            "prior": ["a", "b"], "max_abs_change": [0, 0.002],
+                                            "cor_default": [1, 0.999], "sd": 0.1, "min": 0.1,
+                                            "max": 0.5}))
+    coarse = pd.DataFrame([{"variant": v, "label": v, "treat_group": g, "estimate": e + d}
+                           for v, d in (("ols_saturated", 0), ("m1_published", 0.1),
+                                        ("m1_main_effects", 0.005))
+                           for g, e in enumerate(np.linspace(0.1, 0.5, 8))])
+    _write(out / "coarse.csv", coarse)
+    _write(out / "loo.csv", pd.DataFrame({
+        "variant": ["m1_published", "m1_main_effects", "additive", "additive_main_effects"],
+        "label": ["a", "b", "c", "d"], "elpd_loo": [-716.0, -692.0, -705.0, -685.0],
+        "se": 17.0, "p_loo": [33.0, 68.0, 17.0, 52.0], "elpd_diff": [31.0, 7.0, 20.0, 0.0],
+        "diff_se": [10.0, 4.0, 10.0, 0.0], "max_k": [0.4, 0.4, 0.3, 0.4],
+        "n_k_above_0_7": 0}))
+    _write(out / "ppc.csv", pd.DataFrame([
+        {"variant": v, "condition": c, "arm": a, "n": 18, "observed": 0.5, "predicted": 0.5,
+         "lower": 0.3, "upper": 0.7, "inside": (v != "m1_published") or (c % 4 != 0)}
+        for v in ("m1_published", "m1_main_effects", "additive", "additive_main_effects")
+        for c in range(32) for a in (0, 1)]))
 
 
 @pytest.fixture(scope="module")
@@ -296,7 +361,8 @@ def test_stage_writes_variables_and_tables_deterministically(report_run) -> None
     assert names == sorted(p.name for p in (b / "tables").iterdir())
     assert {"table1.md", "priors.md", "published_vs_reproduced.md", "coding_m2.md",
             "coding_cells.md", "coding_m1.md", "coding_bp.md", "diagnostics.md",
-            "sim_spec_mc.md", "sim_groupsize_mc.md"} == set(names)
+            "sim_spec_mc.md", "sim_groupsize_mc.md", "decomposition.md",
+            "robustness_spread.md", "robustness_loo.md", "verdict.md"} == set(names)
     for name in ["_variables.yml", *(f"tables/{n}" for n in names)]:
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
     v = report_run["variables"]
@@ -308,6 +374,12 @@ def test_stage_writes_variables_and_tables_deterministically(report_run) -> None
     assert (v["sim_k_min"], v["sim_k_max"], v["sim1_size_max"], v["sim1_size_min"]) == (
         "2", "4", "250", "62")
     assert (v["sim2_k"], v["sim2_groups"]) == ("5", "32")
+    # the verdict is computed from the fixture's numbers
+    assert v["verdict_pooling_status"] == "weaker"
+    assert v["verdict_news_interest_status"] == "weaker"
+    assert v["dec_corrected_g_high_newsint"] == "0.08" and "0.08 [−0.04, 0.19]" in v[
+        "verdict_news_interest"]
+    assert v["rob_ppc_inside_published"] == "75%"
 
 
 def test_stage_fails_naming_a_missing_file_and_its_stage(tmp_path: Path) -> None:

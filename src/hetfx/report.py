@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from hetfx.cells import CELL_KEYS
+
 MINUS = "\u2212"
 
 # --------------------------------------------------------------------------------------
@@ -479,7 +481,6 @@ def m2_numbers(coefs: pd.DataFrame) -> dict[str, float]:
     return out
 
 
-CELL_KEYS = ["party", "white", "male", "high_newsint"]
 
 
 def _cell(cells: pd.DataFrame, party: str, white: int, male: int, news: int) -> float:

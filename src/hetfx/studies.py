@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 from formulaic import model_matrix
 
+from hetfx.cells import demographic_cells  # re-exported: Figure 8's cells
 from hetfx.models.gaussian import ScalePrior
 from hetfx.models.lambda_model import LambdaFit, fit_lambda_model
 from hetfx.models.saturated_ols import fit_saturated_ols
@@ -298,19 +299,6 @@ def _fit_a1(df: pd.DataFrame, settings, sampler) -> VaryingSlopesFit:
     return fit_varying_slopes(df["force"], df["alliance"], X, df[["treat_group"]],
                               profiles=profiles, contrast=contrast,
                               **_varying_kwargs(settings, sampler))
-
-
-def demographic_cells(groups: pd.DataFrame) -> pd.DataFrame:
-    """Figure 8's cells: per party x white x male x high_newsint, the median of the group
-    medians (and of their 10% and 90% quantiles) of M2's ``groups.csv``."""
-    need = {"party", "white", "male", "high_newsint", "estimate", "q10", "q90", "n_obs"}
-    missing = sorted(need - set(groups.columns))
-    if missing:
-        raise KeyError(f"M2 group effects lack columns {missing}")
-    cells = (groups.groupby(["high_newsint", "party", "white", "male"], as_index=False)
-             .agg(estimate=("estimate", "median"), q10=("q10", "median"),
-                  q90=("q90", "median"), n_obs=("n_obs", "sum")))
-    return cells[["high_newsint", "party", "white", "male", "n_obs", "estimate", "q10", "q90"]]
 
 
 # ---------------------------------------------------------------------- Bush-Prather fit
