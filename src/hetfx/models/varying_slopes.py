@@ -19,6 +19,21 @@ Engines (``engine`` of :func:`fit_varying_slopes`):
 ``"nutpie"``
     The full model in PyMC (non-centred ``u``), compiled and sampled by nutpie: the
     reference engine.
+``"qmc"``
+    Deterministic: the same collapsed density, integrated by randomised quasi-Monte Carlo
+    importance sampling instead of NUTS. The proposal is Geweke's split Student-t(4)
+    around the precise posterior mode (BFGS, then Newton with a finite-difference Hessian
+    of the analytic gradient), its two-sided scales and correlation matched to the
+    weighted sample in ``QMC_ADAPT`` rounds, plus a defensive component three times wider
+    (balance-heuristic weights). The points are a fixed scrambled Sobol sequence (scramble
+    seed ``seed``); the Pareto k-hat of the weights is checked. Given ``h`` every effect
+    and coefficient is Gaussian, so their summaries are those of a weighted normal mixture
+    (quantiles solve the mixture CDF by safeguarded Newton); the scale parameters are
+    summarised by weighted quantiles of the points. Every step is a smooth function of the
+    data, so another CPU's last-bit differences stay last-bit (measured: below 1e-10)
+    instead of being amplified by chaotic NUTS trajectories. Posterior draws (for arviz)
+    come from systematic resampling with fixed uniforms and exact conditional draws of
+    ``(b, u)``.
 
 Effects are reported per *profile*: a row with a level of every grouping factor and a
 contrast row ``x(T=1) - x(T=0)`` over the columns of ``X``; the effect is
@@ -1028,7 +1043,7 @@ QMC_NU = 4.0
 #: Rounds that adapt the proposal to the weighted sample before the final run.
 QMC_ADAPT = 3
 #: The adaptation rounds use 2**(m - QMC_ADAPT_SHIFT) points.
-QMC_ADAPT_SHIFT = 0
+QMC_ADAPT_SHIFT = 1
 #: Defensive component of the proposal: SDs QMC_WIDE times larger, on 2**(m - shift) points.
 QMC_WIDE = 3.0
 QMC_WIDE_SHIFT = 2
