@@ -1047,9 +1047,6 @@ QMC_ADAPT_SHIFT = 1
 #: Defensive component of the proposal: SDs QMC_WIDE times larger, on 2**(m - shift) points.
 QMC_WIDE = 3.0
 QMC_WIDE_SHIFT = 2
-#: Smallest lower-side scale of the proposal for a log SD (its left tail decays like
-#: exp(log s): a Student-t(4) with scale 1.5 is heavier from about two units on).
-QMC_LOGSD_LEFT = 0.0
 #: Probabilities of groups.csv: the median, then GROUP_QUANTILES in order.
 _GROUP_PROBS = np.array([0.5, *GROUP_QUANTILES.values()])
 
@@ -1194,6 +1191,8 @@ def _fit_split(H: np.ndarray, w: np.ndarray, mu: np.ndarray):
     wu = w @ up
     sp = np.sqrt((w @ np.where(up, D * D, 0.0)) / wu)
     sm = np.sqrt((w @ np.where(up, 0.0, D * D)) / (1.0 - wu))
+    if not (np.all(sp > 0) and np.all(sm > 0)):  # a side without points (NaN) or spread
+        raise np.linalg.LinAlgError("a proposal scale is zero or undefined")
     X = D / np.where(up, sp, sm)
     C = (X * w[:, None]).T @ X
     sd = np.sqrt(np.diag(C))
@@ -1289,18 +1288,15 @@ def _fit_qmc(d, b_sd, intercept_prior, sd_prior, sigma_prior, lkj_eta, center, c
     mu, A = precise_mode(cm)
     cov = np.linalg.inv(A)
     sd = np.sqrt(np.diag(cov))
-    # log SDs: the posterior's left tail is at least as heavy as exp(log s) (likelihood and
-    # prior flat as s -> 0), so their lower scale never drops below QMC_LOGSD_LEFT
-    logsd = np.array([i > 0 and i % 3 != 0 for i in range(cm.ndim)])
-    floor = np.where(logsd, QMC_LOGSD_LEFT, 0.0)
-    prop = (mu, sd, np.maximum(sd, floor), np.linalg.cholesky(cov / np.outer(sd, sd)))
-    for _ in range(QMC_ADAPT):  # Geweke's split-t matched on fewer points
+    # start from the Laplace approximation; then Geweke's split-t, its two scales per
+    # coordinate matched to the weighted sample (the log SDs have long left tails)
+    prop = (mu, sd, sd, np.linalg.cholesky(cov / np.outer(sd, sd)))
+    for _ in range(QMC_ADAPT):
         H, w, _ = _importance(cm, prop, max(qmc_m - QMC_ADAPT_SHIFT, 8), seed)
         try:
-            sp, sm, cholR = _fit_split(H, w, mu)
+            prop = (mu, *_fit_split(H, w, mu))
         except np.linalg.LinAlgError:
             break
-        prop = (mu, sp, np.maximum(sm, floor), cholR)
     t1 = time.perf_counter()
     H, w, lw = _importance(cm, prop, qmc_m, seed)
     khat = pareto_khat(lw)
