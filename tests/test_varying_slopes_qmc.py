@@ -199,3 +199,22 @@ def test_qmc_summaries_agree_across_emulated_cpus(cross_cpu, setting):
     for key in ["a1_groups", "a1_coefs", "bp_groups", "bp_coefs"]:
         gap = np.abs(ref[key] - other[key]).max()
         assert gap < CROSS_CPU_TOL, f"{key} moved by {gap:.3g} under {setting}"
+
+
+def test_qmc_monte_carlo_error_is_bounded_by_its_mcse(sim_fits):
+    """Another scramble seed moves the group quantiles by less than 4 sqrt(2) MCSE (the
+    importance-sampling MCSE bounds the randomised-QMC error), and the MCSE is small."""
+    y, treat, X, factors = simulate((6, 3), n=240, seed=5, sd=(0.5, 0.5))
+    profiles = factors.drop_duplicates().sort_values(list(factors.columns))
+    contrast = pd.DataFrame({"treat": np.ones(len(profiles))})
+    other = fit_varying_slopes(y, treat, X, factors, profiles=profiles, contrast=contrast,
+                               intercept_prior=("normal", 0.0, 2.0), b_sd=1.0, seed=3,
+                               engine="qmc")
+    cols = ["estimate", "q025", "q10", "q90", "q975"]
+    mcse = sim_fits[0].exact["groups_mcse"][cols].to_numpy()
+    gap = np.abs(other.group_effects()[cols].to_numpy()
+                 - sim_fits[0].group_effects()[cols].to_numpy())
+    assert np.all(mcse > 0) and mcse.max() < 0.01
+    assert np.all(gap < 4 * np.sqrt(2) * mcse), (gap / mcse).max()
+    cm = sim_fits[0].exact["coefs_mcse"]
+    assert (cm["equation"] == "control").all() and np.all(cm[["mean", "q025", "q975"]] > 0)

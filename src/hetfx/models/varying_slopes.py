@@ -598,11 +598,15 @@ def _moments_py(H, buf, A, gidx, T, mean, var):
             var[t, r] = vd + vb
 
 
-def _mixture_quantiles_py(W, M, V, probs, x0, tol, out):
+def _mixture_quantiles_py(W, M, V, probs, x0, tol, out, se):
     """Quantiles of the normal mixtures ``sum_t W[t] N(M[t, r], V[t, r])`` per column r.
 
     Safeguarded Newton on the mixture CDF from ``x0[k, r]`` inside a bracket (bisection
     whenever a Newton step leaves it), until the bracket or the step is below ``tol``.
+    ``se[k, r]`` receives the delta-method Monte Carlo standard error of the quantile as
+    a self-normalised importance-sampling estimate with weights ``W``:
+    ``sqrt(sum_t W_t^2 (F_t(x) - p)^2) / f(x)`` (independent points; randomised QMC
+    points do at least as well).
     """
     N, R = M.shape
     S = np.sqrt(V)
@@ -640,6 +644,15 @@ def _mixture_quantiles_py(W, M, V, probs, x0, tol, out):
                     break
                 x = xn
             out[k, r] = x
+            acc = 0.0
+            f = 0.0
+            for t in range(N):
+                if W[t] > 0.0:
+                    z = (x - M[t, r]) / S[t, r]
+                    d = 0.5 * math.erfc(-z / math.sqrt(2.0)) - p
+                    acc += W[t] * W[t] * d * d
+                    f += W[t] * math.exp(-0.5 * z * z) / S[t, r]
+            se[k, r] = math.sqrt(acc) / (f / math.sqrt(2.0 * math.pi))
 
 
 try:  # numba ships with pytensor; fall back to Python if it is missing
@@ -717,6 +730,12 @@ class VaryingSlopesFit:
         Convergence and timing record.
     engine : str
         Engine used.
+    exact : dict or None
+        ``qmc`` engine only: ``groups`` and ``coefs`` (the summaries returned by
+        :meth:`group_effects` and :meth:`coefs`), ``groups_mcse`` and ``coefs_mcse``
+        (Monte Carlo standard errors of the same cells, importance-sampling delta method;
+        NaN where not computed), ``mode``, ``points`` and ``weights`` (the weighted sample
+        of ``h``).
     """
 
     idata: az.InferenceData
@@ -1267,17 +1286,21 @@ def mixture_summaries(w: np.ndarray, mean: np.ndarray, var: np.ndarray, probs,
     Returns
     -------
     dict
-        ``mean`` and ``sd`` (R,), ``quantiles`` (len(probs), R).
+        ``mean`` and ``sd`` (R,), ``quantiles`` (len(probs), R), and the Monte Carlo
+        standard errors ``mean_se`` (R,) and ``quantiles_se`` (len(probs), R) of these
+        as self-normalised importance-sampling estimates with weights ``w``.
     """
     w = np.ascontiguousarray(w, dtype=float)
     mu = w @ mean
     sd = np.sqrt(w @ (var + (mean - mu) ** 2))
     probs = np.asarray(probs, dtype=float)
     qs = np.empty((len(probs), mean.shape[1]))
+    qse = np.empty_like(qs)
     x0 = mu + sd * special.ndtri(probs)[:, None]  # normal approximation as the start
     _mixture_quantiles(w, np.ascontiguousarray(mean), np.ascontiguousarray(var), probs,
-                       np.ascontiguousarray(x0), tol, qs)
-    return {"mean": mu, "sd": sd, "quantiles": qs}
+                       np.ascontiguousarray(x0), tol, qs, qse)
+    return {"mean": mu, "sd": sd, "quantiles": qs, "mean_se": np.sqrt((w * w) @ (mean - mu) ** 2),
+            "quantiles_se": qse}
 
 
 def _fit_qmc(d, b_sd, intercept_prior, sd_prior, sigma_prior, lkj_eta, center, chains, draws,
@@ -1325,6 +1348,9 @@ def _fit_qmc(d, b_sd, intercept_prior, sd_prior, sigma_prior, lkj_eta, center, c
     groups["estimate"] = eff["quantiles"][0]
     for i, name in enumerate(GROUP_QUANTILES):
         groups[name] = eff["quantiles"][i + 1]
+    groups_mcse = groups.copy()
+    for i, name in enumerate(["estimate", *GROUP_QUANTILES]):
+        groups_mcse[name] = eff["quantiles_se"][i]
     terms = [str(c) for c in d.X.columns]
     crow = pd.DataFrame({"equation": "control", "term": terms, "mean": coef["mean"],
                          "sd": coef["sd"], "q025": coef["quantiles"][0],
@@ -1359,7 +1385,10 @@ def _fit_qmc(d, b_sd, intercept_prior, sd_prior, sigma_prior, lkj_eta, center, c
                       np.tanh(Hs[:, 3::3]), us, chains)
     idata.attrs = {"engine": "qmc", "qmc_points": len(w), "pareto_k": khat,
                    "weight_ess": ess, "proposal_df": QMC_NU}
-    summaries = {"groups": groups, "coefs": coefs, "mode": mu, "points": H, "weights": w}
+    coefs_mcse = crow.assign(mean=coef["mean_se"], sd=np.nan, q025=coef["quantiles_se"][0],
+                             q975=coef["quantiles_se"][1])
+    summaries = {"groups": groups, "coefs": coefs, "groups_mcse": groups_mcse,
+                 "coefs_mcse": coefs_mcse, "mode": mu, "points": H, "weights": w}
     info = {"compile": t1 - t0, "sampling": t2 - t1, "pareto_k": khat, "ess": ess,
             "points": len(w)}
     return idata, summaries, info
