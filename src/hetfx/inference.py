@@ -66,6 +66,10 @@ class Diagnostics:
     grid_edge_mass : float
         Quadrature engine only: posterior mass on the boundary of the integration grid
         (NaN for samplers).
+    pareto_k : float
+        Importance-sampling engines only (``qmc``): Pareto k-hat of the weights (NaN
+        otherwise). Such a fit has no chains, so ``max_r_hat`` is NaN and the ESS fields
+        hold the effective sample size of the weights.
     """
 
     sampler: str
@@ -82,6 +86,7 @@ class Diagnostics:
     worst_ess_bulk_param: str = ""
     worst_ess_tail_param: str = ""
     grid_edge_mass: float = float("nan")
+    pareto_k: float = float("nan")
 
     def to_frame(self) -> pd.DataFrame:
         """Return the record as a one-row :class:`pandas.DataFrame`."""
@@ -235,6 +240,7 @@ def check_diagnostics(
     *,
     min_ess_tail: float | None = None,
     max_grid_edge_mass: float = 1e-3,
+    max_pareto_k: float = 0.7,
 ) -> Diagnostics:
     """Raise :class:`SamplerDiagnosticsError` if a fit fails the convergence gate.
 
@@ -254,6 +260,10 @@ def check_diagnostics(
         Smallest acceptable tail ESS (not checked if None).
     max_grid_edge_mass : float, default 1e-3
         Largest acceptable posterior mass on the quadrature grid edge (ignored if NaN).
+    max_pareto_k : float, default 0.7
+        Largest acceptable Pareto k-hat of importance weights. An importance-sampling fit
+        (finite ``pareto_k``) is gated on k-hat and on the ESS of its weights instead of
+        R-hat, which needs chains (its ``max_r_hat`` is NaN); any other NaN R-hat fails.
 
     Returns
     -------
@@ -266,7 +276,14 @@ def check_diagnostics(
         Listing every failed check with the parameter concerned.
     """
     problems = []
-    if not np.isfinite(diag.max_r_hat) or diag.max_r_hat > max_r_hat:
+    importance = np.isfinite(diag.pareto_k)
+    if importance:
+        if diag.pareto_k > max_pareto_k:
+            problems.append(f"Pareto k-hat of the importance weights {diag.pareto_k:.2f} > "
+                            f"{max_pareto_k}")
+    if importance and np.isnan(diag.max_r_hat):
+        pass  # no chains: k-hat and the weights' ESS stand in for R-hat
+    elif not np.isfinite(diag.max_r_hat) or diag.max_r_hat > max_r_hat:
         problems.append(
             f"R-hat {diag.max_r_hat:.3f} > {max_r_hat} for {diag.worst_r_hat_param}"
         )

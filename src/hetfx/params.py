@@ -70,7 +70,7 @@ class LambdaSettings(_Section):
 
 
 class VaryingSettings(_Section):
-    engine: Literal["collapsed", "nutpie"]
+    engine: Literal["collapsed", "nutpie", "qmc"]
     b_sd: float = Field(gt=0)
     intercept: Literal["flat"] | NormalSpec = "flat"
     sd: ScaleSpec
@@ -78,6 +78,8 @@ class VaryingSettings(_Section):
     lkj_eta: float = Field(gt=0)
     target_accept: float = Field(gt=0, lt=1)
     max_treedepth: int = Field(default=10, ge=1, le=20)
+    qmc_points_log2: int = Field(default=14, ge=8, le=20,
+                                 description="qmc engine: 2**k scrambled Sobol points")
 
 
 class Models(_Section):

@@ -272,6 +272,7 @@ def _varying_kwargs(settings: Mapping[str, Any], sampler: Sampler) -> dict:
         lkj_eta=float(settings.get("lkj_eta", 1.0)),
         target_accept=float(settings.get("target_accept", 0.8)),
         maxdepth=int(settings.get("max_treedepth", 10)),
+        qmc_m=int(settings.get("qmc_points_log2", 14)),
         chains=sampler.chains, draws=sampler.draws, tune=sampler.tune, seed=sampler.seed,
     )
 
