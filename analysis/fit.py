@@ -34,9 +34,10 @@ ADVICE = {
     "m1": "raise models.m1.target_accept (the original used .95) or models.draws, or "
           "switch models.m1.engine",
     "m2": "raise models.m2.target_accept or models.draws, or switch models.m2.engine",
-    "a1": "raise models.a1.target_accept (the original used .95) or models.draws",
-    "bp": "raise models.bp.target_accept (the original used .99 with tree depth 15) or "
-          "models.draws",
+    "a1": "raise models.a1.qmc_points_log2 (engine qmc), or models.a1.target_accept (the "
+          "original used .95) or models.draws (engines collapsed, nutpie)",
+    "bp": "raise models.bp.qmc_points_log2 (engine qmc), or models.bp.target_accept (the "
+          "original used .99 with tree depth 15) or models.draws (engines collapsed, nutpie)",
 }
 
 
@@ -83,10 +84,15 @@ def main(study: str, model: str, coding: str) -> None:
     bayesian = hasattr(fit, "idata")
     if bayesian:
         diag = fit.diagnostics_record
+        if pd.notna(getattr(diag, "pareto_k", float("nan"))):  # importance sampling
+            quality = (f"Pareto k-hat {diag.pareto_k:.3f}, weight ESS "
+                       f"{diag.min_ess_bulk:.0f}")
+        else:
+            quality = (f"max R-hat {diag.max_r_hat:.4f} ({diag.worst_r_hat_param}), min bulk "
+                       f"ESS {diag.min_ess_bulk:.0f} ({diag.worst_ess_bulk_param}), "
+                       f"divergences {diag.divergences}")
         log(stage, f"{diag.sampler}: {diag.chains} x {diag.draws} draws in "
-                   f"{diag.wall_seconds:.2f} s; max R-hat {diag.max_r_hat:.4f} "
-                   f"({diag.worst_r_hat_param}), min bulk ESS {diag.min_ess_bulk:.0f} "
-                   f"({diag.worst_ess_bulk_param}), divergences {diag.divergences}")
+                   f"{diag.wall_seconds:.2f} s; {quality}")
         gate = cfg.gate
         check_diagnostics(diag, max_r_hat=gate.max_r_hat, min_ess_bulk=gate.min_ess_bulk,
                           allow_divergences=gate.max_divergences, advice=ADVICE[base])
