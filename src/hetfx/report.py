@@ -693,7 +693,8 @@ def diagnostics_table(frames: Mapping[tuple[str, str], pd.DataFrame]) -> pd.Data
         if missing:
             raise KeyError(f"diagnostics of {model} ({coding}) lack columns {missing}")
         row = frame.iloc[0]
-        rows.append({"model": model, "coding": coding, **{c: row[c] for c in DIAGNOSTIC_COLUMNS}})
+        rows.append({"model": model, "coding": coding, **{c: row[c] for c in DIAGNOSTIC_COLUMNS},
+                     "pareto_k": row.get("pareto_k", np.nan)})
     return pd.DataFrame(rows)
 
 
@@ -711,7 +712,8 @@ def diagnostics_markdown(table: pd.DataFrame) -> pd.DataFrame:
         "Min bulk ESS": table["min_ess_bulk"].map(whole),
         "Min tail ESS": table["min_ess_tail"].map(whole),
         "Divergences": table["divergences"].map(whole),
-        "Seconds": table["wall_seconds"].map(lambda v: num(v, 1)),
+        "Pareto k": (table["pareto_k"] if "pareto_k" in table else
+                     pd.Series(np.nan, index=table.index)).map(lambda v: num(v, 2)),
     })
 
 
@@ -986,7 +988,10 @@ def build_report(inputs: ReportInputs) -> tuple[dict[str, str], dict[str, str], 
     diag["model"] = diag["model"].map(names)
     tables["diagnostics"] = markdown_table(
         diagnostics_markdown(diag),
-        "Sampler diagnostics of every Bayesian fit (from each fit's diagnostics.csv)",
+        "Sampler diagnostics of every Bayesian fit (from each fit's diagnostics.csv). The "
+        "importance-sampling engine (qmc) has no chains: its ESS is that of the importance "
+        "weights and its Pareto k-hat says whether they are reliable (below 0.7); run times "
+        "are in diagnostics.csv",
         "diagnostics",
     )
     numbers["diag_max_r_hat"] = float(diag["max_r_hat"].max())
