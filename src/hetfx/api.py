@@ -251,8 +251,9 @@ def build_design(
                           "or controls")
     if treatment in control_vars:
         warnings.warn(f"the treatment {treatment!r} is among the controls: the outcome "
-                      "equation then holds it twice and lambda is no longer the group's "
-                      "effect (the rank check will name the clash)", UserWarning, stacklevel=3)
+                      "equation then holds it twice: its coefficient and the effects' common "
+                      "mean are told apart only by their priors, and lambda is no longer the "
+                      "group's effect", UserWarning, stacklevel=3)
     needed = list(dict.fromkeys([outcome, treatment, *modifiers, *control_vars]
                                 + ([group] if group else [])))
     absent = [c for c in needed if c not in data.columns]
