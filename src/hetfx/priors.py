@@ -103,6 +103,38 @@ class Prior:
         """Half-Student-t(nu, 0, scale) prior of a standard deviation (brms: nu=3, 2.5)."""
         return cls("half_student_t", float(scale), float(nu))
 
+    @classmethod
+    def from_spec(cls, spec) -> Prior:
+        """A prior from its ``params.yaml`` form, a :class:`ScalePrior`, or a Prior.
+
+        ``{"kind": "half_normal", "scale": 1}``, ``{"kind": "half_student_t", "scale": 2.5,
+        "nu": 3}``, ``{"kind": "normal", "scale": 1}`` or ``"flat"``.
+
+        Examples
+        --------
+        >>> Prior.from_spec({"kind": "half_student_t", "scale": 2.5, "nu": 3})
+        Prior.half_student_t(3, 2.5)
+        >>> Prior.from_spec("flat")
+        Prior.flat()
+        """
+        if isinstance(spec, Prior):
+            return spec
+        if isinstance(spec, ScalePrior):
+            return cls(spec.kind, float(spec.scale),
+                       float(spec.nu) if spec.kind == "half_student_t" else math.nan)
+        if isinstance(spec, str):
+            if spec != "flat":
+                raise ValueError(f"a prior given as text must be 'flat', got {spec!r}")
+            return cls.flat()
+        kind = spec.get("kind", spec.get("family"))
+        if kind == "flat":
+            return cls.flat()
+        if kind == "half_student_t":
+            return cls.half_student_t(spec.get("nu", 3.0), spec["scale"])
+        if kind in ("normal", "half_normal"):
+            return cls(kind, float(spec.get("scale", spec.get("sd", math.nan))))
+        raise ValueError(f"unknown prior kind {kind!r} in {dict(spec)!r}")
+
     @property
     def is_scale(self) -> bool:
         """True for priors of standard deviations."""

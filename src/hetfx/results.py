@@ -218,6 +218,28 @@ class Results:
         """One-row frame: R-hat, ESS, divergences, timings of the fit."""
         return self.fit.diagnostics()
 
+    def check(self, max_r_hat: float = 1.01, min_ess_bulk: float = 400,
+              allow_divergences: int = 0, **kwargs) -> Results:
+        """Raise :class:`hetfx.inference.SamplerDiagnosticsError` if the fit fails the
+        convergence gate (R-hat, bulk ESS, divergences, quadrature grid edge); return self.
+
+        Keyword arguments go to :func:`hetfx.inference.check_diagnostics`.
+        """
+        import dataclasses
+
+        from hetfx.inference import Diagnostics, check_diagnostics
+
+        advice = ("draw more (draws=, chains=)" if self.engine == "quadrature" else
+                  "raise target_accept (e.g. 0.95) or draw more (draws=, tune=)")
+        kwargs.setdefault("advice", advice)
+        row = self.diagnostics().iloc[0].to_dict()
+        fields = {f.name for f in dataclasses.fields(Diagnostics)}
+        record = Diagnostics(**{k: v for k, v in row.items() if k in fields})
+        check_diagnostics(record, max_r_hat=max_r_hat,
+                          min_ess_bulk=min_ess_bulk, allow_divergences=allow_divergences,
+                          **kwargs)
+        return self
+
     def summary(self, level: float = 0.95) -> Summary:
         """Printable summary: model, priors, coefficients, group effects, diagnostics."""
         d = self.design
