@@ -190,7 +190,8 @@ def _effect_formula(effect: str | None, modifiers: list[str]) -> str:
 
 
 def _label_cells(cells: pd.DataFrame) -> pd.Index:
-    return pd.Index(cells.astype(str).agg("_".join, axis=1), name=None)
+    cols = [cells[c].astype(str) for c in cells.columns]
+    return pd.Index(cols[0].str.cat(cols[1:], sep="_") if len(cols) > 1 else cols[0])
 
 
 def build_design(
@@ -306,15 +307,19 @@ def build_design(
         group_name = group
     else:
         labels = _label_cells(cells)
-        row_labels = _label_cells(df[modifiers])
         group_name = "cell"
         if group_name in modifiers:
             group_name = "cell_label"
+    if group:
+        codes = pd.Categorical(row_labels, categories=labels.to_numpy()).codes
+    else:  # match rows to cells by their modifier values (vectorised; no per-row strings)
+        codes = pd.MultiIndex.from_frame(cells[modifiers]).get_indexer(
+            pd.MultiIndex.from_frame(df[modifiers]))
+    codes = np.asarray(codes, dtype=np.int64)
+    assert (codes >= 0).all()
     cells.index = pd.Index(labels.to_numpy(), name=group_name)
     if not cells.index.is_unique:
         raise DesignError("two cells print to the same label; rename the modifier levels")
-    codes = pd.Categorical(row_labels, categories=cells.index).codes.astype(np.int64)
-    assert (codes >= 0).all()
     levels = {m: list(cells[m].cat.categories) if isinstance(cells[m].dtype,
                                                              pd.CategoricalDtype)
               else sorted(pd.unique(cells[m])) if _is_categorical(cells[m]) else []

@@ -162,27 +162,28 @@ def aliased_columns(M: pd.DataFrame, tol: float = 1e-8) -> dict[str, str]:
             out[nm] = "duplicated name"
         seen.add(nm)
     A = np.asarray(M, dtype=float)
+    if A.shape[1] == 0:
+        return out
+    norms = np.linalg.norm(A, axis=0)
+    # |R_jj| of an unpivoted QR is the distance of column j from the span of the columns
+    # before it, whether or not those are themselves dependent
+    R = np.linalg.qr(A, mode="r")
+    resid = np.zeros(A.shape[1])
+    k = min(R.shape)
+    resid[:k] = np.abs(np.diag(R)[:k])
     kept: list[int] = []
-    Q = np.zeros((A.shape[0], 0))
     for j in range(A.shape[1]):
-        v = A[:, j].copy()
-        n0 = np.linalg.norm(v)
-        if n0 == 0:
+        if norms[j] == 0:
             out.setdefault(names[j], "all zero")
             continue
-        same = [k for k in kept if np.array_equal(A[:, k], A[:, j])]
+        if resid[j] >= tol * norms[j]:
+            kept.append(j)
+            continue
+        same = [i for i in kept if np.array_equal(A[:, i], A[:, j])]
         if same:
             out.setdefault(names[j], f"duplicate of {names[same[0]]}")
             continue
-        for _ in range(2):
-            v -= Q @ (Q.T @ v)
-        r = np.linalg.norm(v)
-        if r < tol * n0:
-            # which kept columns it depends on: least squares on the kept columns
-            coef, *_ = np.linalg.lstsq(A[:, kept], A[:, j], rcond=None)
-            used = [names[k] for k, c in zip(kept, coef, strict=True) if abs(c) > 1e-8]
-            out.setdefault(names[j], "linear combination of " + ", ".join(used))
-            continue
-        Q = np.column_stack([Q, v / r])
-        kept.append(j)
+        coef, *_ = np.linalg.lstsq(A[:, kept], A[:, j], rcond=None)
+        used = [names[i] for i, c in zip(kept, coef, strict=True) if abs(c) > 1e-8]
+        out.setdefault(names[j], "linear combination of " + ", ".join(used))
     return out
