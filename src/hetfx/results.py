@@ -26,9 +26,9 @@ Examples
 True
 >>> res.ame(by="party")[["party", "n_groups", "n_obs"]]
   party  n_groups  n_obs
-0   Dem         1    195
-1   Ind         1    207
-2   Rep         1    198
+0   Dem         1    197
+1   Ind         1    188
+2   Rep         1    215
 """
 
 from __future__ import annotations
