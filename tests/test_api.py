@@ -411,3 +411,22 @@ def test_plot_ppc_runs(sim):
     matplotlib.use("Agg")
     ax = az.plot_ppc(sim[2].idata, num_pp_samples=20, random_seed=1)
     assert ax is not None
+
+
+@pytest.mark.slow
+def test_nutpie_engine_through_the_front_end_agrees_with_quadrature():
+    """Same model, both engines: group medians agree within 4 Monte Carlo SEs of their
+    difference (MCSE of a median ~ 1.25 sd / sqrt(ESS), with each fit's smallest bulk ESS)."""
+    df, _ = simulate(9, n=600)
+    df = df[df.region != "Europe"]
+    kw = dict(draws=500, chains=2, seed=4)
+    q = fit(df, **kw)
+    nuts = fit(df, engine="nutpie", tune=500, target_accept=0.9, **kw)
+    assert nuts.engine == "nutpie" and nuts.diagnostics()["sampler"].iloc[0] == "nutpie"
+    a, b = q.group_effects(), nuts.group_effects()
+    assert (a["cell"] == b["cell"]).all()
+    ess = [r.diagnostics()["min_ess_bulk"].iloc[0] for r in (q, nuts)]
+    mcse = 1.25 * a["sd"] * np.sqrt(1 / ess[0] + 1 / ess[1])
+    z = np.abs(a["estimate"] - b["estimate"]) / mcse
+    assert z.max() < 4, z.max()
+    assert np.isfinite(az.loo(nuts.idata).elpd_loo)
