@@ -430,3 +430,20 @@ def test_nutpie_engine_through_the_front_end_agrees_with_quadrature():
     z = np.abs(a["estimate"] - b["estimate"]) / mcse
     assert z.max() < 4, z.max()
     assert np.isfinite(az.loo(nuts.idata).elpd_loo)
+
+
+def test_saturated_Z_warns_and_posterior_is_read_by_label(sim):
+    df = sim[0]
+    with pytest.warns(UserWarning, match="one column per cell"):
+        build_design(df, "force", "alliance", ["regime", "stakes"], effect="saturated")
+    res = sim[2]
+    # a posterior whose group order differs from the design's is read by label
+    post = res.fit.idata.posterior
+    rev = post.isel(group=slice(None, None, -1))
+    from hetfx.results import GaussianResults
+
+    class Fake:
+        idata = type("I", (), {"posterior": rev})()
+
+    other = GaussianResults(Fake(), res.design, res.priors, engine="quadrature")
+    np.testing.assert_array_equal(other.effect_draws(), res.effect_draws())

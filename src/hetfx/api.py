@@ -345,6 +345,11 @@ def build_design(
         warnings.warn(f"effect formula {eff!r} has no intercept: every cell's expected "
                       "effect is then pulled toward 0 instead of toward a common mean",
                       UserWarning, stacklevel=3)
+    if Z.shape[1] == len(Z) and len(Z) > 1:
+        warnings.warn(f"Z has one column per cell ({len(Z)}): the effect formula is "
+                      "saturated, so gamma and theta are not told apart by the data and the "
+                      "pooling rests on the prior of gamma (issue 9); an additive effect "
+                      "formula pools toward a model of the cells", UserWarning, stacklevel=3)
     bad_z = aliased_columns(Z)
     if bad_z:
         raise DesignError(f"Z (effect formula {eff!r}, {len(Z)} cells) has columns that are "
@@ -520,8 +525,10 @@ def fit_ols(
     from hetfx.results import OLSResults
 
     cl = _names(controls, "controls")
-    d = build_design(data, outcome, treatment, modifiers, cl, effect=effect, group=group,
-                     missing=missing)
+    with warnings.catch_warnings():  # no pooling in OLS: a saturated Z is its point
+        warnings.filterwarnings("ignore", message="Z has one column per cell")
+        d = build_design(data, outcome, treatment, modifiers, cl, effect=effect, group=group,
+                         missing=missing)
     df = data.loc[d.rows, [outcome, treatment, *d.modifiers, *cl]].copy()
     label = "__cell__"
     df[label] = np.asarray(d.cells.index)[d.codes]

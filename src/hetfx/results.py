@@ -176,7 +176,20 @@ class Results:
         return self.design.n_obs
 
     def _flat(self, var: str) -> np.ndarray:
+        """Draws (S, ...) of a posterior variable, its labelled dimension put in the order of
+        the design (groups as ``cells``, ``control`` as X, ``effect`` as Z), by label."""
         da = self.posterior[var]
+        order = {"group": [str(v) for v in self.design.cells.index],
+                 "control": [str(c) for c in self.design.X.columns],
+                 "effect": [str(c) for c in self.design.Z.columns]}
+        for dim, labels in order.items():
+            if dim in da.dims:
+                have = [str(v) for v in da[dim].values]
+                if have != labels:
+                    if sorted(have) != sorted(labels):
+                        raise ValueError(f"posterior {var}[{dim}] labels do not match the "
+                                         f"design: {have[:5]} vs {labels[:5]}")
+                    da = da.isel({dim: [have.index(v) for v in labels]})
         extra = [d for d in da.dims if d not in ("chain", "draw")]
         a = da.transpose("chain", "draw", *extra).values
         return a.reshape(a.shape[0] * a.shape[1], *a.shape[2:])
