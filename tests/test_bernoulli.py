@@ -148,11 +148,24 @@ def test_predict_unseen_cell_is_ame_over_rows(reps):
     np.testing.assert_array_equal(draws[:, 1], res.effect_draws()[:, j])
 
 
-def test_bernoulli_refuses_non_binary_and_other_engines(reps):
-    df = reps[0][0]
+def test_bernoulli_refuses_non_binary_and_other_engines():
+    df = simulate(10)[0]
     with pytest.raises(DesignError, match="0/1 'treat'"):
         hetfx.fit(df.assign(treat=df.treat * 2), "y", "treat", MOD, family="bernoulli")
-    with pytest.raises(DesignError, match="nutpie.. only"):
+    with pytest.raises(DesignError, match="0/1 'y'"):
+        hetfx.fit(df.assign(y=df.y + 0.5), "y", "treat", MOD, family="bernoulli")
+    with pytest.raises(DesignError, match="engine='nutpie' only"):
         hetfx.fit(df, "y", "treat", MOD, family="bernoulli", engine="quadrature")
-    assert "sigma" not in set(reps[0][2].coefs()["term"])
-    assert reps[0][2].summary().to_string().startswith("hetfx fit: family=bernoulli")
+
+
+def test_bernoulli_tables(reps):
+    res = reps[0][2]
+    c = res.coefs()
+    assert "sigma" not in set(c["term"]) and "sigma_theta" in set(c["term"])
+    assert res.summary().to_string().startswith("hetfx fit: family=bernoulli")
+    ge = res.group_effects()
+    assert ge["estimate"].between(-1, 1).all()
+    # the logit-scale table is lambda's
+    gl = res.group_effects(scale="logit")
+    lam = res.posterior["lambda"].values.reshape(-1, len(gl))
+    np.testing.assert_allclose(gl["estimate"], np.median(lam, axis=0))
