@@ -316,6 +316,10 @@ def test_predict_seen_and_unseen_profiles():
     np.testing.assert_allclose(draws[:, 1], hand)
     # the unseen cell is wider than a seen one (theta drawn from its prior)
     assert out["sd"][1] > out["sd"][0]
+    # matched by value, not by printed label: costs 1.0 is the cell with costs 1
+    again = res.predict(new.assign(costs=[1.0, 1.0]), seed=5)
+    assert again["seen"].tolist() == [True, False]
+    assert again["cell"][0] == "aut_True_1_Asia" and pd.isna(again["cell"][1])
     with pytest.raises(DesignError, match=r"levels \['Oceania'\]"):
         res.predict(new.assign(region="Oceania"))
     with pytest.raises(DesignError, match="lacks the modifier"):
@@ -399,6 +403,12 @@ def test_bool_treatment_equals_01_and_gate(sim):
     df, _, res = sim
     res_b = fit(df.assign(alliance=df.alliance.astype(bool)), seed=3)
     pd.testing.assert_frame_equal(res.group_effects(), res_b.group_effects())
+    # booleans with a missing value (object dtype): the row is dropped, the rest used
+    obj = df.assign(alliance=df.alliance.astype(bool).astype(object))
+    obj.loc[0, "alliance"] = None
+    with pytest.warns(UserWarning, match="alliance 1"):
+        d = build_design(obj, "force", "alliance", MOD, ["age"])
+    assert d.treat.sum() == df.alliance.iloc[1:].sum()
     assert res.check(min_ess_bulk=100) is res
     from hetfx.inference import SamplerDiagnosticsError
     with pytest.raises(SamplerDiagnosticsError, match="bulk ESS"):

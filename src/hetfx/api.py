@@ -128,6 +128,18 @@ class Design:
         return pd.DataFrame(np.asarray(mm, dtype=float), columns=self.Z.columns,
                             index=profiles.index)
 
+    def match_cells(self, profiles: pd.DataFrame) -> np.ndarray:
+        """Position in ``cells`` of each profile's modifier values (-1: no such cell)."""
+        check_levels(profiles, self.levels)
+        prof = profiles[self.modifiers].copy()
+        for m in self.modifiers:
+            try:
+                prof[m] = prof[m].astype(self.cells[m].dtype)
+            except (TypeError, ValueError):
+                pass
+        return pd.MultiIndex.from_frame(self.cells[self.modifiers]).get_indexer(
+            pd.MultiIndex.from_frame(prof))
+
     def main_rows(self, profiles: pd.DataFrame) -> np.ndarray:
         """Main-effect columns of X for new profiles, shape (m, p - n_control_columns)."""
         if self.main_spec is None:
@@ -173,6 +185,9 @@ def _is_categorical(s: pd.Series) -> bool:
 
 def _numeric(name: str, s: pd.Series, role: str) -> np.ndarray:
     if pd.api.types.is_bool_dtype(s):
+        return s.to_numpy(dtype=float)
+    if s.dtype == object and all(isinstance(v, bool | int | float | np.bool_ | np.number)
+                                 for v in s):  # e.g. booleans that held a missing value
         return s.to_numpy(dtype=float)
     if not pd.api.types.is_numeric_dtype(s):
         lv = sorted(map(str, pd.unique(s)))[:5]

@@ -465,28 +465,23 @@ class Results:
         if missing:
             raise DesignError(f"new_data lacks the modifier columns {missing}")
         E = self.effect_draws()
-        if d.group_column is None:
-            lab = prof[d.modifiers].astype(str).agg("_".join, axis=1)
-        elif d.group_column in prof.columns:
-            lab = prof[d.group_column].astype(str)
+        if d.group_column is not None and d.group_column in prof.columns:
+            pos = pd.Index(d.cells.index).get_indexer(prof[d.group_column].astype(str))
+        elif d.group_column is None:  # match by the modifier values themselves
+            pos = d.match_cells(prof)
         else:
-            lab = pd.Series([None] * len(prof))
-        seen = lab.isin(d.cells.index).to_numpy()
-        if d.group_column is None:  # labels must agree with the values, not only as text
-            for i in np.where(seen)[0]:
-                row = d.cells.loc[lab[i]]
-                if any(row[m] != prof.loc[i, m] for m in d.modifiers):
-                    seen[i] = False
+            pos = np.full(len(prof), -1)
+        seen = pos >= 0
+        lab = pd.Series(np.where(seen, np.asarray(d.cells.index)[np.maximum(pos, 0)], None))
         out = np.empty((E.shape[0], len(prof)))
         if seen.any():
-            idx = [d.cells.index.get_loc(v) for v in lab[seen]]
-            out[:, seen] = E[:, idx]
+            out[:, seen] = E[:, pos[seen]]
         if (~seen).any():
             new = prof.loc[~seen]
             Zn = d.z_rows(new).to_numpy()
             out[:, ~seen] = self._new_effects(Zn, new, np.random.default_rng(seed))
         res = prof[d.modifiers].copy()
-        res[d.group_name] = np.where(seen, lab, None)
+        res[d.group_name] = lab
         res["seen"] = seen
         res = pd.concat([res, summarise(out, level)], axis=1)
         return (res, out) if return_draws else res
