@@ -20,7 +20,7 @@ BASE = {"regimedem": 0.3, "stakes": -0.25, "costs": 0.2, "regionAsia": 0.4,
 
 
 def simulate(seed: int, n: int = 2400, sigma_theta: float = 0.2, drop_cell=None,
-             cell_shift_sd: float = 0.0):
+             cell_shift_sd: float = 0.0, noise_sd=1.0):
     """Factorial experiment with string, bool, int and 3-level modifiers; the modifiers
     shift the control-arm mean (additively, plus optional cell-specific shifts)."""
     rng = np.random.default_rng(seed)
@@ -45,7 +45,7 @@ def simulate(seed: int, n: int = 2400, sigma_theta: float = 0.2, drop_cell=None,
     df["alliance"] = rng.integers(0, 2, n)
     df["age"] = rng.normal(0, 1, n)
     df["force"] = (0.1 + 0.3 * df["age"] + base[g] + lam[g] * df["alliance"]
-                   + rng.normal(0, 1, n))
+                   + rng.normal(0, 1, n) * noise_sd)
     cells["label"] = cells[["regime", "stakes", "costs", "region"]].astype(str).agg(
         "_".join, axis=1)
     cells["truth"] = lam
@@ -457,3 +457,32 @@ def test_saturated_Z_warns_and_posterior_is_read_by_label(sim):
 
     other = GaussianResults(Fake(), res.design, res.priors, engine="quadrature")
     np.testing.assert_array_equal(other.effect_draws(), res.effect_draws())
+
+
+def test_observation_weights():
+    """Precision weights: rows with noise SD 1/sqrt(w_raw). Normalised to mean 1 they give
+    sigma = 1/sqrt(mean(w_raw)); the weighted fit recovers it and beats the unweighted fit;
+    constant weights change nothing."""
+    w_raw = np.random.default_rng(2).choice([0.25, 1.0, 4.0], 2400)
+    df, cells = simulate(21, n=2400, noise_sd=1 / np.sqrt(w_raw))
+    df["w"] = w_raw
+    plain = fit(df, seed=1)
+    same = fit(df.assign(w=3.0), seed=1, weights="w")
+    pd.testing.assert_frame_equal(plain.group_effects(), same.group_effects(), rtol=1e-6)
+    wres = fit(df, seed=1, weights="w")
+    s = wres.coefs().set_index("term").loc["sigma"]
+    assert abs(s["mean"] - 1 / np.sqrt(w_raw.mean())) < 4 * s["sd"], s
+    t = cells.set_index("label")["truth"]
+    err_w = wres.group_effects().set_index("cell")["estimate"] - t
+    err_p = plain.group_effects().set_index("cell")["estimate"] - t
+    assert np.sqrt((err_w**2).mean()) < np.sqrt((err_p**2).mean())
+    # cells weighted by their sums of weights in ame and contrast
+    sums = pd.Series(wres.design.weights).groupby(wres.design.codes).sum().to_numpy()
+    E = wres.effect_draws()
+    assert wres.ame().iloc[0]["mean"] == pytest.approx((E @ sums).mean() / sums.sum())
+    ll = wres.idata.log_likelihood["force"].values.reshape(len(E), -1)
+    assert np.isfinite(ll).all()
+    with pytest.raises(DesignError, match="positive"):
+        fit(df.assign(w=np.where(df.index == 0, 0.0, 1.0)), weights="w")
+    with pytest.raises(DesignError, match="name a column"):
+        fit(df, weights=w_raw)

@@ -86,6 +86,8 @@ class Design:
         Variable -> number of rows with a missing value in it (a row may count for several).
     n_dropped : int
         Rows dropped.
+    weights : numpy.ndarray or None
+        Observation weights of the rows used, normalised to mean 1 (None: unweighted).
     """
 
     y: np.ndarray
@@ -105,6 +107,7 @@ class Design:
     effect_formula: str
     main_formula: str | None
     n_control_columns: int
+    weights: np.ndarray | None = None
     z_spec: Any = dataclasses.field(repr=False, default=None)
     main_spec: Any = dataclasses.field(repr=False, default=None)
     levels: dict[str, list] = dataclasses.field(default_factory=dict)
@@ -113,6 +116,13 @@ class Design:
     def n_obs(self) -> np.ndarray:
         """Rows per cell."""
         return np.bincount(self.codes, minlength=len(self.cells))
+
+    @property
+    def weight_sums(self) -> np.ndarray:
+        """Sum of the (mean-1) weights per cell; the row counts when unweighted."""
+        if self.weights is None:
+            return self.n_obs.astype(float)
+        return np.bincount(self.codes, weights=self.weights, minlength=len(self.cells))
 
     @property
     def keys(self) -> pd.DataFrame:
@@ -221,6 +231,7 @@ def build_design(
     main_effects: bool | str = True,
     missing: str = "drop",
     family: str = "gaussian",
+    weights: str | None = None,
 ) -> Design:
     """Build cells, Z and X from a data frame (the first half of :func:`fit`).
 
@@ -270,8 +281,12 @@ def build_design(
                       "equation then holds it twice: its coefficient and the effects' common "
                       "mean are told apart only by their priors, and lambda is no longer the "
                       "group's effect", UserWarning, stacklevel=3)
+    if weights is not None and not isinstance(weights, str):
+        raise DesignError("weights must name a column of data")
+    if weights is not None and weights in (outcome, treatment, *modifiers, *control_vars):
+        raise DesignError(f"weights column {weights!r} is also used in the model")
     needed = list(dict.fromkeys([outcome, treatment, *modifiers, *control_vars]
-                                + ([group] if group else [])))
+                                + ([group] if group else []) + ([weights] if weights else [])))
     absent = [c for c in needed if c not in data.columns]
     if absent:
         raise KeyError(f"data has no columns {absent}")
@@ -300,6 +315,13 @@ def build_design(
         if isinstance(df[c].dtype, pd.CategoricalDtype):
             df[c] = df[c].cat.remove_unused_categories()
 
+    w = None
+    if weights is not None:
+        w = _numeric(weights, df[weights], "weights")
+        if np.any(w <= 0):
+            raise DesignError(f"weights {weights!r} must be positive; {int((w <= 0).sum())} "
+                              "rows are not (drop them from data)")
+        w = w / w.mean()
     y = _numeric(outcome, df[outcome], "outcome")
     treat = _numeric(treatment, df[treatment], "treatment")
     if family == "bernoulli":
@@ -406,7 +428,7 @@ def build_design(
         dropped=counts, n_dropped=n_dropped, outcome=outcome, treatment=treatment,
         modifiers=modifiers, group_name=group_name, group_column=group,
         effect_formula=eff, main_formula=main, n_control_columns=n_ctrl,
-        z_spec=z_spec, main_spec=main_spec, levels=levels,
+        z_spec=z_spec, main_spec=main_spec, levels=levels, weights=w,
     )
 
 
@@ -425,6 +447,7 @@ def fit(
     engine: str = "auto",
     main_effects: bool | str = True,
     missing: str = "drop",
+    weights: str | None = None,
     seed: int = 0,
     chains: int = 4,
     draws: int = 1000,
@@ -470,6 +493,12 @@ def fit(
     missing : {"drop", "raise"}
         Rows with missing or infinite values in a used column: dropped with a warning that
         counts them by variable (also in ``result.dropped``), or an error.
+    weights : str, optional
+        Column of positive observation (e.g. survey) weights. They are normalised to mean 1
+        and each row's likelihood is raised to its weight (brms's ``weights()``; for the
+        Gaussian family the same as ``lm(weights=)``, residual SD ``sigma / sqrt(w_i)``).
+        Bernoulli group effects then average over a cell's rows with these weights, and
+        :meth:`~hetfx.results.Results.ame` weights cells by their sums of weights.
     seed, chains, draws, tune, target_accept
         Posterior layout and NUTS settings.
     **engine_options
@@ -495,7 +524,8 @@ def fit(
     if not isinstance(priors, Priors):
         raise TypeError("priors must be a hetfx.Priors bundle")
     d = build_design(data, outcome, treatment, modifiers, controls, effect=effect,
-                     group=group, main_effects=main_effects, missing=missing, family=family)
+                     group=group, main_effects=main_effects, missing=missing, family=family,
+                     weights=weights)
     if engine == "auto":
         engine = "quadrature" if family == "gaussian" else "nutpie"
     kw = priors.lambda_kwargs(list(d.X.columns))
@@ -504,14 +534,19 @@ def fit(
     if family == "gaussian":
         from hetfx.models.lambda_model import fit_lambda_model
 
-        f = fit_lambda_model(d.y, d.treat, d.X, d.codes, d.Z, engine=engine, **kw, **common)
+        y, treat, X = d.y, d.treat, d.X
+        if d.weights is not None:  # N(y | mu, sigma / sqrt(w)) = rows scaled by sqrt(w)
+            r = np.sqrt(d.weights)
+            y, treat, X = y * r, treat * r, X.mul(r, axis=0)
+        f = fit_lambda_model(y, treat, X, d.codes, d.Z, engine=engine, **kw, **common)
         return GaussianResults(f, d, priors, engine=engine, seed=seed)
     if engine != "nutpie":
         raise DesignError(f"family='bernoulli' is fitted by engine='nutpie' only, got {engine!r}")
     from hetfx.models.bernoulli import fit_bernoulli_lambda
 
     kw.pop("sigma_prior")
-    f = fit_bernoulli_lambda(d.y, d.treat, d.X, d.codes, d.Z, **kw, **common)
+    f = fit_bernoulli_lambda(d.y, d.treat, d.X, d.codes, d.Z, weights=d.weights, **kw,
+                             **common)
     return BernoulliResults(f, d, priors, engine=engine, seed=seed)
 
 

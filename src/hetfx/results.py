@@ -328,7 +328,7 @@ class Results:
     def _weights(self, weights) -> np.ndarray:
         G = len(self.design.cells)
         if weights is None:
-            return self.n_obs.astype(float)
+            return self.design.weight_sums
         if isinstance(weights, str) and weights == "equal":
             return np.ones(G)
         if isinstance(weights, Mapping | pd.Series):
@@ -358,8 +358,9 @@ class Results:
         by : str or sequence of str, optional
             Modifier(s) to average within (default: one overall average).
         weights : None, "equal", mapping or array
-            Group weights: ``None`` the groups' row counts (the average over rows), ``"equal"``
-            every group alike, or a mapping label -> weight (e.g. population shares).
+            Group weights: ``None`` the groups' row counts (the average over rows; with
+            observation weights, their sums), ``"equal"`` every group alike, or a mapping
+            label -> weight (e.g. population shares).
         level : float
             Interval probability.
 
@@ -401,7 +402,7 @@ class Results:
         """Difference of two groups' effects, ``a - b``, with ``P(a > b)``.
 
         ``a`` and ``b`` are group labels or ``{modifier: value}`` selections (several groups
-        are averaged with row-count weights).
+        are averaged with row-count weights, or sums of observation weights).
 
         Returns
         -------
@@ -410,7 +411,7 @@ class Results:
             ``p_greater`` (posterior probability that ``a``'s effect exceeds ``b``'s).
         """
         E = self.effect_draws()
-        n = self.n_obs.astype(float)
+        n = self.design.weight_sums
 
         def avg(sel):
             idx = self._select(sel)
@@ -526,7 +527,10 @@ class GaussianResults(Results):
             s = sigma[sl][:, None]
             z = (d.y - mu) / s
             ll[sl] = -0.5 * z**2 - np.log(s) - 0.5 * np.log(2 * np.pi)
-            yrep[sl] = mu + s * rng.standard_normal(mu.shape)
+            sd = s if d.weights is None else s / np.sqrt(d.weights)
+            yrep[sl] = mu + sd * rng.standard_normal(mu.shape)
+        if d.weights is not None:  # the weighted likelihood the posterior conditioned on
+            ll *= d.weights
         return ll, yrep
 
 
@@ -557,7 +561,8 @@ class BernoulliResults(Results):
 
         d = self.design
         ll, yrep = pointwise_loglik(self._flat("beta"), self._flat("lambda"),
-                                    d.X.to_numpy(dtype=float), d.treat, d.codes, d.y, rng)
+                                    d.X.to_numpy(dtype=float), d.treat, d.codes, d.y, rng,
+                                    weights=d.weights)
         return ll, yrep.astype(np.int64)
 
     def _new_effects(self, Zn, profiles, rng, chunk: int = 256):
@@ -573,8 +578,9 @@ class BernoulliResults(Results):
             Xj[:, k:] = mains[j]
             for i in range(0, len(beta), chunk):
                 eta0 = beta[i : i + chunk] @ Xj.T
-                out[i : i + chunk, j] = (expit(eta0 + lam[i : i + chunk, j : j + 1])
-                                         - expit(eta0)).mean(axis=1)
+                diff = expit(eta0 + lam[i : i + chunk, j : j + 1]) - expit(eta0)
+                out[i : i + chunk, j] = (diff.mean(axis=1) if d.weights is None
+                                         else diff @ d.weights / d.weights.sum())
         return out
 
 

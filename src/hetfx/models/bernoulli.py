@@ -112,16 +112,18 @@ def prepare_bernoulli_data(y, treat, X: pd.DataFrame, group, Z: pd.DataFrame,
 
 
 # --------------------------------------------------------------------------- draws
-def _membership(group: np.ndarray, G: int) -> sparse.csr_matrix:
-    """Sparse (G x n) matrix averaging observations within each group."""
+def _membership(group: np.ndarray, G: int,
+                weights: np.ndarray | None = None) -> sparse.csr_matrix:
+    """Sparse (G x n) matrix averaging observations within each group (weighted)."""
     n = len(group)
-    counts = np.bincount(group, minlength=G).astype(float)
-    w = 1.0 / counts[group]
+    wt = np.ones(n) if weights is None else np.asarray(weights, dtype=float)
+    sums = np.bincount(group, weights=wt, minlength=G)
+    w = wt / sums[group]
     return sparse.csr_matrix((w, (group, np.arange(n))), shape=(G, n))
 
 
 def group_ame(beta: np.ndarray, lam: np.ndarray, X: np.ndarray, group: np.ndarray,
-              chunk: int = 256) -> np.ndarray:
+              chunk: int = 256, weights: np.ndarray | None = None) -> np.ndarray:
     """Per-draw average marginal effect of each group on the probability scale.
 
     Parameters
@@ -136,6 +138,8 @@ def group_ame(beta: np.ndarray, lam: np.ndarray, X: np.ndarray, group: np.ndarra
         ``(n,)`` group codes 0..G-1 (every group must have an observation).
     chunk : int
         Draws processed at once (memory ``chunk * n`` floats).
+    weights : numpy.ndarray, optional
+        Observation weights: the mean over a group's rows is then weighted.
 
     Returns
     -------
@@ -143,7 +147,7 @@ def group_ame(beta: np.ndarray, lam: np.ndarray, X: np.ndarray, group: np.ndarra
         ``(S, G)``: ``mean_{i in g} [expit(X_i beta + lambda_g) - expit(X_i beta)]``.
     """
     S, G = lam.shape
-    W = _membership(group, G)
+    W = _membership(group, G, weights)
     out = np.empty((S, G))
     for i in range(0, S, chunk):
         eta0 = beta[i : i + chunk] @ X.T
@@ -154,8 +158,12 @@ def group_ame(beta: np.ndarray, lam: np.ndarray, X: np.ndarray, group: np.ndarra
 
 def pointwise_loglik(beta: np.ndarray, lam: np.ndarray, X: np.ndarray, treat: np.ndarray,
                      group: np.ndarray, y: np.ndarray,
-                     rng: np.random.Generator | None = None, chunk: int = 256):
+                     rng: np.random.Generator | None = None, chunk: int = 256,
+                     weights: np.ndarray | None = None):
     """Pointwise log-likelihood (and, with ``rng``, posterior predictive draws).
+
+    With ``weights`` the pointwise terms are ``w_i log p(y_i | draw)`` (the weighted
+    likelihood the posterior was conditioned on).
 
     Returns
     -------
@@ -172,6 +180,8 @@ def pointwise_loglik(beta: np.ndarray, lam: np.ndarray, X: np.ndarray, treat: np
     for i in range(0, S, chunk):
         eta = beta[i : i + chunk] @ X.T + lam[i : i + chunk][:, group] * treat
         ll[i : i + chunk] = -np.logaddexp(0.0, -sign * eta)
+        if weights is not None:
+            ll[i : i + chunk] *= weights
         if rng is not None:
             yrep[i : i + chunk] = rng.random(eta.shape) < expit(eta)
     return ll, yrep
@@ -179,8 +189,11 @@ def pointwise_loglik(beta: np.ndarray, lam: np.ndarray, X: np.ndarray, treat: np
 
 # --------------------------------------------------------------------------- model
 def build_pymc_model(d: BernoulliData, gamma_sd: float = 1.0, beta_sd=1.0,
-                     sigma_theta_prior: ScalePrior | None = None):
+                     sigma_theta_prior: ScalePrior | None = None,
+                     weights: np.ndarray | None = None):
     """The logit lambda model in PyMC (non-centred theta; covariates as ``pm.Data``).
+
+    With ``weights`` the likelihood is ``sum_i w_i log p(y_i)`` (a ``pm.Potential``).
 
     Returns
     -------
@@ -209,7 +222,12 @@ def build_pymc_model(d: BernoulliData, gamma_sd: float = 1.0, beta_sd=1.0,
         theta = pm.Deterministic("theta", theta_raw * sigma_theta, dims="group")
         lam = pm.Deterministic("lambda", pm.math.dot(Z, gamma) + theta, dims="group")
         eta = pm.math.dot(X, beta) + lam[g] * T
-        pm.Bernoulli("y_obs", logit_p=eta, observed=y, dims="obs")
+        if weights is None:
+            pm.Bernoulli("y_obs", logit_p=eta, observed=y, dims="obs")
+        else:
+            w = pm.Data("w", np.asarray(weights, dtype=float), dims="obs")
+            logp = pm.logp(pm.Bernoulli.dist(logit_p=eta), y)
+            pm.Potential("y_obs", (w * logp).sum())
     return model
 
 
@@ -278,6 +296,7 @@ def fit_bernoulli_lambda(
     target_accept: float = 0.8,
     seed: int = 0,
     cores: int | None = None,
+    weights=None,
 ) -> BernoulliLambdaFit:
     """Fit the logit lambda model by NUTS (nutpie).
 
@@ -301,6 +320,9 @@ def fit_bernoulli_lambda(
         Prior of sigma_theta (default half-Student-t(3, 0, 2.5)).
     chains, draws, tune, target_accept, seed, cores
         NUTS settings (``cores`` default min(chains, 2)).
+    weights : array-like, optional
+        Positive observation weights (used as given): the likelihood of row i is raised to
+        ``w_i`` and the group AMEs average over rows with these weights.
 
     Returns
     -------
@@ -317,14 +339,20 @@ def fit_bernoulli_lambda(
     bsd = np.broadcast_to(np.asarray(beta_sd, float), (p,)).copy()
     if np.any(bsd <= 0) or not gamma_sd > 0:
         raise ValueError("prior SDs must be positive")
-    key = (len(d.y), p, d.Z.shape[1], d.Z.shape[0], sigma_theta_prior)
+    if weights is not None:
+        weights = check_finite("weights", np.asarray(weights, dtype=float).ravel())
+        if weights.shape != (len(d.y),) or np.any(weights <= 0):
+            raise ValueError(f"weights must be {len(d.y)} positive values")
+    key = (len(d.y), p, d.Z.shape[1], d.Z.shape[0], sigma_theta_prior, weights is None)
     data = {"X": d.X.to_numpy(dtype=float), "Z": d.Z.to_numpy(dtype=float),
             "treat": d.treat, "group_idx": d.group, "y": d.y, "beta_sd": bsd,
             "gamma_sd": np.asarray(float(gamma_sd))}
+    if weights is not None:
+        data["w"] = weights
     if key in _CACHE:
         compiled = _CACHE[key].with_data(**data)
     else:
-        model = build_pymc_model(d, gamma_sd, bsd, sigma_theta_prior)
+        model = build_pymc_model(d, gamma_sd, bsd, sigma_theta_prior, weights)
         compiled = nutpie.compile_pymc_model(model, freeze_model=False)
         _CACHE[key] = compiled
     t1 = time.perf_counter()
@@ -337,7 +365,8 @@ def fit_bernoulli_lambda(
     for v in ("beta", "gamma", "sigma_theta", "theta", "lambda"):
         a = post[v].values
         flat[v] = a.reshape(-1, *a.shape[2:])
-    flat["ame"] = group_ame(flat["beta"], flat["lambda"], data["X"], d.group)
+    flat["ame"] = group_ame(flat["beta"], flat["lambda"], data["X"], d.group,
+                            weights=weights)
     coords = {"control": [str(c) for c in d.X.columns],
               "effect": [str(c) for c in d.Z.columns], "group": d.labels}
     dims = {"beta": ["control"], "gamma": ["effect"], "theta": ["group"],
