@@ -486,3 +486,14 @@ def test_observation_weights():
         fit(df.assign(w=np.where(df.index == 0, 0.0, 1.0)), weights="w")
     with pytest.raises(DesignError, match="name a column"):
         fit(df, weights=w_raw)
+
+
+def test_main_effects_cover_modifiers_left_out_of_effect(sim):
+    df = sim[0]
+    d = build_design(df, "force", "alliance", MOD, effect="regime + costs")
+    assert d.Z.columns.tolist() == ["Intercept", "regimedem", "costs"]
+    assert d.X.columns.tolist() == ["Intercept", "regimedem", "costs", "stakes",
+                                    "regionAsia", "regionEurope"]
+    d1 = build_design(df, "force", "alliance", ["region"], effect="1")
+    assert d1.Z.columns.tolist() == ["Intercept"]
+    assert d1.X.columns.tolist() == ["Intercept", "regionAsia", "regionEurope"]

@@ -261,8 +261,9 @@ def build_design(
     if stray:
         raise DesignError(f"effect formula {eff!r} uses {stray}, which are not modifiers; add "
                           "them to modifiers= (Z is built from each cell's modifier values)")
-    if main_effects is True:
-        main = eff
+    if main_effects is True:  # the effect formula's terms, plus any modifier it leaves out
+        left_out = [m for m in modifiers if m not in eff_vars]
+        main = " + ".join([eff, *left_out]) if left_out else eff
     elif main_effects is False or main_effects is None:
         main = None
     else:
@@ -488,8 +489,9 @@ def fit(
         and NUTS (nutpie) for the Bernoulli family.
     main_effects : bool or str, default True
         Terms of the modifiers in the outcome equation: ``True`` the terms of ``effect`` (as
-        an OLS comparator ``y ~ T * (effect) + controls`` has them), ``"saturated"`` one
-        baseline per cell, a formula, or ``False`` (warns; see the module docstring).
+        an OLS comparator ``y ~ T * (effect) + controls`` has them) plus the additive term of
+        any modifier ``effect`` leaves out, ``"saturated"`` one baseline per cell, a formula,
+        or ``False`` (warns; see the module docstring).
     missing : {"drop", "raise"}
         Rows with missing or infinite values in a used column: dropped with a warning that
         counts them by variable (also in ``result.dropped``), or an error.

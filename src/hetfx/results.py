@@ -18,7 +18,9 @@ Examples
 >>> df = pd.DataFrame({"party": rng.choice(["Dem", "Rep", "Ind"], 600),
 ...                    "treat": rng.integers(0, 2, 600)})
 >>> df["y"] = 0.4 * df.treat * (df.party == "Rep") + rng.normal(0, 1, 600)
->>> res = hetfx.fit(df, "y", "treat", ["party"], chains=2, draws=250, seed=2)
+>>> res = hetfx.fit(df, "y", "treat", ["party"], effect="1", chains=2, draws=250, seed=2)
+>>> res.X.columns.tolist()   # effect="1": partial pooling toward one mean; party in X
+['Intercept', 'partyInd', 'partyRep']
 >>> res.group_effects(level=0.9).columns.tolist()[:6]
 ['cell', 'party', 'n_obs', 'estimate', 'lower', 'upper']
 >>> c = res.contrast("Rep", "Dem")
