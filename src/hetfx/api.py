@@ -333,7 +333,9 @@ def build_design(
 
     # ---------------------------------------------------------------------- cells
     cells_cols = [group, *modifiers] if group else modifiers
-    cells = df[cells_cols].drop_duplicates().sort_values(modifiers + ([group] if group else []))
+    # cells in a fixed order whatever the row order: by the label column when there is one
+    # (as the paper's own fits), else by the modifiers
+    cells = df[cells_cols].drop_duplicates().sort_values([group] if group else modifiers)
     if group:
         labels = cells[group].astype(str)
         dup = labels.duplicated(keep=False)
