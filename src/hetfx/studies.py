@@ -32,9 +32,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from formulaic import model_matrix
 
 from hetfx.cells import demographic_cells  # re-exported: Figure 8's cells
+from hetfx.design import design as _design
+from hetfx.design import groups as _groups
 from hetfx.models.gaussian import ScalePrior
 from hetfx.models.lambda_model import LambdaFit, fit_lambda_model
 from hetfx.models.saturated_ols import fit_saturated_ols
@@ -116,34 +117,6 @@ def bush_prather_frame(bp: pd.DataFrame, coding: str) -> pd.DataFrame:
     if coding == "published":
         return bp.reset_index(drop=True)
     return bp.loc[bp["treat_ipesidetaking"] == 1].reset_index(drop=True)
-
-
-def _groups(df: pd.DataFrame, label: str, keys: list[str]) -> tuple[np.ndarray, pd.DataFrame]:
-    """Integer codes (sorted by label) and one row of keys per group."""
-    keys_frame = df[[label, *keys]].drop_duplicates().sort_values(label)
-    if keys_frame[label].duplicated().any():
-        raise ValueError(f"keys {keys} are not constant within {label}")
-    keys_frame = keys_frame.set_index(label)
-    codes = pd.Categorical(df[label], categories=keys_frame.index).codes.astype(np.int64)
-    return codes, keys_frame
-
-
-def _design(formula: str, data: pd.DataFrame) -> pd.DataFrame:
-    """Model matrix with R's treatment coding and brms-style column names."""
-    mm = model_matrix(formula, data)
-    names = [_r_name(c) for c in mm.columns]
-    return pd.DataFrame(np.asarray(mm, dtype=float), columns=names, index=data.index)
-
-
-def _r_name(term: str) -> str:
-    # formulaic writes region_txt[T.Asia]; R writes region_txtAsia
-    parts = []
-    for p in term.split(":"):
-        if "[T." in p:
-            var, level = p.split("[T.", 1)
-            p = var + level.rstrip("]")
-        parts.append(p)
-    return ":".join(parts)
 
 
 # ---------------------------------------------------------------------- Tomz-Weeks fits

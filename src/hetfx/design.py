@@ -1,0 +1,189 @@
+"""Design matrices and groups from data frames (R-style coding, brms-style names).
+
+These helpers are shared by the data-frame front end (:mod:`hetfx.api`) and the paper's own
+study definitions (:mod:`hetfx.studies`).
+
+* :func:`r_name` turns formulaic's ``region[T.Asia]`` into R's ``regionAsia``.
+* :func:`design` builds a model matrix with R's default treatment coding (levels sorted, the
+  first the reference; a pandas ``Categorical`` keeps its own level order).
+* :func:`groups` turns a label column into integer codes that pair with one row of keys per
+  group, matched by label.
+* :func:`aliased_columns` names the columns of a design that are zero, duplicated, or linear
+  combinations of the columns before them.
+
+Examples
+--------
+>>> import pandas as pd
+>>> df = pd.DataFrame({"regime": ["dem", "aut", "dem"], "stakes": [1, 0, 0]})
+>>> design("regime + stakes", df).columns.tolist()
+['Intercept', 'regimedem', 'stakes']
+>>> r_name("regime[T.dem]:stakes")
+'regimedem:stakes'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from formulaic import model_matrix
+
+__all__ = ["aliased_columns", "design", "design_spec", "groups", "r_name"]
+
+
+def r_name(term: str) -> str:
+    """Column name of formulaic in R's spelling (``var[T.level]`` -> ``varlevel``).
+
+    Parameters
+    ----------
+    term : str
+        A formulaic column name, components joined by ``:``.
+
+    Returns
+    -------
+    str
+
+    Examples
+    --------
+    >>> r_name("region_txt[T.Asia]")
+    'region_txtAsia'
+    """
+    parts = []
+    for p in term.split(":"):
+        if "[T." in p:
+            var, level = p.split("[T.", 1)
+            p = var + level.rstrip("]")
+        parts.append(p)
+    return ":".join(parts)
+
+
+def design_spec(formula: str, data: pd.DataFrame):
+    """Model matrix and its formulaic spec (to rebuild the same coding on new rows).
+
+    Returns
+    -------
+    (pandas.DataFrame, formulaic.ModelSpec)
+        The matrix (float, R-style names, index of ``data``) and the spec.
+    """
+    mm = model_matrix(formula, data)
+    names = [r_name(c) for c in mm.columns]
+    return (pd.DataFrame(np.asarray(mm, dtype=float), columns=names, index=data.index),
+            mm.model_spec)
+
+
+def design(formula: str, data: pd.DataFrame) -> pd.DataFrame:
+    """Model matrix with R's treatment coding and brms-style column names.
+
+    Parameters
+    ----------
+    formula : str
+        Right-hand side, e.g. ``"1 + age + region"``.
+    data : pandas.DataFrame
+        Variables of the formula.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Float columns named as R names them, index of ``data``.
+    """
+    return design_spec(formula, data)[0]
+
+
+def groups(df: pd.DataFrame, label: str,
+           keys: Sequence[str]) -> tuple[np.ndarray, pd.DataFrame]:
+    """Integer codes (groups sorted by label) and one row of keys per group.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        Observations.
+    label : str
+        Column holding the group label.
+    keys : sequence of str
+        Columns constant within a group.
+
+    Returns
+    -------
+    codes : numpy.ndarray
+        ``(n,)`` int64 codes; ``codes[i]`` is the row of ``keys_frame`` of observation ``i``.
+    keys_frame : pandas.DataFrame
+        Indexed by label (sorted), one column per key.
+
+    Raises
+    ------
+    ValueError
+        If a key is not constant within a group (the groups are named).
+    """
+    keys = list(keys)
+    keys_frame = df[[label, *keys]].drop_duplicates().sort_values(label)
+    dup = keys_frame[label].duplicated(keep=False)
+    if dup.any():
+        bad = sorted(map(str, keys_frame.loc[dup, label].unique()))
+        raise ValueError(f"keys {keys} are not constant within {label}: groups {bad[:10]}"
+                         + (" ..." if len(bad) > 10 else ""))
+    keys_frame = keys_frame.set_index(label)
+    codes = pd.Categorical(df[label], categories=keys_frame.index).codes.astype(np.int64)
+    return codes, keys_frame
+
+
+def aliased_columns(M: pd.DataFrame, tol: float = 1e-8) -> dict[str, str]:
+    """Columns of a design that add nothing: zero, duplicated, or collinear.
+
+    Columns are examined left to right (a pivoted QR in the given order); a column whose
+    residual after projection on the columns kept before it is below ``tol`` times its norm
+    is reported, with the reason.
+
+    Parameters
+    ----------
+    M : pandas.DataFrame
+        Design (n x p).
+    tol : float
+        Relative tolerance.
+
+    Returns
+    -------
+    dict
+        Maps each offending column name to ``"all zero"``, ``"duplicate of <name>"``,
+        ``"duplicated name"`` or ``"linear combination of <names>"``.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> M = pd.DataFrame({"Intercept": 1.0, "a": [0, 1, 0, 1.], "b": [1, 0, 1, 0.]})
+    >>> aliased_columns(M)
+    {'b': 'linear combination of Intercept, a'}
+    """
+    out: dict[str, str] = {}
+    names = [str(c) for c in M.columns]
+    seen: set[str] = set()
+    for nm in names:
+        if nm in seen:
+            out[nm] = "duplicated name"
+        seen.add(nm)
+    A = np.asarray(M, dtype=float)
+    if A.shape[1] == 0:
+        return out
+    norms = np.linalg.norm(A, axis=0)
+    # |R_jj| of an unpivoted QR is the distance of column j from the span of the columns
+    # before it, whether or not those are themselves dependent
+    R = np.linalg.qr(A, mode="r")
+    resid = np.zeros(A.shape[1])
+    k = min(R.shape)
+    resid[:k] = np.abs(np.diag(R)[:k])
+    kept: list[int] = []
+    for j in range(A.shape[1]):
+        if norms[j] == 0:
+            out.setdefault(names[j], "all zero")
+            continue
+        if resid[j] >= tol * norms[j]:
+            kept.append(j)
+            continue
+        same = [i for i in kept if np.array_equal(A[:, i], A[:, j])]
+        if same:
+            out.setdefault(names[j], f"duplicate of {names[same[0]]}")
+            continue
+        coef, *_ = np.linalg.lstsq(A[:, kept], A[:, j], rcond=None)
+        used = [names[i] for i, c in zip(kept, coef, strict=True) if abs(c) > 1e-8]
+        out.setdefault(names[j], "linear combination of " + ", ".join(used))
+    return out

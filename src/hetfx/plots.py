@@ -1,0 +1,147 @@
+"""Plots of a fit with the user's own labels (plotnine, the project's theme).
+
+Every function takes a :class:`hetfx.results.Results` (or its ``group_effects``/``coefs``
+frame) and returns a plotnine object; save it with ``plot.save(...)`` or
+:func:`hetfx.figures.save`. Nothing here knows the paper's variables: axis titles come from
+the arguments (default: the outcome and treatment names of the fit).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import pandas as pd
+from plotnine import (
+    aes,
+    coord_flip,
+    facet_wrap,
+    geom_abline,
+    geom_hline,
+    geom_point,
+    geom_pointrange,
+    geom_segment,
+    ggplot,
+    labs,
+)
+
+from hetfx.figures import MODEL_COLOURS, theme_hetfx
+
+__all__ = ["plot_group_effects", "plot_coefs", "plot_shrinkage"]
+
+_BLUE = MODEL_COLOURS["Hierarchical"]
+
+
+def _effect_title(res, ylab: str | None, level: float) -> str:
+    if ylab is not None:
+        return ylab
+    d = res.design
+    scale = " (probability scale)" if getattr(res, "family", "") == "bernoulli" else ""
+    return f"Effect of {d.treatment} on {d.outcome}{scale}, {level:.0%} interval"
+
+
+def _labels(frame: pd.DataFrame, res, label) -> pd.Series:
+    if label is None:
+        return frame[res.group_name].astype(str)
+    if callable(label):
+        return frame.apply(label, axis=1).astype(str)
+    if isinstance(label, Mapping):
+        return frame[res.group_name].map(lambda v: label.get(v, v)).astype(str)
+    return frame[label].astype(str)
+
+
+def plot_group_effects(res, level: float = 0.9, label: str | Callable | Mapping | None = None,
+                       ylab: str | None = None, title: str | None = None, sort: bool = True,
+                       facet: str | None = None):
+    """Each group's effect (median) with its interval.
+
+    Parameters
+    ----------
+    res : hetfx.results.Results
+        A fit.
+    level : float
+        Interval probability.
+    label : str, callable, mapping, optional
+        Group labels: a column of ``group_effects()``, a function of its row, or a mapping
+        from group label to text (default: the group label).
+    ylab, title : str, optional
+        Axis and plot titles (default: "Effect of <treatment> on <outcome>").
+    sort : bool
+        Order groups by their estimate.
+    facet : str, optional
+        Modifier to facet by.
+    """
+    g = res.group_effects(level=level).copy()
+    g["label"] = _labels(g, res, label)
+    order = g.sort_values("estimate")["label"] if sort else g["label"][::-1]
+    g["label"] = pd.Categorical(g["label"], list(dict.fromkeys(order)))
+    p = (ggplot(g, aes("label", "estimate"))
+         + geom_hline(yintercept=0, linetype="dashed", color="grey")
+         + geom_pointrange(aes(ymin="lower", ymax="upper"), color=_BLUE, size=0.4)
+         + coord_flip()
+         + labs(x="", y=_effect_title(res, ylab, level), title=title or "")
+         + theme_hetfx())
+    if facet:
+        p = p + facet_wrap(facet, scales="free_y")
+    return p
+
+
+def plot_coefs(res, equation: str | None = "effect", labels: Mapping[str, str] | None = None,
+               ylab: str | None = None, title: str | None = None):
+    """Coefficients (posterior mean, 95% interval) of one or both equations.
+
+    Parameters
+    ----------
+    res : hetfx.results.Results or pandas.DataFrame
+        A fit or its ``coefs()`` frame.
+    equation : {"effect", "control", None}
+        Which equation (None: both, faceted).
+    labels : mapping, optional
+        Term -> display name.
+    """
+    c = res.coefs() if hasattr(res, "coefs") else res
+    c = c[c["equation"] != "scale"]
+    if equation is not None:
+        c = c[c["equation"] == equation]
+    c = c.copy()
+    c["label"] = c["term"].map(lambda t: (labels or {}).get(t, t))
+    c["label"] = pd.Categorical(c["label"], list(dict.fromkeys(c["label"][::-1])))
+    p = (ggplot(c, aes("label", "mean"))
+         + geom_hline(yintercept=0, linetype="dashed", color="grey")
+         + geom_pointrange(aes(ymin="q025", ymax="q975"), color=_BLUE)
+         + coord_flip()
+         + labs(x="", y=ylab or "Coefficient (posterior mean, 95% interval)", title=title or "")
+         + theme_hetfx())
+    if equation is None:
+        p = p + facet_wrap("equation", scales="free_y")
+    return p
+
+
+def plot_shrinkage(res, ols, xlab: str | None = None, ylab: str | None = None,
+                   title: str | None = None):
+    """Hierarchical against OLS estimate per group, with the 45-degree line.
+
+    Parameters
+    ----------
+    res : hetfx.results.Results
+        The hierarchical fit.
+    ols : hetfx.results.OLSResults or pandas.DataFrame
+        OLS fit (e.g. :func:`hetfx.fit_ols`) or a frame with the group label column and
+        ``estimate``.
+    """
+    h = res.group_effects()[[res.group_name, "estimate"]]
+    o = ols.group_effects() if hasattr(ols, "group_effects") else ols
+    if res.group_name not in o.columns:
+        raise KeyError(f"the OLS frame has no {res.group_name!r} column to match groups by")
+    o = o[[res.group_name, "estimate"]].copy()
+    o[res.group_name] = o[res.group_name].astype(str)
+    m = h.merge(o, on=res.group_name, suffixes=("_h", "_o"), validate="one_to_one")
+    if len(m) != len(h):
+        raise ValueError(f"{len(h) - len(m)} groups of the fit have no OLS estimate")
+    eff = f"effect of {res.design.treatment}"
+    return (ggplot(m, aes("estimate_o", "estimate_h"))
+            + geom_abline(slope=1, intercept=0, linetype="dashed", color="grey")
+            + geom_segment(aes(xend="estimate_o", yend="estimate_o"), color="#BBBBBB")
+            + geom_point(color=_BLUE, size=2)
+            + labs(x=xlab or f"OLS {eff}", y=ylab or f"Hierarchical {eff}",
+                   title=title or "Shrinkage toward the heterogeneity equation")
+            + theme_hetfx())

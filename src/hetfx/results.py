@@ -1,0 +1,631 @@
+"""Results of :func:`hetfx.fit`: one interface for every family and engine.
+
+:class:`Results` holds the posterior and the design and answers the questions asked after a
+fit: ``group_effects``, ``coefs``, ``summary``, ``diagnostics``, ``predict`` (new modifier
+profiles), ``ame`` (average effects by a grouping variable), ``contrast`` (two groups, with the
+posterior probability that one is larger) and plots. ``idata`` carries ``log_likelihood``,
+``posterior_predictive`` and ``observed_data`` groups, so ``arviz.loo``, ``arviz.compare`` and
+``arviz.plot_ppc`` work.
+
+A group's *effect* is ``lambda_g`` for the Gaussian family and, for the Bernoulli family, its
+average marginal effect on the probability scale (mean over the group's rows of
+``p(T=1) - p(T=0)``, per draw). Every summary is computed from the draws of these effects.
+
+Examples
+--------
+>>> import numpy as np, pandas as pd, hetfx
+>>> rng = np.random.default_rng(3)
+>>> df = pd.DataFrame({"party": rng.choice(["Dem", "Rep", "Ind"], 600),
+...                    "treat": rng.integers(0, 2, 600)})
+>>> df["y"] = 0.4 * df.treat * (df.party == "Rep") + rng.normal(0, 1, 600)
+>>> res = hetfx.fit(df, "y", "treat", ["party"], effect="1", chains=2, draws=250, seed=2)
+>>> res.X.columns.tolist()   # effect="1": partial pooling toward one mean; party in X
+['Intercept', 'partyInd', 'partyRep']
+>>> res.group_effects(level=0.9).columns.tolist()[:6]
+['cell', 'party', 'n_obs', 'estimate', 'lower', 'upper']
+>>> c = res.contrast("Rep", "Dem")
+>>> bool(0 <= c["p_greater"] <= 1)
+True
+>>> res.ame(by="party")[["party", "n_groups", "n_obs"]]
+  party  n_groups  n_obs
+0   Dem         1    197
+1   Ind         1    188
+2   Rep         1    215
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import arviz as az
+import numpy as np
+import pandas as pd
+import xarray as xr
+from scipy.special import expit
+
+from hetfx.api import Design, DesignError
+from hetfx.priors import Priors
+
+__all__ = ["Results", "GaussianResults", "BernoulliResults", "OLSResults", "Summary",
+           "summarise"]
+
+QUANTILES = {"q025": 0.025, "q10": 0.10, "q90": 0.90, "q975": 0.975}
+
+
+def summarise(draws: np.ndarray, level: float = 0.95) -> pd.DataFrame:
+    """Summaries of the columns of ``draws`` (S x k).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``estimate`` (median), ``mean``, ``sd``, ``lower``/``upper`` (equal-tailed interval
+        of probability ``level``), ``q025``, ``q10``, ``q90``, ``q975``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> s = summarise(np.arange(101.0)[:, None], level=0.9)
+    >>> s[["estimate", "lower", "upper"]].round(6).to_numpy().tolist()
+    [[50.0, 5.0, 95.0]]
+    """
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie in (0, 1), got {level!r}")
+    d = np.asarray(draws, dtype=float)
+    d = d.reshape(d.shape[0], -1)
+    a = (1 - level) / 2
+    q = np.quantile(d, [0.5, a, 1 - a, *QUANTILES.values()], axis=0)
+    out = pd.DataFrame({"estimate": q[0], "mean": d.mean(axis=0),
+                        "sd": d.std(axis=0, ddof=1) if len(d) > 1 else np.nan,
+                        "lower": q[1], "upper": q[2]})
+    for i, name in enumerate(QUANTILES):
+        out[name] = q[3 + i]
+    return out
+
+
+class Summary:
+    """Printable summary of a fit (``print(res.summary())`` or ``.to_string()``)."""
+
+    def __init__(self, header: list[str], coefs: pd.DataFrame, groups: pd.DataFrame,
+                 diagnostics: pd.DataFrame | None) -> None:
+        self.header, self.coefs, self.groups, self.diagnostics = header, coefs, groups, \
+            diagnostics
+
+    def to_string(self, max_groups: int = 20) -> str:
+        """The summary as text (at most ``max_groups`` group rows)."""
+        fmt = {"float_format": lambda v: f"{v:.3f}"}
+        parts = ["\n".join(self.header), "", "Coefficients:",
+                 self.coefs.to_string(index=False, **fmt), "",
+                 f"Group effects ({len(self.groups)} groups):",
+                 self.groups.head(max_groups).to_string(index=False, **fmt)]
+        if len(self.groups) > max_groups:
+            parts.append(f"... {len(self.groups) - max_groups} more (res.group_effects())")
+        if self.diagnostics is not None:
+            dg = self.diagnostics.iloc[0]
+            parts += ["", f"Diagnostics: max R-hat {dg['max_r_hat']:.3f} "
+                      f"({dg['worst_r_hat_param']}), min bulk ESS {dg['min_ess_bulk']:.0f}, "
+                      f"divergences {int(dg['divergences'])}, "
+                      f"{dg['wall_seconds']:.1f} s"]
+        return "\n".join(parts)
+
+    def __repr__(self) -> str:
+        return self.to_string()
+
+    __str__ = __repr__
+
+
+class Results:
+    """Base class of every Bayesian fit made by :func:`hetfx.fit`.
+
+    Attributes
+    ----------
+    fit : object
+        The engine's fit (``LambdaFit`` or ``BernoulliLambdaFit``).
+    design : hetfx.api.Design
+        Cells, Z, X and the rows used.
+    priors : hetfx.Priors
+        Priors used.
+    family, engine : str
+        Likelihood and engine.
+    dropped : dict
+        Variable -> rows with a missing value in it (dropped before fitting).
+    """
+
+    family = "gaussian"
+
+    def __init__(self, fit, design: Design, priors: Priors, *, engine: str,
+                 seed: int = 0) -> None:
+        self.fit = fit
+        self.design = design
+        self.priors = priors
+        self.engine = engine
+        self.seed = seed
+        self._idata: az.InferenceData | None = None
+
+    # ------------------------------------------------------------------ basics
+    @property
+    def dropped(self) -> dict[str, int]:
+        """Rows dropped for missing values, by variable."""
+        return dict(self.design.dropped)
+
+    @property
+    def n_dropped(self) -> int:
+        """Number of rows dropped for missing values."""
+        return self.design.n_dropped
+
+    @property
+    def X(self) -> pd.DataFrame:
+        """Outcome-equation design used (n x p)."""
+        return self.design.X
+
+    @property
+    def Z(self) -> pd.DataFrame:
+        """Heterogeneity design (one row per group)."""
+        return self.design.Z
+
+    @property
+    def group_name(self) -> str:
+        """Name of the group label column."""
+        return self.design.group_name
+
+    @property
+    def posterior(self) -> xr.Dataset:
+        """Posterior draws of the engine."""
+        return self.fit.idata.posterior
+
+    @property
+    def n_obs(self) -> np.ndarray:
+        """Rows per group."""
+        return self.design.n_obs
+
+    def _flat(self, var: str) -> np.ndarray:
+        """Draws (S, ...) of a posterior variable, its labelled dimension put in the order of
+        the design (groups as ``cells``, ``control`` as X, ``effect`` as Z), by label."""
+        da = self.posterior[var]
+        order = {"group": [str(v) for v in self.design.cells.index],
+                 "control": [str(c) for c in self.design.X.columns],
+                 "effect": [str(c) for c in self.design.Z.columns]}
+        for dim, labels in order.items():
+            if dim in da.dims:
+                have = [str(v) for v in da[dim].values]
+                if have != labels:
+                    if sorted(have) != sorted(labels):
+                        raise ValueError(f"posterior {var}[{dim}] labels do not match the "
+                                         f"design: {have[:5]} vs {labels[:5]}")
+                    da = da.isel({dim: [have.index(v) for v in labels]})
+        extra = [d for d in da.dims if d not in ("chain", "draw")]
+        a = da.transpose("chain", "draw", *extra).values
+        return a.reshape(a.shape[0] * a.shape[1], *a.shape[2:])
+
+    def effect_draws(self) -> np.ndarray:
+        """Draws of the group effects, shape (S, G), groups in the order of
+        :meth:`group_effects`."""
+        return self._flat("lambda")
+
+    # ------------------------------------------------------------------ tables
+    def _keys(self) -> pd.DataFrame:
+        k = self.design.keys
+        k["n_obs"] = self.n_obs
+        return k
+
+    def group_effects(self, level: float = 0.95) -> pd.DataFrame:
+        """Posterior of each group's effect.
+
+        Parameters
+        ----------
+        level : float
+            Probability of the equal-tailed interval ``lower``/``upper``.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Group label, modifiers, ``n_obs``, ``estimate`` (median), ``lower``, ``upper``,
+            ``mean``, ``sd``, ``q025``, ``q10``, ``q90``, ``q975``.
+        """
+        s = summarise(self.effect_draws(), level)
+        cols = ["estimate", "lower", "upper", "mean", "sd", *QUANTILES]
+        return pd.concat([self._keys(), s[cols]], axis=1)
+
+    def coefs(self) -> pd.DataFrame:
+        """Coefficients: ``effect`` (gamma), ``control`` (beta), ``scale`` (SDs)."""
+        return self.fit.coefs()
+
+    def diagnostics(self) -> pd.DataFrame:
+        """One-row frame: R-hat, ESS, divergences, timings of the fit."""
+        return self.fit.diagnostics()
+
+    def check(self, max_r_hat: float = 1.01, min_ess_bulk: float = 400,
+              allow_divergences: int = 0, **kwargs) -> Results:
+        """Raise :class:`hetfx.inference.SamplerDiagnosticsError` if the fit fails the
+        convergence gate (R-hat, bulk ESS, divergences, quadrature grid edge); return self.
+
+        Keyword arguments go to :func:`hetfx.inference.check_diagnostics`.
+        """
+        import dataclasses
+
+        from hetfx.inference import Diagnostics, check_diagnostics
+
+        advice = ("draw more (draws=, chains=)" if self.engine == "quadrature" else
+                  "raise target_accept (e.g. 0.95) or draw more (draws=, tune=)")
+        kwargs.setdefault("advice", advice)
+        row = self.diagnostics().iloc[0].to_dict()
+        fields = {f.name for f in dataclasses.fields(Diagnostics)}
+        record = Diagnostics(**{k: v for k, v in row.items() if k in fields})
+        check_diagnostics(record, max_r_hat=max_r_hat,
+                          min_ess_bulk=min_ess_bulk, allow_divergences=allow_divergences,
+                          **kwargs)
+        return self
+
+    def summary(self, level: float = 0.95) -> Summary:
+        """Printable summary: model, priors, coefficients, group effects, diagnostics."""
+        d = self.design
+        header = [
+            f"hetfx fit: family={self.family}, engine={self.engine}",
+            f"outcome {d.outcome!r}, treatment {d.treatment!r}; {len(d.y)} rows "
+            f"({d.n_dropped} dropped), {len(d.cells)} groups",
+            f"effect equation (Z): {d.effect_formula}",
+            f"main effects in X: {d.main_formula or 'none'}",
+            "priors: " + ", ".join(f"{k} {v}" for k, v in self.priors.describe().items()),
+        ]
+        g = self.group_effects(level)
+        g = g[[d.group_name, "n_obs", "estimate", "lower", "upper"]]
+        c = self.coefs()[["equation", "term", "mean", "sd", "q025", "q975"]]
+        return Summary(header, c, g, self.diagnostics())
+
+    def __repr__(self) -> str:
+        d = self.design
+        return (f"<{type(self).__name__}: {d.outcome} ~ {d.treatment} x ({d.effect_formula}); "
+                f"{len(d.y)} rows, {len(d.cells)} groups, engine {self.engine}>")
+
+    # ------------------------------------------------------------------ idata
+    def _pointwise(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    @property
+    def idata(self) -> az.InferenceData:
+        """Posterior with ``log_likelihood``, ``posterior_predictive`` and ``observed_data``
+        (variable named after the outcome), built on first access (memory: two
+        draws x rows arrays)."""
+        if self._idata is None:
+            post = self.posterior
+            C, D = post.sizes["chain"], post.sizes["draw"]
+            ll, yrep = self._pointwise(np.random.default_rng(self.seed + 7919))
+            n = len(self.design.y)
+            name = self.design.outcome
+            coords = {"chain": post["chain"].values, "draw": post["draw"].values,
+                      "obs": np.arange(n)}
+            dims = ("chain", "draw", "obs")
+            groups = {
+                "posterior": post,
+                "log_likelihood": xr.Dataset({name: (dims, ll.reshape(C, D, n))},
+                                             coords=coords),
+                "posterior_predictive": xr.Dataset({name: (dims, yrep.reshape(C, D, n))},
+                                                   coords=coords),
+                "observed_data": xr.Dataset({name: (("obs",), self.design.y)},
+                                            coords={"obs": np.arange(n)}),
+            }
+            if hasattr(self.fit.idata, "sample_stats"):
+                groups["sample_stats"] = self.fit.idata.sample_stats
+            self._idata = az.InferenceData(**groups)
+        return self._idata
+
+    # ------------------------------------------------------------------ post-estimation
+    def _select(self, which) -> np.ndarray:
+        """Indices of the groups named by a label or selected by a {modifier: value} dict."""
+        cells = self.design.cells
+        if isinstance(which, Mapping):
+            mask = np.ones(len(cells), dtype=bool)
+            for k, v in which.items():
+                if k not in cells.columns:
+                    raise KeyError(f"{k!r} is not a modifier ({list(cells.columns)})")
+                mask &= (cells[k] == v).to_numpy()
+            idx = np.where(mask)[0]
+            if not len(idx):
+                raise KeyError(f"no group has {dict(which)}")
+            return idx
+        lab = str(which)
+        if lab not in cells.index:
+            raise KeyError(f"no group labelled {lab!r} (e.g. {list(cells.index[:5])})")
+        return np.array([cells.index.get_loc(lab)])
+
+    def _weights(self, weights) -> np.ndarray:
+        G = len(self.design.cells)
+        if weights is None:
+            return self.design.weight_sums
+        if isinstance(weights, str) and weights == "equal":
+            return np.ones(G)
+        if isinstance(weights, Mapping | pd.Series):
+            w = pd.Series(weights, dtype=float)
+            w.index = w.index.map(str)
+            unknown = sorted(set(w.index) - set(self.design.cells.index))
+            if unknown:
+                raise KeyError(f"weights name unknown groups {unknown[:5]}")
+            w = w.reindex(self.design.cells.index)
+            if w.isna().any():
+                raise ValueError(f"weights lack groups {list(w.index[w.isna()][:5])}")
+            w = w.to_numpy()
+        else:
+            w = np.asarray(weights, dtype=float)
+            if w.shape != (G,):
+                raise ValueError(f"weights need one value per group ({G})")
+        if np.any(w < 0) or not np.isfinite(w).all() or w.sum() <= 0:
+            raise ValueError("weights must be finite, non-negative, not all zero")
+        return w
+
+    def ame(self, by: str | Sequence[str] | None = None, weights=None,
+            level: float = 0.95) -> pd.DataFrame:
+        """Average effect over the groups, overall or by modifier values.
+
+        Parameters
+        ----------
+        by : str or sequence of str, optional
+            Modifier(s) to average within (default: one overall average).
+        weights : None, "equal", mapping or array
+            Group weights: ``None`` the groups' row counts (the average over rows; with
+            observation weights, their sums), ``"equal"`` every group alike, or a mapping
+            label -> weight (e.g. population shares).
+        level : float
+            Interval probability.
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per level of ``by``: its values, ``n_groups``, ``n_obs``, and the
+            summaries of :func:`summarise`.
+        """
+        E = self.effect_draws()
+        w = self._weights(weights)
+        cells = self.design.cells
+        by = [by] if isinstance(by, str) else list(by or [])
+        bad = [b for b in by if b not in cells.columns]
+        if bad:
+            raise KeyError(f"by names non-modifiers {bad}; choose from {list(cells.columns)}")
+        if by:
+            gid = cells.groupby(by, sort=True, observed=True).ngroup().to_numpy()
+            lev = cells[by].drop_duplicates().assign(_g=lambda f: gid[f.index.map(
+                cells.index.get_loc)]).sort_values("_g").drop(columns="_g")
+        else:
+            gid = np.zeros(len(cells), dtype=int)
+            lev = pd.DataFrame(index=[0])
+        K = gid.max() + 1
+        rows, draws = [], []
+        for k in range(K):
+            m = gid == k
+            wk = w * m
+            if wk.sum() == 0:
+                raise ValueError(f"weights are zero for every group of level {k}")
+            draws.append(E @ wk / wk.sum())
+            rows.append((int(m.sum()), int(self.n_obs[m].sum())))
+        out = lev.reset_index(drop=True)
+        out["n_groups"] = [r[0] for r in rows]
+        out["n_obs"] = [r[1] for r in rows]
+        return pd.concat([out, summarise(np.column_stack(draws), level)], axis=1)
+
+    def contrast(self, a, b, level: float = 0.95) -> pd.Series:
+        """Difference of two groups' effects, ``a - b``, with ``P(a > b)``.
+
+        ``a`` and ``b`` are group labels or ``{modifier: value}`` selections (several groups
+        are averaged with row-count weights, or sums of observation weights).
+
+        Returns
+        -------
+        pandas.Series
+            ``a``, ``b``, ``estimate`` (median), ``mean``, ``sd``, ``lower``, ``upper``,
+            ``p_greater`` (posterior probability that ``a``'s effect exceeds ``b``'s).
+        """
+        E = self.effect_draws()
+        n = self.design.weight_sums
+
+        def avg(sel):
+            idx = self._select(sel)
+            return E[:, idx] @ n[idx] / n[idx].sum()
+
+        diff = avg(a) - avg(b)
+        s = summarise(diff[:, None], level).iloc[0]
+        out = pd.Series({"a": a, "b": b, **{k: s[k] for k in
+                                             ("estimate", "mean", "sd", "lower", "upper")}})
+        out["p_greater"] = float(np.mean(diff > 0))
+        return out
+
+    def _new_effects(self, Zn: np.ndarray, profiles: pd.DataFrame,
+                     rng: np.random.Generator) -> np.ndarray:
+        gamma = self._flat("gamma")
+        st = self._flat("sigma_theta")
+        theta = rng.standard_normal((len(st), Zn.shape[0])) * st[:, None]
+        return gamma @ Zn.T + theta
+
+    def predict(self, new_data: pd.DataFrame, level: float = 0.95, seed: int = 0,
+                return_draws: bool = False):
+        """Effects for modifier profiles, seen or unseen.
+
+        A profile that matches a fitted group gets that group's effect draws; an unseen one
+        gets ``Z_new gamma + theta_new`` with ``theta_new ~ N(0, sigma_theta)`` drawn anew per
+        posterior draw (for the Bernoulli family turned into an average marginal effect over
+        the fitted rows, their main effects set to the profile's).
+
+        Parameters
+        ----------
+        new_data : pandas.DataFrame
+            One row per profile, with every modifier column (and, where the fit used
+            ``group=``, optionally that label column).
+        level : float
+            Interval probability.
+        seed : int
+            Seed of the new theta draws.
+        return_draws : bool
+            Also return the (S x m) draws.
+
+        Returns
+        -------
+        pandas.DataFrame or (pandas.DataFrame, numpy.ndarray)
+            The profiles' modifier columns, ``group`` (label of the matched group or NaN),
+            ``seen``, and the summaries of :func:`summarise`.
+        """
+        d = self.design
+        if not isinstance(new_data, pd.DataFrame):
+            raise TypeError("new_data must be a pandas DataFrame")
+        prof = new_data.reset_index(drop=True)
+        missing = [m for m in d.modifiers if m not in prof.columns]
+        if missing:
+            raise DesignError(f"new_data lacks the modifier columns {missing}")
+        E = self.effect_draws()
+        if d.group_column is not None and d.group_column in prof.columns:
+            pos = pd.Index(d.cells.index).get_indexer(prof[d.group_column].astype(str))
+        elif d.group_column is None:  # match by the modifier values themselves
+            pos = d.match_cells(prof)
+        else:
+            pos = np.full(len(prof), -1)
+        seen = pos >= 0
+        lab = pd.Series(np.where(seen, np.asarray(d.cells.index)[np.maximum(pos, 0)], None))
+        out = np.empty((E.shape[0], len(prof)))
+        if seen.any():
+            out[:, seen] = E[:, pos[seen]]
+        if (~seen).any():
+            new = prof.loc[~seen]
+            Zn = d.z_rows(new).to_numpy()
+            out[:, ~seen] = self._new_effects(Zn, new, np.random.default_rng(seed))
+        res = prof[d.modifiers].copy()
+        res[d.group_name] = lab
+        res["seen"] = seen
+        res = pd.concat([res, summarise(out, level)], axis=1)
+        return (res, out) if return_draws else res
+
+    # ------------------------------------------------------------------ plots
+    def plot_group_effects(self, **kwargs):
+        """Group effects with intervals (see :func:`hetfx.plots.plot_group_effects`)."""
+        from hetfx.plots import plot_group_effects
+
+        return plot_group_effects(self, **kwargs)
+
+    def plot_coefs(self, **kwargs):
+        """Coefficients with intervals (see :func:`hetfx.plots.plot_coefs`)."""
+        from hetfx.plots import plot_coefs
+
+        return plot_coefs(self, **kwargs)
+
+    def plot_shrinkage(self, ols, **kwargs):
+        """Hierarchical against OLS estimates (see :func:`hetfx.plots.plot_shrinkage`)."""
+        from hetfx.plots import plot_shrinkage
+
+        return plot_shrinkage(self, ols, **kwargs)
+
+
+class GaussianResults(Results):
+    """Results of the Gaussian family (effects ``lambda_g`` on the outcome's scale)."""
+
+    family = "gaussian"
+
+    def _pointwise(self, rng, chunk: int = 256):
+        d = self.design
+        beta = self._flat("beta")
+        lam = self._flat("lambda")
+        sigma = self._flat("sigma")
+        X = d.X.to_numpy(dtype=float)
+        S, n = len(sigma), len(d.y)
+        ll = np.empty((S, n))
+        yrep = np.empty((S, n))
+        for i in range(0, S, chunk):
+            sl = slice(i, i + chunk)
+            mu = beta[sl] @ X.T + lam[sl][:, d.codes] * d.treat
+            s = sigma[sl][:, None]
+            z = (d.y - mu) / s
+            ll[sl] = -0.5 * z**2 - np.log(s) - 0.5 * np.log(2 * np.pi)
+            sd = s if d.weights is None else s / np.sqrt(d.weights)
+            yrep[sl] = mu + sd * rng.standard_normal(mu.shape)
+        if d.weights is not None:  # the weighted likelihood the posterior conditioned on
+            ll *= d.weights
+        return ll, yrep
+
+
+class BernoulliResults(Results):
+    """Results of the Bernoulli (logit) family.
+
+    Group effects, ``ame``, ``contrast`` and ``predict`` are on the probability scale
+    (average marginal effects); :meth:`group_effects` with ``scale="logit"`` gives
+    ``lambda_g`` on the log-odds scale.
+    """
+
+    family = "bernoulli"
+
+    def effect_draws(self, scale: str = "probability") -> np.ndarray:
+        """Draws (S, G) of the group AMEs (``"probability"``) or of ``lambda`` (``"logit"``)."""
+        if scale not in ("probability", "logit"):
+            raise ValueError("scale must be 'probability' or 'logit'")
+        return self._flat("ame" if scale == "probability" else "lambda")
+
+    def group_effects(self, level: float = 0.95, scale: str = "probability") -> pd.DataFrame:
+        """Group effects (see :meth:`Results.group_effects`); ``scale="logit"`` for lambda."""
+        s = summarise(self.effect_draws(scale), level)
+        cols = ["estimate", "lower", "upper", "mean", "sd", *QUANTILES]
+        return pd.concat([self._keys(), s[cols]], axis=1)
+
+    def _pointwise(self, rng):
+        from hetfx.models.bernoulli import pointwise_loglik
+
+        d = self.design
+        ll, yrep = pointwise_loglik(self._flat("beta"), self._flat("lambda"),
+                                    d.X.to_numpy(dtype=float), d.treat, d.codes, d.y, rng,
+                                    weights=d.weights)
+        return ll, yrep.astype(np.int64)
+
+    def _new_effects(self, Zn, profiles, rng, chunk: int = 256):
+        d = self.design
+        lam = super()._new_effects(Zn, profiles, rng)
+        beta = self._flat("beta")
+        X = d.X.to_numpy(dtype=float)
+        k = d.n_control_columns
+        mains = d.main_rows(profiles)
+        out = np.empty_like(lam)
+        for j in range(len(Zn)):
+            Xj = X.copy()
+            Xj[:, k:] = mains[j]
+            for i in range(0, len(beta), chunk):
+                eta0 = beta[i : i + chunk] @ Xj.T
+                diff = expit(eta0 + lam[i : i + chunk, j : j + 1]) - expit(eta0)
+                out[i : i + chunk, j] = (diff.mean(axis=1) if d.weights is None
+                                         else diff @ d.weights / d.weights.sum())
+        return out
+
+
+class OLSResults:
+    """OLS comparator fitted through the same front end (:func:`hetfx.fit_ols`).
+
+    ``group_effects(level)`` has the columns of :meth:`Results.group_effects` (estimate,
+    t interval ``lower``/``upper``, ``q025``..``q975``), in the same group order.
+    """
+
+    family = "ols"
+
+    def __init__(self, fit, design: Design) -> None:
+        self.fit = fit
+        self.design = design
+
+    @property
+    def group_name(self) -> str:
+        """Name of the group label column."""
+        return self.design.group_name
+
+    def group_effects(self, level: float = 0.95) -> pd.DataFrame:
+        """Per-group OLS effect with a t interval of probability ``level``."""
+        from scipy import stats
+
+        g = self.fit.group_effects().set_index(self.fit.group).loc[self.design.cells.index]
+        est, se = g["estimate"].to_numpy(), g["std_error"].to_numpy()
+        k = self.design.keys
+        k["n_obs"] = self.design.n_obs
+        k["estimate"] = est
+        t = stats.t.ppf(0.5 + level / 2, self.fit.df_resid)
+        k["lower"], k["upper"] = est - t * se, est + t * se
+        k["std_error"] = se
+        for name, p in QUANTILES.items():
+            k[name] = est + stats.t.ppf(p, self.fit.df_resid) * se
+        k["estimable"] = g["estimable"].to_numpy()
+        return k
+
+    def coefs(self) -> pd.DataFrame:
+        """OLS coefficients (``hetfx.models.saturated_ols`` layout)."""
+        return self.fit.coefs()
+
+    def __repr__(self) -> str:
+        d = self.design
+        return f"<OLSResults: {d.outcome} ~ {d.treatment} * ({d.effect_formula}); " \
+               f"{len(d.y)} rows, {len(d.cells)} groups>"
