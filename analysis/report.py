@@ -36,7 +36,7 @@ MAKERS = {
     "clean": "clean_tomz_weeks / clean_bush_prather",
     "robustness": "robustness",
 }
-ROBUSTNESS_TABLES = ("spread", "signs", "prior", "coarse", "loo", "ppc")
+ROBUSTNESS_TABLES = ("condition_effects", "spread", "signs", "prior", "coarse", "loo", "ppc")
 
 
 class MissingInput(FileNotFoundError):

@@ -35,7 +35,7 @@ def main() -> None:
     res = robustness.run_checks(
         tw, rob.coding, {"m1": cfg.m1.model_dump(), "a1": cfg.a1.model_dump()}, sampler,
         {k: v.model_dump() for k, v in rob.sigma_theta_priors.items()}, rob.prior_variants,
-        cfg.gate.model_dump(), progress=lambda m: log(STAGE, m))
+        cfg.gate.model_dump(), logit=rob.logit.model_dump(), progress=lambda m: log(STAGE, m))
     OUT.mkdir(parents=True, exist_ok=True)
     for name, table in res.tables().items():
         table.to_csv(OUT / f"{name}.csv", index=False, float_format="%.6g")

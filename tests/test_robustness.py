@@ -189,6 +189,13 @@ def test_verdict_follows_the_numbers() -> None:
     assert worst == {"pooling": "does not hold", "negative_condition": "does not hold",
                      "news_interest": "does not hold", "cells_positive": "does not hold",
                      "prior": "does not hold"}
+    # a logit likelihood that moves a condition by more than the rule allows
+    rob = _rob(0.1, 0.2) | {"logit_gap_m1_published": 0.02,
+                            "logit_gap_additive_main_effects": 0.03}
+    assert _status(V.verdicts(_dec(0.10, 0.25, 0.05, 0.15, 24), rob))["likelihood"] == "holds"
+    rob["logit_gap_additive_main_effects"] = 0.08
+    assert _status(V.verdicts(_dec(0.10, 0.25, 0.05, 0.15, 24), rob))["likelihood"] == \
+        "does not hold"
     # the additive model pulling the condition most of the way to the mean: weaker
     partial = _status(V.verdicts(_dec(0.18, -0.15, 0.01, 0.1, 24), _rob(0.12, 0.2)))
     assert partial["negative_condition"] == "weaker"

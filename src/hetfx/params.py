@@ -95,11 +95,18 @@ class Models(_Section):
     bp: VaryingSettings
 
 
+class LogitSettings(_Section):
+    gamma_sd: float = Field(1.5, gt=0, description="prior SD of gamma (log-odds scale)")
+    beta_sd: float = Field(1.5, gt=0, description="prior SD of beta (log-odds scale)")
+    target_accept: float = Field(0.9, gt=0, lt=1)
+
+
 class Robustness(_Section):
     coding: Literal["published", "corrected"] = "published"
     sigma_theta_priors: dict[str, ScaleSpec] = Field(
         min_length=1, description="priors of sigma_theta; the first is the default")
     prior_variants: list[str] = Field(min_length=1)
+    logit: LogitSettings = Field(default_factory=lambda: LogitSettings())
 
 
 class Params(BaseModel):

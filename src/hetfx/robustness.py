@@ -87,6 +87,9 @@ CONDITION_VARIANTS: tuple[Variant, ...] = (
     Variant("additive_main_effects", "Additive Z with main effects", "m1",
             {"effect": "additive", "main_effects": True}),
     Variant("pooled_baselines", "Additive Z, pooled baselines (A1)", "a1", {}),
+    Variant("logit_published", "Logit, M1 as published", "m1", {"family": "bernoulli"}),
+    Variant("logit_additive_main_effects", "Logit, additive Z with main effects", "m1",
+            {"family": "bernoulli", "effect": "additive", "main_effects": True}),
 )
 
 
@@ -99,11 +102,12 @@ def _ols(frame: pd.DataFrame, modifiers: str, keys: Sequence[str], group: str):
 
 
 def fit_variant(tw: pd.DataFrame, variant: Variant, coding: str, settings: Mapping,
-                sampler: Sampler):
+                sampler: Sampler, logit: Mapping | None = None):
     """Fit one :class:`Variant` on the cleaned Tomz-Weeks frame.
 
     ``settings`` is the model's params section (``models.m1`` or ``models.a1``); the
-    variant's own settings override it.
+    variant's own settings override it, and for the logit variants (``family: bernoulli``)
+    ``logit`` overrides both (prior SDs on the log-odds scale, NUTS settings).
     """
     if variant.model == "ols":
         from hetfx.studies import coding_frame
@@ -114,6 +118,8 @@ def fit_variant(tw: pd.DataFrame, variant: Variant, coding: str, settings: Mappi
             frame = frame.assign(treat_group=frame[keys].astype(str).agg("_".join, axis=1))
         return _ols(frame, variant.settings["modifiers"], keys, "treat_group")
     merged = {**dict(settings), **dict(variant.settings)}
+    if merged.get("family") == "bernoulli":
+        merged |= dict(logit or {})
     return fit_tomz_weeks(tw, variant.model, coding, merged, sampler)
 
 
@@ -367,7 +373,7 @@ def _gate(fit, name: str, gate: Mapping) -> pd.DataFrame:
 
 def run_checks(tw: pd.DataFrame, coding: str, settings: Mapping[str, Mapping],
                sampler: Sampler, sigma_theta_priors: Mapping[str, Mapping],
-               prior_variants: Sequence[str], gate: Mapping,
+               prior_variants: Sequence[str], gate: Mapping, logit: Mapping | None = None,
                progress=lambda message: None) -> RobustnessResults:
     """Fit every variant and build the robustness tables.
 
@@ -387,20 +393,23 @@ def run_checks(tw: pd.DataFrame, coding: str, settings: Mapping[str, Mapping],
         Names of lambda-model variants refitted under every prior.
     gate : mapping
         ``max_r_hat``, ``min_ess_bulk``, ``max_divergences``: every Bayesian fit must pass.
+    logit : mapping, optional
+        Settings of the logit variants (``gamma_sd``, ``beta_sd``, ``target_accept``).
     progress : callable
         Receives a line of text per fit.
     """
     from hetfx.studies import coding_frame
 
     by_name = {v.name: v for v in CONDITION_VARIANTS}
-    unknown = [n for n in prior_variants if by_name.get(n, Variant("", "", "", {})).model != "m1"]
+    unknown = [n for n in prior_variants if by_name.get(n, Variant("", "", "", {})).model != "m1"
+               or "family" in by_name[n].settings]
     if unknown:
         names = [v.name for v in CONDITION_VARIANTS if v.model == "m1"]
         raise ValueError(f"prior variants {unknown} are not lambda-model variants; choose from "
                          f"{names}")
     fits, diags = {}, []
     for v in CONDITION_VARIANTS:
-        fits[v.name] = fit_variant(tw, v, coding, settings.get(v.model, {}), sampler)
+        fits[v.name] = fit_variant(tw, v, coding, settings.get(v.model, {}), sampler, logit)
         if v.bayesian:
             diags.append(_gate(fits[v.name], v.name, gate))
         progress(f"fitted {v.label}")
@@ -436,7 +445,10 @@ def run_checks(tw: pd.DataFrame, coding: str, settings: Mapping[str, Mapping],
     coarse = condition_variants(coarse_fits, COARSE_VARIANTS)
     progress("fitted the eight coarser conditions")
 
-    lambda_variants = [v for v in CONDITION_VARIANTS if v.model == "m1"]
+    # LOO and the predictive check compare Gaussian likelihoods only (a Bernoulli mass and a
+    # Gaussian density of the same 0/1 outcome are not on one scale)
+    lambda_variants = [v for v in CONDITION_VARIANTS
+                       if v.model == "m1" and "family" not in v.settings]
     loo = loo_table({v.name: with_log_likelihood(fits[v.name]) for v in lambda_variants},
                     {v.name: v.label for v in lambda_variants})
     progress("PSIS-LOO of the lambda-model specifications")

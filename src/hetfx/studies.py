@@ -193,6 +193,9 @@ def _fit_m1(df: pd.DataFrame, settings, sampler) -> LambdaFit:
         (replication spec section 6.4).
     ``effect`` ("saturated", default, or "additive")
         The heterogeneity equation's design.
+    ``family`` ("gaussian", default, or "bernoulli")
+        The likelihood: the published linear probability model, or a logit model fitted by
+        NUTS (:func:`_fit_logit`).
     ``keys`` (default the four condition factors)
         The factors that define the groups; ``["regime", "stakes", "costs"]`` gives the eight
         coarser conditions (region then plays no part).
@@ -211,8 +214,24 @@ def _fit_m1(df: pd.DataFrame, settings, sampler) -> LambdaFit:
         controls += " + " + "*".join(keys_used)
     X = _design(controls, df)
     gk = keys.rename(columns={"region_txt": "region"})
+    if settings.get("family", "gaussian") == "bernoulli":
+        return _fit_logit(df, X, codes, Z, gk, settings, sampler)
     return fit_lambda_model(df["force"], df["alliance"], X, codes, Z, group_keys=gk,
                             group_name="treat_group", **_lambda_kwargs(settings, sampler))
+
+
+def _fit_logit(df: pd.DataFrame, X, codes, Z, keys, settings, sampler):
+    """The same two equations with a Bernoulli (logit) likelihood for the binary ``force``,
+    sampled by nutpie; group effects are average marginal effects on the probability scale.
+    ``gamma_sd`` and ``beta_sd`` are then prior SDs on the log-odds scale."""
+    from hetfx.models.bernoulli import fit_bernoulli_lambda
+
+    kw = _lambda_kwargs(settings, sampler)
+    return fit_bernoulli_lambda(
+        df["force"], df["alliance"], X, codes, Z, group_keys=keys, group_name="treat_group",
+        gamma_sd=kw["gamma_sd"], beta_sd=kw["beta_sd"],
+        sigma_theta_prior=kw["sigma_theta_prior"], chains=kw["chains"], draws=kw["draws"],
+        tune=kw["tune"], target_accept=kw["target_accept"], seed=kw["seed"])
 
 
 def _fit_m2(df: pd.DataFrame, settings, sampler) -> LambdaFit:
