@@ -189,11 +189,12 @@ def test_verdict_follows_the_numbers() -> None:
     assert worst == {"pooling": "does not hold", "negative_condition": "does not hold",
                      "news_interest": "does not hold", "cells_positive": "does not hold",
                      "prior": "does not hold"}
-    # a logit likelihood that moves a condition by more than the rule allows
-    rob = _rob(0.1, 0.2) | {"logit_gap_m1_published": 0.02,
-                            "logit_gap_additive_main_effects": 0.03}
+    # a logit likelihood that changes the spread by more than the rule allows
+    rob = _rob(0.12, 0.2) | {"logit_gap_m1_published": 0.02,
+                             "logit_gap_additive_main_effects": 0.07, "m1_published_sd": 0.10,
+                             "logit_published_sd": 0.09, "logit_additive_main_effects_sd": 0.11}
     assert _status(V.verdicts(_dec(0.10, 0.25, 0.05, 0.15, 24), rob))["likelihood"] == "holds"
-    rob["logit_gap_additive_main_effects"] = 0.08
+    rob["logit_additive_main_effects_sd"] = 0.06
     assert _status(V.verdicts(_dec(0.10, 0.25, 0.05, 0.15, 24), rob))["likelihood"] == \
         "does not hold"
     # the additive model pulling the condition most of the way to the mean: weaker
