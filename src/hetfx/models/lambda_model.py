@@ -658,7 +658,7 @@ class ArrowLambda:
         """
         L, s2, st2, C = self._factor(us, ut)
         k = self.k
-        Linv = _batched_tri_inv(L[:, :k, :k])
+        Linv = np.ascontiguousarray(_batched_tri_inv(L[:, :k, :k]))
         mean = np.einsum("jmi,jm->ji", Linv, L[:, k, :k])
         return {"mean": mean, "Linv": Linv, "s2": s2, "st2": st2, "C": C}
 
@@ -908,12 +908,12 @@ class QuadraturePosterior:
         The collapsed model.
     grid : QuadratureGrid
         Its integration grid.
-    prune : float, default 1e-16
+    prune : float, default 1e-14
         Nodes of smaller normalised weight are left out of the mixtures (they change no
-        summary by more than their total weight).
+        summary by more than their total weight; measured: below 1e-11).
     """
 
-    def __init__(self, cm: ArrowLambda, grid: QuadratureGrid, prune: float = 1e-16) -> None:
+    def __init__(self, cm: ArrowLambda, grid: QuadratureGrid, prune: float = 1e-14) -> None:
         self.cm, self.grid = cm, grid
         U1, U2 = np.meshgrid(grid.us, grid.ut, indexing="ij")
         keep = grid.w.ravel() > prune
