@@ -437,14 +437,20 @@ def mixture_quantiles(
     x = np.clip(x, lo, hi)
     active = np.arange(P * N)
     c_norm = 1.0 / np.sqrt(2 * np.pi)
+    inv_sd = 1.0 / sd
     for _ in range(max_iter):
         if active.size == 0:
             break
         c = col[active]
         xa = x[active]
-        z = (xa[None, :] - mu[:, c]) / sd[:, c]
+        isd = inv_sd[:, c]
+        z = (xa[None, :] - mu[:, c]) * isd
         F = w @ ndtr(z)
-        f = w @ (np.exp(-0.5 * z * z) / sd[:, c]) * c_norm
+        z *= z
+        z *= -0.5
+        np.exp(z, out=z)
+        z *= isd
+        f = (w @ z) * c_norm
         below = F < target[active]
         lo[active] = np.where(below, xa, lo[active])
         hi[active] = np.where(below, hi[active], xa)
@@ -538,17 +544,13 @@ def _split(x: np.ndarray) -> np.ndarray:
     return np.concatenate([x[:, :, :half], x[:, :, x.shape[2] - half :]], axis=1)
 
 
-def _z_scale(x: np.ndarray) -> np.ndarray:
-    """Rank-normalise each scalar over all its draws (average ranks of ties, Blom offsets),
-    as arviz's ``_z_scale``."""
-    from scipy.special import ndtri
-
-    k, c, n = x.shape
-    N = c * n
-    flat = x.reshape(k, N)
-    order = np.argsort(flat, axis=1)
-    srt = np.take_along_axis(flat, order, axis=1)
-    pos = np.broadcast_to(np.arange(N), flat.shape)
+def _sorted_ranks(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted values and average ranks (1-based, ties averaged as scipy's ``rankdata``) of
+    each row of ``x`` (k, N)."""
+    k, N = x.shape
+    order = np.argsort(x, axis=1)
+    srt = np.take_along_axis(x, order, axis=1)
+    pos = np.broadcast_to(np.arange(N), x.shape)
     same = srt[:, 1:] == srt[:, :-1]
     first = np.concatenate([np.ones((k, 1), bool), ~same], axis=1)
     last = np.concatenate([~same, np.ones((k, 1), bool)], axis=1)
@@ -556,7 +558,25 @@ def _z_scale(x: np.ndarray) -> np.ndarray:
     end = np.minimum.accumulate(np.where(last, pos, N)[:, ::-1], axis=1)[:, ::-1]
     r = np.empty((k, N))
     np.put_along_axis(r, order, (start + end) / 2.0 + 1.0, axis=1)
-    return ndtri((r - 0.375) / (N + 0.25)).reshape(k, c, n)
+    return srt, r
+
+
+def _z_scale(x: np.ndarray, ranks: np.ndarray | None = None) -> np.ndarray:
+    """Rank-normalise each scalar over all its draws (average ranks of ties, Blom offsets),
+    as arviz's ``_z_scale``."""
+    from scipy.special import ndtri
+
+    k, c, n = x.shape
+    r = _sorted_ranks(x.reshape(k, c * n))[1] if ranks is None else ranks
+    return ndtri((r - 0.375) / (c * n + 0.25)).reshape(k, c, n)
+
+
+def _type7(srt: np.ndarray, p: float) -> np.ndarray:
+    """Quantile ``p`` (R's type 7, numpy's "linear") of each row of sorted values."""
+    h = (srt.shape[1] - 1) * p
+    lo = int(np.floor(h))
+    hi = min(lo + 1, srt.shape[1] - 1)
+    return srt[:, lo] + (h - lo) * (srt[:, hi] - srt[:, lo])
 
 
 def _rhat_basic(x: np.ndarray) -> np.ndarray:
@@ -668,19 +688,22 @@ def _rhat_ess(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     out_nan = np.full(k, np.nan)
     bad = np.isnan(x).any(axis=(1, 2))
     split = _split(x)
-    z_split = _z_scale(split) if n >= 4 else None
-    if n >= 4:
-        ess_bulk = _ess_basic(z_split)
-        flat = x.reshape(k, c * n)
-        q = np.quantile(flat, [0.05, 0.95], axis=1, method="linear")  # (2, k)
-        ess_tail = np.minimum(
-            _ess_basic(_split((x <= q[0][:, None, None]).astype(float))),
-            _ess_basic(_split((x <= q[1][:, None, None]).astype(float))))
+    if n < 4:
+        return out_nan, out_nan, out_nan
+    srt, ranks = _sorted_ranks(split.reshape(k, -1))
+    z_split = _z_scale(split, ranks)
+    ess_bulk = _ess_basic(z_split)
+    if split.shape[1] * split.shape[2] == c * n:  # the split keeps every draw: same values
+        srt_all = srt
     else:
-        ess_bulk = ess_tail = out_nan
-    if n >= 4 and c >= 2:
+        srt_all = np.sort(x.reshape(k, c * n), axis=1)
+    q05, q95 = _type7(srt_all, 0.05), _type7(srt_all, 0.95)
+    ess_tail = np.minimum(_ess_basic(_split((x <= q05[:, None, None]).astype(float))),
+                          _ess_basic(_split((x <= q95[:, None, None]).astype(float))))
+    if c >= 2:
         rb = _rhat_basic(z_split)
-        med = np.median(split.reshape(k, -1), axis=1)
+        N = srt.shape[1]
+        med = (0.5 * (srt[:, N // 2 - 1] + srt[:, N // 2]) if N % 2 == 0 else srt[:, N // 2])
         rt = _rhat_basic(_z_scale(np.abs(split - med[:, None, None])))
         r_hat = np.maximum(rb, rt)
     else:

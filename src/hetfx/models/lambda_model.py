@@ -894,8 +894,9 @@ def _quantise(x: np.ndarray, bits: int = 40) -> np.ndarray:
     Veltkamp's splitting: with ``c = (2^(53 - bits) + 1) x``, ``c - (c - x)`` is ``x``
     rounded to nearest at ``bits`` bits; three IEEE operations, exact on every CPU.
     """
-    c = x * (2.0 ** (53 - bits) + 1.0)
-    return c - (c - x)
+    c = np.multiply(x, 2.0 ** (53 - bits) + 1.0)
+    t = np.subtract(c, x)
+    return np.subtract(c, t, out=c)
 
 
 #: Probabilities summarised for every coefficient and group effect by default.
