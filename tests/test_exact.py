@@ -195,3 +195,33 @@ def test_draws_are_reproducible_and_rounded():
     assert not np.allclose(la, lc)
     m, _ = np.frexp(la)
     np.testing.assert_array_equal(m * 2.0**40, np.round(m * 2.0**40))
+
+
+def test_vectorised_rhat_and_ess_equal_arviz():
+    """rhat_ess (used by every fit's diagnostics) against arviz on autocorrelated chains of
+    many shapes: one chain (R-hat undefined), odd draw counts, ties, a constant scalar."""
+    import warnings
+
+    import arviz as az
+    import xarray as xr
+
+    from hetfx.inference import rhat_ess
+
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        c, n, k = int(rng.integers(1, 5)), int(rng.integers(4, 300)), 6
+        x = rng.standard_normal((c, n, k))
+        phi = rng.uniform(-0.5, 0.99, k)
+        for t in range(1, n):
+            x[:, t] = phi * x[:, t - 1] + x[:, t]
+        x[..., 0] = np.round(x[..., 0])  # ties
+        x[..., 1] = 2.0  # constant
+        ds = xr.Dataset({"v": (("chain", "draw", "k"), x)})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            refs = (az.rhat(ds)["v"].values, az.ess(ds, method="bulk")["v"].values,
+                    az.ess(ds, method="tail")["v"].values)
+        for ours, ref in zip(rhat_ess(x), refs, strict=True):
+            np.testing.assert_array_equal(np.isnan(ours), np.isnan(ref))
+            ok = ~np.isnan(ref)
+            np.testing.assert_allclose(ours[ok], ref[ok], rtol=1e-10, atol=1e-10)

@@ -572,11 +572,16 @@ def _z_scale(x: np.ndarray, ranks: np.ndarray | None = None) -> np.ndarray:
 
 
 def _type7(srt: np.ndarray, p: float) -> np.ndarray:
-    """Quantile ``p`` (R's type 7, numpy's "linear") of each row of sorted values."""
-    h = (srt.shape[1] - 1) * p
-    lo = int(np.floor(h))
-    hi = min(lo + 1, srt.shape[1] - 1)
-    return srt[:, lo] + (h - lo) * (srt[:, hi] - srt[:, lo])
+    """Quantile ``p`` (R's type 7) of each row of sorted values, with the arithmetic of
+    :func:`scipy.stats.mstats.mquantiles` (``alphap = betap = 1``), which arviz uses."""
+    N = srt.shape[1]
+    if N == 1:
+        return srt[:, 0]
+    p = np.float64(p)
+    aleph = N * p + (1.0 + p * (1.0 - 1.0 - 1.0))
+    k = int(np.floor(np.clip(aleph, 1, N - 1)))
+    gamma = float(np.clip(aleph - k, 0, 1))
+    return (1.0 - gamma) * srt[:, k - 1] + gamma * srt[:, k]
 
 
 def _rhat_basic(x: np.ndarray) -> np.ndarray:
