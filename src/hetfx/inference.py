@@ -415,8 +415,6 @@ def mixture_quantiles(
     numpy.ndarray
         ``(len(probs), N)`` quantiles.
     """
-    from scipy.special import ndtr, ndtri
-
     w = np.asarray(weights, dtype=float)
     w = w / w.sum()
     mu = np.asarray(means, dtype=float)
@@ -426,6 +424,30 @@ def mixture_quantiles(
     p = np.asarray(probs, dtype=float)
     if np.any((p <= 0) | (p >= 1)):
         raise ValueError("probabilities must lie in (0, 1)")
+    N = mu.shape[1]
+    workers = _threads(mu.size * len(p))
+    if workers > 1:  # columns are independent: the same numbers, computed in parallel
+        from concurrent.futures import ThreadPoolExecutor
+
+        parts = np.array_split(np.arange(N), workers)
+        with ThreadPoolExecutor(workers) as pool:
+            res = pool.map(lambda c: _mixture_quantiles(w, mu[:, c], sd[:, c], p, xtol,
+                                                        max_iter), parts)
+            return np.concatenate(list(res), axis=1)
+    return _mixture_quantiles(w, mu, sd, p, xtol, max_iter)
+
+
+def _threads(work: int) -> int:
+    """Threads for a vectorised computation of ``work`` elements (numpy and scipy release
+    the GIL): up to 2 (the project's machines) for large ones, else 1."""
+    import os
+
+    return min(2, os.cpu_count() or 1) if work > 4_000_000 else 1
+
+
+def _mixture_quantiles(w, mu, sd, p, xtol, max_iter):
+    from scipy.special import ndtr, ndtri
+
     P, N = len(p), mu.shape[1]
     mean = w @ mu
     var = w @ (sd**2 + (mu - mean) ** 2)
@@ -681,10 +703,22 @@ def rhat_ess(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     k = x.shape[2]
     step = max(1, int(2e6 // max(x.shape[0] * x.shape[1], 1)))  # bounded memory
     out = np.empty((3, k))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        for i in range(0, k, step):
+
+    def run(i):
+        with np.errstate(divide="ignore", invalid="ignore"):
             chunk = np.ascontiguousarray(np.moveaxis(x[:, :, i : i + step], 2, 0))
             out[:, i : i + step] = _rhat_ess(chunk)
+
+    starts = range(0, k, step)
+    workers = _threads(x.size) if len(starts) > 1 else 1
+    if workers > 1:  # scalars are independent: the same numbers, computed in parallel
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(run, starts))
+    else:
+        for i in starts:
+            run(i)
     return out[0], out[1], out[2]
 
 
