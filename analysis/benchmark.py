@@ -4,18 +4,29 @@ Usage::
 
     python analysis/benchmark.py              # fast engines and full NUTS (nutpie)
     python analysis/benchmark.py --fast-only  # the pipeline's engines only
+    python analysis/benchmark.py --many-groups  # the quadrature engine on many groups
 
 Prints one row per model and engine: compile and sampling seconds (the total includes data
 preparation and compilation), min bulk ESS, ESS per second, and how many times faster than
 brms (tests/fixtures/brms/timings.csv: compile + sampling, 4 chains x 1000 draws, on the
 same kind of 2-core machine). Settings are those of params.yaml, with the draws of the
 original run. Needs the cleaned data (dvc repro clean_tomz_weeks clean_bush_prather).
+
+``--many-groups`` times the lambda model's quadrature engine on synthetic Gaussian data with
+5 controls and 4 binary modifiers (additive effect equation: 5 coefficients) for
+(n, G) = (100,000, 32), (10,000, 256), (1,000,000, 4,096): the fit (4 x 1000 draws and their
+R-hat/ESS included), the exact summaries (``group_effects()`` and ``coefs()``), and the peak
+resident memory of the process that ran it (one fresh process per row). Full NUTS is not
+timed on these: nutpie on a 72-group, 3,000-row model took 67 s (issue 10), on 4,096 groups
+it would take many minutes.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -58,11 +69,70 @@ def run_one(model: str, engine: str | None, tw, bp, params) -> dict:
     return row
 
 
+MANY_GROUPS = ((100_000, 32), (10_000, 256), (1_000_000, 4_096))
+
+
+def many_groups_child(n: int, G: int, seed: int = 1) -> dict:
+    """One many-groups fit (run in a fresh process by :func:`many_groups`)."""
+    import resource
+
+    import numpy as np
+
+    from hetfx.models.lambda_model import fit_lambda_model
+
+    rng = np.random.default_rng(seed)
+    mods = rng.integers(0, 2, (G, 4))
+    Z = pd.DataFrame(np.column_stack([np.ones(G), mods]),
+                     columns=["Intercept", "m1", "m2", "m3", "m4"],
+                     index=[f"g{i}" for i in range(G)])
+    lam = Z.to_numpy() @ np.array([0.2, 0.1, -0.1, 0.05, 0.0]) + rng.normal(0, 0.15, G)
+    group = rng.integers(0, G, n)
+    treat = rng.integers(0, 2, n).astype(float)
+    xa = rng.normal(size=(n, 5))
+    X = pd.DataFrame(np.column_stack([np.ones(n), xa]),
+                     columns=["Intercept"] + [f"x{j}" for j in range(1, 6)])
+    y = xa @ np.array([0.3, -0.2, 0.1, 0.0, 0.05]) + lam[group] * treat + rng.normal(size=n)
+    start = time.perf_counter()
+    fit = fit_lambda_model(y, treat, X, group, Z, seed=seed)
+    fitted = time.perf_counter()
+    groups = fit.group_effects()
+    fit.coefs()
+    done = time.perf_counter()
+    d = fit.diagnostics_record
+    return {"n": n, "groups": G, "fit_s": fitted - start, "summaries_s": done - fitted,
+            "total_s": done - start, "peak_mb": resource.getrusage(
+                resource.RUSAGE_SELF).ru_maxrss / 1024, "grid_points": int(
+                fit.idata.attrs["grid_points"]), "max_r_hat": d.max_r_hat,
+            "min_ess_bulk": d.min_ess_bulk,
+            "rmse": float(np.sqrt(np.mean((groups["estimate"] - lam) ** 2)))}
+
+
+def many_groups() -> pd.DataFrame:
+    """Time :func:`many_groups_child` for every row of :data:`MANY_GROUPS`."""
+    rows = []
+    for n, G in MANY_GROUPS:
+        print(f"many groups: n = {n:,}, G = {G:,} ...", file=sys.stderr, flush=True)
+        out = subprocess.run([sys.executable, __file__, "--child-many", str(n), str(G)],
+                             capture_output=True, text=True, check=True)
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    return pd.DataFrame(rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--fast-only", action="store_true", help="skip full NUTS (nutpie)")
     parser.add_argument("--models", default="m1,m2,a1,bp,m1_ols,m2_ols")
+    parser.add_argument("--many-groups", action="store_true",
+                        help="time the quadrature engine on many groups (synthetic data)")
+    parser.add_argument("--child-many", nargs=2, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.child_many:
+        print(json.dumps(many_groups_child(*args.child_many)))
+        return 0
+    if args.many_groups:
+        table = many_groups()
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+        return 0
     os.chdir(ROOT)
     params = load_params()
     tw = pd.read_parquet("data/clean/tomz_weeks.parquet")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import importlib.util
 
 import numpy as np
 import pandas as pd
@@ -12,7 +11,6 @@ import pytest
 from hetfx import simulation as S
 
 OLS = {"ols": S.ols_estimator}
-HAS_LAMBDA = importlib.util.find_spec("hetfx.models.lambda_model") is not None
 
 
 # ------------------------------------------------------------------------- DGP
@@ -281,7 +279,6 @@ def test_estimator_output_is_validated():
 
 
 # ---------------------------------------------------------------- hierarchical
-@pytest.mark.skipif(not HAS_LAMBDA, reason="hetfx.models.lambda_model not available")
 def test_hierarchical_adapter_small():
     cond = S.conditions(1)[0]  # 8 groups
     data, truth = S.simulate_condition(3, 0, cond)
@@ -297,7 +294,6 @@ def test_hierarchical_adapter_small():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not HAS_LAMBDA, reason="hetfx.models.lambda_model not available")
 def test_hierarchical_study_small_r():
     est = {
         "ols": S.ols_estimator,

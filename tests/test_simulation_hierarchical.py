@@ -1,9 +1,9 @@
-"""The simulation's hierarchical estimator: the lean quadrature path against the library's
-quadrature engine and full NUTS, its interval coverage, worker-independence, and the stage."""
+"""The simulation's hierarchical estimator: the exact quadrature summaries against the
+library's quadrature engine, its draws and full NUTS, interval coverage, worker-independence,
+and the stage."""
 
 from __future__ import annotations
 
-import functools
 import os
 import subprocess
 import sys
@@ -16,9 +16,9 @@ import yaml
 from conftest import ROOT
 from hetfx import simulation as S
 from hetfx.models.gaussian import ScalePrior
-from hetfx.models.lambda_model import CollapsedLambda, prepare_lambda_data
+from hetfx.models.lambda_model import ArrowLambda, CollapsedLambda, prepare_lambda_data
 
-HIER = functools.partial(S.hierarchical_estimator, chains=1, draws=2000, n_grid=(24, 64))
+HIER = S.hierarchical_estimator
 
 
 def _inputs(design, index, root=12, replicate=0):
@@ -28,35 +28,48 @@ def _inputs(design, index, root=12, replicate=0):
 
 
 @pytest.mark.parametrize("design,index", [(1, 4), (2, 3)])
-def test_bordered_log_posterior_equals_the_engines(design, index):
-    """One bordered Cholesky gives the same log posterior as CollapsedLambda (to 1e-9)."""
+def test_arrow_log_posterior_equals_the_dense_collapse(design, index):
+    """The arrow-structured collapse gives the log posterior of the dense (p + G) collapse to
+    1e-9, in both of its coordinate systems (saturated Z of design 1: alpha = Z gamma)."""
     _, _, _, (y, t, X, g, Z) = _inputs(design, index)
     d = prepare_lambda_data(y, t, X, g, Z)
     prior = ScalePrior.brms_default()
     ref = CollapsedLambda(d, 1.0, 1.0, prior, prior)
-    fast = S._BorderedLambda(d, 1.0, 1.0, prior, prior)
     rng = np.random.default_rng(0)
     u = np.column_stack([rng.normal(0, 0.2, 300), rng.uniform(-20, 1, 300)])
-    np.testing.assert_allclose(fast.logpost(u), ref.logpost(u), rtol=0, atol=1e-7)
+    for saturated in {False, design == 1}:
+        fast = ArrowLambda(d, 1.0, 1.0, prior, prior, saturated=saturated)
+        np.testing.assert_allclose(fast.logpost(u), ref.logpost(u), rtol=0, atol=1e-9)
 
 
 @pytest.mark.parametrize("design,index", [(1, 3), (2, 3)])
-def test_fast_path_agrees_with_quadrature_engine(design, index):
-    """Posterior means and SDs of every group effect: the lean path on its coarser grid vs
-    fit_lambda_model(engine="quadrature") on its default grid, within Monte Carlo error."""
+def test_exact_summaries_agree_with_the_library_engine_and_its_draws(design, index):
+    """The simulation's exact summaries equal fit_lambda_model(engine="quadrature")'s (other
+    grid resolution: within 1e-8), and the engine's draws scatter around them within Monte
+    Carlo error (means: z-scores; quantiles: 5 Monte Carlo SEs)."""
     from hetfx.models.lambda_model import fit_lambda_model
 
     _, _, _, (y, t, X, g, Z) = _inputs(design, index, replicate=1)
+    summ, info = S.lambda_quadrature_summary(y, t, X, g, Z)
+    assert info["grid_edge_mass"] < 1e-9
     n = 8000
-    lam, info = S.lambda_quadrature_draws(y, t, X, g, Z, n_draws=n, seed=3, n_grid=(24, 64))
-    assert info["grid_edge_mass"] < 1e-6
     fit = fit_lambda_model(y, t, X, g, Z, engine="quadrature", chains=4, draws=n // 4, seed=4)
-    ref = fit.idata.posterior["lambda"].transpose(..., "group").to_numpy().reshape(n, -1)
-    sd = ref.std(axis=0)
-    z = (lam.mean(axis=0) - ref.mean(axis=0)) / (sd * np.sqrt(2 / n))
+    ge = fit.group_effects(level=0.9)
+    for ours, theirs in (("q50", "estimate"), ("q025", "q025"), ("q05", "q05"),
+                         ("q95", "q95"), ("q975", "q975")):
+        np.testing.assert_allclose(summ[ours], ge[theirs], rtol=0, atol=1e-8)
+    lam = fit.idata.posterior["lambda"].transpose(..., "group").to_numpy().reshape(n, -1)
+    z = (lam.mean(axis=0) - summ["mean"].to_numpy()) / (summ["sd"].to_numpy() / np.sqrt(n))
     assert np.abs(z).max() < 4.5
-    assert 0.4 < np.mean(z**2) < 2.0  # not systematically shifted
-    np.testing.assert_allclose(lam.std(axis=0), sd, rtol=0.06)
+    assert 0.4 < np.mean(z**2) < 2.0  # draws are not systematically shifted
+    np.testing.assert_allclose(lam.std(axis=0, ddof=1), summ["sd"], rtol=0.05)
+    for p in (0.05, 0.5, 0.95):
+        # Monte Carlo SE of a sample quantile: sqrt(p (1 - p) / n) / density
+        q = summ[f"q{round(100 * p):02d}"].to_numpy()
+        dens = np.exp(-0.5 * ((q - summ["mean"]) / summ["sd"]) ** 2) / (
+            np.sqrt(2 * np.pi) * summ["sd"])
+        se = np.sqrt(p * (1 - p) / n) / dens
+        assert (np.abs(np.quantile(lam, p, axis=0) - q) < 5 * se).all(), p
 
 
 def test_hierarchical_coverage_is_nominal():
@@ -133,11 +146,11 @@ def test_simulate_stage_small_profile(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("design,index,replicate", [(1, 1, 0), (1, 3, 1), (2, 3, 0)])
 def test_fast_path_agrees_with_nuts(design, index, replicate):
-    """Full NUTS (nutpie, 4 x 1000 draws) vs the lean quadrature path on the same data: group
-    medians and 95% interval ends within 0.1 posterior SD (NUTS' Monte Carlo error is about
-    0.03 SD at its effective sample size)."""
+    """Full NUTS (nutpie, 4 x 1000 draws) vs the exact quadrature summaries on the same data:
+    group medians and 95% interval ends within 0.1 posterior SD (NUTS' Monte Carlo error is
+    about 0.03 SD at its effective sample size)."""
     cond, data, _, _ = _inputs(design, index, replicate=replicate)
-    fast = S.hierarchical_estimator(data, cond, chains=1, draws=8000, n_grid=(24, 64))
+    fast = S.hierarchical_estimator(data, cond)
     nuts = S.hierarchical_estimator(data, cond, chains=4, draws=1000, engine="nutpie")
     width = (nuts["q975"] - nuts["q025"]) / (2 * 1.96)  # posterior SD
     tolerance = {"estimate": (0.15, 0.06), "q025": (0.25, 0.10), "q975": (0.25, 0.10)}

@@ -33,10 +33,25 @@ __all__ = [
     "summarise_draws",
     "summarise_groups",
     "GROUP_QUANTILES",
+    "mixture_moments",
+    "mixture_quantiles",
+    "quantile_name",
+    "rhat_ess",
+    "sinc_quantiles",
 ]
 
 #: Quantiles reported for every group effect (``groups.csv``).
 GROUP_QUANTILES = {"q025": 0.025, "q10": 0.10, "q90": 0.90, "q975": 0.975}
+
+
+def quantile_name(p: float) -> str:
+    """Column name of a quantile in the tidy frames: 0.025 -> ``q025``, 0.05 -> ``q05``,
+    0.1 -> ``q10``, 0.5 -> ``q50``, 0.975 -> ``q975``."""
+    pct = round(100 * float(p), 6)
+    if pct == int(pct):
+        return f"q{int(pct):02d}"
+    text = f"{pct:.6f}".rstrip("0").replace(".", "")
+    return "q" + ("0" + text if pct < 10 else text)
 
 
 class SamplerDiagnosticsError(RuntimeError):
@@ -126,6 +141,9 @@ def summarise_draws(
 ) -> pd.DataFrame:
     """Mean, sd, 2.5/97.5% quantiles, R-hat and bulk/tail ESS of every posterior scalar.
 
+    R-hat and ESS are arviz's rank-normalised statistics, computed by :func:`rhat_ess`
+    (vectorised; equal to :func:`arviz.rhat` / :func:`arviz.ess` to rounding).
+
     Parameters
     ----------
     idata : arviz.InferenceData or xarray.Dataset
@@ -144,11 +162,8 @@ def summarise_draws(
     rows = []
     for v in names:
         da = post[v]
-        sub = xr.Dataset({v: da})
-        rhat = az.rhat(sub)[v].values.ravel()
-        eb = az.ess(sub, method="bulk")[v].values.ravel()
-        et = az.ess(sub, method="tail")[v].values.ravel()
         arr = draws_matrix(da)
+        rhat, eb, et = rhat_ess(arr)
         flat = arr.reshape(-1, arr.shape[-1])
         q = np.quantile(flat, [0.025, 0.975], axis=0)
         nm = flat_names(da)
@@ -379,3 +394,375 @@ def summarise_groups(
     for i, name in enumerate(GROUP_QUANTILES):
         res[name] = qs[i + 1]
     return res
+
+
+# ------------------------------------------------------- exact mixture summaries
+def mixture_quantiles(
+    weights: np.ndarray,
+    means: np.ndarray,
+    sds: np.ndarray,
+    probs: Sequence[float],
+    *,
+    xtol: float = 1e-12,
+    max_iter: int = 200,
+) -> np.ndarray:
+    """Quantiles of finite mixtures of normals, solved from the mixture CDF.
+
+    Each column ``i`` of ``means`` and ``sds`` defines the mixture
+    ``sum_j weights[j] N(means[j, i], sds[j, i]^2)``; its quantile ``x`` at ``p`` solves
+    ``sum_j weights[j] Phi((x - means[j, i]) / sds[j, i]) = p``. The equation is solved by
+    Newton's method safeguarded by bisection (the CDF is increasing, its derivative is the
+    mixture density), vectorised over columns and probabilities, to ``xtol * (1 + |x|)``.
+
+    Parameters
+    ----------
+    weights : numpy.ndarray
+        ``(J,)`` non-negative component weights (normalised here).
+    means, sds : numpy.ndarray
+        ``(J, N)`` component means and standard deviations (``sds > 0``).
+    probs : sequence of float
+        Probabilities in (0, 1).
+    xtol : float, default 1e-12
+        Relative tolerance of the root.
+    max_iter : int, default 200
+        Iteration cap (bisection alone needs about 60).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(len(probs), N)`` quantiles.
+    """
+    w = np.asarray(weights, dtype=float)
+    w = w / w.sum()
+    mu = np.asarray(means, dtype=float)
+    sd = np.asarray(sds, dtype=float)
+    if mu.ndim == 1:
+        mu, sd = mu[:, None], sd[:, None]
+    p = np.asarray(probs, dtype=float)
+    if np.any((p <= 0) | (p >= 1)):
+        raise ValueError("probabilities must lie in (0, 1)")
+    N = mu.shape[1]
+    workers = _threads(mu.size * len(p))
+    if workers > 1:  # columns are independent: the same numbers, computed in parallel
+        from concurrent.futures import ThreadPoolExecutor
+
+        parts = np.array_split(np.arange(N), workers)
+        with ThreadPoolExecutor(workers) as pool:
+            res = pool.map(lambda c: _mixture_quantiles(w, mu[:, c], sd[:, c], p, xtol,
+                                                        max_iter), parts)
+            return np.concatenate(list(res), axis=1)
+    return _mixture_quantiles(w, mu, sd, p, xtol, max_iter)
+
+
+def _threads(work: int) -> int:
+    """Threads for a vectorised computation of ``work`` elements (numpy and scipy release
+    the GIL): up to 2 (the project's machines) for large ones, else 1."""
+    import os
+
+    return min(2, os.cpu_count() or 1) if work > 4_000_000 else 1
+
+
+def _mixture_quantiles(w, mu, sd, p, xtol, max_iter):
+    from scipy.special import ndtr, ndtri
+
+    P, N = len(p), mu.shape[1]
+    mean = w @ mu
+    var = w @ (sd**2 + (mu - mean) ** 2)
+    col = np.tile(np.arange(N), P)
+    target = np.repeat(p, N)
+    x = (mean[None, :] + np.sqrt(var)[None, :] * ndtri(p)[:, None]).ravel()
+    lo = np.tile((mu - 40 * sd).min(axis=0), P)
+    hi = np.tile((mu + 40 * sd).max(axis=0), P)
+    x = np.clip(x, lo, hi)
+    active = np.arange(P * N)
+    c_norm = 1.0 / np.sqrt(2 * np.pi)
+    inv_sd = 1.0 / sd
+    for _ in range(max_iter):
+        if active.size == 0:
+            break
+        c = col[active]
+        xa = x[active]
+        isd = inv_sd[:, c]
+        z = (xa[None, :] - mu[:, c]) * isd
+        F = w @ ndtr(z)
+        z *= z
+        z *= -0.5
+        np.exp(z, out=z)
+        z *= isd
+        f = (w @ z) * c_norm
+        below = F < target[active]
+        lo[active] = np.where(below, xa, lo[active])
+        hi[active] = np.where(below, hi[active], xa)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            xn = xa - (F - target[active]) / f
+        bad = ~((xn > lo[active]) & (xn < hi[active]))
+        xn = np.where(bad, 0.5 * (lo[active] + hi[active]), xn)
+        tol = xtol * (1.0 + np.abs(xn))
+        done = (np.abs(xn - xa) <= tol) | (hi[active] - lo[active] <= tol)
+        x[active] = xn
+        active = active[~done]
+    return x.reshape(P, N)
+
+
+def mixture_moments(weights: np.ndarray, means: np.ndarray,
+                    sds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation of finite mixtures of normals (columns, as
+    :func:`mixture_quantiles`)."""
+    w = np.asarray(weights, dtype=float)
+    w = w / w.sum()
+    mean = w @ means
+    var = w @ (np.asarray(sds) ** 2 + (np.asarray(means) - mean) ** 2)
+    return mean, np.sqrt(var)
+
+
+def sinc_quantiles(nodes: np.ndarray, masses: np.ndarray, probs: Sequence[float], *,
+                   xtol: float = 1e-12, max_iter: int = 200) -> np.ndarray:
+    """Quantiles of a smooth 1-D density known through its masses on an equispaced grid.
+
+    The density is the sinc (Whittaker) interpolant of the node values ``masses / h``: the
+    interpolant that makes the trapezoid rule exact, and that converges exponentially for
+    an analytic, rapidly decaying density. Its CDF is
+    ``F(x) = sum_i masses[i] (1/2 + Si(pi (x - nodes[i]) / h) / pi)``, solved for each
+    probability by safeguarded Newton steps as :func:`mixture_quantiles`.
+
+    Parameters
+    ----------
+    nodes : numpy.ndarray
+        ``(n,)`` equispaced nodes (step ``h``).
+    masses : numpy.ndarray
+        ``(n,)`` node masses (normalised here).
+    probs : sequence of float
+        Probabilities in (0, 1).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(len(probs),)`` quantiles.
+    """
+    from scipy.special import sici
+
+    u = np.asarray(nodes, dtype=float)
+    m = np.asarray(masses, dtype=float)
+    m = m / m.sum()
+    if len(u) < 2:
+        return np.full(len(probs), u[0] if len(u) else np.nan)
+    h = (u[-1] - u[0]) / (len(u) - 1)
+    keep = m > 1e-17
+    u, m = u[keep], m[keep]
+    out = []
+    cdf = np.cumsum(m)
+    for p in np.asarray(probs, dtype=float):
+        lo, hi = u[0] - 5 * h, u[-1] + 5 * h
+        x = u[min(np.searchsorted(cdf, p), len(u) - 1)]
+        for _ in range(max_iter):
+            t = np.pi * (x - u) / h
+            F = m @ (0.5 + sici(t)[0] / np.pi)
+            f = m @ np.sinc(t / np.pi) / h
+            if F < p:
+                lo = x
+            else:
+                hi = x
+            xn = x - (F - p) / f if f > 0 else np.nan
+            if not (lo < xn < hi):
+                xn = 0.5 * (lo + hi)
+            tol = xtol * (1.0 + abs(xn))
+            done = abs(xn - x) <= tol or hi - lo <= tol
+            x = xn
+            if done:
+                break
+        out.append(x)
+    return np.asarray(out)
+
+
+# ------------------------------------------------------ vectorised R-hat and ESS
+# Layout inside: (k, chain, draw), C-contiguous, so that every operation runs along
+# contiguous draws of one scalar.
+def _split(x: np.ndarray) -> np.ndarray:
+    """Split chains in halves: (k, chain, draw) -> (k, 2 chain, draw // 2), as arviz."""
+    half = x.shape[2] // 2
+    return np.concatenate([x[:, :, :half], x[:, :, x.shape[2] - half :]], axis=1)
+
+
+def _sorted_ranks(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted values and average ranks (1-based, ties averaged as scipy's ``rankdata``) of
+    each row of ``x`` (k, N)."""
+    k, N = x.shape
+    order = np.argsort(x, axis=1)
+    srt = np.take_along_axis(x, order, axis=1)
+    pos = np.broadcast_to(np.arange(N), x.shape)
+    same = srt[:, 1:] == srt[:, :-1]
+    first = np.concatenate([np.ones((k, 1), bool), ~same], axis=1)
+    last = np.concatenate([~same, np.ones((k, 1), bool)], axis=1)
+    start = np.maximum.accumulate(np.where(first, pos, 0), axis=1)
+    end = np.minimum.accumulate(np.where(last, pos, N)[:, ::-1], axis=1)[:, ::-1]
+    r = np.empty((k, N))
+    np.put_along_axis(r, order, (start + end) / 2.0 + 1.0, axis=1)
+    return srt, r
+
+
+def _z_scale(x: np.ndarray, ranks: np.ndarray | None = None) -> np.ndarray:
+    """Rank-normalise each scalar over all its draws (average ranks of ties, Blom offsets),
+    as arviz's ``_z_scale``."""
+    from scipy.special import ndtri
+
+    k, c, n = x.shape
+    r = _sorted_ranks(x.reshape(k, c * n))[1] if ranks is None else ranks
+    return ndtri((r - 0.375) / (c * n + 0.25)).reshape(k, c, n)
+
+
+def _type7(srt: np.ndarray, p: float) -> np.ndarray:
+    """Quantile ``p`` (R's type 7) of each row of sorted values, with the arithmetic of
+    :func:`scipy.stats.mstats.mquantiles` (``alphap = betap = 1``), which arviz uses."""
+    N = srt.shape[1]
+    if N == 1:
+        return srt[:, 0]
+    p = np.float64(p)
+    aleph = N * p + (1.0 + p * (1.0 - 1.0 - 1.0))
+    k = int(np.floor(np.clip(aleph, 1, N - 1)))
+    gamma = float(np.clip(aleph - k, 0, 1))
+    return (1.0 - gamma) * srt[:, k - 1] + gamma * srt[:, k]
+
+
+def _rhat_basic(x: np.ndarray) -> np.ndarray:
+    n = x.shape[2]
+    chain_mean = x.mean(axis=2)
+    chain_var = x.var(axis=2, ddof=1)
+    between = n * chain_mean.var(axis=1, ddof=1)
+    within = chain_var.mean(axis=1)
+    return np.sqrt((between / within + n - 1) / n)
+
+
+def _ess_basic(x: np.ndarray) -> np.ndarray:
+    """arviz's ``_ess`` (Geyer's initial positive and monotone sequences), for every scalar
+    of ``x`` (k, chain, draw) at once."""
+    from scipy.fft import next_fast_len
+
+    k, c, n = x.shape
+    size = c * n
+    m = next_fast_len(2 * n)
+    xc = x - x.mean(axis=2, keepdims=True)
+    f = np.fft.rfft(xc, n=m, axis=2)
+    f *= np.conjugate(f)
+    acov = np.fft.irfft(f, n=m, axis=2)[:, :, :n] / n  # (k, c, n)
+    chain_mean = x.mean(axis=2)
+    mean_var = acov[:, :, 0].mean(axis=1) * n / (n - 1.0)
+    var_plus = mean_var * (n - 1.0) / n
+    if c > 1:
+        var_plus = var_plus + chain_mean.var(axis=1, ddof=1)
+    # rho[t] for every lag, lags first so that each step of the loops below is contiguous
+    rho = np.ascontiguousarray(
+        (1.0 - (mean_var[:, None] - acov.mean(axis=1)) / var_plus[:, None]).T)  # (n, k)
+    # Geyer's initial positive sequence (arviz's loop, run for all scalars at once)
+    cols = np.arange(k)
+    rho_t = np.zeros((n, k))
+    rho_t[0] = 1.0
+    rho_even = np.ones(k)
+    rho_odd = rho[1] if n > 1 else np.zeros(k)
+    if n > 1:
+        rho_t[1] = rho_odd
+    tvec = np.ones(k, dtype=int)
+    active = (rho_even + rho_odd) > 0
+    t = 1
+    while t < n - 3 and active.any():
+        re, ro = rho[t + 1], rho[t + 2]
+        rho_even = np.where(active, re, rho_even)
+        rho_odd = np.where(active, ro, rho_odd)
+        store = active & (re + ro >= 0)
+        rho_t[t + 1] = np.where(store, re, rho_t[t + 1])
+        rho_t[t + 2] = np.where(store, ro, rho_t[t + 2])
+        tvec = np.where(active, t + 2, tvec)
+        active = active & (re + ro > 0)
+        t += 2
+    max_t = tvec - 2
+    set_even = rho_even > 0
+    rows = np.clip(max_t + 1, 0, n - 1)
+    rho_t[rows[set_even], cols[set_even]] = rho_even[set_even]
+    # Geyer's initial monotone sequence
+    t = 1
+    while t <= max_t.max() - 2:
+        prev = rho_t[t - 1] + rho_t[t]
+        cond = (t <= max_t - 2) & (rho_t[t + 1] + rho_t[t + 2] > prev)
+        rho_t[t + 1] = np.where(cond, prev / 2.0, rho_t[t + 1])
+        rho_t[t + 2] = np.where(cond, prev / 2.0, rho_t[t + 2])
+        t += 2
+    top = int(max_t.max()) + 2
+    lag = np.arange(min(top, n))[:, None]
+    part = rho_t[: min(top, n)]
+    tau = (-1.0 + 2.0 * np.where(lag <= max_t[None, :], part, 0.0).sum(axis=0)
+           + np.where(max_t + 1 < n, rho_t[rows, cols], 0.0))
+    tau = np.maximum(tau, 1.0 / np.log10(size))
+    ess = size / tau
+    ess = np.where(np.isnan(rho).any(axis=0), np.nan, ess)
+    const = (x.max(axis=(1, 2)) - x.min(axis=(1, 2))) < np.finfo(float).resolution
+    return np.where(const, float(size), ess)
+
+
+def rhat_ess(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rank-normalised split R-hat, bulk ESS and tail ESS of many scalars at once.
+
+    The same statistics as :func:`arviz.rhat` and :func:`arviz.ess` (``method="bulk"`` and
+    ``"tail"``), computed with whole-array operations instead of one scalar at a time
+    (thousands of group effects take seconds with arviz, a fraction of that here).
+
+    Parameters
+    ----------
+    x : numpy.ndarray
+        ``(chain, draw, k)`` draws of ``k`` scalars.
+
+    Returns
+    -------
+    r_hat, ess_bulk, ess_tail : numpy.ndarray
+        ``(k,)`` each.
+    """
+    x = np.asarray(x, dtype=float)
+    if x.ndim == 2:
+        x = x[:, :, None]
+    k = x.shape[2]
+    step = max(1, int(2e6 // max(x.shape[0] * x.shape[1], 1)))  # bounded memory
+    out = np.empty((3, k))
+
+    def run(i):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            chunk = np.ascontiguousarray(np.moveaxis(x[:, :, i : i + step], 2, 0))
+            out[:, i : i + step] = _rhat_ess(chunk)
+
+    starts = range(0, k, step)
+    workers = _threads(x.size) if len(starts) > 1 else 1
+    if workers > 1:  # scalars are independent: the same numbers, computed in parallel
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(run, starts))
+    else:
+        for i in starts:
+            run(i)
+    return out[0], out[1], out[2]
+
+
+def _rhat_ess(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    k, c, n = x.shape
+    out_nan = np.full(k, np.nan)
+    bad = np.isnan(x).any(axis=(1, 2))
+    split = _split(x)
+    if n < 4:
+        return out_nan, out_nan, out_nan
+    srt, ranks = _sorted_ranks(split.reshape(k, -1))
+    z_split = _z_scale(split, ranks)
+    ess_bulk = _ess_basic(z_split)
+    if split.shape[1] * split.shape[2] == c * n:  # the split keeps every draw: same values
+        srt_all = srt
+    else:
+        srt_all = np.sort(x.reshape(k, c * n), axis=1)
+    q05, q95 = _type7(srt_all, 0.05), _type7(srt_all, 0.95)
+    ess_tail = np.minimum(_ess_basic(_split((x <= q05[:, None, None]).astype(float))),
+                          _ess_basic(_split((x <= q95[:, None, None]).astype(float))))
+    if c >= 2:
+        rb = _rhat_basic(z_split)
+        N = srt.shape[1]
+        med = (0.5 * (srt[:, N // 2 - 1] + srt[:, N // 2]) if N % 2 == 0 else srt[:, N // 2])
+        rt = _rhat_basic(_z_scale(np.abs(split - med[:, None, None])))
+        r_hat = np.maximum(rb, rt)
+    else:
+        r_hat = out_nan
+    return (np.where(bad, np.nan, r_hat), np.where(bad, np.nan, ess_bulk),
+            np.where(bad, np.nan, ess_tail))

@@ -37,12 +37,12 @@ one row per group and columns ``group``, ``estimate``, ``q025``, ``q05``,
 path), :func:`ols_estimator_statsmodels` (the generic
 :func:`hetfx.models.saturated_ols.fit_saturated_ols` path, the reference) and
 :func:`hierarchical_estimator` (the lambda model). The hierarchical estimator's
-default engine, :func:`lambda_quadrature_draws`, is the quadrature engine of
-:mod:`hetfx.models.lambda_model` (same collapsed model, same grid placement) with
-leaner linear algebra (one bordered Cholesky per grid point, one factorisation per
-distinct grid point drawn, no InferenceData or diagnostics): about 0.1-0.4 s per fit
-instead of 1-5 s, which is what lets 900 fits run in under two minutes on two cores.
-It is tested against ``fit_lambda_model(engine="quadrature")`` and full NUTS.
+default engine, :func:`lambda_quadrature_summary`, is the quadrature engine of
+:mod:`hetfx.models.lambda_model` (same collapsed model and grid) without draws: the
+posterior median and quantiles of every group effect are computed exactly from the
+grid's mixture of Gaussians, so the study's estimates and coverages carry no Monte Carlo
+error from the fits and agree across machines to rounding. It is tested against
+``fit_lambda_model(engine="quadrature")`` and full NUTS.
 
 Readings: (a) the published design is ``run_simulation(n_replicates=1)`` (one
 data set per condition; the published R code used seed 12, whose R random
@@ -65,14 +65,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from scipy import stats
-from scipy.linalg import solve_triangular
 
 from hetfx.models.gaussian import ScalePrior, single_threaded_blas
 from hetfx.models.lambda_model import (
-    CollapsedLambda,
-    _quadrature_grid,
+    ArrowLambda,
+    QuadraturePosterior,
     design_from_factorial,
     fit_lambda_model,
+    lattice_grid,
     prepare_lambda_data,
 )
 
@@ -94,6 +94,7 @@ __all__ = [
     "group_labels",
     "hierarchical_estimator",
     "lambda_quadrature_draws",
+    "lambda_quadrature_summary",
     "ols_estimator",
     "ols_estimator_statsmodels",
     "replicate_rng",
@@ -538,108 +539,86 @@ def _lambda_inputs(data: pd.DataFrame, condition: Condition):
     return data["y"].to_numpy(float), data["treat"].to_numpy(float), X, codes, Z
 
 
-_LOG2PI = float(np.log(2 * np.pi))
+#: Grid resolution of the simulation's exact summaries (nodes per posterior SD of log sigma,
+#: log sigma_theta): group-effect quantiles within 1e-10 of their limit (measured on the
+#: simulation's designs by halving the steps; the scales' own quantiles, not needed here,
+#: would need (3, 3)).
+SIM_RESOLUTION = (1.5, 3.0)
+#: Version of the hierarchical estimator's numerics, recorded in the work directory's
+#: manifest so that replicates computed by an older engine are refitted.
+HIERARCHICAL_VERSION = 2
 
 
-class _BorderedLambda(CollapsedLambda):
-    """:class:`~hetfx.models.lambda_model.CollapsedLambda` with a cheaper log posterior.
-
-    One batched Cholesky of the bordered ``(d+1)``-square matrix
-    ``B = [[M, b], [b', y'y / sigma^2]]`` per evaluation replaces the Cholesky of
-    ``M`` plus two general (LU) solves: the factor's first ``d`` pivots give
-    ``log|M|``, its last row is ``w' = (L^-1 b)'`` and its last pivot squared is
-    ``y'y/sigma^2 - b'M^-1 b``, the quadratic form of the marginal likelihood.
-    The result is the same function (checked in the tests) at about a fifth of
-    the cost, which the simulation's hundreds of fits need.
-    """
-
-    def bordered_cholesky(self, sigma: np.ndarray, sigma_theta: np.ndarray):
-        """Cholesky factors of ``B`` for a batch of scales, and ``log|P|``."""
-        prec, ld = self._prec(sigma_theta)
-        s2 = sigma**2
-        d = self.p + self.G
-        if not hasattr(self, "_gram"):  # [[A'A, A'y], [y'A, y'y]], built once
-            self._gram = np.block([[self.ss.AtA, self.ss.Aty[:, None]],
-                                   [self.ss.Aty[None, :], np.array([[self.ss.yty]])]])
-        B = np.multiply(self._gram[None], (1.0 / s2)[:, None, None])
-        idx = np.arange(d)
-        B[:, idx, idx] += prec
-        return np.linalg.cholesky(B), ld
-
-    def logpost(self, u: np.ndarray, chunk: int = 64) -> np.ndarray:
-        u = np.atleast_2d(np.asarray(u, dtype=float))
-        out = np.empty(len(u))
-        d, n = self.p + self.G, self.ss.n
-        for i in range(0, len(u), chunk):
-            uu = u[i : i + chunk]
-            L, ld = self.bordered_cholesky(np.exp(uu[:, 0]), np.exp(uu[:, 1]))
-            piv = np.diagonal(L, axis1=1, axis2=2)
-            lml = (-0.5 * n * (_LOG2PI + 2 * uu[:, 0]) + 0.5 * ld
-                   - np.log(piv[:, :d]).sum(axis=1) - 0.5 * piv[:, d] ** 2)
-            out[i : i + chunk] = (lml + self.sigma_prior.logpdf_log(uu[:, 0])[0]
-                                  + self.sigma_theta_prior.logpdf_log(uu[:, 1])[0])
-        return out
+def _lambda_posterior(y, treat, X, group, Z, n_grid, resolution):
+    d = prepare_lambda_data(y, treat, X, group, Z)
+    prior = ScalePrior.brms_default()
+    cm = ArrowLambda(d, 1.0, 1.0, prior, prior)
+    grid = lattice_grid(cm, float(np.std(d.y)) or 1.0, resolution=resolution,
+                        min_points=None if n_grid is None else tuple(n_grid))
+    return QuadraturePosterior(cm, grid)
 
 
-def lambda_quadrature_draws(
-    y, treat, X, group, Z, *, n_draws: int = 4000, seed: int = 0,
-    n_grid: tuple[int, int] = (32, 96),
-) -> tuple[np.ndarray, dict[str, float]]:
-    """Posterior draws of the group effects of the lambda model, lean quadrature path.
+def lambda_quadrature_summary(
+    y, treat, X, group, Z, *, probs: Sequence[float] = (0.5, *_T_LEVELS.values()),
+    n_grid: tuple[int, int] | None = None,
+    resolution: float | tuple[float, float] = SIM_RESOLUTION,
+) -> tuple[pd.DataFrame, dict[str, float]]:
+    """Exact posterior summaries of the group effects of the lambda model (no sampling).
 
-    The same model, priors (``gamma, beta ~ N(0, 1)``, brms-default scale priors) and
-    integration grid as ``fit_lambda_model(engine="quadrature")`` (its grid placement
-    is reused), without what a simulation fit does not need: the log posterior of the
-    two log-scales costs one bordered Cholesky per point (:class:`_BorderedLambda`),
-    draws take grid points by weight (the grid-midpoint rule, no within-cell jitter)
-    and each distinct point is factorised once for all its draws; no ``gamma``,
-    ``theta``, InferenceData or convergence diagnostics (draws are independent).
+    The same model and priors as ``fit_lambda_model(engine="quadrature")`` (``gamma, beta ~
+    N(0, 1)``, brms-default scale priors) and the same collapse and grid
+    (:class:`~hetfx.models.lambda_model.ArrowLambda`,
+    :func:`~hetfx.models.lambda_model.lattice_grid`); the posterior of each ``lambda_g`` is
+    the grid's mixture of Gaussians and its quantiles solve the mixture CDF
+    (:class:`~hetfx.models.lambda_model.QuadraturePosterior`). Nothing is random, so results
+    agree across machines to rounding.
 
     Parameters
     ----------
     y, treat, X, group, Z
         As :func:`hetfx.models.lambda_model.fit_lambda_model`.
-    n_draws : int, default 4000
-        Independent posterior draws.
-    seed : int
-        Random seed.
-    n_grid : (int, int)
-        Quadrature points on ``log sigma`` and ``log sigma_theta``.
+    probs : sequence of float
+        Probabilities of the quantiles (default: median, .025, .05, .95, .975).
+    n_grid : (int, int), optional
+        Minimum grid nodes per axis.
+    resolution : float or (float, float)
+        Grid nodes per posterior SD of each log scale (:data:`SIM_RESOLUTION`).
+
+    Returns
+    -------
+    summary : pandas.DataFrame
+        One row per group (row order of ``Z``): ``mean``, ``sd`` and one column per
+        quantile (``q50``, ``q025``, ``q05``, ...).
+    info : dict
+        ``grid_edge_mass`` (posterior mass on the grid's boundary) and ``grid_points``.
+    """
+    with single_threaded_blas():
+        post = _lambda_posterior(y, treat, X, group, Z, n_grid, resolution)
+        out = post.summarise_lambda(probs=probs)
+    return out, {"grid_edge_mass": post.grid.edge_mass,
+                 "grid_points": int(post.grid.w.size)}
+
+
+def lambda_quadrature_draws(
+    y, treat, X, group, Z, *, n_draws: int = 4000, seed: int = 0,
+    n_grid: tuple[int, int] | None = None,
+    resolution: float | tuple[float, float] = SIM_RESOLUTION,
+) -> tuple[np.ndarray, dict[str, float]]:
+    """Independent posterior draws of the group effects (the same posterior as
+    :func:`lambda_quadrature_summary`; the simulation itself needs no draws).
 
     Returns
     -------
     lam : numpy.ndarray
         ``(n_draws, G)`` draws of ``lambda_g`` in the row order of ``Z``.
     info : dict
-        ``grid_edge_mass`` (posterior mass on the grid's boundary; large values mean
-        the grid cut the posterior) and ``grid_points_used``.
+        ``grid_edge_mass`` and ``grid_points``.
     """
-    d = prepare_lambda_data(y, treat, X, group, Z)
-    prior = ScalePrior.brms_default()
     with single_threaded_blas():
-        cm = _BorderedLambda(d, 1.0, 1.0, prior, prior)
-        fs, ft, _, w, edge, _ = _quadrature_grid(
-            cm, float(np.std(d.y)) or 1.0, n_grid, drop=20.0, min_log_st=np.log(1e-10)
-        )
-        rng = np.random.default_rng(seed)
-        idx = rng.choice(w.size, size=n_draws, p=w.ravel())
-        points, counts = np.unique(idx, return_counts=True)
-        i_s, i_t = np.unravel_index(points, w.shape)
-        p, dim = cm.p, cm.p + cm.G
-        eta = np.empty((n_draws, cm.G))
-        pos = 0
-        for c0 in range(0, len(points), 128):
-            sl = slice(c0, c0 + 128)
-            L, _ = cm.bordered_cholesky(np.exp(fs[i_s[sl]]), np.exp(ft[i_t[sl]]))
-            for Lj, m in zip(L, counts[sl], strict=True):
-                rhs = Lj[dim, :dim, None] + rng.standard_normal((dim, m))
-                c = solve_triangular(Lj[:dim, :dim], rhs, trans="T", lower=True,
-                                     check_finite=False)
-                eta[pos : pos + m] = c[p:].T
-                pos += m
-        lam = eta @ cm.U.T
-    lam = lam[rng.permutation(n_draws)]
-    return lam, {"grid_edge_mass": float(edge), "grid_points_used": int(len(points))}
+        post = _lambda_posterior(y, treat, X, group, Z, n_grid, resolution)
+        lam = post.draws(n_draws, seed)["lambda"]
+    return lam, {"grid_edge_mass": post.grid.edge_mass,
+                 "grid_points": int(post.grid.w.size)}
 
 
 def hierarchical_estimator(
@@ -649,16 +628,14 @@ def hierarchical_estimator(
     chains: int = 4,
     draws: int = 1000,
     engine: str = "fast",
-    n_grid: tuple[int, int] = (32, 96),
+    n_grid: tuple[int, int] | None = None,
 ) -> pd.DataFrame:
     """Group effects by the hierarchical lambda model.
 
     Groups are the cells that occur in the data, ``Z`` is the full factorial of the
     moderators (saturated conditions) or intercept + moderators (additive), ``X`` is
     intercept, z1, z2, z3, and both equations have ``N(0, 1)`` priors (scale priors:
-    brms defaults). The fitting seed is derived from the data, so a replicate's result
-    does not depend on where it runs. Use :func:`functools.partial` to change
-    ``chains``/``draws``/``engine``.
+    brms defaults). Use :func:`functools.partial` to change ``chains``/``draws``/``engine``.
 
     Parameters
     ----------
@@ -667,15 +644,17 @@ def hierarchical_estimator(
     condition : Condition
         Its condition.
     chains, draws : int
-        Posterior draws: ``chains * draws`` in all (independent for the quadrature
-        engines).
+        Posterior draws of the reference engines (``chains * draws``); the default engine
+        draws nothing.
     engine : {"fast", "quadrature", "nutpie"}
-        ``"fast"``: :func:`lambda_quadrature_draws` (the quadrature engine's grid,
-        leaner linear algebra; the simulation's default); ``"quadrature"`` and
-        ``"nutpie"``: :func:`hetfx.models.lambda_model.fit_lambda_model` with that
-        engine (the references it is tested against).
-    n_grid : (int, int), default (32, 96)
-        Quadrature points on ``log sigma`` and ``log sigma_theta`` (quadrature engines).
+        ``"fast"``: :func:`lambda_quadrature_summary`, the exact posterior median and
+        quantiles (no Monte Carlo error; the simulation's default); ``"quadrature"`` and
+        ``"nutpie"``: :func:`hetfx.models.lambda_model.fit_lambda_model` with that engine
+        (the references it is tested against; nutpie's quantiles come from its draws, with
+        a fitting seed derived from the data).
+    n_grid : (int, int), optional
+        Minimum quadrature nodes on ``log sigma`` and ``log sigma_theta`` (quadrature
+        engines).
 
     Returns
     -------
@@ -685,28 +664,26 @@ def hierarchical_estimator(
         ``grid_edge_mass`` (quadrature engines; ``nan`` for nutpie).
     """
     y, treat, X, codes, Z = _lambda_inputs(data, condition)
-    if engine == "fast":
-        lam, info = lambda_quadrature_draws(
-            y, treat, X, codes, Z, n_draws=chains * draws, seed=_data_seed(data),
-            n_grid=tuple(n_grid),
-        )
-        edge = info["grid_edge_mass"]
-    elif engine in ("quadrature", "nutpie"):
-        fit = fit_lambda_model(
-            y, treat, X, codes, Z, engine=engine, gamma_sd=1.0, beta_sd=1.0,
-            chains=chains, draws=draws, seed=_data_seed(data) % 2**31, n_grid=tuple(n_grid),
-        )
-        lam = fit.idata.posterior["lambda"].transpose(..., "group").to_numpy()
-        lam = lam.reshape(-1, lam.shape[-1])
-        edge = float(fit.idata.attrs.get("grid_edge_mass", np.nan))
-    else:
-        raise ValueError(f"engine must be 'fast', 'quadrature' or 'nutpie', got {engine!r}")
     names = [str(v) for v in Z.index]
-    qs = np.quantile(lam, [0.5, *_T_LEVELS.values()], axis=0)
-    out = pd.DataFrame({"group": names, "estimate": qs[0]})
-    for i, name in enumerate(_T_LEVELS):
-        out[name] = qs[i + 1]
-    out["grid_edge_mass"] = edge
+    grid = None if n_grid is None else tuple(n_grid)
+    if engine == "fast":
+        summ, info = lambda_quadrature_summary(y, treat, X, codes, Z, n_grid=grid)
+        out = pd.DataFrame({"group": names, "estimate": summ["q50"].to_numpy()})
+        for name in _T_LEVELS:
+            out[name] = summ[name].to_numpy()
+        out["grid_edge_mass"] = info["grid_edge_mass"]
+        return out
+    if engine not in ("quadrature", "nutpie"):
+        raise ValueError(f"engine must be 'fast', 'quadrature' or 'nutpie', got {engine!r}")
+    fit = fit_lambda_model(
+        y, treat, X, codes, Z, engine=engine, gamma_sd=1.0, beta_sd=1.0,
+        chains=chains, draws=draws, seed=_data_seed(data) % 2**31, n_grid=grid,
+    )
+    ge = fit.group_effects(level=0.9)
+    out = pd.DataFrame({"group": names, "estimate": ge["estimate"].to_numpy()})
+    for name in _T_LEVELS:
+        out[name] = ge[name].to_numpy()
+    out["grid_edge_mass"] = float(fit.idata.attrs.get("grid_edge_mass", np.nan))
     return out
 
 
@@ -870,9 +847,10 @@ def run_simulation(
         resumes; files are written by the calling process as results arrive
         (so the directory need not be visible to remote workers). A
         ``manifest.json`` records the root seed, sample size and estimators
-        (names and their functions/arguments) and a run with different settings
-        is refused; changing an estimator's code without renaming it is not
-        detected. ``n_replicates`` may grow between runs.
+        (names and their functions/arguments) and the version of the hierarchical
+        estimator's numerics (:data:`HIERARCHICAL_VERSION`), and a run with different
+        settings is refused; other changes of an estimator's code are not detected.
+        ``n_replicates`` may grow between runs.
     n_jobs : int, default 1
         Parallel workers (joblib); ``-1`` uses all cores.
     backend : str, default "loky"
@@ -915,6 +893,7 @@ def run_simulation(
     if work_dir is not None:
         wd = Path(work_dir)
         manifest = {
+            "hierarchical_version": HIERARCHICAL_VERSION,
             "root_seed": int(root_seed),
             "n_obs": int(n_obs),
             "models": {name: _describe(est) for name, est in sorted(estimators.items())},

@@ -1,0 +1,227 @@
+"""The quadrature engine's exact posterior: the arrow-structured collapse against brute force,
+the mixture and sinc quantile solvers, the quadrature error of the default grid, linear
+combinations of group effects, and the draws."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import optimize, stats
+
+from hetfx.inference import mixture_moments, mixture_quantiles, sinc_quantiles
+from hetfx.models.gaussian import ScalePrior
+from hetfx.models.lambda_model import (
+    ArrowLambda,
+    CollapsedLambda,
+    QuadraturePosterior,
+    fit_lambda_model,
+    lattice_grid,
+    prepare_lambda_data,
+)
+
+PRIOR = ScalePrior.brms_default()
+
+
+def small_problem(seed: int = 0, G: int = 6, n: int = 60, Z: str = "additive"):
+    """A small data set; group 0 has no treated row; Z additive, saturated or
+    rank-deficient (a duplicated column)."""
+    rng = np.random.default_rng(seed)
+    a = np.arange(G) % 2
+    cols = {"Intercept": np.ones(G), "a": a}
+    if Z == "saturated":
+        Zf = pd.DataFrame(np.tril(np.ones((G, G))), index=[f"g{i}" for i in range(G)],
+                          columns=[f"z{j}" for j in range(G)])
+    else:
+        if Z == "deficient":
+            cols["a_copy"] = a
+        Zf = pd.DataFrame(cols, index=[f"g{i}" for i in range(G)])
+    group = np.concatenate([np.arange(G), rng.integers(0, G, n - G)])
+    treat = rng.integers(0, 2, n).astype(float)
+    treat[group == 0] = 0.0
+    X = pd.DataFrame({"Intercept": 1.0, "x": rng.normal(size=n)})
+    y = (0.3 + 0.4 * rng.normal(size=G))[group] * treat + 0.5 * X["x"].to_numpy() + rng.normal(
+        size=n)
+    return prepare_lambda_data(y, treat, X, group, Zf)
+
+
+def brute_force_logml(d, gamma_sd, beta_sd, sigma, sigma_theta):
+    """log N(y; 0, sigma^2 I + A diag(prior variances) A') with A = [X, W Z, W]."""
+    X = d.X.to_numpy(float)
+    Z = d.Z.to_numpy(float)
+    n, G = len(d.y), Z.shape[0]
+    W = np.zeros((n, G))
+    W[np.arange(n), d.group] = d.treat
+    A = np.hstack([X, W @ Z, W])
+    v = np.concatenate([np.full(X.shape[1], beta_sd**2), np.full(Z.shape[1], gamma_sd**2),
+                        np.full(G, sigma_theta**2)])
+    cov = sigma**2 * np.eye(n) + (A * v) @ A.T
+    return stats.multivariate_normal(np.zeros(n), cov).logpdf(d.y)
+
+
+@pytest.mark.parametrize("kind", ["additive", "saturated", "deficient"])
+def test_log_marginal_likelihood_equals_brute_force(kind):
+    d = small_problem(1, Z=kind)
+    modes = [False, True] if kind == "saturated" else [False]
+    for saturated in modes:
+        cm = ArrowLambda(d, 0.7, 0.5, PRIOR, PRIOR, saturated=saturated)
+        assert cm.saturated == saturated
+        for sigma, st in [(0.8, 0.3), (1.3, 1e-6), (0.5, 2.0)]:
+            ours = cm.log_marginal_likelihood(np.log(sigma), np.log(st))[0]
+            assert abs(ours - brute_force_logml(d, 0.7, 0.5, sigma, st)) < 1e-9
+
+
+def test_log_posterior_equals_the_dense_engine_on_m1_like_data():
+    """M1's shape: saturated Z with 32 groups, 9 controls, 1,200 rows."""
+    rng = np.random.default_rng(3)
+    G, n = 32, 1200
+    Z = pd.DataFrame(np.tril(np.ones((G, G))), index=[f"g{i}" for i in range(G)],
+                     columns=[f"z{j}" for j in range(G)])
+    X = pd.DataFrame(rng.normal(size=(n, 9)), columns=[f"x{j}" for j in range(9)])
+    X["x0"] = 1.0
+    group = rng.integers(0, G, n)
+    treat = rng.integers(0, 2, n).astype(float)
+    y = rng.normal(0.2, 0.3, G)[group] * treat + X.to_numpy() @ rng.normal(0, 0.3, 9) + rng.normal(
+        size=n)
+    d = prepare_lambda_data(y, treat, X, group, Z)
+    dense = CollapsedLambda(d, 1.0, 1.0, PRIOR, PRIOR)
+    u = np.column_stack([rng.normal(0, 0.2, 200), rng.uniform(-25, 1, 200)])
+    for saturated in (False, True):
+        arrow = ArrowLambda(d, 1.0, 1.0, PRIOR, PRIOR, saturated=saturated)
+        np.testing.assert_allclose(arrow.logpost(u), dense.logpost(u), rtol=0, atol=1e-9)
+
+
+def test_mixture_quantiles_solve_the_mixture_cdf():
+    rng = np.random.default_rng(0)
+    w = rng.random(7)
+    mu = rng.normal(size=(7, 5)) * 3
+    sd = rng.uniform(0.05, 2, size=(7, 5))
+    probs = [0.001, 0.025, 0.5, 0.9, 0.999]
+    q = mixture_quantiles(w, mu, sd, probs)
+    wn = w / w.sum()
+    for i in range(5):
+        cdf = lambda x, i=i: wn @ stats.norm.cdf(x, mu[:, i], sd[:, i])  # noqa: E731
+        for j, p in enumerate(probs):
+            ref = optimize.brentq(lambda x, p=p, cdf=cdf: cdf(x) - p, -50, 50, xtol=1e-14)
+            assert abs(q[j, i] - ref) < 1e-10
+    mean, sdev = mixture_moments(w, mu, sd)
+    np.testing.assert_allclose(mean, wn @ mu)
+    np.testing.assert_allclose(sdev**2, wn @ (sd**2 + mu**2) - mean**2)
+
+
+def test_sinc_quantiles_are_exponentially_accurate():
+    """A normal density known only at grid nodes (spacing 0.4 SD): quantiles to 1e-10."""
+    nodes = np.arange(-40, 41) * 0.4
+    mass = stats.norm.pdf(nodes, 0.3, 1.0) * 0.4
+    probs = [0.025, 0.1, 0.5, 0.9, 0.975]
+    np.testing.assert_allclose(sinc_quantiles(nodes, mass, probs),
+                               stats.norm.ppf(probs, 0.3, 1.0), rtol=0, atol=1e-10)
+
+
+def _summaries(cm, d, **grid):
+    post = QuadraturePosterior(cm, lattice_grid(cm, float(np.std(d.y)), **grid))
+    return [post.summarise_lambda().to_numpy(), post.summarise_coefs().to_numpy(),
+            post.summarise_scales().to_numpy()], post
+
+
+@pytest.mark.parametrize("kind", ["additive", "saturated"])
+def test_default_grid_is_within_1e9_of_a_four_times_finer_wider_grid(kind):
+    """Quadrature error: the default grid against halved steps twice over, a wider sinh
+    stretch, a deeper box and a lower end of sigma_theta. It also bounds what a different
+    grid placement (another CPU's mode search) could change."""
+    d = small_problem(4, G=16, n=1500, Z=kind)
+    cm = ArrowLambda(d, 1.0, 1.0, PRIOR, PRIOR)
+    ours, post = _summaries(cm, d)
+    ref, _ = _summaries(cm, d, resolution=12, max_step=0.045, stretch=8, drop=40,
+                        min_log_st=np.log(1e-18))
+    assert post.grid.edge_mass < 1e-10
+    for a, b in zip(ours, ref, strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-9)
+
+
+def test_linear_combinations_and_levels():
+    d = small_problem(5, G=8, n=800)
+    kw = dict(y=d.y, treat=d.treat, X=d.X, group=d.group, Z=d.Z)
+    fit = fit_lambda_model(**kw, chains=4, draws=2000, seed=3)
+    ge = fit.group_effects(level=[0.9, 0.5])
+    assert {"q05", "q95", "q25", "q75"} <= set(ge.columns)
+    full = fit.summarise_lambda(quantiles=[0.5, 0.05, 0.95])
+    np.testing.assert_allclose(full["q50"], ge["estimate"], rtol=0, atol=1e-10)
+    np.testing.assert_allclose(full["q05"], ge["q05"], rtol=0, atol=1e-10)
+    # the identity as explicit weights, and a DataFrame with group labels as columns
+    np.testing.assert_allclose(fit.summarise_lambda(np.eye(8)).to_numpy(),
+                               fit.summarise_lambda().to_numpy(), rtol=0, atol=1e-10)
+    W = pd.DataFrame([[1, -1, 0, 0, 0, 0, 0, 0], [1 / 8] * 8], index=["g0 - g1", "mean"],
+                     columns=d.labels)
+    comb = fit.summarise_lambda(W.iloc[:, ::-1], quantiles=[0.05, 0.5, 0.95])
+    assert list(comb.index) == ["g0 - g1", "mean"]
+    np.testing.assert_allclose(comb.loc["mean", "mean"], full["mean"].mean(), atol=1e-12)
+    # against the draws: within Monte Carlo error
+    lam = fit.idata.posterior["lambda"].values.reshape(-1, 8)
+    draws = lam @ W.to_numpy().T
+    n = len(draws)
+    assert (np.abs(draws.mean(axis=0) - comb["mean"]) < 4.5 * comb["sd"] / np.sqrt(n)).all()
+    np.testing.assert_allclose(draws.std(axis=0), comb["sd"], rtol=0.06)
+    for p in (0.05, 0.5, 0.95):
+        name = {0.05: "q05", 0.5: "q50", 0.95: "q95"}[p]
+        assert (np.abs(np.quantile(draws, p, axis=0) - comb[name]) < 0.1 * comb["sd"]).all()
+
+
+def test_coefs_are_exact_and_keep_the_draw_diagnostics():
+    d = small_problem(6, G=8, n=800)
+    fit = fit_lambda_model(d.y, d.treat, d.X, d.group, d.Z, chains=4, draws=1000, seed=1)
+    co = fit.coefs()
+    assert list(co.columns) == ["equation", "term", "mean", "sd", "q025", "q975", "r_hat",
+                                "ess_bulk"]
+    assert list(co["equation"]) == ["effect"] * 2 + ["control"] * 2 + ["scale"] * 2
+    post = fit.idata.posterior
+    draws = np.concatenate([post["gamma"].values.reshape(-1, 2), post["beta"].values.reshape(
+        -1, 2), post["sigma"].values.reshape(-1, 1), post["sigma_theta"].values.reshape(-1, 1)],
+        axis=1)
+    n = len(draws)
+    sd = co["sd"].to_numpy()
+    assert (np.abs(draws.mean(axis=0) - co["mean"].to_numpy()) < 4.5 * sd / np.sqrt(n)).all()
+    assert (np.abs(np.quantile(draws, 0.975, axis=0) - co["q975"].to_numpy()) < 0.15 * sd).all()
+    assert (co["r_hat"] < 1.01).all() and (co["ess_bulk"] > 2000).all()
+
+
+def test_draws_are_reproducible_and_rounded():
+    d = small_problem(7, G=8, n=500)
+    a = fit_lambda_model(d.y, d.treat, d.X, d.group, d.Z, chains=2, draws=300, seed=9)
+    b = fit_lambda_model(d.y, d.treat, d.X, d.group, d.Z, chains=2, draws=300, seed=9)
+    c = fit_lambda_model(d.y, d.treat, d.X, d.group, d.Z, chains=2, draws=300, seed=10)
+    la, lb, lc = (f.idata.posterior["lambda"].values for f in (a, b, c))
+    np.testing.assert_array_equal(la, lb)
+    assert not np.allclose(la, lc)
+    m, _ = np.frexp(la)
+    np.testing.assert_array_equal(m * 2.0**40, np.round(m * 2.0**40))
+
+
+def test_vectorised_rhat_and_ess_equal_arviz():
+    """rhat_ess (used by every fit's diagnostics) against arviz on autocorrelated chains of
+    many shapes: one chain (R-hat undefined), odd draw counts, ties, a constant scalar."""
+    import warnings
+
+    import arviz as az
+    import xarray as xr
+
+    from hetfx.inference import rhat_ess
+
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        c, n, k = int(rng.integers(1, 5)), int(rng.integers(4, 300)), 6
+        x = rng.standard_normal((c, n, k))
+        phi = rng.uniform(-0.5, 0.99, k)
+        for t in range(1, n):
+            x[:, t] = phi * x[:, t - 1] + x[:, t]
+        x[..., 0] = np.round(x[..., 0])  # ties
+        x[..., 1] = 2.0  # constant
+        ds = xr.Dataset({"v": (("chain", "draw", "k"), x)})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            refs = (az.rhat(ds)["v"].values, az.ess(ds, method="bulk")["v"].values,
+                    az.ess(ds, method="tail")["v"].values)
+        for ours, ref in zip(rhat_ess(x), refs, strict=True):
+            np.testing.assert_array_equal(np.isnan(ours), np.isnan(ref))
+            ok = ~np.isnan(ref)
+            np.testing.assert_allclose(ours[ok], ref[ok], rtol=1e-10, atol=1e-10)
