@@ -185,7 +185,10 @@ def test_verdict_follows_the_numbers() -> None:
                              "news_interest": "weaker", "cells_positive": "holds",
                              "prior": "holds"}
     assert "0.95" in weak[0]["sentence"] and "0.63" in weak[0]["sentence"]
-    worst = _status(V.verdicts(_dec(0.18, -0.15, -0.2, -0.1, 5), _rob(0.18, -0.1, 0.05)))
+    assert "survives where the model keeps something to pool" in V.summary_sentence(weak)
+    worst_items = V.verdicts(_dec(0.18, -0.15, -0.2, -0.1, 5), _rob(0.18, -0.1, 0.05))
+    assert "does not survive" in V.summary_sentence(worst_items)
+    worst = _status(worst_items)
     assert worst == {"pooling": "does not hold", "negative_condition": "does not hold",
                      "news_interest": "does not hold", "cells_positive": "does not hold",
                      "prior": "does not hold"}
