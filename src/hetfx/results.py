@@ -44,6 +44,7 @@ import xarray as xr
 from scipy.special import expit
 
 from hetfx.api import Design, DesignError
+from hetfx.inference import quantile_name
 from hetfx.priors import Priors
 
 __all__ = ["Results", "GaussianResults", "BernoulliResults", "OLSResults", "Summary",
@@ -510,9 +511,31 @@ class Results:
 
 
 class GaussianResults(Results):
-    """Results of the Gaussian family (effects ``lambda_g`` on the outcome's scale)."""
+    """Results of the Gaussian family (effects ``lambda_g`` on the outcome's scale).
+
+    With the quadrature engine, :meth:`group_effects` and :meth:`coefs` are the exact
+    posterior summaries of the fit (normal mixtures over the quadrature grid), not summaries
+    of the stored draws, so they are the same on any computer.
+    """
 
     family = "gaussian"
+
+    def group_effects(self, level: float = 0.95) -> pd.DataFrame:
+        if getattr(self.fit, "posterior", None) is None:
+            return super().group_effects(level)
+        lo, hi = (1 - level) / 2, 1 - (1 - level) / 2
+        probs = (0.5, lo, hi, *QUANTILES.values())
+        s = self.fit.summarise_lambda(quantiles=probs)
+        s = s.loc[[str(v) for v in self.design.cells.index]]  # by label, in the design's order
+        out = pd.DataFrame({"estimate": s["q50"].to_numpy(),
+                            "lower": s[quantile_name(lo)].to_numpy(),
+                            "upper": s[quantile_name(hi)].to_numpy(),
+                            "mean": s["mean"].to_numpy(), "sd": s["sd"].to_numpy()})
+        for name, p in QUANTILES.items():
+            out[name] = s[quantile_name(p)].to_numpy()
+        return pd.concat([self._keys(), out], axis=1)
+
+    group_effects.__doc__ = Results.group_effects.__doc__
 
     def _pointwise(self, rng, chunk: int = 256):
         d = self.design
