@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from hetfx import render as R
+from test_manuscript import EXPECTED as MANUSCRIPT_FLOATS
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "tests" / "fixtures" / "render_sample"
@@ -250,9 +251,8 @@ def test_fallback_renders_are_byte_identical(sample: Path, tmp_path: Path) -> No
 
 DOCS = ("paper", "appendix")
 OUTPUTS = tuple(f"{d}.{e}" for d in DOCS for e in ("html", "pdf"))
-#: What the manuscript numbers, in document order (figures and tables interleaved).
-APPENDIX_FLOATS = {"Figure": [f"A{i}" for i in range(1, 6)],
-                   "Table": [f"A{i}" for i in range(1, 10)]}
+#: What the appendix numbers, per kind (one list, kept in tests/test_manuscript.py).
+APPENDIX_FLOATS = MANUSCRIPT_FLOATS["appendix"]
 
 
 def _git(repo: Path, *args: str) -> str:
