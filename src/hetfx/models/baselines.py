@@ -43,7 +43,13 @@ from scipy import optimize
 
 from hetfx.inference import mixture_moments, mixture_quantiles, quantile_name
 from hetfx.models.gaussian import ScalePrior
-from hetfx.models.lambda_model import ArrowLambda, LambdaData, _batched_cholesky, _lattice_step
+from hetfx.models.lambda_model import (
+    ArrowLambda,
+    LambdaData,
+    _batched_cholesky,
+    _batched_tri_inv,
+    _lattice_step,
+)
 
 __all__ = [
     "MixturePosterior",
@@ -157,9 +163,7 @@ class PooledBaselineLambda:
         py = np.bincount(g, weights=y, minlength=G)
         qy = np.bincount(g, weights=t * y, minlength=G)
         self.cnt, self.s1, self.s2, self.py, self.qy = cnt, s1, s2, py, qy
-        # P_g, Q_g: the rows of U_g' A_g (length k)
-        self.Pg = np.hstack([xs, s1[:, None] * E])
-        self.Qg = np.hstack([xt, s2[:, None] * E])
+        self.xs, self.xt = xs, xt
         AtA = np.empty((self.k, self.k))
         AtA[:p, :p] = X.T @ X
         AtA[:p, p:] = xt.T @ E
@@ -168,11 +172,12 @@ class PooledBaselineLambda:
         self.AtA = AtA
         self.Aty = np.concatenate([X.T @ y, E.T @ qy])
         self.yty = float(y @ y)
-        k = self.k
-        self._PP = np.einsum("gi,gj->gij", self.Pg, self.Pg).reshape(G, k * k)
-        PQ = np.einsum("gi,gj->gij", self.Pg, self.Qg)
-        self._PQ = (PQ + np.swapaxes(PQ, 1, 2)).reshape(G, k * k)
-        self._QQ = np.einsum("gi,gj->gij", self.Qg, self.Qg).reshape(G, k * k)
+        # per-group outer products of the control sums (the beta block of the correction)
+        self._PP = np.einsum("gi,gj->gij", xs, xs).reshape(G, p * p)
+        PQ = np.einsum("gi,gj->gij", xs, xt)
+        self._PQ = (PQ + np.swapaxes(PQ, 1, 2)).reshape(G, p * p)
+        self._QQ = np.einsum("gi,gj->gij", xt, xt).reshape(G, p * p)
+        self._EE = None if self.saturated else np.einsum("gi,gj->gij", E, E).reshape(G, q * q)
 
     # -- per-group 2 x 2 pieces -----------------------------------------------------------
     def _minv(self, u: np.ndarray):
@@ -187,21 +192,46 @@ class PooledBaselineLambda:
         return m22 / det, -m12 / det, m11 / det, logdet_sigma.sum(axis=1), s2[:, 0]
 
     def _system(self, u: np.ndarray):
-        """Bordered factor of ``[[S, r], [r', y'Sigma^-1 y]]`` and the pieces around it."""
+        """Bordered factor of ``[[S, r], [r', y'Sigma^-1 y]]`` and the pieces around it.
+
+        ``S = (A'A - sum_g [P_g Q_g] M_g^-1 [P_g Q_g]' / sigma^2) / sigma^2 + P_a`` with
+        ``P_g = (sum x, s1_g E_g)`` and ``Q_g = (sum T x, s2_g E_g)``; the effect block of the
+        correction is ``sum_g w3_g E_g E_g'`` (diagonal when saturated).
+        """
         e11, e12, e22, logdet_sigma, s2 = self._minv(u)
-        m, k = len(u), self.k
+        m, k, p = len(u), self.k, self.p
+        inv = 1.0 / s2
         B = np.empty((m, k + 1, k + 1))
-        corr = (e11 @ self._PP + e12 @ self._PQ + e22 @ self._QQ).reshape(m, k, k)
-        B[:, :k, :k] = (self.AtA[None] - corr / s2[:, None, None]) / s2[:, None, None]
-        B[:, :k, :k] += self.P_a[None]
-        wy1 = e11 * self.py + e12 * self.qy  # (m, G)
+        w1 = e11 * self.s1 + e12 * self.s2  # (m, G)
+        w2 = e12 * self.s1 + e22 * self.s2
+        w3 = w1 * self.s1 + w2 * self.s2
+        cbb = (e11 @ self._PP + e12 @ self._PQ + e22 @ self._QQ).reshape(m, p, p)
+        cbe = w1[:, None, :] * self.xs.T[None] + w2[:, None, :] * self.xt.T[None]  # (m, p, G)
+        wy1 = e11 * self.py + e12 * self.qy
         wy2 = e12 * self.py + e22 * self.qy
-        corr_r = wy1 @ self.Pg + wy2 @ self.Qg
-        r = (self.Aty[None] - corr_r / s2[:, None]) / s2[:, None]
+        cre = wy1 * self.s1 + wy2 * self.s2
+        if self.saturated:
+            B[:, :k, :k] = self.AtA[None]
+            idx = np.arange(p, k)
+            B[:, idx, idx] -= w3 * inv[:, None]
+        else:
+            cbe = cbe @ self.E
+            B[:, :k, :k] = self.AtA[None]
+            B[:, p:k, p:k] -= (w3 @ self._EE).reshape(m, self.q, self.q) * inv[:, None, None]
+            cre = cre @ self.E
+        B[:, :p, :p] -= cbb * inv[:, None, None]
+        B[:, :p, p:k] -= cbe * inv[:, None, None]
+        B[:, p:k, :p] = np.swapaxes(B[:, :p, p:k], 1, 2)
+        B[:, :k, :k] *= inv[:, None, None]
+        B[:, :k, :k] += self.P_a[None]
+        r = np.empty((m, k))
+        r[:, :p] = self.Aty[None, :p] - (wy1 @ self.xs + wy2 @ self.xt) * inv[:, None]
+        r[:, p:] = self.Aty[None, p:] - cre * inv[:, None]
+        r *= inv[:, None]
         B[:, :k, k] = r
         B[:, k, :k] = r
-        quad = ((wy1 * self.py + wy2 * self.qy).sum(axis=1))
-        B[:, k, k] = (self.yty - quad / s2) / s2
+        quad = (wy1 * self.py + wy2 * self.qy).sum(axis=1)
+        B[:, k, k] = (self.yty - quad * inv) * inv
         return _batched_cholesky(B), (e11, e12, e22, logdet_sigma, s2)
 
     def log_marginal_likelihood(self, u: np.ndarray) -> np.ndarray:
@@ -228,19 +258,26 @@ class PooledBaselineLambda:
         return out
 
     def lambda_moments(self, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Conditional means and SDs of every ``lambda_g`` given the scales, ``(m, G)``."""
+        """Conditional means and SDs of every ``lambda_g`` given the scales, ``(m, G)``.
+
+        ``lambda_g = c_g + hb_g' beta + f_g E_g e + noise`` with ``c_g = (M^-1 U'y)_2 /
+        sigma^2``, ``hb_g = -(e12 sum x + e22 sum T x) / sigma^2``, ``f_g = 1 - (e12 s1 +
+        e22 s2) / sigma^2`` and ``Var(noise) = (M_g^-1)_22``.
+        """
         u = np.atleast_2d(np.asarray(u, dtype=float))
         L, (_, e12, e22, _, s2) = self._system(u)
         k, p = self.k, self.p
-        Lk = np.ascontiguousarray(L[:, :k, :k])
-        Linv = np.linalg.inv(Lk)  # lower triangular; Cov(a) = Linv' Linv
+        Linv = _batched_tri_inv(L[:, :k, :k])  # Cov(a) = Linv' Linv
         mean_a = np.einsum("jmi,jm->ji", Linv, L[:, k, :k])
-        # lambda_g = c_g + h_g' a + noise
-        c = (e12 * self.py + e22 * self.qy) / s2[:, None]
-        H = -(e12[:, :, None] * self.Pg[None] + e22[:, :, None] * self.Qg[None]) / s2[:, None, None]
-        H[:, :, p:] += self.E[None]
-        mean = c + np.einsum("jgk,jk->jg", H, mean_a)
-        V = Linv @ np.swapaxes(H, 1, 2)  # (m, k, G)
+        inv = 1.0 / s2
+        c = (e12 * self.py + e22 * self.qy) * inv[:, None]
+        hb = -(e12[:, :, None] * self.xs[None] + e22[:, :, None] * self.xt[None]) \
+            * inv[:, None, None]  # (m, G, p)
+        f = 1.0 - (e12 * self.s1 + e22 * self.s2) * inv[:, None]
+        Le = Linv[:, :, p:] if self.saturated else Linv[:, :, p:] @ self.E.T  # (m, k, G)
+        ea = mean_a[:, p:] if self.saturated else mean_a[:, p:] @ self.E.T
+        mean = c + np.einsum("jgi,ji->jg", hb, mean_a[:, :p]) + f * ea
+        V = Linv[:, :, :p] @ np.swapaxes(hb, 1, 2) + Le * f[:, None, :]
         var = np.einsum("jkg,jkg->jg", V, V) + e22
         return mean, np.sqrt(var)
 
@@ -360,10 +397,10 @@ def lattice_grid_nd(cm, u0: Sequence[float], *, resolution: float | Sequence[flo
     cache: dict[tuple[int, ...], float] = {}
 
     def evaluate(lo, hi):
-        size = int(np.prod([h - l + 1 for l, h in zip(lo, hi, strict=True)]))
+        size = int(np.prod([b - a_ + 1 for a_, b in zip(lo, hi, strict=True)]))
         if size > max_points:
             raise RuntimeError(f"quadrature grid would need more than {max_points} points")
-        idx = np.stack(np.meshgrid(*[np.arange(l, h + 1) for l, h in zip(lo, hi, strict=True)],
+        idx = np.stack(np.meshgrid(*[np.arange(a_, b + 1) for a_, b in zip(lo, hi, strict=True)],
                                    indexing="ij"), axis=-1).reshape(-1, d)
         keys = [tuple(r) for r in idx]
         todo = [i for i, key in enumerate(keys) if key not in cache]
@@ -399,7 +436,7 @@ def lattice_grid_nd(cm, u0: Sequence[float], *, resolution: float | Sequence[flo
     keep = w > prune
     nodes = c + a * np.sinh(idx[keep] * hv)
     return NDGrid(nodes, w[keep] / w[keep].sum(), edge, mode,
-                  tuple(h - l + 1 for l, h in zip(lo, hi, strict=True)))
+                  tuple(b - a_ + 1 for a_, b in zip(lo, hi, strict=True)))
 
 
 class MixturePosterior:
