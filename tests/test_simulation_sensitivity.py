@@ -118,7 +118,8 @@ def test_pooled_baselines_against_dense_brute_force(saturated):
         m2, sd2 = cm.lambda_moments(u[None])
         np.testing.assert_allclose(m2[0], m, atol=1e-10)
         np.testing.assert_allclose(sd2[0], sd, atol=1e-10)
-    np.testing.assert_allclose(*zip(*lps), rtol=0, atol=1e-9)
+    lps = np.array(lps)
+    np.testing.assert_allclose(lps[:, 0], lps[:, 1], rtol=0, atol=1e-9)
 
 
 def test_pooled_grid_summaries_converge():

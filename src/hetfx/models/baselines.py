@@ -247,7 +247,7 @@ class PooledBaselineLambda:
         """Log posterior density (up to a constant) of the log scales, rows of ``u``."""
         u = np.atleast_2d(np.asarray(u, dtype=float))
         if chunk is None:
-            chunk = max(16, int(4e6 // max(3 * self.G + self.k * self.k, 1)))
+            chunk = max(16, int(1e6 // max(3 * self.G + self.k * self.k, 1)))
         out = np.empty(len(u))
         for i in range(0, len(u), chunk):
             uu = u[i : i + chunk]
@@ -267,18 +267,23 @@ class PooledBaselineLambda:
         u = np.atleast_2d(np.asarray(u, dtype=float))
         L, (_, e12, e22, _, s2) = self._system(u)
         k, p = self.k, self.p
-        Linv = _batched_tri_inv(L[:, :k, :k])  # Cov(a) = Linv' Linv
-        mean_a = np.einsum("jmi,jm->ji", Linv, L[:, k, :k])
+        # Cov(a) = Linv' Linv; LinvT = Linv' is C-contiguous (see _batched_tri_inv)
+        LinvT = np.swapaxes(_batched_tri_inv(L[:, :k, :k]), 1, 2)
+        mean_a = np.einsum("jim,jm->ji", LinvT, L[:, k, :k])
         inv = 1.0 / s2
         c = (e12 * self.py + e22 * self.qy) * inv[:, None]
         hb = -(e12[:, :, None] * self.xs[None] + e22[:, :, None] * self.xt[None]) \
             * inv[:, None, None]  # (m, G, p)
         f = 1.0 - (e12 * self.s1 + e22 * self.s2) * inv[:, None]
-        Le = Linv[:, :, p:] if self.saturated else Linv[:, :, p:] @ self.E.T  # (m, k, G)
         ea = mean_a[:, p:] if self.saturated else mean_a[:, p:] @ self.E.T
         mean = c + np.einsum("jgi,ji->jg", hb, mean_a[:, :p]) + f * ea
-        V = Linv[:, :, :p] @ np.swapaxes(hb, 1, 2) + Le * f[:, None, :]
-        var = np.einsum("jkg,jkg->jg", V, V) + e22
+        # rows h_g' Linv' of the G combinations: W[j, g] = Linv h_g, var = |W|^2 + e22
+        W = hb @ LinvT[:, :p, :]
+        if self.saturated:
+            W += f[:, :, None] * LinvT[:, p:, :]
+        else:
+            W += (f[:, :, None] * self.E[None]) @ LinvT[:, p:, :]
+        var = np.einsum("jgm,jgm->jg", W, W) + e22
         return mean, np.sqrt(var)
 
 
@@ -295,11 +300,11 @@ class NDGrid:
     weights : numpy.ndarray
         ``(J,)`` normalised quadrature weights (density times the map's Jacobian).
     edge_mass : float
-        Mass on the faces of the box.
+        Mass on the grid's shell (nodes with a neighbour that was not evaluated).
     mode : numpy.ndarray
         Mode found by the optimiser.
     shape : tuple of int
-        Nodes per axis of the box.
+        Extent of the evaluated nodes per axis.
     """
 
     nodes: np.ndarray
@@ -353,8 +358,11 @@ def lattice_grid_nd(cm, u0: Sequence[float], *, resolution: float | Sequence[flo
 
     Each axis is ``u = c + a sinh(v)``, ``v = h i`` with ``a`` and ``h`` powers of
     ``2^(1/4)`` and ``c`` a multiple of ``a h`` chosen from the mode and the posterior SDs,
-    as :func:`hetfx.models.lambda_model.lattice_grid`; the box grows until every face is
-    ``drop`` log units below the top; nodes of normalised weight below ``prune`` are left out.
+    as :func:`hetfx.models.lambda_model.lattice_grid`. From a box of 3 posterior SDs around
+    the mode the grid grows by flood fill: every face neighbour of a node less than ``drop``
+    log units below the top is evaluated, so the nodes left out are all deeper than that and
+    lie outside the region above it. Nodes of normalised weight below ``prune`` are then
+    left out of the mixture.
 
     Parameters
     ----------
@@ -394,49 +402,54 @@ def lattice_grid_nd(cm, u0: Sequence[float], *, resolution: float | Sequence[flo
     start = [int(np.ceil(np.arcsinh(3.0 * sd[i] / a[i]) / hv[i])) for i in range(d)]
     lo = [-s if lo_lim[i] is None else max(-s, lo_lim[i]) for i, s in enumerate(start)]
     hi = list(start)
-    cache: dict[tuple[int, ...], float] = {}
+    lwt: dict[tuple[int, ...], float] = {}
+    steps = np.vstack([np.eye(d, dtype=int), -np.eye(d, dtype=int)])
+    floor = np.array([np.iinfo(int).min if m is None else m for m in lo_lim])
 
-    def evaluate(lo, hi):
-        size = int(np.prod([b - a_ + 1 for a_, b in zip(lo, hi, strict=True)]))
-        if size > max_points:
+    def evaluate(idx: np.ndarray) -> np.ndarray:
+        if len(lwt) + len(idx) > max_points:
             raise RuntimeError(f"quadrature grid would need more than {max_points} points")
-        idx = np.stack(np.meshgrid(*[np.arange(a_, b + 1) for a_, b in zip(lo, hi, strict=True)],
-                                   indexing="ij"), axis=-1).reshape(-1, d)
-        keys = [tuple(r) for r in idx]
-        todo = [i for i, key in enumerate(keys) if key not in cache]
-        if todo:
-            v = idx[todo] * hv
-            lp = cm.logpost(c + a * np.sinh(v))
-            for i, val in zip(todo, lp, strict=True):
-                cache[keys[i]] = float(val)
-        lp = np.array([cache[key] for key in keys])
-        lw = lp + np.log(a * np.cosh(idx * hv)).sum(axis=1)
-        return idx, lw
+        v = idx * hv
+        lw = cm.logpost(c + a * np.sinh(v)) + np.log(a * np.cosh(v)).sum(axis=1)
+        for key, val in zip(map(tuple, idx.tolist()), lw.tolist(), strict=True):
+            lwt[key] = val
+        return lw
 
-    for _ in range(100):
-        idx, lw = evaluate(lo, hi)
-        thr = lw.max() - drop
-        new_lo, new_hi = list(lo), list(hi)
-        for i in range(d):
-            width = hi[i] - lo[i] + 1
-            grow = max(2, width // 4)
-            if lw[idx[:, i] == lo[i]].max() > thr and (lo_lim[i] is None or lo[i] > lo_lim[i]):
-                new_lo[i] = lo[i] - grow if lo_lim[i] is None else max(lo[i] - grow, lo_lim[i])
-            if lw[idx[:, i] == hi[i]].max() > thr:
-                new_hi[i] = hi[i] + grow
-        if new_lo == lo and new_hi == hi:
+    # flood fill: start with a box of +-3 SDs, then evaluate the face neighbours of every
+    # node above the threshold until none is left unevaluated
+    idx = np.stack(np.meshgrid(*[np.arange(a_, b + 1) for a_, b in zip(lo, hi, strict=True)],
+                               indexing="ij"), axis=-1).reshape(-1, d)
+    lw = evaluate(idx)
+    for _ in range(10_000):
+        thr = max(lwt.values()) - drop
+        above = idx[lw > thr]
+        if not len(above):
             break
-        lo, hi = new_lo, new_hi
+        cand = (above[:, None, :] + steps[None]).reshape(-1, d)
+        cand = cand[(cand >= floor).all(axis=1)]
+        cand = np.unique(cand, axis=0)
+        cand = cand[[tuple(r) not in lwt for r in cand.tolist()]]
+        if not len(cand):
+            break
+        idx, lw = cand, evaluate(cand)
+    keys = np.array(list(lwt.keys()))
+    order = np.lexsort(keys.T[::-1])  # a fixed node order, whatever the order of evaluation
+    keys = keys[order]
+    lw = np.array(list(lwt.values()))[order]
     w = np.exp(lw - lw.max())
     w /= w.sum()
-    face = np.zeros(len(w), dtype=bool)
-    for i in range(d):
-        face |= (idx[:, i] == lo[i]) | (idx[:, i] == hi[i])
-    edge = float(w[face].sum())
+    # the shell: evaluated nodes with a face neighbour that was not evaluated
+    known = set(map(tuple, keys.tolist()))
+    nb = (keys[:, None, :] + steps[None]).reshape(-1, d)
+    ok = (nb >= floor).all(axis=1)
+    missing = np.array([o and tuple(r) not in known for r, o in zip(nb.tolist(), ok,
+                                                                     strict=True)])
+    shell = missing.reshape(len(keys), 2 * d).any(axis=1)
+    edge = float(w[shell].sum())
     keep = w > prune
-    nodes = c + a * np.sinh(idx[keep] * hv)
-    return NDGrid(nodes, w[keep] / w[keep].sum(), edge, mode,
-                  tuple(b - a_ + 1 for a_, b in zip(lo, hi, strict=True)))
+    nodes = c + a * np.sinh(keys[keep] * hv)
+    shape = tuple(int(x) for x in keys.max(axis=0) - keys.min(axis=0) + 1)
+    return NDGrid(nodes, w[keep] / w[keep].sum(), edge, mode, shape)
 
 
 class MixturePosterior:
@@ -448,11 +461,14 @@ class MixturePosterior:
         The collapsed model (anything with ``lambda_moments(u)``).
     grid : NDGrid
         Its grid.
+    chunk_elems : float, default 1e6
+        Nodes are processed in chunks of about this many ``k x (G + k)`` entries (small
+        chunks stay in cache: measured 3x faster than 2e7 at 128 groups).
     """
 
-    def __init__(self, cm, grid: NDGrid) -> None:
+    def __init__(self, cm, grid: NDGrid, chunk_elems: float = 1e6) -> None:
         self.cm, self.grid = cm, grid
-        size = max(1, int(2e7 // max(cm.k * (cm.G + cm.k), 1)))
+        size = max(8, int(chunk_elems // max(cm.k * (cm.G + cm.k), 1)))
         means, sds = [], []
         for i in range(0, len(grid.weights), size):
             m, s = cm.lambda_moments(grid.nodes[i : i + size])
