@@ -44,6 +44,15 @@ grid's mixture of Gaussians, so the study's estimates and coverages carry no Mon
 error from the fits and agree across machines to rounding. It is tested against
 ``fit_lambda_model(engine="quadrature")`` and full NUTS.
 
+Sensitivity to baseline shifts (issue 9, item 3): ``baseline_sd > 0`` (argument of
+:func:`simulate_condition`, :func:`run_replicate` and :func:`run_simulation`) adds to ``y`` a
+shift ``delta_g ~ N(0, baseline_sd)`` per cell, both arms (:func:`draw_baseline`; spawn key
+``(r, design, index,`` :data:`BASELINE_STREAM` ``)``, so every other draw of a replicate is
+unchanged). The published DGP has no shifts, and the published hierarchical model one common
+baseline; :func:`hierarchical_fe_estimator` gives every cell its own baseline (fixed effects,
+as the saturated OLS has them) and :func:`hierarchical_pooled_estimator` pools the baselines
+(``alpha_g ~ N(0, sigma_alpha)``), both exact (:mod:`hetfx.models.baselines`).
+
 Readings: (a) the published design is ``run_simulation(n_replicates=1)`` (one
 data set per condition; the published R code used seed 12, whose R random
 numbers are not reproduced here); (b) ``n_replicates=R`` gives the mean RMSE
