@@ -216,3 +216,19 @@ def test_coverage_under_shifts():
             assert abs(mean - nominal) < 3 * mcse, (model, col, mean, mcse)
     pub, pub_sd = agg.loc["hierarchical", ("c90", "mean")], agg.loc["hierarchical", ("c90", "std")]
     assert pub < 0.9 - 3 * max(pub_sd / np.sqrt(8), 0.01) and pub < 0.8
+
+
+def test_params_section_validates():
+    from pathlib import Path
+
+    import yaml
+
+    from hetfx.params import ParamsError, validate
+
+    raw = yaml.safe_load((Path(__file__).parents[1] / "params.yaml").read_text())
+    sens = validate(raw).simulation_sensitivity
+    assert sens.replicates == 100 and sens.baseline_sd == S.BASELINE_SD
+    assert set(sens.models) == {"ols", "hierarchical", "hierarchical_fe", "hierarchical_pooled"}
+    raw["simulation_sensitivity"]["models"] = ["ols", "lasso"]
+    with pytest.raises(ParamsError, match="simulation_sensitivity.models"):
+        validate(raw)
