@@ -180,6 +180,21 @@ def test_fixed_effects_estimator_equals_wide_prior_fit():
                                ref[["q50", "q025", "q05", "q95", "q975"]].to_numpy(), atol=1e-5)
 
 
+def test_fixed_effects_are_invariant_to_cell_shifts():
+    """Cell baselines as fixed effects: shifting every cell's baseline changes nothing (the
+    saturated OLS has the same property; the published model does not)."""
+    cond = S.conditions(1)[1]
+    plain, _ = S.simulate_condition(12, 4, cond)
+    shifted, _ = S.simulate_condition(12, 4, cond, baseline_sd=0.3)
+    cols = ["estimate", "q025", "q05", "q95", "q975"]
+    a = S.hierarchical_fe_estimator(plain, cond)[cols].to_numpy()
+    b = S.hierarchical_fe_estimator(shifted, cond)[cols].to_numpy()
+    np.testing.assert_allclose(a, b, atol=1e-9)
+    pa = S.hierarchical_estimator(plain, cond)[cols].to_numpy()
+    pb = S.hierarchical_estimator(shifted, cond)[cols].to_numpy()
+    assert np.abs(pa - pb).max() > 0.05
+
+
 def test_fixed_effects_refuses_an_intercept():
     y, t, z, g, Z = _small_problem()
     X = pd.DataFrame({"Intercept": 1.0, "z1": z[:, 0]})
