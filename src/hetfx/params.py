@@ -40,6 +40,14 @@ class Simulation(_Section):
     small: bool = Field(False, description="small profile: at most 5 replicates, 1000 draws")
 
 
+class SimulationSensitivity(_Section):
+    replicates: int = Field(100, ge=2, description="replicates per condition and DGP")
+    baseline_sd: float = Field(0.3, gt=0, description="SD of the cells' baseline shifts")
+    models: tuple[Literal["ols", "hierarchical", "hierarchical_fe", "hierarchical_pooled"], ...] = (
+        Field(("ols", "hierarchical", "hierarchical_fe", "hierarchical_pooled"), min_length=1))
+    small: bool = Field(False, description="small profile: at most 5 replicates")
+
+
 class ScaleSpec(_Section):
     kind: Literal["half_student_t", "half_normal"]
     scale: float = Field(gt=0)
@@ -118,6 +126,7 @@ class Params(BaseModel):
     models: Models
     simulation: Simulation | None = None
     robustness: Robustness | None = None
+    simulation_sensitivity: SimulationSensitivity | None = None
 
 
 class ParamsError(ValueError):

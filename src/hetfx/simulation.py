@@ -44,6 +44,15 @@ grid's mixture of Gaussians, so the study's estimates and coverages carry no Mon
 error from the fits and agree across machines to rounding. It is tested against
 ``fit_lambda_model(engine="quadrature")`` and full NUTS.
 
+Sensitivity to baseline shifts (issue 9, item 3): ``baseline_sd > 0`` (argument of
+:func:`simulate_condition`, :func:`run_replicate` and :func:`run_simulation`) adds to ``y`` a
+shift ``delta_g ~ N(0, baseline_sd)`` per cell, both arms (:func:`draw_baseline`; spawn key
+``(r, design, index,`` :data:`BASELINE_STREAM` ``)``, so every other draw of a replicate is
+unchanged). The published DGP has no shifts, and the published hierarchical model one common
+baseline; :func:`hierarchical_fe_estimator` gives every cell its own baseline (fixed effects,
+as the saturated OLS has them) and :func:`hierarchical_pooled_estimator` pools the baselines
+(``alpha_g ~ N(0, sigma_alpha)``), both exact (:mod:`hetfx.models.baselines`).
+
 Readings: (a) the published design is ``run_simulation(n_replicates=1)`` (one
 data set per condition; the published R code used seed 12, whose R random
 numbers are not reproduced here); (b) ``n_replicates=R`` gives the mean RMSE
@@ -77,6 +86,7 @@ from hetfx.models.lambda_model import (
 )
 
 __all__ = [
+    "BASELINE_SD",
     "CONTROL_COEFS",
     "EQUAL_GROUP_K",
     "IMBALANCE_SCENARIOS",
@@ -90,9 +100,12 @@ __all__ = [
     "SimulationResult",
     "bias_by_group_size",
     "conditions",
+    "draw_baseline",
     "draw_tau",
     "group_labels",
     "hierarchical_estimator",
+    "hierarchical_fe_estimator",
+    "hierarchical_pooled_estimator",
     "lambda_quadrature_draws",
     "lambda_quadrature_summary",
     "ols_estimator",
@@ -122,6 +135,10 @@ IMBALANCE_SCENARIOS: dict[str, tuple[float, ...]] = {
 }
 #: Seed of the published R study (``set.seed(12)``); used as the default root seed.
 PUBLISHED_SEED = 12
+#: SD of the groups' baseline shifts of the sensitivity DGP (issue 9; the published DGP has none).
+BASELINE_SD = 0.3
+#: Last spawn-key entry of the baseline shifts' stream (:func:`draw_baseline`).
+BASELINE_STREAM = 9
 #: Interval columns every estimator must return.
 INTERVAL_COLUMNS = ("q025", "q05", "q95", "q975")
 _T_LEVELS = {"q025": 0.025, "q05": 0.05, "q95": 0.95, "q975": 0.975}
@@ -265,6 +282,7 @@ def simulate_data(
     *,
     require_all_cells: bool = False,
     max_tries: int = 10_000,
+    baseline: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Draw one data set from the simulation's data-generating process.
 
@@ -283,12 +301,16 @@ def simulate_data(
         other variables are independent of the moderators and drawn once after.
     max_tries : int, default 10000
         Give up (``RuntimeError``) after this many redraws.
+    baseline : numpy.ndarray, optional
+        Baseline shift of each of the ``2**k`` groups, added to ``y`` of every unit of the
+        group (both arms: the control-arm mean moves, the effect ``tau_g`` does not). It
+        uses no random numbers of ``rng``, so the rest of the data set is unchanged.
 
     Returns
     -------
     pandas.DataFrame
         Columns ``x1..xk``, ``treat``, ``z1``, ``z2``, ``z3``, ``group`` (label),
-        ``group_index``, ``tau`` and ``y``.
+        ``group_index``, ``tau`` and ``y`` (and ``baseline`` when given).
     """
     probs = np.asarray(probs, dtype=float)
     k = len(probs)
@@ -313,6 +335,11 @@ def simulate_data(
     b1, b2, b3 = CONTROL_COEFS
     tau_i = tau[gidx]
     y = b1 * z1 + b2 * z2 + b3 * z3 + tau_i * treat + eps
+    if baseline is not None:
+        baseline = np.asarray(baseline, dtype=float)
+        if baseline.shape != (2**k,):
+            raise ValueError(f"baseline must have 2**k = {2**k} entries, got {baseline.shape}")
+        y = y + baseline[gidx]
     labels = np.asarray(group_labels(k), dtype=object)
     out = pd.DataFrame(x, columns=[f"x{j + 1}" for j in range(k)])
     out["treat"] = treat
@@ -323,11 +350,26 @@ def simulate_data(
     out["group_index"] = gidx
     out["tau"] = tau_i
     out["y"] = y
+    if baseline is not None:
+        out["baseline"] = baseline[gidx]
     return out
 
 
+def draw_baseline(root_seed: int, replicate: int, condition: Condition,
+                  sd: float = BASELINE_SD) -> np.ndarray:
+    """Baseline shifts ``delta_g ~ N(0, sd)`` of the groups of one condition and replicate.
+
+    They come from their own stream, spawn key ``(replicate, design, index,``
+    :data:`BASELINE_STREAM` ``)``, which no other draw uses: switching the shifts on or off
+    leaves the rest of the replicate's data unchanged.
+    """
+    rng = replicate_rng(root_seed, replicate, condition.design, condition.index,
+                        BASELINE_STREAM)
+    return rng.normal(0.0, sd, size=condition.n_groups)
+
+
 def simulate_condition(
-    root_seed: int, replicate: int, condition: Condition
+    root_seed: int, replicate: int, condition: Condition, baseline_sd: float = 0.0
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Data set and truth of one condition of one replicate.
 
@@ -339,6 +381,9 @@ def simulate_condition(
         Replicate number.
     condition : Condition
         The condition.
+    baseline_sd : float, default 0
+        SD of the groups' baseline shifts (:func:`draw_baseline`); 0, the published DGP,
+        shifts nothing.
 
     Returns
     -------
@@ -354,8 +399,14 @@ def simulate_condition(
     else:
         tau = draw_tau(replicate_rng(root_seed, replicate, 2, 0), condition.n_groups)
         rng = replicate_rng(root_seed, replicate, condition.design, condition.index)
+    baseline = None
+    if baseline_sd < 0:
+        raise ValueError(f"baseline_sd must be >= 0, got {baseline_sd}")
+    if baseline_sd > 0:
+        baseline = draw_baseline(root_seed, replicate, condition, baseline_sd)
     data = simulate_data(
-        rng, condition.probs, tau, condition.n_obs, require_all_cells=condition.require_all_cells
+        rng, condition.probs, tau, condition.n_obs, require_all_cells=condition.require_all_cells,
+        baseline=baseline,
     )
     g = data["group_index"].to_numpy()
     truth = pd.DataFrame(
@@ -687,6 +738,113 @@ def hierarchical_estimator(
     return out
 
 
+def _summary_frame(names: list[str], summ: pd.DataFrame, edge: float) -> pd.DataFrame:
+    out = pd.DataFrame({"group": names, "estimate": summ["q50"].to_numpy()})
+    for name in _T_LEVELS:
+        out[name] = summ[name].to_numpy()
+    out["grid_edge_mass"] = edge
+    return out
+
+
+#: Grid of the pooled-baselines estimator: nodes per posterior SD of (log sigma,
+#: log sigma_theta, log sigma_alpha) and the depth of the box (log units below the top).
+POOLED_RESOLUTION = (0.75, 1.0, 1.0)
+POOLED_DROP = 18.0
+#: Grid nodes of smaller normalised weight are left out of the pooled mixtures. With the two
+#: settings above, group-effect quantiles are within 2e-5 of a grid with (2, 3, 3) nodes per
+#: SD, depth 32 and no pruning (measured on designs 1 and 2, with and without shifts;
+#: typically 5e-7): far below the study's Monte Carlo error, and deterministic.
+POOLED_PRUNE = 1e-9
+
+
+def hierarchical_fe_estimator(
+    data: pd.DataFrame,
+    condition: Condition,
+    *,
+    resolution: float | tuple[float, float] = SIM_RESOLUTION,
+) -> pd.DataFrame:
+    """Group effects by the lambda model with the cells' baselines as fixed effects.
+
+    The published hierarchical model (:func:`hierarchical_estimator`) with one baseline
+    ``alpha_g`` per cell under a flat prior (the cell main effects the OLS comparator also
+    has), in place of the common intercept. Integrating the baselines out is exact: the
+    lambda model on data demeaned within cell with ``n - G`` residual degrees of freedom
+    (:func:`hetfx.models.baselines.fixed_baseline_model`), on the same grid and with the same
+    exact mixture summaries as the published estimator.
+
+    Parameters
+    ----------
+    data : pandas.DataFrame
+        A simulated data set.
+    condition : Condition
+        Its condition.
+    resolution : float or (float, float)
+        Grid nodes per posterior SD (:data:`SIM_RESOLUTION`).
+
+    Returns
+    -------
+    pandas.DataFrame
+        As :func:`hierarchical_estimator`.
+    """
+    from hetfx.models.baselines import fixed_baseline_model
+
+    y, treat, X, codes, Z = _lambda_inputs(data, condition)
+    d = prepare_lambda_data(y, treat, X.drop(columns="Intercept"), codes, Z)
+    with single_threaded_blas():
+        cm = fixed_baseline_model(d)
+        y_sd = float(np.sqrt(cm.E0 / max(cm.n, 1))) or 1.0
+        grid = lattice_grid(cm, y_sd, resolution=resolution)
+        summ = QuadraturePosterior(cm, grid).summarise_lambda(probs=(0.5, *_T_LEVELS.values()))
+    return _summary_frame([str(v) for v in Z.index], summ, grid.edge_mass)
+
+
+def hierarchical_pooled_estimator(
+    data: pd.DataFrame,
+    condition: Condition,
+    *,
+    resolution: tuple[float, float, float] = POOLED_RESOLUTION,
+    drop: float = POOLED_DROP,
+    prune: float = POOLED_PRUNE,
+) -> pd.DataFrame:
+    """Group effects by the lambda model with pooled baselines.
+
+    The published hierarchical model plus a varying intercept per cell, ``alpha_g ~ N(0,
+    sigma_alpha)`` (brms-default half-Student-t prior on ``sigma_alpha``), independent of the
+    varying effect (:class:`hetfx.models.baselines.PooledBaselineLambda`). The three log
+    scales are integrated on a lattice grid and the group effects' posterior medians and
+    quantiles solve the exact mixture CDF (nothing random).
+
+    Parameters
+    ----------
+    data : pandas.DataFrame
+        A simulated data set.
+    condition : Condition
+        Its condition.
+    resolution : (float, float, float)
+        Grid nodes per posterior SD of each log scale (:data:`POOLED_RESOLUTION`).
+    drop : float
+        Depth of the grid's box below its top, log units (:data:`POOLED_DROP`).
+    prune : float
+        Nodes of smaller normalised weight are left out (:data:`POOLED_PRUNE`).
+
+    Returns
+    -------
+    pandas.DataFrame
+        As :func:`hierarchical_estimator`.
+    """
+    from hetfx.models.baselines import MixturePosterior, PooledBaselineLambda, lattice_grid_nd
+
+    y, treat, X, codes, Z = _lambda_inputs(data, condition)
+    d = prepare_lambda_data(y, treat, X, codes, Z)
+    with single_threaded_blas():
+        cm = PooledBaselineLambda(d)
+        ls = float(np.log(np.std(y) or 1.0))
+        grid = lattice_grid_nd(cm, [ls, ls - 2.0, ls - 2.0], resolution=resolution, drop=drop,
+                               prune=prune)
+        summ = MixturePosterior(cm, grid).summarise_lambda(probs=(0.5, *_T_LEVELS.values()))
+    return _summary_frame([str(v) for v in Z.index], summ, grid.edge_mass)
+
+
 # ------------------------------------------------------------------------- runner
 
 
@@ -696,6 +854,7 @@ def run_replicate(
     root_seed: int,
     estimators: Mapping[str, Estimator],
     n_obs: int = N_OBS,
+    baseline_sd: float = 0.0,
 ) -> pd.DataFrame:
     """Simulate and estimate every condition of one design for one replicate.
 
@@ -711,6 +870,8 @@ def run_replicate(
         Models by name (``"ols"``, ``"hierarchical"``).
     n_obs : int, default 2000
         Sample size.
+    baseline_sd : float, default 0
+        SD of the cells' baseline shifts (:func:`simulate_condition`; 0: the published DGP).
 
     Returns
     -------
@@ -724,7 +885,7 @@ def run_replicate(
     """
     frames = []
     for cond in conditions(design, n_obs):
-        data, truth = simulate_condition(root_seed, replicate, cond)
+        data, truth = simulate_condition(root_seed, replicate, cond, baseline_sd)
         for model, estimator in estimators.items():
             est = estimator(data, cond)
             missing = {"group", "estimate", *INTERVAL_COLUMNS} - set(est.columns)
@@ -809,8 +970,9 @@ def _write_atomic(frame: pd.DataFrame, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _task(design, replicate, root_seed, estimators, n_obs):
-    return (design, replicate), run_replicate(design, replicate, root_seed, estimators, n_obs)
+def _task(design, replicate, root_seed, estimators, n_obs, baseline_sd=0.0):
+    return (design, replicate), run_replicate(design, replicate, root_seed, estimators, n_obs,
+                                              baseline_sd)
 
 
 def run_simulation(
@@ -826,6 +988,7 @@ def run_simulation(
     n_obs: int = N_OBS,
     progress: bool = True,
     on_mismatch: str = "raise",
+    baseline_sd: float = 0.0,
 ) -> SimulationResult:
     """Run the simulation study, in parallel and resumably.
 
@@ -868,6 +1031,9 @@ def run_simulation(
     on_mismatch : {"raise", "restart"}, default "raise"
         What to do when ``work_dir`` holds replicates of a run with other settings:
         refuse (``ValueError``) or delete them and start afresh.
+    baseline_sd : float, default 0
+        SD of the cells' baseline shifts (:func:`simulate_condition`); 0 is the published
+        DGP. Recorded in the manifest when not 0.
 
     Returns
     -------
@@ -898,6 +1064,8 @@ def run_simulation(
             "n_obs": int(n_obs),
             "models": {name: _describe(est) for name, est in sorted(estimators.items())},
         }
+        if baseline_sd:
+            manifest["baseline_sd"] = float(baseline_sd)
         if on_mismatch not in ("raise", "restart"):
             raise ValueError(f"on_mismatch must be 'raise' or 'restart', got {on_mismatch!r}")
         _check_manifest(wd, manifest, restart=on_mismatch == "restart")
@@ -929,7 +1097,8 @@ def run_simulation(
                     return_as="generator_unordered",
                 )
                 jobs = (
-                    joblib.delayed(_task)(d, r, root_seed, estimators, n_obs) for d, r in todo
+                    joblib.delayed(_task)(d, r, root_seed, estimators, n_obs, baseline_sd)
+                    for d, r in todo
                 )
                 bar = tqdm(total=len(todo), desc="simulation", unit="rep", disable=not progress)
                 try:
