@@ -35,6 +35,7 @@ MAKERS = {
     "simulation": "simulate",
     "clean": "clean_tomz_weeks / clean_bush_prather",
     "robustness": "robustness",
+    "sensitivity": "simulate_sensitivity",
 }
 ROBUSTNESS_TABLES = ("condition_effects", "spread", "signs", "prior", "coarse", "loo", "ppc")
 
@@ -83,7 +84,10 @@ def load_specification(results: Path) -> SpecificationInputs:
         cells[analysis] = demographic_cells(fits[("m2", analysis)]["groups"])
     robustness = {name: read_csv(results / "robustness" / f"{name}.csv", MAKERS["robustness"])
                   for name in ROBUSTNESS_TABLES}
-    return SpecificationInputs(fits=fits, cells=cells, robustness=robustness)
+    sensitivity = read_csv(results / "simulation" / "sensitivity" / "summary.csv",
+                           MAKERS["sensitivity"])
+    return SpecificationInputs(fits=fits, cells=cells, robustness=robustness,
+                               sensitivity=sensitivity)
 
 
 def write(path: Path, text: str) -> None:

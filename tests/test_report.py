@@ -287,6 +287,17 @@ def make_results(root: Path) -> None:
         _write(sim / design / "one_replicate.csv", pd.DataFrame(one))
         pd.DataFrame(est).to_parquet(sim / design / "estimates.parquet", index=False)
     (sim / "design.json").write_text(json.dumps(DESIGN), encoding="utf-8")
+    rows = []  # the sensitivity simulation: the published model loses to OLS under shifts
+    for dgp in ("published", "shifted"):
+        for design, condition in ((1, "8"), (1, "128"), (2, "balanced")):
+            for model, rmse in (("ols", 0.3), ("hierarchical", 0.2 if dgp == "published"
+                                                else 0.35), ("hierarchical_fe", 0.25),
+                                ("hierarchical_pooled", 0.22)):
+                rows.append({"dgp": dgp, "design": design, "condition": condition,
+                             "model": model, "rmse_mean": rmse, "rmse_mcse": 0.003,
+                             "coverage_90": 0.6 if (dgp, model) == ("shifted",
+                                                                    "hierarchical") else 0.9})
+    _write(sim / "sensitivity" / "summary.csv", pd.DataFrame(rows))
 
 
 KEYS4 = ["regime", "stakes", "costs", "region"]
@@ -368,7 +379,8 @@ def test_stage_writes_variables_and_tables_deterministically(report_run) -> None
     assert {"table1.md", "priors.md", "published_vs_reproduced.md", "coding_m2.md",
             "coding_cells.md", "coding_m1.md", "coding_bp.md", "diagnostics.md",
             "sim_spec_mc.md", "sim_groupsize_mc.md", "decomposition.md",
-            "robustness_spread.md", "robustness_loo.md", "verdict.md"} == set(names)
+            "robustness_spread.md", "robustness_loo.md", "verdict.md",
+            "sim_sensitivity.md"} == set(names)
     for name in ["_variables.yml", *(f"tables/{n}" for n in names)]:
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
     v = report_run["variables"]
@@ -386,6 +398,8 @@ def test_stage_writes_variables_and_tables_deterministically(report_run) -> None
     assert v["dec_corrected_g_high_newsint"] == "0.08" and "0.08 [−0.04, 0.19]" in v[
         "verdict_news_interest"]
     assert v["rob_ppc_inside_published"] == "75%"
+    assert v["verdict_simulation_status"] == "weaker"
+    assert "beats OLS in 0 of 3 conditions" in v["verdict_simulation"]
     assert v["verdict_likelihood_status"] == "does not hold"  # the fixture's logit moves a lot
 
 

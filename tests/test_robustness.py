@@ -200,6 +200,18 @@ def test_verdict_follows_the_numbers() -> None:
     rob["logit_additive_main_effects_sd"] = 0.06
     assert _status(V.verdicts(_dec(0.10, 0.25, 0.05, 0.15, 24), rob))["likelihood"] == \
         "does not hold"
+    # the simulation claim from the sensitivity numbers
+    sim = {"sim_conditions": 9.0, "sim_shifted_hierarchical_beats_ols": 9.0,
+           "sim_shifted_hierarchical_pooled_beats_ols": 9.0,
+           "sim_shifted_hierarchical_cov90_min": 0.88, "sim_shifted_hierarchical_cov90_max": 0.9,
+           "sim_shifted_hierarchical_pooled_cov90_min": 0.88,
+           "sim_shifted_hierarchical_pooled_cov90_max": 0.91}
+    base = _dec(0.10, 0.25, 0.05, 0.15, 24)
+    assert _status(V.verdicts(base, _rob(0.1, 0.2) | sim))["simulation"] == "holds"
+    sim["sim_shifted_hierarchical_beats_ols"] = 5.0
+    assert _status(V.verdicts(base, _rob(0.1, 0.2) | sim))["simulation"] == "weaker"
+    sim["sim_shifted_hierarchical_pooled_beats_ols"] = 8.0
+    assert _status(V.verdicts(base, _rob(0.1, 0.2) | sim))["simulation"] == "does not hold"
     # the additive model pulling the condition most of the way to the mean: weaker
     partial = _status(V.verdicts(_dec(0.18, -0.15, 0.01, 0.1, 24), _rob(0.12, 0.2)))
     assert partial["negative_condition"] == "weaker"
