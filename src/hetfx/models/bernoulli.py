@@ -35,6 +35,7 @@ from hetfx.inference import (
     summarise_groups,
 )
 from hetfx.models.gaussian import ScalePrior, check_finite
+from hetfx.models.lambda_model import LambdaData
 
 __all__ = [
     "BernoulliData",
@@ -46,28 +47,9 @@ __all__ = [
 ]
 
 
-@dataclasses.dataclass
-class BernoulliData:
-    """Validated inputs: ``y``, ``treat`` (0/1), ``X`` (n x p frame), ``group`` codes 0..G-1,
-    ``Z`` (G x q frame indexed by group label) and ``keys`` (label column, key columns)."""
-
-    y: np.ndarray
-    treat: np.ndarray
-    X: pd.DataFrame
-    group: np.ndarray
-    Z: pd.DataFrame
-    keys: pd.DataFrame
-    group_name: str = "group"
-
-    @property
-    def n_obs(self) -> np.ndarray:
-        """Observations per group, shape (G,)."""
-        return np.bincount(self.group, minlength=self.Z.shape[0])
-
-    @property
-    def labels(self) -> list[str]:
-        """Group labels as strings."""
-        return [str(v) for v in self.Z.index]
+class BernoulliData(LambdaData):
+    """Validated inputs, as :class:`hetfx.models.lambda_model.LambdaData`, with a 0/1 ``y``
+    and ``treat``."""
 
 
 def _binary(name: str, a) -> np.ndarray:
