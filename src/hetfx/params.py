@@ -75,6 +75,9 @@ class LambdaSettings(_Section):
     target_accept: float = Field(gt=0, lt=1)
     main_effects: bool = Field(
         False, description="grouping variables' main effects in the outcome equation")
+    effect: Literal["saturated", "additive"] = Field(
+        "saturated", description="M1's heterogeneity equation: the full factorial (published) "
+        "or the additive conditions with a deviation per condition")
 
 
 class VaryingSettings(_Section):
