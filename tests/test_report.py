@@ -93,9 +93,23 @@ def test_compare_with_published_rounds_to_printed_precision() -> None:
 
 
 def test_every_published_quote_names_a_reproduced_number(report_run) -> None:
+    """Each quote's published value is printed as the paper prints it, and the reproduced
+    value the text quotes is the one in the published-vs-reproduced table."""
     variables = report_run["variables"]
+    table = (report_run["outs"][0] / "tables" / "published_vs_reproduced.md").read_text()
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ")
+            for line in table.splitlines() if line.startswith("| ")}
     for q in R.PUBLISHED:
-        assert q.name in variables and f"pub_{q.name}" in variables
+        pub = variables[f"pub_{q.name}"]
+        assert pub == (R.fmt_int(q.published) if q.digits == 0 else
+                       R.fmt_num(q.published, q.digits)), q.name
+        row = rows[q.quantity]
+        assert row[2].strip() == R.fmt_num(q.published, q.digits), q.name  # Published column
+        reproduced = row[3].strip()
+        shown = variables[q.name]
+        # the text prints at least the table's precision; both round the same number
+        assert float(shown.replace("\u2212", "-").replace(",", "")) == pytest.approx(
+            float(reproduced.replace("\u2212", "-")), abs=0.5 * 10 ** -q.digits), q.name
 
 
 def test_compare_codings_keeps_rows_of_either_side() -> None:
