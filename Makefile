@@ -29,8 +29,9 @@ verify: env
 timing: env
 	PATH="$(VENV_BIN):$$PATH" python analysis/timing.py
 
-# every test, the full-NUTS comparisons of the fast engines included (about 5 min on 2 cores)
-test: env
+# the linter and the format check, then every test, the full-NUTS comparisons of the fast
+# engines included (about 8 min on 2 cores)
+test: lint
 	PATH="$(VENV_BIN):$$PATH" python -m pytest
 
 # without the full-NUTS comparisons (about 3 min)
@@ -39,3 +40,4 @@ test-fast: env
 
 lint: env
 	$(VENV_BIN)/ruff check src analysis tests
+	$(VENV_BIN)/ruff format --check src analysis tests

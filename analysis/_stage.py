@@ -33,8 +33,11 @@ def timed(stage: str):
     log(stage, f"start-up: {time.process_time():.2f} s CPU")
     start, cpu = time.perf_counter(), time.process_time()
     yield
-    log(stage, f"done in {time.perf_counter() - start:.2f} s "
-               f"({time.process_time() - cpu:.2f} s CPU in this process)")
+    log(
+        stage,
+        f"done in {time.perf_counter() - start:.2f} s "
+        f"({time.process_time() - cpu:.2f} s CPU in this process)",
+    )
 
 
 def run(stage: str, main: Callable[[], None], expected: tuple[type[BaseException], ...]) -> None:

@@ -41,8 +41,14 @@ from hetfx import studies  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 BRMS = ROOT / "tests" / "fixtures" / "brms" / "timings.csv"
 #: brms run each of our models is compared with (A1: the adapt_delta .95 run, no divergence)
-BRMS_RUN = {"m1": "m1", "m2": "m2_published", "a1": "m3_ad95", "m1_ols": "m1_ols",
-            "m2_ols": "m2_ols", "bp": None}
+BRMS_RUN = {
+    "m1": "m1",
+    "m2": "m2_published",
+    "a1": "m3_ad95",
+    "m1_ols": "m1_ols",
+    "m2_ols": "m2_ols",
+    "bp": None,
+}
 FULL_ENGINE = {"m1": "nutpie", "m2": "nutpie", "a1": "nutpie", "bp": "nutpie"}
 
 
@@ -59,13 +65,17 @@ def run_one(model: str, engine: str | None, tw, bp, params) -> dict:
     else:
         fit = studies.fit_tomz_weeks(tw, model, "published", settings, sampler)
     total = time.perf_counter() - start
-    row = {"model": model, "sampler": engine or settings.get("engine", "ols"),
-           "total_s": total}
+    row = {"model": model, "sampler": engine or settings.get("engine", "ols"), "total_s": total}
     if hasattr(fit, "diagnostics_record"):
         d = fit.diagnostics_record
-        row.update(compile_s=d.compile_seconds, sampling_s=d.sampling_seconds,
-                   min_ess_bulk=d.min_ess_bulk, max_r_hat=d.max_r_hat,
-                   divergences=d.divergences, ess_per_s=d.min_ess_bulk / total)
+        row.update(
+            compile_s=d.compile_seconds,
+            sampling_s=d.sampling_seconds,
+            min_ess_bulk=d.min_ess_bulk,
+            max_r_hat=d.max_r_hat,
+            divergences=d.divergences,
+            ess_per_s=d.min_ess_bulk / total,
+        )
     return row
 
 
@@ -82,15 +92,18 @@ def many_groups_child(n: int, G: int, seed: int = 1) -> dict:
 
     rng = np.random.default_rng(seed)
     mods = rng.integers(0, 2, (G, 4))
-    Z = pd.DataFrame(np.column_stack([np.ones(G), mods]),
-                     columns=["Intercept", "m1", "m2", "m3", "m4"],
-                     index=[f"g{i}" for i in range(G)])
+    Z = pd.DataFrame(
+        np.column_stack([np.ones(G), mods]),
+        columns=["Intercept", "m1", "m2", "m3", "m4"],
+        index=[f"g{i}" for i in range(G)],
+    )
     lam = Z.to_numpy() @ np.array([0.2, 0.1, -0.1, 0.05, 0.0]) + rng.normal(0, 0.15, G)
     group = rng.integers(0, G, n)
     treat = rng.integers(0, 2, n).astype(float)
     xa = rng.normal(size=(n, 5))
-    X = pd.DataFrame(np.column_stack([np.ones(n), xa]),
-                     columns=["Intercept"] + [f"x{j}" for j in range(1, 6)])
+    X = pd.DataFrame(
+        np.column_stack([np.ones(n), xa]), columns=["Intercept"] + [f"x{j}" for j in range(1, 6)]
+    )
     y = xa @ np.array([0.3, -0.2, 0.1, 0.0, 0.05]) + lam[group] * treat + rng.normal(size=n)
     start = time.perf_counter()
     fit = fit_lambda_model(y, treat, X, group, Z, seed=seed)
@@ -99,12 +112,18 @@ def many_groups_child(n: int, G: int, seed: int = 1) -> dict:
     fit.coefs()
     done = time.perf_counter()
     d = fit.diagnostics_record
-    return {"n": n, "groups": G, "fit_s": fitted - start, "summaries_s": done - fitted,
-            "total_s": done - start, "peak_mb": resource.getrusage(
-                resource.RUSAGE_SELF).ru_maxrss / 1024, "grid_points": int(
-                fit.idata.attrs["grid_points"]), "max_r_hat": d.max_r_hat,
-            "min_ess_bulk": d.min_ess_bulk,
-            "rmse": float(np.sqrt(np.mean((groups["estimate"] - lam) ** 2)))}
+    return {
+        "n": n,
+        "groups": G,
+        "fit_s": fitted - start,
+        "summaries_s": done - fitted,
+        "total_s": done - start,
+        "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "grid_points": int(fit.idata.attrs["grid_points"]),
+        "max_r_hat": d.max_r_hat,
+        "min_ess_bulk": d.min_ess_bulk,
+        "rmse": float(np.sqrt(np.mean((groups["estimate"] - lam) ** 2))),
+    }
 
 
 def many_groups() -> pd.DataFrame:
@@ -112,8 +131,12 @@ def many_groups() -> pd.DataFrame:
     rows = []
     for n, G in MANY_GROUPS:
         print(f"many groups: n = {n:,}, G = {G:,} ...", file=sys.stderr, flush=True)
-        out = subprocess.run([sys.executable, __file__, "--child-many", str(n), str(G)],
-                             capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, __file__, "--child-many", str(n), str(G)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     return pd.DataFrame(rows)
 
@@ -122,8 +145,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--fast-only", action="store_true", help="skip full NUTS (nutpie)")
     parser.add_argument("--models", default="m1,m2,a1,bp,m1_ols,m2_ols")
-    parser.add_argument("--many-groups", action="store_true",
-                        help="time the quadrature engine on many groups (synthetic data)")
+    parser.add_argument(
+        "--many-groups",
+        action="store_true",
+        help="time the quadrature engine on many groups (synthetic data)",
+    )
     parser.add_argument("--child-many", nargs=2, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child_many:
@@ -144,17 +170,29 @@ def main(argv: list[str] | None = None) -> int:
         if not args.fast_only and model in FULL_ENGINE:
             engines.append(FULL_ENGINE[model])
         for engine in engines:
-            print(f"fitting {model} ({engine or 'pipeline engine'}) ...", file=sys.stderr,
-                  flush=True)
+            print(
+                f"fitting {model} ({engine or 'pipeline engine'}) ...", file=sys.stderr, flush=True
+            )
             rows.append(run_one(model, engine, tw, bp, params))
     table = pd.DataFrame(rows)
     ref = table["model"].map(BRMS_RUN)
     table["brms_total_s"] = ref.map(brms["total_wall_s"])
     table["brms_min_ess"] = ref.map(brms["min_bulk_ess"])
     table["times_faster"] = table["brms_total_s"] / table["total_s"]
-    cols = ["model", "sampler", "compile_s", "sampling_s", "total_s", "min_ess_bulk",
-            "ess_per_s", "max_r_hat", "divergences", "brms_total_s", "brms_min_ess",
-            "times_faster"]
+    cols = [
+        "model",
+        "sampler",
+        "compile_s",
+        "sampling_s",
+        "total_s",
+        "min_ess_bulk",
+        "ess_per_s",
+        "max_r_hat",
+        "divergences",
+        "brms_total_s",
+        "brms_min_ess",
+        "times_faster",
+    ]
     print(table.reindex(columns=cols).to_string(index=False, float_format=lambda v: f"{v:.3g}"))
     return 0
 

@@ -29,12 +29,20 @@ def outputs(study: str) -> list[Path]:
 
 def checks_table(result) -> pd.DataFrame:
     facts = pd.DataFrame(
-        {"kind": "fact", "name": [f.name for f in result.facts],
-         "value": [f.value for f in result.facts], "expected": [f.expected for f in result.facts]}
+        {
+            "kind": "fact",
+            "name": [f.name for f in result.facts],
+            "value": [f.value for f in result.facts],
+            "expected": [f.expected for f in result.facts],
+        }
     )
     excluded = pd.DataFrame(
-        {"kind": "exclusion", "name": result.exclusions["reason"],
-         "value": result.exclusions["rows"], "expected": float("nan")}
+        {
+            "kind": "exclusion",
+            "name": result.exclusions["reason"],
+            "value": result.exclusions["rows"],
+            "expected": float("nan"),
+        }
     )
     return pd.concat([facts, excluded], ignore_index=True)
 
@@ -57,5 +65,8 @@ if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in STUDIES:
         sys.exit(f"usage: python analysis/clean.py {{{','.join(STUDIES)}}}")
     name = sys.argv[1]
-    run(f"clean_{name}", lambda: main(name), (RawDataError, StudyFactError, ParamsError,
-                                               FileNotFoundError))
+    run(
+        f"clean_{name}",
+        lambda: main(name),
+        (RawDataError, StudyFactError, ParamsError, FileNotFoundError),
+    )

@@ -20,8 +20,14 @@ from hetfx import figures, studies
 
 RESULTS = Path("results")
 FIGURES = Path("manuscript/figures")
-SIZES = {"figure5": (7, 7), "figure6": (8, 8), "figure7": (8, 4.5), "figure8": (8, 5.5),
-         "figure_a1": (8, 8), "figure_a2": (8, 6)}
+SIZES = {
+    "figure5": (7, 7),
+    "figure6": (8, 8),
+    "figure7": (8, 4.5),
+    "figure8": (8, 5.5),
+    "figure_a1": (8, 8),
+    "figure_a2": (8, 6),
+}
 
 
 def read(study: str, model: str, coding: str, name: str) -> pd.DataFrame:
@@ -34,8 +40,10 @@ def read(study: str, model: str, coding: str, name: str) -> pd.DataFrame:
 def main(coding: str) -> None:
     stage = f"figures_tomz_weeks@{coding}"
     suffix = "" if coding == "published" else f"_{coding}"
-    m1, m1_ols = read("tomz_weeks", "m1", coding, "groups"), read("tomz_weeks", "m1_ols",
-                                                                   coding, "groups")
+    m1, m1_ols = (
+        read("tomz_weeks", "m1", coding, "groups"),
+        read("tomz_weeks", "m1_ols", coding, "groups"),
+    )
     m2 = read("tomz_weeks", "m2", coding, "groups")
     cells = studies.demographic_cells(m2)
     cells_path = RESULTS / "tomz_weeks" / f"demographics_cells_{coding}.csv"
@@ -49,13 +57,17 @@ def main(coding: str) -> None:
         "figure_a1": figures.figure_a1(read("tomz_weeks", "a1", coding, "groups")),
         "figure_a2": figures.figure_a2(read("bush_prather", "bp", coding, "groups")),
     }
-    for stem in save_figures([(plot, FIGURES / f"{name}{suffix}", *SIZES[name])
-                              for name, plot in plots.items()]):
+    for stem in save_figures(
+        [(plot, FIGURES / f"{name}{suffix}", *SIZES[name]) for name, plot in plots.items()]
+    ):
         log(stage, f"wrote {stem}.png/.svg")
 
 
 if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in studies.CODINGS:
         sys.exit(f"usage: python analysis/figures.py {{{','.join(studies.CODINGS)}}}")
-    run(f"figures_tomz_weeks@{sys.argv[1]}", lambda: main(sys.argv[1]),
-        (FileNotFoundError, KeyError))
+    run(
+        f"figures_tomz_weeks@{sys.argv[1]}",
+        lambda: main(sys.argv[1]),
+        (FileNotFoundError, KeyError),
+    )

@@ -32,12 +32,12 @@ CLEAN = Path("data/clean")
 RESULTS = Path("results")
 ADVICE = {
     "m1": "raise models.m1.target_accept (the original used .95) or models.draws, or "
-          "switch models.m1.engine",
+    "switch models.m1.engine",
     "m2": "raise models.m2.target_accept or models.draws, or switch models.m2.engine",
     "a1": "raise models.a1.qmc_points_log2 (engine qmc), or models.a1.target_accept (the "
-          "original used .95) or models.draws (engines collapsed, nutpie)",
+    "original used .95) or models.draws (engines collapsed, nutpie)",
     "bp": "raise models.bp.qmc_points_log2 (engine qmc), or models.bp.target_accept (the "
-          "original used .99 with tree depth 15) or models.draws (engines collapsed, nutpie)",
+    "original used .99 with tree depth 15) or models.draws (engines collapsed, nutpie)",
 }
 
 
@@ -85,31 +85,52 @@ def main(study: str, model: str, coding: str) -> None:
     if bayesian:
         diag = fit.diagnostics_record
         if pd.notna(getattr(diag, "pareto_k", float("nan"))):  # importance sampling
-            quality = (f"Pareto k-hat {diag.pareto_k:.3f}, weight ESS "
-                       f"{diag.min_ess_bulk:.0f}")
+            quality = f"Pareto k-hat {diag.pareto_k:.3f}, weight ESS {diag.min_ess_bulk:.0f}"
         else:
-            quality = (f"max R-hat {diag.max_r_hat:.4f} ({diag.worst_r_hat_param}), min bulk "
-                       f"ESS {diag.min_ess_bulk:.0f} ({diag.worst_ess_bulk_param}), "
-                       f"divergences {diag.divergences}")
-        log(stage, f"{diag.sampler}: {diag.chains} x {diag.draws} draws in "
-                   f"{diag.wall_seconds:.2f} s; {quality}")
+            quality = (
+                f"max R-hat {diag.max_r_hat:.4f} ({diag.worst_r_hat_param}), min bulk "
+                f"ESS {diag.min_ess_bulk:.0f} ({diag.worst_ess_bulk_param}), "
+                f"divergences {diag.divergences}"
+            )
+        log(
+            stage,
+            f"{diag.sampler}: {diag.chains} x {diag.draws} draws in "
+            f"{diag.wall_seconds:.2f} s; {quality}",
+        )
         gate = cfg.gate
-        check_diagnostics(diag, max_r_hat=gate.max_r_hat, min_ess_bulk=gate.min_ess_bulk,
-                          allow_divergences=gate.max_divergences, advice=ADVICE[base])
+        check_diagnostics(
+            diag,
+            max_r_hat=gate.max_r_hat,
+            min_ess_bulk=gate.min_ess_bulk,
+            allow_divergences=gate.max_divergences,
+            advice=ADVICE[base],
+        )
         diagnostics = fit.diagnostics()
     else:
         log(stage, f"OLS in {wall:.3f} s; aliased columns: {fit.aliased or 'none'}")
-        diagnostics = pd.DataFrame([{
-            "sampler": "ols", "chains": 0, "draws": 0, "max_r_hat": float("nan"),
-            "min_ess_bulk": float("nan"), "min_ess_tail": float("nan"), "divergences": 0,
-            "wall_seconds": wall, "n_aliased": len(fit.aliased),
-            "aliased": ";".join(fit.aliased)}])
+        diagnostics = pd.DataFrame(
+            [
+                {
+                    "sampler": "ols",
+                    "chains": 0,
+                    "draws": 0,
+                    "max_r_hat": float("nan"),
+                    "min_ess_bulk": float("nan"),
+                    "min_ess_tail": float("nan"),
+                    "divergences": 0,
+                    "wall_seconds": wall,
+                    "n_aliased": len(fit.aliased),
+                    "aliased": ";".join(fit.aliased),
+                }
+            ]
+        )
     target.mkdir(parents=True, exist_ok=True)
     groups.to_csv(target / "groups.csv", index=False)
     coefs.to_csv(target / "coefs.csv", index=False)
     diagnostics.to_csv(target / "diagnostics.csv", index=False)
-    (target / "diagnostics.json").write_text(json.dumps(metrics(diagnostics), indent=2) + "\n",
-                                             encoding="utf-8")
+    (target / "diagnostics.json").write_text(
+        json.dumps(metrics(diagnostics), indent=2) + "\n", encoding="utf-8"
+    )
     if bayesian:
         fit.idata.to_netcdf(str(target / "posterior.nc"))
     log(stage, f"wrote {target}/ ({len(groups)} groups, {len(coefs)} coefficients)")
@@ -130,5 +151,8 @@ if __name__ == "__main__":
             shutil.rmtree(out_dir(study_, model_, coding_), ignore_errors=True)
             raise
 
-    run(f"fit_{study_}@{model_}-{coding_}", _main,
-        (SamplerDiagnosticsError, ParamsError, FileNotFoundError, ValueError, KeyError))
+    run(
+        f"fit_{study_}@{model_}-{coding_}",
+        _main,
+        (SamplerDiagnosticsError, ParamsError, FileNotFoundError, ValueError, KeyError),
+    )

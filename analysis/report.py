@@ -69,8 +69,10 @@ def one_replicate(folder: Path, estimates: pd.DataFrame | None) -> pd.DataFrame:
     if path.exists():
         return pd.read_csv(path)
     if estimates is None:
-        raise MissingInput(f"{folder}: neither one_replicate.csv nor estimates.parquet "
-                           f"(DVC stage {MAKERS['simulation']})")
+        raise MissingInput(
+            f"{folder}: neither one_replicate.csv nor estimates.parquet "
+            f"(DVC stage {MAKERS['simulation']})"
+        )
     return R.one_replicate_rmse(estimates)
 
 
@@ -82,12 +84,16 @@ def load_specification(results: Path) -> SpecificationInputs:
             fits[(model, analysis)] = load_fit(results, "tomz_weeks", f"{model}{suffix}_{coding}")
         fits[("m1_ols", analysis)] = load_fit(results, "tomz_weeks", f"m1_ols_{coding}")
         cells[analysis] = demographic_cells(fits[("m2", analysis)]["groups"])
-    robustness = {name: read_csv(results / "robustness" / f"{name}.csv", MAKERS["robustness"])
-                  for name in ROBUSTNESS_TABLES}
-    sensitivity = read_csv(results / "simulation" / "sensitivity" / "summary.csv",
-                           MAKERS["sensitivity"])
-    return SpecificationInputs(fits=fits, cells=cells, robustness=robustness,
-                               sensitivity=sensitivity)
+    robustness = {
+        name: read_csv(results / "robustness" / f"{name}.csv", MAKERS["robustness"])
+        for name in ROBUSTNESS_TABLES
+    }
+    sensitivity = read_csv(
+        results / "simulation" / "sensitivity" / "summary.csv", MAKERS["sensitivity"]
+    )
+    return SpecificationInputs(
+        fits=fits, cells=cells, robustness=robustness, sensitivity=sensitivity
+    )
 
 
 def write(path: Path, text: str) -> None:
@@ -116,8 +122,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def build(results: Path, clean: Path, params: dict, out: Path) -> int:
-    fits = {(m, c): load_fit(results, "tomz_weeks", f"{m}_{c}") for m in TW_MODELS
-            for c in R.CODINGS}
+    fits = {
+        (m, c): load_fit(results, "tomz_weeks", f"{m}_{c}") for m in TW_MODELS for c in R.CODINGS
+    }
     for c in R.CODINGS:
         fits[("bp", c)] = load_fit(results, "bush_prather", f"bp_{c}")
     sim = results / "simulation"
@@ -129,24 +136,36 @@ def build(results: Path, clean: Path, params: dict, out: Path) -> int:
         ones[design] = one_replicate(sim / design, estimates[design])
     design_path = sim / "design.json"
     if not design_path.exists():
-        raise MissingInput(f"{design_path} is missing: it is written by DVC stage "
-                           f"{MAKERS['simulation']}")
+        raise MissingInput(
+            f"{design_path} is missing: it is written by DVC stage {MAKERS['simulation']}"
+        )
     inputs = R.ReportInputs(
         tw_checks=read_csv(clean / "tomz_weeks_checks.csv", MAKERS["clean"]),
         bp_checks=read_csv(clean / "bush_prather_checks.csv", MAKERS["clean"]),
         fits=fits,
-        cells={c: read_csv(results / "tomz_weeks" / f"demographics_cells_{c}.csv",
-                           MAKERS["tomz_weeks"]) for c in R.CODINGS},
-        summaries=summaries, ones=ones, groupsize_estimates=estimates["groupsize"],
-        params=params, design=json.loads(design_path.read_text(encoding="utf-8")),
+        cells={
+            c: read_csv(
+                results / "tomz_weeks" / f"demographics_cells_{c}.csv", MAKERS["tomz_weeks"]
+            )
+            for c in R.CODINGS
+        },
+        summaries=summaries,
+        ones=ones,
+        groupsize_estimates=estimates["groupsize"],
+        params=params,
+        design=json.loads(design_path.read_text(encoding="utf-8")),
     )
     inputs.specification = load_specification(results)
     variables, tables, comparison = R.build_report(inputs)
 
-    header = ("# Written by analysis/report.py (DVC stage `report`); do not edit by hand.\n"
-              "# Every number the manuscript quotes, formatted; used as {{< var name >}}.\n")
-    write(out / "_variables.yml",
-          header + yaml.safe_dump(variables, sort_keys=True, allow_unicode=True, width=1000))
+    header = (
+        "# Written by analysis/report.py (DVC stage `report`); do not edit by hand.\n"
+        "# Every number the manuscript quotes, formatted; used as {{< var name >}}.\n"
+    )
+    write(
+        out / "_variables.yml",
+        header + yaml.safe_dump(variables, sort_keys=True, allow_unicode=True, width=1000),
+    )
     tables_dir = out / "tables"
     tables_dir.mkdir(parents=True, exist_ok=True)
     for stale in tables_dir.glob("*.md"):
@@ -154,12 +173,16 @@ def build(results: Path, clean: Path, params: dict, out: Path) -> int:
             stale.unlink()
     for name, text in sorted(tables.items()):
         write(tables_dir / f"{name}.md", text)
-    print(f"report: {len(variables)} variables -> {out / '_variables.yml'}; "
-          f"{len(tables)} tables -> {tables_dir}")
+    print(
+        f"report: {len(variables)} variables -> {out / '_variables.yml'}; "
+        f"{len(tables)} tables -> {tables_dir}"
+    )
     differing = comparison.loc[comparison["difference"] != 0]
     for row in differing.itertuples():
-        print(f"  differs from the paper: {row.name}: published {row.published}, "
-              f"reproduced {row.reproduced} ({row.difference:+})")
+        print(
+            f"  differs from the paper: {row.name}: published {row.published}, "
+            f"reproduced {row.reproduced} ({row.difference:+})"
+        )
     return 0
 
 

@@ -33,9 +33,16 @@ def main() -> None:
     tw = pd.read_parquet("data/clean/tomz_weeks.parquet")
     log(STAGE, f"{len(tw)} rows, {rob.coding} coding")
     res = robustness.run_checks(
-        tw, rob.coding, {"m1": cfg.m1.model_dump(), "a1": cfg.a1.model_dump()}, sampler,
-        {k: v.model_dump() for k, v in rob.sigma_theta_priors.items()}, rob.prior_variants,
-        cfg.gate.model_dump(), logit=rob.logit.model_dump(), progress=lambda m: log(STAGE, m))
+        tw,
+        rob.coding,
+        {"m1": cfg.m1.model_dump(), "a1": cfg.a1.model_dump()},
+        sampler,
+        {k: v.model_dump() for k, v in rob.sigma_theta_priors.items()},
+        rob.prior_variants,
+        cfg.gate.model_dump(),
+        logit=rob.logit.model_dump(),
+        progress=lambda m: log(STAGE, m),
+    )
     OUT.mkdir(parents=True, exist_ok=True)
     for name, table in res.tables().items():
         table.to_csv(OUT / f"{name}.csv", index=False, float_format="%.6g")
@@ -45,6 +52,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+
     def _main() -> None:
         try:
             main()
@@ -52,5 +60,8 @@ if __name__ == "__main__":
             shutil.rmtree(OUT, ignore_errors=True)
             raise
 
-    run(STAGE, _main, (SamplerDiagnosticsError, ParamsError, FileNotFoundError, ValueError,
-                       KeyError))
+    run(
+        STAGE,
+        _main,
+        (SamplerDiagnosticsError, ParamsError, FileNotFoundError, ValueError, KeyError),
+    )

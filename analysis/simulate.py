@@ -47,8 +47,11 @@ SMALL_REPLICATES, SMALL_DRAWS = 5, 1000
 
 
 def outputs() -> list[Path]:
-    files = [OUT / name / f for name, _ in DESIGNS.values()
-             for f in ("estimates.parquet", "summary.csv", "one_replicate.csv", "bias_by_size.csv")]
+    files = [
+        OUT / name / f
+        for name, _ in DESIGNS.values()
+        for f in ("estimates.parquet", "summary.csv", "one_replicate.csv", "bias_by_size.csv")
+    ]
     files += [OUT / name / "metrics.json" for name, _ in DESIGNS.values()]
     files += [OUT / "design.json", OUT / "spec" / "rmse_by_groups.csv"]
     files += [FIGURES / f"figure{i}.{ext}" for i in (1, 2, 3, 4) for ext in ("png", "svg")]
@@ -56,8 +59,15 @@ def outputs() -> list[Path]:
 
 
 #: Summary columns reported as DVC metrics (per condition and estimator).
-METRICS = ("rmse_mean", "rmse_mcse", "rmse_one_replicate", "coverage_90", "coverage_95",
-           "mean_abs_bias", "n_missing")
+METRICS = (
+    "rmse_mean",
+    "rmse_mcse",
+    "rmse_one_replicate",
+    "coverage_90",
+    "coverage_95",
+    "mean_abs_bias",
+    "n_missing",
+)
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -68,8 +78,12 @@ def design_record(n_obs: int, replicates: int, root_seed: int) -> dict:
     """The design the simulation ran (from hetfx.simulation's conditions), for the report."""
     equal, imbalance = S.conditions(1, n_obs), S.conditions(2, n_obs)
     return {
-        "n_obs": n_obs, "replicates": replicates, "root_seed": root_seed,
-        "tau_mean": S.TAU_MEAN, "tau_sd": S.TAU_SD, "control_coefs": list(S.CONTROL_COEFS),
+        "n_obs": n_obs,
+        "replicates": replicates,
+        "root_seed": root_seed,
+        "tau_mean": S.TAU_MEAN,
+        "tau_sd": S.TAU_SD,
+        "control_coefs": list(S.CONTROL_COEFS),
         "equal_group_k": [c.k for c in equal],
         "imbalance_scenarios": {c.label: list(c.probs) for c in imbalance},
     }
@@ -79,17 +93,24 @@ def metrics(summary: pd.DataFrame, cond: str) -> dict:
     """``{condition: {model: {metric: value}}}`` (missing values left out: JSON has no NaN)."""
     out: dict = {}
     for row in summary.to_dict("records"):
-        values = {m: row[m] for m in METRICS if m in row and not
-                  (isinstance(row[m], float) and math.isnan(row[m]))}
+        values = {
+            m: row[m]
+            for m in METRICS
+            if m in row and not (isinstance(row[m], float) and math.isnan(row[m]))
+        }
         out.setdefault(str(row[cond]), {})[row["model"]] = {
-            k: int(v) if k == "n_missing" else float(f"{v:.6g}") for k, v in values.items()}
+            k: int(v) if k == "n_missing" else float(f"{v:.6g}") for k, v in values.items()
+        }
     return out
 
 
 def estimators(draws: int, grid: tuple[int, int]) -> dict:
-    return {"ols": S.ols_estimator,
-            "hierarchical": functools.partial(S.hierarchical_estimator, chains=1, draws=draws,
-                                              n_grid=tuple(grid))}
+    return {
+        "ols": S.ols_estimator,
+        "hierarchical": functools.partial(
+            S.hierarchical_estimator, chains=1, draws=draws, n_grid=tuple(grid)
+        ),
+    }
 
 
 def write_design(estimates: pd.DataFrame, design: int) -> dict[str, pd.DataFrame]:
@@ -98,8 +119,11 @@ def write_design(estimates: pd.DataFrame, design: int) -> dict[str, pd.DataFrame
     folder.mkdir(parents=True, exist_ok=True)
     e = estimates.loc[estimates["design"] == design].reset_index(drop=True)
     summary = S.summarise(e)
-    one = summary[[cond, "model", "rmse_one_replicate"]].rename(
-        columns={"rmse_one_replicate": "rmse"}).assign(replicate=int(e["replicate"].min()))
+    one = (
+        summary[[cond, "model", "rmse_one_replicate"]]
+        .rename(columns={"rmse_one_replicate": "rmse"})
+        .assign(replicate=int(e["replicate"].min()))
+    )
     bias = S.bias_by_group_size(e)
     drop = ["design", "condition", "n_groups" if design == 2 else "scenario"]
     e.to_parquet(folder / "estimates.parquet", index=False)
@@ -119,10 +143,13 @@ def report(summary: pd.DataFrame, cond: str) -> str:
     t["rmse"] = [f"{m:.3f} ± {s:.3f}" for m, s in zip(t["rmse_mean"], t["rmse_mcse"], strict=True)]
     t["one rep"] = t["rmse_one_replicate"].map("{:.3f}".format)
     for lvl in ("90", "95"):
-        t[f"cover{lvl}"] = [f"{m:.3f} ± {s:.3f}" for m, s in
-                            zip(t[f"coverage_{lvl}"], t[f"coverage_{lvl}_mcse"], strict=True)]
-    return t[[cond, "model", "rmse", "one rep", "cover90", "cover95", "n_replicates",
-              "n_missing"]].to_string(index=False)
+        t[f"cover{lvl}"] = [
+            f"{m:.3f} ± {s:.3f}"
+            for m, s in zip(t[f"coverage_{lvl}"], t[f"coverage_{lvl}_mcse"], strict=True)
+        ]
+    return t[
+        [cond, "model", "rmse", "one rep", "cover90", "cover95", "n_replicates", "n_missing"]
+    ].to_string(index=False)
 
 
 def draw_figures(spec: dict, size: dict) -> None:
@@ -134,8 +161,9 @@ def draw_figures(spec: dict, size: dict) -> None:
         "figure3": (figures.figure3(size["summary"], size["one"]), 6.5, 4.5),
         "figure4": (figures.figure4(size["estimates"]), 9, 5),
     }
-    save_figures([(plot, FIGURES / stem, width, height)
-                  for stem, (plot, width, height) in plots.items()])
+    save_figures(
+        [(plot, FIGURES / stem, width, height) for stem, (plot, width, height) in plots.items()]
+    )
 
 
 def main() -> None:
@@ -148,9 +176,12 @@ def main() -> None:
     if params.small:
         replicates, draws = min(replicates, SMALL_REPLICATES), min(draws, SMALL_DRAWS)
     where = f"dask @ {params.scheduler_address}" if params.scheduler_address else params.backend
-    log(STAGE, f"{replicates} replicates x 9 conditions x 2 estimators, root seed "
-               f"{params.root_seed}, n = {params.n_obs}, {draws} posterior draws on a "
-               f"{params.grid[0]} x {params.grid[1]} grid, backend {where}, n_jobs {params.n_jobs}")
+    log(
+        STAGE,
+        f"{replicates} replicates x 9 conditions x 2 estimators, root seed "
+        f"{params.root_seed}, n = {params.n_obs}, {draws} posterior draws on a "
+        f"{params.grid[0]} x {params.grid[1]} grid, backend {where}, n_jobs {params.n_jobs}",
+    )
     cluster = None
     address = params.scheduler_address
     if params.backend == "dask" and address is None:
@@ -162,9 +193,15 @@ def main() -> None:
     start = time.perf_counter()
     try:
         result = S.run_simulation(
-            replicates, root_seed=params.root_seed, estimators=estimators(draws, params.grid),
-            work_dir=WORK, n_jobs=params.n_jobs, backend=params.backend,
-            scheduler_address=address, n_obs=params.n_obs, on_mismatch="restart",
+            replicates,
+            root_seed=params.root_seed,
+            estimators=estimators(draws, params.grid),
+            work_dir=WORK,
+            n_jobs=params.n_jobs,
+            backend=params.backend,
+            scheduler_address=address,
+            n_obs=params.n_obs,
+            on_mismatch="restart",
         )
     finally:
         if cluster is not None:
@@ -172,8 +209,11 @@ def main() -> None:
     log(STAGE, f"fits done in {time.perf_counter() - start:.1f} s")
     write_json(OUT / "design.json", design_record(params.n_obs, replicates, params.root_seed))
     spec, size = (write_design(result.estimates, d) for d in DESIGNS)
-    log(STAGE, "equal groups (RMSE mean ± MCSE, one replicate, coverage ± MCSE):\n"
-        + report(spec["summary"], "n_groups"))
+    log(
+        STAGE,
+        "equal groups (RMSE mean ± MCSE, one replicate, coverage ± MCSE):\n"
+        + report(spec["summary"], "n_groups"),
+    )
     log(STAGE, "imbalance:\n" + report(size["summary"], "scenario"))
     edge = result.summary["max_grid_edge_mass"].max()
     log(STAGE, f"largest quadrature grid edge mass of any fit: {edge:.1e}")

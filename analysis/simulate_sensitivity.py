@@ -53,10 +53,13 @@ def report(summary: pd.DataFrame) -> str:
     t = summary.copy()
     t["rmse"] = [f"{m:.3f} ± {s:.3f}" for m, s in zip(t["rmse_mean"], t["rmse_mcse"], strict=True)]
     for lvl in ("90", "95"):
-        t[f"cover{lvl}"] = [f"{m:.3f} ± {s:.3f}" for m, s in
-                            zip(t[f"coverage_{lvl}"], t[f"coverage_{lvl}_mcse"], strict=True)]
-    return t[["dgp", "design", "condition", "model", "rmse", "cover90", "cover95",
-              "n_missing"]].to_string(index=False)
+        t[f"cover{lvl}"] = [
+            f"{m:.3f} ± {s:.3f}"
+            for m, s in zip(t[f"coverage_{lvl}"], t[f"coverage_{lvl}_mcse"], strict=True)
+        ]
+    return t[
+        ["dgp", "design", "condition", "model", "rmse", "cover90", "cover95", "n_missing"]
+    ].to_string(index=False)
 
 
 def main() -> None:
@@ -68,16 +71,27 @@ def main() -> None:
         raise ParamsError("params.yaml needs `simulation:` and `simulation_sensitivity:` sections")
     replicates = min(sens.replicates, SMALL_REPLICATES) if sens.small else sens.replicates
     estimators = {name: ESTIMATORS[name] for name in sens.models}
-    log(STAGE, f"{replicates} replicates x 9 conditions x 2 DGPs x {len(estimators)} "
-               f"estimators ({', '.join(estimators)}), shift SD {sens.baseline_sd}, root seed "
-               f"{sim.root_seed}, n = {sim.n_obs}, backend {sim.backend}, n_jobs {sim.n_jobs}")
+    log(
+        STAGE,
+        f"{replicates} replicates x 9 conditions x 2 DGPs x {len(estimators)} "
+        f"estimators ({', '.join(estimators)}), shift SD {sens.baseline_sd}, root seed "
+        f"{sim.root_seed}, n = {sim.n_obs}, backend {sim.backend}, n_jobs {sim.n_jobs}",
+    )
     frames, times = [], {}
     for dgp, sd in (("published", 0.0), ("shifted", sens.baseline_sd)):
         start = time.perf_counter()
         result = S.run_simulation(
-            replicates, root_seed=sim.root_seed, estimators=estimators, work_dir=WORK / dgp,
-            n_jobs=sim.n_jobs, backend=sim.backend, scheduler_address=sim.scheduler_address,
-            n_obs=sim.n_obs, on_mismatch="restart", baseline_sd=sd, progress=False,
+            replicates,
+            root_seed=sim.root_seed,
+            estimators=estimators,
+            work_dir=WORK / dgp,
+            n_jobs=sim.n_jobs,
+            backend=sim.backend,
+            scheduler_address=sim.scheduler_address,
+            n_obs=sim.n_obs,
+            on_mismatch="restart",
+            baseline_sd=sd,
+            progress=False,
         )
         times[dgp] = time.perf_counter() - start
         log(STAGE, f"DGP {dgp}: fits done in {times[dgp]:.1f} s")
@@ -86,7 +100,8 @@ def main() -> None:
     estimates.insert(0, "dgp", estimates.pop("dgp"))
     summary = pd.concat(
         [S.summarise(e).assign(dgp=dgp) for dgp, e in estimates.groupby("dgp", sort=False)],
-        ignore_index=True)
+        ignore_index=True,
+    )
     summary.insert(0, "dgp", summary.pop("dgp"))
     OUT.mkdir(parents=True, exist_ok=True)
     estimates.to_parquet(OUT / "estimates.parquet", index=False)

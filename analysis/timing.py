@@ -47,9 +47,18 @@ def run(args: list[str], save: Path) -> list[tuple[float, str]]:
     env.setdefault("OPENBLAS_NUM_THREADS", "1")
     start = time.perf_counter()
     lines = []
-    with subprocess.Popen(dvc_command() + ["repro", *args], cwd=ROOT, env=env, text=True,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=1) as proc, \
-            open(save, "w", encoding="utf-8") as log:
+    with (
+        subprocess.Popen(
+            dvc_command() + ["repro", *args],
+            cwd=ROOT,
+            env=env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            bufsize=1,
+        ) as proc,
+        open(save, "w", encoding="utf-8") as log,
+    ):
         for line in proc.stdout:
             stamp = time.perf_counter() - start
             lines.append((stamp, line.rstrip("\n")))
@@ -79,8 +88,15 @@ def stage_table(lines: list[tuple[float, str]]) -> list[dict]:
         if match:
             if rows:
                 rows[-1]["wall_s"] = stamp - rows[-1]["start"]
-            rows.append({"stage": match.group(1), "start": stamp, "wall_s": None,
-                         "work_s": None, "import_cpu_s": None})
+            rows.append(
+                {
+                    "stage": match.group(1),
+                    "start": stamp,
+                    "wall_s": None,
+                    "work_s": None,
+                    "import_cpu_s": None,
+                }
+            )
             continue
         startup = STARTUP.search(text)
         if startup and rows:
@@ -98,14 +114,17 @@ def format_table(rows: list[dict], total: float) -> str:
     """Wall seconds per stage, the stage's own work, the rest (start-up and DVC) and the CPU
     seconds the stage's process spent before its work (Python start and imports), which,
     unlike wall time, hardly depends on what else the machine is running."""
+
     def num(value, width):
         return f"{value:{width}.2f}" if value is not None else " " * width
 
     out = [f"{'stage':<34} {'wall s':>8} {'work s':>8} {'rest s':>8} {'import CPU s':>12}"]
     for r in rows:
         rest = r["wall_s"] - r["work_s"] if r["work_s"] is not None else None
-        out.append(f"{r['stage']:<34} {num(r['wall_s'], 8)} {num(r['work_s'], 8)} "
-                   f"{num(rest, 8)} {num(r.get('import_cpu_s'), 12)}")
+        out.append(
+            f"{r['stage']:<34} {num(r['wall_s'], 8)} {num(r['work_s'], 8)} "
+            f"{num(rest, 8)} {num(r.get('import_cpu_s'), 12)}"
+        )
     staged = sum(r["wall_s"] for r in rows)
     imports = sum(r.get("import_cpu_s") or 0.0 for r in rows)
     out.append(f"{'sum of stages':<34} {staged:8.2f} {'':>8} {'':>8} {imports:12.2f}")

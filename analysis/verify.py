@@ -36,10 +36,12 @@ def git(root: Path, *args: str) -> str:
 
 
 def committed_files(root: Path, ref: str) -> list[str]:
-    listed = git(root, "ls-tree", "-r", "--name-only", ref, "--", "results", "data/clean",
-                 VARIABLES).splitlines()
-    return sorted(p for p in listed
-                  if p == VARIABLES or any(fnmatch(p, pat) for pat in CSV_PATTERNS))
+    listed = git(
+        root, "ls-tree", "-r", "--name-only", ref, "--", "results", "data/clean", VARIABLES
+    ).splitlines()
+    return sorted(
+        p for p in listed if p == VARIABLES or any(fnmatch(p, pat) for pat in CSV_PATTERNS)
+    )
 
 
 def current_text(root: Path, path: str) -> str | None:

@@ -19,7 +19,8 @@ def write_like(original: Path, frame, target: Path) -> Path:
     """Write ``frame`` as Stata to ``target`` with the value labels of ``original``."""
     _, meta = pyreadstat.read_dta(str(original), metadataonly=True)
     labels = {
-        c: v for c, v in meta.variable_value_labels.items()
+        c: v
+        for c, v in meta.variable_value_labels.items()
         if c in frame.columns and frame[c].dtype.kind in "if"  # labels fit numeric columns only
     }
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -26,8 +26,9 @@ def main(out: Path) -> None:
     sampler = studies.Sampler(seed=12, chains=4, draws=1000)
     for model, settings in SETTINGS.items():
         fit = studies.fit_tomz_weeks(tw, model, "published", settings, sampler)
-        fit.group_effects(level=0.9).to_csv(out / f"{model}_groups.csv", index=False,
-                                            float_format="%.17g")
+        fit.group_effects(level=0.9).to_csv(
+            out / f"{model}_groups.csv", index=False, float_format="%.17g"
+        )
         fit.coefs().to_csv(out / f"{model}_coefs.csv", index=False, float_format="%.17g")
     est = {"ols": S.ols_estimator, "hierarchical": S.hierarchical_estimator}
     sim = [S.run_replicate(design, 0, 12, est) for design in (1, 2)]

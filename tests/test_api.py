@@ -13,41 +13,60 @@ import hetfx
 from hetfx.api import DesignError, build_design
 from hetfx.results import summarise
 
-GAMMA = {"Intercept": 0.3, "regimedem": 0.2, "stakes": -0.1, "costs": 0.15,
-         "regionAsia": 0.1, "regionEurope": -0.2}
-BASE = {"regimedem": 0.3, "stakes": -0.25, "costs": 0.2, "regionAsia": 0.4,
-        "regionEurope": -0.3}
+GAMMA = {
+    "Intercept": 0.3,
+    "regimedem": 0.2,
+    "stakes": -0.1,
+    "costs": 0.15,
+    "regionAsia": 0.1,
+    "regionEurope": -0.2,
+}
+BASE = {"regimedem": 0.3, "stakes": -0.25, "costs": 0.2, "regionAsia": 0.4, "regionEurope": -0.3}
 
 
-def simulate(seed: int, n: int = 2400, sigma_theta: float = 0.2, drop_cell=None,
-             cell_shift_sd: float = 0.0, noise_sd=1.0):
+def simulate(
+    seed: int,
+    n: int = 2400,
+    sigma_theta: float = 0.2,
+    drop_cell=None,
+    cell_shift_sd: float = 0.0,
+    noise_sd=1.0,
+):
     """Factorial experiment with string, bool, int and 3-level modifiers; the modifiers
     shift the control-arm mean (additively, plus optional cell-specific shifts)."""
     rng = np.random.default_rng(seed)
     cells = pd.MultiIndex.from_product(
         [["aut", "dem"], [False, True], [0, 1], ["Africa", "Asia", "Europe"]],
-        names=["regime", "stakes", "costs", "region"]).to_frame(index=False)
+        names=["regime", "stakes", "costs", "region"],
+    ).to_frame(index=False)
     if drop_cell is not None:
         m = np.ones(len(cells), bool)
         for k, v in drop_cell.items():
             m &= cells[k].to_numpy() == v
         cells = cells.loc[~m].reset_index(drop=True)
-    z = pd.DataFrame({"Intercept": 1.0, "regimedem": (cells.regime == "dem") * 1.0,
-                      "stakes": cells.stakes * 1.0, "costs": cells.costs * 1.0,
-                      "regionAsia": (cells.region == "Asia") * 1.0,
-                      "regionEurope": (cells.region == "Europe") * 1.0})
-    lam = z.to_numpy() @ np.array(list(GAMMA.values())) + rng.normal(0, sigma_theta,
-                                                                       len(cells))
+    z = pd.DataFrame(
+        {
+            "Intercept": 1.0,
+            "regimedem": (cells.regime == "dem") * 1.0,
+            "stakes": cells.stakes * 1.0,
+            "costs": cells.costs * 1.0,
+            "regionAsia": (cells.region == "Asia") * 1.0,
+            "regionEurope": (cells.region == "Europe") * 1.0,
+        }
+    )
+    lam = z.to_numpy() @ np.array(list(GAMMA.values())) + rng.normal(0, sigma_theta, len(cells))
     base = z.iloc[:, 1:].to_numpy() @ np.array(list(BASE.values()))
     base = base + rng.normal(0, cell_shift_sd, len(cells)) if cell_shift_sd else base
     g = rng.integers(0, len(cells), n)
     df = cells.iloc[g].reset_index(drop=True)
     df["alliance"] = rng.integers(0, 2, n)
     df["age"] = rng.normal(0, 1, n)
-    df["force"] = (0.1 + 0.3 * df["age"] + base[g] + lam[g] * df["alliance"]
-                   + rng.normal(0, 1, n) * noise_sd)
-    cells["label"] = cells[["regime", "stakes", "costs", "region"]].astype(str).agg(
-        "_".join, axis=1)
+    df["force"] = (
+        0.1 + 0.3 * df["age"] + base[g] + lam[g] * df["alliance"] + rng.normal(0, 1, n) * noise_sd
+    )
+    cells["label"] = (
+        cells[["regime", "stakes", "costs", "region"]].astype(str).agg("_".join, axis=1)
+    )
     cells["truth"] = lam
     return df, cells
 
@@ -58,8 +77,9 @@ MOD = ["regime", "stakes", "costs", "region"]
 def fit(df, **kw):
     kw.setdefault("draws", 500)
     kw.setdefault("chains", 2)
-    return hetfx.fit(df, outcome="force", treatment="alliance", modifiers=MOD,
-                     controls=["age"], **kw)
+    return hetfx.fit(
+        df, outcome="force", treatment="alliance", modifiers=MOD, controls=["age"], **kw
+    )
 
 
 @pytest.fixture(scope="module")
@@ -86,8 +106,12 @@ def _coverage(main_effects, reps):
             q = np.quantile(draws, [0.05, 0.95], axis=0)
             g0 = np.array([GAMMA[k] for k in c.index])
             hit_gamma += list((q[0] <= g0) & (g0 <= q[1]))
-    return np.mean(hit_g), (np.mean(hit_gamma) if hit_gamma else np.nan), len(hit_g), \
-        np.sqrt(np.mean(np.square(err)))
+    return (
+        np.mean(hit_g),
+        (np.mean(hit_gamma) if hit_gamma else np.nan),
+        len(hit_g),
+        np.sqrt(np.mean(np.square(err))),
+    )
 
 
 def test_recovery_and_90pct_coverage_with_baseline_shifts():
@@ -130,8 +154,9 @@ def test_reordered_rows_give_identical_results(sim):
     a, b = res.group_effects(), res2.group_effects()
     pd.testing.assert_frame_equal(a, b, rtol=1e-7)
     for v in ("beta", "gamma", "sigma", "sigma_theta", "lambda"):
-        np.testing.assert_allclose(res.posterior[v].values, res2.posterior[v].values,
-                                   rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(
+            res.posterior[v].values, res2.posterior[v].values, rtol=1e-6, atol=1e-9
+        )
 
 
 def test_group_column_pairs_by_label_not_position():
@@ -139,13 +164,24 @@ def test_group_column_pairs_by_label_not_position():
     on the right labels."""
     rng = np.random.default_rng(4)
     n = 800
-    df = pd.DataFrame({"g": rng.choice(["zeta", "alpha", "mid", "beta"], n),
-                       "t": rng.integers(0, 2, n)})
+    df = pd.DataFrame(
+        {"g": rng.choice(["zeta", "alpha", "mid", "beta"], n), "t": rng.integers(0, 2, n)}
+    )
     df["m"] = df["g"].map({"zeta": "a", "alpha": "b", "mid": "c", "beta": "d"})
     truth = {"zeta": 0.0, "alpha": 2.0, "mid": 1.0, "beta": -1.0}
     df["y"] = df["g"].map(truth) * df["t"] + rng.normal(0, 0.3, n)
-    res = hetfx.fit(df, "y", "t", ["m"], group="g", effect="1", main_effects="m",
-                    chains=2, draws=300, priors=hetfx.Priors(effect=hetfx.Prior.normal(3)))
+    res = hetfx.fit(
+        df,
+        "y",
+        "t",
+        ["m"],
+        group="g",
+        effect="1",
+        main_effects="m",
+        chains=2,
+        draws=300,
+        priors=hetfx.Priors(effect=hetfx.Prior.normal(3)),
+    )
     ge = res.group_effects().set_index("g")
     for k, v in truth.items():
         assert abs(ge.loc[k, "estimate"] - v) < 0.15, (k, ge.loc[k])
@@ -156,8 +192,7 @@ def test_categorical_and_bool_labels(sim):
     df, _, res = sim
     d2 = df.assign(region=pd.Categorical(df.region, categories=["Europe", "Africa", "Asia"]))
     d = build_design(d2, "force", "alliance", MOD, ["age"])
-    assert [c for c in d.Z.columns if c.startswith("region")] == ["regionAfrica",
-                                                                  "regionAsia"]
+    assert [c for c in d.Z.columns if c.startswith("region")] == ["regionAfrica", "regionAsia"]
     assert d.cells["region"].iloc[0] == "Europe"
 
 
@@ -190,8 +225,7 @@ def test_collinear_and_duplicated_columns_are_named(sim):
 def test_Z_not_identified_is_named():
     df, _ = simulate(2, drop_cell={"regime": "dem", "stakes": True})
     with pytest.raises(DesignError, match=r"Z .* regimedem:stakes: all zero"):
-        hetfx.fit(df, "force", "alliance", MOD, effect="regime*stakes*costs",
-                  main_effects=False)
+        hetfx.fit(df, "force", "alliance", MOD, effect="regime*stakes*costs", main_effects=False)
 
 
 def test_treatment_without_variation_lists_cells(sim):
@@ -209,8 +243,7 @@ def test_warnings_treatment_in_X_no_intercept_and_labels(sim):
     with pytest.warns(UserWarning, match="no intercept"):
         build_design(df, "force", "alliance", MOD, "0 + age")
     with pytest.raises(DesignError, match="treatment 'label' must be numeric"):
-        build_design(df.assign(label=np.where(df.alliance, "yes", "no")), "force", "label",
-                     MOD)
+        build_design(df.assign(label=np.where(df.alliance, "yes", "no")), "force", "label", MOD)
     with pytest.raises(KeyError, match="nope"):
         build_design(df, "force", "alliance", ["nope"])
     with pytest.raises(DesignError, match="not modifiers"):
@@ -225,12 +258,14 @@ def test_warnings_treatment_in_X_no_intercept_and_labels(sim):
 
 # ------------------------------------------------------------------ priors
 def test_priors_translate_and_reject_misuse():
-    p = hetfx.Priors(control=hetfx.Prior.normal(2), intercept=hetfx.Prior.flat(),
-                     sigma_theta=hetfx.Prior.half_normal(0.5))
+    p = hetfx.Priors(
+        control=hetfx.Prior.normal(2),
+        intercept=hetfx.Prior.flat(),
+        sigma_theta=hetfx.Prior.half_normal(0.5),
+    )
     kw = p.lambda_kwargs(["Intercept", "age"])
     assert kw["beta_sd"].tolist() == [1e6, 2.0]
-    assert kw["sigma_theta_prior"].kind == "half_normal" and \
-        kw["sigma_theta_prior"].scale == 0.5
+    assert kw["sigma_theta_prior"].kind == "half_normal" and kw["sigma_theta_prior"].scale == 0.5
     assert kw["sigma_prior"].nu == 3 and kw["sigma_prior"].scale == 2.5
     with pytest.raises(ValueError, match="standard deviation"):
         hetfx.Priors(sigma=hetfx.Prior.normal(1))
@@ -284,8 +319,10 @@ def test_ame_and_contrast_against_draws(sim):
         m = (ge["regime"] == lev).to_numpy()
         d = E[:, m] @ n[m] / n[m].sum()
         assert a.loc[lev, "n_obs"] == (df.regime == lev).sum()
-        np.testing.assert_allclose(a.loc[lev, ["estimate", "lower", "upper"]].astype(float),
-                                   [np.median(d), *np.quantile(d, [0.05, 0.95])])
+        np.testing.assert_allclose(
+            a.loc[lev, ["estimate", "lower", "upper"]].astype(float),
+            [np.median(d), *np.quantile(d, [0.05, 0.95])],
+        )
     eq = res.ame(by=["regime", "stakes"], weights="equal")
     assert len(eq) == 4 and (eq["n_groups"] == 6).all()
     m = ((ge["regime"] == "dem") & ge["stakes"]).to_numpy()
@@ -293,8 +330,9 @@ def test_ame_and_contrast_against_draws(sim):
     assert row["mean"] == pytest.approx(E[:, m].mean(axis=1).mean())
     w = dict(zip(ge["cell"], np.arange(len(ge)) + 1.0, strict=True))
     tot = res.ame(weights=w).iloc[0]
-    assert tot["mean"] == pytest.approx((E @ (np.arange(len(ge)) + 1.0)).mean()
-                                        / (np.arange(len(ge)) + 1.0).sum())
+    assert tot["mean"] == pytest.approx(
+        (E @ (np.arange(len(ge)) + 1.0)).mean() / (np.arange(len(ge)) + 1.0).sum()
+    )
     c = res.contrast("dem_True_1_Asia", "aut_False_0_Africa")
     i, j = ge.index[ge.cell == "dem_True_1_Asia"][0], ge.index[ge.cell == "aut_False_0_Africa"][0]
     diff = E[:, i] - E[:, j]
@@ -311,8 +349,14 @@ def test_ame_and_contrast_against_draws(sim):
 def test_predict_seen_and_unseen_profiles():
     df, cells = simulate(3, drop_cell={"regime": "dem", "region": "Asia"})
     res = fit(df, seed=1, draws=1000)
-    new = pd.DataFrame({"regime": ["aut", "dem"], "stakes": [True, True], "costs": [1, 1],
-                        "region": ["Asia", "Asia"]})
+    new = pd.DataFrame(
+        {
+            "regime": ["aut", "dem"],
+            "stakes": [True, True],
+            "costs": [1, 1],
+            "region": ["Asia", "Asia"],
+        }
+    )
     out, draws = res.predict(new, level=0.9, seed=5, return_draws=True)
     assert out["seen"].tolist() == [True, False]
     E = res.effect_draws()
@@ -348,6 +392,7 @@ def test_idata_loo_compare_and_summary(sim):
     codes = res.design.codes
     mu = res.X.to_numpy() @ b + lam[codes] * res.design.treat
     from scipy import stats
+
     np.testing.assert_allclose(ll[0, 0], stats.norm.logpdf(res.design.y, mu, s))
     loo = az.loo(idata, pointwise=True)
     assert np.isfinite(loo.elpd_loo) and np.isfinite(loo.pareto_k.values).all()
@@ -421,6 +466,7 @@ def test_bool_treatment_equals_01_and_gate(sim):
     assert d.treat.sum() == df.alliance.iloc[1:].sum()
     assert res.check(min_ess_bulk=100) is res
     from hetfx.inference import SamplerDiagnosticsError
+
     with pytest.raises(SamplerDiagnosticsError, match="bulk ESS"):
         res.check(min_ess_bulk=1e6)
 
@@ -502,8 +548,14 @@ def test_main_effects_cover_modifiers_left_out_of_effect(sim):
     df = sim[0]
     d = build_design(df, "force", "alliance", MOD, effect="regime + costs")
     assert d.Z.columns.tolist() == ["Intercept", "regimedem", "costs"]
-    assert d.X.columns.tolist() == ["Intercept", "regimedem", "costs", "stakes",
-                                    "regionAsia", "regionEurope"]
+    assert d.X.columns.tolist() == [
+        "Intercept",
+        "regimedem",
+        "costs",
+        "stakes",
+        "regionAsia",
+        "regionEurope",
+    ]
     d1 = build_design(df, "force", "alliance", ["region"], effect="1")
     assert d1.Z.columns.tolist() == ["Intercept"]
     assert d1.X.columns.tolist() == ["Intercept", "regionAsia", "regionEurope"]

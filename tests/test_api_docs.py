@@ -9,8 +9,7 @@ import importlib
 import pytest
 
 
-@pytest.mark.parametrize("module", ["hetfx.api", "hetfx.priors", "hetfx.results",
-                                    "hetfx.design"])
+@pytest.mark.parametrize("module", ["hetfx.api", "hetfx.priors", "hetfx.results", "hetfx.design"])
 def test_docstring_examples_run(module):
     mod = importlib.import_module(module)
     res = doctest.testmod(mod, optionflags=doctest.NORMALIZE_WHITESPACE)

@@ -24,8 +24,16 @@ def tw() -> pd.DataFrame:
 def _front(tw, **kw):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # main_effects=False and a saturated Z, as published
-        return hetfx.fit(tw, "force", "alliance", main_effects=False, seed=SAMPLER.seed,
-                         chains=SAMPLER.chains, draws=SAMPLER.draws, **kw)
+        return hetfx.fit(
+            tw,
+            "force",
+            "alliance",
+            main_effects=False,
+            seed=SAMPLER.seed,
+            chains=SAMPLER.chains,
+            draws=SAMPLER.draws,
+            **kw,
+        )
 
 
 def _same(front, paper, key):
@@ -33,27 +41,39 @@ def _same(front, paper, key):
     b = paper.group_effects()
     assert a[key].astype(str).tolist() == b[key].astype(str).tolist()
     for col in ("n_obs", "estimate", "q025", "q10", "q90", "q975"):
-        np.testing.assert_allclose(a[col].to_numpy(dtype=float), b[col].to_numpy(dtype=float),
-                                   rtol=1e-9, atol=1e-12, err_msg=col)
+        np.testing.assert_allclose(
+            a[col].to_numpy(dtype=float),
+            b[col].to_numpy(dtype=float),
+            rtol=1e-9,
+            atol=1e-12,
+            err_msg=col,
+        )
     ca, cb = front.coefs(), paper.coefs()
     np.testing.assert_allclose(ca["mean"], cb["mean"], rtol=1e-9, atol=1e-12)
     assert ca["term"].tolist() == cb["term"].tolist()
 
 
 def test_m1_published_through_the_front_end(tw):
-    paper = studies.fit_tomz_weeks(tw, "m1", "published", {"gamma_sd": 1, "beta_sd": 1},
-                                   SAMPLER)
-    front = _front(tw, modifiers=["regime", "stakes", "costs", "region_txt"],
-                   effect="saturated", group="treat_group", controls=studies.M1_CONTROLS)
+    paper = studies.fit_tomz_weeks(tw, "m1", "published", {"gamma_sd": 1, "beta_sd": 1}, SAMPLER)
+    front = _front(
+        tw,
+        modifiers=["regime", "stakes", "costs", "region_txt"],
+        effect="saturated",
+        group="treat_group",
+        controls=studies.M1_CONTROLS,
+    )
     _same(front, paper, "treat_group")
 
 
 def test_m2_published_through_the_front_end(tw):
-    paper = studies.fit_tomz_weeks(tw, "m2", "published", {"gamma_sd": 1, "beta_sd": 0.5},
-                                   SAMPLER)
-    front = _front(tw, modifiers=studies.DEMOGRAPHIC_KEYS, group="het_group",
-                   controls=studies.M2_CONTROLS,
-                   priors=hetfx.Priors(control=hetfx.Prior.normal(0.5)))
+    paper = studies.fit_tomz_weeks(tw, "m2", "published", {"gamma_sd": 1, "beta_sd": 0.5}, SAMPLER)
+    front = _front(
+        tw,
+        modifiers=studies.DEMOGRAPHIC_KEYS,
+        group="het_group",
+        controls=studies.M2_CONTROLS,
+        priors=hetfx.Priors(control=hetfx.Prior.normal(0.5)),
+    )
     _same(front, paper, "het_group")
 
 
@@ -65,20 +85,50 @@ def test_issue9_specification_numbers_through_the_front_end(tw):
     mods = ["regime", "stakes", "costs", "region_txt"]
 
     def est(**kw):
-        return _front(tw, modifiers=mods, group="treat_group", controls=studies.M1_CONTROLS,
-                      **kw).group_effects()["estimate"].to_numpy()
+        return (
+            _front(tw, modifiers=mods, group="treat_group", controls=studies.M1_CONTROLS, **kw)
+            .group_effects()["estimate"]
+            .to_numpy()
+        )
 
     pub = est(effect="saturated")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        me = hetfx.fit(tw, "force", "alliance", mods, studies.M1_CONTROLS, effect="saturated",
-                       group="treat_group", seed=12).group_effects()["estimate"].to_numpy()
-        add = hetfx.fit(tw, "force", "alliance", mods, studies.M1_CONTROLS,
-                        effect="additive", main_effects="saturated", group="treat_group",
-                        seed=12).group_effects()["estimate"].to_numpy()
+        me = (
+            hetfx.fit(
+                tw,
+                "force",
+                "alliance",
+                mods,
+                studies.M1_CONTROLS,
+                effect="saturated",
+                group="treat_group",
+                seed=12,
+            )
+            .group_effects()["estimate"]
+            .to_numpy()
+        )
+        add = (
+            hetfx.fit(
+                tw,
+                "force",
+                "alliance",
+                mods,
+                studies.M1_CONTROLS,
+                effect="additive",
+                main_effects="saturated",
+                group="treat_group",
+                seed=12,
+            )
+            .group_effects()["estimate"]
+            .to_numpy()
+        )
     add0 = est(effect="additive")
-    ols = hetfx.fit_ols(tw, "force", "alliance", mods, studies.M1_CONTROLS,
-                        group="treat_group").group_effects()["estimate"].to_numpy()
+    ols = (
+        hetfx.fit_ols(tw, "force", "alliance", mods, studies.M1_CONTROLS, group="treat_group")
+        .group_effects()["estimate"]
+        .to_numpy()
+    )
 
     def check(e, sd, lo, hi):
         assert e.std(ddof=1) == pytest.approx(sd, abs=0.005)

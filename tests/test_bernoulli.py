@@ -25,13 +25,20 @@ MOD = ["regime", "stakes", "region"]
 def simulate(seed: int):
     """12 cells minus one (dem, high stakes, Europe) never observed; baseline shifts."""
     rng = np.random.default_rng(seed)
-    cells = pd.MultiIndex.from_product([["aut", "dem"], [False, True],
-                                        ["Africa", "Asia", "Europe"]],
-                                       names=MOD).to_frame(index=False)
+    cells = pd.MultiIndex.from_product(
+        [["aut", "dem"], [False, True], ["Africa", "Asia", "Europe"]], names=MOD
+    ).to_frame(index=False)
     cells = cells[~((cells.regime == "dem") & cells.stakes & (cells.region == "Europe"))]
     cells = cells.reset_index(drop=True)
-    Zc = np.column_stack([np.ones(len(cells)), cells.regime == "dem", cells.stakes,
-                          cells.region == "Asia", cells.region == "Europe"]).astype(float)
+    Zc = np.column_stack(
+        [
+            np.ones(len(cells)),
+            cells.regime == "dem",
+            cells.stakes,
+            cells.region == "Asia",
+            cells.region == "Europe",
+        ]
+    ).astype(float)
     lam = Zc @ GAMMA + rng.normal(0, SIGMA_THETA, len(cells))
     g = rng.integers(0, len(cells), N)
     df = cells.iloc[g].reset_index(drop=True)
@@ -47,13 +54,22 @@ def simulate(seed: int):
 
 
 def hand_X(df: pd.DataFrame) -> np.ndarray:
-    return np.column_stack([np.ones(len(df)), df.x, df.regime == "dem", df.stakes,
-                            df.region == "Asia", df.region == "Europe"]).astype(float)
+    return np.column_stack(
+        [
+            np.ones(len(df)),
+            df.x,
+            df.regime == "dem",
+            df.stakes,
+            df.region == "Asia",
+            df.region == "Europe",
+        ]
+    ).astype(float)
 
 
 def fit(df, seed):
-    return hetfx.fit(df, "y", "treat", MOD, ["x"], family="bernoulli", chains=2, draws=500,
-                     tune=500, seed=seed)
+    return hetfx.fit(
+        df, "y", "treat", MOD, ["x"], family="bernoulli", chains=2, draws=500, tune=500, seed=seed
+    )
 
 
 @pytest.fixture(scope="module")
@@ -70,8 +86,14 @@ def test_ame_against_brute_force(reps):
     E = res.effect_draws()
     beta = res.posterior["beta"].values.reshape(-1, 6)
     lam = res.posterior["lambda"].values.reshape(-1, len(cells))
-    assert list(res.X.columns) == ["Intercept", "x", "regimedem", "stakes", "regionAsia",
-                                   "regionEurope"]
+    assert list(res.X.columns) == [
+        "Intercept",
+        "x",
+        "regimedem",
+        "stakes",
+        "regionAsia",
+        "regionEurope",
+    ]
     X = hand_X(df)
     labels = df[MOD].astype(str).agg("_".join, axis=1).to_numpy()
     ge = res.group_effects()
@@ -100,8 +122,7 @@ def test_pointwise_loglik_and_loo(reps):
     b = res.posterior["beta"].values[1, 7]
     lam = res.posterior["lambda"].values[1, 7]
     eta = res.X.to_numpy() @ b + lam[res.design.codes] * df.treat.to_numpy()
-    np.testing.assert_allclose(ll[1, 7], stats.bernoulli.logpmf(df.y, expit(eta)),
-                               rtol=1e-10)
+    np.testing.assert_allclose(ll[1, 7], stats.bernoulli.logpmf(df.y, expit(eta)), rtol=1e-10)
     assert set(np.unique(idata.posterior_predictive["y"].values)) == {0, 1}
     loo = az.loo(idata, pointwise=True)
     assert np.isfinite(loo.elpd_loo) and np.isfinite(loo.pareto_k.values).all()
@@ -131,8 +152,9 @@ def test_recovery_and_coverage(reps):
 
 def test_predict_unseen_cell_is_ame_over_rows(reps):
     df, cells, res = reps[0]
-    new = pd.DataFrame({"regime": ["dem", "aut"], "stakes": [True, True],
-                        "region": ["Europe", "Europe"]})
+    new = pd.DataFrame(
+        {"regime": ["dem", "aut"], "stakes": [True, True], "region": ["Europe", "Europe"]}
+    )
     out, draws = res.predict(new, seed=3, return_draws=True)
     assert out["seen"].tolist() == [False, True]
     gamma = res.posterior["gamma"].values.reshape(-1, 5)

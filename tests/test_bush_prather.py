@@ -9,8 +9,19 @@ from conftest import BP_FILE, RAW, write_like
 from hetfx.data import bush_prather
 from hetfx.data.raw import RawDataError
 
-BASE = dict(ipe_support=3, treat_germrus=1, w2_vote_hill=1, treat_ipesidetaking=1, woman=0,
-            employ=1, treat_ipetype=1, educ=5, party=1, polknowledge=3, polint=4)
+BASE = dict(
+    ipe_support=3,
+    treat_germrus=1,
+    w2_vote_hill=1,
+    treat_ipesidetaking=1,
+    woman=0,
+    employ=1,
+    treat_ipetype=1,
+    educ=5,
+    party=1,
+    polknowledge=3,
+    polint=4,
+)
 
 
 def rows(*changes):

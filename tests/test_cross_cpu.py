@@ -27,8 +27,10 @@ FILES = ("m1_groups", "m1_coefs", "m2_groups", "m2_coefs", "sim")
 #: numpy >= 2.4 names its dispatch targets X86_V3 (AVX2, FMA3), X86_V4 and AVX512_*
 SETTINGS = {
     "default": {"OPENBLAS_NUM_THREADS": "1"},
-    "no_simd_dispatch": {"OPENBLAS_NUM_THREADS": "1",
-                         "NPY_DISABLE_CPU_FEATURES": "X86_V3 X86_V4 AVX512_ICL"},
+    "no_simd_dispatch": {
+        "OPENBLAS_NUM_THREADS": "1",
+        "NPY_DISABLE_CPU_FEATURES": "X86_V3 X86_V4 AVX512_ICL",
+    },
     "openblas_prescott": {"OPENBLAS_NUM_THREADS": "1", "OPENBLAS_CORETYPE": "Prescott"},
     "two_threads": {"OPENBLAS_NUM_THREADS": "2"},
     "numba_generic": {"OPENBLAS_NUM_THREADS": "1", "NUMBA_CPU_NAME": "generic"},
@@ -36,12 +38,20 @@ SETTINGS = {
 
 
 def _run(tmp_path, name: str, extra: dict) -> dict[str, pd.DataFrame]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("NPY_DISABLE_CPU_FEATURES", "OPENBLAS_CORETYPE", "NUMBA_CPU_NAME")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("NPY_DISABLE_CPU_FEATURES", "OPENBLAS_CORETYPE", "NUMBA_CPU_NAME")
+    }
     env.update(extra)
     out = tmp_path / name
-    run = subprocess.run([sys.executable, str(ROOT / "tests" / "cross_cpu_worker.py"), str(out)],
-                         env=env, capture_output=True, text=True, timeout=600)
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "cross_cpu_worker.py"), str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     return {f: pd.read_csv(out / f"{f}.csv") for f in FILES}
 
@@ -61,8 +71,9 @@ def test_summaries_agree_across_emulated_cpus(tmp_path):
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=2) as pool:  # two processes at a time
-        futures = {name: pool.submit(_run, tmp_path, name, extra)
-                   for name, extra in SETTINGS.items()}
+        futures = {
+            name: pool.submit(_run, tmp_path, name, extra) for name, extra in SETTINGS.items()
+        }
         results = {name: f.result() for name, f in futures.items()}
     ref = results.pop("default")
     worst = {}

@@ -119,8 +119,13 @@ def test_import_walk_finds_lazy_and_transitive_imports():
     """The walker itself: analysis/simulate.py loads _stage.py and params.py through
     _stage, and saturated_ols.py through a lazy import inside hetfx.simulation."""
     found = {p.relative_to(ROOT).as_posix() for p in project_imports(ANALYSIS / "simulate.py")}
-    assert {"analysis/_stage.py", "src/hetfx/params.py", "src/hetfx/__init__.py",
-            "src/hetfx/models/saturated_ols.py", "src/hetfx/models/__init__.py"} <= found
+    assert {
+        "analysis/_stage.py",
+        "src/hetfx/params.py",
+        "src/hetfx/__init__.py",
+        "src/hetfx/models/saturated_ols.py",
+        "src/hetfx/models/__init__.py",
+    } <= found
     assert not any("site-packages" in p for p in found)
 
 
@@ -134,8 +139,9 @@ def test_every_stage_has_a_script():
 def test_stage_lists_every_project_module_it_imports(name):
     _, cmd, deps, _ = next(s for s in stages() if s[0] == name)
     script = stage_script(cmd)
-    missing = sorted(p.relative_to(ROOT).as_posix() for p in project_imports(script)
-                     if not covered(p, deps))
+    missing = sorted(
+        p.relative_to(ROOT).as_posix() for p in project_imports(script) if not covered(p, deps)
+    )
     assert not missing, f"stage {name} imports but does not depend on: {missing}"
 
 
@@ -151,8 +157,11 @@ def _params_reads(script: Path) -> set[str]:
     """
     tree = ast.parse(script.read_text(encoding="utf-8"))
     bound: dict[str, str] = {}
-    methods = {id(n.func) for n in ast.walk(tree)
-               if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)}
+    methods = {
+        id(n.func)
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+    }
 
     def chain(node) -> str | None:
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
@@ -178,8 +187,11 @@ def _params_reads(script: Path) -> set[str]:
     # two passes: names bound late in the file may be used in functions defined earlier
     for _ in range(2):
         for node in ast.walk(tree):
-            if isinstance(node, ast.Assign) and len(node.targets) == 1 \
-                    and isinstance(node.targets[0], ast.Name):
+            if (
+                isinstance(node, ast.Assign)
+                and len(node.targets) == 1
+                and isinstance(node.targets[0], ast.Name)
+            ):
                 value = chain(node.value)
                 if value is not None:
                     bound[node.targets[0].id] = value
@@ -285,8 +297,12 @@ def test_report_stage_declares_every_param_it_reads(tmp_path):
     with open(ROOT / "params.yaml") as handle:
         values = yaml.safe_load(handle)
     reads: set[str] = set()
-    code = module.build(tmp_path / "results", ROOT / "data" / "clean",
-                        _Recording(values, reads), tmp_path / "manuscript")
+    code = module.build(
+        tmp_path / "results",
+        ROOT / "data" / "clean",
+        _Recording(values, reads),
+        tmp_path / "manuscript",
+    )
     assert code == 0
     # the recorder works: the priors table reads whole model sections, the text the seed
     assert "models.m1.gamma_sd" in reads and "simulation.root_seed" in reads
@@ -311,14 +327,21 @@ def _dvc(*args: str) -> str:
 
 def test_dvc_metrics_show_lists_every_fit_and_the_simulation():
     shown = json.loads(_dvc("metrics", "show", "--json"))
-    files = {path: entry.get("data", {}) for rev in shown.values()
-             for path, entry in rev.get("data", {}).items()}
-    fits = [f"results/tomz_weeks/{m}_{c}/diagnostics.json" for m in
-            ("m1", "m2", "a1", "m1_ols", "m2_ols", "m1_main_effects", "m2_main_effects")
-            for c in ("published", "corrected")]
+    files = {
+        path: entry.get("data", {})
+        for rev in shown.values()
+        for path, entry in rev.get("data", {}).items()
+    }
+    fits = [
+        f"results/tomz_weeks/{m}_{c}/diagnostics.json"
+        for m in ("m1", "m2", "a1", "m1_ols", "m2_ols", "m1_main_effects", "m2_main_effects")
+        for c in ("published", "corrected")
+    ]
     fits += [f"results/bush_prather/bp_{c}/diagnostics.json" for c in ("published", "corrected")]
-    expected = fits + ["results/simulation/spec/metrics.json",
-                       "results/simulation/groupsize/metrics.json"]
+    expected = fits + [
+        "results/simulation/spec/metrics.json",
+        "results/simulation/groupsize/metrics.json",
+    ]
     assert sorted(files) == sorted(expected)
     for path in fits[:2]:
         assert {"max_r_hat", "min_ess_bulk", "divergences"} <= set(files[path]), path
@@ -330,9 +353,9 @@ def test_dvc_plots_show_draws_the_rmse_curves_and_the_figures(tmp_path):
     rmse = next(v for k, v in shown.items() if k.startswith("RMSE"))[0]
     points = rmse["content"]["data"]["values"]
     assert {(p["n_groups"], p["field"]) for p in points} == {
-        (str(g), m) for g in (8, 16, 32, 64, 128) for m in ("hierarchical", "ols")}
-    figures = {f"manuscript/figures/figure{i}.png" for i in (1, 2, 3, 4, 5, 6, 7, 8, "_a1",
-                                                             "_a2")}
+        (str(g), m) for g in (8, 16, 32, 64, 128) for m in ("hierarchical", "ols")
+    }
+    figures = {f"manuscript/figures/figure{i}.png" for i in (1, 2, 3, 4, 5, 6, 7, 8, "_a1", "_a2")}
     assert figures <= set(shown)
     assert all(shown[f][0]["type"] == "image" for f in figures)
 
@@ -353,12 +376,24 @@ def test_simulation_sample_size_reaches_the_text(tmp_path):
 
     with open(ROOT / "params.yaml") as handle:
         params = yaml.safe_load(handle)
-    params["simulation"] |= {"replicates": 1, "small": True, "n_jobs": 1,
-                             "backend": "sequential", "draws": 100, "n_obs": 1000}
+    params["simulation"] |= {
+        "replicates": 1,
+        "small": True,
+        "n_jobs": 1,
+        "backend": "sequential",
+        "draws": 100,
+        "n_obs": 1000,
+    }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
-    run = subprocess.run([sys.executable, str(ANALYSIS / "simulate.py")], cwd=tmp_path,
-                         env=env, capture_output=True, text=True, timeout=600)
+    run = subprocess.run(
+        [sys.executable, str(ANALYSIS / "simulate.py")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     sim = tmp_path / "results" / "simulation"
     design = json.loads((sim / "design.json").read_text())

@@ -30,8 +30,11 @@ def small_problem(seed: int = 0, G: int = 6, n: int = 60, Z: str = "additive"):
     a = np.arange(G) % 2
     cols = {"Intercept": np.ones(G), "a": a}
     if Z == "saturated":
-        Zf = pd.DataFrame(np.tril(np.ones((G, G))), index=[f"g{i}" for i in range(G)],
-                          columns=[f"z{j}" for j in range(G)])
+        Zf = pd.DataFrame(
+            np.tril(np.ones((G, G))),
+            index=[f"g{i}" for i in range(G)],
+            columns=[f"z{j}" for j in range(G)],
+        )
     else:
         if Z == "deficient":
             cols["a_copy"] = a
@@ -40,8 +43,11 @@ def small_problem(seed: int = 0, G: int = 6, n: int = 60, Z: str = "additive"):
     treat = rng.integers(0, 2, n).astype(float)
     treat[group == 0] = 0.0
     X = pd.DataFrame({"Intercept": 1.0, "x": rng.normal(size=n)})
-    y = (0.3 + 0.4 * rng.normal(size=G))[group] * treat + 0.5 * X["x"].to_numpy() + rng.normal(
-        size=n)
+    y = (
+        (0.3 + 0.4 * rng.normal(size=G))[group] * treat
+        + 0.5 * X["x"].to_numpy()
+        + rng.normal(size=n)
+    )
     return prepare_lambda_data(y, treat, X, group, Zf)
 
 
@@ -53,8 +59,13 @@ def brute_force_logml(d, gamma_sd, beta_sd, sigma, sigma_theta):
     W = np.zeros((n, G))
     W[np.arange(n), d.group] = d.treat
     A = np.hstack([X, W @ Z, W])
-    v = np.concatenate([np.full(X.shape[1], beta_sd**2), np.full(Z.shape[1], gamma_sd**2),
-                        np.full(G, sigma_theta**2)])
+    v = np.concatenate(
+        [
+            np.full(X.shape[1], beta_sd**2),
+            np.full(Z.shape[1], gamma_sd**2),
+            np.full(G, sigma_theta**2),
+        ]
+    )
     cov = sigma**2 * np.eye(n) + (A * v) @ A.T
     return stats.multivariate_normal(np.zeros(n), cov).logpdf(d.y)
 
@@ -75,14 +86,20 @@ def test_log_posterior_equals_the_dense_engine_on_m1_like_data():
     """M1's shape: saturated Z with 32 groups, 9 controls, 1,200 rows."""
     rng = np.random.default_rng(3)
     G, n = 32, 1200
-    Z = pd.DataFrame(np.tril(np.ones((G, G))), index=[f"g{i}" for i in range(G)],
-                     columns=[f"z{j}" for j in range(G)])
+    Z = pd.DataFrame(
+        np.tril(np.ones((G, G))),
+        index=[f"g{i}" for i in range(G)],
+        columns=[f"z{j}" for j in range(G)],
+    )
     X = pd.DataFrame(rng.normal(size=(n, 9)), columns=[f"x{j}" for j in range(9)])
     X["x0"] = 1.0
     group = rng.integers(0, G, n)
     treat = rng.integers(0, 2, n).astype(float)
-    y = rng.normal(0.2, 0.3, G)[group] * treat + X.to_numpy() @ rng.normal(0, 0.3, 9) + rng.normal(
-        size=n)
+    y = (
+        rng.normal(0.2, 0.3, G)[group] * treat
+        + X.to_numpy() @ rng.normal(0, 0.3, 9)
+        + rng.normal(size=n)
+    )
     d = prepare_lambda_data(y, treat, X, group, Z)
     dense = CollapsedLambda(d, 1.0, 1.0, PRIOR, PRIOR)
     u = np.column_stack([rng.normal(0, 0.2, 200), rng.uniform(-25, 1, 200)])
@@ -114,14 +131,18 @@ def test_sinc_quantiles_are_exponentially_accurate():
     nodes = np.arange(-40, 41) * 0.4
     mass = stats.norm.pdf(nodes, 0.3, 1.0) * 0.4
     probs = [0.025, 0.1, 0.5, 0.9, 0.975]
-    np.testing.assert_allclose(sinc_quantiles(nodes, mass, probs),
-                               stats.norm.ppf(probs, 0.3, 1.0), rtol=0, atol=1e-10)
+    np.testing.assert_allclose(
+        sinc_quantiles(nodes, mass, probs), stats.norm.ppf(probs, 0.3, 1.0), rtol=0, atol=1e-10
+    )
 
 
 def _summaries(cm, d, **grid):
     post = QuadraturePosterior(cm, lattice_grid(cm, float(np.std(d.y)), **grid))
-    return [post.summarise_lambda().to_numpy(), post.summarise_coefs().to_numpy(),
-            post.summarise_scales().to_numpy()], post
+    return [
+        post.summarise_lambda().to_numpy(),
+        post.summarise_coefs().to_numpy(),
+        post.summarise_scales().to_numpy(),
+    ], post
 
 
 @pytest.mark.parametrize("kind", ["additive", "saturated"])
@@ -132,8 +153,9 @@ def test_default_grid_is_within_1e9_of_a_four_times_finer_wider_grid(kind):
     d = small_problem(4, G=16, n=1500, Z=kind)
     cm = ArrowLambda(d, 1.0, 1.0, PRIOR, PRIOR)
     ours, post = _summaries(cm, d)
-    ref, _ = _summaries(cm, d, resolution=12, max_step=0.045, stretch=8, drop=40,
-                        min_log_st=np.log(1e-18))
+    ref, _ = _summaries(
+        cm, d, resolution=12, max_step=0.045, stretch=8, drop=40, min_log_st=np.log(1e-18)
+    )
     assert post.grid.edge_mass < 1e-10
     for a, b in zip(ours, ref, strict=True):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-9)
@@ -149,10 +171,15 @@ def test_linear_combinations_and_levels():
     np.testing.assert_allclose(full["q50"], ge["estimate"], rtol=0, atol=1e-10)
     np.testing.assert_allclose(full["q05"], ge["q05"], rtol=0, atol=1e-10)
     # the identity as explicit weights, and a DataFrame with group labels as columns
-    np.testing.assert_allclose(fit.summarise_lambda(np.eye(8)).to_numpy(),
-                               fit.summarise_lambda().to_numpy(), rtol=0, atol=1e-10)
-    W = pd.DataFrame([[1, -1, 0, 0, 0, 0, 0, 0], [1 / 8] * 8], index=["g0 - g1", "mean"],
-                     columns=d.labels)
+    np.testing.assert_allclose(
+        fit.summarise_lambda(np.eye(8)).to_numpy(),
+        fit.summarise_lambda().to_numpy(),
+        rtol=0,
+        atol=1e-10,
+    )
+    W = pd.DataFrame(
+        [[1, -1, 0, 0, 0, 0, 0, 0], [1 / 8] * 8], index=["g0 - g1", "mean"], columns=d.labels
+    )
     comb = fit.summarise_lambda(W.iloc[:, ::-1], quantiles=[0.05, 0.5, 0.95])
     assert list(comb.index) == ["g0 - g1", "mean"]
     np.testing.assert_allclose(comb.loc["mean", "mean"], full["mean"].mean(), atol=1e-12)
@@ -171,13 +198,27 @@ def test_coefs_are_exact_and_keep_the_draw_diagnostics():
     d = small_problem(6, G=8, n=800)
     fit = fit_lambda_model(d.y, d.treat, d.X, d.group, d.Z, chains=4, draws=1000, seed=1)
     co = fit.coefs()
-    assert list(co.columns) == ["equation", "term", "mean", "sd", "q025", "q975", "r_hat",
-                                "ess_bulk"]
+    assert list(co.columns) == [
+        "equation",
+        "term",
+        "mean",
+        "sd",
+        "q025",
+        "q975",
+        "r_hat",
+        "ess_bulk",
+    ]
     assert list(co["equation"]) == ["effect"] * 2 + ["control"] * 2 + ["scale"] * 2
     post = fit.idata.posterior
-    draws = np.concatenate([post["gamma"].values.reshape(-1, 2), post["beta"].values.reshape(
-        -1, 2), post["sigma"].values.reshape(-1, 1), post["sigma_theta"].values.reshape(-1, 1)],
-        axis=1)
+    draws = np.concatenate(
+        [
+            post["gamma"].values.reshape(-1, 2),
+            post["beta"].values.reshape(-1, 2),
+            post["sigma"].values.reshape(-1, 1),
+            post["sigma_theta"].values.reshape(-1, 1),
+        ],
+        axis=1,
+    )
     n = len(draws)
     sd = co["sd"].to_numpy()
     assert (np.abs(draws.mean(axis=0) - co["mean"].to_numpy()) < 4.5 * sd / np.sqrt(n)).all()
@@ -219,8 +260,11 @@ def test_vectorised_rhat_and_ess_equal_arviz():
         ds = xr.Dataset({"v": (("chain", "draw", "k"), x)})
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            refs = (az.rhat(ds)["v"].values, az.ess(ds, method="bulk")["v"].values,
-                    az.ess(ds, method="tail")["v"].values)
+            refs = (
+                az.rhat(ds)["v"].values,
+                az.ess(ds, method="bulk")["v"].values,
+                az.ess(ds, method="tail")["v"].values,
+            )
         for ours, ref in zip(rhat_ess(x), refs, strict=True):
             np.testing.assert_array_equal(np.isnan(ours), np.isnan(ref))
             ok = ~np.isnan(ref)

@@ -24,8 +24,10 @@ FIGURE = re.compile(r"!\[[^\]]*\]\((figures/[^)\s]+)\)\{#(fig-[\w-]+)")
 #: What the rendered documents must number, each exactly once and in this order of kinds.
 EXPECTED = {
     "paper": {"Figure": [str(i) for i in range(1, 9)], "Table": ["1"]},
-    "appendix": {"Figure": [f"A{i}" for i in range(1, 7)],
-                 "Table": [f"A{i}" for i in range(1, 15)]},
+    "appendix": {
+        "Figure": [f"A{i}" for i in range(1, 7)],
+        "Table": [f"A{i}" for i in range(1, 15)],
+    },
 }
 
 
@@ -86,8 +88,9 @@ def test_no_appendix_label_is_typed_by_hand() -> None:
     """The appendix's floats are numbered by the renderers (A1, A2, ...) and named by
     cross-references; a typed "Figure A2" goes stale when floats move. Figures of the main
     paper may be named in the appendix ("Figure 8 of the paper"): another document."""
-    typed = {name: re.findall(r"\b(?:Figure|Table)s?\s+A\d+", text)
-             for name, text in _sources().items()}
+    typed = {
+        name: re.findall(r"\b(?:Figure|Table)s?\s+A\d+", text) for name, text in _sources().items()
+    }
     assert typed == {name: [] for name in DOCUMENTS}
 
 
@@ -103,7 +106,8 @@ def _stage_outputs() -> set[str]:
     with Repo(str(REPO)) as repo:
         return {
             os.path.relpath(str(out.fs_path), REPO)
-            for stage in repo.index.stages for out in stage.outs
+            for stage in repo.index.stages
+            for out in stage.outs
         }
 
 
@@ -111,8 +115,12 @@ def test_every_figure_named_is_produced_by_a_stage() -> None:
     named = sorted({f for text in _sources().values() for f, _ in FIGURE.findall(text)})
     assert len(named) == 14
     produced = _stage_outputs()
-    orphans = [f for f in named if f"manuscript/{f}" not in produced
-               and not any(f"manuscript/{f}".startswith(o + "/") for o in produced)]
+    orphans = [
+        f
+        for f in named
+        if f"manuscript/{f}" not in produced
+        and not any(f"manuscript/{f}".startswith(o + "/") for o in produced)
+    ]
     assert not orphans, f"figures no DVC stage writes: {orphans}"
 
 
@@ -132,11 +140,13 @@ def test_every_included_table_and_the_variables_are_report_outputs() -> None:
 
 def _rendered() -> Path:
     out = MANUSCRIPT / "_output"
-    missing = [f"{d}.{e}" for d in DOCUMENTS for e in ("html", "pdf")
-               if not (out / f"{d}.{e}").exists()]
+    missing = [
+        f"{d}.{e}" for d in DOCUMENTS for e in ("html", "pdf") if not (out / f"{d}.{e}").exists()
+    ]
     if missing:
-        pytest.fail(f"rendered documents missing {missing}: "
-                    "run `python analysis/render.py manuscript`")
+        pytest.fail(
+            f"rendered documents missing {missing}: run `python analysis/render.py manuscript`"
+        )
     return out
 
 

@@ -25,8 +25,12 @@ SAMPLER = studies.Sampler(seed=12, chains=4, draws=1000)
 M1 = {"gamma_sd": 1.0, "beta_sd": 1.0}
 M2 = {"gamma_sd": 1.0, "beta_sd": 0.5}
 # the brms fixture of A1 used b ~ N(0, 1), brms's default SD priors and no natl_sup
-A1_FIXTURE = {"b_sd": 1.0, "controls": ["white", "male", "hawk", "intl"],
-              "sd": {"kind": "half_student_t", "nu": 3, "scale": 2.5}, "target_accept": 0.8}
+A1_FIXTURE = {
+    "b_sd": 1.0,
+    "controls": ["white", "male", "hawk", "intl"],
+    "sd": {"kind": "half_student_t", "nu": 3, "scale": 2.5},
+    "target_accept": 0.8,
+}
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +51,9 @@ def brms_name(equation: str, term: str) -> str:
 def coef_gaps(coefs: pd.DataFrame, fixef: pd.DataFrame) -> pd.DataFrame:
     """Our coefficient means against brms's, with the tolerance of each."""
     ours = coefs[coefs["equation"].isin(["effect", "control"])].copy()
-    ours["variable"] = [brms_name(e, t) for e, t in zip(ours["equation"], ours["term"],
-                                                        strict=True)]
+    ours["variable"] = [
+        brms_name(e, t) for e, t in zip(ours["equation"], ours["term"], strict=True)
+    ]
     m = ours.merge(fixef, on="variable", how="outer", indicator=True)
     assert (m["_merge"] == "both").all(), m.loc[m["_merge"] != "both", "variable"].tolist()
     m["gap"] = (m["mean"] - m["Estimate"]).abs()
@@ -75,8 +80,9 @@ def m2_fit(tw):
 
 
 def test_m1_group_medians_match_brms(m1_fit):
-    gaps = median_gaps(m1_fit.group_effects(), pd.read_csv(FIXTURES / "m1_groups.csv"),
-                       "treat_group")
+    gaps = median_gaps(
+        m1_fit.group_effects(), pd.read_csv(FIXTURES / "m1_groups.csv"), "treat_group"
+    )
     assert len(gaps) == 32 and gaps.max() < MEDIAN_TOL
 
 
@@ -91,8 +97,9 @@ def test_m1_coefficients_and_scales_match_brms(m1_fit):
 
 
 def test_m2_published_matches_brms(m2_fit):
-    gaps = median_gaps(m2_fit.group_effects(),
-                       pd.read_csv(FIXTURES / "m2_published_groups.csv"), "het_group")
+    gaps = median_gaps(
+        m2_fit.group_effects(), pd.read_csv(FIXTURES / "m2_published_groups.csv"), "het_group"
+    )
     assert len(gaps) == 24 and gaps.max() < MEDIAN_TOL
     m = coef_gaps(m2_fit.coefs(), pd.read_csv(FIXTURES / "m2_published_fixef.csv"))
     assert len(m) == 15 and (m["gap"] < m["tol"]).all()
@@ -120,8 +127,11 @@ def test_ols_matches_r(tw, model, ref):
 
 def test_a1_matches_brms(tw):
     fit = studies.fit_tomz_weeks(tw, "a1", "published", A1_FIXTURE, SAMPLER)
-    gaps = median_gaps(fit.group_effects().rename(columns={"region_txt": "region"}),
-                       pd.read_csv(FIXTURES / "m3_groups.csv"), "treat_group")
+    gaps = median_gaps(
+        fit.group_effects().rename(columns={"region_txt": "region"}),
+        pd.read_csv(FIXTURES / "m3_groups.csv"),
+        "treat_group",
+    )
     assert len(gaps) == 32 and gaps.max() < MEDIAN_TOL
     fixef = pd.read_csv(FIXTURES / "m3_fixef.csv")
     ours = fit.coefs().query("equation == 'control'").copy()
@@ -155,8 +165,10 @@ def test_bush_prather_corrected_keeps_side_taking_only(bp):
 def simulate_lambda(rng: np.random.Generator, G: int = 12, n: int = 600):
     """Data drawn from the lambda model with every parameter drawn from a proper prior."""
     keys = pd.DataFrame({"a": np.repeat([0, 1], G // 2), "b": np.tile([0, 1], G // 2)})
-    Z = pd.DataFrame({"Intercept": 1.0, "a": keys["a"].to_numpy(), "b": keys["b"].to_numpy()},
-                     index=[f"g{i}" for i in range(G)])
+    Z = pd.DataFrame(
+        {"Intercept": 1.0, "a": keys["a"].to_numpy(), "b": keys["b"].to_numpy()},
+        index=[f"g{i}" for i in range(G)],
+    )
     gamma = rng.normal(0, 0.5, 3)
     sigma_theta = abs(rng.normal(0, 0.3))
     sigma = abs(rng.normal(0, 1)) + 0.2
@@ -172,8 +184,12 @@ def simulate_lambda(rng: np.random.Generator, G: int = 12, n: int = 600):
 def test_interval_coverage_on_data_drawn_from_the_prior():
     """Truth drawn from the prior => posterior intervals are calibrated on average."""
     rng = np.random.default_rng(2026)
-    priors = dict(gamma_sd=0.5, beta_sd=0.5, sigma_prior=ScalePrior("half_normal", 1.0),
-                  sigma_theta_prior=ScalePrior("half_normal", 0.3))
+    priors = dict(
+        gamma_sd=0.5,
+        beta_sd=0.5,
+        sigma_prior=ScalePrior("half_normal", 1.0),
+        sigma_theta_prior=ScalePrior("half_normal", 0.3),
+    )
     hits, total = 0, 0
     for r in range(60):
         data, lam, *_ = simulate_lambda(rng)
@@ -229,7 +245,12 @@ def test_gate_fails_on_chains_that_disagree():
 def test_gate_fails_on_a_starved_sampler(tw):
     """A real NUTS run far too short to converge must not pass the gate."""
     pytest.importorskip("nutpie")
-    fit = studies.fit_tomz_weeks(tw, "m2", "published", {**M2, "engine": "nutpie"},
-                                 studies.Sampler(seed=1, chains=2, draws=15, tune=5))
+    fit = studies.fit_tomz_weeks(
+        tw,
+        "m2",
+        "published",
+        {**M2, "engine": "nutpie"},
+        studies.Sampler(seed=1, chains=2, draws=15, tune=5),
+    )
     with pytest.raises(SamplerDiagnosticsError, match="ESS"):
         check_diagnostics(fit.diagnostics_record)

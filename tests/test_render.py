@@ -213,18 +213,28 @@ def test_real_manuscript_config_fixes_date_style_and_numbering() -> None:
 def _appendix_setup(root: Path) -> None:
     """Give the sample what the real manuscript has: a fixed date, an appendix prefix, the
     PDF without creation date."""
-    _edit(root / "appendix.qmd", 'title: "Appendix to a sample paper"\n',
-          'title: "Appendix to a sample paper"\nhetfx-number-prefix: A\n')
-    _edit(root / "_quarto.yml", "    papersize: us-letter\n",
-          '    papersize: us-letter\n    include-in-header:\n'
-          '      text: "#set document(date: none)"\n')
+    _edit(
+        root / "appendix.qmd",
+        'title: "Appendix to a sample paper"\n',
+        'title: "Appendix to a sample paper"\nhetfx-number-prefix: A\n',
+    )
+    _edit(
+        root / "_quarto.yml",
+        "    papersize: us-letter\n",
+        "    papersize: us-letter\n    include-in-header:\n"
+        '      text: "#set document(date: none)"\n',
+    )
 
 
 def test_fallback_numbers_the_appendix_with_the_prefix_and_prints_the_date(sample: Path) -> None:
     _appendix_setup(sample)
     docs = R.render_fallback(sample)
-    reports = R.check_outputs(sample / "_output", ["paper", "appendix"],
-                              {d.source.stem: d.typst_source for d in docs}, sample)
+    reports = R.check_outputs(
+        sample / "_output",
+        ["paper", "appendix"],
+        {d.source.stem: d.typst_source for d in docs},
+        sample,
+    )
     assert reports[1].html_captions == ["Figure A1", "Table A1"]
     assert reports[1].pdf_captions == ["Figure A1", "Table A1"]
     text = R._plain((sample / "_output" / "appendix.html").read_text())
@@ -258,7 +268,10 @@ APPENDIX_FLOATS = MANUSCRIPT_FLOATS["appendix"]
 def _git(repo: Path, *args: str) -> str:
     result = subprocess.run(
         ["git", "-c", "user.name=hetfx", "-c", "user.email=hetfx@example.org", *args],
-        cwd=repo, capture_output=True, text=True, check=True,
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return result.stdout
 
@@ -290,7 +303,10 @@ def quarto_renders(tmp_path_factory):
     docs = R.render_fallback(manuscript, fallback)
     sources = {d.source.stem: d.typst_source for d in docs}
     return {
-        "out": out, "first": first, "second": second, "status": status,
+        "out": out,
+        "first": first,
+        "second": second,
+        "status": status,
         "quarto": R.check_outputs(out, DOCS),
         "fallback": R.check_outputs(fallback, DOCS, sources, manuscript),
         "fallback_out": fallback,
@@ -348,7 +364,8 @@ def test_quarto_pdf_cites_author_year_like_the_fallback(quarto_renders) -> None:
         assert sorted(cites) == sorted(_citations(_pdf_text(fallback / f"{doc}.pdf"))), doc
         assert not re.search(r"\[\d{1,2}(, ?\d{1,2})*\]", quarto_pdf), f"{doc}: numbered cites"
     assert "(Feller and Gelman 2015; McElreath 2016; Dorie et al. 2022)" in _citations(
-        _pdf_text(out / "paper.pdf"))
+        _pdf_text(out / "paper.pdf")
+    )
 
 
 def test_quarto_documents_have_one_references_heading(quarto_renders) -> None:

@@ -18,11 +18,17 @@ from hetfx import robustness as ROB
 REPO = Path(__file__).resolve().parents[1]
 BRMS = REPO / "tests" / "fixtures" / "brms"
 #: a simulation design unlike the published one: the text must quote the design that ran
-DESIGN = {"n_obs": 1000, "tau_mean": 0.1, "tau_sd": 0.4, "equal_group_k": [2, 3, 4],
-          "imbalance_scenarios": {"balanced": [0.5] * 5, "strong": [0.15, 0.3, 0.5, 0.6, 0.8]}}
+DESIGN = {
+    "n_obs": 1000,
+    "tau_mean": 0.1,
+    "tau_sd": 0.4,
+    "equal_group_k": [2, 3, 4],
+    "imbalance_scenarios": {"balanced": [0.5] * 5, "strong": [0.15, 0.3, 0.5, 0.6, 0.8]},
+}
 
 
 # ------------------------------------------------------------------------- formatting
+
 
 def test_number_formats() -> None:
     assert R.fmt_num(0.331) == "0.33"
@@ -47,15 +53,25 @@ def test_markdown_table_has_caption_label_and_alignment() -> None:
 
 
 def test_to_variables_formats_by_kind() -> None:
-    out = R.to_variables({"tw_n": 1200.0, "tw_ate": 0.331, "models_seed": 12.0, "x": -0.2},
-                         {"who": "white men"}, percents=["tw_ate"])
-    assert out == {"tw_n": "1,200", "tw_ate": "0.33", "tw_ate_pct": "33%", "models_seed": "12",
-                   "x": "\u22120.20", "who": "white men"}
+    out = R.to_variables(
+        {"tw_n": 1200.0, "tw_ate": 0.331, "models_seed": 12.0, "x": -0.2},
+        {"who": "white men"},
+        percents=["tw_ate"],
+    )
+    assert out == {
+        "tw_n": "1,200",
+        "tw_ate": "0.33",
+        "tw_ate_pct": "33%",
+        "models_seed": "12",
+        "x": "\u22120.20",
+        "who": "white men",
+    }
     with pytest.raises(ValueError, match="missing"):
         R.to_variables({"a": float("nan")})
 
 
 # ------------------------------------------------------------------------- tables
+
 
 def test_table1_is_generated_from_the_data_structure() -> None:
     t = R.table1()
@@ -79,9 +95,13 @@ def test_priors_table_follows_params_yaml() -> None:
 
 # ------------------------------------------------------------------------- comparisons
 
+
 def test_compare_with_published_rounds_to_printed_precision() -> None:
-    quotes = (R.Quote("a", "A", "§1", 0.33), R.Quote("n", "N", "§1", 11, 0),
-              R.Quote("b", "B", "§2", -0.20))
+    quotes = (
+        R.Quote("a", "A", "§1", 0.33),
+        R.Quote("n", "N", "§1", 11, 0),
+        R.Quote("b", "B", "§2", -0.20),
+    )
     table = R.compare_with_published({"a": 0.3312, "n": 11.0, "b": -0.154}, quotes)
     assert list(table["reproduced"]) == [0.33, 11.0, -0.15]
     assert list(table["difference"]) == [0.0, 0.0, 0.05]
@@ -97,19 +117,24 @@ def test_every_published_quote_names_a_reproduced_number(report_run) -> None:
     value the text quotes is the one in the published-vs-reproduced table."""
     variables = report_run["variables"]
     table = (report_run["outs"][0] / "tables" / "published_vs_reproduced.md").read_text()
-    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ")
-            for line in table.splitlines() if line.startswith("| ")}
+    rows = {
+        line.split(" | ")[0].lstrip("| "): line.split(" | ")
+        for line in table.splitlines()
+        if line.startswith("| ")
+    }
     for q in R.PUBLISHED:
         pub = variables[f"pub_{q.name}"]
-        assert pub == (R.fmt_int(q.published) if q.digits == 0 else
-                       R.fmt_num(q.published, q.digits)), q.name
+        assert pub == (
+            R.fmt_int(q.published) if q.digits == 0 else R.fmt_num(q.published, q.digits)
+        ), q.name
         row = rows[q.quantity]
         assert row[2].strip() == R.fmt_num(q.published, q.digits), q.name  # Published column
         reproduced = row[3].strip()
         shown = variables[q.name]
         # the text prints at least the table's precision; both round the same number
         assert float(shown.replace("\u2212", "-").replace(",", "")) == pytest.approx(
-            float(reproduced.replace("\u2212", "-")), abs=0.5 * 10 ** -q.digits), q.name
+            float(reproduced.replace("\u2212", "-")), abs=0.5 * 10**-q.digits
+        ), q.name
 
 
 def test_compare_codings_keeps_rows_of_either_side() -> None:
@@ -137,9 +162,17 @@ def _cells(base: float = 0.13) -> pd.DataFrame:
             for male in (0, 1):
                 for news in (0, 1):
                     est = base + p + 0.08 * white + 0.07 * male + 0.15 * news
-                    rows.append({"party": party, "white": white, "male": male,
-                                 "high_newsint": news, "estimate": est, "q10": est - 0.08,
-                                 "q90": est + 0.08})
+                    rows.append(
+                        {
+                            "party": party,
+                            "white": white,
+                            "male": male,
+                            "high_newsint": news,
+                            "estimate": est,
+                            "q10": est - 0.08,
+                            "q90": est + 0.08,
+                        }
+                    )
     return pd.DataFrame(rows)
 
 
@@ -158,8 +191,13 @@ def test_cells_numbers_steps_from_the_weakest_cell() -> None:
 
 
 def test_m1_numbers_find_the_extremes_and_label_costs_as_data_say() -> None:
-    keys = [{"regime": r, "stakes": s, "costs": c, "region": g}
-            for r in (0, 1) for s in (0, 1) for c in (0, 1) for g in ("Asia", "Eastern Europe")]
+    keys = [
+        {"regime": r, "stakes": s, "costs": c, "region": g}
+        for r in (0, 1)
+        for s in (0, 1)
+        for c in (0, 1)
+        for g in ("Asia", "Eastern Europe")
+    ]
     ols = pd.DataFrame(keys).assign(estimate=np.linspace(-0.2, 0.7, len(keys)))
     hier = ols.assign(estimate=0.33 + 0.3 * (ols["estimate"] - 0.25))
     nums, labels = R.m1_numbers(hier, ols)
@@ -173,9 +211,20 @@ def test_m1_numbers_find_the_extremes_and_label_costs_as_data_say() -> None:
 
 
 def test_diagnostics_table_requires_the_contract_columns() -> None:
-    good = pd.DataFrame([{"sampler": "nuts", "chains": 4, "draws": 1000, "max_r_hat": 1.002,
-                          "min_ess_bulk": 950.0, "min_ess_tail": 1100.0, "divergences": 0,
-                          "wall_seconds": 12.5}])
+    good = pd.DataFrame(
+        [
+            {
+                "sampler": "nuts",
+                "chains": 4,
+                "draws": 1000,
+                "max_r_hat": 1.002,
+                "min_ess_bulk": 950.0,
+                "min_ess_tail": 1100.0,
+                "divergences": 0,
+                "wall_seconds": 12.5,
+            }
+        ]
+    )
     t = R.diagnostics_table({("m1", "published"): good})
     shown = R.diagnostics_markdown(t)
     assert shown.iloc[0]["Max R-hat"] == "1.002" and shown.iloc[0]["Min bulk ESS"] == "950"
@@ -184,11 +233,17 @@ def test_diagnostics_table_requires_the_contract_columns() -> None:
 
 
 def test_simulation_mc_table_puts_one_replicate_beside_the_mean() -> None:
-    summary = pd.DataFrame({"n_groups": [8, 8], "model": ["ols", "hierarchical"],
-                            "rmse_mean": [0.12, 0.10], "rmse_mcse": [0.002, 0.001],
-                            "n_replicates": [100, 100], "coverage_95": [0.95, 0.93]})
-    one = pd.DataFrame({"n_groups": [8, 8], "model": ["ols", "hierarchical"],
-                        "rmse": [0.14, 0.10]})
+    summary = pd.DataFrame(
+        {
+            "n_groups": [8, 8],
+            "model": ["ols", "hierarchical"],
+            "rmse_mean": [0.12, 0.10],
+            "rmse_mcse": [0.002, 0.001],
+            "n_replicates": [100, 100],
+            "coverage_95": [0.95, 0.93],
+        }
+    )
+    one = pd.DataFrame({"n_groups": [8, 8], "model": ["ols", "hierarchical"], "rmse": [0.14, 0.10]})
     t = R.simulation_mc_table(summary, one, "n_groups")
     assert t["z"].iloc[0] == pytest.approx(0.02 / 0.02)
     shown = R.simulation_mc_markdown(t, "n_groups", "Groups")
@@ -198,6 +253,7 @@ def test_simulation_mc_table_puts_one_replicate_beside_the_mean() -> None:
 
 # ------------------------------------------------------------------------- the stage
 
+
 def _write(path: Path, frame: pd.DataFrame) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(path, index=False)
@@ -206,21 +262,46 @@ def _write(path: Path, frame: pd.DataFrame) -> None:
 def make_results(root: Path) -> None:
     """A results tree in the artifact contract's shape, built from the brms fixtures."""
     rng = np.random.default_rng(0)
-    diag = pd.DataFrame([{"sampler": "quadrature", "chains": 4, "draws": 1000,
-                          "max_r_hat": 1.003, "min_ess_bulk": 900, "min_ess_tail": 1000,
-                          "divergences": 0, "wall_seconds": 1.5}])
+    diag = pd.DataFrame(
+        [
+            {
+                "sampler": "quadrature",
+                "chains": 4,
+                "draws": 1000,
+                "max_r_hat": 1.003,
+                "min_ess_bulk": 900,
+                "min_ess_tail": 1000,
+                "divergences": 0,
+                "wall_seconds": 1.5,
+            }
+        ]
+    )
     rename = {"region_txt": "region", "q50": "estimate", "q2.5": "q025", "q97.5": "q975"}
 
     def coefs(fixef: pd.DataFrame, shift: float) -> pd.DataFrame:
         v = fixef["variable"]
-        out = pd.DataFrame({
-            "equation": np.where(v.str.startswith("lambda_"), "effect", "control"),
-            "term": v.str.replace("lambda_", "").str.replace("controls_", ""),
-            "mean": fixef["Estimate"] + shift, "sd": fixef["Est.Error"],
-            "q025": fixef["Q2.5"] + shift, "q975": fixef["Q97.5"] + shift,
-            "r_hat": fixef["Rhat"], "ess_bulk": fixef["Bulk_ESS"]})
-        scale = {"equation": "scale", "term": "sigma_theta", "mean": 0.05, "sd": 0.03,
-                 "q025": 0.01, "q975": 0.1, "r_hat": 1.0, "ess_bulk": 800}
+        out = pd.DataFrame(
+            {
+                "equation": np.where(v.str.startswith("lambda_"), "effect", "control"),
+                "term": v.str.replace("lambda_", "").str.replace("controls_", ""),
+                "mean": fixef["Estimate"] + shift,
+                "sd": fixef["Est.Error"],
+                "q025": fixef["Q2.5"] + shift,
+                "q975": fixef["Q97.5"] + shift,
+                "r_hat": fixef["Rhat"],
+                "ess_bulk": fixef["Bulk_ESS"],
+            }
+        )
+        scale = {
+            "equation": "scale",
+            "term": "sigma_theta",
+            "mean": 0.05,
+            "sd": 0.03,
+            "q025": 0.01,
+            "q975": 0.1,
+            "r_hat": 1.0,
+            "ess_bulk": 800,
+        }
         return pd.concat([out, pd.DataFrame([scale])], ignore_index=True)
 
     for coding, shift in (("published", 0.0), ("corrected", 0.01)):
@@ -229,45 +310,68 @@ def make_results(root: Path) -> None:
         _write(tw / f"m1_{coding}" / "groups.csv", m1.assign(estimate=m1["estimate"] + shift))
         _write(tw / f"m1_{coding}" / "coefs.csv", coefs(pd.read_csv(BRMS / "m1_fixef.csv"), 0))
         ols = pd.read_csv(BRMS / "m1_ols_groups.csv").rename(
-            columns={"region_txt": "region", "ols_slope": "estimate", "ols_se": "std_error"})
+            columns={"region_txt": "region", "ols_slope": "estimate", "ols_se": "std_error"}
+        )
         _write(tw / f"m1_ols_{coding}" / "groups.csv", ols)
         m2 = pd.read_csv(BRMS / "m2_published_groups.csv").rename(columns=rename)
         _write(tw / f"m2_{coding}" / "groups.csv", m2)
-        _write(tw / f"m2_{coding}" / "coefs.csv",
-               coefs(pd.read_csv(BRMS / "m2_published_fixef.csv"), shift))
+        _write(
+            tw / f"m2_{coding}" / "coefs.csv",
+            coefs(pd.read_csv(BRMS / "m2_published_fixef.csv"), shift),
+        )
         m2o = pd.read_csv(BRMS / "m2_ols_groups.csv").rename(columns={"ols_slope": "estimate"})
         _write(tw / f"m2_ols_{coding}" / "groups.csv", m2o)
         a1 = pd.read_csv(BRMS / "m3_groups.csv").rename(columns=rename)
         _write(tw / f"a1_{coding}" / "groups.csv", a1)
         cells = pd.read_csv(BRMS / "m2_published_cells24.csv").rename(
-            columns={"treat_med": "estimate", "treat_10": "q10", "treat_90": "q90"})
-        _write(tw / f"demographics_cells_{coding}.csv", cells.assign(
-            estimate=cells["estimate"] + shift))
+            columns={"treat_med": "estimate", "treat_10": "q10", "treat_90": "q90"}
+        )
+        _write(
+            tw / f"demographics_cells_{coding}.csv",
+            cells.assign(estimate=cells["estimate"] + shift),
+        )
         for name in ("m1", "m2", "a1"):
             _write(tw / f"{name}_{coding}" / "diagnostics.csv", diag)
         for name in ("m1_ols", "m2_ols", "a1"):
             path = tw / f"{name}_{coding}" / "coefs.csv"
             if not path.exists():
                 _write(path, pd.DataFrame({"term": ["alliance"], "estimate": [0.5]}))
-        profiles = pd.DataFrame([
-            {"w2_vote_hill": v, "woman": w, "pol_engage": p, "invest_cond": i}
-            for v in (0, 1) for w in (0, 1) for i in (0, 1) for p in range(1, 8)])
+        profiles = pd.DataFrame(
+            [
+                {"w2_vote_hill": v, "woman": w, "pol_engage": p, "invest_cond": i}
+                for v in (0, 1)
+                for w in (0, 1)
+                for i in (0, 1)
+                for p in range(1, 8)
+            ]
+        )
         est = rng.normal(0.1, 0.1, len(profiles))
-        bp = profiles.assign(n_obs=8, estimate=est, q025=est - 0.2, q10=est - 0.1,
-                             q90=est + 0.1, q975=est + 0.2)
+        bp = profiles.assign(
+            n_obs=8, estimate=est, q025=est - 0.2, q10=est - 0.1, q90=est + 0.1, q975=est + 0.2
+        )
         if coding == "corrected":
             bp = bp.iloc[:-2]
         _write(root / "bush_prather" / f"bp_{coding}" / "groups.csv", bp)
-        _write(root / "bush_prather" / f"bp_{coding}" / "coefs.csv",
-               coefs(pd.read_csv(BRMS / "m3_fixef.csv"), 0))
+        _write(
+            root / "bush_prather" / f"bp_{coding}" / "coefs.csv",
+            coefs(pd.read_csv(BRMS / "m3_fixef.csv"), 0),
+        )
         _write(root / "bush_prather" / f"bp_{coding}" / "diagnostics.csv", diag)
 
         # the specification fix: M1 close to OLS, M2 with a weaker news-interest coefficient
-        _write(tw / f"m1_main_effects_{coding}" / "groups.csv",
-               m1.assign(estimate=ols.set_index(KEYS4)["estimate"]
-                         .reindex(pd.MultiIndex.from_frame(m1[KEYS4])).to_numpy() + shift))
-        _write(tw / f"m2_main_effects_{coding}" / "groups.csv", m2.assign(
-            estimate=m2["estimate"] - 0.02))
+        _write(
+            tw / f"m1_main_effects_{coding}" / "groups.csv",
+            m1.assign(
+                estimate=ols.set_index(KEYS4)["estimate"]
+                .reindex(pd.MultiIndex.from_frame(m1[KEYS4]))
+                .to_numpy()
+                + shift
+            ),
+        )
+        _write(
+            tw / f"m2_main_effects_{coding}" / "groups.csv",
+            m2.assign(estimate=m2["estimate"] - 0.02),
+        )
         m2_me = coefs(pd.read_csv(BRMS / "m2_published_fixef.csv"), shift)
         news = m2_me["term"] == "high_newsint"
         m2_me.loc[news, ["mean", "q025", "q975"]] = [0.08, -0.04, 0.19]
@@ -275,28 +379,64 @@ def make_results(root: Path) -> None:
         for name in ("m1_main_effects", "m2_main_effects"):
             _write(tw / f"{name}_{coding}" / "diagnostics.csv", diag)
             if name == "m1_main_effects":
-                _write(tw / f"{name}_{coding}" / "coefs.csv",
-                       coefs(pd.read_csv(BRMS / "m1_fixef.csv"), 0))
+                _write(
+                    tw / f"{name}_{coding}" / "coefs.csv",
+                    coefs(pd.read_csv(BRMS / "m1_fixef.csv"), 0),
+                )
     make_robustness(root)
 
     sim = root / "simulation"
     for design, cond, values in (
-        ("spec", "n_groups", {8: (0.12, 0.10), 16: (0.17, 0.14), 32: (0.25, 0.2),
-                              64: (0.35, 0.27), 128: (0.5, 0.33)}),
-        ("groupsize", "scenario", {"balanced": (0.3, 0.22), "mild": (0.33, 0.25),
-                                   "moderate": (0.4, 0.33), "strong": (0.55, 0.47)}),
+        (
+            "spec",
+            "n_groups",
+            {
+                8: (0.12, 0.10),
+                16: (0.17, 0.14),
+                32: (0.25, 0.2),
+                64: (0.35, 0.27),
+                128: (0.5, 0.33),
+            },
+        ),
+        (
+            "groupsize",
+            "scenario",
+            {
+                "balanced": (0.3, 0.22),
+                "mild": (0.33, 0.25),
+                "moderate": (0.4, 0.33),
+                "strong": (0.55, 0.47),
+            },
+        ),
     ):
         rows, one, est = [], [], []
         for c, pair in values.items():
             for model, v in zip(("ols", "hierarchical"), pair, strict=True):
-                rows.append({cond: c, "model": model, "rmse_mean": v, "rmse_mcse": 0.004,
-                             "n_replicates": 20, "coverage_95": 0.94})
+                rows.append(
+                    {
+                        cond: c,
+                        "model": model,
+                        "rmse_mean": v,
+                        "rmse_mcse": 0.004,
+                        "n_replicates": 20,
+                        "coverage_95": 0.94,
+                    }
+                )
                 one.append({cond: c, "model": model, "rmse": v + 0.01, "replicate": 0})
                 for g in range(16):
                     n = int(rng.integers(2, 120))
                     tau = float(rng.normal(0.2, 0.3))
-                    est.append({"replicate": 0, cond: c, "model": model, "group": g, "n": n,
-                                "tau": tau, "estimate": tau + rng.normal(0, 1 / np.sqrt(n))})
+                    est.append(
+                        {
+                            "replicate": 0,
+                            cond: c,
+                            "model": model,
+                            "group": g,
+                            "n": n,
+                            "tau": tau,
+                            "estimate": tau + rng.normal(0, 1 / np.sqrt(n)),
+                        }
+                    )
         _write(sim / design / "summary.csv", pd.DataFrame(rows))
         _write(sim / design / "one_replicate.csv", pd.DataFrame(one))
         pd.DataFrame(est).to_parquet(sim / design / "estimates.parquet", index=False)
@@ -304,13 +444,23 @@ def make_results(root: Path) -> None:
     rows = []  # the sensitivity simulation: the published model loses to OLS under shifts
     for dgp in ("published", "shifted"):
         for design, condition in ((1, "8"), (1, "128"), (2, "balanced")):
-            for model, rmse in (("ols", 0.3), ("hierarchical", 0.2 if dgp == "published"
-                                                else 0.35), ("hierarchical_fe", 0.25),
-                                ("hierarchical_pooled", 0.22)):
-                rows.append({"dgp": dgp, "design": design, "condition": condition,
-                             "model": model, "rmse_mean": rmse, "rmse_mcse": 0.003,
-                             "coverage_90": 0.6 if (dgp, model) == ("shifted",
-                                                                    "hierarchical") else 0.9})
+            for model, rmse in (
+                ("ols", 0.3),
+                ("hierarchical", 0.2 if dgp == "published" else 0.35),
+                ("hierarchical_fe", 0.25),
+                ("hierarchical_pooled", 0.22),
+            ):
+                rows.append(
+                    {
+                        "dgp": dgp,
+                        "design": design,
+                        "condition": condition,
+                        "model": model,
+                        "rmse_mean": rmse,
+                        "rmse_mcse": 0.003,
+                        "coverage_90": 0.6 if (dgp, model) == ("shifted", "hierarchical") else 0.9,
+                    }
+                )
     _write(sim / "sensitivity" / "summary.csv", pd.DataFrame(rows))
 
 
@@ -324,47 +474,97 @@ def make_robustness(root: Path) -> None:
     ols = pd.read_csv(tw / "m1_ols_published" / "groups.csv")
     me = pd.read_csv(tw / "m1_main_effects_published" / "groups.csv")
     parts = []
-    for name, frame in (("ols_saturated", ols), ("ols_additive", ols), ("m1_published", m1),
-                        ("m1_main_effects", me), ("additive", m1),
-                        ("additive_main_effects", ols), ("pooled_baselines", ols)):
+    for name, frame in (
+        ("ols_saturated", ols),
+        ("ols_additive", ols),
+        ("m1_published", m1),
+        ("m1_main_effects", me),
+        ("additive", m1),
+        ("additive_main_effects", ols),
+        ("pooled_baselines", ols),
+    ):
         est = frame["estimate"].to_numpy()
         if name in ("additive_main_effects", "pooled_baselines"):
             est = 0.33 + 0.6 * (est - est.mean())  # partial pooling toward the mean
-        parts.append(frame[[c for c in frame if c in (*KEYS4, "treat_group", "n_obs")]]
-                     .assign(variant=name, label=name, estimate=est, q025=est - 0.1,
-                             q975=est + 0.1))
+        parts.append(
+            frame[[c for c in frame if c in (*KEYS4, "treat_group", "n_obs")]].assign(
+                variant=name, label=name, estimate=est, q025=est - 0.1, q975=est + 0.1
+            )
+        )
     for name, base in (("logit_published", m1), ("logit_additive_main_effects", ols)):
         est = 0.33 + 0.6 * (base["estimate"].to_numpy() - base["estimate"].mean()) + 0.01
-        parts.append(base[[c for c in base if c in (*KEYS4, "treat_group", "n_obs")]]
-                     .assign(variant=name, label=name, estimate=est, q025=est - 0.1,
-                             q975=est + 0.1))
+        parts.append(
+            base[[c for c in base if c in (*KEYS4, "treat_group", "n_obs")]].assign(
+                variant=name, label=name, estimate=est, q025=est - 0.1, q975=est + 0.1
+            )
+        )
     effects = pd.concat(parts, ignore_index=True)
     spread = ROB.spread_table(effects)
     out = root / "robustness"
     _write(out / "condition_effects.csv", effects)
-    _write(out / "spread.csv", spread.assign(neg_conditions=";".join(
-        spread.attrs["neg_conditions"])))
+    _write(
+        out / "spread.csv", spread.assign(neg_conditions=";".join(spread.attrs["neg_conditions"]))
+    )
     _write(out / "signs.csv", ROB.sign_disagreements(effects))
-    _write(out / "prior.csv", pd.DataFrame({"variant": ["m1_published"] * 2,
-                                            "prior": ["a", "b"], "max_abs_change": [0, 0.002],
-                                            "cor_default": [1, 0.999], "sd": 0.1, "min": 0.1,
-                                            "max": 0.5}))
-    coarse = pd.DataFrame([{"variant": v, "label": v, "treat_group": g, "estimate": e + d}
-                           for v, d in (("ols_saturated", 0), ("m1_published", 0.1),
-                                        ("m1_main_effects", 0.005))
-                           for g, e in enumerate(np.linspace(0.1, 0.5, 8))])
+    _write(
+        out / "prior.csv",
+        pd.DataFrame(
+            {
+                "variant": ["m1_published"] * 2,
+                "prior": ["a", "b"],
+                "max_abs_change": [0, 0.002],
+                "cor_default": [1, 0.999],
+                "sd": 0.1,
+                "min": 0.1,
+                "max": 0.5,
+            }
+        ),
+    )
+    coarse = pd.DataFrame(
+        [
+            {"variant": v, "label": v, "treat_group": g, "estimate": e + d}
+            for v, d in (("ols_saturated", 0), ("m1_published", 0.1), ("m1_main_effects", 0.005))
+            for g, e in enumerate(np.linspace(0.1, 0.5, 8))
+        ]
+    )
     _write(out / "coarse.csv", coarse)
-    _write(out / "loo.csv", pd.DataFrame({
-        "variant": ["m1_published", "m1_main_effects", "additive", "additive_main_effects"],
-        "label": ["a", "b", "c", "d"], "elpd_loo": [-716.0, -692.0, -705.0, -685.0],
-        "se": 17.0, "p_loo": [33.0, 68.0, 17.0, 52.0], "elpd_diff": [31.0, 7.0, 20.0, 0.0],
-        "diff_se": [10.0, 4.0, 10.0, 0.0], "max_k": [0.4, 0.4, 0.3, 0.4],
-        "n_k_above_0_7": 0}))
-    _write(out / "ppc.csv", pd.DataFrame([
-        {"variant": v, "condition": c, "arm": a, "n": 18, "observed": 0.5, "predicted": 0.5,
-         "lower": 0.3, "upper": 0.7, "inside": (v != "m1_published") or (c % 4 != 0)}
-        for v in ("m1_published", "m1_main_effects", "additive", "additive_main_effects")
-        for c in range(32) for a in (0, 1)]))
+    _write(
+        out / "loo.csv",
+        pd.DataFrame(
+            {
+                "variant": ["m1_published", "m1_main_effects", "additive", "additive_main_effects"],
+                "label": ["a", "b", "c", "d"],
+                "elpd_loo": [-716.0, -692.0, -705.0, -685.0],
+                "se": 17.0,
+                "p_loo": [33.0, 68.0, 17.0, 52.0],
+                "elpd_diff": [31.0, 7.0, 20.0, 0.0],
+                "diff_se": [10.0, 4.0, 10.0, 0.0],
+                "max_k": [0.4, 0.4, 0.3, 0.4],
+                "n_k_above_0_7": 0,
+            }
+        ),
+    )
+    _write(
+        out / "ppc.csv",
+        pd.DataFrame(
+            [
+                {
+                    "variant": v,
+                    "condition": c,
+                    "arm": a,
+                    "n": 18,
+                    "observed": 0.5,
+                    "predicted": 0.5,
+                    "lower": 0.3,
+                    "upper": 0.7,
+                    "inside": (v != "m1_published") or (c % 4 != 0),
+                }
+                for v in ("m1_published", "m1_main_effects", "additive", "additive_main_effects")
+                for c in range(32)
+                for a in (0, 1)
+            ]
+        ),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -390,11 +590,23 @@ def test_stage_writes_variables_and_tables_deterministically(report_run) -> None
     a, b = report_run["outs"]
     names = sorted(p.name for p in (a / "tables").iterdir())
     assert names == sorted(p.name for p in (b / "tables").iterdir())
-    assert {"table1.md", "priors.md", "published_vs_reproduced.md", "coding_m2.md",
-            "coding_cells.md", "coding_m1.md", "coding_bp.md", "diagnostics.md",
-            "sim_spec_mc.md", "sim_groupsize_mc.md", "decomposition.md",
-            "robustness_spread.md", "robustness_loo.md", "verdict.md",
-            "sim_sensitivity.md"} == set(names)
+    assert {
+        "table1.md",
+        "priors.md",
+        "published_vs_reproduced.md",
+        "coding_m2.md",
+        "coding_cells.md",
+        "coding_m1.md",
+        "coding_bp.md",
+        "diagnostics.md",
+        "sim_spec_mc.md",
+        "sim_groupsize_mc.md",
+        "decomposition.md",
+        "robustness_spread.md",
+        "robustness_loo.md",
+        "verdict.md",
+        "sim_sensitivity.md",
+    } == set(names)
     for name in ["_variables.yml", *(f"tables/{n}" for n in names)]:
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
     v = report_run["variables"]
@@ -404,13 +616,19 @@ def test_stage_writes_variables_and_tables_deterministically(report_run) -> None
     # the design numbers are those of results/simulation/design.json, not code constants
     assert (v["sim_n"], v["sim_tau_mean"], v["sim_tau_sd"]) == ("1,000", "0.1", "0.4")
     assert (v["sim_k_min"], v["sim_k_max"], v["sim1_size_max"], v["sim1_size_min"]) == (
-        "2", "4", "250", "62")
+        "2",
+        "4",
+        "250",
+        "62",
+    )
     assert (v["sim2_k"], v["sim2_groups"]) == ("5", "32")
     # the verdict is computed from the fixture's numbers
     assert v["verdict_pooling_status"] == "weaker"
     assert v["verdict_news_interest_status"] == "weaker"
-    assert v["dec_corrected_g_high_newsint"] == "0.08" and "0.08 [−0.04, 0.19]" in v[
-        "verdict_news_interest"]
+    assert (
+        v["dec_corrected_g_high_newsint"] == "0.08"
+        and "0.08 [−0.04, 0.19]" in v["verdict_news_interest"]
+    )
     assert v["rob_ppc_inside_published"] == "75%"
     assert v["verdict_simulation_status"] == "weaker"
     assert "beats OLS in 0 of 3 conditions" in v["verdict_simulation"]

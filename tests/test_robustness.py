@@ -28,8 +28,11 @@ def _factorial(rng: np.random.Generator, n: int, shift_sd: float):
     label = cells.astype(str).agg("".join, axis=1)
     keys = cells.assign(cell=label).drop_duplicates("cell").sort_values("cell")
     keys = keys.set_index("cell")
-    Z = pd.DataFrame(np.asarray(model_matrix("1 + " + " + ".join(keys.columns), keys)),
-                     index=keys.index, columns=["Intercept", *keys.columns])
+    Z = pd.DataFrame(
+        np.asarray(model_matrix("1 + " + " + ".join(keys.columns), keys)),
+        index=keys.index,
+        columns=["Intercept", *keys.columns],
+    )
     theta = rng.normal(0, 0.1, len(keys))
     lam = Z.to_numpy() @ GAMMA + theta
     base = rng.normal(0, shift_sd, len(keys))
@@ -53,10 +56,8 @@ def _coverage(main_effects: bool, reps: int, seed: int = 3):
             X.columns = [f"c{j}" for j in range(X.shape[1])]
         fit = fit_lambda_model(y, t, X, code, Z, draws=500, seed=1)
         g = fit.group_effects()
-        q05 = np.quantile(fit.idata.posterior["lambda"].values.reshape(-1, len(lam)), 0.05,
-                          axis=0)
-        q95 = np.quantile(fit.idata.posterior["lambda"].values.reshape(-1, len(lam)), 0.95,
-                          axis=0)
+        q05 = np.quantile(fit.idata.posterior["lambda"].values.reshape(-1, len(lam)), 0.05, axis=0)
+        q95 = np.quantile(fit.idata.posterior["lambda"].values.reshape(-1, len(lam)), 0.95, axis=0)
         hits_l.append(np.mean((q05 <= lam) & (lam <= q95)))
         gam = fit.idata.posterior["gamma"].values.reshape(-1, len(GAMMA))
         lo, hi = np.quantile(gam, [0.05, 0.95], axis=0)
@@ -68,8 +69,9 @@ def _coverage(main_effects: bool, reps: int, seed: int = 3):
 def _mean_mcse(per_replicate: np.ndarray) -> tuple[float, float]:
     """Mean coverage and its Monte Carlo SE over replicates (groups within a replicate are
     correlated through gamma and the scales, so the binomial SE would be too small)."""
-    return float(per_replicate.mean()), float(per_replicate.std(ddof=1)
-                                              / np.sqrt(len(per_replicate)))
+    return float(per_replicate.mean()), float(
+        per_replicate.std(ddof=1) / np.sqrt(len(per_replicate))
+    )
 
 
 def test_main_effects_recover_group_effects_and_gamma_under_baseline_shifts() -> None:
@@ -106,8 +108,10 @@ def test_log_likelihood_matches_a_direct_computation(small_fits) -> None:
     fit, _ = small_fits
     post = fit.idata.posterior
     c, d, i = 2, 17, 5
-    mu = (fit.data.X.iloc[i].to_numpy() @ post["beta"].values[c, d]
-          + post["lambda"].values[c, d, fit.data.group[i]] * fit.data.treat[i])
+    mu = (
+        fit.data.X.iloc[i].to_numpy() @ post["beta"].values[c, d]
+        + post["lambda"].values[c, d, fit.data.group[i]] * fit.data.treat[i]
+    )
     s = post["sigma"].values[c, d]
     direct = -0.5 * np.log(2 * np.pi * s**2) - 0.5 * ((fit.data.y[i] - mu) / s) ** 2
     assert R.gaussian_log_likelihood(fit)[c, d, i] == pytest.approx(direct, rel=1e-12)
@@ -122,19 +126,22 @@ def test_predictive_check_covers_a_well_specified_model(small_fits) -> None:
     # baseline shifts the outcome equation ignores: the check flags the control arms
     rng = np.random.default_rng(5)
     y, t, z1, code2, Z, _, _ = _factorial(rng, 800, 0.5)
-    bad = fit_lambda_model(y, t, pd.DataFrame({"Intercept": 1.0, "z1": z1}), code2, Z,
-                           draws=250, seed=2)
+    bad = fit_lambda_model(
+        y, t, pd.DataFrame({"Intercept": 1.0, "z1": z1}), code2, Z, draws=250, seed=2
+    )
     flagged = R.predictive_check(bad, pd.Series(code2), seed=1)
     assert flagged["inside"].mean() < ppc["inside"].mean() - 0.2
 
 
 def test_spread_and_signs_on_a_small_table() -> None:
-    effects = pd.DataFrame({
-        "variant": ["ols_saturated"] * 3 + ["m1_published"] * 3,
-        "label": ["OLS"] * 3 + ["M1"] * 3,
-        "treat_group": ["a", "b", "c"] * 2,
-        "estimate": [-0.2, 0.3, 0.4, 0.1, 0.3, 0.35],
-    })
+    effects = pd.DataFrame(
+        {
+            "variant": ["ols_saturated"] * 3 + ["m1_published"] * 3,
+            "label": ["OLS"] * 3 + ["M1"] * 3,
+            "treat_group": ["a", "b", "c"] * 2,
+            "estimate": [-0.2, 0.3, 0.4, 0.1, 0.3, 0.35],
+        }
+    )
     spread = R.spread_table(effects, n_negative=2)
     ols = spread.set_index("variant").loc["ols_saturated"]
     assert ols["min"] == -0.2 and ols["range"] == pytest.approx(0.6)
@@ -153,23 +160,48 @@ def test_prior_sensitivity_reports_the_largest_change() -> None:
 
 # ---------------------------------------------------------------------------- verdict
 
+
 def _dec(sd_cor: float, at_min_cor: float, news_lo: float, news_mean: float, pos: float):
-    base = {"m1_sd": 0.10, "m1_ols_sd": 0.19, "m1_min": 0.16, "m1_max": 0.52,
-            "m1_cor_ols": 0.2, "m1_at_ols_min": 0.30, "m1_ols_min": -0.15, "m1_ols_mean": 0.33,
-            "m1_shrinkage": 0.9, "g_high_newsint": 0.14, "g_high_newsint_lo": 0.05,
-            "g_high_newsint_hi": 0.23, "g_news_largest": 1.0, "cells_min": 0.13,
-            "cells_max": 0.5, "cells_q10_positive": 24.0, "cells": 24.0}
+    base = {
+        "m1_sd": 0.10,
+        "m1_ols_sd": 0.19,
+        "m1_min": 0.16,
+        "m1_max": 0.52,
+        "m1_cor_ols": 0.2,
+        "m1_at_ols_min": 0.30,
+        "m1_ols_min": -0.15,
+        "m1_ols_mean": 0.33,
+        "m1_shrinkage": 0.9,
+        "g_high_newsint": 0.14,
+        "g_high_newsint_lo": 0.05,
+        "g_high_newsint_hi": 0.23,
+        "g_news_largest": 1.0,
+        "cells_min": 0.13,
+        "cells_max": 0.5,
+        "cells_q10_positive": 24.0,
+        "cells": 24.0,
+    }
     for term in ("dem", "rep", "white", "male"):
         base |= {f"g_{term}": 0.05, f"g_{term}_lo": -0.05, f"g_{term}_hi": 0.15}
-    cor = dict(base, m1_sd=sd_cor, m1_at_ols_min=at_min_cor,
-               m1_shrinkage=(at_min_cor + 0.15) / 0.48, g_high_newsint=news_mean,
-               g_high_newsint_lo=news_lo, cells_q10_positive=pos)
+    cor = dict(
+        base,
+        m1_sd=sd_cor,
+        m1_at_ols_min=at_min_cor,
+        m1_shrinkage=(at_min_cor + 0.15) / 0.48,
+        g_high_newsint=news_mean,
+        g_high_newsint_lo=news_lo,
+        cells_q10_positive=pos,
+    )
     return {"published": base, "coding_fixes": base, "specification_fix": cor, "corrected": cor}
 
 
 def _rob(additive_sd: float, additive_neg1: float, prior_change: float = 0.001):
-    return {"additive_main_effects_sd": additive_sd, "ols_saturated_sd": 0.19,
-            "additive_main_effects_neg1": additive_neg1, "prior_max_change": prior_change}
+    return {
+        "additive_main_effects_sd": additive_sd,
+        "ols_saturated_sd": 0.19,
+        "additive_main_effects_neg1": additive_neg1,
+        "prior_max_change": prior_change,
+    }
 
 
 def _status(items) -> dict[str, str]:
@@ -178,34 +210,56 @@ def _status(items) -> dict[str, str]:
 
 def test_verdict_follows_the_numbers() -> None:
     strong = _status(V.verdicts(_dec(0.10, 0.25, 0.05, 0.15, 24), _rob(0.1, 0.2)))
-    assert strong == {"pooling": "holds", "negative_condition": "holds",
-                      "news_interest": "holds", "cells_positive": "holds", "prior": "holds"}
+    assert strong == {
+        "pooling": "holds",
+        "negative_condition": "holds",
+        "news_interest": "holds",
+        "cells_positive": "holds",
+        "prior": "holds",
+    }
     weak = V.verdicts(_dec(0.18, -0.15, -0.04, 0.08, 24), _rob(0.12, 0.04))
-    assert _status(weak) == {"pooling": "weaker", "negative_condition": "does not hold",
-                             "news_interest": "weaker", "cells_positive": "holds",
-                             "prior": "holds"}
+    assert _status(weak) == {
+        "pooling": "weaker",
+        "negative_condition": "does not hold",
+        "news_interest": "weaker",
+        "cells_positive": "holds",
+        "prior": "holds",
+    }
     assert "0.95" in weak[0]["sentence"] and "0.63" in weak[0]["sentence"]
     assert "survives where the model keeps something to pool" in V.summary_sentence(weak)
     worst_items = V.verdicts(_dec(0.18, -0.15, -0.2, -0.1, 5), _rob(0.18, -0.1, 0.05))
     assert "does not survive" in V.summary_sentence(worst_items)
     worst = _status(worst_items)
-    assert worst == {"pooling": "does not hold", "negative_condition": "does not hold",
-                     "news_interest": "does not hold", "cells_positive": "does not hold",
-                     "prior": "does not hold"}
+    assert worst == {
+        "pooling": "does not hold",
+        "negative_condition": "does not hold",
+        "news_interest": "does not hold",
+        "cells_positive": "does not hold",
+        "prior": "does not hold",
+    }
     # a logit likelihood that changes the spread by more than the rule allows
-    rob = _rob(0.12, 0.2) | {"logit_gap_m1_published": 0.02,
-                             "logit_gap_additive_main_effects": 0.07, "m1_published_sd": 0.10,
-                             "logit_published_sd": 0.09, "logit_additive_main_effects_sd": 0.11}
+    rob = _rob(0.12, 0.2) | {
+        "logit_gap_m1_published": 0.02,
+        "logit_gap_additive_main_effects": 0.07,
+        "m1_published_sd": 0.10,
+        "logit_published_sd": 0.09,
+        "logit_additive_main_effects_sd": 0.11,
+    }
     assert _status(V.verdicts(_dec(0.10, 0.25, 0.05, 0.15, 24), rob))["likelihood"] == "holds"
     rob["logit_additive_main_effects_sd"] = 0.06
-    assert _status(V.verdicts(_dec(0.10, 0.25, 0.05, 0.15, 24), rob))["likelihood"] == \
-        "does not hold"
+    assert (
+        _status(V.verdicts(_dec(0.10, 0.25, 0.05, 0.15, 24), rob))["likelihood"] == "does not hold"
+    )
     # the simulation claim from the sensitivity numbers
-    sim = {"sim_conditions": 9.0, "sim_shifted_hierarchical_beats_ols": 9.0,
-           "sim_shifted_hierarchical_pooled_beats_ols": 9.0,
-           "sim_shifted_hierarchical_cov90_min": 0.88, "sim_shifted_hierarchical_cov90_max": 0.9,
-           "sim_shifted_hierarchical_pooled_cov90_min": 0.88,
-           "sim_shifted_hierarchical_pooled_cov90_max": 0.91}
+    sim = {
+        "sim_conditions": 9.0,
+        "sim_shifted_hierarchical_beats_ols": 9.0,
+        "sim_shifted_hierarchical_pooled_beats_ols": 9.0,
+        "sim_shifted_hierarchical_cov90_min": 0.88,
+        "sim_shifted_hierarchical_cov90_max": 0.9,
+        "sim_shifted_hierarchical_pooled_cov90_min": 0.88,
+        "sim_shifted_hierarchical_pooled_cov90_max": 0.91,
+    }
     base = _dec(0.10, 0.25, 0.05, 0.15, 24)
     assert _status(V.verdicts(base, _rob(0.1, 0.2) | sim))["simulation"] == "holds"
     sim["sim_shifted_hierarchical_beats_ols"] = 5.0

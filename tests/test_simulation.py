@@ -20,8 +20,9 @@ def test_conditions_and_labels():
     assert [c.label for c in c1] == ["8", "16", "32", "64", "128"]
     assert all(c.effect_terms == "saturated" and not c.require_all_cells for c in c1)
     assert [c.label for c in c2] == ["balanced", "mild", "moderate", "strong"]
-    assert all(c.n_groups == 64 and c.effect_terms == "additive" and c.require_all_cells
-               for c in c2)
+    assert all(
+        c.n_groups == 64 and c.effect_terms == "additive" and c.require_all_cells for c in c2
+    )
     assert c2[3].probs == (0.2, 0.3, 0.5, 0.5, 0.675, 0.75)
     assert S.group_labels(2) == ["0_0", "0_1", "1_0", "1_1"]
     with pytest.raises(ValueError):
@@ -71,13 +72,17 @@ def test_dgp_controls_recovered_by_saturated_ols():
     data = S.simulate_data(rng, cond.probs, S.draw_tau(rng, 8), n_obs=40_000)
     fit = fit_saturated_ols(data, "y", "treat", cond.effect_formula, "z1 + z2 + z3")
     idx = [fit.terms.index(z) for z in ("z1", "z2", "z3")]
-    np.testing.assert_array_less(
-        np.abs(fit.params[idx] - S.CONTROL_COEFS), 4 * fit.bse[idx]
-    )
+    np.testing.assert_array_less(np.abs(fit.params[idx] - S.CONTROL_COEFS), 4 * fit.bse[idx])
     assert fit.sigma == pytest.approx(1.0, abs=0.02)
     ge = fit.group_effects().merge(
-        pd.DataFrame({"group": S.group_labels(3), "tau": data.groupby("group")["tau"].first()
-                      .reindex(S.group_labels(3)).to_numpy()}), on="group")
+        pd.DataFrame(
+            {
+                "group": S.group_labels(3),
+                "tau": data.groupby("group")["tau"].first().reindex(S.group_labels(3)).to_numpy(),
+            }
+        ),
+        on="group",
+    )
     assert (np.abs(ge["estimate"] - ge["tau"]) < 4 * ge["std_error"]).all()
 
 
@@ -94,8 +99,14 @@ def test_all_cells_redraw_and_shared_tau():
     d1 = [S.simulate_condition(5, 3, c)[1]["tau"].to_numpy() for c in S.conditions(1)]
     assert len({len(t) for t in d1}) == 5  # fresh tau per k
     with pytest.raises(RuntimeError, match="not all"):
-        S.simulate_data(np.random.default_rng(0), (0.01,) * 6, np.zeros(64), n_obs=50,
-                        require_all_cells=True, max_tries=5)
+        S.simulate_data(
+            np.random.default_rng(0),
+            (0.01,) * 6,
+            np.zeros(64),
+            n_obs=50,
+            require_all_cells=True,
+            max_tries=5,
+        )
 
 
 def test_replicate_streams_follow_seedsequence_spawn():
@@ -219,12 +230,20 @@ def test_resume_refits_only_missing_replicates(tmp_path):
     )
     assert est.calls == 5
     with pytest.raises(ValueError, match="different run"):
-        S.run_simulation(2, designs=(1,), root_seed=7, estimators={"ols": est},
-                         work_dir=tmp_path, progress=False)
+        S.run_simulation(
+            2, designs=(1,), root_seed=7, estimators={"ols": est}, work_dir=tmp_path, progress=False
+        )
     # ... unless told to restart: the old replicates are removed and refitted
     est.calls = 0
-    S.run_simulation(2, designs=(1,), root_seed=7, estimators={"ols": est}, work_dir=tmp_path,
-                     progress=False, on_mismatch="restart")
+    S.run_simulation(
+        2,
+        designs=(1,),
+        root_seed=7,
+        estimators={"ols": est},
+        work_dir=tmp_path,
+        progress=False,
+        on_mismatch="restart",
+    )
     assert est.calls == 2 * 5
     assert len(list((tmp_path / "design1").glob("*.parquet"))) == 2
 

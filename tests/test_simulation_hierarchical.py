@@ -55,8 +55,13 @@ def test_exact_summaries_agree_with_the_library_engine_and_its_draws(design, ind
     n = 8000
     fit = fit_lambda_model(y, t, X, g, Z, engine="quadrature", chains=4, draws=n // 4, seed=4)
     ge = fit.group_effects(level=0.9)
-    for ours, theirs in (("q50", "estimate"), ("q025", "q025"), ("q05", "q05"),
-                         ("q95", "q95"), ("q975", "q975")):
+    for ours, theirs in (
+        ("q50", "estimate"),
+        ("q025", "q025"),
+        ("q05", "q05"),
+        ("q95", "q95"),
+        ("q975", "q975"),
+    ):
         np.testing.assert_allclose(summ[ours], ge[theirs], rtol=0, atol=1e-8)
     lam = fit.idata.posterior["lambda"].transpose(..., "group").to_numpy().reshape(n, -1)
     z = (lam.mean(axis=0) - summ["mean"].to_numpy()) / (summ["sd"].to_numpy() / np.sqrt(n))
@@ -67,7 +72,8 @@ def test_exact_summaries_agree_with_the_library_engine_and_its_draws(design, ind
         # Monte Carlo SE of a sample quantile: sqrt(p (1 - p) / n) / density
         q = summ[f"q{round(100 * p):02d}"].to_numpy()
         dens = np.exp(-0.5 * ((q - summ["mean"]) / summ["sd"]) ** 2) / (
-            np.sqrt(2 * np.pi) * summ["sd"])
+            np.sqrt(2 * np.pi) * summ["sd"]
+        )
         se = np.sqrt(p * (1 - p) / n) / dens
         assert (np.abs(np.quantile(lam, p, axis=0) - q) < 5 * se).all(), p
 
@@ -81,9 +87,16 @@ def test_hierarchical_coverage_is_nominal():
         for cond in conds:
             data, truth = S.simulate_condition(31, r, cond)
             est = truth.merge(HIER(data, cond), on="group")
-            frames.append(est.assign(design=cond.design, condition=cond.label,
-                                     n_groups=cond.n_groups, scenario=cond.scenario,
-                                     replicate=r, model="hierarchical"))
+            frames.append(
+                est.assign(
+                    design=cond.design,
+                    condition=cond.label,
+                    n_groups=cond.n_groups,
+                    scenario=cond.scenario,
+                    replicate=r,
+                    model="hierarchical",
+                )
+            )
     e = pd.concat(frames, ignore_index=True)
     s = S.summarise(e)
     assert len(s) == 4 and (s["n_replicates"] == 24).all()
@@ -97,43 +110,75 @@ def test_hierarchical_coverage_is_nominal():
 
 def test_hierarchical_results_do_not_depend_on_workers():
     est = {"ols": S.ols_estimator, "hierarchical": HIER}
-    one = S.run_simulation(2, designs=(2,), root_seed=5, estimators=est, n_jobs=1,
-                           backend="sequential", progress=False)
-    two = S.run_simulation(2, designs=(2,), root_seed=5, estimators=est, n_jobs=2,
-                           progress=False)
+    one = S.run_simulation(
+        2, designs=(2,), root_seed=5, estimators=est, n_jobs=1, backend="sequential", progress=False
+    )
+    two = S.run_simulation(2, designs=(2,), root_seed=5, estimators=est, n_jobs=2, progress=False)
     pd.testing.assert_frame_equal(one.estimates, two.estimates)
     pd.testing.assert_frame_equal(one.summary, two.summary)
     alone = S.run_replicate(2, 1, 5, est)  # a replicate rerun alone is the same
     pd.testing.assert_frame_equal(
-        alone, one.estimates.loc[one.estimates["replicate"] == 1].reset_index(drop=True))
+        alone, one.estimates.loc[one.estimates["replicate"] == 1].reset_index(drop=True)
+    )
 
 
 def test_simulate_stage_small_profile(tmp_path):
     """The stage script end to end with the small profile: the artifact contract."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["simulation"] |= {"replicates": 2, "small": True, "n_jobs": 1,
-                             "backend": "sequential", "draws": 500}
+    params["simulation"] |= {
+        "replicates": 2,
+        "small": True,
+        "n_jobs": 1,
+        "backend": "sequential",
+        "draws": 500,
+    }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
-    run = subprocess.run([sys.executable, str(ROOT / "analysis" / "simulate.py")],
-                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "analysis" / "simulate.py")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert "[simulate] done in" in run.stdout
     sim = tmp_path / "results" / "simulation"
-    for name, cond, levels in (("spec", "n_groups", {8, 16, 32, 64, 128}),
-                               ("groupsize", "scenario", set(S.IMBALANCE_SCENARIOS))):
+    for name, cond, levels in (
+        ("spec", "n_groups", {8, 16, 32, 64, 128}),
+        ("groupsize", "scenario", set(S.IMBALANCE_SCENARIOS)),
+    ):
         summary = pd.read_csv(sim / name / "summary.csv")
         assert len(summary) == 2 * len(levels)
         assert set(summary[cond]) == levels and set(summary["model"]) == {"ols", "hierarchical"}
-        for col in ("rmse_mean", "rmse_mcse", "n_replicates", "coverage_90", "coverage_95",
-                    "coverage_90_mcse", "coverage_95_mcse"):
+        for col in (
+            "rmse_mean",
+            "rmse_mcse",
+            "n_replicates",
+            "coverage_90",
+            "coverage_95",
+            "coverage_90_mcse",
+            "coverage_95_mcse",
+        ):
             assert col in summary, col
         assert (summary["n_replicates"] == 2).all()
         one = pd.read_csv(sim / name / "one_replicate.csv")
         assert {cond, "model", "rmse"} <= set(one.columns) and (one["replicate"] == 0).all()
         est = pd.read_parquet(sim / name / "estimates.parquet")
-        assert {"replicate", "condition", "group", "n", "tau", "model", "estimate", "q025",
-                "q05", "q95", "q975"} <= set(est.columns)
+        assert {
+            "replicate",
+            "condition",
+            "group",
+            "n",
+            "tau",
+            "model",
+            "estimate",
+            "q025",
+            "q05",
+            "q95",
+            "q975",
+        } <= set(est.columns)
         assert set(est["replicate"]) == {0, 1}
         merged = summary.merge(one, on=[cond, "model"])
         np.testing.assert_allclose(merged["rmse"], merged["rmse_one_replicate"])

@@ -52,21 +52,29 @@ def test_shift_dgp_moments_and_unchanged_rest():
         z = (cm.to_numpy() - delta[cm.index]) * np.sqrt(n0.to_numpy())  # ~ N(0, 1)
         assert abs(z.mean()) < 4 / np.sqrt(len(z)) and 0.7 < z.std() < 1.3
     # the shifts of different conditions and replicates are different streams
-    assert not np.allclose(S.draw_baseline(12, 0, S.conditions(1)[0]),
-                           S.draw_baseline(12, 1, S.conditions(1)[0]))
+    assert not np.allclose(
+        S.draw_baseline(12, 0, S.conditions(1)[0]), S.draw_baseline(12, 1, S.conditions(1)[0])
+    )
 
 
 def test_unshifted_manifest_is_the_published_one(tmp_path):
     est = {"ols": S.ols_estimator}
     S.run_simulation(1, designs=(1,), estimators=est, work_dir=tmp_path / "a", progress=False)
-    S.run_simulation(1, designs=(1,), estimators=est, work_dir=tmp_path / "b", progress=False,
-                     baseline_sd=0.3)
+    S.run_simulation(
+        1, designs=(1,), estimators=est, work_dir=tmp_path / "b", progress=False, baseline_sd=0.3
+    )
     a = json.loads((tmp_path / "a" / "manifest.json").read_text())
     b = json.loads((tmp_path / "b" / "manifest.json").read_text())
     assert "baseline_sd" not in a and b["baseline_sd"] == 0.3
     with pytest.raises(ValueError, match="different run"):
-        S.run_simulation(1, designs=(1,), estimators=est, work_dir=tmp_path / "a",
-                         progress=False, baseline_sd=0.3)
+        S.run_simulation(
+            1,
+            designs=(1,),
+            estimators=est,
+            work_dir=tmp_path / "a",
+            progress=False,
+            baseline_sd=0.3,
+        )
 
 
 # -------------------------------------------------------------- brute-force checks
@@ -77,11 +85,16 @@ def _small_problem(seed=1, G=4, n=60, saturated=False):
     g = np.repeat(np.arange(G), n // G)
     t = (rng.random(n) < 0.5).astype(float)
     z = rng.standard_normal((n, 2))
-    y = (0.5 * rng.standard_normal(G)[g] + (0.2 + 0.3 * rng.standard_normal(G))[g] * t
-         + z @ [0.4, -0.3] + rng.standard_normal(n))
+    y = (
+        0.5 * rng.standard_normal(G)[g]
+        + (0.2 + 0.3 * rng.standard_normal(G))[g] * t
+        + z @ [0.4, -0.3]
+        + rng.standard_normal(n)
+    )
     cols = [np.ones(G), [0, 1, 0, 1], [0, 0, 1, 1]] + ([[0, 0, 0, 1]] if saturated else [])
-    Z = pd.DataFrame(np.column_stack(cols), columns=["I", "a", "b", "ab"][: len(cols)],
-                     index=list("pqrs"))
+    Z = pd.DataFrame(
+        np.column_stack(cols), columns=["I", "a", "b", "ab"][: len(cols)], index=list("pqrs")
+    )
     return y, t, z, g, Z
 
 
@@ -129,11 +142,13 @@ def test_pooled_grid_summaries_converge():
     cm = PooledBaselineLambda(prepare_lambda_data(y, treat, X, codes, Z))
     ls = float(np.log(np.std(y)))
     cols = ["q50", "q025", "q05", "q95", "q975"]
-    fine = MixturePosterior(cm, lattice_grid_nd(cm, [ls, ls - 2, ls - 2], resolution=(2, 3, 3),
-                                                drop=32)).summarise_lambda()
+    fine = MixturePosterior(
+        cm, lattice_grid_nd(cm, [ls, ls - 2, ls - 2], resolution=(2, 3, 3), drop=32)
+    ).summarise_lambda()
     est = S.hierarchical_pooled_estimator(data, cond)
-    np.testing.assert_allclose(est[["estimate", "q025", "q05", "q95", "q975"]].to_numpy(),
-                               fine[cols].to_numpy(), atol=2e-5)
+    np.testing.assert_allclose(
+        est[["estimate", "q025", "q05", "q95", "q975"]].to_numpy(), fine[cols].to_numpy(), atol=2e-5
+    )
     assert est["grid_edge_mass"].max() < 1e-6
 
 
@@ -145,14 +160,16 @@ def test_fixed_effects_equal_dense_cell_dummies():
     oh = pd.DataFrame(np.eye(G)[g], columns=[f"cell{j}" for j in range(G)])
     wide = np.r_[np.full(G, 1e4), 1.0, 1.0]
     pr = ScalePrior.brms_default()
-    dense = CollapsedLambda(prepare_lambda_data(y, t, pd.concat([oh, Xz], axis=1), g, Z),
-                            1.0, wide, pr, pr)
+    dense = CollapsedLambda(
+        prepare_lambda_data(y, t, pd.concat([oh, Xz], axis=1), g, Z), 1.0, wide, pr, pr
+    )
     u = np.array([[0.0, -1.0], [0.2, -0.5], [-0.1, -3.0], [0.3, 0.4]])
     a, b = fe.logpost(u), dense.logpost(u)
     np.testing.assert_allclose(a - a[0], b - b[0], atol=1e-6)  # equal up to a constant
     # conditional moments of lambda against the dense Gaussian
-    F = np.hstack([oh.to_numpy(), Xz.to_numpy(), t[:, None] * Z.to_numpy()[g],
-                   t[:, None] * np.eye(G)[g]])
+    F = np.hstack(
+        [oh.to_numpy(), Xz.to_numpy(), t[:, None] * Z.to_numpy()[g], t[:, None] * np.eye(G)[g]]
+    )
     Lmap = np.hstack([np.zeros((G, G + 2)), Z.to_numpy(), np.eye(G)])
     cond = fe.conditional(u[:, 0], u[:, 1])
     m, sd = fe.lambda_moments(cond)
@@ -172,12 +189,16 @@ def test_fixed_effects_estimator_equals_wide_prior_fit():
     oh = pd.DataFrame(np.eye(G)[codes], columns=[f"cell{j}" for j in range(G)])
     Xw = pd.concat([oh, X.drop(columns="Intercept")], axis=1)
     pr = ScalePrior.brms_default()
-    cm = ArrowLambda(prepare_lambda_data(y, treat, Xw, codes, Z), 1.0,
-                     np.r_[np.full(G, 1e4), np.ones(3)], pr, pr)
+    cm = ArrowLambda(
+        prepare_lambda_data(y, treat, Xw, codes, Z), 1.0, np.r_[np.full(G, 1e4), np.ones(3)], pr, pr
+    )
     grid = lattice_grid(cm, float(np.std(y)), resolution=S.SIM_RESOLUTION)
     ref = QuadraturePosterior(cm, grid).summarise_lambda(probs=(0.5, 0.025, 0.05, 0.95, 0.975))
-    np.testing.assert_allclose(est[["estimate", "q025", "q05", "q95", "q975"]].to_numpy(),
-                               ref[["q50", "q025", "q05", "q95", "q975"]].to_numpy(), atol=1e-5)
+    np.testing.assert_allclose(
+        est[["estimate", "q025", "q05", "q95", "q975"]].to_numpy(),
+        ref[["q50", "q025", "q05", "q95", "q975"]].to_numpy(),
+        atol=1e-5,
+    )
 
 
 def test_fixed_effects_are_invariant_to_cell_shifts():
@@ -210,18 +231,26 @@ def test_coverage_under_shifts():
     rates (within 3 MCSE) and the published model does not (its intervals miss the shifts).
     8, 16 and 32 cells (design 1) and the strong imbalance scenario (design 2), 8 replicates."""
     conds = [*S.conditions(1)[:3], S.conditions(2)[3]]
-    models = {"hierarchical": S.hierarchical_estimator,
-              "hierarchical_fe": S.hierarchical_fe_estimator,
-              "hierarchical_pooled": S.hierarchical_pooled_estimator}
+    models = {
+        "hierarchical": S.hierarchical_estimator,
+        "hierarchical_fe": S.hierarchical_fe_estimator,
+        "hierarchical_pooled": S.hierarchical_pooled_estimator,
+    }
     rows = []
     for r in range(8):
         for cond in conds:
             data, truth = S.simulate_condition(12, r, cond, baseline_sd=S.BASELINE_SD)
             for name, est in models.items():
                 m = truth.merge(est(data, cond), on="group")
-                rows.append({"model": name, "replicate": r, "condition": cond.label,
-                             "c90": ((m.q05 <= m.tau) & (m.tau <= m.q95)).mean(),
-                             "c95": ((m.q025 <= m.tau) & (m.tau <= m.q975)).mean()})
+                rows.append(
+                    {
+                        "model": name,
+                        "replicate": r,
+                        "condition": cond.label,
+                        "c90": ((m.q05 <= m.tau) & (m.tau <= m.q95)).mean(),
+                        "c95": ((m.q025 <= m.tau) & (m.tau <= m.q975)).mean(),
+                    }
+                )
     per_rep = pd.DataFrame(rows).groupby(["model", "replicate"])[["c90", "c95"]].mean()
     agg = per_rep.groupby("model").agg(["mean", "std"])
     for model in ("hierarchical_fe", "hierarchical_pooled"):
@@ -269,16 +298,27 @@ def test_baseline_estimators_agree_across_emulated_cpus(tmp_path):
     import subprocess
     import sys
 
-    base = {k: v for k, v in os.environ.items()
-            if k not in ("NPY_DISABLE_CPU_FEATURES", "OPENBLAS_CORETYPE", "NUMBA_CPU_NAME")}
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("NPY_DISABLE_CPU_FEATURES", "OPENBLAS_CORETYPE", "NUMBA_CPU_NAME")
+    }
     base["OPENBLAS_NUM_THREADS"] = "1"
-    other = {**base, "NPY_DISABLE_CPU_FEATURES": "AVX512_SPR AVX512_ICL X86_V4 X86_V3",
-             "OPENBLAS_CORETYPE": "Prescott"}
+    other = {
+        **base,
+        "NPY_DISABLE_CPU_FEATURES": "AVX512_SPR AVX512_ICL X86_V4 X86_V3",
+        "OPENBLAS_CORETYPE": "Prescott",
+    }
     res = []
     for name, env in (("a", base), ("b", other)):
         path = tmp_path / f"{name}.npy"
-        run = subprocess.run([sys.executable, "-c", _XCPU, str(path)], env=env,
-                             capture_output=True, text=True, timeout=300)
+        run = subprocess.run(
+            [sys.executable, "-c", _XCPU, str(path)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert run.returncode == 0, run.stderr[-3000:]
         res.append(np.load(path))
     assert res[0].shape == (2 * (16 + 64), 5)

@@ -18,7 +18,10 @@ ANALYSIS = ROOT / "analysis"
 def stage(project: Path, script: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, str(ANALYSIS / script), *args],
-        cwd=project, capture_output=True, text=True, timeout=300,
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
@@ -133,15 +136,39 @@ def test_fit_stage_writes_the_artifact_contract(cleaned):
     done = stage(cleaned, "fit.py", "tomz_weeks", "m2", "corrected")
     assert done.returncode == 0, done.stderr
     out = cleaned / "results" / "tomz_weeks" / "m2_corrected"
-    assert {p.name for p in out.iterdir()} == {"posterior.nc", "groups.csv", "coefs.csv",
-                                               "diagnostics.csv", "diagnostics.json"}
+    assert {p.name for p in out.iterdir()} == {
+        "posterior.nc",
+        "groups.csv",
+        "coefs.csv",
+        "diagnostics.csv",
+        "diagnostics.json",
+    }
     groups = pd.read_csv(out / "groups.csv")
-    assert {"dem", "rep", "high_newsint", "white", "male", "n_obs", "estimate", "q025", "q10",
-            "q90", "q975"} <= set(groups.columns)
+    assert {
+        "dem",
+        "rep",
+        "high_newsint",
+        "white",
+        "male",
+        "n_obs",
+        "estimate",
+        "q025",
+        "q10",
+        "q90",
+        "q975",
+    } <= set(groups.columns)
     assert groups["n_obs"].sum() == 1200
     diag = pd.read_csv(out / "diagnostics.csv")
-    assert {"sampler", "chains", "draws", "max_r_hat", "min_ess_bulk", "min_ess_tail",
-            "divergences", "wall_seconds"} <= set(diag.columns)
+    assert {
+        "sampler",
+        "chains",
+        "draws",
+        "max_r_hat",
+        "min_ess_bulk",
+        "min_ess_tail",
+        "divergences",
+        "wall_seconds",
+    } <= set(diag.columns)
     # the DVC metrics: the numeric diagnostics without run times
     metrics = json.loads((out / "diagnostics.json").read_text())
     assert metrics["max_r_hat"] == diag["max_r_hat"].iloc[0] and metrics["chains"] == 4

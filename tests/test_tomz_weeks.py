@@ -10,8 +10,24 @@ from hetfx.data import tomz_weeks
 from hetfx.data.raw import RawDataError
 from hetfx.data.summaries import StudyFactError
 
-BASE = dict(alliance=1, regime=1, stakes=1, costs=1, region=1, pref=3, hawk=3, intl=3, nat1=1,
-            nat2=1, pid7=4, newsint=2, gender=2, race=2, birthyr=1966, educ=3)
+BASE = dict(
+    alliance=1,
+    regime=1,
+    stakes=1,
+    costs=1,
+    region=1,
+    pref=3,
+    hawk=3,
+    intl=3,
+    nat1=1,
+    nat2=1,
+    pid7=4,
+    newsint=2,
+    gender=2,
+    race=2,
+    birthyr=1966,
+    educ=3,
+)
 
 
 def rows(*changes: dict) -> pd.DataFrame:
@@ -29,10 +45,12 @@ def test_force_is_favor_somewhat_or_strongly(pref, force):
 
 
 def test_treatments_direction():
-    out = tomz_weeks.recode(rows(
-        dict(alliance=1, regime=1, stakes=1, costs=1),
-        dict(alliance=2, regime=2, stakes=2, costs=2),
-    ))
+    out = tomz_weeks.recode(
+        rows(
+            dict(alliance=1, regime=1, stakes=1, costs=1),
+            dict(alliance=2, regime=2, stakes=2, costs=2),
+        )
+    )
     assert out["alliance"].tolist() == [0, 1]
     assert out["regime"].tolist() == [0, 1]
     assert out["stakes"].tolist() == [1, 0], "raw 1 (attack would hurt the US) is HIGH stakes"
@@ -41,14 +59,25 @@ def test_treatments_direction():
 
 @pytest.mark.parametrize(
     "pid7, dem_published, dem_corrected, rep",
-    [(1, 0, 1, 0), (2, 1, 1, 0), (3, 1, 0, 0), (4, 1, 0, 0), (5, 1, 0, 0), (6, 1, 0, 1),
-     (7, 1, 0, 1), (8, 1, 0, 0)],
+    [
+        (1, 0, 1, 0),
+        (2, 1, 1, 0),
+        (3, 1, 0, 0),
+        (4, 1, 0, 0),
+        (5, 1, 0, 0),
+        (6, 1, 0, 1),
+        (7, 1, 0, 1),
+        (8, 1, 0, 0),
+    ],
 )
 def test_party_codings(pid7, dem_published, dem_corrected, rep):
     # published coding pid7 >= 2 marks Republicans and "not sure" (8) as Democrats (spec §6)
     out = recode_one(pid7=pid7)
     assert (out["dem_published"], out["dem_corrected"], out["rep"]) == (
-        dem_published, dem_corrected, rep)
+        dem_published,
+        dem_corrected,
+        rep,
+    )
 
 
 @pytest.mark.parametrize("newsint, high", [(1, 1), (2, 0), (3, 0), (4, 0), (7, 0)])
@@ -68,7 +97,11 @@ def test_scales_and_derived_variables():
     assert out["age"] == pytest.approx(6.6)
     assert (out["white"], out["male"]) == (1, 1)
     assert (out["africa"], out["asia"], out["europe"], out["region_txt"]) == (
-        0, 0, 1, "Eastern Europe")
+        0,
+        0,
+        1,
+        "Eastern Europe",
+    )
 
 
 def test_group_keys_follow_brms_labels():
@@ -95,6 +128,7 @@ def test_clean_reproduces_study_facts():
 
 # --- damaged files: each fails with a message that says what is wrong ----------------
 
+
 def damaged(tmp_path, change):
     frame, _ = pyreadstat.read_dta(str(RAW / TW_FILE))
     return write_like(RAW / TW_FILE, change(frame), tmp_path / "tw.dta")
@@ -110,6 +144,7 @@ def test_unexpected_code(tmp_path):
     def change(frame):
         frame.loc[5, "pref"] = 8  # "skipped": labelled in the file but not a valid answer
         return frame
+
     expected = r"pref: codes must be in .*; offending value\(s\) 8 in row\(s\) \[5\]"
     with pytest.raises(RawDataError, match=expected):
         tomz_weeks.clean(damaged(tmp_path, change))
@@ -120,6 +155,7 @@ def test_injected_missing_value(tmp_path):
         frame["race"] = frame["race"].astype("float64")
         frame.loc[17, "race"] = np.nan
         return frame
+
     expected = (
         r"race: missing values are not allowed; offending value\(s\) missing in row\(s\) \[17\]"
     )
@@ -131,6 +167,7 @@ def test_wrong_column_type(tmp_path):
     def change(frame):
         frame["gender"] = frame["gender"].map({1: "Male", 2: "Female"})
         return frame
+
     with pytest.raises(RawDataError, match="gender: expected numeric codes"):
         tomz_weeks.clean(damaged(tmp_path, change))
 

@@ -36,10 +36,14 @@ def simulate(sizes=(12,), n=300, seed=0, sd=(0.4, 0.3), rho=0.3, sigma=0.8):
 def collapsed(sizes, intercept_prior=("normal", 0.2, 1.0), seed=0, **kw):
     y, treat, X, factors = simulate(sizes, seed=seed)
     d = prepare_data(y, treat, X, factors, None, None)
-    args = dict(b_sd=0.7, intercept_prior=intercept_prior,
-                sd_prior=kw.get("sd_prior", ScalePrior("half_normal", 1.0)),
-                sigma_prior=kw.get("sigma_prior", ScalePrior.brms_default()),
-                lkj_eta=kw.get("lkj_eta", 1.0), center=True)
+    args = dict(
+        b_sd=0.7,
+        intercept_prior=intercept_prior,
+        sd_prior=kw.get("sd_prior", ScalePrior("half_normal", 1.0)),
+        sigma_prior=kw.get("sigma_prior", ScalePrior.brms_default()),
+        lkj_eta=kw.get("lkj_eta", 1.0),
+        center=True,
+    )
     return CollapsedVaryingSlopes(d, **args), d
 
 
@@ -54,7 +58,7 @@ def dense_log_posterior(cm: CollapsedVaryingSlopes, h: np.ndarray) -> float:
     lp += cm.sigma_prior.logpdf(sigma) + h[0]
     hk = h[1:].reshape(cm.K, 3)
     lp += np.sum(cm.sd_prior.logpdf(np.exp(hk[:, :2])) + hk[:, :2])
-    lp += np.sum(cm.lkj_eta * np.log1p(-rho**2))  # LKJ(eta) and the tanh Jacobian
+    lp += np.sum(cm.lkj_eta * np.log1p(-(rho**2)))  # LKJ(eta) and the tanh Jacobian
     return float(lp)
 
 
@@ -72,8 +76,9 @@ def design(cm: CollapsedVaryingSlopes, d) -> None:
 
 @pytest.mark.parametrize("sizes", [(12,), (2, 7, 3)])
 @pytest.mark.parametrize("intercept_prior", [("flat",), ("normal", 0.2, 1.0)])
-@pytest.mark.parametrize("sd_prior", [ScalePrior("half_normal", 1.0),
-                                      ScalePrior("half_student_t", 2.5, 3.0)])
+@pytest.mark.parametrize(
+    "sd_prior", [ScalePrior("half_normal", 1.0), ScalePrior("half_student_t", 2.5, 3.0)]
+)
 def test_gradient_matches_finite_differences(sizes, intercept_prior, sd_prior):
     cm, _ = collapsed(sizes, intercept_prior, sd_prior=sd_prior, lkj_eta=2.0)
     hm = cm.mode()
@@ -90,8 +95,10 @@ def test_log_density_equals_dense_marginal_likelihood(sizes):
     design(cm, d)
     rng = np.random.default_rng(2)
     hm = cm.mode()
-    diffs = [cm.logp_and_grad(h)[0] - dense_log_posterior(cm, h)
-             for h in [hm, *(hm + 0.7 * rng.standard_normal(cm.ndim) for _ in range(5))]]
+    diffs = [
+        cm.logp_and_grad(h)[0] - dense_log_posterior(cm, h)
+        for h in [hm, *(hm + 0.7 * rng.standard_normal(cm.ndim) for _ in range(5))]
+    ]
     # equal up to a constant (the kernel drops -n/2 log 2 pi and the fixed b prior terms)
     assert np.ptp(diffs) < 1e-7
 
@@ -138,8 +145,7 @@ def test_conditional_draws_are_exact(sizes):
 
 def test_collapsed_fit_runs_without_divergences():
     y, treat, X, factors = simulate((12,), n=300, seed=4)
-    fit = fit_varying_slopes(y, treat, X, factors, contrast=None, seed=1,
-                             intercept_prior=("flat",))
+    fit = fit_varying_slopes(y, treat, X, factors, contrast=None, seed=1, intercept_prior=("flat",))
     diag = fit.diagnostics().iloc[0]
     assert diag["divergences"] == 0
     assert diag["max_r_hat"] < 1.01
@@ -153,8 +159,14 @@ def test_collapsed_agrees_with_full_nutpie_engine():
     y, treat, X, factors = simulate((6, 3), n=240, seed=5, sd=(0.5, 0.5))
     profiles = factors.drop_duplicates().sort_values(list(factors.columns))
     contrast = pd.DataFrame({"treat": np.ones(len(profiles))})
-    kw = dict(profiles=profiles, contrast=contrast, intercept_prior=("normal", 0.0, 2.0),
-              b_sd=1.0, seed=2, target_accept=0.9)
+    kw = dict(
+        profiles=profiles,
+        contrast=contrast,
+        intercept_prior=("normal", 0.0, 2.0),
+        b_sd=1.0,
+        seed=2,
+        target_accept=0.9,
+    )
     a = fit_varying_slopes(y, treat, X, factors, engine="collapsed", **kw)
     b = fit_varying_slopes(y, treat, X, factors, engine="nutpie", **kw)
     assert a.diagnostics().iloc[0]["divergences"] == 0

@@ -50,8 +50,9 @@ def test_mixture_quantiles_solve_the_mixture_cdf():
             assert s["quantiles"][k, r] == pytest.approx(ref, abs=1e-10)
         m = w @ mean[:, r]
         assert s["mean"][r] == pytest.approx(m, abs=1e-12)
-        assert s["sd"][r] == pytest.approx(np.sqrt(w @ (var[:, r] + mean[:, r] ** 2) - m**2),
-                                           rel=1e-9)
+        assert s["sd"][r] == pytest.approx(
+            np.sqrt(w @ (var[:, r] + mean[:, r] ** 2) - m**2), rel=1e-9
+        )
 
 
 def test_weighted_quantiles_and_resampling():
@@ -75,8 +76,15 @@ def test_weighted_quantiles_and_resampling():
 
 
 def test_gate_knows_importance_sampling():
-    base = dict(sampler="qmc", chains=1, draws=16384, max_r_hat=float("nan"),
-                min_ess_bulk=5000.0, min_ess_tail=5000.0, divergences=0)
+    base = dict(
+        sampler="qmc",
+        chains=1,
+        draws=16384,
+        max_r_hat=float("nan"),
+        min_ess_bulk=5000.0,
+        min_ess_tail=5000.0,
+        divergences=0,
+    )
     check_diagnostics(Diagnostics(**base, pareto_k=0.3))
     with pytest.raises(SamplerDiagnosticsError, match="k-hat"):
         check_diagnostics(Diagnostics(**base, pareto_k=0.8))
@@ -93,10 +101,13 @@ def sim_fits():
     y, treat, X, factors = simulate((6, 3), n=240, seed=5, sd=(0.5, 0.5))
     profiles = factors.drop_duplicates().sort_values(list(factors.columns))
     contrast = pd.DataFrame({"treat": np.ones(len(profiles))})
-    kw = dict(profiles=profiles, contrast=contrast, intercept_prior=("normal", 0.0, 2.0),
-              b_sd=1.0, seed=2)
-    return (fit_varying_slopes(y, treat, X, factors, engine="qmc", **kw),
-            fit_varying_slopes(y, treat, X, factors, engine="collapsed", draws=2000, **kw))
+    kw = dict(
+        profiles=profiles, contrast=contrast, intercept_prior=("normal", 0.0, 2.0), b_sd=1.0, seed=2
+    )
+    return (
+        fit_varying_slopes(y, treat, X, factors, engine="qmc", **kw),
+        fit_varying_slopes(y, treat, X, factors, engine="collapsed", draws=2000, **kw),
+    )
 
 
 def test_qmc_agrees_with_collapsed_nuts(sim_fits):
@@ -119,16 +130,24 @@ def test_qmc_agrees_with_collapsed_nuts(sim_fits):
     assert cq["r_hat"].isna().all() and (cq["ess_bulk"] == d.min_ess_bulk).all()
     # the posterior draws follow the same posterior as the exact summaries
     draws = q.idata.posterior["effect"].values.reshape(-1, len(gq))
-    assert np.abs(np.median(draws, 0) - gq["estimate"]).max() < 4 * 1.25 * (
-        draws.std(0) / np.sqrt(len(draws) / 4)).max()
+    assert (
+        np.abs(np.median(draws, 0) - gq["estimate"]).max()
+        < 4 * 1.25 * (draws.std(0) / np.sqrt(len(draws) / 4)).max()
+    )
 
 
 def test_qmc_is_reproducible_and_gated(sim_fits):
     y, treat, X, factors = simulate((6, 3), n=240, seed=5, sd=(0.5, 0.5))
     profiles = factors.drop_duplicates().sort_values(list(factors.columns))
     contrast = pd.DataFrame({"treat": np.ones(len(profiles))})
-    kw = dict(profiles=profiles, contrast=contrast, intercept_prior=("normal", 0.0, 2.0),
-              b_sd=1.0, seed=2, engine="qmc")
+    kw = dict(
+        profiles=profiles,
+        contrast=contrast,
+        intercept_prior=("normal", 0.0, 2.0),
+        b_sd=1.0,
+        seed=2,
+        engine="qmc",
+    )
     again = fit_varying_slopes(y, treat, X, factors, **kw)
     pd.testing.assert_frame_equal(again.group_effects(), sim_fits[0].group_effects())
     pd.testing.assert_frame_equal(again.coefs(), sim_fits[0].coefs())
@@ -139,10 +158,15 @@ def test_qmc_is_reproducible_and_gated(sim_fits):
 def test_qmc_a1_matches_brms():
     """As tests/test_models.py::test_a1_matches_brms, with the qmc engine."""
     tw = tomz_weeks.clean(RAW / TW_FILE).data
-    settings = {"b_sd": 1.0, "controls": ["white", "male", "hawk", "intl"],
-                "sd": {"kind": "half_student_t", "nu": 3, "scale": 2.5}, "engine": "qmc"}
-    fit = studies.fit_tomz_weeks(tw, "a1", "published", settings,
-                                 studies.Sampler(seed=12, chains=4, draws=1000))
+    settings = {
+        "b_sd": 1.0,
+        "controls": ["white", "male", "hawk", "intl"],
+        "sd": {"kind": "half_student_t", "nu": 3, "scale": 2.5},
+        "engine": "qmc",
+    }
+    fit = studies.fit_tomz_weeks(
+        tw, "a1", "published", settings, studies.Sampler(seed=12, chains=4, draws=1000)
+    )
     groups = fit.group_effects().rename(columns={"region_txt": "region"})
     m = groups.merge(pd.read_csv(FIXTURES / "m3_groups.csv"), on="treat_group")
     assert len(m) == 32 and (m["n_obs_x"] == m["n_obs_y"]).all()
@@ -171,13 +195,26 @@ CROSS_CPU_TOL = 1e-6
 
 
 def run_worker(engine: str, env: dict, out) -> dict:
-    full = {k: v for k, v in os.environ.items()
-            if k not in ("NPY_DISABLE_CPU_FEATURES", "OPENBLAS_CORETYPE", "NUMBA_CPU_NAME",
-                         "OPENBLAS_NUM_THREADS")}
+    full = {
+        k: v
+        for k, v in os.environ.items()
+        if k
+        not in (
+            "NPY_DISABLE_CPU_FEATURES",
+            "OPENBLAS_CORETYPE",
+            "NUMBA_CPU_NAME",
+            "OPENBLAS_NUM_THREADS",
+        )
+    }
     full.update(env)
-    done = subprocess.run([sys.executable, str(ROOT / "tests" / "vs_crosscpu_worker.py"),
-                           engine, str(out)], env=full, capture_output=True, text=True,
-                          timeout=600, cwd=ROOT)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "vs_crosscpu_worker.py"), engine, str(out)],
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     with np.load(out) as z:
         return dict(z)
@@ -207,13 +244,23 @@ def test_qmc_monte_carlo_error_is_bounded_by_its_mcse(sim_fits):
     y, treat, X, factors = simulate((6, 3), n=240, seed=5, sd=(0.5, 0.5))
     profiles = factors.drop_duplicates().sort_values(list(factors.columns))
     contrast = pd.DataFrame({"treat": np.ones(len(profiles))})
-    other = fit_varying_slopes(y, treat, X, factors, profiles=profiles, contrast=contrast,
-                               intercept_prior=("normal", 0.0, 2.0), b_sd=1.0, seed=3,
-                               engine="qmc")
+    other = fit_varying_slopes(
+        y,
+        treat,
+        X,
+        factors,
+        profiles=profiles,
+        contrast=contrast,
+        intercept_prior=("normal", 0.0, 2.0),
+        b_sd=1.0,
+        seed=3,
+        engine="qmc",
+    )
     cols = ["estimate", "q025", "q10", "q90", "q975"]
     mcse = sim_fits[0].exact["groups_mcse"][cols].to_numpy()
-    gap = np.abs(other.group_effects()[cols].to_numpy()
-                 - sim_fits[0].group_effects()[cols].to_numpy())
+    gap = np.abs(
+        other.group_effects()[cols].to_numpy() - sim_fits[0].group_effects()[cols].to_numpy()
+    )
     assert np.all(mcse > 0) and mcse.max() < 0.01
     assert np.all(gap < 4 * np.sqrt(2) * mcse), (gap / mcse).max()
     cm = sim_fits[0].exact["coefs_mcse"]

@@ -32,8 +32,12 @@ VARS_TEXT = "# header\nbp_min: \u22120.20\nsim_n: 2,000\nci_level: 95%\n"
 
 
 def git(repo: Path, *args: str) -> None:
-    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.org", *args],
-                   cwd=repo, check=True, capture_output=True)
+    subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@example.org", *args],
+        cwd=repo,
+        check=True,
+        capture_output=True,
+    )
 
 
 @pytest.fixture
@@ -49,8 +53,12 @@ def repo(tmp_path: Path) -> Path:
 
 def verify(repo: Path, *args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
-    return subprocess.run([sys.executable, str(SCRIPT), "--root", str(repo), *args],
-                          capture_output=True, text=True, env=env)
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), "--root", str(repo), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
 
 
 def counts(out: str, path: str) -> dict[str, int]:
@@ -61,32 +69,31 @@ def counts(out: str, path: str) -> dict[str, int]:
 def test_unchanged_tree_verifies(repo):
     done = verify(repo)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert counts(done.stdout, FIT) == {"identical": 6, "within": 0, "ignored": 0,
-                                        "different": 0}
+    assert counts(done.stdout, FIT) == {"identical": 6, "within": 0, "ignored": 0, "different": 0}
     assert counts(done.stdout, A1)["ignored"] == 1  # wall_seconds
-    assert counts(done.stdout, VARS) == {"identical": 3, "within": 0, "ignored": 0,
-                                         "different": 0}
+    assert counts(done.stdout, VARS) == {"identical": 3, "within": 0, "ignored": 0, "different": 0}
 
 
 def test_within_tolerance_and_ignored_columns_pass(repo):
     # 1e-12 on a quadrature result (tolerance 1e-9), 4e-7 on A1's R-hat (1e-6), a rerun's
     # wall time, and 0.5 printed as 0.50: none is a difference
-    (repo / FIT).write_text(FIT_TEXT.replace("0.123456789012", "0.123456789013")
-                            .replace("0.5,", "0.50,"), encoding="utf-8")
-    (repo / A1).write_text(A1_TEXT.replace("1.0014715849268272", "1.0014719849268272")
-                           .replace("1.03", "7.5"), encoding="utf-8")
+    (repo / FIT).write_text(
+        FIT_TEXT.replace("0.123456789012", "0.123456789013").replace("0.5,", "0.50,"),
+        encoding="utf-8",
+    )
+    (repo / A1).write_text(
+        A1_TEXT.replace("1.0014715849268272", "1.0014719849268272").replace("1.03", "7.5"),
+        encoding="utf-8",
+    )
     done = verify(repo)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert counts(done.stdout, FIT) == {"identical": 5, "within": 1, "ignored": 0,
-                                        "different": 0}
-    assert counts(done.stdout, A1) == {"identical": 1, "within": 1, "ignored": 1,
-                                       "different": 0}
+    assert counts(done.stdout, FIT) == {"identical": 5, "within": 1, "ignored": 0, "different": 0}
+    assert counts(done.stdout, A1) == {"identical": 1, "within": 1, "ignored": 1, "different": 0}
 
 
 def test_difference_beyond_tolerance_fails_and_is_shown(repo):
     # 1e-6 is within A1's tolerance but not within the quadrature's 1e-9
-    (repo / FIT).write_text(FIT_TEXT.replace("0.123456789012", "0.123457789012"),
-                            encoding="utf-8")
+    (repo / FIT).write_text(FIT_TEXT.replace("0.123456789012", "0.123457789012"), encoding="utf-8")
     done = verify(repo)
     assert done.returncode == 1
     assert counts(done.stdout, FIT)["different"] == 1
@@ -99,8 +106,7 @@ def test_changed_quoted_number_fails(repo):
     (repo / VARS).write_text(VARS_TEXT.replace("\u22120.20", "\u22120.19"), encoding="utf-8")
     done = verify(repo)
     assert done.returncode == 1
-    assert counts(done.stdout, VARS) == {"identical": 2, "within": 0, "ignored": 0,
-                                         "different": 1}
+    assert counts(done.stdout, VARS) == {"identical": 2, "within": 0, "ignored": 0, "different": 1}
     assert "bp_min: \u22120.20 -> \u22120.19" in done.stdout
 
 
@@ -125,35 +131,40 @@ def test_not_a_repository_is_an_error(tmp_path):
 
 
 def test_tolerance_table():
-    assert V.tolerance_for("results/tomz_weeks/m1_published/diagnostics.csv",
-                           "wall_seconds").tol is None
+    assert (
+        V.tolerance_for("results/tomz_weeks/m1_published/diagnostics.csv", "wall_seconds").tol
+        is None
+    )
     assert V.tolerance_for("results/tomz_weeks/a1_corrected/groups.csv", "median").tol == 1e-6
     assert V.tolerance_for("results/bush_prather/bp_published/coefs.csv", "q025").tol == 1e-6
-    assert V.tolerance_for("results/tomz_weeks/m1_ols_published/groups.csv",
-                           "estimate").tol == 1e-9
+    assert V.tolerance_for("results/tomz_weeks/m1_ols_published/groups.csv", "estimate").tol == 1e-9
     assert V.tolerance_for("results/simulation/spec/summary.csv", "rmse_mean").tol == 1e-9
     assert V.tolerance_for("data/clean/tomz_weeks_checks.csv", "value").tol == 1e-9
     assert V.tolerance_for("elsewhere.csv", "x").tol == 0.0
 
 
-@pytest.mark.parametrize(("a", "b", "tol", "status"), [
-    ("0.5", "0.5", 1e-9, "identical"),
-    ("0.5", "0.50", 0.0, "identical"),
-    ("", "nan", 0.0, "identical"),
-    ("1000", "1000.0000005", 1e-9, "within"),      # relative for large numbers
-    ("1000", "1000.000002", 1e-9, "different"),
-    ("0.1", "0.1000000011", 1e-9, "different"),   # absolute below 1
-    ("1", "", 1e-3, "different"),
-    ("a", "b", 1.0, "different"),
-    ("1", "2", None, "ignored"),
-])
+@pytest.mark.parametrize(
+    ("a", "b", "tol", "status"),
+    [
+        ("0.5", "0.5", 1e-9, "identical"),
+        ("0.5", "0.50", 0.0, "identical"),
+        ("", "nan", 0.0, "identical"),
+        ("1000", "1000.0000005", 1e-9, "within"),  # relative for large numbers
+        ("1000", "1000.000002", 1e-9, "different"),
+        ("0.1", "0.1000000011", 1e-9, "different"),  # absolute below 1
+        ("1", "", 1e-3, "different"),
+        ("a", "b", 1.0, "different"),
+        ("1", "2", None, "ignored"),
+    ],
+)
 def test_cell_classes(a, b, tol, status):
     assert V._classify(a, b, tol)[0] == status
 
 
 def test_worst_cells_put_real_differences_first():
-    report = V.compare_csv("results/tomz_weeks/a1_published/groups.csv", "v,w\n1,1\n",
-                           "v,w\n1.0000005,1.1\n")
+    report = V.compare_csv(
+        "results/tomz_weeks/a1_published/groups.csv", "v,w\n1,1\n", "v,w\n1.0000005,1.1\n"
+    )
     assert report.counts == {"identical": 0, "within": 1, "ignored": 0, "different": 1}
     worst = report.worst(2)
     assert [c.status for c in worst] == ["different", "within"]

@@ -24,15 +24,19 @@ def main(engine: str, out: str) -> None:
     raw = ROOT / "data" / "raw"
     params = yaml.safe_load((ROOT / "params.yaml").read_text())["models"]
     clean = yaml.safe_load((ROOT / "params.yaml").read_text())["clean"]
-    sampler = studies.Sampler(seed=params["seed"], chains=params["chains"],
-                              draws=params["draws"], tune=params["tune"])
+    sampler = studies.Sampler(
+        seed=params["seed"], chains=params["chains"], draws=params["draws"], tune=params["tune"]
+    )
     tw = tomz_weeks.clean(raw / clean["tomz_weeks"]["file"]).data
     bp = bush_prather.clean(raw / clean["bush_prather"]["file"]).data
     res = {}
     for name in ("a1", "bp"):
         settings = {**params[name], "engine": engine}
-        fit = (studies.fit_tomz_weeks(tw, "a1", "published", settings, sampler) if name == "a1"
-               else studies.fit_bush_prather(bp, "published", settings, sampler))
+        fit = (
+            studies.fit_tomz_weeks(tw, "a1", "published", settings, sampler)
+            if name == "a1"
+            else studies.fit_bush_prather(bp, "published", settings, sampler)
+        )
         g = fit.group_effects()
         c = fit.coefs()
         res[f"{name}_groups"] = g[["estimate", "q025", "q10", "q90", "q975"]].to_numpy(float)

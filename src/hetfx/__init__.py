@@ -12,8 +12,12 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-_LAZY = {"fit": "hetfx.api", "fit_ols": "hetfx.api", "Prior": "hetfx.priors",
-         "Priors": "hetfx.priors"}
+_LAZY = {
+    "fit": "hetfx.api",
+    "fit_ols": "hetfx.api",
+    "Prior": "hetfx.priors",
+    "Priors": "hetfx.priors",
+}
 
 __all__ = ["Prior", "Priors", "__version__", "fit", "fit_ols"]
 

@@ -135,8 +135,9 @@ class Design:
         """Rows of Z for new modifier profiles (same coding as the fit)."""
         check_levels(profiles, self.levels)
         mm = self.z_spec.get_model_matrix(profiles[self.modifiers])
-        return pd.DataFrame(np.asarray(mm, dtype=float), columns=self.Z.columns,
-                            index=profiles.index)
+        return pd.DataFrame(
+            np.asarray(mm, dtype=float), columns=self.Z.columns, index=profiles.index
+        )
 
     def match_cells(self, profiles: pd.DataFrame) -> np.ndarray:
         """Position in ``cells`` of each profile's modifier values (-1: no such cell)."""
@@ -148,7 +149,8 @@ class Design:
             except (TypeError, ValueError):
                 pass
         return pd.MultiIndex.from_frame(self.cells[self.modifiers]).get_indexer(
-            pd.MultiIndex.from_frame(prof))
+            pd.MultiIndex.from_frame(prof)
+        )
 
     def main_rows(self, profiles: pd.DataFrame) -> np.ndarray:
         """Main-effect columns of X for new profiles, shape (m, p - n_control_columns)."""
@@ -169,8 +171,10 @@ def check_levels(profiles: pd.DataFrame, levels: Mapping[str, list]) -> None:
             continue
         bad = sorted({str(v) for v in profiles[m] if v not in lv})
         if bad:
-            raise DesignError(f"modifier {m!r}: levels {bad} do not occur in the data the "
-                              f"model was fitted to (known: {[str(v) for v in lv]})")
+            raise DesignError(
+                f"modifier {m!r}: levels {bad} do not occur in the data the "
+                f"model was fitted to (known: {[str(v) for v in lv]})"
+            )
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -196,13 +200,16 @@ def _is_categorical(s: pd.Series) -> bool:
 def _numeric(name: str, s: pd.Series, role: str) -> np.ndarray:
     if pd.api.types.is_bool_dtype(s):
         return s.to_numpy(dtype=float)
-    if s.dtype == object and all(isinstance(v, bool | int | float | np.bool_ | np.number)
-                                 for v in s):  # e.g. booleans that held a missing value
+    if s.dtype == object and all(
+        isinstance(v, bool | int | float | np.bool_ | np.number) for v in s
+    ):  # e.g. booleans that held a missing value
         return s.to_numpy(dtype=float)
     if not pd.api.types.is_numeric_dtype(s):
         lv = sorted(map(str, pd.unique(s)))[:5]
-        raise DesignError(f"{role} {name!r} must be numeric or boolean (code it 0/1); it "
-                          f"holds labels such as {lv}")
+        raise DesignError(
+            f"{role} {name!r} must be numeric or boolean (code it 0/1); it "
+            f"holds labels such as {lv}"
+        )
     return s.to_numpy(dtype=float)
 
 
@@ -248,8 +255,11 @@ def build_design(
     modifiers = _names(modifiers, "modifiers")
     if not modifiers:
         raise DesignError("name at least one effect modifier (modifiers=[...])")
-    if isinstance(controls, str) and any(ch in controls for ch in "+*:()~") or (
-            isinstance(controls, str) and controls.strip() in ("0", "-1")):
+    if (
+        isinstance(controls, str)
+        and any(ch in controls for ch in "+*:()~")
+        or (isinstance(controls, str) and controls.strip() in ("0", "-1"))
+    ):
         controls_formula = controls
     else:
         cl = _names(controls, "controls")
@@ -259,8 +269,10 @@ def build_design(
     eff_vars = _formula_vars(eff)
     stray = [v for v in eff_vars if v not in modifiers]
     if stray:
-        raise DesignError(f"effect formula {eff!r} uses {stray}, which are not modifiers; add "
-                          "them to modifiers= (Z is built from each cell's modifier values)")
+        raise DesignError(
+            f"effect formula {eff!r} uses {stray}, which are not modifiers; add "
+            "them to modifiers= (Z is built from each cell's modifier values)"
+        )
     if main_effects is True:  # the effect formula's terms, plus any modifier it leaves out
         left_out = [m for m in modifiers if m not in eff_vars]
         main = " + ".join([eff, *left_out]) if left_out else eff
@@ -270,24 +282,36 @@ def build_design(
         main = _effect_formula(str(main_effects), modifiers)
         stray = [v for v in _formula_vars(main) if v not in modifiers]
         if stray:
-            raise DesignError(f"main_effects formula {main!r} uses {stray}, which are not "
-                              "modifiers; put other variables in controls=")
+            raise DesignError(
+                f"main_effects formula {main!r} uses {stray}, which are not "
+                "modifiers; put other variables in controls="
+            )
     if treatment in modifiers:
         raise DesignError(f"treatment {treatment!r} cannot also be a modifier")
     if outcome in (treatment, *modifiers, *control_vars):
-        raise DesignError(f"outcome {outcome!r} also appears among the treatment, modifiers "
-                          "or controls")
+        raise DesignError(
+            f"outcome {outcome!r} also appears among the treatment, modifiers or controls"
+        )
     if treatment in control_vars:
-        warnings.warn(f"the treatment {treatment!r} is among the controls: the outcome "
-                      "equation then holds it twice: its coefficient and the effects' common "
-                      "mean are told apart only by their priors, and lambda is no longer the "
-                      "group's effect", UserWarning, stacklevel=3)
+        warnings.warn(
+            f"the treatment {treatment!r} is among the controls: the outcome "
+            "equation then holds it twice: its coefficient and the effects' common "
+            "mean are told apart only by their priors, and lambda is no longer the "
+            "group's effect",
+            UserWarning,
+            stacklevel=3,
+        )
     if weights is not None and not isinstance(weights, str):
         raise DesignError("weights must name a column of data")
     if weights is not None and weights in (outcome, treatment, *modifiers, *control_vars):
         raise DesignError(f"weights column {weights!r} is also used in the model")
-    needed = list(dict.fromkeys([outcome, treatment, *modifiers, *control_vars]
-                                + ([group] if group else []) + ([weights] if weights else [])))
+    needed = list(
+        dict.fromkeys(
+            [outcome, treatment, *modifiers, *control_vars]
+            + ([group] if group else [])
+            + ([weights] if weights else [])
+        )
+    )
     absent = [c for c in needed if c not in data.columns]
     if absent:
         raise KeyError(f"data has no columns {absent}")
@@ -304,11 +328,16 @@ def build_design(
     if n_dropped:
         listing = ", ".join(f"{c} {k}" for c, k in counts.items())
         if missing == "raise":
-            raise DesignError(f"{n_dropped} of {len(df)} rows have missing or infinite "
-                              f"values ({listing}); drop them or pass missing='drop'")
-        warnings.warn(f"dropped {n_dropped} of {len(df)} rows with missing or infinite "
-                      f"values (by variable: {listing}); see result.dropped",
-                      UserWarning, stacklevel=3)
+            raise DesignError(
+                f"{n_dropped} of {len(df)} rows have missing or infinite "
+                f"values ({listing}); drop them or pass missing='drop'"
+            )
+        warnings.warn(
+            f"dropped {n_dropped} of {len(df)} rows with missing or infinite "
+            f"values (by variable: {listing}); see result.dropped",
+            UserWarning,
+            stacklevel=3,
+        )
         df = df.loc[~drop]
     if len(df) == 0:
         raise DesignError("no rows left after dropping missing values")
@@ -320,16 +349,19 @@ def build_design(
     if weights is not None:
         w = _numeric(weights, df[weights], "weights")
         if np.any(w <= 0):
-            raise DesignError(f"weights {weights!r} must be positive; {int((w <= 0).sum())} "
-                              "rows are not (drop them from data)")
+            raise DesignError(
+                f"weights {weights!r} must be positive; {int((w <= 0).sum())} "
+                "rows are not (drop them from data)"
+            )
         w = w / w.mean()
     y = _numeric(outcome, df[outcome], "outcome")
     treat = _numeric(treatment, df[treatment], "treatment")
     if family == "bernoulli":
         for nm, arr in ((outcome, y), (treatment, treat)):
             if not np.all(np.isin(arr, (0.0, 1.0))):
-                raise DesignError(f"family='bernoulli' needs a 0/1 {nm!r}; it holds "
-                                  f"{sorted(np.unique(arr))[:6]}")
+                raise DesignError(
+                    f"family='bernoulli' needs a 0/1 {nm!r}; it holds {sorted(np.unique(arr))[:6]}"
+                )
 
     # ---------------------------------------------------------------------- cells
     cells_cols = [group, *modifiers] if group else modifiers
@@ -340,8 +372,10 @@ def build_design(
         labels = cells[group].astype(str)
         dup = labels.duplicated(keep=False)
         if dup.any():
-            raise DesignError(f"modifiers {modifiers} are not constant within {group!r}: "
-                              f"groups {sorted(set(labels[dup]))[:10]}")
+            raise DesignError(
+                f"modifiers {modifiers} are not constant within {group!r}: "
+                f"groups {sorted(set(labels[dup]))[:10]}"
+            )
         cells = cells.drop(columns=[group])
         row_labels = df[group].astype(str)
         group_name = group
@@ -354,16 +388,21 @@ def build_design(
         codes = pd.Categorical(row_labels, categories=labels.to_numpy()).codes
     else:  # match rows to cells by their modifier values (vectorised; no per-row strings)
         codes = pd.MultiIndex.from_frame(cells[modifiers]).get_indexer(
-            pd.MultiIndex.from_frame(df[modifiers]))
+            pd.MultiIndex.from_frame(df[modifiers])
+        )
     codes = np.asarray(codes, dtype=np.int64)
     assert (codes >= 0).all()
     cells.index = pd.Index(labels.to_numpy(), name=group_name)
     if not cells.index.is_unique:
         raise DesignError("two cells print to the same label; rename the modifier levels")
-    levels = {m: list(cells[m].cat.categories) if isinstance(cells[m].dtype,
-                                                             pd.CategoricalDtype)
-              else sorted(pd.unique(cells[m])) if _is_categorical(cells[m]) else []
-              for m in modifiers}
+    levels = {
+        m: list(cells[m].cat.categories)
+        if isinstance(cells[m].dtype, pd.CategoricalDtype)
+        else sorted(pd.unique(cells[m]))
+        if _is_categorical(cells[m])
+        else []
+        for m in modifiers
+    }
 
     # -------------------------------------------------------------- treatment variation
     n_g = np.bincount(codes, minlength=len(cells))
@@ -374,34 +413,49 @@ def build_design(
     flat = np.where(tmin == tmax)[0]
     if len(flat):
         desc = [f"{cells.index[g]} (n={n_g[g]}, treatment always {tmin[g]:g})" for g in flat]
-        raise DesignError(f"the treatment does not vary within {len(flat)} cell(s), whose "
-                          f"effects cannot be estimated: {desc[:10]}"
-                          + (" ..." if len(desc) > 10 else "")
-                          + "; drop these cells or coarsen the modifiers")
+        raise DesignError(
+            f"the treatment does not vary within {len(flat)} cell(s), whose "
+            f"effects cannot be estimated: {desc[:10]}"
+            + (" ..." if len(desc) > 10 else "")
+            + "; drop these cells or coarsen the modifiers"
+        )
 
     # ------------------------------------------------------------------------- Z
     Z, z_spec = design_spec(eff, cells)
     if list(Z.columns[:1]) != ["Intercept"]:
-        warnings.warn(f"effect formula {eff!r} has no intercept: every cell's expected "
-                      "effect is then pulled toward 0 instead of toward a common mean",
-                      UserWarning, stacklevel=3)
+        warnings.warn(
+            f"effect formula {eff!r} has no intercept: every cell's expected "
+            "effect is then pulled toward 0 instead of toward a common mean",
+            UserWarning,
+            stacklevel=3,
+        )
     if Z.shape[1] == len(Z) and len(Z) > 1:
-        warnings.warn(f"Z has one column per cell ({len(Z)}): the effect formula is "
-                      "saturated, so gamma and theta are not told apart by the data and the "
-                      "pooling rests on the prior of gamma (issue 9); an additive effect "
-                      "formula pools toward a model of the cells", UserWarning, stacklevel=3)
+        warnings.warn(
+            f"Z has one column per cell ({len(Z)}): the effect formula is "
+            "saturated, so gamma and theta are not told apart by the data and the "
+            "pooling rests on the prior of gamma (issue 9); an additive effect "
+            "formula pools toward a model of the cells",
+            UserWarning,
+            stacklevel=3,
+        )
     bad_z = aliased_columns(Z)
     if bad_z:
-        raise DesignError(f"Z (effect formula {eff!r}, {len(Z)} cells) has columns that are "
-                          "not identified by the cells that occur: "
-                          + "; ".join(f"{k}: {v}" for k, v in bad_z.items()))
+        raise DesignError(
+            f"Z (effect formula {eff!r}, {len(Z)} cells) has columns that are "
+            "not identified by the cells that occur: "
+            + "; ".join(f"{k}: {v}" for k, v in bad_z.items())
+        )
 
     # ------------------------------------------------------------------------- X
     Xc, _ = design_spec(controls_formula, df)
     n_ctrl = Xc.shape[1]
     if "Intercept" not in Xc.columns:
-        warnings.warn(f"the outcome equation has no intercept (controls {controls_formula!r})"
-                      ": the baseline is then forced through 0", UserWarning, stacklevel=3)
+        warnings.warn(
+            f"the outcome equation has no intercept (controls {controls_formula!r})"
+            ": the baseline is then forced through 0",
+            UserWarning,
+            stacklevel=3,
+        )
     if main is None:
         main_spec = None
         warnings.warn(
@@ -409,7 +463,9 @@ def build_design(
             "equation, so each group effect also absorbs its cell's baseline (control-arm) "
             "deviation. On simulated data with baseline shifts (issue 9) this cut the 90% "
             "coverage of the group effects from 0.91 to 0.48 and of gamma from 0.90 to 0.34.",
-            UserWarning, stacklevel=3)
+            UserWarning,
+            stacklevel=3,
+        )
         X = Xc
     else:
         M, main_spec = design_spec(main, cells)
@@ -418,20 +474,38 @@ def build_design(
         X = pd.concat([Xc, Mrows], axis=1)
     bad_x = aliased_columns(X)
     if bad_x:
-        raise DesignError("X (intercept, controls, main effects) has columns that are not "
-                          "identified: " + "; ".join(f"{k}: {v}" for k, v in bad_x.items())
-                          + ". Remove the named controls (a modifier's main effect is "
-                          "already in X by default).")
+        raise DesignError(
+            "X (intercept, controls, main effects) has columns that are not "
+            "identified: "
+            + "; ".join(f"{k}: {v}" for k, v in bad_x.items())
+            + ". Remove the named controls (a modifier's main effect is "
+            "already in X by default)."
+        )
     for c in X.columns:
         if np.array_equal(X[c].to_numpy(), treat):
-            warnings.warn(f"column {c!r} of X equals the treatment", UserWarning,
-                          stacklevel=3)
+            warnings.warn(f"column {c!r} of X equals the treatment", UserWarning, stacklevel=3)
     return Design(
-        y=y, treat=treat, X=X, codes=codes, cells=cells, Z=Z, rows=df.index,
-        dropped=counts, n_dropped=n_dropped, outcome=outcome, treatment=treatment,
-        modifiers=modifiers, group_name=group_name, group_column=group,
-        effect_formula=eff, main_formula=main, n_control_columns=n_ctrl,
-        z_spec=z_spec, main_spec=main_spec, levels=levels, weights=w,
+        y=y,
+        treat=treat,
+        X=X,
+        codes=codes,
+        cells=cells,
+        Z=Z,
+        rows=df.index,
+        dropped=counts,
+        n_dropped=n_dropped,
+        outcome=outcome,
+        treatment=treatment,
+        modifiers=modifiers,
+        group_name=group_name,
+        group_column=group,
+        effect_formula=eff,
+        main_formula=main,
+        n_control_columns=n_ctrl,
+        z_spec=z_spec,
+        main_spec=main_spec,
+        levels=levels,
+        weights=w,
     )
 
 
@@ -527,14 +601,32 @@ def fit(
     priors = priors if priors is not None else Priors()
     if not isinstance(priors, Priors):
         raise TypeError("priors must be a hetfx.Priors bundle")
-    d = build_design(data, outcome, treatment, modifiers, controls, effect=effect,
-                     group=group, main_effects=main_effects, missing=missing, family=family,
-                     weights=weights)
+    d = build_design(
+        data,
+        outcome,
+        treatment,
+        modifiers,
+        controls,
+        effect=effect,
+        group=group,
+        main_effects=main_effects,
+        missing=missing,
+        family=family,
+        weights=weights,
+    )
     if engine == "auto":
         engine = "quadrature" if family == "gaussian" else "nutpie"
     kw = priors.lambda_kwargs(list(d.X.columns))
-    common = dict(group_keys=d.cells, group_name=d.group_name, chains=chains, draws=draws,
-                  tune=tune, target_accept=target_accept, seed=seed, **engine_options)
+    common = dict(
+        group_keys=d.cells,
+        group_name=d.group_name,
+        chains=chains,
+        draws=draws,
+        tune=tune,
+        target_accept=target_accept,
+        seed=seed,
+        **engine_options,
+    )
     if family == "gaussian":
         from hetfx.models.lambda_model import fit_lambda_model
 
@@ -549,8 +641,7 @@ def fit(
     from hetfx.models.bernoulli import fit_bernoulli_lambda
 
     kw.pop("sigma_prior")
-    f = fit_bernoulli_lambda(d.y, d.treat, d.X, d.codes, d.Z, weights=d.weights, **kw,
-                             **common)
+    f = fit_bernoulli_lambda(d.y, d.treat, d.X, d.codes, d.Z, weights=d.weights, **kw, **common)
     return BernoulliResults(f, d, priors, engine=engine, seed=seed)
 
 
@@ -581,12 +672,14 @@ def fit_ols(
     cl = _names(controls, "controls")
     with warnings.catch_warnings():  # no pooling in OLS: a saturated Z is its point
         warnings.filterwarnings("ignore", message="Z has one column per cell")
-        d = build_design(data, outcome, treatment, modifiers, cl, effect=effect, group=group,
-                         missing=missing)
+        d = build_design(
+            data, outcome, treatment, modifiers, cl, effect=effect, group=group, missing=missing
+        )
     df = data.loc[d.rows, [outcome, treatment, *d.modifiers, *cl]].copy()
     label = "__cell__"
     df[label] = np.asarray(d.cells.index)[d.codes]
     df[treatment] = d.treat
-    f = fit_saturated_ols(df, outcome, treatment, d.effect_formula, cl or None,
-                          group=label, keys=d.modifiers)
+    f = fit_saturated_ols(
+        df, outcome, treatment, d.effect_formula, cl or None, group=label, keys=d.modifiers
+    )
     return OLSResults(f, d)

@@ -23,7 +23,10 @@ def demographic_cells(groups: pd.DataFrame) -> pd.DataFrame:
     missing = sorted(need - set(groups.columns))
     if missing:
         raise KeyError(f"M2 group effects lack columns {missing}")
-    cells = (groups.groupby(["high_newsint", "party", "white", "male"], as_index=False)
-             .agg(estimate=("estimate", "median"), q10=("q10", "median"),
-                  q90=("q90", "median"), n_obs=("n_obs", "sum")))
+    cells = groups.groupby(["high_newsint", "party", "white", "male"], as_index=False).agg(
+        estimate=("estimate", "median"),
+        q10=("q10", "median"),
+        q90=("q90", "median"),
+        n_obs=("n_obs", "sum"),
+    )
     return cells[["high_newsint", "party", "white", "male", "n_obs", "estimate", "q10", "q90"]]

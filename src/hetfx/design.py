@@ -68,8 +68,10 @@ def design_spec(formula: str, data: pd.DataFrame):
     """
     mm = model_matrix(formula, data)
     names = [r_name(c) for c in mm.columns]
-    return (pd.DataFrame(np.asarray(mm, dtype=float), columns=names, index=data.index),
-            mm.model_spec)
+    return (
+        pd.DataFrame(np.asarray(mm, dtype=float), columns=names, index=data.index),
+        mm.model_spec,
+    )
 
 
 def design(formula: str, data: pd.DataFrame) -> pd.DataFrame:
@@ -90,8 +92,7 @@ def design(formula: str, data: pd.DataFrame) -> pd.DataFrame:
     return design_spec(formula, data)[0]
 
 
-def groups(df: pd.DataFrame, label: str,
-           keys: Sequence[str]) -> tuple[np.ndarray, pd.DataFrame]:
+def groups(df: pd.DataFrame, label: str, keys: Sequence[str]) -> tuple[np.ndarray, pd.DataFrame]:
     """Integer codes (groups sorted by label) and one row of keys per group.
 
     Parameters
@@ -120,8 +121,10 @@ def groups(df: pd.DataFrame, label: str,
     dup = keys_frame[label].duplicated(keep=False)
     if dup.any():
         bad = sorted(map(str, keys_frame.loc[dup, label].unique()))
-        raise ValueError(f"keys {keys} are not constant within {label}: groups {bad[:10]}"
-                         + (" ..." if len(bad) > 10 else ""))
+        raise ValueError(
+            f"keys {keys} are not constant within {label}: groups {bad[:10]}"
+            + (" ..." if len(bad) > 10 else "")
+        )
     keys_frame = keys_frame.set_index(label)
     codes = pd.Categorical(df[label], categories=keys_frame.index).codes.astype(np.int64)
     return codes, keys_frame

@@ -79,12 +79,12 @@ def save(plot, stem: str | Path, width: float = 7, height: float = 5) -> list[Pa
                 figure.savefig(path, dpi=300, metadata=meta)
                 plt.close(figure)
             else:
-                plot.save(path, width=width, height=height, dpi=300, verbose=False,
-                          metadata=meta)
+                plot.save(path, width=width, height=height, dpi=300, verbose=False, metadata=meta)
     return paths
 
 
 # ---------------------------------------------------------------- labels
+
 
 def condition_label(frame: pd.DataFrame) -> pd.Series:
     """Readable label of an experimental condition from its 0/1 keys (costs = 1 is LOW)."""
@@ -108,16 +108,19 @@ def _both(hier: pd.DataFrame, ols: pd.DataFrame, keys: list[str]) -> pd.DataFram
 
 # ---------------------------------------------------------------- Tomz–Weeks
 
+
 def figure5(hier: pd.DataFrame, ols: pd.DataFrame, key: str = "treat_group"):
     """Distribution of the group effects of both models (top) and hierarchical − OLS (bottom)."""
     both = _both(hier, ols, [key])
     top = (
         ggplot(both, aes("estimate", fill="model"))
-        + geom_histogram(binwidth=0.05, boundary=0, alpha=0.6, position="identity",
-                         color="white")
+        + geom_histogram(binwidth=0.05, boundary=0, alpha=0.6, position="identity", color="white")
         + scale_fill_manual(values=MODEL_COLOURS)
-        + labs(x="Effect of alliance on support for force", y="Groups",
-               title="Distribution of the group estimates")
+        + labs(
+            x="Effect of alliance on support for force",
+            y="Groups",
+            title="Distribution of the group estimates",
+        )
         + theme_hetfx()
     )
     diff = hier[[key, "estimate"]].merge(ols[[key, "estimate"]], on=key, suffixes=("_h", "_o"))
@@ -126,8 +129,11 @@ def figure5(hier: pd.DataFrame, ols: pd.DataFrame, key: str = "treat_group"):
         ggplot(diff, aes("estimate_o", "difference"))
         + geom_hline(yintercept=0, linetype="dashed", color="grey")
         + geom_point(color=MODEL_COLOURS["Hierarchical"], size=2)
-        + labs(x="OLS estimate", y="Hierarchical − OLS",
-               title="Shrinkage: hierarchical minus OLS estimate, by OLS estimate")
+        + labs(
+            x="OLS estimate",
+            y="Hierarchical − OLS",
+            title="Shrinkage: hierarchical minus OLS estimate, by OLS estimate",
+        )
         + theme_hetfx()
     )
     return top / bottom
@@ -185,14 +191,25 @@ def figure_robustness(effects: pd.DataFrame):
 
 
 COEF_LABELS = {
-    "Intercept": "Intercept", "dem": "Democrat", "rep": "Republican",
-    "high_newsint": "High news interest", "white": "White", "male": "Male",
-    "regime": "Democracy (target)", "stakes": "High stakes", "costs": "Low cost",
-    "africa": "Africa", "europe": "Eastern Europe", "asia": "Asia", "age": "Age (decades)",
+    "Intercept": "Intercept",
+    "dem": "Democrat",
+    "rep": "Republican",
+    "high_newsint": "High news interest",
+    "white": "White",
+    "male": "Male",
+    "regime": "Democracy (target)",
+    "stakes": "High stakes",
+    "costs": "Low cost",
+    "africa": "Africa",
+    "europe": "Eastern Europe",
+    "asia": "Asia",
+    "age": "Age (decades)",
     "ed4": "Education (4 levels)",
 }
-EQUATION_LABELS = {"effect": "Heterogeneity equation (effect of alliance)",
-                   "control": "Outcome equation (controls)"}
+EQUATION_LABELS = {
+    "effect": "Heterogeneity equation (effect of alliance)",
+    "control": "Outcome equation (controls)",
+}
 
 
 def figure7(coefs: pd.DataFrame):
@@ -218,21 +235,24 @@ def figure7(coefs: pd.DataFrame):
 def figure8(cells: pd.DataFrame):
     """The 24 demographic cells: median effect with 10–90% interval and its value as text."""
     data = cells.copy()
-    data["who"] = (data["white"].map({1: "White", 0: "Non-white"}) + " "
-                   + data["male"].map({1: "men", 0: "women"}))
+    data["who"] = (
+        data["white"].map({1: "White", 0: "Non-white"})
+        + " "
+        + data["male"].map({1: "men", 0: "women"})
+    )
     data["news"] = data["high_newsint"].map({1: "High news interest", 0: "Low news interest"})
     data["text"] = data["estimate"].map(lambda v: f"{v:.2f}")
     return (
         ggplot(data, aes("who", "estimate", color="party"))
         + geom_hline(yintercept=0, color="grey")
         + geom_pointrange(aes(ymin="q10", ymax="q90"))
-        + geom_text(aes(label="text", y="q90"), ha="left", nudge_y=0.015, size=7,
-                    show_legend=False)
+        + geom_text(aes(label="text", y="q90"), ha="left", nudge_y=0.015, size=7, show_legend=False)
         + facet_grid("news ~ party")
         + expand_limits(y=data["q90"].max() + 0.1)  # room for the text labels
         + coord_flip()
-        + scale_color_manual(values={"Democrat": "#0072B2", "Republican": "#D55E00",
-                                     "Independent": "#6B6B6B"})
+        + scale_color_manual(
+            values={"Democrat": "#0072B2", "Republican": "#D55E00", "Independent": "#6B6B6B"}
+        )
         + labs(x="", y="Effect of alliance (posterior median, 10–90% interval)")
         + theme_hetfx()
         + theme(legend_position="none")
@@ -259,8 +279,11 @@ def figure_a2(groups: pd.DataFrame):
     """Appendix A2: Bush–Prather effect of Germany vs Russia by political engagement."""
     data = groups.copy()
     data["vote"] = data["w2_vote_hill"].map({1: "Clinton voter", 0: "Trump voter"})
-    data["panel"] = (data["invest_cond"].map({1: "FDI", 0: "Trade"}) + ", "
-                     + data["woman"].map({1: "women", 0: "men"}))
+    data["panel"] = (
+        data["invest_cond"].map({1: "FDI", 0: "Trade"})
+        + ", "
+        + data["woman"].map({1: "women", 0: "men"})
+    )
     dodge = position_dodge(width=0.5)
     return (
         ggplot(data, aes("pol_engage", "estimate", color="vote"))
@@ -269,18 +292,22 @@ def figure_a2(groups: pd.DataFrame):
         + facet_wrap("panel", ncol=2)
         + scale_color_manual(values={"Clinton voter": "#0072B2", "Trump voter": "#D55E00"})
         + scale_x_continuous(breaks=list(range(1, 8)))
-        + labs(x="Political engagement (knowledge + interest)",
-               y="Effect of Germany vs Russia on support (95% interval)")
+        + labs(
+            x="Political engagement (knowledge + interest)",
+            y="Effect of Germany vs Russia on support (95% interval)",
+        )
         + theme_hetfx()
     )
 
 
 # ---------------------------------------------------------------- simulation
 
+
 def _models(frame: pd.DataFrame) -> pd.DataFrame:
     out = frame.copy()
-    out["model"] = pd.Categorical(out["model"].map(MODEL_NAMES).fillna(out["model"]),
-                                  ["OLS", "Hierarchical"])
+    out["model"] = pd.Categorical(
+        out["model"].map(MODEL_NAMES).fillna(out["model"]), ["OLS", "Hierarchical"]
+    )
     return out
 
 
@@ -319,16 +346,20 @@ def figure1(summary: pd.DataFrame, published: pd.DataFrame | None = None):
         + scale_x_continuous(trans="log2", breaks=[8, 16, 32, 64, 128], labels=_plain)
         + scale_color_manual(values=MODEL_COLOURS)
         + expand_limits(y=0)
-        + labs(x="Number of groups (n = 2,000, equal group sizes)",
-               y="RMSE of group effect estimates")
+        + labs(
+            x="Number of groups (n = 2,000, equal group sizes)", y="RMSE of group effect estimates"
+        )
         + theme_hetfx()
     )
     if published is not None:
         one = _models(published)
-        plot += geom_point(one, aes("n_groups", "rmse", color="model"), shape="x", size=3.5,
-                           show_legend=False)
-        plot += labs(caption=f"Lines: {_replicates_note(summary)}; "
-                     "crosses: one replicate (the published design)")
+        plot += geom_point(
+            one, aes("n_groups", "rmse", color="model"), shape="x", size=3.5, show_legend=False
+        )
+        plot += labs(
+            caption=f"Lines: {_replicates_note(summary)}; "
+            "crosses: one replicate (the published design)"
+        )
     return plot
 
 
@@ -337,7 +368,8 @@ def figure2(estimates: pd.DataFrame):
     data = _models(estimates.dropna(subset=["estimate"]))
     data["groups"] = pd.Categorical(
         data["n_groups"].map(lambda g: f"{g} groups"),
-        [f"{g} groups" for g in sorted(data["n_groups"].unique())])
+        [f"{g} groups" for g in sorted(data["n_groups"].unique())],
+    )
     return (
         ggplot(data, aes("tau", "estimate"))
         + geom_abline(intercept=0, slope=1, linetype="dashed", color="grey")
@@ -361,17 +393,26 @@ def figure3(summary: pd.DataFrame, published: pd.DataFrame | None = None):
         + geom_errorbar(aes(ymin="lo", ymax="hi"), width=0.2, position=dodge)
         + scale_color_manual(values=MODEL_COLOURS)
         + expand_limits(y=0)
-        + labs(x="Imbalance of group sizes (64 groups, n = 2,000)",
-               y="RMSE of group effect estimates")
+        + labs(
+            x="Imbalance of group sizes (64 groups, n = 2,000)", y="RMSE of group effect estimates"
+        )
         + theme_hetfx()
     )
     if published is not None:
         one = _models(published)
         one["scenario"] = pd.Categorical(one["scenario"], SCENARIOS)
-        plot += geom_point(one, aes("scenario", "rmse", color="model"), shape="x", size=3.5,
-                           position=dodge, show_legend=False)
-        plot += labs(caption=f"Points: {_replicates_note(summary)}; "
-                     "crosses: one replicate (the published design)")
+        plot += geom_point(
+            one,
+            aes("scenario", "rmse", color="model"),
+            shape="x",
+            size=3.5,
+            position=dodge,
+            show_legend=False,
+        )
+        plot += labs(
+            caption=f"Points: {_replicates_note(summary)}; "
+            "crosses: one replicate (the published design)"
+        )
     return plot
 
 
@@ -388,8 +429,10 @@ def figure4(estimates: pd.DataFrame):
     caption = None
     if "replicate" in data and data["replicate"].nunique() > 1:
         points = data.loc[data["replicate"] == data["replicate"].min()]
-        caption = (f"Points: one replicate (the published design); curves: loess over all "
-                   f"{data['replicate'].nunique()} replicates")
+        caption = (
+            f"Points: one replicate (the published design); curves: loess over all "
+            f"{data['replicate'].nunique()} replicates"
+        )
     plot = (
         ggplot(data, aes("n", "abs_bias", color="model"))
         + geom_point(points, alpha=0.35, size=0.8)
@@ -397,8 +440,9 @@ def figure4(estimates: pd.DataFrame):
         + facet_grid("model ~ scenario")
         + scale_x_continuous(trans="log10", breaks=[1, 3, 10, 30, 100, 300], labels=_plain)
         + scale_color_manual(values=MODEL_COLOURS)
-        + labs(x="Observations in the group (log scale)", y="|estimate − true effect|",
-               caption=caption)
+        + labs(
+            x="Observations in the group (log scale)", y="|estimate − true effect|", caption=caption
+        )
         + theme_hetfx()
         + theme(legend_position="none")
     )

@@ -113,8 +113,12 @@ def flat_names(da: xr.DataArray) -> list[str]:
     extra = [d for d in da.dims if d not in ("chain", "draw")]
     if not extra:
         return [str(da.name)]
-    labels = [[str(v) for v in da.coords[d].values] if d in da.coords else
-              [str(i) for i in range(da.sizes[d])] for d in extra]
+    labels = [
+        [str(v) for v in da.coords[d].values]
+        if d in da.coords
+        else [str(i) for i in range(da.sizes[d])]
+        for d in extra
+    ]
     idx = pd.MultiIndex.from_product(labels) if len(labels) > 1 else labels[0]
     if len(labels) > 1:
         return [f"{da.name}[{','.join(t)}]" for t in idx]
@@ -294,14 +298,13 @@ def check_diagnostics(
     importance = np.isfinite(diag.pareto_k)
     if importance:
         if diag.pareto_k > max_pareto_k:
-            problems.append(f"Pareto k-hat of the importance weights {diag.pareto_k:.2f} > "
-                            f"{max_pareto_k}")
+            problems.append(
+                f"Pareto k-hat of the importance weights {diag.pareto_k:.2f} > {max_pareto_k}"
+            )
     if importance and np.isnan(diag.max_r_hat):
         pass  # no chains: k-hat and the weights' ESS stand in for R-hat
     elif not np.isfinite(diag.max_r_hat) or diag.max_r_hat > max_r_hat:
-        problems.append(
-            f"R-hat {diag.max_r_hat:.3f} > {max_r_hat} for {diag.worst_r_hat_param}"
-        )
+        problems.append(f"R-hat {diag.max_r_hat:.3f} > {max_r_hat} for {diag.worst_r_hat_param}")
     if not np.isfinite(diag.min_ess_bulk) or diag.min_ess_bulk < min_ess_bulk:
         problems.append(
             f"bulk ESS {diag.min_ess_bulk:.0f} < {min_ess_bulk} for {diag.worst_ess_bulk_param}"
@@ -328,9 +331,7 @@ def check_diagnostics(
 
 
 # ------------------------------------------------------------------- tidy frames
-def summarise_coefs(
-    idata: az.InferenceData, equations: dict[str, Iterable[str]]
-) -> pd.DataFrame:
+def summarise_coefs(idata: az.InferenceData, equations: dict[str, Iterable[str]]) -> pd.DataFrame:
     """Tidy coefficient table (``coefs.csv``).
 
     Parameters
@@ -448,8 +449,9 @@ def mixture_quantiles(
 
         parts = np.array_split(np.arange(N), workers)
         with ThreadPoolExecutor(workers) as pool:
-            res = pool.map(lambda c: _mixture_quantiles(w, mu[:, c], sd[:, c], p, xtol,
-                                                        max_iter), parts)
+            res = pool.map(
+                lambda c: _mixture_quantiles(w, mu[:, c], sd[:, c], p, xtol, max_iter), parts
+            )
             return np.concatenate(list(res), axis=1)
     return _mixture_quantiles(w, mu, sd, p, xtol, max_iter)
 
@@ -504,8 +506,9 @@ def _mixture_quantiles(w, mu, sd, p, xtol, max_iter):
     return x.reshape(P, N)
 
 
-def mixture_moments(weights: np.ndarray, means: np.ndarray,
-                    sds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def mixture_moments(
+    weights: np.ndarray, means: np.ndarray, sds: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Mean and standard deviation of finite mixtures of normals (columns, as
     :func:`mixture_quantiles`)."""
     w = np.asarray(weights, dtype=float)
@@ -515,8 +518,14 @@ def mixture_moments(weights: np.ndarray, means: np.ndarray,
     return mean, np.sqrt(var)
 
 
-def sinc_quantiles(nodes: np.ndarray, masses: np.ndarray, probs: Sequence[float], *,
-                   xtol: float = 1e-12, max_iter: int = 200) -> np.ndarray:
+def sinc_quantiles(
+    nodes: np.ndarray,
+    masses: np.ndarray,
+    probs: Sequence[float],
+    *,
+    xtol: float = 1e-12,
+    max_iter: int = 200,
+) -> np.ndarray:
     """Quantiles of a smooth 1-D density known through its masses on an equispaced grid.
 
     The density is the sinc (Whittaker) interpolant of the node values ``masses / h``: the
@@ -651,7 +660,8 @@ def _ess_basic(x: np.ndarray) -> np.ndarray:
         var_plus = var_plus + chain_mean.var(axis=1, ddof=1)
     # rho[t] for every lag, lags first so that each step of the loops below is contiguous
     rho = np.ascontiguousarray(
-        (1.0 - (mean_var[:, None] - acov.mean(axis=1)) / var_plus[:, None]).T)  # (n, k)
+        (1.0 - (mean_var[:, None] - acov.mean(axis=1)) / var_plus[:, None]).T
+    )  # (n, k)
     # Geyer's initial positive sequence (arviz's loop, run for all scalars at once)
     cols = np.arange(k)
     rho_t = np.zeros((n, k))
@@ -688,8 +698,11 @@ def _ess_basic(x: np.ndarray) -> np.ndarray:
     top = int(max_t.max()) + 2
     lag = np.arange(min(top, n))[:, None]
     part = rho_t[: min(top, n)]
-    tau = (-1.0 + 2.0 * np.where(lag <= max_t[None, :], part, 0.0).sum(axis=0)
-           + np.where(max_t + 1 < n, rho_t[rows, cols], 0.0))
+    tau = (
+        -1.0
+        + 2.0 * np.where(lag <= max_t[None, :], part, 0.0).sum(axis=0)
+        + np.where(max_t + 1 < n, rho_t[rows, cols], 0.0)
+    )
     tau = np.maximum(tau, 1.0 / np.log10(size))
     ess = size / tau
     ess = np.where(np.isnan(rho).any(axis=0), np.nan, ess)
@@ -754,15 +767,20 @@ def _rhat_ess(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     else:
         srt_all = np.sort(x.reshape(k, c * n), axis=1)
     q05, q95 = _type7(srt_all, 0.05), _type7(srt_all, 0.95)
-    ess_tail = np.minimum(_ess_basic(_split((x <= q05[:, None, None]).astype(float))),
-                          _ess_basic(_split((x <= q95[:, None, None]).astype(float))))
+    ess_tail = np.minimum(
+        _ess_basic(_split((x <= q05[:, None, None]).astype(float))),
+        _ess_basic(_split((x <= q95[:, None, None]).astype(float))),
+    )
     if c >= 2:
         rb = _rhat_basic(z_split)
         N = srt.shape[1]
-        med = (0.5 * (srt[:, N // 2 - 1] + srt[:, N // 2]) if N % 2 == 0 else srt[:, N // 2])
+        med = 0.5 * (srt[:, N // 2 - 1] + srt[:, N // 2]) if N % 2 == 0 else srt[:, N // 2]
         rt = _rhat_basic(_z_scale(np.abs(split - med[:, None, None])))
         r_hat = np.maximum(rb, rt)
     else:
         r_hat = out_nan
-    return (np.where(bad, np.nan, r_hat), np.where(bad, np.nan, ess_bulk),
-            np.where(bad, np.nan, ess_tail))
+    return (
+        np.where(bad, np.nan, r_hat),
+        np.where(bad, np.nan, ess_bulk),
+        np.where(bad, np.nan, ess_tail),
+    )

@@ -44,7 +44,8 @@ class SimulationSensitivity(_Section):
     replicates: int = Field(100, ge=2, description="replicates per condition and DGP")
     baseline_sd: float = Field(0.3, gt=0, description="SD of the cells' baseline shifts")
     models: tuple[Literal["ols", "hierarchical", "hierarchical_fe", "hierarchical_pooled"], ...] = (
-        Field(("ols", "hierarchical", "hierarchical_fe", "hierarchical_pooled"), min_length=1))
+        Field(("ols", "hierarchical", "hierarchical_fe", "hierarchical_pooled"), min_length=1)
+    )
     small: bool = Field(False, description="small profile: at most 5 replicates")
 
 
@@ -74,10 +75,13 @@ class LambdaSettings(_Section):
     sigma_theta: ScaleSpec
     target_accept: float = Field(gt=0, lt=1)
     main_effects: bool = Field(
-        False, description="grouping variables' main effects in the outcome equation")
+        False, description="grouping variables' main effects in the outcome equation"
+    )
     effect: Literal["saturated", "additive"] = Field(
-        "saturated", description="M1's heterogeneity equation: the full factorial (published) "
-        "or the additive conditions with a deviation per condition")
+        "saturated",
+        description="M1's heterogeneity equation: the full factorial (published) "
+        "or the additive conditions with a deviation per condition",
+    )
 
 
 class VaryingSettings(_Section):
@@ -89,8 +93,9 @@ class VaryingSettings(_Section):
     lkj_eta: float = Field(gt=0)
     target_accept: float = Field(gt=0, lt=1)
     max_treedepth: int = Field(default=10, ge=1, le=20)
-    qmc_points_log2: int = Field(default=14, ge=8, le=20,
-                                 description="qmc engine: 2**k scrambled Sobol points")
+    qmc_points_log2: int = Field(
+        default=14, ge=8, le=20, description="qmc engine: 2**k scrambled Sobol points"
+    )
 
 
 class Models(_Section):
@@ -115,7 +120,8 @@ class LogitSettings(_Section):
 class Robustness(_Section):
     coding: Literal["published", "corrected"] = "published"
     sigma_theta_priors: dict[str, ScaleSpec] = Field(
-        min_length=1, description="priors of sigma_theta; the first is the default")
+        min_length=1, description="priors of sigma_theta; the first is the default"
+    )
     prior_variants: list[str] = Field(min_length=1)
     logit: LogitSettings = Field(default_factory=lambda: LogitSettings())
 

@@ -49,9 +49,15 @@ def _labels(frame: pd.DataFrame, res, label) -> pd.Series:
     return frame[label].astype(str)
 
 
-def plot_group_effects(res, level: float = 0.9, label: str | Callable | Mapping | None = None,
-                       ylab: str | None = None, title: str | None = None, sort: bool = True,
-                       facet: str | None = None):
+def plot_group_effects(
+    res,
+    level: float = 0.9,
+    label: str | Callable | Mapping | None = None,
+    ylab: str | None = None,
+    title: str | None = None,
+    sort: bool = True,
+    facet: str | None = None,
+):
     """Each group's effect (median) with its interval.
 
     Parameters
@@ -74,19 +80,26 @@ def plot_group_effects(res, level: float = 0.9, label: str | Callable | Mapping 
     g["label"] = _labels(g, res, label)
     order = g.sort_values("estimate")["label"] if sort else g["label"][::-1]
     g["label"] = pd.Categorical(g["label"], list(dict.fromkeys(order)))
-    p = (ggplot(g, aes("label", "estimate"))
-         + geom_hline(yintercept=0, linetype="dashed", color="grey")
-         + geom_pointrange(aes(ymin="lower", ymax="upper"), color=_BLUE, size=0.4)
-         + coord_flip()
-         + labs(x="", y=_effect_title(res, ylab, level), title=title or "")
-         + theme_hetfx())
+    p = (
+        ggplot(g, aes("label", "estimate"))
+        + geom_hline(yintercept=0, linetype="dashed", color="grey")
+        + geom_pointrange(aes(ymin="lower", ymax="upper"), color=_BLUE, size=0.4)
+        + coord_flip()
+        + labs(x="", y=_effect_title(res, ylab, level), title=title or "")
+        + theme_hetfx()
+    )
     if facet:
         p = p + facet_wrap(facet, scales="free_y")
     return p
 
 
-def plot_coefs(res, equation: str | None = "effect", labels: Mapping[str, str] | None = None,
-               ylab: str | None = None, title: str | None = None):
+def plot_coefs(
+    res,
+    equation: str | None = "effect",
+    labels: Mapping[str, str] | None = None,
+    ylab: str | None = None,
+    title: str | None = None,
+):
     """Coefficients (posterior mean, 95% interval) of one or both equations.
 
     Parameters
@@ -105,19 +118,22 @@ def plot_coefs(res, equation: str | None = "effect", labels: Mapping[str, str] |
     c = c.copy()
     c["label"] = c["term"].map(lambda t: (labels or {}).get(t, t))
     c["label"] = pd.Categorical(c["label"], list(dict.fromkeys(c["label"][::-1])))
-    p = (ggplot(c, aes("label", "mean"))
-         + geom_hline(yintercept=0, linetype="dashed", color="grey")
-         + geom_pointrange(aes(ymin="q025", ymax="q975"), color=_BLUE)
-         + coord_flip()
-         + labs(x="", y=ylab or "Coefficient (posterior mean, 95% interval)", title=title or "")
-         + theme_hetfx())
+    p = (
+        ggplot(c, aes("label", "mean"))
+        + geom_hline(yintercept=0, linetype="dashed", color="grey")
+        + geom_pointrange(aes(ymin="q025", ymax="q975"), color=_BLUE)
+        + coord_flip()
+        + labs(x="", y=ylab or "Coefficient (posterior mean, 95% interval)", title=title or "")
+        + theme_hetfx()
+    )
     if equation is None:
         p = p + facet_wrap("equation", scales="free_y")
     return p
 
 
-def plot_shrinkage(res, ols, xlab: str | None = None, ylab: str | None = None,
-                   title: str | None = None):
+def plot_shrinkage(
+    res, ols, xlab: str | None = None, ylab: str | None = None, title: str | None = None
+):
     """Hierarchical against OLS estimate per group, with the 45-degree line.
 
     Parameters
@@ -138,10 +154,15 @@ def plot_shrinkage(res, ols, xlab: str | None = None, ylab: str | None = None,
     if len(m) != len(h):
         raise ValueError(f"{len(h) - len(m)} groups of the fit have no OLS estimate")
     eff = f"effect of {res.design.treatment}"
-    return (ggplot(m, aes("estimate_o", "estimate_h"))
-            + geom_abline(slope=1, intercept=0, linetype="dashed", color="grey")
-            + geom_segment(aes(xend="estimate_o", yend="estimate_o"), color="#BBBBBB")
-            + geom_point(color=_BLUE, size=2)
-            + labs(x=xlab or f"OLS {eff}", y=ylab or f"Hierarchical {eff}",
-                   title=title or "Shrinkage toward the heterogeneity equation")
-            + theme_hetfx())
+    return (
+        ggplot(m, aes("estimate_o", "estimate_h"))
+        + geom_abline(slope=1, intercept=0, linetype="dashed", color="grey")
+        + geom_segment(aes(xend="estimate_o", yend="estimate_o"), color="#BBBBBB")
+        + geom_point(color=_BLUE, size=2)
+        + labs(
+            x=xlab or f"OLS {eff}",
+            y=ylab or f"Hierarchical {eff}",
+            title=title or "Shrinkage toward the heterogeneity equation",
+        )
+        + theme_hetfx()
+    )

@@ -75,11 +75,14 @@ class Prior:
 
     def __post_init__(self) -> None:
         if self.family not in _COEF + _SCALE:
-            raise ValueError(f"unknown prior family {self.family!r}; use Prior.normal, "
-                             "Prior.flat, Prior.half_normal or Prior.half_student_t")
+            raise ValueError(
+                f"unknown prior family {self.family!r}; use Prior.normal, "
+                "Prior.flat, Prior.half_normal or Prior.half_student_t"
+            )
         if self.family != "flat" and not (np.isfinite(self.scale) and self.scale > 0):
-            raise ValueError(f"{self.family} prior needs a positive finite scale, "
-                             f"got {self.scale!r}")
+            raise ValueError(
+                f"{self.family} prior needs a positive finite scale, got {self.scale!r}"
+            )
         if self.family == "half_student_t" and not (np.isfinite(self.nu) and self.nu > 0):
             raise ValueError(f"half_student_t prior needs nu > 0, got {self.nu!r}")
 
@@ -120,8 +123,11 @@ class Prior:
         if isinstance(spec, Prior):
             return spec
         if isinstance(spec, ScalePrior):
-            return cls(spec.kind, float(spec.scale),
-                       float(spec.nu) if spec.kind == "half_student_t" else math.nan)
+            return cls(
+                spec.kind,
+                float(spec.scale),
+                float(spec.nu) if spec.kind == "half_student_t" else math.nan,
+            )
         if isinstance(spec, str):
             if spec != "flat":
                 raise ValueError(f"a prior given as text must be 'flat', got {spec!r}")
@@ -144,15 +150,19 @@ class Prior:
     def sd(self) -> float:
         """Prior SD of a coefficient (``FLAT_SD`` for ``flat``)."""
         if self.is_scale:
-            raise ValueError(f"a {self.family} prior is for a standard deviation, not a "
-                             "coefficient; use Prior.normal(sd) or Prior.flat()")
+            raise ValueError(
+                f"a {self.family} prior is for a standard deviation, not a "
+                "coefficient; use Prior.normal(sd) or Prior.flat()"
+            )
         return FLAT_SD if self.family == "flat" else self.scale
 
     def to_scale_prior(self) -> ScalePrior:
         """The engine's :class:`~hetfx.models.gaussian.ScalePrior` of a standard deviation."""
         if not self.is_scale:
-            raise ValueError(f"a {self.family} prior is for a coefficient, not a standard "
-                             "deviation; use Prior.half_normal or Prior.half_student_t")
+            raise ValueError(
+                f"a {self.family} prior is for a coefficient, not a standard "
+                "deviation; use Prior.half_normal or Prior.half_student_t"
+            )
         if self.family == "half_normal":
             return ScalePrior("half_normal", self.scale)
         return ScalePrior("half_student_t", self.scale, self.nu)

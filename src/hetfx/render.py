@@ -51,18 +51,26 @@ FORMATS = ("html", "pdf")
 INCLUDE = re.compile(r"\{\{<\s*include\s+(\S+?)\s*>\}\}")
 #: Typst set rules for the fallback PDF: numbering is done by the Lua filter (so that HTML and
 #: PDF agree by construction), figures without an explicit width get a sensible one.
-TYPST_HEADER = "\n".join([
-    "#set figure(numbering: none)",
-    "#set image(width: 85%)",
-    # long tables (the replication report) may break across pages, in a smaller type
-    "#show figure.where(kind: table): set block(breakable: true)",
-    "#show table: set text(size: 8pt)",
-    "#show table: set par(justify: false)",
-])
+TYPST_HEADER = "\n".join(
+    [
+        "#set figure(numbering: none)",
+        "#set image(width: 85%)",
+        # long tables (the replication report) may break across pages, in a smaller type
+        "#show figure.where(kind: table): set block(breakable: true)",
+        "#show table: set text(size: 8pt)",
+        "#show table: set par(justify: false)",
+    ]
+)
 #: Pandoc metadata keys that only Quarto understands; left out of the fallback's metadata.
 QUARTO_ONLY = {
-    "project", "format", "embed-resources", "keep-typ", "html-math-method", "filters",
-    "citeproc", "include-in-header",
+    "project",
+    "format",
+    "embed-resources",
+    "keep-typ",
+    "html-math-method",
+    "filters",
+    "citeproc",
+    "include-in-header",
 }
 #: Metadata paths that Quarto resolves against the project directory.
 PROJECT_PATHS = ("bibliography", "csl")
@@ -378,8 +386,11 @@ def _sequence_problems(labels: list[str], where: str) -> list[str]:
     """Each kind must be numbered 1..n (or A1..An), each number once."""
     problems = []
     for kind in ("Figure", "Table"):
-        numbers = [int(x.split()[1].lstrip("ABCDEFGHIJKLMNOPQRSTUVWXYZ"))
-                   for x in labels if x.startswith(kind)]
+        numbers = [
+            int(x.split()[1].lstrip("ABCDEFGHIJKLMNOPQRSTUVWXYZ"))
+            for x in labels
+            if x.startswith(kind)
+        ]
         if numbers != list(range(1, len(numbers) + 1)):
             problems.append(f"{where}: {kind.lower()} captions numbered {numbers}")
     return problems

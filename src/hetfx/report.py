@@ -66,7 +66,9 @@ def fmt_int(x: float) -> str:
 
 
 def markdown_table(
-    frame: pd.DataFrame, caption: str | None = None, label: str | None = None,
+    frame: pd.DataFrame,
+    caption: str | None = None,
+    label: str | None = None,
     align: str | None = None,
 ) -> str:
     """A pipe table, followed by ``: caption {#tbl-label}`` when a caption is given.
@@ -82,6 +84,7 @@ def markdown_table(
         )
     if len(align) != len(columns):
         raise ValueError(f"align {align!r} has {len(align)} letters for {len(columns)} columns")
+
     def cell(v) -> str:
         return str(v).replace("|", "\\|").replace("\n", " ")
 
@@ -90,11 +93,13 @@ def markdown_table(
     widths = [max([len(cell(c))] + [len(cell(v)) for v in frame[c]]) for c in columns]
     dashes = [max(3, round(30 * w / max(sum(widths), 1))) for w in widths]
     rule = {"l": ":{}", "r": "{}:", "c": ":{}:"}
-    lines = ["| " + " | ".join(cell(c) for c in columns) + " |",
-             "|" + "|".join(rule[a].format("-" * d)
-                            for a, d in zip(align, dashes, strict=True)) + "|"]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |"
-              for row in frame.itertuples(index=False)]
+    lines = [
+        "| " + " | ".join(cell(c) for c in columns) + " |",
+        "|" + "|".join(rule[a].format("-" * d) for a, d in zip(align, dashes, strict=True)) + "|",
+    ]
+    lines += [
+        "| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)
+    ]
     text = "\n".join(lines) + "\n"
     if caption:
         text += f"\n: {caption}" + (f" {{#tbl-{label}}}" if label else "") + "\n"
@@ -263,7 +268,10 @@ def _sim_lookup(frame: pd.DataFrame, column: str, value, model: str, what: str) 
 
 
 def simulation_numbers(
-    spec: pd.DataFrame, spec_one: pd.DataFrame, size: pd.DataFrame, size_one: pd.DataFrame,
+    spec: pd.DataFrame,
+    spec_one: pd.DataFrame,
+    size: pd.DataFrame,
+    size_one: pd.DataFrame,
     bias_bins: pd.DataFrame | None = None,
 ) -> dict[str, float]:
     """RMSEs of both designs: mean over replicates (with MCSE) and the single replicate.
@@ -316,11 +324,16 @@ def design_numbers(design: Mapping) -> dict[str, float]:
     n_obs, ks = design["n_obs"], design["equal_group_k"]
     balanced = design["imbalance_scenarios"]["balanced"]
     return {
-        "sim_n": n_obs, "sim_tau_mean": design["tau_mean"], "sim_tau_sd": design["tau_sd"],
-        "sim1_size_max": n_obs / 2 ** min(ks), "sim1_size_min": n_obs / 2 ** max(ks),
-        "sim_k_min": min(ks), "sim_k_max": max(ks),
+        "sim_n": n_obs,
+        "sim_tau_mean": design["tau_mean"],
+        "sim_tau_sd": design["tau_sd"],
+        "sim1_size_max": n_obs / 2 ** min(ks),
+        "sim1_size_min": n_obs / 2 ** max(ks),
+        "sim_k_min": min(ks),
+        "sim_k_max": max(ks),
         "sim2_share_low": min(design["imbalance_scenarios"]["strong"]),
-        "sim2_k": len(balanced), "sim2_groups": 2 ** len(balanced),
+        "sim2_k": len(balanced),
+        "sim2_groups": 2 ** len(balanced),
     }
 
 
@@ -337,8 +350,13 @@ def bias_small_large(
     rows = []
     for model, part in e.groupby("model", sort=True):
         for is_small, mask in ((True, part["n"] < small), (False, part["n"] >= large)):
-            rows.append({"model": model, "small": is_small,
-                         "mean_abs_bias": float(part.loc[mask, "abs_bias"].mean())})
+            rows.append(
+                {
+                    "model": model,
+                    "small": is_small,
+                    "mean_abs_bias": float(part.loc[mask, "abs_bias"].mean()),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -348,8 +366,12 @@ def _condition_text(row: Mapping) -> str:
     costs = "low-cost" if row["costs"] == 1 else "high-cost"
     regime = "democracy" if row["regime"] == 1 else "autocracy"
     region = str(row["region"])
-    adjective = {"Africa": "African", "Asia": "Asian", "Eastern Europe": "Eastern European",
-                 "South America": "South American"}.get(region, region)
+    adjective = {
+        "Africa": "African",
+        "Asia": "Asian",
+        "Eastern Europe": "Eastern European",
+        "South America": "South American",
+    }.get(region, region)
     return f"{stakes}, {costs} intervention for {_article(adjective)} {adjective} {regime}"
 
 
@@ -366,8 +388,9 @@ def _region_column(frame: pd.DataFrame) -> pd.DataFrame:
 M1_KEYS = ["regime", "stakes", "costs", "region"]
 
 
-def m1_numbers(hier: pd.DataFrame, ols: pd.DataFrame, scale: pd.DataFrame | None = None
-               ) -> tuple[dict[str, float], dict[str, str]]:
+def m1_numbers(
+    hier: pd.DataFrame, ols: pd.DataFrame, scale: pd.DataFrame | None = None
+) -> tuple[dict[str, float], dict[str, str]]:
     """Numbers of §4.1: spread of both models' group effects, the OLS minimum, shrinkage.
 
     Returns numbers and text labels (conditions named with costs = 1 as LOW cost).
@@ -414,8 +437,12 @@ def m1_numbers(hier: pd.DataFrame, ols: pd.DataFrame, scale: pd.DataFrame | None
     theta = _scale_term(scale)
     if theta is not None:
         nums["m1_sigma_theta"] = theta
-    named = both.loc[(both["regime"] == 0) & (both["stakes"] == 0) & (both["costs"] == 0)
-                     & (both["region"] == "South America")]
+    named = both.loc[
+        (both["regime"] == 0)
+        & (both["stakes"] == 0)
+        & (both["costs"] == 0)
+        & (both["region"] == "South America")
+    ]
     if len(named) == 1:  # the condition the paper singles out (low stakes, HIGH cost, autocracy)
         nums["m1_drop_named"] = float(-named["shift"].iloc[0])
         nums["m1_drop_named_ols"] = float(named["estimate_ols"].iloc[0])
@@ -441,7 +468,7 @@ def _term(name: str) -> str:
     t = str(name).strip()
     for prefix in ("lambda_", "controls_", "b_"):
         if t.startswith(prefix):
-            t = t[len(prefix):]
+            t = t[len(prefix) :]
     t = t.strip("()").lower()
     return "intercept" if t == "intercept" else t
 
@@ -454,15 +481,26 @@ def coefs_by_term(coefs: pd.DataFrame, equation: str) -> pd.DataFrame:
 
 
 M2_EFFECT_TERMS = ("intercept", "dem", "rep", "high_newsint", "white", "male")
-M2_CONTROL_TERMS = ("intercept", "regime", "stakes", "costs", "africa", "asia", "europe",
-                    "age", "ed4")
+M2_CONTROL_TERMS = (
+    "intercept",
+    "regime",
+    "stakes",
+    "costs",
+    "africa",
+    "asia",
+    "europe",
+    "age",
+    "ed4",
+)
 
 
 def m2_numbers(coefs: pd.DataFrame) -> dict[str, float]:
     """Gamma (``m2_g_*``) and beta (``m2_b_*``) means and 95% bounds of M2."""
     out: dict[str, float] = {}
-    for equation, prefix, terms in (("effect", "m2_g", M2_EFFECT_TERMS),
-                                    ("control", "m2_b", M2_CONTROL_TERMS)):
+    for equation, prefix, terms in (
+        ("effect", "m2_g", M2_EFFECT_TERMS),
+        ("control", "m2_b", M2_CONTROL_TERMS),
+    ):
         part = coefs_by_term(coefs, equation)
         for t in terms:
             if t not in part.index:
@@ -481,14 +519,19 @@ def m2_numbers(coefs: pd.DataFrame) -> dict[str, float]:
     return out
 
 
-
-
 def _cell(cells: pd.DataFrame, party: str, white: int, male: int, news: int) -> float:
-    hit = cells.loc[(cells["party"] == party) & (cells["white"] == white)
-                    & (cells["male"] == male) & (cells["high_newsint"] == news), "estimate"]
+    hit = cells.loc[
+        (cells["party"] == party)
+        & (cells["white"] == white)
+        & (cells["male"] == male)
+        & (cells["high_newsint"] == news),
+        "estimate",
+    ]
     if len(hit) != 1:
-        raise KeyError(f"Figure 8 cells: no single cell {party}, white={white}, male={male}, "
-                       f"high_newsint={news}")
+        raise KeyError(
+            f"Figure 8 cells: no single cell {party}, white={white}, male={male}, "
+            f"high_newsint={news}"
+        )
     return float(hit.iloc[0])
 
 
@@ -512,8 +555,9 @@ def cells_numbers(cells: pd.DataFrame) -> tuple[dict[str, float], dict[str, str]
     top = cells.loc[cells["estimate"].idxmax()]
     bottom = cells.loc[cells["estimate"].idxmin()]
     base = _cell(cells, "Independent", 0, 0, 0)
-    wide = cells.pivot_table(index=["party", "white", "male"], columns="high_newsint",
-                             values="estimate")
+    wide = cells.pivot_table(
+        index=["party", "white", "male"], columns="high_newsint", values="estimate"
+    )
     nums = {
         "m2_cells": float(len(cells)),
         "m2_cells_q10_positive": float((cells["q10"] > 0).sum()),
@@ -553,10 +597,10 @@ def appendix_numbers(a1: pd.DataFrame, bp: pd.DataFrame, prefix: str = "") -> di
 class Quote:
     """A number the paper states, and the name of our reproduction of it."""
 
-    name: str          # key of the reproduced number (see the *_numbers functions)
-    quantity: str      # what it is, in words
-    where: str         # where the paper states it
-    published: float   # as printed (a percentage as a proportion: 33% -> 0.33)
+    name: str  # key of the reproduced number (see the *_numbers functions)
+    quantity: str  # what it is, in words
+    where: str  # where the paper states it
+    published: float  # as printed (a percentage as a proportion: 33% -> 0.33)
     digits: int = 2
 
 
@@ -571,17 +615,30 @@ PUBLISHED: tuple[Quote, ...] = (
     Quote("sim1_one_hier_128", "RMSE, hierarchical, 128 equal groups", "§3, Figure 1", 0.33),
     Quote("m1_ols_min", "Most negative OLS condition effect", "§4.1, Figure 5", -0.20),
     Quote("m1_hier_at_ols_min", "Hierarchical effect in that condition", "§4.1, Figure 6", 0.30),
-    Quote("m1_drop_named", "Hierarchical below OLS: low-stakes, high-cost South American "
-          "autocracy (the paper: “low-cost”)", "§4.1, Figure 6", 0.30),
+    Quote(
+        "m1_drop_named",
+        "Hierarchical below OLS: low-stakes, high-cost South American "
+        "autocracy (the paper: “low-cost”)",
+        "§4.1, Figure 6",
+        0.30,
+    ),
     Quote("m2_g_high_newsint", "γ, high news interest", "§4.2, Figure 7", 0.15),
     Quote("m2_g_high_newsint_lo", "γ, high news interest, lower 95% bound", "§4.2", 0.05),
     Quote("m2_g_high_newsint_hi", "γ, high news interest, upper 95% bound", "§4.2", 0.22),
-    Quote("m2_g_intercept", "γ, intercept (independent non-white women, low news)",
-          "§4.2, Figure 7", 0.15),
+    Quote(
+        "m2_g_intercept",
+        "γ, intercept (independent non-white women, low news)",
+        "§4.2, Figure 7",
+        0.15,
+    ),
     Quote("m2_cells", "Demographic cells in Figure 8", "§4.2, Figure 8", 24, 0),
     Quote("m2_cells_q10_positive", "Cells with effect clearly above zero", "§4.2", 24, 0),
-    Quote("m2_cell_top_white_rep_men_news", "White Republican men, high news interest",
-          "§4.2, Figure 8", 0.5),
+    Quote(
+        "m2_cell_top_white_rep_men_news",
+        "White Republican men, high news interest",
+        "§4.2, Figure 8",
+        0.5,
+    ),
     Quote("m2_cell_min", "Weakest cell", "§4.2, Figure 8", 0.13),
     Quote("m2_news_gap", "High − low news interest, averaged over cells", "§4.2", 0.15),
     Quote("m2_step_white", "Step to white (from the weakest cell)", "§4.2", 0.08),
@@ -604,24 +661,37 @@ def compare_with_published(
         if q.name not in ours:
             raise KeyError(f"no reproduced value for published quote {q.name!r}")
         value = round(float(ours[q.name]), q.digits)
-        rows.append({"quantity": q.quantity, "where": q.where, "name": q.name,
-                     "published": q.published, "reproduced": value,
-                     "difference": round(value - q.published, q.digits), "digits": q.digits})
+        rows.append(
+            {
+                "quantity": q.quantity,
+                "where": q.where,
+                "name": q.name,
+                "published": q.published,
+                "reproduced": value,
+                "difference": round(value - q.published, q.digits),
+                "digits": q.digits,
+            }
+        )
     return pd.DataFrame(rows)
 
 
 def published_markdown(table: pd.DataFrame) -> pd.DataFrame:
     """The comparison formatted for the manuscript."""
-    out = pd.DataFrame({
-        "Quantity": table["quantity"],
-        "Where": table["where"],
-        "Published": [fmt_num(v, d) for v, d in
-                      zip(table["published"], table["digits"], strict=True)],
-        "Reproduced": [fmt_num(v, d) for v, d in
-                       zip(table["reproduced"], table["digits"], strict=True)],
-        "Difference": [fmt_signed(v, d) for v, d in
-                       zip(table["difference"], table["digits"], strict=True)],
-    })
+    out = pd.DataFrame(
+        {
+            "Quantity": table["quantity"],
+            "Where": table["where"],
+            "Published": [
+                fmt_num(v, d) for v, d in zip(table["published"], table["digits"], strict=True)
+            ],
+            "Reproduced": [
+                fmt_num(v, d) for v, d in zip(table["reproduced"], table["digits"], strict=True)
+            ],
+            "Difference": [
+                fmt_signed(v, d) for v, d in zip(table["difference"], table["digits"], strict=True)
+            ],
+        }
+    )
     return out
 
 
@@ -631,8 +701,11 @@ def published_markdown(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def compare_codings(
-    published: pd.DataFrame, corrected: pd.DataFrame, keys: list[str],
-    value: str = "estimate", extra: Iterable[str] = (),
+    published: pd.DataFrame,
+    corrected: pd.DataFrame,
+    keys: list[str],
+    value: str = "estimate",
+    extra: Iterable[str] = (),
 ) -> pd.DataFrame:
     """Side by side: ``keys``, ``published``, ``corrected``, ``change`` (corrected − published).
 
@@ -641,37 +714,54 @@ def compare_codings(
     95% bounds) are carried with ``_published``/``_corrected`` suffixes.
     """
     cols = [*keys, value, *extra]
-    merged = published[cols].merge(corrected[cols], on=keys, how="outer",
-                                   suffixes=("_published", "_corrected"), indicator=True)
-    merged = merged.rename(columns={f"{value}_published": "published",
-                                    f"{value}_corrected": "corrected"})
+    merged = published[cols].merge(
+        corrected[cols], on=keys, how="outer", suffixes=("_published", "_corrected"), indicator=True
+    )
+    merged = merged.rename(
+        columns={f"{value}_published": "published", f"{value}_corrected": "corrected"}
+    )
     merged["change"] = merged["corrected"] - merged["published"]
-    merged["in"] = merged.pop("_merge").map(
-        {"both": "both", "left_only": "published only", "right_only": "corrected only"}
-    ).astype(str)
+    merged["in"] = (
+        merged.pop("_merge")
+        .map({"both": "both", "left_only": "published only", "right_only": "corrected only"})
+        .astype(str)
+    )
     return merged.sort_values(keys, kind="stable").reset_index(drop=True)
 
 
 def _with_interval(compared: pd.DataFrame, side: str) -> list[str]:
     """``"0.14 [0.06, 0.23]"`` per row of a :func:`compare_codings` frame carrying the 95%
     bounds, for one side (``"published"`` or ``"corrected"``)."""
-    return [f"{fmt_num(e)} [{fmt_num(lo)}, {fmt_num(hi)}]" for e, lo, hi in
-            zip(compared[side], compared[f"q025_{side}"], compared[f"q975_{side}"],
-                strict=True)]
+    return [
+        f"{fmt_num(e)} [{fmt_num(lo)}, {fmt_num(hi)}]"
+        for e, lo, hi in zip(
+            compared[side], compared[f"q025_{side}"], compared[f"q975_{side}"], strict=True
+        )
+    ]
 
 
-def group_shift_summary(published: pd.DataFrame, corrected: pd.DataFrame, keys: list[str]
-                        ) -> pd.DataFrame:
+def group_shift_summary(
+    published: pd.DataFrame, corrected: pd.DataFrame, keys: list[str]
+) -> pd.DataFrame:
     """Summary of group effects under both codings: mean, SD, min, max, largest change
     (estimates: posterior medians, or OLS slopes)."""
     both = compare_codings(published, corrected, keys)
     rows = []
     for stat, fun in (("mean", "mean"), ("SD", "std"), ("min", "min"), ("max", "max")):
-        rows.append({"statistic": f"{stat} of group estimates",
-                     "published": float(getattr(both["published"], fun)()),
-                     "corrected": float(getattr(both["corrected"], fun)())})
-    rows.append({"statistic": "largest |change| of a group estimate", "published": np.nan,
-                 "corrected": float(both["change"].abs().max())})
+        rows.append(
+            {
+                "statistic": f"{stat} of group estimates",
+                "published": float(getattr(both["published"], fun)()),
+                "corrected": float(getattr(both["corrected"], fun)()),
+            }
+        )
+    rows.append(
+        {
+            "statistic": "largest |change| of a group estimate",
+            "published": np.nan,
+            "corrected": float(both["change"].abs().max()),
+        }
+    )
     out = pd.DataFrame(rows)
     out["change"] = out["corrected"] - out["published"]
     return out
@@ -681,8 +771,16 @@ def group_shift_summary(published: pd.DataFrame, corrected: pd.DataFrame, keys: 
 # Diagnostics and simulation Monte Carlo error
 # --------------------------------------------------------------------------------------
 
-DIAGNOSTIC_COLUMNS = ["sampler", "chains", "draws", "max_r_hat", "min_ess_bulk",
-                      "min_ess_tail", "divergences", "wall_seconds"]
+DIAGNOSTIC_COLUMNS = [
+    "sampler",
+    "chains",
+    "draws",
+    "max_r_hat",
+    "min_ess_bulk",
+    "min_ess_tail",
+    "divergences",
+    "wall_seconds",
+]
 
 
 def diagnostics_table(frames: Mapping[tuple[str, str], pd.DataFrame]) -> pd.DataFrame:
@@ -693,8 +791,14 @@ def diagnostics_table(frames: Mapping[tuple[str, str], pd.DataFrame]) -> pd.Data
         if missing:
             raise KeyError(f"diagnostics of {model} ({coding}) lack columns {missing}")
         row = frame.iloc[0]
-        rows.append({"model": model, "coding": coding, **{c: row[c] for c in DIAGNOSTIC_COLUMNS},
-                     "pareto_k": row.get("pareto_k", np.nan)})
+        rows.append(
+            {
+                "model": model,
+                "coding": coding,
+                **{c: row[c] for c in DIAGNOSTIC_COLUMNS},
+                "pareto_k": row.get("pareto_k", np.nan),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -705,23 +809,29 @@ def diagnostics_markdown(table: pd.DataFrame) -> pd.DataFrame:
     def whole(v):
         return "–" if pd.isna(v) else fmt_int(v)
 
-    return pd.DataFrame({
-        "Model": table["model"], "Coding": table["coding"], "Sampler": table["sampler"],
-        "Chains": table["chains"].map(whole), "Draws": table["draws"].map(whole),
-        "Max R-hat": table["max_r_hat"].map(lambda v: num(v, 3)),
-        "Min bulk ESS": table["min_ess_bulk"].map(whole),
-        "Min tail ESS": table["min_ess_tail"].map(whole),
-        "Divergences": table["divergences"].map(whole),
-        "Pareto k": (table["pareto_k"] if "pareto_k" in table else
-                     pd.Series(np.nan, index=table.index)).map(lambda v: num(v, 2)),
-    })
+    return pd.DataFrame(
+        {
+            "Model": table["model"],
+            "Coding": table["coding"],
+            "Sampler": table["sampler"],
+            "Chains": table["chains"].map(whole),
+            "Draws": table["draws"].map(whole),
+            "Max R-hat": table["max_r_hat"].map(lambda v: num(v, 3)),
+            "Min bulk ESS": table["min_ess_bulk"].map(whole),
+            "Min tail ESS": table["min_ess_tail"].map(whole),
+            "Divergences": table["divergences"].map(whole),
+            "Pareto k": (
+                table["pareto_k"] if "pareto_k" in table else pd.Series(np.nan, index=table.index)
+            ).map(lambda v: num(v, 2)),
+        }
+    )
 
 
-def simulation_mc_table(summary: pd.DataFrame, one: pd.DataFrame, condition: str
-                        ) -> pd.DataFrame:
+def simulation_mc_table(summary: pd.DataFrame, one: pd.DataFrame, condition: str) -> pd.DataFrame:
     """Per condition x model: one-replicate RMSE next to the mean over replicates ± MCSE."""
-    merged = summary.merge(one[[condition, "model", "rmse"]], on=[condition, "model"],
-                           how="left", validate="1:1")
+    merged = summary.merge(
+        one[[condition, "model", "rmse"]], on=[condition, "model"], how="left", validate="1:1"
+    )
     merged["z"] = (merged["rmse"] - merged["rmse_mean"]) / (
         merged["rmse_mcse"] * np.sqrt(merged["n_replicates"])
     )
@@ -734,18 +844,22 @@ def simulation_mc_table(summary: pd.DataFrame, one: pd.DataFrame, condition: str
     return merged[keep].reset_index(drop=True)
 
 
-def simulation_mc_markdown(table: pd.DataFrame, condition: str, condition_name: str
-                           ) -> pd.DataFrame:
-    out = pd.DataFrame({
-        condition_name: table[condition].astype(str),
-        "Model": table["model"].map({"ols": "OLS", "hierarchical": "Hierarchical"})
-        .fillna(table["model"]),
-        "One replicate": table["rmse"].map(lambda v: fmt_num(v, 3)),
-        "Mean over replicates": table["rmse_mean"].map(lambda v: fmt_num(v, 3)),
-        "MCSE": table["rmse_mcse"].map(lambda v: fmt_num(v, 3)),
-        "Replicates": table["n_replicates"].map(fmt_int),
-        "(one − mean) / SD": table["z"].map(lambda v: fmt_num(v, 1)),
-    })
+def simulation_mc_markdown(
+    table: pd.DataFrame, condition: str, condition_name: str
+) -> pd.DataFrame:
+    out = pd.DataFrame(
+        {
+            condition_name: table[condition].astype(str),
+            "Model": table["model"]
+            .map({"ols": "OLS", "hierarchical": "Hierarchical"})
+            .fillna(table["model"]),
+            "One replicate": table["rmse"].map(lambda v: fmt_num(v, 3)),
+            "Mean over replicates": table["rmse_mean"].map(lambda v: fmt_num(v, 3)),
+            "MCSE": table["rmse_mcse"].map(lambda v: fmt_num(v, 3)),
+            "Replicates": table["n_replicates"].map(fmt_int),
+            "(one − mean) / SD": table["z"].map(lambda v: fmt_num(v, 1)),
+        }
+    )
     if "coverage_95" in table:
         out["95% coverage"] = table["coverage_95"].map(lambda v: fmt_pct(v))
     return out
@@ -756,12 +870,34 @@ def simulation_mc_markdown(table: pd.DataFrame, condition: str, condition_name: 
 # --------------------------------------------------------------------------------------
 
 #: Numbers written without decimals (counts), as percentages, or with 3 decimals.
-COUNT_PREFIXES = ("tw_n", "tw_cell_", "tw_group_", "bp_n", "bp_profiles", "a1_groups",
-                  "m1_n_", "m2_cells", "sim_reps", "sim1_groups", "m1_ols_negative",
-                  "m1_hier_negative", "m2_g_excluding_zero", "bp_excluding_zero",
-                  "sim1_hier_better_all", "models_", "sim_n", "sim_k", "diag_fits",
-                  "diag_divergences", "diag_min_ess_bulk", "sim1_size", "sim2_groups",
-                  "sim2_k", "sim2_small", "sim2_large")
+COUNT_PREFIXES = (
+    "tw_n",
+    "tw_cell_",
+    "tw_group_",
+    "bp_n",
+    "bp_profiles",
+    "a1_groups",
+    "m1_n_",
+    "m2_cells",
+    "sim_reps",
+    "sim1_groups",
+    "m1_ols_negative",
+    "m1_hier_negative",
+    "m2_g_excluding_zero",
+    "bp_excluding_zero",
+    "sim1_hier_better_all",
+    "models_",
+    "sim_n",
+    "sim_k",
+    "diag_fits",
+    "diag_divergences",
+    "diag_min_ess_bulk",
+    "sim1_size",
+    "sim2_groups",
+    "sim2_k",
+    "sim2_small",
+    "sim2_large",
+)
 
 
 def _is_count(name: str) -> bool:
@@ -769,9 +905,12 @@ def _is_count(name: str) -> bool:
     return bare.startswith(COUNT_PREFIXES)
 
 
-def to_variables(numbers: Mapping[str, float], labels: Mapping[str, str] = (),
-                 digits: Mapping[str, int] | None = None, percents: Iterable[str] = ()
-                 ) -> dict[str, str]:
+def to_variables(
+    numbers: Mapping[str, float],
+    labels: Mapping[str, str] = (),
+    digits: Mapping[str, int] | None = None,
+    percents: Iterable[str] = (),
+) -> dict[str, str]:
     """Format every number for ``_variables.yml``; add ``<name>_pct`` for ``percents``.
 
     Counts (see :data:`COUNT_PREFIXES`) become integers with separators, the rest two
@@ -789,8 +928,9 @@ def to_variables(numbers: Mapping[str, float], labels: Mapping[str, str] = (),
         else:
             out[name] = fmt_num(value, digits.get(name, 2))
     for name in percents:
-        out[f"{name}_pct"] = fmt_pct(abs(numbers[name])) if name.endswith("_abs") else fmt_pct(
-            numbers[name])
+        out[f"{name}_pct"] = (
+            fmt_pct(abs(numbers[name])) if name.endswith("_abs") else fmt_pct(numbers[name])
+        )
     for name, text in dict(labels).items():
         out[name] = str(text)
     return dict(sorted(out.items()))
@@ -864,7 +1004,8 @@ def build_report(inputs: ReportInputs) -> tuple[dict[str, str], dict[str, str], 
 
     for c, prefix in (("published", ""), ("corrected", "cor_")):
         m1, m1_labels = m1_numbers(
-            inputs.fits[("m1", c)]["groups"], inputs.fits[("m1_ols", c)]["groups"],
+            inputs.fits[("m1", c)]["groups"],
+            inputs.fits[("m1_ols", c)]["groups"],
             inputs.fits[("m1", c)]["coefs"].query("equation == 'scale'"),
         )
         m2 = m2_numbers(inputs.fits[("m2", c)]["coefs"])
@@ -878,10 +1019,10 @@ def build_report(inputs: ReportInputs) -> tuple[dict[str, str], dict[str, str], 
     # ---- simulation
     summaries, ones = inputs.summaries, inputs.ones
     estimates = {"groupsize": inputs.groupsize_estimates}
-    bias = bias_small_large(estimates["groupsize"]) if estimates["groupsize"] is not None \
-        else None
-    numbers |= simulation_numbers(summaries["spec"], ones["spec"], summaries["groupsize"],
-                                    ones["groupsize"], bias)
+    bias = bias_small_large(estimates["groupsize"]) if estimates["groupsize"] is not None else None
+    numbers |= simulation_numbers(
+        summaries["spec"], ones["spec"], summaries["groupsize"], ones["groupsize"], bias
+    )
     numbers |= design_numbers(inputs.design)
     numbers |= {"sim2_small": SMALL_GROUP, "sim2_large": LARGE_GROUP}
 
@@ -901,7 +1042,8 @@ def build_report(inputs: ReportInputs) -> tuple[dict[str, str], dict[str, str], 
         "Every number the published paper quotes about its results, the reproduced value "
         "(published coding; the simulation at its single-replicate design) and the "
         "difference (reproduced − published), at the printed precision",
-        "published", align="llrrr",
+        "published",
+        align="llrrr",
     )
 
     # ---- published vs corrected coding
@@ -915,30 +1057,40 @@ def build_report(inputs: ReportInputs) -> tuple[dict[str, str], dict[str, str], 
     m2_cmp["equation"] = pd.Categorical(m2_cmp["equation"], ["effect", "control"])
     m2_cmp = m2_cmp.sort_values(["equation"], kind="stable")
     tables["coding_m2"] = markdown_table(
-        pd.DataFrame({
-            "Equation": m2_cmp["equation"].map({"effect": "effect (γ)", "control": "control (β)"})
-            .astype(str),
-            "Term": m2_cmp["term"],
-            "Published": _with_interval(m2_cmp, "published"),
-            "Corrected": _with_interval(m2_cmp, "corrected"),
-            "Change": m2_cmp["change"].map(fmt_signed),
-        }),
+        pd.DataFrame(
+            {
+                "Equation": m2_cmp["equation"]
+                .map({"effect": "effect (γ)", "control": "control (β)"})
+                .astype(str),
+                "Term": m2_cmp["term"],
+                "Published": _with_interval(m2_cmp, "published"),
+                "Corrected": _with_interval(m2_cmp, "corrected"),
+                "Change": m2_cmp["change"].map(fmt_signed),
+            }
+        ),
         "M2 coefficients (posterior mean and 95% interval) under the published and the "
-        "corrected Democrat indicator", "coding-m2", align="llrrr",
+        "corrected Democrat indicator",
+        "coding-m2",
+        align="llrrr",
     )
     cell_cmp = compare_codings(inputs.cells["published"], inputs.cells["corrected"], CELL_KEYS)
     tables["coding_cells"] = markdown_table(
-        pd.DataFrame({
-            "Party": cell_cmp["party"], "Race": cell_cmp["white"].map({1: "white", 0: "non-white"}),
-            "Sex": cell_cmp["male"].map({1: "men", 0: "women"}),
-            "News interest": cell_cmp["high_newsint"].map({1: "high", 0: "low"}),
-            "Published": cell_cmp["published"].map(fmt_num),
-            "Corrected": cell_cmp["corrected"].map(fmt_num),
-            "Change": cell_cmp["change"].map(fmt_signed),
-        }),
+        pd.DataFrame(
+            {
+                "Party": cell_cmp["party"],
+                "Race": cell_cmp["white"].map({1: "white", 0: "non-white"}),
+                "Sex": cell_cmp["male"].map({1: "men", 0: "women"}),
+                "News interest": cell_cmp["high_newsint"].map({1: "high", 0: "low"}),
+                "Published": cell_cmp["published"].map(fmt_num),
+                "Corrected": cell_cmp["corrected"].map(fmt_num),
+                "Change": cell_cmp["change"].map(fmt_signed),
+            }
+        ),
         "Figure 8 cells (median alliance effect) under both codings; with the published "
         "coding, “Independent” holds the strong Democrats and “Democrat” everyone else who "
-        "is not a Republican", "coding-cells", align="llllrrr",
+        "is not a Republican",
+        "coding-cells",
+        align="llllrrr",
     )
     numbers["coding_cells_max_change"] = float(cell_cmp["change"].abs().max())
     m1_keys = ["regime", "stakes", "costs", "region"]
@@ -952,38 +1104,55 @@ def build_report(inputs: ReportInputs) -> tuple[dict[str, str], dict[str, str], 
         numbers[f"coding_{model}_max_change"] = float(summary["corrected"].iloc[-1])
     m1_cmp = pd.concat(m1_rows, ignore_index=True)
     tables["coding_m1"] = markdown_table(
-        pd.DataFrame({"Model": m1_cmp["model"], "Statistic": m1_cmp["statistic"],
-                      "Published": m1_cmp["published"].map(fmt_num),
-                      "Corrected": m1_cmp["corrected"].map(fmt_num),
-                      "Change": m1_cmp["change"].map(fmt_signed)}),
+        pd.DataFrame(
+            {
+                "Model": m1_cmp["model"],
+                "Statistic": m1_cmp["statistic"],
+                "Published": m1_cmp["published"].map(fmt_num),
+                "Corrected": m1_cmp["corrected"].map(fmt_num),
+                "Change": m1_cmp["change"].map(fmt_signed),
+            }
+        ),
         "M1 and M1-OLS: the 32 condition effects under both codings (the Democrat indicator "
-        "is a control there)", "coding-m1", align="llrrr",
+        "is a control there)",
+        "coding-m1",
+        align="llrrr",
     )
     bp_keys = ["w2_vote_hill", "woman", "invest_cond", "pol_engage"]
-    bp_cmp = compare_codings(inputs.fits[("bp", "published")]["groups"],
-                             inputs.fits[("bp", "corrected")]["groups"], bp_keys,
-                             extra=("q025", "q975"))
+    bp_cmp = compare_codings(
+        inputs.fits[("bp", "published")]["groups"],
+        inputs.fits[("bp", "corrected")]["groups"],
+        bp_keys,
+        extra=("q025", "q975"),
+    )
     tables["coding_bp"] = markdown_table(
-        pd.DataFrame({
-            "Vote": bp_cmp["w2_vote_hill"].map({1: "Clinton", 0: "Trump"}),
-            "Sex": bp_cmp["woman"].map({1: "women", 0: "men"}),
-            "Vignette": bp_cmp["invest_cond"].map({1: "FDI", 0: "trade"}),
-            "Engagement": bp_cmp["pol_engage"].map(fmt_int),
-            "Published": _with_interval(bp_cmp, "published"),
-            "Corrected": _with_interval(bp_cmp, "corrected"),
-            "Change": bp_cmp["change"].map(fmt_signed),
-        }),
+        pd.DataFrame(
+            {
+                "Vote": bp_cmp["w2_vote_hill"].map({1: "Clinton", 0: "Trump"}),
+                "Sex": bp_cmp["woman"].map({1: "women", 0: "men"}),
+                "Vignette": bp_cmp["invest_cond"].map({1: "FDI", 0: "trade"}),
+                "Engagement": bp_cmp["pol_engage"].map(fmt_int),
+                "Published": _with_interval(bp_cmp, "published"),
+                "Corrected": _with_interval(bp_cmp, "corrected"),
+                "Change": bp_cmp["change"].map(fmt_signed),
+            }
+        ),
         "Bush–Prather: effect of Germany rather than Russia as the meddling country "
         "(median, 95% interval), all respondents (published) and side-taking vignettes only "
-        "(corrected)", "coding-bp", align="lllrrrr",
+        "(corrected)",
+        "coding-bp",
+        align="lllrrrr",
     )
     numbers["coding_bp_max_change"] = float(bp_cmp["change"].abs().max())
 
     # ---- diagnostics
-    diag = diagnostics_table({
-        (name, c): inputs.fits[(name, c)]["diagnostics"]
-        for name in ("m1", "m2", "a1", "bp") for c in CODINGS
-    })
+    diag = diagnostics_table(
+        {
+            (name, c): inputs.fits[(name, c)]["diagnostics"]
+            for name in ("m1", "m2", "a1", "bp")
+            for c in CODINGS
+        }
+    )
     names = {"m1": "M1", "m2": "M2", "a1": "A1", "bp": "Bush–Prather"}
     diag["model"] = diag["model"].map(names)
     tables["diagnostics"] = markdown_table(
@@ -1012,38 +1181,75 @@ def build_report(inputs: ReportInputs) -> tuple[dict[str, str], dict[str, str], 
     tables["sim_groupsize_mc"] = markdown_table(
         simulation_mc_markdown(size_mc, "scenario", "Imbalance"),
         "Simulation 2 (64 groups, unequal sizes): single replicate against the mean over "
-        "replicates, as in the previous table", "sim-groupsize", align="llrrrrrr",
+        "replicates, as in the previous table",
+        "sim-groupsize",
+        align="llrrrrrr",
     )
     numbers["sim_max_abs_z"] = float(pd.concat([spec_mc["z"], size_mc["z"]]).abs().max())
 
     # ---- Table 1 and the priors
     tables["table1"] = markdown_table(
-        table1(), "Characteristics of three ways to estimate heterogeneous effects",
-        "approaches", align="llll",
+        table1(),
+        "Characteristics of three ways to estimate heterogeneous effects",
+        "approaches",
+        align="llll",
     )
     tables["priors"] = markdown_table(
         priors_table(models),
         "Prior distributions of the Bayesian models (from params.yaml, section models)",
-        "priors", align="llll",
+        "priors",
+        align="llll",
     )
 
     # ---- write
-    digits = {k: 3 for k in numbers if k.startswith(("sim1_rmse", "sim1_mcse", "sim2_rmse",
-                                                     "sim2_mcse", "sim1_one", "sim2_one",
-                                                     "diag_max_r_hat"))}
+    digits = {
+        k: 3
+        for k in numbers
+        if k.startswith(
+            (
+                "sim1_rmse",
+                "sim1_mcse",
+                "sim2_rmse",
+                "sim2_mcse",
+                "sim1_one",
+                "sim2_one",
+                "diag_max_r_hat",
+            )
+        )
+    }
     digits |= {"sim_tau_mean": 1, "sim_tau_sd": 1, "sim_max_abs_z": 1}
     for k in numbers:
         if k.startswith(("sim2_gain", "sim1_ratio")):
             digits[k] = 2
-    percents = ["tw_ate", "m1_ols_min", "m1_max_drop", "m1_hier_at_ols_min",
-                "m2_step_white", "m2_step_dem", "m2_step_rep", "m2_cell_min", "sim2_gain_balanced",
-                "sim2_gain_strong", "pub_tw_ate", "pub_m1_ols_min", "pub_m1_drop_named",
-                "m1_drop_named", "pub_m1_hier_at_ols_min", "pub_m2_step_white",
-                "pub_m2_step_dem",
-                "pub_m2_step_rep", "pub_m2_cell_min", "cor_m2_step_white", "cor_m2_step_dem",
-                "cor_m2_step_rep", "cor_m2_cell_min", "sim2_share_low"]
-    variables = to_variables(numbers, labels, digits, percents=[p for p in percents
-                                                                 if p in numbers])
+    percents = [
+        "tw_ate",
+        "m1_ols_min",
+        "m1_max_drop",
+        "m1_hier_at_ols_min",
+        "m2_step_white",
+        "m2_step_dem",
+        "m2_step_rep",
+        "m2_cell_min",
+        "sim2_gain_balanced",
+        "sim2_gain_strong",
+        "pub_tw_ate",
+        "pub_m1_ols_min",
+        "pub_m1_drop_named",
+        "m1_drop_named",
+        "pub_m1_hier_at_ols_min",
+        "pub_m2_step_white",
+        "pub_m2_step_dem",
+        "pub_m2_step_rep",
+        "pub_m2_cell_min",
+        "cor_m2_step_white",
+        "cor_m2_step_dem",
+        "cor_m2_step_rep",
+        "cor_m2_cell_min",
+        "sim2_share_low",
+    ]
+    variables = to_variables(
+        numbers, labels, digits, percents=[p for p in percents if p in numbers]
+    )
     variables |= {"ci_level": "95%", "ci_inner": "10–90%", "q_low": "10%"}  # interval levels
     if inputs.specification is not None:
         from hetfx.verdict import specification_report

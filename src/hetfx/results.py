@@ -47,8 +47,7 @@ from hetfx.api import Design, DesignError
 from hetfx.inference import quantile_name
 from hetfx.priors import Priors
 
-__all__ = ["Results", "GaussianResults", "BernoulliResults", "OLSResults", "Summary",
-           "summarise"]
+__all__ = ["Results", "GaussianResults", "BernoulliResults", "OLSResults", "Summary", "summarise"]
 
 QUANTILES = {"q025": 0.025, "q10": 0.10, "q90": 0.90, "q975": 0.975}
 
@@ -75,9 +74,15 @@ def summarise(draws: np.ndarray, level: float = 0.95) -> pd.DataFrame:
     d = d.reshape(d.shape[0], -1)
     a = (1 - level) / 2
     q = np.quantile(d, [0.5, a, 1 - a, *QUANTILES.values()], axis=0)
-    out = pd.DataFrame({"estimate": q[0], "mean": d.mean(axis=0),
-                        "sd": d.std(axis=0, ddof=1) if len(d) > 1 else np.nan,
-                        "lower": q[1], "upper": q[2]})
+    out = pd.DataFrame(
+        {
+            "estimate": q[0],
+            "mean": d.mean(axis=0),
+            "sd": d.std(axis=0, ddof=1) if len(d) > 1 else np.nan,
+            "lower": q[1],
+            "upper": q[2],
+        }
+    )
     for i, name in enumerate(QUANTILES):
         out[name] = q[3 + i]
     return out
@@ -86,26 +91,38 @@ def summarise(draws: np.ndarray, level: float = 0.95) -> pd.DataFrame:
 class Summary:
     """Printable summary of a fit (``print(res.summary())`` or ``.to_string()``)."""
 
-    def __init__(self, header: list[str], coefs: pd.DataFrame, groups: pd.DataFrame,
-                 diagnostics: pd.DataFrame | None) -> None:
-        self.header, self.coefs, self.groups, self.diagnostics = header, coefs, groups, \
-            diagnostics
+    def __init__(
+        self,
+        header: list[str],
+        coefs: pd.DataFrame,
+        groups: pd.DataFrame,
+        diagnostics: pd.DataFrame | None,
+    ) -> None:
+        self.header, self.coefs, self.groups, self.diagnostics = header, coefs, groups, diagnostics
 
     def to_string(self, max_groups: int = 20) -> str:
         """The summary as text (at most ``max_groups`` group rows)."""
         fmt = {"float_format": lambda v: f"{v:.3f}"}
-        parts = ["\n".join(self.header), "", "Coefficients:",
-                 self.coefs.to_string(index=False, **fmt), "",
-                 f"Group effects ({len(self.groups)} groups):",
-                 self.groups.head(max_groups).to_string(index=False, **fmt)]
+        parts = [
+            "\n".join(self.header),
+            "",
+            "Coefficients:",
+            self.coefs.to_string(index=False, **fmt),
+            "",
+            f"Group effects ({len(self.groups)} groups):",
+            self.groups.head(max_groups).to_string(index=False, **fmt),
+        ]
         if len(self.groups) > max_groups:
             parts.append(f"... {len(self.groups) - max_groups} more (res.group_effects())")
         if self.diagnostics is not None:
             dg = self.diagnostics.iloc[0]
-            parts += ["", f"Diagnostics: max R-hat {dg['max_r_hat']:.3f} "
-                      f"({dg['worst_r_hat_param']}), min bulk ESS {dg['min_ess_bulk']:.0f}, "
-                      f"divergences {int(dg['divergences'])}, "
-                      f"{dg['wall_seconds']:.1f} s"]
+            parts += [
+                "",
+                f"Diagnostics: max R-hat {dg['max_r_hat']:.3f} "
+                f"({dg['worst_r_hat_param']}), min bulk ESS {dg['min_ess_bulk']:.0f}, "
+                f"divergences {int(dg['divergences'])}, "
+                f"{dg['wall_seconds']:.1f} s",
+            ]
         return "\n".join(parts)
 
     def __repr__(self) -> str:
@@ -133,8 +150,7 @@ class Results:
 
     family = "gaussian"
 
-    def __init__(self, fit, design: Design, priors: Priors, *, engine: str,
-                 seed: int = 0) -> None:
+    def __init__(self, fit, design: Design, priors: Priors, *, engine: str, seed: int = 0) -> None:
         self.fit = fit
         self.design = design
         self.priors = priors
@@ -182,16 +198,20 @@ class Results:
         """Draws (S, ...) of a posterior variable, its labelled dimension put in the order of
         the design (groups as ``cells``, ``control`` as X, ``effect`` as Z), by label."""
         da = self.posterior[var]
-        order = {"group": [str(v) for v in self.design.cells.index],
-                 "control": [str(c) for c in self.design.X.columns],
-                 "effect": [str(c) for c in self.design.Z.columns]}
+        order = {
+            "group": [str(v) for v in self.design.cells.index],
+            "control": [str(c) for c in self.design.X.columns],
+            "effect": [str(c) for c in self.design.Z.columns],
+        }
         for dim, labels in order.items():
             if dim in da.dims:
                 have = [str(v) for v in da[dim].values]
                 if have != labels:
                     if sorted(have) != sorted(labels):
-                        raise ValueError(f"posterior {var}[{dim}] labels do not match the "
-                                         f"design: {have[:5]} vs {labels[:5]}")
+                        raise ValueError(
+                            f"posterior {var}[{dim}] labels do not match the "
+                            f"design: {have[:5]} vs {labels[:5]}"
+                        )
                     da = da.isel({dim: [have.index(v) for v in labels]})
         extra = [d for d in da.dims if d not in ("chain", "draw")]
         a = da.transpose("chain", "draw", *extra).values
@@ -234,8 +254,13 @@ class Results:
         """One-row frame: R-hat, ESS, divergences, timings of the fit."""
         return self.fit.diagnostics()
 
-    def check(self, max_r_hat: float = 1.01, min_ess_bulk: float = 400,
-              allow_divergences: int = 0, **kwargs) -> Results:
+    def check(
+        self,
+        max_r_hat: float = 1.01,
+        min_ess_bulk: float = 400,
+        allow_divergences: int = 0,
+        **kwargs,
+    ) -> Results:
         """Raise :class:`hetfx.inference.SamplerDiagnosticsError` if the fit fails the
         convergence gate (R-hat, bulk ESS, divergences, quadrature grid edge); return self.
 
@@ -245,15 +270,22 @@ class Results:
 
         from hetfx.inference import Diagnostics, check_diagnostics
 
-        advice = ("draw more (draws=, chains=)" if self.engine == "quadrature" else
-                  "raise target_accept (e.g. 0.95) or draw more (draws=, tune=)")
+        advice = (
+            "draw more (draws=, chains=)"
+            if self.engine == "quadrature"
+            else "raise target_accept (e.g. 0.95) or draw more (draws=, tune=)"
+        )
         kwargs.setdefault("advice", advice)
         row = self.diagnostics().iloc[0].to_dict()
         fields = {f.name for f in dataclasses.fields(Diagnostics)}
         record = Diagnostics(**{k: v for k, v in row.items() if k in fields})
-        check_diagnostics(record, max_r_hat=max_r_hat,
-                          min_ess_bulk=min_ess_bulk, allow_divergences=allow_divergences,
-                          **kwargs)
+        check_diagnostics(
+            record,
+            max_r_hat=max_r_hat,
+            min_ess_bulk=min_ess_bulk,
+            allow_divergences=allow_divergences,
+            **kwargs,
+        )
         return self
 
     def summary(self, level: float = 0.95) -> Summary:
@@ -274,8 +306,10 @@ class Results:
 
     def __repr__(self) -> str:
         d = self.design
-        return (f"<{type(self).__name__}: {d.outcome} ~ {d.treatment} x ({d.effect_formula}); "
-                f"{len(d.y)} rows, {len(d.cells)} groups, engine {self.engine}>")
+        return (
+            f"<{type(self).__name__}: {d.outcome} ~ {d.treatment} x ({d.effect_formula}); "
+            f"{len(d.y)} rows, {len(d.cells)} groups, engine {self.engine}>"
+        )
 
     # ------------------------------------------------------------------ idata
     def _pointwise(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -292,17 +326,21 @@ class Results:
             ll, yrep = self._pointwise(np.random.default_rng(self.seed + 7919))
             n = len(self.design.y)
             name = self.design.outcome
-            coords = {"chain": post["chain"].values, "draw": post["draw"].values,
-                      "obs": np.arange(n)}
+            coords = {
+                "chain": post["chain"].values,
+                "draw": post["draw"].values,
+                "obs": np.arange(n),
+            }
             dims = ("chain", "draw", "obs")
             groups = {
                 "posterior": post,
-                "log_likelihood": xr.Dataset({name: (dims, ll.reshape(C, D, n))},
-                                             coords=coords),
-                "posterior_predictive": xr.Dataset({name: (dims, yrep.reshape(C, D, n))},
-                                                   coords=coords),
-                "observed_data": xr.Dataset({name: (("obs",), self.design.y)},
-                                            coords={"obs": np.arange(n)}),
+                "log_likelihood": xr.Dataset({name: (dims, ll.reshape(C, D, n))}, coords=coords),
+                "posterior_predictive": xr.Dataset(
+                    {name: (dims, yrep.reshape(C, D, n))}, coords=coords
+                ),
+                "observed_data": xr.Dataset(
+                    {name: (("obs",), self.design.y)}, coords={"obs": np.arange(n)}
+                ),
             }
             if hasattr(self.fit.idata, "sample_stats"):
                 groups["sample_stats"] = self.fit.idata.sample_stats
@@ -352,8 +390,9 @@ class Results:
             raise ValueError("weights must be finite, non-negative, not all zero")
         return w
 
-    def ame(self, by: str | Sequence[str] | None = None, weights=None,
-            level: float = 0.95) -> pd.DataFrame:
+    def ame(
+        self, by: str | Sequence[str] | None = None, weights=None, level: float = 0.95
+    ) -> pd.DataFrame:
         """Average effect over the groups, overall or by modifier values.
 
         Parameters
@@ -382,8 +421,13 @@ class Results:
             raise KeyError(f"by names non-modifiers {bad}; choose from {list(cells.columns)}")
         if by:
             gid = cells.groupby(by, sort=True, observed=True).ngroup().to_numpy()
-            lev = cells[by].drop_duplicates().assign(_g=lambda f: gid[f.index.map(
-                cells.index.get_loc)]).sort_values("_g").drop(columns="_g")
+            lev = (
+                cells[by]
+                .drop_duplicates()
+                .assign(_g=lambda f: gid[f.index.map(cells.index.get_loc)])
+                .sort_values("_g")
+                .drop(columns="_g")
+            )
         else:
             gid = np.zeros(len(cells), dtype=int)
             lev = pd.DataFrame(index=[0])
@@ -422,20 +466,23 @@ class Results:
 
         diff = avg(a) - avg(b)
         s = summarise(diff[:, None], level).iloc[0]
-        out = pd.Series({"a": a, "b": b, **{k: s[k] for k in
-                                             ("estimate", "mean", "sd", "lower", "upper")}})
+        out = pd.Series(
+            {"a": a, "b": b, **{k: s[k] for k in ("estimate", "mean", "sd", "lower", "upper")}}
+        )
         out["p_greater"] = float(np.mean(diff > 0))
         return out
 
-    def _new_effects(self, Zn: np.ndarray, profiles: pd.DataFrame,
-                     rng: np.random.Generator) -> np.ndarray:
+    def _new_effects(
+        self, Zn: np.ndarray, profiles: pd.DataFrame, rng: np.random.Generator
+    ) -> np.ndarray:
         gamma = self._flat("gamma")
         st = self._flat("sigma_theta")
         theta = rng.standard_normal((len(st), Zn.shape[0])) * st[:, None]
         return gamma @ Zn.T + theta
 
-    def predict(self, new_data: pd.DataFrame, level: float = 0.95, seed: int = 0,
-                return_draws: bool = False):
+    def predict(
+        self, new_data: pd.DataFrame, level: float = 0.95, seed: int = 0, return_draws: bool = False
+    ):
         """Effects for modifier profiles, seen or unseen.
 
         A profile that matches a fitted group gets that group's effect draws; an unseen one
@@ -527,10 +574,15 @@ class GaussianResults(Results):
         probs = (0.5, lo, hi, *QUANTILES.values())
         s = self.fit.summarise_lambda(quantiles=probs)
         s = s.loc[[str(v) for v in self.design.cells.index]]  # by label, in the design's order
-        out = pd.DataFrame({"estimate": s["q50"].to_numpy(),
-                            "lower": s[quantile_name(lo)].to_numpy(),
-                            "upper": s[quantile_name(hi)].to_numpy(),
-                            "mean": s["mean"].to_numpy(), "sd": s["sd"].to_numpy()})
+        out = pd.DataFrame(
+            {
+                "estimate": s["q50"].to_numpy(),
+                "lower": s[quantile_name(lo)].to_numpy(),
+                "upper": s[quantile_name(hi)].to_numpy(),
+                "mean": s["mean"].to_numpy(),
+                "sd": s["sd"].to_numpy(),
+            }
+        )
         for name, p in QUANTILES.items():
             out[name] = s[quantile_name(p)].to_numpy()
         return pd.concat([self._keys(), out], axis=1)
@@ -585,9 +637,16 @@ class BernoulliResults(Results):
         from hetfx.models.bernoulli import pointwise_loglik
 
         d = self.design
-        ll, yrep = pointwise_loglik(self._flat("beta"), self._flat("lambda"),
-                                    d.X.to_numpy(dtype=float), d.treat, d.codes, d.y, rng,
-                                    weights=d.weights)
+        ll, yrep = pointwise_loglik(
+            self._flat("beta"),
+            self._flat("lambda"),
+            d.X.to_numpy(dtype=float),
+            d.treat,
+            d.codes,
+            d.y,
+            rng,
+            weights=d.weights,
+        )
         return ll, yrep.astype(np.int64)
 
     def _new_effects(self, Zn, profiles, rng, chunk: int = 256):
@@ -604,8 +663,9 @@ class BernoulliResults(Results):
             for i in range(0, len(beta), chunk):
                 eta0 = beta[i : i + chunk] @ Xj.T
                 diff = expit(eta0 + lam[i : i + chunk, j : j + 1]) - expit(eta0)
-                out[i : i + chunk, j] = (diff.mean(axis=1) if d.weights is None
-                                         else diff @ d.weights / d.weights.sum())
+                out[i : i + chunk, j] = (
+                    diff.mean(axis=1) if d.weights is None else diff @ d.weights / d.weights.sum()
+                )
         return out
 
 
@@ -650,5 +710,7 @@ class OLSResults:
 
     def __repr__(self) -> str:
         d = self.design
-        return f"<OLSResults: {d.outcome} ~ {d.treatment} * ({d.effect_formula}); " \
-               f"{len(d.y)} rows, {len(d.cells)} groups>"
+        return (
+            f"<OLSResults: {d.outcome} ~ {d.treatment} * ({d.effect_formula}); "
+            f"{len(d.y)} rows, {len(d.cells)} groups>"
+        )

@@ -77,32 +77,55 @@ class Variant:
 
 
 CONDITION_VARIANTS: tuple[Variant, ...] = (
-    Variant("ols_saturated", "Saturated OLS", "ols",
-            {"modifiers": "regime*stakes*costs*region_txt"}),
-    Variant("ols_additive", "Additive OLS", "ols",
-            {"modifiers": "regime + stakes + costs + region_txt"}),
+    Variant(
+        "ols_saturated", "Saturated OLS", "ols", {"modifiers": "regime*stakes*costs*region_txt"}
+    ),
+    Variant(
+        "ols_additive", "Additive OLS", "ols", {"modifiers": "regime + stakes + costs + region_txt"}
+    ),
     Variant("m1_published", "M1 as published (no main effects)", "m1", {}),
     Variant("m1_main_effects", "M1 with main effects", "m1", {"main_effects": True}),
     Variant("additive", "Additive Z, no main effects", "m1", {"effect": "additive"}),
-    Variant("additive_main_effects", "Additive Z with main effects", "m1",
-            {"effect": "additive", "main_effects": True}),
+    Variant(
+        "additive_main_effects",
+        "Additive Z with main effects",
+        "m1",
+        {"effect": "additive", "main_effects": True},
+    ),
     Variant("pooled_baselines", "Additive Z, pooled baselines (A1)", "a1", {}),
     Variant("logit_published", "Logit, M1 as published", "m1", {"family": "bernoulli"}),
-    Variant("logit_additive_main_effects", "Logit, additive Z with main effects", "m1",
-            {"family": "bernoulli", "effect": "additive", "main_effects": True}),
+    Variant(
+        "logit_additive_main_effects",
+        "Logit, additive Z with main effects",
+        "m1",
+        {"family": "bernoulli", "effect": "additive", "main_effects": True},
+    ),
 )
 
 
 def _ols(frame: pd.DataFrame, modifiers: str, keys: Sequence[str], group: str):
     from hetfx.models.saturated_ols import fit_saturated_ols
 
-    return fit_saturated_ols(frame, "force", "alliance", modifiers, M1_CONTROLS, group=group,
-                             keys=list(keys), reference={"region_txt": "Africa"}
-                             if "region_txt" in keys else None)
+    return fit_saturated_ols(
+        frame,
+        "force",
+        "alliance",
+        modifiers,
+        M1_CONTROLS,
+        group=group,
+        keys=list(keys),
+        reference={"region_txt": "Africa"} if "region_txt" in keys else None,
+    )
 
 
-def fit_variant(tw: pd.DataFrame, variant: Variant, coding: str, settings: Mapping,
-                sampler: Sampler, logit: Mapping | None = None):
+def fit_variant(
+    tw: pd.DataFrame,
+    variant: Variant,
+    coding: str,
+    settings: Mapping,
+    sampler: Sampler,
+    logit: Mapping | None = None,
+):
     """Fit one :class:`Variant` on the cleaned Tomz-Weeks frame.
 
     ``settings`` is the model's params section (``models.m1`` or ``models.a1``); the
@@ -123,8 +146,9 @@ def fit_variant(tw: pd.DataFrame, variant: Variant, coding: str, settings: Mappi
     return fit_tomz_weeks(tw, variant.model, coding, merged, sampler)
 
 
-def condition_variants(fits: Mapping[str, object],
-                       variants: Sequence[Variant] = CONDITION_VARIANTS) -> pd.DataFrame:
+def condition_variants(
+    fits: Mapping[str, object], variants: Sequence[Variant] = CONDITION_VARIANTS
+) -> pd.DataFrame:
     """Long table of condition effects: one row per condition and variant.
 
     Parameters
@@ -146,19 +170,34 @@ def condition_variants(fits: Mapping[str, object],
         label_col = "treat_group" if "treat_group" in g else g.columns[0]
         keys = [k for k in KEYS if k in g]
         part = g[[label_col, *keys, "n_obs", "estimate", "q025", "q975"]].rename(
-            columns={label_col: "treat_group"})
+            columns={label_col: "treat_group"}
+        )
         rows.append(part.assign(variant=v.name, label=v.label))
     out = pd.concat(rows, ignore_index=True)
-    return out[["variant", "label", "treat_group", *[k for k in KEYS if k in out], "n_obs",
-                "estimate", "q025", "q975"]]
+    return out[
+        [
+            "variant",
+            "label",
+            "treat_group",
+            *[k for k in KEYS if k in out],
+            "n_obs",
+            "estimate",
+            "q025",
+            "q975",
+        ]
+    ]
 
 
 def _wide(effects: pd.DataFrame) -> pd.DataFrame:
     return effects.pivot(index="treat_group", columns="variant", values="estimate")
 
 
-def spread_table(effects: pd.DataFrame, reference: str = "ols_saturated",
-                 published: str = "m1_published", n_negative: int = 3) -> pd.DataFrame:
+def spread_table(
+    effects: pd.DataFrame,
+    reference: str = "ols_saturated",
+    published: str = "m1_published",
+    n_negative: int = 3,
+) -> pd.DataFrame:
     """Spread of the condition effects per variant and where the most negative reference
     conditions land.
 
@@ -177,9 +216,16 @@ def spread_table(effects: pd.DataFrame, reference: str = "ols_saturated",
     rows = []
     for v in order:
         est = wide[v]
-        row = {"variant": v, "label": labels[v], "sd": est.std(ddof=1), "min": est.min(),
-               "max": est.max(), "range": est.max() - est.min(),
-               "cor_ols": est.corr(wide[reference]), "cor_published": est.corr(wide[published])}
+        row = {
+            "variant": v,
+            "label": labels[v],
+            "sd": est.std(ddof=1),
+            "min": est.min(),
+            "max": est.max(),
+            "range": est.max() - est.min(),
+            "cor_ols": est.corr(wide[reference]),
+            "cor_published": est.corr(wide[published]),
+        }
         for i, cond in enumerate(lowest, start=1):
             row[f"neg{i}"] = est[cond]
         rows.append(row)
@@ -195,10 +241,16 @@ def sign_disagreements(effects: pd.DataFrame) -> pd.DataFrame:
     order = list(dict.fromkeys(effects["variant"]))
     rows = []
     for i, a in enumerate(order):
-        for b in order[i + 1:]:
+        for b in order[i + 1 :]:
             opposite = int((np.sign(wide[a]) * np.sign(wide[b]) < 0).sum())
-            rows.append({"variant_a": a, "variant_b": b, "opposite_signs": opposite,
-                         "conditions": int(wide[[a, b]].notna().all(axis=1).sum())})
+            rows.append(
+                {
+                    "variant_a": a,
+                    "variant_b": b,
+                    "opposite_signs": opposite,
+                    "conditions": int(wide[[a, b]].notna().all(axis=1).sum()),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -216,9 +268,16 @@ def prior_sensitivity(groups: Mapping[str, pd.DataFrame], default: str) -> pd.Da
     rows = []
     for name, g in groups.items():
         est = g.set_index(g.columns[0])["estimate"].reindex(base.index)
-        rows.append({"prior": name, "max_abs_change": float((est - base).abs().max()),
-                     "cor_default": float(est.corr(base)), "sd": float(est.std(ddof=1)),
-                     "min": float(est.min()), "max": float(est.max())})
+        rows.append(
+            {
+                "prior": name,
+                "max_abs_change": float((est - base).abs().max()),
+                "cor_default": float(est.corr(base)),
+                "sd": float(est.std(ddof=1)),
+                "min": float(est.min()),
+                "max": float(est.max()),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -273,15 +332,25 @@ def loo_table(idatas: Mapping[str, object], labels: Mapping[str, str]) -> pd.Dat
     for name, idata in idatas.items():
         k = np.asarray(az.loo(idata, pointwise=True).pareto_k)
         c = compared.loc[name]
-        rows.append({"variant": name, "label": labels[name], "elpd_loo": float(c["elpd_loo"]),
-                     "se": float(c["se"]), "p_loo": float(c["p_loo"]),
-                     "elpd_diff": float(c["elpd_diff"]), "diff_se": float(c["dse"]),
-                     "max_k": float(k.max()), "n_k_above_0_7": int((k > 0.7).sum())})
+        rows.append(
+            {
+                "variant": name,
+                "label": labels[name],
+                "elpd_loo": float(c["elpd_loo"]),
+                "se": float(c["se"]),
+                "p_loo": float(c["p_loo"]),
+                "elpd_diff": float(c["elpd_diff"]),
+                "diff_se": float(c["dse"]),
+                "max_k": float(k.max()),
+                "n_k_above_0_7": int((k > 0.7).sum()),
+            }
+        )
     return pd.DataFrame(rows)
 
 
-def predictive_check(fit, conditions: pd.Series, seed: int = 0,
-                     level: float = 0.95) -> pd.DataFrame:
+def predictive_check(
+    fit, conditions: pd.Series, seed: int = 0, level: float = 0.95
+) -> pd.DataFrame:
     """Observed vs posterior predictive mean support by condition and arm.
 
     For every draw, the replicated mean of ``y`` in a cell (condition x arm, ``n`` rows) is
@@ -323,9 +392,18 @@ def predictive_check(fit, conditions: pd.Series, seed: int = 0,
         rep = mu + sigma / np.sqrt(len(idx)) * rng.standard_normal(len(sigma))
         lo, med, hi = np.quantile(rep, [a, 0.5, 1 - a])
         obs = float(d.y[idx].mean())
-        rows.append({"condition": c, "arm": int(t), "n": len(idx), "observed": obs,
-                     "predicted": float(med), "lower": float(lo), "upper": float(hi),
-                     "inside": bool(lo <= obs <= hi)})
+        rows.append(
+            {
+                "condition": c,
+                "arm": int(t),
+                "n": len(idx),
+                "observed": obs,
+                "predicted": float(med),
+                "lower": float(lo),
+                "upper": float(hi),
+                "inside": bool(lo <= obs <= hi),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -333,12 +411,16 @@ def predictive_check(fit, conditions: pd.Series, seed: int = 0,
 #: Coarser groups: the eight regime x stakes x costs conditions (region dropped).
 COARSE_KEYS = ["regime", "stakes", "costs"]
 COARSE_VARIANTS: tuple[Variant, ...] = (
-    Variant("ols_saturated", "Saturated OLS", "ols",
-            {"modifiers": "regime*stakes*costs", "keys": COARSE_KEYS}),
-    Variant("m1_published", "M1 as published (no main effects)", "m1",
-            {"keys": COARSE_KEYS}),
-    Variant("m1_main_effects", "M1 with main effects", "m1",
-            {"keys": COARSE_KEYS, "main_effects": True}),
+    Variant(
+        "ols_saturated",
+        "Saturated OLS",
+        "ols",
+        {"modifiers": "regime*stakes*costs", "keys": COARSE_KEYS},
+    ),
+    Variant("m1_published", "M1 as published (no main effects)", "m1", {"keys": COARSE_KEYS}),
+    Variant(
+        "m1_main_effects", "M1 with main effects", "m1", {"keys": COARSE_KEYS, "main_effects": True}
+    ),
 )
 
 
@@ -364,17 +446,27 @@ def _gate(fit, name: str, gate: Mapping) -> pd.DataFrame:
     from hetfx.inference import check_diagnostics
 
     diag = fit.diagnostics_record
-    check_diagnostics(diag, max_r_hat=gate["max_r_hat"], min_ess_bulk=gate["min_ess_bulk"],
-                      allow_divergences=gate["max_divergences"],
-                      advice=f"robustness fit {name!r}: raise models.draws or change its "
-                             "engine settings")
+    check_diagnostics(
+        diag,
+        max_r_hat=gate["max_r_hat"],
+        min_ess_bulk=gate["min_ess_bulk"],
+        allow_divergences=gate["max_divergences"],
+        advice=f"robustness fit {name!r}: raise models.draws or change its engine settings",
+    )
     return fit.diagnostics().assign(fit=name)
 
 
-def run_checks(tw: pd.DataFrame, coding: str, settings: Mapping[str, Mapping],
-               sampler: Sampler, sigma_theta_priors: Mapping[str, Mapping],
-               prior_variants: Sequence[str], gate: Mapping, logit: Mapping | None = None,
-               progress=lambda message: None) -> RobustnessResults:
+def run_checks(
+    tw: pd.DataFrame,
+    coding: str,
+    settings: Mapping[str, Mapping],
+    sampler: Sampler,
+    sigma_theta_priors: Mapping[str, Mapping],
+    prior_variants: Sequence[str],
+    gate: Mapping,
+    logit: Mapping | None = None,
+    progress=lambda message: None,
+) -> RobustnessResults:
     """Fit every variant and build the robustness tables.
 
     Parameters
@@ -401,12 +493,16 @@ def run_checks(tw: pd.DataFrame, coding: str, settings: Mapping[str, Mapping],
     from hetfx.studies import coding_frame
 
     by_name = {v.name: v for v in CONDITION_VARIANTS}
-    unknown = [n for n in prior_variants if by_name.get(n, Variant("", "", "", {})).model != "m1"
-               or "family" in by_name[n].settings]
+    unknown = [
+        n
+        for n in prior_variants
+        if by_name.get(n, Variant("", "", "", {})).model != "m1" or "family" in by_name[n].settings
+    ]
     if unknown:
         names = [v.name for v in CONDITION_VARIANTS if v.model == "m1"]
-        raise ValueError(f"prior variants {unknown} are not lambda-model variants; choose from "
-                         f"{names}")
+        raise ValueError(
+            f"prior variants {unknown} are not lambda-model variants; choose from {names}"
+        )
     fits, diags = {}, []
     for v in CONDITION_VARIANTS:
         fits[v.name] = fit_variant(tw, v, coding, settings.get(v.model, {}), sampler, logit)
@@ -427,8 +523,12 @@ def run_checks(tw: pd.DataFrame, coding: str, settings: Mapping[str, Mapping],
             if prior == prior_default:
                 fit = fits[name]
             else:
-                pv = Variant(f"{name}@{prior}", v.label, v.model,
-                             {**dict(v.settings), "sigma_theta": dict(spec)})
+                pv = Variant(
+                    f"{name}@{prior}",
+                    v.label,
+                    v.model,
+                    {**dict(v.settings), "sigma_theta": dict(spec)},
+                )
                 fit = fit_variant(tw, pv, coding, settings[v.model], sampler)
                 diags.append(_gate(fit, pv.name, gate))
             groups[prior] = fit.group_effects()
@@ -447,17 +547,26 @@ def run_checks(tw: pd.DataFrame, coding: str, settings: Mapping[str, Mapping],
 
     # LOO and the predictive check compare Gaussian likelihoods only (a Bernoulli mass and a
     # Gaussian density of the same 0/1 outcome are not on one scale)
-    lambda_variants = [v for v in CONDITION_VARIANTS
-                       if v.model == "m1" and "family" not in v.settings]
-    loo = loo_table({v.name: with_log_likelihood(fits[v.name]) for v in lambda_variants},
-                    {v.name: v.label for v in lambda_variants})
+    lambda_variants = [
+        v for v in CONDITION_VARIANTS if v.model == "m1" and "family" not in v.settings
+    ]
+    loo = loo_table(
+        {v.name: with_log_likelihood(fits[v.name]) for v in lambda_variants},
+        {v.name: v.label for v in lambda_variants},
+    )
     progress("PSIS-LOO of the lambda-model specifications")
 
     conditions = coding_frame(tw, coding)["treat_group"]
-    ppc = pd.concat([predictive_check(fits[v.name], conditions, seed=sampler.seed)
-                     .assign(variant=v.name) for v in lambda_variants], ignore_index=True)
+    ppc = pd.concat(
+        [
+            predictive_check(fits[v.name], conditions, seed=sampler.seed).assign(variant=v.name)
+            for v in lambda_variants
+        ],
+        ignore_index=True,
+    )
     ppc = ppc[["variant", *[c for c in ppc.columns if c != "variant"]]]
     diagnostics = pd.concat(diags, ignore_index=True)
     diagnostics = diagnostics[["fit", *[c for c in diagnostics.columns if c != "fit"]]]
-    return RobustnessResults(effects, spread, sign_disagreements(effects), prior, coarse, loo,
-                             ppc, diagnostics)
+    return RobustnessResults(
+        effects, spread, sign_disagreements(effects), prior, coarse, loo, ppc, diagnostics
+    )

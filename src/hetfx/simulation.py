@@ -355,16 +355,16 @@ def simulate_data(
     return out
 
 
-def draw_baseline(root_seed: int, replicate: int, condition: Condition,
-                  sd: float = BASELINE_SD) -> np.ndarray:
+def draw_baseline(
+    root_seed: int, replicate: int, condition: Condition, sd: float = BASELINE_SD
+) -> np.ndarray:
     """Baseline shifts ``delta_g ~ N(0, sd)`` of the groups of one condition and replicate.
 
     They come from their own stream, spawn key ``(replicate, design, index,``
     :data:`BASELINE_STREAM` ``)``, which no other draw uses: switching the shifts on or off
     leaves the rest of the replicate's data unchanged.
     """
-    rng = replicate_rng(root_seed, replicate, condition.design, condition.index,
-                        BASELINE_STREAM)
+    rng = replicate_rng(root_seed, replicate, condition.design, condition.index, BASELINE_STREAM)
     return rng.normal(0.0, sd, size=condition.n_groups)
 
 
@@ -405,7 +405,11 @@ def simulate_condition(
     if baseline_sd > 0:
         baseline = draw_baseline(root_seed, replicate, condition, baseline_sd)
     data = simulate_data(
-        rng, condition.probs, tau, condition.n_obs, require_all_cells=condition.require_all_cells,
+        rng,
+        condition.probs,
+        tau,
+        condition.n_obs,
+        require_all_cells=condition.require_all_cells,
         baseline=baseline,
     )
     g = data["group_index"].to_numpy()
@@ -604,13 +608,23 @@ def _lambda_posterior(y, treat, X, group, Z, n_grid, resolution):
     d = prepare_lambda_data(y, treat, X, group, Z)
     prior = ScalePrior.brms_default()
     cm = ArrowLambda(d, 1.0, 1.0, prior, prior)
-    grid = lattice_grid(cm, float(np.std(d.y)) or 1.0, resolution=resolution,
-                        min_points=None if n_grid is None else tuple(n_grid))
+    grid = lattice_grid(
+        cm,
+        float(np.std(d.y)) or 1.0,
+        resolution=resolution,
+        min_points=None if n_grid is None else tuple(n_grid),
+    )
     return QuadraturePosterior(cm, grid)
 
 
 def lambda_quadrature_summary(
-    y, treat, X, group, Z, *, probs: Sequence[float] = (0.5, *_T_LEVELS.values()),
+    y,
+    treat,
+    X,
+    group,
+    Z,
+    *,
+    probs: Sequence[float] = (0.5, *_T_LEVELS.values()),
     n_grid: tuple[int, int] | None = None,
     resolution: float | tuple[float, float] = SIM_RESOLUTION,
 ) -> tuple[pd.DataFrame, dict[str, float]]:
@@ -646,12 +660,18 @@ def lambda_quadrature_summary(
     with single_threaded_blas():
         post = _lambda_posterior(y, treat, X, group, Z, n_grid, resolution)
         out = post.summarise_lambda(probs=probs)
-    return out, {"grid_edge_mass": post.grid.edge_mass,
-                 "grid_points": int(post.grid.w.size)}
+    return out, {"grid_edge_mass": post.grid.edge_mass, "grid_points": int(post.grid.w.size)}
 
 
 def lambda_quadrature_draws(
-    y, treat, X, group, Z, *, n_draws: int = 4000, seed: int = 0,
+    y,
+    treat,
+    X,
+    group,
+    Z,
+    *,
+    n_draws: int = 4000,
+    seed: int = 0,
     n_grid: tuple[int, int] | None = None,
     resolution: float | tuple[float, float] = SIM_RESOLUTION,
 ) -> tuple[np.ndarray, dict[str, float]]:
@@ -668,8 +688,7 @@ def lambda_quadrature_draws(
     with single_threaded_blas():
         post = _lambda_posterior(y, treat, X, group, Z, n_grid, resolution)
         lam = post.draws(n_draws, seed)["lambda"]
-    return lam, {"grid_edge_mass": post.grid.edge_mass,
-                 "grid_points": int(post.grid.w.size)}
+    return lam, {"grid_edge_mass": post.grid.edge_mass, "grid_points": int(post.grid.w.size)}
 
 
 def hierarchical_estimator(
@@ -727,8 +746,18 @@ def hierarchical_estimator(
     if engine not in ("quadrature", "nutpie"):
         raise ValueError(f"engine must be 'fast', 'quadrature' or 'nutpie', got {engine!r}")
     fit = fit_lambda_model(
-        y, treat, X, codes, Z, engine=engine, gamma_sd=1.0, beta_sd=1.0,
-        chains=chains, draws=draws, seed=_data_seed(data) % 2**31, n_grid=grid,
+        y,
+        treat,
+        X,
+        codes,
+        Z,
+        engine=engine,
+        gamma_sd=1.0,
+        beta_sd=1.0,
+        chains=chains,
+        draws=draws,
+        seed=_data_seed(data) % 2**31,
+        n_grid=grid,
     )
     ge = fit.group_effects(level=0.9)
     out = pd.DataFrame({"group": names, "estimate": ge["estimate"].to_numpy()})
@@ -839,8 +868,9 @@ def hierarchical_pooled_estimator(
     with single_threaded_blas():
         cm = PooledBaselineLambda(d)
         ls = float(np.log(np.std(y) or 1.0))
-        grid = lattice_grid_nd(cm, [ls, ls - 2.0, ls - 2.0], resolution=resolution, drop=drop,
-                               prune=prune)
+        grid = lattice_grid_nd(
+            cm, [ls, ls - 2.0, ls - 2.0], resolution=resolution, drop=drop, prune=prune
+        )
         summ = MixturePosterior(cm, grid).summarise_lambda(probs=(0.5, *_T_LEVELS.values()))
     return _summary_frame([str(v) for v in Z.index], summ, grid.edge_mass)
 
@@ -971,8 +1001,9 @@ def _write_atomic(frame: pd.DataFrame, path: Path) -> None:
 
 
 def _task(design, replicate, root_seed, estimators, n_obs, baseline_sd=0.0):
-    return (design, replicate), run_replicate(design, replicate, root_seed, estimators, n_obs,
-                                              baseline_sd)
+    return (design, replicate), run_replicate(
+        design, replicate, root_seed, estimators, n_obs, baseline_sd
+    )
 
 
 def run_simulation(
@@ -1161,14 +1192,18 @@ def summarise(estimates: pd.DataFrame) -> pd.DataFrame:
     e["cover_90"] = np.where(ok, (e["q05"] <= e["tau"]) & (e["tau"] <= e["q95"]), np.nan)
     e["cover_95"] = np.where(ok, (e["q025"] <= e["tau"]) & (e["tau"] <= e["q975"]), np.nan)
     e["missing"] = (~ok).astype(int)
-    per_rep = e.groupby([*_COND_COLS, "replicate"], sort=False).agg(
-        rmse=("sq_err", lambda v: float(np.sqrt(v.mean()))),
-        coverage_90=("cover_90", "mean"),
-        coverage_95=("cover_95", "mean"),
-        mean_abs_bias=("abs_bias", "mean"),
-        n_missing=("missing", "sum"),
-        max_grid_edge_mass=("grid_edge_mass", "max"),
-    ).reset_index()
+    per_rep = (
+        e.groupby([*_COND_COLS, "replicate"], sort=False)
+        .agg(
+            rmse=("sq_err", lambda v: float(np.sqrt(v.mean()))),
+            coverage_90=("cover_90", "mean"),
+            coverage_95=("cover_95", "mean"),
+            mean_abs_bias=("abs_bias", "mean"),
+            n_missing=("missing", "sum"),
+            max_grid_edge_mass=("grid_edge_mass", "max"),
+        )
+        .reset_index()
+    )
     grouped = per_rep.groupby(_COND_COLS, sort=False)
     out = grouped.agg(
         n_replicates=("replicate", "size"),
@@ -1181,8 +1216,7 @@ def summarise(estimates: pd.DataFrame) -> pd.DataFrame:
     out = out.reset_index()
     per_rep = per_rep.sort_values("replicate", kind="stable")
     first = per_rep.groupby(_COND_COLS, sort=False)["rmse"].first()
-    out["rmse_one_replicate"] = first.reindex(
-        pd.MultiIndex.from_frame(out[_COND_COLS])).to_numpy()
+    out["rmse_one_replicate"] = first.reindex(pd.MultiIndex.from_frame(out[_COND_COLS])).to_numpy()
     out = out[
         [*_COND_COLS, "rmse_mean", "rmse_mcse", "n_replicates", "rmse_one_replicate",
          "coverage_90", "coverage_90_mcse", "coverage_95", "coverage_95_mcse",
@@ -1190,8 +1224,9 @@ def summarise(estimates: pd.DataFrame) -> pd.DataFrame:
     ]  # fmt: skip
     order = {name: i for i, name in enumerate(["equal", *IMBALANCE_SCENARIOS])}
     rank = out["scenario"].map(order).fillna(len(order))
-    out = out.assign(_rank=rank).sort_values(["design", "n_groups", "_rank", "model"],
-                                             kind="stable")
+    out = out.assign(_rank=rank).sort_values(
+        ["design", "n_groups", "_rank", "model"], kind="stable"
+    )
     return out.drop(columns="_rank").reset_index(drop=True)
 
 

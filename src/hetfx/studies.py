@@ -83,8 +83,7 @@ def scale_prior(spec: Mapping[str, Any] | ScalePrior) -> ScalePrior:
     """A :class:`ScalePrior` from its params.yaml form ``{kind, scale, nu}``."""
     if isinstance(spec, ScalePrior):
         return spec
-    return ScalePrior(kind=spec["kind"], scale=float(spec["scale"]),
-                      nu=float(spec.get("nu", 3.0)))
+    return ScalePrior(kind=spec["kind"], scale=float(spec["scale"]), nu=float(spec.get("nu", 3.0)))
 
 
 def _check_coding(coding: str) -> None:
@@ -106,8 +105,9 @@ def coding_frame(tw: pd.DataFrame, coding: str) -> pd.DataFrame:
     out = tw.copy()
     out["dem"] = out[f"dem_{coding}"].astype("int64")
     out["het_group"] = out[f"het_group_{coding}"]
-    out["party"] = np.where(out["rep"] == 1, "Republican",
-                            np.where(out["dem"] == 1, "Democrat", "Independent"))
+    out["party"] = np.where(
+        out["rep"] == 1, "Republican", np.where(out["dem"] == 1, "Democrat", "Independent")
+    )
     return out
 
 
@@ -120,9 +120,13 @@ def bush_prather_frame(bp: pd.DataFrame, coding: str) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------------- Tomz-Weeks fits
-def fit_tomz_weeks(tw: pd.DataFrame, model: str, coding: str,
-                   settings: Mapping[str, Any] | None = None,
-                   sampler: Sampler | None = None):
+def fit_tomz_weeks(
+    tw: pd.DataFrame,
+    model: str,
+    coding: str,
+    settings: Mapping[str, Any] | None = None,
+    sampler: Sampler | None = None,
+):
     """Fit one Tomz-Weeks model under one coding.
 
     Parameters
@@ -156,14 +160,27 @@ def fit_tomz_weeks(tw: pd.DataFrame, model: str, coding: str,
     if model == "m2":
         return _fit_m2(df, settings, sampler)
     if model == "m1_ols":
-        return fit_saturated_ols(df, "force", "alliance", "regime*stakes*costs*region_txt",
-                                 M1_CONTROLS, group="treat_group",
-                                 keys=["regime", "stakes", "costs", "region_txt"],
-                                 reference={"region_txt": "Africa"})
+        return fit_saturated_ols(
+            df,
+            "force",
+            "alliance",
+            "regime*stakes*costs*region_txt",
+            M1_CONTROLS,
+            group="treat_group",
+            keys=["regime", "stakes", "costs", "region_txt"],
+            reference={"region_txt": "Africa"},
+        )
     if model == "m2_ols":
-        return fit_saturated_ols(df, "force", "alliance", DEMOGRAPHIC_KEYS,
-                                 ["regime", "stakes", "costs", "asia", "europe", "africa"],
-                                 group="het_group", keys=DEMOGRAPHIC_KEYS, at=M2_OLS_AT)
+        return fit_saturated_ols(
+            df,
+            "force",
+            "alliance",
+            DEMOGRAPHIC_KEYS,
+            ["regime", "stakes", "costs", "asia", "europe", "africa"],
+            group="het_group",
+            keys=DEMOGRAPHIC_KEYS,
+            at=M2_OLS_AT,
+        )
     return _fit_a1(df, settings, sampler)
 
 
@@ -175,7 +192,10 @@ def _lambda_kwargs(settings: Mapping[str, Any], sampler: Sampler) -> dict:
         sigma_prior=scale_prior(settings.get("sigma", ScalePrior.brms_default())),
         sigma_theta_prior=scale_prior(settings.get("sigma_theta", ScalePrior.brms_default())),
         target_accept=float(settings.get("target_accept", 0.8)),
-        chains=sampler.chains, draws=sampler.draws, tune=sampler.tune, seed=sampler.seed,
+        chains=sampler.chains,
+        draws=sampler.draws,
+        tune=sampler.tune,
+        seed=sampler.seed,
     )
 
 
@@ -216,8 +236,16 @@ def _fit_m1(df: pd.DataFrame, settings, sampler) -> LambdaFit:
     gk = keys.rename(columns={"region_txt": "region"})
     if settings.get("family", "gaussian") == "bernoulli":
         return _fit_logit(df, X, codes, Z, gk, settings, sampler)
-    return fit_lambda_model(df["force"], df["alliance"], X, codes, Z, group_keys=gk,
-                            group_name="treat_group", **_lambda_kwargs(settings, sampler))
+    return fit_lambda_model(
+        df["force"],
+        df["alliance"],
+        X,
+        codes,
+        Z,
+        group_keys=gk,
+        group_name="treat_group",
+        **_lambda_kwargs(settings, sampler),
+    )
 
 
 def _fit_logit(df: pd.DataFrame, X, codes, Z, keys, settings, sampler):
@@ -228,10 +256,22 @@ def _fit_logit(df: pd.DataFrame, X, codes, Z, keys, settings, sampler):
 
     kw = _lambda_kwargs(settings, sampler)
     return fit_bernoulli_lambda(
-        df["force"], df["alliance"], X, codes, Z, group_keys=keys, group_name="treat_group",
-        gamma_sd=kw["gamma_sd"], beta_sd=kw["beta_sd"],
-        sigma_theta_prior=kw["sigma_theta_prior"], chains=kw["chains"], draws=kw["draws"],
-        tune=kw["tune"], target_accept=kw["target_accept"], seed=kw["seed"])
+        df["force"],
+        df["alliance"],
+        X,
+        codes,
+        Z,
+        group_keys=keys,
+        group_name="treat_group",
+        gamma_sd=kw["gamma_sd"],
+        beta_sd=kw["beta_sd"],
+        sigma_theta_prior=kw["sigma_theta_prior"],
+        chains=kw["chains"],
+        draws=kw["draws"],
+        tune=kw["tune"],
+        target_accept=kw["target_accept"],
+        seed=kw["seed"],
+    )
 
 
 def _fit_m2(df: pd.DataFrame, settings, sampler) -> LambdaFit:
@@ -243,8 +283,16 @@ def _fit_m2(df: pd.DataFrame, settings, sampler) -> LambdaFit:
     if settings.get("main_effects", False):
         controls += DEMOGRAPHIC_KEYS
     X = _design("1 + " + " + ".join(controls), df)
-    return fit_lambda_model(df["force"], df["alliance"], X, codes, Z, group_keys=keys,
-                            group_name="het_group", **_lambda_kwargs(settings, sampler))
+    return fit_lambda_model(
+        df["force"],
+        df["alliance"],
+        X,
+        codes,
+        Z,
+        group_keys=keys,
+        group_name="het_group",
+        **_lambda_kwargs(settings, sampler),
+    )
 
 
 def _varying_kwargs(settings: Mapping[str, Any], sampler: Sampler) -> dict:
@@ -265,7 +313,10 @@ def _varying_kwargs(settings: Mapping[str, Any], sampler: Sampler) -> dict:
         target_accept=float(settings.get("target_accept", 0.8)),
         maxdepth=int(settings.get("max_treedepth", 10)),
         qmc_m=int(settings.get("qmc_points_log2", 14)),
-        chains=sampler.chains, draws=sampler.draws, tune=sampler.tune, seed=sampler.seed,
+        chains=sampler.chains,
+        draws=sampler.draws,
+        tune=sampler.tune,
+        seed=sampler.seed,
     )
 
 
@@ -278,26 +329,34 @@ def _fit_a1(df: pd.DataFrame, settings, sampler) -> VaryingSlopesFit:
     values they are held at (the spec's sample medians).
     """
     controls = list(settings.get("controls", A1_CONTROLS))
-    X = _design("1 + " + " + ".join(controls)
-                + " + alliance*(regime + stakes + costs + region_txt)", df)
+    X = _design(
+        "1 + " + " + ".join(controls) + " + alliance*(regime + stakes + costs + region_txt)", df
+    )
     _, keys = _groups(df, "treat_group", ["regime", "stakes", "costs", "region_txt"])
     profiles = keys.reset_index()
     # contrast x(alliance=1) - x(alliance=0): the alliance column and its interactions
-    one = _design("alliance*(regime + stakes + costs + region_txt)",
-                  profiles.assign(alliance=1))
-    zero = _design("alliance*(regime + stakes + costs + region_txt)",
-                   profiles.assign(alliance=0))
+    one = _design("alliance*(regime + stakes + costs + region_txt)", profiles.assign(alliance=1))
+    zero = _design("alliance*(regime + stakes + costs + region_txt)", profiles.assign(alliance=0))
     contrast = (one - zero).loc[:, lambda f: [c for c in f.columns if "alliance" in c]]
     profiles = profiles.rename(columns={"region_txt": "region"})
-    return fit_varying_slopes(df["force"], df["alliance"], X, df[["treat_group"]],
-                              profiles=profiles, contrast=contrast,
-                              **_varying_kwargs(settings, sampler))
+    return fit_varying_slopes(
+        df["force"],
+        df["alliance"],
+        X,
+        df[["treat_group"]],
+        profiles=profiles,
+        contrast=contrast,
+        **_varying_kwargs(settings, sampler),
+    )
 
 
 # ---------------------------------------------------------------------- Bush-Prather fit
-def fit_bush_prather(bp: pd.DataFrame, coding: str,
-                     settings: Mapping[str, Any] | None = None,
-                     sampler: Sampler | None = None) -> VaryingSlopesFit:
+def fit_bush_prather(
+    bp: pd.DataFrame,
+    coding: str,
+    settings: Mapping[str, Any] | None = None,
+    sampler: Sampler | None = None,
+) -> VaryingSlopesFit:
     """Appendix A2: ``ipe_support ~ 1 + college_educ + employ_dum + sum_k (1 +
     treat_germrus | factor_k)`` over w2_vote_hill, pol_engage, invest_cond, woman.
 
@@ -312,6 +371,12 @@ def fit_bush_prather(bp: pd.DataFrame, coding: str,
     factors = df[BP_FACTORS].astype("int64")
     profiles = factors.drop_duplicates().sort_values(BP_FACTORS).reset_index(drop=True)
     profiles.insert(0, "profile", profiles.astype(str).agg("_".join, axis=1))
-    return fit_varying_slopes(df["ipe_support"], df["treat_germrus"], X, factors,
-                              profiles=profiles, contrast=None,
-                              **_varying_kwargs(settings, sampler))
+    return fit_varying_slopes(
+        df["ipe_support"],
+        df["treat_germrus"],
+        X,
+        factors,
+        profiles=profiles,
+        contrast=None,
+        **_varying_kwargs(settings, sampler),
+    )

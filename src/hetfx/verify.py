@@ -72,8 +72,7 @@ TOLERANCES: tuple[Rule, ...] = (
 )
 
 
-def tolerance_for(path: str, column: str,
-                  rules: Sequence[Rule] = TOLERANCES) -> Rule:
+def tolerance_for(path: str, column: str, rules: Sequence[Rule] = TOLERANCES) -> Rule:
     """The first rule of ``rules`` that matches ``path`` and ``column``."""
     for rule in rules:
         if fnmatch(path, rule.path) and fnmatch(column, rule.column):
@@ -85,10 +84,10 @@ def tolerance_for(path: str, column: str,
 class CellDifference:
     """One compared cell that is not identical."""
 
-    where: str          # "row 3, column q975" or a variable's name
+    where: str  # "row 3, column q975" or a variable's name
     committed: str
     current: str
-    abs_diff: float     # nan for text or structure
+    abs_diff: float  # nan for text or structure
     tol: float | None
     status: str
 
@@ -113,9 +112,11 @@ class FileReport:
 
     def worst(self, n: int = 3) -> list[CellDifference]:
         """The ``n`` largest differences, real differences first."""
+
         def key(c: CellDifference):
             d = c.abs_diff
             return (c.status != "different", -(math.inf if math.isnan(d) else d))
+
         return sorted(self.cells, key=key)[:n]
 
 
@@ -150,8 +151,9 @@ def _rows(text: str) -> list[list[str]]:
     return list(csv.reader(io.StringIO(text)))
 
 
-def compare_csv(path: str, committed: str, current: str | None,
-                rules: Sequence[Rule] = TOLERANCES) -> FileReport:
+def compare_csv(
+    path: str, committed: str, current: str | None, rules: Sequence[Rule] = TOLERANCES
+) -> FileReport:
     """Compare two versions of the CSV file ``path`` cell by cell.
 
     Parameters
@@ -166,21 +168,34 @@ def compare_csv(path: str, committed: str, current: str | None,
     report = FileReport(path)
     if current is None:
         report.note = "missing in the working tree"
-        report.add("different", CellDifference("file", "present", "missing", math.nan, None,
-                                               "different"))
+        report.add(
+            "different", CellDifference("file", "present", "missing", math.nan, None, "different")
+        )
         return report
     old, new = _rows(committed), _rows(current)
     if not old or not new or old[0] != new[0]:
         report.note = "header changed"
-        report.add("different", CellDifference(
-            "header", ",".join(old[0] if old else []), ",".join(new[0] if new else []),
-            math.nan, None, "different"))
+        report.add(
+            "different",
+            CellDifference(
+                "header",
+                ",".join(old[0] if old else []),
+                ",".join(new[0] if new else []),
+                math.nan,
+                None,
+                "different",
+            ),
+        )
         return report
     header = old[0]
     if len(old) != len(new):
         report.note = f"{len(old) - 1} rows committed, {len(new) - 1} now"
-        report.add("different", CellDifference("rows", str(len(old) - 1), str(len(new) - 1),
-                                               math.nan, None, "different"))
+        report.add(
+            "different",
+            CellDifference(
+                "rows", str(len(old) - 1), str(len(new) - 1), math.nan, None, "different"
+            ),
+        )
     tolerances = [tolerance_for(path, col, rules).tol for col in header]
     for i, (a_row, b_row) in enumerate(zip(old[1:], new[1:], strict=False), start=1):
         for j, col in enumerate(header):
@@ -207,8 +222,9 @@ def compare_variables(path: str, committed: str, current: str | None) -> FileRep
     report = FileReport(path)
     if current is None:
         report.note = "missing in the working tree"
-        report.add("different", CellDifference("file", "present", "missing", math.nan, None,
-                                               "different"))
+        report.add(
+            "different", CellDifference("file", "present", "missing", math.nan, None, "different")
+        )
         return report
     old, new = _variables(committed), _variables(current)
     for name in sorted(old.keys() | new.keys()):
@@ -219,9 +235,17 @@ def compare_variables(path: str, committed: str, current: str | None) -> FileRep
         x = _number((a or "").replace("\u2212", "-").replace(",", "").rstrip("%"))
         y = _number((b or "").replace("\u2212", "-").replace(",", "").rstrip("%"))
         diff = abs(x - y) if x is not None and y is not None else math.nan
-        report.add("different", CellDifference(name, "(absent)" if a is None else a,
-                                               "(absent)" if b is None else b, diff, 0.0,
-                                               "different"))
+        report.add(
+            "different",
+            CellDifference(
+                name,
+                "(absent)" if a is None else a,
+                "(absent)" if b is None else b,
+                diff,
+                0.0,
+                "different",
+            ),
+        )
     return report
 
 
@@ -233,8 +257,11 @@ def format_reports(reports: Iterable[FileReport], worst: int = 3) -> str:
     lines = [head, "-" * len(head)]
     totals = dict.fromkeys(CLASSES, 0)
     for r in reports:
-        lines.append(f"{r.path:<{width}} " + " ".join(f"{r.counts[c]:>10}" for c in CLASSES)
-                     + (f"  ({r.note})" if r.note else ""))
+        lines.append(
+            f"{r.path:<{width}} "
+            + " ".join(f"{r.counts[c]:>10}" for c in CLASSES)
+            + (f"  ({r.note})" if r.note else "")
+        )
         for c in CLASSES:
             totals[c] += r.counts[c]
     lines.append("-" * len(head))
@@ -247,6 +274,8 @@ def format_reports(reports: Iterable[FileReport], worst: int = 3) -> str:
             for c in r.worst(worst):
                 diff = "" if math.isnan(c.abs_diff) else f"{c.abs_diff:.3g}"
                 tol = "-" if c.tol is None else f"{c.tol:g}"
-                lines.append(f"  {c.status:<9} {r.path}: {c.where}: {c.committed} -> "
-                             f"{c.current}  |d| {diff or '-'}  tol {tol}")
+                lines.append(
+                    f"  {c.status:<9} {r.path}: {c.where}: {c.committed} -> "
+                    f"{c.current}  |d| {diff or '-'}  tol {tol}"
+                )
     return "\n".join(lines)

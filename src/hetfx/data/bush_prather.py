@@ -20,20 +20,24 @@ from hetfx.data.summaries import CleanResult, Fact, StudyFactError
 RAW_FILE = "bush-prather-2020/bush-prather-us-data-all.dta"
 
 CODEBOOK = [
-    RawVar("ipe_support", codes(1, 2, 3, 4), {1: "strongly disagree", 4: "strongly agree"},
-           nullable=True),
+    RawVar(
+        "ipe_support",
+        codes(1, 2, 3, 4),
+        {1: "strongly disagree", 4: "strongly agree"},
+        nullable=True,
+    ),
     RawVar("treat_germrus", codes(0, 1), {0: "Russia", 1: "Germany"}, nullable=True),
     RawVar("w2_vote_hill", codes(0, 1), {0: "Trump voter", 1: "Clinton voter"}, nullable=True),
-    RawVar("treat_ipesidetaking", codes(0, 1), {0: "no sidetaking", 1: "sidetaking"},
-           nullable=True),
+    RawVar(
+        "treat_ipesidetaking", codes(0, 1), {0: "no sidetaking", 1: "sidetaking"}, nullable=True
+    ),
     RawVar("woman", codes(0, 1), {0: "man", 1: "woman"}, nullable=True),
     RawVar("employ", codes(1, 2, 3, 4, 5, 6, 7), nullable=True),
     RawVar("treat_ipetype", codes(1, 2), {1: "fdi", 2: "goods trade"}, nullable=True),
     RawVar("educ", codes(1, 2, 3, 4, 5, 6), {5: "college grad", 6: "post-grad"}, nullable=True),
     RawVar("party", codes(1, 2, 3, 4, 5), {1: "Democrat", 2: "Republican"}, nullable=True),
     RawVar("polknowledge", codes(0, 1, 2, 3), nullable=True),
-    RawVar("polint", codes(1, 2, 3, 4), {1: "hardly at all", 4: "most of the time"},
-           nullable=True),
+    RawVar("polint", codes(1, 2, 3, 4), {1: "hardly at all", 4: "most of the time"}, nullable=True),
 ]
 COMPLETE_CASE_VARS = [var.name for var in CODEBOOK]
 
@@ -93,8 +97,9 @@ def study_facts(clean: pd.DataFrame) -> list[Fact]:
     """Facts of the appendix analysis (spec §4, §6) that the cleaned data must reproduce."""
     return [
         Fact("complete cases", len(clean), 468),
-        Fact("complete cases without side-taking",
-             int((clean.treat_ipesidetaking == 0).sum()), 240),
+        Fact(
+            "complete cases without side-taking", int((clean.treat_ipesidetaking == 0).sum()), 240
+        ),
     ]
 
 
@@ -118,4 +123,3 @@ def clean(path: str | Path) -> CleanResult:
     if failed:
         raise StudyFactError("Bush-Prather", failed)
     return CleanResult(data, facts, excluded)
-

@@ -44,8 +44,9 @@ class CleanResult:
     data: pd.DataFrame
     facts: list[Fact]
     exclusions: pd.DataFrame = field(
-        default_factory=lambda: pd.DataFrame({"reason": pd.Series(dtype=str),
-                                              "rows": pd.Series(dtype="int64")})
+        default_factory=lambda: pd.DataFrame(
+            {"reason": pd.Series(dtype=str), "rows": pd.Series(dtype="int64")}
+        )
     )
 
     def summary(self) -> pd.DataFrame:

@@ -44,8 +44,13 @@ CODEBOOK = [
     RawVar(
         "pid7",
         codes(1, 2, 3, 4, 5, 6, 7, 8),
-        {1: "Strong Democrat", 2: "Not very strong Democrat", 6: "Not very strong Republican",
-         7: "Strong Republican", 8: "Not sure"},
+        {
+            1: "Strong Democrat",
+            2: "Not very strong Democrat",
+            6: "Not very strong Republican",
+            7: "Strong Republican",
+            8: "Not sure",
+        },
     ),
     RawVar("newsint", codes(1, 2, 3, 4, 7), {1: "Most of the time", 7: "Don't know"}),
     RawVar("gender", codes(1, 2), {1: "Male", 2: "Female"}),

@@ -71,14 +71,23 @@ def demean_within(a: np.ndarray, group: np.ndarray, n_groups: int) -> np.ndarray
     safe = np.where(cnt > 0, cnt, 1.0)
     if a.ndim == 1:
         return a - (np.bincount(group, weights=a, minlength=n_groups) / safe)[group]
-    means = np.stack([np.bincount(group, weights=a[:, j], minlength=n_groups)
-                      for j in range(a.shape[1])], axis=1) / safe[:, None]
+    means = (
+        np.stack(
+            [np.bincount(group, weights=a[:, j], minlength=n_groups) for j in range(a.shape[1])],
+            axis=1,
+        )
+        / safe[:, None]
+    )
     return a - means[group]
 
 
-def fixed_baseline_model(d: LambdaData, gamma_sd: float = 1.0, beta_sd=1.0,
-                         sigma_prior: ScalePrior | None = None,
-                         sigma_theta_prior: ScalePrior | None = None) -> ArrowLambda:
+def fixed_baseline_model(
+    d: LambdaData,
+    gamma_sd: float = 1.0,
+    beta_sd=1.0,
+    sigma_prior: ScalePrior | None = None,
+    sigma_theta_prior: ScalePrior | None = None,
+) -> ArrowLambda:
     """The lambda model with a flat-prior baseline per group, collapsed exactly.
 
     Parameters
@@ -100,8 +109,11 @@ def fixed_baseline_model(d: LambdaData, gamma_sd: float = 1.0, beta_sd=1.0,
     if X.shape[1] and np.any(np.ptp(X, axis=0) == 0):
         raise ValueError("X has a constant column; the group baselines replace the intercept")
     dd = dataclasses.replace(
-        d, y=demean_within(d.y, d.group, G), treat=demean_within(d.treat, d.group, G),
-        X=pd.DataFrame(demean_within(X, d.group, G), columns=d.X.columns))
+        d,
+        y=demean_within(d.y, d.group, G),
+        treat=demean_within(d.treat, d.group, G),
+        X=pd.DataFrame(demean_within(X, d.group, G), columns=d.X.columns),
+    )
     prior = ScalePrior.brms_default()
     cm = ArrowLambda(dd, gamma_sd, beta_sd, sigma_prior or prior, sigma_theta_prior or prior)
     cm.n = len(d.y) - int((np.bincount(d.group, minlength=G) > 0).sum())
@@ -121,14 +133,18 @@ class PooledBaselineLambda:
 
     ndim = 3
 
-    def __init__(self, d: LambdaData, gamma_sd: float = 1.0, beta_sd=1.0,
-                 sigma_prior: ScalePrior | None = None,
-                 sigma_theta_prior: ScalePrior | None = None,
-                 sigma_alpha_prior: ScalePrior | None = None,
-                 saturated: bool | None = None) -> None:
+    def __init__(
+        self,
+        d: LambdaData,
+        gamma_sd: float = 1.0,
+        beta_sd=1.0,
+        sigma_prior: ScalePrior | None = None,
+        sigma_theta_prior: ScalePrior | None = None,
+        sigma_alpha_prior: ScalePrior | None = None,
+        saturated: bool | None = None,
+    ) -> None:
         prior = ScalePrior.brms_default()
-        self.priors = (sigma_prior or prior, sigma_theta_prior or prior,
-                       sigma_alpha_prior or prior)
+        self.priors = (sigma_prior or prior, sigma_theta_prior or prior, sigma_alpha_prior or prior)
         X = d.X.to_numpy(dtype=float)
         Z = d.Z.to_numpy(dtype=float)
         n, p = X.shape
@@ -188,7 +204,7 @@ class PooledBaselineLambda:
         m12 = np.broadcast_to(self.s1[None, :] / s2, m11.shape)
         m22 = 1.0 / t2 + self.s2[None, :] / s2
         det = m11 * m22 - m12 * m12
-        logdet_sigma = (self.cnt[None, :] * np.log(s2) + np.log(a2) + np.log(t2) + np.log(det))
+        logdet_sigma = self.cnt[None, :] * np.log(s2) + np.log(a2) + np.log(t2) + np.log(det)
         return m22 / det, -m12 / det, m11 / det, logdet_sigma.sum(axis=1), s2[:, 0]
 
     def _system(self, u: np.ndarray):
@@ -240,8 +256,13 @@ class PooledBaselineLambda:
         L, (_, _, _, logdet_sigma, _) = self._system(u)
         k = self.k
         piv = np.diagonal(L, axis1=1, axis2=2)
-        return (-0.5 * self.n * _LOG2PI - 0.5 * logdet_sigma + 0.5 * self.logdet_prior
-                - np.log(piv[:, :k]).sum(axis=1) - 0.5 * piv[:, k] ** 2)
+        return (
+            -0.5 * self.n * _LOG2PI
+            - 0.5 * logdet_sigma
+            + 0.5 * self.logdet_prior
+            - np.log(piv[:, :k]).sum(axis=1)
+            - 0.5 * piv[:, k] ** 2
+        )
 
     def logpost(self, u: np.ndarray, chunk: int | None = None) -> np.ndarray:
         """Log posterior density (up to a constant) of the log scales, rows of ``u``."""
@@ -272,8 +293,10 @@ class PooledBaselineLambda:
         mean_a = np.einsum("jim,jm->ji", LinvT, L[:, k, :k])
         inv = 1.0 / s2
         c = (e12 * self.py + e22 * self.qy) * inv[:, None]
-        hb = -(e12[:, :, None] * self.xs[None] + e22[:, :, None] * self.xt[None]) \
-            * inv[:, None, None]  # (m, G, p)
+        hb = (
+            -(e12[:, :, None] * self.xs[None] + e22[:, :, None] * self.xt[None])
+            * inv[:, None, None]
+        )  # (m, G, p)
         f = 1.0 - (e12 * self.s1 + e22 * self.s2) * inv[:, None]
         ea = mean_a[:, p:] if self.saturated else mean_a[:, p:] @ self.E.T
         mean = c + np.einsum("jgi,ji->jg", hb, mean_a[:, :p]) + f * ea
@@ -316,8 +339,12 @@ class NDGrid:
 
 def _mode_and_sd(cm, u0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     d = len(u0)
-    res = optimize.minimize(lambda u: -cm.logpost(u[None, :])[0], u0, method="Nelder-Mead",
-                            options={"xatol": 1e-4, "fatol": 1e-6, "maxiter": 300 * d})
+    res = optimize.minimize(
+        lambda u: -cm.logpost(u[None, :])[0],
+        u0,
+        method="Nelder-Mead",
+        options={"xatol": 1e-4, "fatol": 1e-6, "maxiter": 300 * d},
+    )
     mode = res.x
     h = 1e-2
     offs = [np.zeros(d)]
@@ -350,10 +377,18 @@ def _mode_and_sd(cm, u0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mode, np.minimum(sd, 3.0)
 
 
-def lattice_grid_nd(cm, u0: Sequence[float], *, resolution: float | Sequence[float] = 1.5,
-                    drop: float = 25.0, max_step: float = 0.35, stretch: float = 4.0,
-                    min_log: Sequence[float | None] | None = None,
-                    prune: float = 1e-13, max_points: int = 2_000_000) -> NDGrid:
+def lattice_grid_nd(
+    cm,
+    u0: Sequence[float],
+    *,
+    resolution: float | Sequence[float] = 1.5,
+    drop: float = 25.0,
+    max_step: float = 0.35,
+    stretch: float = 4.0,
+    min_log: Sequence[float | None] | None = None,
+    prune: float = 1e-13,
+    max_points: int = 2_000_000,
+) -> NDGrid:
     """Lattice grid of the log scales of ``cm`` (anything with ``logpost`` and ``ndim``).
 
     Each axis is ``u = c + a sinh(v)``, ``v = h i`` with ``a`` and ``h`` powers of
@@ -397,8 +432,10 @@ def lattice_grid_nd(cm, u0: Sequence[float], *, resolution: float | Sequence[flo
     c = np.round(mode / (a * hv)) * (a * hv)
     if min_log is None:
         min_log = [None] + [float(np.log(1e-14))] * (d - 1)
-    lo_lim = [None if m is None else int(np.ceil(np.arcsinh((m - c[i]) / a[i]) / hv[i]))
-              for i, m in enumerate(min_log)]
+    lo_lim = [
+        None if m is None else int(np.ceil(np.arcsinh((m - c[i]) / a[i]) / hv[i]))
+        for i, m in enumerate(min_log)
+    ]
     start = [int(np.ceil(np.arcsinh(3.0 * sd[i] / a[i]) / hv[i])) for i in range(d)]
     lo = [-s if lo_lim[i] is None else max(-s, lo_lim[i]) for i, s in enumerate(start)]
     hi = list(start)
@@ -417,8 +454,10 @@ def lattice_grid_nd(cm, u0: Sequence[float], *, resolution: float | Sequence[flo
 
     # flood fill: start with a box of +-3 SDs, then evaluate the face neighbours of every
     # node above the threshold until none is left unevaluated
-    idx = np.stack(np.meshgrid(*[np.arange(a_, b + 1) for a_, b in zip(lo, hi, strict=True)],
-                               indexing="ij"), axis=-1).reshape(-1, d)
+    idx = np.stack(
+        np.meshgrid(*[np.arange(a_, b + 1) for a_, b in zip(lo, hi, strict=True)], indexing="ij"),
+        axis=-1,
+    ).reshape(-1, d)
     lw = evaluate(idx)
     for _ in range(10_000):
         thr = max(lwt.values()) - drop
@@ -442,8 +481,7 @@ def lattice_grid_nd(cm, u0: Sequence[float], *, resolution: float | Sequence[flo
     known = set(map(tuple, keys.tolist()))
     nb = (keys[:, None, :] + steps[None]).reshape(-1, d)
     ok = (nb >= floor).all(axis=1)
-    missing = np.array([o and tuple(r) not in known for r, o in zip(nb.tolist(), ok,
-                                                                     strict=True)])
+    missing = np.array([o and tuple(r) not in known for r, o in zip(nb.tolist(), ok, strict=True)])
     shell = missing.reshape(len(keys), 2 * d).any(axis=1)
     edge = float(w[shell].sum())
     keep = w > prune
@@ -476,8 +514,9 @@ class MixturePosterior:
             sds.append(s)
         self.means, self.sds = np.concatenate(means), np.concatenate(sds)
 
-    def summarise_lambda(self, probs: Sequence[float] = (0.5, 0.025, 0.05, 0.95, 0.975)
-                         ) -> pd.DataFrame:
+    def summarise_lambda(
+        self, probs: Sequence[float] = (0.5, 0.025, 0.05, 0.95, 0.975)
+    ) -> pd.DataFrame:
         """``mean``, ``sd`` and quantile columns (``q50``, ``q025``, ...) per group."""
         w = self.grid.weights
         mean, sd = mixture_moments(w, self.means, self.sds)

@@ -56,14 +56,22 @@ def _binary(name: str, a) -> np.ndarray:
     arr = check_finite(name, np.asarray(a, dtype=float).ravel())
     bad = ~np.isin(arr, (0.0, 1.0))
     if bad.any():
-        raise ValueError(f"{name} must be 0/1 for the Bernoulli family; "
-                         f"{int(bad.sum())} values are not (e.g. {arr[bad][0]!r})")
+        raise ValueError(
+            f"{name} must be 0/1 for the Bernoulli family; "
+            f"{int(bad.sum())} values are not (e.g. {arr[bad][0]!r})"
+        )
     return arr
 
 
-def prepare_bernoulli_data(y, treat, X: pd.DataFrame, group, Z: pd.DataFrame,
-                           group_keys: pd.DataFrame | None = None,
-                           group_name: str = "group") -> BernoulliData:
+def prepare_bernoulli_data(
+    y,
+    treat,
+    X: pd.DataFrame,
+    group,
+    Z: pd.DataFrame,
+    group_keys: pd.DataFrame | None = None,
+    group_name: str = "group",
+) -> BernoulliData:
     """Validate and bundle the inputs (see :func:`fit_bernoulli_lambda`)."""
     y = _binary("y", y)
     n = len(y)
@@ -94,8 +102,7 @@ def prepare_bernoulli_data(y, treat, X: pd.DataFrame, group, Z: pd.DataFrame,
 
 
 # --------------------------------------------------------------------------- draws
-def _membership(group: np.ndarray, G: int,
-                weights: np.ndarray | None = None) -> sparse.csr_matrix:
+def _membership(group: np.ndarray, G: int, weights: np.ndarray | None = None) -> sparse.csr_matrix:
     """Sparse (G x n) matrix averaging observations within each group (weighted)."""
     n = len(group)
     wt = np.ones(n) if weights is None else np.asarray(weights, dtype=float)
@@ -104,8 +111,14 @@ def _membership(group: np.ndarray, G: int,
     return sparse.csr_matrix((w, (group, np.arange(n))), shape=(G, n))
 
 
-def group_ame(beta: np.ndarray, lam: np.ndarray, X: np.ndarray, group: np.ndarray,
-              chunk: int = 256, weights: np.ndarray | None = None) -> np.ndarray:
+def group_ame(
+    beta: np.ndarray,
+    lam: np.ndarray,
+    X: np.ndarray,
+    group: np.ndarray,
+    chunk: int = 256,
+    weights: np.ndarray | None = None,
+) -> np.ndarray:
     """Per-draw average marginal effect of each group on the probability scale.
 
     Parameters
@@ -138,10 +151,17 @@ def group_ame(beta: np.ndarray, lam: np.ndarray, X: np.ndarray, group: np.ndarra
     return out
 
 
-def pointwise_loglik(beta: np.ndarray, lam: np.ndarray, X: np.ndarray, treat: np.ndarray,
-                     group: np.ndarray, y: np.ndarray,
-                     rng: np.random.Generator | None = None, chunk: int = 256,
-                     weights: np.ndarray | None = None):
+def pointwise_loglik(
+    beta: np.ndarray,
+    lam: np.ndarray,
+    X: np.ndarray,
+    treat: np.ndarray,
+    group: np.ndarray,
+    y: np.ndarray,
+    rng: np.random.Generator | None = None,
+    chunk: int = 256,
+    weights: np.ndarray | None = None,
+):
     """Pointwise log-likelihood (and, with ``rng``, posterior predictive draws).
 
     With ``weights`` the pointwise terms are ``w_i log p(y_i | draw)`` (the weighted
@@ -170,9 +190,13 @@ def pointwise_loglik(beta: np.ndarray, lam: np.ndarray, X: np.ndarray, treat: np
 
 
 # --------------------------------------------------------------------------- model
-def build_pymc_model(d: BernoulliData, gamma_sd: float = 1.0, beta_sd=1.0,
-                     sigma_theta_prior: ScalePrior | None = None,
-                     weights: np.ndarray | None = None):
+def build_pymc_model(
+    d: BernoulliData,
+    gamma_sd: float = 1.0,
+    beta_sd=1.0,
+    sigma_theta_prior: ScalePrior | None = None,
+    weights: np.ndarray | None = None,
+):
     """The logit lambda model in PyMC (non-centred theta; covariates as ``pm.Data``).
 
     With ``weights`` the likelihood is ``sum_i w_i log p(y_i)`` (a ``pm.Potential``).
@@ -185,17 +209,21 @@ def build_pymc_model(d: BernoulliData, gamma_sd: float = 1.0, beta_sd=1.0,
 
     sigma_theta_prior = sigma_theta_prior or ScalePrior.brms_default()
     p = d.X.shape[1]
-    coords = {"control": [str(c) for c in d.X.columns],
-              "effect": [str(c) for c in d.Z.columns],
-              "group": d.labels, "obs": np.arange(len(d.y))}
+    coords = {
+        "control": [str(c) for c in d.X.columns],
+        "effect": [str(c) for c in d.Z.columns],
+        "group": d.labels,
+        "obs": np.arange(len(d.y)),
+    }
     with pm.Model(coords=coords) as model:
         X = pm.Data("X", d.X.to_numpy(dtype=float), dims=("obs", "control"))
         Z = pm.Data("Z", d.Z.to_numpy(dtype=float), dims=("group", "effect"))
         T = pm.Data("treat", d.treat, dims="obs")
         g = pm.Data("group_idx", d.group, dims="obs")
         y = pm.Data("y", d.y, dims="obs")
-        bsd = pm.Data("beta_sd", np.broadcast_to(np.asarray(beta_sd, float), (p,)).copy(),
-                      dims="control")
+        bsd = pm.Data(
+            "beta_sd", np.broadcast_to(np.asarray(beta_sd, float), (p,)).copy(), dims="control"
+        )
         gsd = pm.Data("gamma_sd", float(gamma_sd))
         beta = pm.Normal("beta", 0.0, bsd, dims="control")
         gamma = pm.Normal("gamma", 0.0, gsd, dims="effect")
@@ -252,8 +280,9 @@ class BernoulliLambdaFit:
     def coefs(self) -> pd.DataFrame:
         """Coefficient table: ``effect`` (gamma), ``control`` (beta), ``scale`` (sigma_theta);
         log-odds scale."""
-        return summarise_coefs(self.idata, {"effect": ["gamma"], "control": ["beta"],
-                                            "scale": ["sigma_theta"]})
+        return summarise_coefs(
+            self.idata, {"effect": ["gamma"], "control": ["beta"], "scale": ["sigma_theta"]}
+        )
 
     def diagnostics(self) -> pd.DataFrame:
         """One-row frame of :class:`hetfx.inference.Diagnostics`."""
@@ -326,9 +355,15 @@ def fit_bernoulli_lambda(
         if weights.shape != (len(d.y),) or np.any(weights <= 0):
             raise ValueError(f"weights must be {len(d.y)} positive values")
     key = (len(d.y), p, d.Z.shape[1], d.Z.shape[0], sigma_theta_prior, weights is None)
-    data = {"X": d.X.to_numpy(dtype=float), "Z": d.Z.to_numpy(dtype=float),
-            "treat": d.treat, "group_idx": d.group, "y": d.y, "beta_sd": bsd,
-            "gamma_sd": np.asarray(float(gamma_sd))}
+    data = {
+        "X": d.X.to_numpy(dtype=float),
+        "Z": d.Z.to_numpy(dtype=float),
+        "treat": d.treat,
+        "group_idx": d.group,
+        "y": d.y,
+        "beta_sd": bsd,
+        "gamma_sd": np.asarray(float(gamma_sd)),
+    }
     if weights is not None:
         data["w"] = weights
     if key in _CACHE:
@@ -338,28 +373,48 @@ def fit_bernoulli_lambda(
         compiled = nutpie.compile_pymc_model(model, freeze_model=False)
         _CACHE[key] = compiled
     t1 = time.perf_counter()
-    tr = nutpie.sample(compiled, chains=chains, draws=draws, tune=tune, seed=seed,
-                       target_accept=target_accept, progress_bar=False,
-                       cores=cores or min(chains, 2))
+    tr = nutpie.sample(
+        compiled,
+        chains=chains,
+        draws=draws,
+        tune=tune,
+        seed=seed,
+        target_accept=target_accept,
+        progress_bar=False,
+        cores=cores or min(chains, 2),
+    )
     t2 = time.perf_counter()
     post = tr.posterior
     flat = {}
     for v in ("beta", "gamma", "sigma_theta", "theta", "lambda"):
         a = post[v].values
         flat[v] = a.reshape(-1, *a.shape[2:])
-    flat["ame"] = group_ame(flat["beta"], flat["lambda"], data["X"], d.group,
-                            weights=weights)
-    coords = {"control": [str(c) for c in d.X.columns],
-              "effect": [str(c) for c in d.Z.columns], "group": d.labels}
-    dims = {"beta": ["control"], "gamma": ["effect"], "theta": ["group"],
-            "lambda": ["group"], "ame": ["group"]}
+    flat["ame"] = group_ame(flat["beta"], flat["lambda"], data["X"], d.group, weights=weights)
+    coords = {
+        "control": [str(c) for c in d.X.columns],
+        "effect": [str(c) for c in d.Z.columns],
+        "group": d.labels,
+    }
+    dims = {
+        "beta": ["control"],
+        "gamma": ["effect"],
+        "theta": ["group"],
+        "lambda": ["group"],
+        "ame": ["group"],
+    }
     idata = az.from_dict(
         posterior={k: v.reshape(chains, -1, *v.shape[1:]) for k, v in flat.items()},
-        coords=coords, dims=dims,
-        sample_stats={"diverging": tr.sample_stats["diverging"].values})
+        coords=coords,
+        dims=dims,
+        sample_stats={"diverging": tr.sample_stats["diverging"].values},
+    )
     idata.attrs = {"engine": "nutpie", "family": "bernoulli", "target_accept": target_accept}
     diag = compute_diagnostics(
-        idata, "nutpie", var_names=["beta", "gamma", "sigma_theta", "lambda", "ame"],
-        wall_seconds=time.perf_counter() - t0, compile_seconds=t1 - t0,
-        sampling_seconds=t2 - t1)
+        idata,
+        "nutpie",
+        var_names=["beta", "gamma", "sigma_theta", "lambda", "ame"],
+        wall_seconds=time.perf_counter() - t0,
+        compile_seconds=t1 - t0,
+        sampling_seconds=t2 - t1,
+    )
     return BernoulliLambdaFit(idata=idata, data=d, diagnostics_record=diag)

@@ -93,8 +93,13 @@ class ScalePrior:
         if self.kind == "half_normal":
             return np.log(2) - 0.5 * _LOG2PI - np.log(s) - 0.5 * (x / s) ** 2
         nu = self.nu
-        c = (np.log(2) + gammaln((nu + 1) / 2) - gammaln(nu / 2)
-             - 0.5 * np.log(nu * np.pi) - np.log(s))
+        c = (
+            np.log(2)
+            + gammaln((nu + 1) / 2)
+            - gammaln(nu / 2)
+            - 0.5 * np.log(nu * np.pi)
+            - np.log(s)
+        )
         return c - (nu + 1) / 2 * np.log1p((x / s) ** 2 / nu)
 
     def logpdf_log(self, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -192,8 +197,12 @@ def batched_posterior(
     w = np.linalg.solve(L, b[:, :, None])[:, :, 0]  # L w = b
     mean = np.linalg.solve(np.swapaxes(L, 1, 2), w[:, :, None])[:, :, 0]
     logdet_M = 2 * np.log(np.diagonal(L, axis1=1, axis2=2)).sum(axis=1)
-    logml = (-0.5 * ss.n * (_LOG2PI + np.log(s2)) + 0.5 * logdet_prec - 0.5 * logdet_M
-             - 0.5 * (quad0 - np.einsum("kd,kd->k", w, w)))
+    logml = (
+        -0.5 * ss.n * (_LOG2PI + np.log(s2))
+        + 0.5 * logdet_prec
+        - 0.5 * logdet_M
+        - 0.5 * (quad0 - np.einsum("kd,kd->k", w, w))
+    )
     assert logml.shape == (k,)
     if want_chol:
         return logml, mean, L

@@ -225,8 +225,9 @@ class LambdaFit:
         lam = self.idata.posterior["lambda"].transpose("chain", "draw", "group").values
         return lam.reshape(-1, lam.shape[-1])
 
-    def summarise_lambda(self, weights=None,
-                         quantiles: Sequence[float] = (0.5, 0.025, 0.975)) -> pd.DataFrame:
+    def summarise_lambda(
+        self, weights=None, quantiles: Sequence[float] = (0.5, 0.025, 0.975)
+    ) -> pd.DataFrame:
         """Posterior of linear combinations ``sum_g w_g lambda_g`` of the group effects.
 
         Parameters
@@ -268,16 +269,16 @@ class LambdaFit:
         else:
             W = np.atleast_2d(np.asarray(weights, dtype=float))
         if W is not None and W.shape[1] != len(labels):
-            raise ValueError(f"weights have {W.shape[1]} columns, the model has "
-                             f"{len(labels)} groups")
+            raise ValueError(
+                f"weights have {W.shape[1]} columns, the model has {len(labels)} groups"
+            )
         if self.posterior is not None:
             out = self.posterior.summarise_lambda(W, probs=quantiles)
         else:
             lam = self._lambda_draws()
             comb = lam if W is None else lam @ W.T
             out = pd.DataFrame({"mean": comb.mean(axis=0), "sd": comb.std(axis=0, ddof=1)})
-            for p, q in zip(quantiles, np.quantile(comb, list(quantiles), axis=0),
-                            strict=True):
+            for p, q in zip(quantiles, np.quantile(comb, list(quantiles), axis=0), strict=True):
                 out[quantile_name(p)] = q
         if index is not None:
             out.index = index
@@ -330,8 +331,9 @@ class LambdaFit:
         probs = (0.025, 0.975)
         co = self.posterior.summarise_coefs(probs=probs)
         p = self.data.X.shape[1]
-        exact = pd.concat([co.iloc[p:], co.iloc[:p], self.posterior.summarise_scales(probs)],
-                          ignore_index=True)
+        exact = pd.concat(
+            [co.iloc[p:], co.iloc[:p], self.posterior.summarise_scales(probs)], ignore_index=True
+        )
         for col in ("mean", "sd", "q025", "q975"):
             out[col] = exact[col].to_numpy()
         return out
@@ -341,15 +343,15 @@ class LambdaFit:
         return self.diagnostics_record.to_frame()
 
 
-def _idata_from_draws(draws: dict[str, np.ndarray], d: LambdaData, chains: int,
-                      sample_stats: dict | None = None) -> az.InferenceData:
+def _idata_from_draws(
+    draws: dict[str, np.ndarray], d: LambdaData, chains: int, sample_stats: dict | None = None
+) -> az.InferenceData:
     coords = {
         "control": [str(c) for c in d.X.columns],
         "effect": [str(c) for c in d.Z.columns],
         "group": d.labels,
     }
-    dims = {"beta": ["control"], "gamma": ["effect"], "theta": ["group"],
-            "lambda": ["group"]}
+    dims = {"beta": ["control"], "gamma": ["effect"], "theta": ["group"], "lambda": ["group"]}
     post = {k: v.reshape(chains, -1, *v.shape[1:]) for k, v in draws.items()}
     return az.from_dict(posterior=post, coords=coords, dims=dims, sample_stats=sample_stats)
 
@@ -373,8 +375,14 @@ class CollapsedLambda:
         Priors of ``sigma`` and ``sigma_theta``.
     """
 
-    def __init__(self, d: LambdaData, gamma_sd: float, beta_sd, sigma_prior: ScalePrior,
-                 sigma_theta_prior: ScalePrior) -> None:
+    def __init__(
+        self,
+        d: LambdaData,
+        gamma_sd: float,
+        beta_sd,
+        sigma_prior: ScalePrior,
+        sigma_theta_prior: ScalePrior,
+    ) -> None:
         Z = d.Z.to_numpy(dtype=float)
         G, q = Z.shape
         X = d.X.to_numpy(dtype=float)
@@ -413,12 +421,16 @@ class CollapsedLambda:
             sg, st = np.exp(uu[:, 0]), np.exp(uu[:, 1])
             prec, ld = self._prec(st)
             lml, _ = batched_posterior(self.ss, sg, prec, ld)
-            out[i : i + chunk] = (lml + self.sigma_prior.logpdf_log(uu[:, 0])[0]
-                                  + self.sigma_theta_prior.logpdf_log(uu[:, 1])[0])
+            out[i : i + chunk] = (
+                lml
+                + self.sigma_prior.logpdf_log(uu[:, 0])[0]
+                + self.sigma_theta_prior.logpdf_log(uu[:, 1])[0]
+            )
         return out
 
-    def draw_coefficients(self, sigma: np.ndarray, sigma_theta: np.ndarray,
-                          rng: np.random.Generator, chunk: int = 500) -> dict[str, np.ndarray]:
+    def draw_coefficients(
+        self, sigma: np.ndarray, sigma_theta: np.ndarray, rng: np.random.Generator, chunk: int = 500
+    ) -> dict[str, np.ndarray]:
         """Exact draws of ``beta, gamma, theta, lambda`` given hyperparameter draws."""
         k = len(sigma)
         p, G = self.p, self.G
@@ -438,7 +450,8 @@ class CollapsedLambda:
         denom = g2 * s[None, :] ** 2 + st2
         proj = lam @ self.U[:, : len(s)]  # U_r' lambda
         coef = g2 * s[None, :] / denom * proj + np.sqrt(g2 * st2 / denom) * rng.standard_normal(
-            proj.shape)
+            proj.shape
+        )
         gamma = coef @ self.V.T
         # component of gamma in the null space of Z: prior only
         z2 = rng.standard_normal((k, self.q))
@@ -449,12 +462,15 @@ class CollapsedLambda:
 
 
 def _mode_and_scale(cm: CollapsedLambda, u0: np.ndarray):
-    res = optimize.minimize(lambda u: -cm.logpost(u[None, :])[0], u0, method="Nelder-Mead",
-                            options={"xatol": 1e-4, "fatol": 1e-6, "maxiter": 400})
+    res = optimize.minimize(
+        lambda u: -cm.logpost(u[None, :])[0],
+        u0,
+        method="Nelder-Mead",
+        options={"xatol": 1e-4, "fatol": 1e-6, "maxiter": 400},
+    )
     mode = res.x
     h = 1e-2
-    offs = np.array([[0, 0], [h, 0], [-h, 0], [0, h], [0, -h], [h, h], [-h, -h],
-                     [h, -h], [-h, h]])
+    offs = np.array([[0, 0], [h, 0], [-h, 0], [0, h], [0, -h], [h, h], [-h, -h], [h, -h], [-h, h]])
     f = cm.logpost(mode[None, :] + offs)
     H = np.empty((2, 2))
     H[0, 0] = (f[1] - 2 * f[0] + f[2]) / h**2
@@ -546,8 +562,15 @@ class ArrowLambda:
         conditioned).
     """
 
-    def __init__(self, d: LambdaData, gamma_sd: float, beta_sd, sigma_prior: ScalePrior,
-                 sigma_theta_prior: ScalePrior, saturated: bool | None = None) -> None:
+    def __init__(
+        self,
+        d: LambdaData,
+        gamma_sd: float,
+        beta_sd,
+        sigma_prior: ScalePrior,
+        sigma_theta_prior: ScalePrior,
+        saturated: bool | None = None,
+    ) -> None:
         X = d.X.to_numpy(dtype=float)
         Z = d.Z.to_numpy(dtype=float)
         n, p = X.shape
@@ -641,9 +664,12 @@ class ArrowLambda:
         k = self.k
         piv = np.diagonal(L, axis1=1, axis2=2)
         ld_theta = np.log1p(self.tt[None, :] * (st2 / s2)[:, None]).sum(axis=1)
-        return (-0.5 * self.n * (_LOG2PI + 2 * us)
-                + 0.5 * (self.logdet_prior - ld_theta) - np.log(piv[:, :k]).sum(axis=1)
-                - 0.5 * piv[:, k] ** 2)
+        return (
+            -0.5 * self.n * (_LOG2PI + 2 * us)
+            + 0.5 * (self.logdet_prior - ld_theta)
+            - np.log(piv[:, :k]).sum(axis=1)
+            - 0.5 * piv[:, k] ** 2
+        )
 
     def logpost(self, u: np.ndarray, chunk: int | None = None) -> np.ndarray:
         """Log posterior density (up to a constant) of ``u = (log sigma, log sigma_theta)``.
@@ -656,9 +682,11 @@ class ArrowLambda:
         out = np.empty(len(u))
         for i in range(0, len(u), chunk):
             uu = u[i : i + chunk]
-            out[i : i + chunk] = (self.log_marginal_likelihood(uu[:, 0], uu[:, 1])
-                                  + self.sigma_prior.logpdf_log(uu[:, 0])[0]
-                                  + self.sigma_theta_prior.logpdf_log(uu[:, 1])[0])
+            out[i : i + chunk] = (
+                self.log_marginal_likelihood(uu[:, 0], uu[:, 1])
+                + self.sigma_prior.logpdf_log(uu[:, 0])[0]
+                + self.sigma_theta_prior.logpdf_log(uu[:, 1])[0]
+            )
         return out
 
     def conditional(self, us: np.ndarray, ut: np.ndarray) -> dict[str, np.ndarray]:
@@ -687,8 +715,12 @@ class ArrowLambda:
             return a, np.sqrt(np.einsum("jmi,jmi->ji", Linv, Linv))
         Lg = Linv[:, :, p:] @ self.Zinv.T
         mean = np.hstack([a[:, :p], self.to_gamma(a[:, p:])])
-        sd = np.hstack([np.sqrt(np.einsum("jmi,jmi->ji", Linv[:, :, :p], Linv[:, :, :p])),
-                        np.sqrt(np.einsum("jmi,jmi->ji", Lg, Lg))])
+        sd = np.hstack(
+            [
+                np.sqrt(np.einsum("jmi,jmi->ji", Linv[:, :, :p], Linv[:, :, :p])),
+                np.sqrt(np.einsum("jmi,jmi->ji", Lg, Lg)),
+            ]
+        )
         return mean, sd
 
     def lambda_moments(self, cond: dict, W: np.ndarray | None = None):
@@ -708,8 +740,10 @@ class ArrowLambda:
         """
         p = self.p
         a, Linv, s2, st2, C = (cond[x] for x in ("mean", "Linv", "s2", "st2", "C"))
-        base = C * (st2[:, None] * (self.ty[None, :] - a[:, :p] @ self.tX.T)
-                    + s2[:, None] * self._effect(a[:, p:]))
+        base = C * (
+            st2[:, None] * (self.ty[None, :] - a[:, :p] @ self.tX.T)
+            + s2[:, None] * self._effect(a[:, p:])
+        )
         if W is None:
             Le = Linv[:, :, p:] if self.saturated else Linv[:, :, p:] @ self.Z.T
             V = -st2[:, None, None] * (Linv[:, :, :p] @ self.tX.T) + s2[:, None, None] * Le
@@ -719,13 +753,13 @@ class ArrowLambda:
         CW = C[:, :, None] * W.T[None, :, :]  # (J, G, m)
         tXW = np.einsum("gp,jgm->jpm", self.tX, CW)
         ZW = CW if self.saturated else np.einsum("gq,jgm->jqm", self.Z, CW)
-        V = -st2[:, None, None] * (Linv[:, :, :p] @ tXW) + s2[:, None, None] * (
-            Linv[:, :, p:] @ ZW)
+        V = -st2[:, None, None] * (Linv[:, :, :p] @ tXW) + s2[:, None, None] * (Linv[:, :, p:] @ ZW)
         var = np.einsum("jkm,jkm->jm", V, V) + (s2 * st2)[:, None] * (C @ (W * W).T)
         return base @ W.T, np.sqrt(var)
 
-    def draw(self, us: np.ndarray, ut: np.ndarray, z_a: np.ndarray,
-             z_theta: np.ndarray) -> dict[str, np.ndarray]:
+    def draw(
+        self, us: np.ndarray, ut: np.ndarray, z_a: np.ndarray, z_theta: np.ndarray
+    ) -> dict[str, np.ndarray]:
         """Exact draws of ``beta, gamma, theta, lambda`` given scale values and standard
         normals ``z_a`` (m, k) and ``z_theta`` (m, G) supplied by the caller."""
         L, s2, st2, C = self._factor(us, ut)
@@ -736,8 +770,12 @@ class ArrowLambda:
         zg = self._effect(a[:, p:])
         resid = self.ty[None, :] - beta @ self.tX.T - self.tt[None, :] * zg
         theta = st2[:, None] * C * resid + np.sqrt((s2 * st2)[:, None] * C) * z_theta
-        return {"beta": beta, "gamma": self.to_gamma(a[:, p:]), "theta": theta,
-                "lambda": zg + theta}
+        return {
+            "beta": beta,
+            "gamma": self.to_gamma(a[:, p:]),
+            "theta": theta,
+            "lambda": zg + theta,
+        }
 
 
 @dataclasses.dataclass
@@ -801,11 +839,18 @@ def _lattice_step(x: float) -> float:
     return float(2.0 ** (np.floor(4 * np.log2(x)) / 4))
 
 
-def lattice_grid(cm, y_sd: float, *, resolution: float | tuple[float, float] = 3.0,
-                 drop: float = 32.0, max_step: float = 0.18,
-                 min_points: tuple[int, int] | None = None,
-                 min_log_st: float = float(np.log(1e-14)), stretch: float = 4.0,
-                 max_points: int = 400_000) -> QuadratureGrid:
+def lattice_grid(
+    cm,
+    y_sd: float,
+    *,
+    resolution: float | tuple[float, float] = 3.0,
+    drop: float = 32.0,
+    max_step: float = 0.18,
+    min_points: tuple[int, int] | None = None,
+    min_log_st: float = float(np.log(1e-14)),
+    stretch: float = 4.0,
+    max_points: int = 400_000,
+) -> QuadratureGrid:
     """Place the quadrature grid (see :class:`QuadratureGrid`).
 
     Parameters
@@ -845,14 +890,14 @@ def lattice_grid(cm, y_sd: float, *, resolution: float | tuple[float, float] = 3
 
     def nodes(i0, i1, j0, j1):
         vs, vt = np.arange(i0, i1 + 1) * hv[0], np.arange(j0, j1 + 1) * hv[1]
-        return np.meshgrid(c[0] + a[0] * np.sinh(vs), c[1] + a[1] * np.sinh(vt),
-                           indexing="ij")
+        return np.meshgrid(c[0] + a[0] * np.sinh(vs), c[1] + a[1] * np.sinh(vt), indexing="ij")
 
     def check(size):
         if size > max_points:
             raise RuntimeError(
                 f"quadrature grid would need more than {max_points} points; the posterior "
-                "of the scales is unusually wide (check the data or priors)")
+                "of the scales is unusually wide (check the data or priors)"
+            )
 
     def evaluate(box):
         check((box[1] - box[0] + 1) * (box[3] - box[2] + 1))
@@ -861,7 +906,7 @@ def lattice_grid(cm, y_sd: float, *, resolution: float | tuple[float, float] = 3
 
     def log_weight(lp, box):
         vs, vt = np.arange(box[0], box[1] + 1) * hv[0], np.arange(box[2], box[3] + 1) * hv[1]
-        return (lp + np.log(a[0] * np.cosh(vs))[:, None] + np.log(a[1] * np.cosh(vt))[None, :])
+        return lp + np.log(a[0] * np.cosh(vs))[:, None] + np.log(a[1] * np.cosh(vt))[None, :]
 
     start = [int(np.ceil(np.arcsinh(3.0 * sd[i] / a[i]) / hv[i])) for i in (0, 1)]
     box = [-start[0], start[0], max(-start[1], lo_t), start[1]]
@@ -900,9 +945,17 @@ def lattice_grid(cm, y_sd: float, *, resolution: float | tuple[float, float] = 3
     w = np.exp(lw - lw.max())
     w /= w.sum()
     edge = w[0, :].sum() + w[-1, :].sum() + w[1:-1, 0].sum() + w[1:-1, -1].sum()
-    return QuadratureGrid(np.arange(box[0], box[1] + 1) * hv[0],
-                          np.arange(box[2], box[3] + 1) * hv[1], hv, c, a, lp, w,
-                          float(edge), mode)
+    return QuadratureGrid(
+        np.arange(box[0], box[1] + 1) * hv[0],
+        np.arange(box[2], box[3] + 1) * hv[1],
+        hv,
+        c,
+        a,
+        lp,
+        w,
+        float(edge),
+        mode,
+    )
 
 
 def _quantise(x: np.ndarray, bits: int = 40) -> np.ndarray:
@@ -945,8 +998,13 @@ class QuadraturePosterior:
         every node.
     """
 
-    def __init__(self, cm: ArrowLambda, grid: QuadratureGrid, prune: float = 1e-14,
-                 stride: tuple[int, int] = (1, 1)) -> None:
+    def __init__(
+        self,
+        cm: ArrowLambda,
+        grid: QuadratureGrid,
+        prune: float = 1e-14,
+        stride: tuple[int, int] = (1, 1),
+    ) -> None:
         self.cm, self.grid = cm, grid
         U1, U2 = np.meshgrid(grid.us, grid.ut, indexing="ij")
         i_s = np.rint(grid.vs / grid.hv[0]).astype(int) % stride[0] == 0
@@ -971,8 +1029,9 @@ class QuadraturePosterior:
         means, sds = [], []
         for sl in self._chunks():
             cond = self.cm.conditional(self.nodes[sl, 0], self.nodes[sl, 1])
-            m, s = (self.cm.lambda_moments(cond, W) if what == "lambda"
-                    else self.cm.coef_moments(cond))
+            m, s = (
+                self.cm.lambda_moments(cond, W) if what == "lambda" else self.cm.coef_moments(cond)
+            )
             means.append(m)
             sds.append(s)
         out = np.concatenate(means), np.concatenate(sds)
@@ -988,8 +1047,9 @@ class QuadraturePosterior:
             out[quantile_name(p)] = q
         return out
 
-    def summarise_lambda(self, W: np.ndarray | None = None,
-                         probs: Sequence[float] = _SUMMARY_PROBS) -> pd.DataFrame:
+    def summarise_lambda(
+        self, W: np.ndarray | None = None, probs: Sequence[float] = _SUMMARY_PROBS
+    ) -> pd.DataFrame:
         """Exact posterior summaries of the group effects or of linear combinations.
 
         Parameters
@@ -1060,8 +1120,12 @@ class QuadraturePosterior:
         us = g.to_log(0, g.vs[i_s] + g.hv[0] * jit[:, 0])
         ut = g.to_log(1, g.vt[i_t] + g.hv[1] * jit[:, 1])
         cm = self.cm
-        out = {"beta": np.empty((n, cm.p)), "gamma": np.empty((n, cm.q)),
-               "theta": np.empty((n, cm.G)), "lambda": np.empty((n, cm.G))}
+        out = {
+            "beta": np.empty((n, cm.p)),
+            "gamma": np.empty((n, cm.q)),
+            "theta": np.empty((n, cm.G)),
+            "lambda": np.empty((n, cm.G)),
+        }
         block = 256
         for i in range(0, n, block):
             sl = slice(i, min(i + block, n))
@@ -1076,33 +1140,57 @@ class QuadraturePosterior:
         return {key: _quantise(v) for key, v in out.items()}
 
 
-def _fit_quadrature(d: LambdaData, gamma_sd, beta_sd, sigma_prior, sigma_theta_prior,
-                    chains: int, draws: int, seed: int, n_grid: tuple[int, int] | None,
-                    resolution):
+def _fit_quadrature(
+    d: LambdaData,
+    gamma_sd,
+    beta_sd,
+    sigma_prior,
+    sigma_theta_prior,
+    chains: int,
+    draws: int,
+    seed: int,
+    n_grid: tuple[int, int] | None,
+    resolution,
+):
     t0 = time.perf_counter()
     cm = ArrowLambda(d, gamma_sd, beta_sd, sigma_prior, sigma_theta_prior)
     t1 = time.perf_counter()
-    grid = lattice_grid(cm, float(np.std(d.y)) or 1.0, resolution=resolution,
-                        min_points=None if n_grid is None else tuple(n_grid))
+    grid = lattice_grid(
+        cm,
+        float(np.std(d.y)) or 1.0,
+        resolution=resolution,
+        min_points=None if n_grid is None else tuple(n_grid),
+    )
     # the scales' quantiles need the full grid (3 nodes per SD); the mixtures of the
     # coefficients need half of it on log sigma (measured: within 1e-10 either way)
     post = QuadraturePosterior(cm, grid, stride=(2, 1))
     draws_d = post.draws(chains * draws, seed)
     t2 = time.perf_counter()
     idata = _idata_from_draws(draws_d, d, chains)
-    idata.attrs = {"engine": "quadrature", "grid_edge_mass": grid.edge_mass,
-                   "grid_points": int(grid.w.size)}
-    return idata, {"compile": t1 - t0, "sampling": t2 - t1, "edge": grid.edge_mass,
-                   "posterior": post}
+    idata.attrs = {
+        "engine": "quadrature",
+        "grid_edge_mass": grid.edge_mass,
+        "grid_points": int(grid.w.size),
+    }
+    return idata, {
+        "compile": t1 - t0,
+        "sampling": t2 - t1,
+        "edge": grid.edge_mass,
+        "posterior": post,
+    }
 
 
 # ----------------------------------------------------------------------- nutpie engine
 _NUTPIE_CACHE: dict = {}
 
 
-def build_pymc_model(d: LambdaData, gamma_sd: float = 1.0, beta_sd=1.0,
-                     sigma_prior: ScalePrior | None = None,
-                     sigma_theta_prior: ScalePrior | None = None):
+def build_pymc_model(
+    d: LambdaData,
+    gamma_sd: float = 1.0,
+    beta_sd=1.0,
+    sigma_prior: ScalePrior | None = None,
+    sigma_theta_prior: ScalePrior | None = None,
+):
     """Full lambda model in PyMC (non-centred ``theta``; covariates and prior SDs as data).
 
     Parameters
@@ -1135,8 +1223,9 @@ def build_pymc_model(d: LambdaData, gamma_sd: float = 1.0, beta_sd=1.0,
         T = pm.Data("treat", d.treat, dims="obs")
         g = pm.Data("group_idx", d.group, dims="obs")
         y = pm.Data("y", d.y, dims="obs")
-        bsd = pm.Data("beta_sd", np.broadcast_to(np.asarray(beta_sd, float), (p,)).copy(),
-                      dims="control")
+        bsd = pm.Data(
+            "beta_sd", np.broadcast_to(np.asarray(beta_sd, float), (p,)).copy(), dims="control"
+        )
         gsd = pm.Data("gamma_sd", float(gamma_sd))
         beta = pm.Normal("beta", 0.0, bsd, dims="control")
         gamma = pm.Normal("gamma", 0.0, gsd, dims="effect")
@@ -1150,9 +1239,19 @@ def build_pymc_model(d: LambdaData, gamma_sd: float = 1.0, beta_sd=1.0,
     return model
 
 
-def _fit_nutpie(d: LambdaData, gamma_sd, beta_sd, sigma_prior, sigma_theta_prior,
-                chains: int, draws: int, tune: int, seed: int, target_accept: float,
-                cores: int | None):
+def _fit_nutpie(
+    d: LambdaData,
+    gamma_sd,
+    beta_sd,
+    sigma_prior,
+    sigma_theta_prior,
+    chains: int,
+    draws: int,
+    tune: int,
+    seed: int,
+    target_accept: float,
+    cores: int | None,
+):
     import nutpie
 
     p = d.X.shape[1]
@@ -1174,9 +1273,16 @@ def _fit_nutpie(d: LambdaData, gamma_sd, beta_sd, sigma_prior, sigma_theta_prior
         compiled = nutpie.compile_pymc_model(model, freeze_model=False)
         _NUTPIE_CACHE[key] = compiled
     t1 = time.perf_counter()
-    tr = nutpie.sample(compiled, chains=chains, draws=draws, tune=tune, seed=seed,
-                       target_accept=target_accept, progress_bar=False,
-                       cores=cores or min(chains, 2))
+    tr = nutpie.sample(
+        compiled,
+        chains=chains,
+        draws=draws,
+        tune=tune,
+        seed=seed,
+        target_accept=target_accept,
+        progress_bar=False,
+        cores=cores or min(chains, 2),
+    )
     t2 = time.perf_counter()
     post = tr.posterior
     draws_d = {}
@@ -1278,23 +1384,50 @@ def fit_lambda_model(
     d = prepare_lambda_data(y, treat, X, group, Z, group_keys, group_name)
     if engine == "quadrature":
         with single_threaded_blas():
-            idata, tm = _fit_quadrature(d, gamma_sd, beta_sd, sigma_prior, sigma_theta_prior,
-                                        chains, draws, seed, n_grid, resolution)
+            idata, tm = _fit_quadrature(
+                d,
+                gamma_sd,
+                beta_sd,
+                sigma_prior,
+                sigma_theta_prior,
+                chains,
+                draws,
+                seed,
+                n_grid,
+                resolution,
+            )
     else:
-        idata, tm = _fit_nutpie(d, gamma_sd, beta_sd, sigma_prior, sigma_theta_prior,
-                                chains, draws, tune, seed, target_accept, cores)
+        idata, tm = _fit_nutpie(
+            d,
+            gamma_sd,
+            beta_sd,
+            sigma_prior,
+            sigma_theta_prior,
+            chains,
+            draws,
+            tune,
+            seed,
+            target_accept,
+            cores,
+        )
     wall = time.perf_counter() - t0
     diag = compute_diagnostics(
-        idata, engine, var_names=["beta", "gamma", "sigma", "sigma_theta", "lambda"],
-        wall_seconds=wall, compile_seconds=tm["compile"], sampling_seconds=tm["sampling"],
+        idata,
+        engine,
+        var_names=["beta", "gamma", "sigma", "sigma_theta", "lambda"],
+        wall_seconds=wall,
+        compile_seconds=tm["compile"],
+        sampling_seconds=tm["sampling"],
         grid_edge_mass=tm["edge"],
     )
-    return LambdaFit(idata=idata, data=d, diagnostics_record=diag, engine=engine,
-                     posterior=tm.get("posterior"))
+    return LambdaFit(
+        idata=idata, data=d, diagnostics_record=diag, engine=engine, posterior=tm.get("posterior")
+    )
 
 
-def design_from_factorial(keys: pd.DataFrame,
-                          formula_terms: Sequence[Sequence[str]]) -> pd.DataFrame:
+def design_from_factorial(
+    keys: pd.DataFrame, formula_terms: Sequence[Sequence[str]]
+) -> pd.DataFrame:
     """Build an effect design from products of key columns.
 
     Parameters
@@ -1318,4 +1451,3 @@ def design_from_factorial(keys: pd.DataFrame,
             col = col * keys[c].to_numpy(dtype=float)
         out[name] = col
     return pd.DataFrame(out, index=keys.index)
-

@@ -276,9 +276,7 @@ class SaturatedOLSFit:
             values, as R prints ``NA``.
         """
         tq = stats.t.ppf(0.975, self.df_resid)
-        eq = [
-            "effect" if self.treatment in t.split(":") else "control" for t in self.terms
-        ]
+        eq = ["effect" if self.treatment in t.split(":") else "control" for t in self.terms]
         return pd.DataFrame(
             {
                 "equation": eq,
@@ -382,8 +380,9 @@ def fit_saturated_ols(
     if ctl_piece:
         formula += f" + {ctl_piece}"
 
-    rhs_vars = Formula(f"{treatment} * ({mod_piece})" + (f" + {ctl_piece}" if ctl_piece else "")
-                       ).required_variables
+    rhs_vars = Formula(
+        f"{treatment} * ({mod_piece})" + (f" + {ctl_piece}" if ctl_piece else "")
+    ).required_variables
     mod_vars = _ordered_variables(mod_piece)
     if keys is None:
         keys = [v for v in mod_vars if v not in at]
@@ -454,8 +453,9 @@ def fit_saturated_ols(
     if group:
         labels = df[group].astype(str)
     else:
-        labels = (df[keys].astype(str).agg("_".join, axis=1) if keys
-                  else pd.Series("all", index=df.index))
+        labels = (
+            df[keys].astype(str).agg("_".join, axis=1) if keys else pd.Series("all", index=df.index)
+        )
     df["_label"] = labels.to_numpy()
     check = [v for v in dict.fromkeys([*keys, *[m for m in mod_vars if m not in at]])]
     if check:

@@ -120,8 +120,9 @@ class VaryingSlopesData:
         return list(self.codes)
 
 
-def prepare_data(y, treat, X, factors: pd.DataFrame, profiles: pd.DataFrame | None,
-                 contrast: pd.DataFrame | None) -> VaryingSlopesData:
+def prepare_data(
+    y, treat, X, factors: pd.DataFrame, profiles: pd.DataFrame | None, contrast: pd.DataFrame | None
+) -> VaryingSlopesData:
     """Validate and bundle inputs (see :func:`fit_varying_slopes`)."""
     y = check_finite("y", np.asarray(y, dtype=float).ravel())
     n = len(y)
@@ -431,7 +432,7 @@ def _collapsed_kernel_py(h, buf, grad):
     for k in range(K):
         if k != bf:  # the block factor's log|P| cancelled against its log|M_g| above
             lp -= 0.5 * fG[k] * ldsig[k]
-        tr_mPm += (om[k, 0] * mom[k, 0] + 2.0 * om[k, 1] * mom[k, 1] + om[k, 2] * mom[k, 2])
+        tr_mPm += om[k, 0] * mom[k, 0] + 2.0 * om[k, 1] * mom[k, 1] + om[k, 2] * mom[k, 2]
     grad[0] = -n + yty * is2 - bm + 2.0 * mPm0 + buf[_H_DIM] - tr_mPm
     for k in range(K):
         # d lp / d Sigma = (Omega S Omega - G Omega) / 2 with S the summed second moments;
@@ -514,7 +515,6 @@ def _draw_py(H, buf, Z, out):
             z1 = Z[t, q + 2 * g + 1]
             out[t, q + 2 * g] = m0 + c00 * z0
             out[t, q + 2 * g + 1] = m1 + c10 * z0 + c11 * z1
-
 
 
 def _logp_many_py(H, buf, out):
@@ -666,10 +666,16 @@ try:  # numba ships with pytensor; fall back to Python if it is missing
     _moments = numba.njit(cache=True)(_moments_py)
     _mixture_quantiles = numba.njit(cache=True)(_mixture_quantiles_py)
 
-    @numba.cfunc(numba.types.int64(numba.types.uint64, numba.types.CPointer(numba.types.double),
-                                   numba.types.CPointer(numba.types.double),
-                                   numba.types.CPointer(numba.types.double),
-                                   numba.types.voidptr), cache=True)
+    @numba.cfunc(
+        numba.types.int64(
+            numba.types.uint64,
+            numba.types.CPointer(numba.types.double),
+            numba.types.CPointer(numba.types.double),
+            numba.types.CPointer(numba.types.double),
+            numba.types.voidptr,
+        ),
+        cache=True,
+    )
     def _logp_cfunc(dim, x_, out_, logp_, user_data_):  # pragma: no cover - called by nutpie
         """nutpie's C logp callback: ``user_data`` points at the packed buffer."""
         head = numba.carray(user_data_, (_NHDR,), np.float64)
@@ -688,10 +694,16 @@ try:  # numba ships with pytensor; fall back to Python if it is missing
                 return 3
         return 0
 
-    @numba.cfunc(numba.types.int64(numba.types.uint64, numba.types.uint64,
-                                   numba.types.CPointer(numba.types.double),
-                                   numba.types.CPointer(numba.types.double),
-                                   numba.types.voidptr), cache=True)
+    @numba.cfunc(
+        numba.types.int64(
+            numba.types.uint64,
+            numba.types.uint64,
+            numba.types.CPointer(numba.types.double),
+            numba.types.CPointer(numba.types.double),
+            numba.types.voidptr,
+        ),
+        cache=True,
+    )
     def _expand_cfunc(dim, expanded, x_, out_, user_data_):  # pragma: no cover
         """nutpie's C expand callback: the stored draw is ``h`` itself."""
         if dim != expanded:
@@ -767,8 +779,12 @@ class VaryingSlopesFit:
         ds = {"b": post["b"], "sigma": post["sigma"]}
         for f in self.data.factors:
             for j, c in enumerate(_COEF2):
-                ds[f"sd_{f}__{c}"] = post["sd"].sel(factor=f).isel(coef=j).drop_vars(
-                    ["factor", "coef"], errors="ignore")
+                ds[f"sd_{f}__{c}"] = (
+                    post["sd"]
+                    .sel(factor=f)
+                    .isel(coef=j)
+                    .drop_vars(["factor", "coef"], errors="ignore")
+                )
             ds[f"cor_{f}"] = post["cor"].sel(factor=f).drop_vars("factor", errors="ignore")
         idt = az.InferenceData(posterior=__import__("xarray").Dataset(ds))
         scale = ["sigma"] + [k for k in ds if k.startswith(("sd_", "cor_"))]
@@ -799,8 +815,16 @@ class CollapsedVaryingSlopes:
         Centre the non-intercept columns of X (intercept prior on the centred intercept).
     """
 
-    def __init__(self, d: VaryingSlopesData, b_sd, intercept_prior, sd_prior: ScalePrior,
-                 sigma_prior: ScalePrior, lkj_eta: float = 1.0, center: bool = True) -> None:
+    def __init__(
+        self,
+        d: VaryingSlopesData,
+        b_sd,
+        intercept_prior,
+        sd_prior: ScalePrior,
+        sigma_prior: ScalePrior,
+        lkj_eta: float = 1.0,
+        center: bool = True,
+    ) -> None:
         X = d.X.to_numpy(dtype=float)
         n, p = X.shape
         self.ic = list(d.X.columns).index("Intercept")
@@ -836,7 +860,8 @@ class CollapsedVaryingSlopes:
         else:
             raise ValueError(
                 "the collapsed engine needs a Gaussian or flat intercept prior "
-                f"(got {intercept_prior!r}); use ('flat',) or engine='nutpie'")
+                f"(got {intercept_prior!r}); use ('flat',) or engine='nutpie'"
+            )
         self.pb, self.m0b = pb, m0
         self.m0 = np.concatenate([m0, np.zeros(off - p)])
         Pm0 = np.zeros(off)
@@ -910,8 +935,7 @@ class CollapsedVaryingSlopes:
         hdr[_H_SIGK], hdr[_H_SIGS], hdr[_H_SIGNU] = kinds[sg.kind], sg.scale, sg.nu
         hdr[_H_SDK], hdr[_H_SDS], hdr[_H_SDNU] = kinds[sd.kind], sd.scale, sd.nu
         hdr[_H_ETA], hdr[_H_DIM] = self.lkj_eta, self.dim
-        buf = np.concatenate([hdr] + [np.ascontiguousarray(a, dtype=float).ravel()
-                                      for a in arrays])
+        buf = np.concatenate([hdr] + [np.ascontiguousarray(a, dtype=float).ravel() for a in arrays])
         buf.flags.writeable = False
         self._perm = np.concatenate([dense, bidx])  # packed position -> coefficient index
         return buf
@@ -940,8 +964,7 @@ class CollapsedVaryingSlopes:
                 return 1e300, np.zeros_like(h)
             return -lp, -g
 
-        res = optimize.minimize(f, h0, jac=True, method="L-BFGS-B",
-                                bounds=[(-12, 5)] * self.ndim)
+        res = optimize.minimize(f, h0, jac=True, method="L-BFGS-B", bounds=[(-12, 5)] * self.ndim)
         return res.x
 
     def draw_coefficients(self, H: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -972,8 +995,18 @@ def _gradient_check(cm: CollapsedVaryingSlopes, h: np.ndarray, eps: float = 1e-6
     return float(np.max(np.abs(fd - g)))
 
 
-def _assemble(d: VaryingSlopesData, cm_xmean: np.ndarray, ic: int, bc: np.ndarray,
-              sigma, sd, cor, us: dict, chains: int, sample_stats=None) -> az.InferenceData:
+def _assemble(
+    d: VaryingSlopesData,
+    cm_xmean: np.ndarray,
+    ic: int,
+    bc: np.ndarray,
+    sigma,
+    sd,
+    cor,
+    us: dict,
+    chains: int,
+    sample_stats=None,
+) -> az.InferenceData:
     """Posterior InferenceData from flat draws (uncentres the intercept, adds effects)."""
     b = bc.copy()
     b[:, ic] = bc[:, ic] - bc @ cm_xmean
@@ -982,26 +1015,40 @@ def _assemble(d: VaryingSlopesData, cm_xmean: np.ndarray, ic: int, bc: np.ndarra
         eff = eff + us[f][:, d.profile_codes[f], 1]
     post = {"b": b, "sigma": sigma, "sd": sd, "cor": cor, "effect": eff}
     post.update({f"u_{f}": us[f] for f in d.factors})
-    post = {k: np.asarray(v).reshape(chains, -1, *np.asarray(v).shape[1:])
-            for k, v in post.items()}
-    coords = {"control": [str(c) for c in d.X.columns], "factor": d.factors, "coef": _COEF2,
-              "profile": np.arange(len(d.profiles))}
-    dims = {"b": ["control"], "sd": ["factor", "coef"], "cor": ["factor"],
-            "effect": ["profile"]}
+    post = {k: np.asarray(v).reshape(chains, -1, *np.asarray(v).shape[1:]) for k, v in post.items()}
+    coords = {
+        "control": [str(c) for c in d.X.columns],
+        "factor": d.factors,
+        "coef": _COEF2,
+        "profile": np.arange(len(d.profiles)),
+    }
+    dims = {"b": ["control"], "sd": ["factor", "coef"], "cor": ["factor"], "effect": ["profile"]}
     for f in d.factors:
         coords[f"{f}_level"] = [str(v) for v in d.levels[f]]
         dims[f"u_{f}"] = [f"{f}_level", "coef"]
     return az.from_dict(posterior=post, coords=coords, dims=dims, sample_stats=sample_stats)
 
 
-def _fit_collapsed(d, b_sd, intercept_prior, sd_prior, sigma_prior, lkj_eta, center,
-                   chains, draws, tune, seed, target_accept, cores):
+def _fit_collapsed(
+    d,
+    b_sd,
+    intercept_prior,
+    sd_prior,
+    sigma_prior,
+    lkj_eta,
+    center,
+    chains,
+    draws,
+    tune,
+    seed,
+    target_accept,
+    cores,
+):
     import nutpie
     from nutpie.compiled_pyfunc import from_pyfunc
 
     t0 = time.perf_counter()
-    cm = CollapsedVaryingSlopes(d, b_sd, intercept_prior, sd_prior, sigma_prior, lkj_eta,
-                                center)
+    cm = CollapsedVaryingSlopes(d, b_sd, intercept_prior, sd_prior, sigma_prior, lkj_eta, center)
     h_mode = cm.mode()
     ndim = cm.ndim
 
@@ -1026,32 +1073,72 @@ def _fit_collapsed(d, b_sd, intercept_prior, sd_prior, sigma_prior, lkj_eta, cen
         from nutpie.compile_pymc import CompiledPyMCModel
 
         model = CompiledPyMCModel(
-            dims={}, _coords={}, _n_dim=ndim, _shapes={"h": (ndim,)},
-            compiled_logp_func=_logp_cfunc, compiled_expand_func=_expand_cfunc,
-            initial_point_func=make_init, shared_data={}, user_data=cm.buf,
-            n_expanded=ndim, shape_info=(["h"], [slice(0, ndim)], [(ndim,)]),
-            logp_func=None, expand_func=None)
+            dims={},
+            _coords={},
+            _n_dim=ndim,
+            _shapes={"h": (ndim,)},
+            compiled_logp_func=_logp_cfunc,
+            compiled_expand_func=_expand_cfunc,
+            initial_point_func=make_init,
+            shared_data={},
+            user_data=cm.buf,
+            n_expanded=ndim,
+            shape_info=(["h"], [slice(0, ndim)], [(ndim,)]),
+            logp_func=None,
+            expand_func=None,
+        )
     else:  # pragma: no cover - Python callback
-        model = from_pyfunc(ndim, make_logp, make_expand, [np.dtype("float64")], [(ndim,)],
-                            ["h"], make_initial_point_fn=make_init)
+        model = from_pyfunc(
+            ndim,
+            make_logp,
+            make_expand,
+            [np.dtype("float64")],
+            [(ndim,)],
+            ["h"],
+            make_initial_point_fn=make_init,
+        )
     t1 = time.perf_counter()
     # low-rank-modified mass matrix: h is low-dimensional and correlated (log sigma with
     # the SDs); measured min bulk ESS over 6 seeds 770-1080 (A1) and 1800-2600
     # (Bush-Prather) against 560-860 and 1280-1500 with the diagonal one, ~10% more time
-    tr = nutpie.sample(model, chains=chains, draws=draws, tune=tune, seed=seed,
-                       target_accept=target_accept, progress_bar=False,
-                       cores=cores or min(chains, 2), low_rank_modified_mass_matrix=True)
+    tr = nutpie.sample(
+        model,
+        chains=chains,
+        draws=draws,
+        tune=tune,
+        seed=seed,
+        target_accept=target_accept,
+        progress_bar=False,
+        cores=cores or min(chains, 2),
+        low_rank_modified_mass_matrix=True,
+    )
     H = tr.posterior["h"].values.reshape(chains * draws, ndim)
     rng = np.random.default_rng(seed + 7919)
     c = cm.draw_coefficients(H, rng)
     t2 = time.perf_counter()
-    sigma, s0, s1, rho = np.exp(H[:, 0]), np.exp(H[:, 1::3]), np.exp(H[:, 2::3]), np.tanh(
-        H[:, 3::3])
+    sigma, s0, s1, rho = (
+        np.exp(H[:, 0]),
+        np.exp(H[:, 1::3]),
+        np.exp(H[:, 2::3]),
+        np.tanh(H[:, 3::3]),
+    )
     sd = np.stack([s0, s1], axis=-1)
-    us = {f: c[:, o : o + 2 * G].reshape(len(c), G, 2)
-          for f, o, G in zip(d.factors, cm.offsets, cm.sizes, strict=True)}
-    idata = _assemble(d, cm.xmean, cm.ic, c[:, : cm.p], sigma, sd, rho, us, chains,
-                      sample_stats={"diverging": tr.sample_stats["diverging"].values})
+    us = {
+        f: c[:, o : o + 2 * G].reshape(len(c), G, 2)
+        for f, o, G in zip(d.factors, cm.offsets, cm.sizes, strict=True)
+    }
+    idata = _assemble(
+        d,
+        cm.xmean,
+        cm.ic,
+        c[:, : cm.p],
+        sigma,
+        sd,
+        rho,
+        us,
+        chains,
+        sample_stats={"diverging": tr.sample_stats["diverging"].values},
+    )
     idata.attrs = {"engine": "collapsed", "target_accept": target_accept}
     return idata, {"compile": t1 - t0, "sampling": t2 - t1}
 
@@ -1120,8 +1207,9 @@ def precise_mode(cm: CollapsedVaryingSlopes, gtol: float = 1e-9) -> tuple[np.nda
             return np.inf, np.zeros_like(h)
         return -lp, -g
 
-    h = optimize.minimize(f, h0, jac=True, method="BFGS",
-                          options={"gtol": gtol, "maxiter": 10_000}).x
+    h = optimize.minimize(
+        f, h0, jac=True, method="BFGS", options={"gtol": gtol, "maxiter": 10_000}
+    ).x
     lp = cm.logp_and_grad(h)[0]
     for _ in range(20):
         g = cm.logp_and_grad(h)[1]
@@ -1138,8 +1226,10 @@ def precise_mode(cm: CollapsedVaryingSlopes, gtol: float = 1e-9) -> tuple[np.nda
     A = _neg_hessian(cm, h)
     g = cm.logp_and_grad(h)[1]
     if not (np.isfinite(lp) and np.max(np.abs(g)) < 1e-6):
-        raise RuntimeError(f"no interior posterior mode found (largest gradient "
-                           f"{np.max(np.abs(g)):.2g} at h = {np.round(h, 3)})")
+        raise RuntimeError(
+            f"no interior posterior mode found (largest gradient "
+            f"{np.max(np.abs(g)):.2g} at h = {np.round(h, 3)})"
+        )
     try:
         np.linalg.cholesky(A)
     except np.linalg.LinAlgError:
@@ -1166,8 +1256,11 @@ def _split_logpdf(H, mu, sp, sm, cholR, nu):
     X = (H - mu) / S
     Y = linalg.solve_triangular(cholR, X.T, lower=True)
     delta = np.sum(Y * Y, axis=0)
-    return (-0.5 * (nu + len(mu)) * np.log1p(delta / nu) - np.sum(np.log(S), axis=1)
-            - np.sum(np.log(np.diag(cholR))))
+    return (
+        -0.5 * (nu + len(mu)) * np.log1p(delta / nu)
+        - np.sum(np.log(S), axis=1)
+        - np.sum(np.log(np.diag(cholR)))
+    )
 
 
 def _importance(cm: CollapsedVaryingSlopes, prop, m: int, seed: int):
@@ -1185,7 +1278,8 @@ def _importance(cm: CollapsedVaryingSlopes, prop, m: int, seed: int):
     d = cm.ndim
     U1 = qmc.Sobol(d + 1, scramble=True, seed=np.random.default_rng([seed, 0])).random_base2(m)
     U2 = qmc.Sobol(d + 1, scramble=True, seed=np.random.default_rng([seed, 1])).random_base2(
-        max(m - QMC_WIDE_SHIFT, 1))
+        max(m - QMC_WIDE_SHIFT, 1)
+    )
     X1 = _t_points(U1, cholR, QMC_NU)
     X2 = QMC_WIDE * _t_points(U2, cholR, QMC_NU)
     X = np.vstack([X1, X2])
@@ -1193,7 +1287,8 @@ def _importance(cm: CollapsedVaryingSlopes, prop, m: int, seed: int):
     f1 = len(U1) / len(H)
     logq = np.logaddexp(
         np.log(f1) + _split_logpdf(H, mu, sp, sm, cholR, QMC_NU),
-        np.log1p(-f1) + _split_logpdf(H, mu, QMC_WIDE * sp, QMC_WIDE * sm, cholR, QMC_NU))
+        np.log1p(-f1) + _split_logpdf(H, mu, QMC_WIDE * sp, QMC_WIDE * sm, cholR, QMC_NU),
+    )
     lp = np.empty(len(H))
     _logp_many(H, cm.buf, lp)
     lw = np.where(np.isfinite(lp), lp - logq, -np.inf)
@@ -1257,7 +1352,7 @@ def _linear_rows(cm: CollapsedVaryingSlopes, d: VaryingSlopesData) -> np.ndarray
     rows[: len(d.profiles), :p] = d.contrast @ Mt
     for f, o in zip(d.factors, cm.offsets, strict=True):
         rows[np.arange(len(d.profiles)), o + 2 * d.profile_codes[f] + 1] += 1.0
-    rows[len(d.profiles):, :p] = Mt
+    rows[len(d.profiles) :, :p] = Mt
     return rows
 
 
@@ -1279,8 +1374,9 @@ def _packed_rows(cm: CollapsedVaryingSlopes, rows: np.ndarray):
     return A, gidx, T
 
 
-def mixture_summaries(w: np.ndarray, mean: np.ndarray, var: np.ndarray, probs,
-                      tol: float = 1e-12) -> dict:
+def mixture_summaries(
+    w: np.ndarray, mean: np.ndarray, var: np.ndarray, probs, tol: float = 1e-12
+) -> dict:
     """Mean, SD and quantiles of the normal mixtures ``sum_t w_t N(mean[t, r], var[t, r])``.
 
     Returns
@@ -1297,17 +1393,41 @@ def mixture_summaries(w: np.ndarray, mean: np.ndarray, var: np.ndarray, probs,
     qs = np.empty((len(probs), mean.shape[1]))
     qse = np.empty_like(qs)
     x0 = mu + sd * special.ndtri(probs)[:, None]  # normal approximation as the start
-    _mixture_quantiles(w, np.ascontiguousarray(mean), np.ascontiguousarray(var), probs,
-                       np.ascontiguousarray(x0), tol, qs, qse)
-    return {"mean": mu, "sd": sd, "quantiles": qs, "mean_se": np.sqrt((w * w) @ (mean - mu) ** 2),
-            "quantiles_se": qse}
+    _mixture_quantiles(
+        w,
+        np.ascontiguousarray(mean),
+        np.ascontiguousarray(var),
+        probs,
+        np.ascontiguousarray(x0),
+        tol,
+        qs,
+        qse,
+    )
+    return {
+        "mean": mu,
+        "sd": sd,
+        "quantiles": qs,
+        "mean_se": np.sqrt((w * w) @ (mean - mu) ** 2),
+        "quantiles_se": qse,
+    }
 
 
-def _fit_qmc(d, b_sd, intercept_prior, sd_prior, sigma_prior, lkj_eta, center, chains, draws,
-             seed, qmc_m, max_pareto_k):
+def _fit_qmc(
+    d,
+    b_sd,
+    intercept_prior,
+    sd_prior,
+    sigma_prior,
+    lkj_eta,
+    center,
+    chains,
+    draws,
+    seed,
+    qmc_m,
+    max_pareto_k,
+):
     t0 = time.perf_counter()
-    cm = CollapsedVaryingSlopes(d, b_sd, intercept_prior, sd_prior, sigma_prior, lkj_eta,
-                                center)
+    cm = CollapsedVaryingSlopes(d, b_sd, intercept_prior, sd_prior, sigma_prior, lkj_eta, center)
     mu, A = precise_mode(cm)
     cov = np.linalg.inv(A)
     sd = np.sqrt(np.diag(cov))
@@ -1329,7 +1449,8 @@ def _fit_qmc(d, b_sd, intercept_prior, sd_prior, sigma_prior, lkj_eta, center, c
             f"qmc fit failed: Pareto k-hat of the importance weights {khat:.2f} > "
             f"{max_pareto_k} (weight ESS {ess:.0f} of {len(w)} points); the Student-t "
             "proposal misses the posterior of the scale parameters. Advice: use "
-            "engine='collapsed' (NUTS) or more points (qmc_m).")
+            "engine='collapsed' (NUTS) or more points (qmc_m)."
+        )
     keep = w > 0.0
     Hk, wk = H[keep], w[keep]
     # exact summaries: every effect and coefficient is a mixture of normals over the points
@@ -1352,9 +1473,16 @@ def _fit_qmc(d, b_sd, intercept_prior, sd_prior, sigma_prior, lkj_eta, center, c
     for i, name in enumerate(["estimate", *GROUP_QUANTILES]):
         groups_mcse[name] = eff["quantiles_se"][i]
     terms = [str(c) for c in d.X.columns]
-    crow = pd.DataFrame({"equation": "control", "term": terms, "mean": coef["mean"],
-                         "sd": coef["sd"], "q025": coef["quantiles"][0],
-                         "q975": coef["quantiles"][1]})
+    crow = pd.DataFrame(
+        {
+            "equation": "control",
+            "term": terms,
+            "mean": coef["mean"],
+            "sd": coef["sd"],
+            "q025": coef["quantiles"][0],
+            "q975": coef["quantiles"][1],
+        }
+    )
     scale = {"sigma": np.exp(Hk[:, 0])}
     for k, f in enumerate(d.factors):
         scale[f"sd_{f}__{_COEF2[0]}"] = np.exp(Hk[:, 1 + 3 * k])
@@ -1364,8 +1492,16 @@ def _fit_qmc(d, b_sd, intercept_prior, sd_prior, sigma_prior, lkj_eta, center, c
     for name, x in scale.items():
         m = float(wk @ x)
         q = weighted_quantiles(x, wk, [0.025, 0.975])
-        srows.append({"equation": "scale", "term": name, "mean": m,
-                      "sd": float(np.sqrt(wk @ (x - m) ** 2)), "q025": q[0], "q975": q[1]})
+        srows.append(
+            {
+                "equation": "scale",
+                "term": name,
+                "mean": m,
+                "sd": float(np.sqrt(wk @ (x - m) ** 2)),
+                "q025": q[0],
+                "q975": q[1],
+            }
+        )
     coefs = pd.concat([crow, pd.DataFrame(srows)], ignore_index=True)
     # no chains: R-hat is undefined; the effective sample size is that of the weights
     coefs["r_hat"] = np.nan
@@ -1379,18 +1515,33 @@ def _fit_qmc(d, b_sd, intercept_prior, sd_prior, sigma_prior, lkj_eta, center, c
     c = cm.draw_coefficients(Hs, rng)
     t2 = time.perf_counter()
     sd = np.stack([np.exp(Hs[:, 1::3]), np.exp(Hs[:, 2::3])], axis=-1)
-    us = {f: c[:, o : o + 2 * G].reshape(len(c), G, 2)
-          for f, o, G in zip(d.factors, cm.offsets, cm.sizes, strict=True)}
-    idata = _assemble(d, cm.xmean, cm.ic, c[:, : cm.p], np.exp(Hs[:, 0]), sd,
-                      np.tanh(Hs[:, 3::3]), us, chains)
-    idata.attrs = {"engine": "qmc", "qmc_points": len(w), "pareto_k": khat,
-                   "weight_ess": ess, "proposal_df": QMC_NU}
-    coefs_mcse = crow.assign(mean=coef["mean_se"], sd=np.nan, q025=coef["quantiles_se"][0],
-                             q975=coef["quantiles_se"][1])
-    summaries = {"groups": groups, "coefs": coefs, "groups_mcse": groups_mcse,
-                 "coefs_mcse": coefs_mcse, "mode": mu, "points": H, "weights": w}
-    info = {"compile": t1 - t0, "sampling": t2 - t1, "pareto_k": khat, "ess": ess,
-            "points": len(w)}
+    us = {
+        f: c[:, o : o + 2 * G].reshape(len(c), G, 2)
+        for f, o, G in zip(d.factors, cm.offsets, cm.sizes, strict=True)
+    }
+    idata = _assemble(
+        d, cm.xmean, cm.ic, c[:, : cm.p], np.exp(Hs[:, 0]), sd, np.tanh(Hs[:, 3::3]), us, chains
+    )
+    idata.attrs = {
+        "engine": "qmc",
+        "qmc_points": len(w),
+        "pareto_k": khat,
+        "weight_ess": ess,
+        "proposal_df": QMC_NU,
+    }
+    coefs_mcse = crow.assign(
+        mean=coef["mean_se"], sd=np.nan, q025=coef["quantiles_se"][0], q975=coef["quantiles_se"][1]
+    )
+    summaries = {
+        "groups": groups,
+        "coefs": coefs,
+        "groups_mcse": groups_mcse,
+        "coefs_mcse": coefs_mcse,
+        "mode": mu,
+        "points": H,
+        "weights": w,
+    }
+    info = {"compile": t1 - t0, "sampling": t2 - t1, "pareto_k": khat, "ess": ess, "points": len(w)}
     return idata, summaries, info
 
 
@@ -1398,9 +1549,15 @@ def _fit_qmc(d, b_sd, intercept_prior, sd_prior, sigma_prior, lkj_eta, center, c
 _NUTPIE_CACHE: dict = {}
 
 
-def build_pymc_model(d: VaryingSlopesData, b_sd=0.5, intercept_prior=("normal", 0.0, 0.5),
-                     sd_prior: ScalePrior | None = None, sigma_prior: ScalePrior | None = None,
-                     lkj_eta: float = 1.0, center: bool = True):
+def build_pymc_model(
+    d: VaryingSlopesData,
+    b_sd=0.5,
+    intercept_prior=("normal", 0.0, 0.5),
+    sd_prior: ScalePrior | None = None,
+    sigma_prior: ScalePrior | None = None,
+    lkj_eta: float = 1.0,
+    center: bool = True,
+):
     """Full varying-slopes model in PyMC (non-centred group coefficients).
 
     Parameters are as in :func:`fit_varying_slopes`; ``intercept_prior`` may also be
@@ -1422,8 +1579,12 @@ def build_pymc_model(d: VaryingSlopesData, b_sd=0.5, intercept_prior=("normal", 
     xmean = X.mean(axis=0) if center else np.zeros(p)
     xmean[ic] = 0.0
     others = [j for j in range(p) if j != ic]
-    coords = {"control": [str(c) for c in d.X.columns], "factor": d.factors, "coef": _COEF2,
-              "obs": np.arange(len(d.y))}
+    coords = {
+        "control": [str(c) for c in d.X.columns],
+        "factor": d.factors,
+        "coef": _COEF2,
+        "obs": np.arange(len(d.y)),
+    }
     for f in d.factors:
         coords[f"{f}_level"] = [str(v) for v in d.levels[f]]
     bsd = np.broadcast_to(np.asarray(b_sd, dtype=float), (p,)).copy()
@@ -1438,8 +1599,12 @@ def build_pymc_model(d: VaryingSlopesData, b_sd=0.5, intercept_prior=("normal", 
         if kind == "normal":
             a = pm.Normal("Intercept_c", float(intercept_prior[1]), float(intercept_prior[2]))
         elif kind == "student_t":
-            a = pm.StudentT("Intercept_c", nu=float(intercept_prior[1]),
-                            mu=float(intercept_prior[2]), sigma=float(intercept_prior[3]))
+            a = pm.StudentT(
+                "Intercept_c",
+                nu=float(intercept_prior[1]),
+                mu=float(intercept_prior[2]),
+                sigma=float(intercept_prior[3]),
+            )
         elif kind == "flat":
             a = pm.Flat("Intercept_c")
         else:
@@ -1468,13 +1633,36 @@ def build_pymc_model(d: VaryingSlopesData, b_sd=0.5, intercept_prior=("normal", 
     return model
 
 
-def _fit_nutpie(d, b_sd, intercept_prior, sd_prior, sigma_prior, lkj_eta, center, chains,
-                draws, tune, seed, target_accept, cores, maxdepth):
+def _fit_nutpie(
+    d,
+    b_sd,
+    intercept_prior,
+    sd_prior,
+    sigma_prior,
+    lkj_eta,
+    center,
+    chains,
+    draws,
+    tune,
+    seed,
+    target_accept,
+    cores,
+    maxdepth,
+):
     import nutpie
 
     t0 = time.perf_counter()
-    key = (len(d.y), tuple(d.X.columns), tuple((f, len(d.levels[f])) for f in d.factors),
-           tuple(np.atleast_1d(b_sd)), intercept_prior, sd_prior, sigma_prior, lkj_eta, center)
+    key = (
+        len(d.y),
+        tuple(d.X.columns),
+        tuple((f, len(d.levels[f])) for f in d.factors),
+        tuple(np.atleast_1d(b_sd)),
+        intercept_prior,
+        sd_prior,
+        sigma_prior,
+        lkj_eta,
+        center,
+    )
     if key in _NUTPIE_CACHE:
         compiled = _NUTPIE_CACHE[key]
         X = d.X.to_numpy(dtype=float)
@@ -1482,17 +1670,28 @@ def _fit_nutpie(d, b_sd, intercept_prior, sd_prior, sigma_prior, lkj_eta, center
         others = [j for j in range(X.shape[1]) if j != ic]
         xmean = X.mean(axis=0) if center else np.zeros(X.shape[1])
         compiled = compiled.with_data(
-            Xc=(X - xmean)[:, others], xmean=xmean[others], treat=d.treat, y=d.y,
-            **{f"idx_{f}": d.codes[f] for f in d.factors})
+            Xc=(X - xmean)[:, others],
+            xmean=xmean[others],
+            treat=d.treat,
+            y=d.y,
+            **{f"idx_{f}": d.codes[f] for f in d.factors},
+        )
     else:
-        model = build_pymc_model(d, b_sd, intercept_prior, sd_prior, sigma_prior, lkj_eta,
-                                 center)
+        model = build_pymc_model(d, b_sd, intercept_prior, sd_prior, sigma_prior, lkj_eta, center)
         compiled = nutpie.compile_pymc_model(model, freeze_model=False)
         _NUTPIE_CACHE[key] = compiled
     t1 = time.perf_counter()
-    tr = nutpie.sample(compiled, chains=chains, draws=draws, tune=tune, seed=seed,
-                       target_accept=target_accept, maxdepth=maxdepth, progress_bar=False,
-                       cores=cores or min(chains, 2))
+    tr = nutpie.sample(
+        compiled,
+        chains=chains,
+        draws=draws,
+        tune=tune,
+        seed=seed,
+        target_accept=target_accept,
+        maxdepth=maxdepth,
+        progress_bar=False,
+        cores=cores or min(chains, 2),
+    )
     t2 = time.perf_counter()
     post = tr.posterior
 
@@ -1505,9 +1704,18 @@ def _fit_nutpie(d, b_sd, intercept_prior, sd_prior, sigma_prior, lkj_eta, center
     eff = b @ d.contrast.T
     for f in d.factors:
         eff = eff + us[f][:, d.profile_codes[f], 1]
-    idata = _assemble(d, np.zeros(b.shape[1]), list(d.X.columns).index("Intercept"), b,
-                      flat("sigma"), flat("sd"), flat("cor"), us, chains,
-                      sample_stats={"diverging": tr.sample_stats["diverging"].values})
+    idata = _assemble(
+        d,
+        np.zeros(b.shape[1]),
+        list(d.X.columns).index("Intercept"),
+        b,
+        flat("sigma"),
+        flat("sd"),
+        flat("cor"),
+        us,
+        chains,
+        sample_stats={"diverging": tr.sample_stats["diverging"].values},
+    )
     idata.attrs = {"engine": "nutpie", "target_accept": target_accept}
     return idata, {"compile": t1 - t0, "sampling": t2 - t1}
 
@@ -1601,30 +1809,81 @@ def fit_varying_slopes(
     d = prepare_data(y, treat, X, factors, profiles, contrast)
     if engine == "qmc":
         with single_threaded_blas():
-            idata, exact, info = _fit_qmc(d, b_sd, intercept_prior, sd_prior, sigma_prior,
-                                          lkj_eta, center, chains, draws, seed, qmc_m,
-                                          max_pareto_k)
+            idata, exact, info = _fit_qmc(
+                d,
+                b_sd,
+                intercept_prior,
+                sd_prior,
+                sigma_prior,
+                lkj_eta,
+                center,
+                chains,
+                draws,
+                seed,
+                qmc_m,
+                max_pareto_k,
+            )
         wall = time.perf_counter() - t0
         diag = Diagnostics(
-            sampler="qmc", chains=1, draws=info["points"], max_r_hat=float("nan"),
-            min_ess_bulk=info["ess"], min_ess_tail=info["ess"], divergences=0,
-            wall_seconds=wall, compile_seconds=info["compile"],
-            sampling_seconds=info["sampling"], worst_r_hat_param="",
+            sampler="qmc",
+            chains=1,
+            draws=info["points"],
+            max_r_hat=float("nan"),
+            min_ess_bulk=info["ess"],
+            min_ess_tail=info["ess"],
+            divergences=0,
+            wall_seconds=wall,
+            compile_seconds=info["compile"],
+            sampling_seconds=info["sampling"],
+            worst_r_hat_param="",
             worst_ess_bulk_param="importance weights",
-            worst_ess_tail_param="importance weights", pareto_k=info["pareto_k"])
-        return VaryingSlopesFit(idata=idata, data=d, diagnostics_record=diag, engine=engine,
-                                exact=exact)
+            worst_ess_tail_param="importance weights",
+            pareto_k=info["pareto_k"],
+        )
+        return VaryingSlopesFit(
+            idata=idata, data=d, diagnostics_record=diag, engine=engine, exact=exact
+        )
     if engine == "collapsed":
         with single_threaded_blas():
-            idata, tm = _fit_collapsed(d, b_sd, intercept_prior, sd_prior, sigma_prior,
-                                       lkj_eta, center, chains, draws, tune, seed,
-                                       target_accept, cores)
+            idata, tm = _fit_collapsed(
+                d,
+                b_sd,
+                intercept_prior,
+                sd_prior,
+                sigma_prior,
+                lkj_eta,
+                center,
+                chains,
+                draws,
+                tune,
+                seed,
+                target_accept,
+                cores,
+            )
     else:
-        idata, tm = _fit_nutpie(d, b_sd, intercept_prior, sd_prior, sigma_prior, lkj_eta,
-                                center, chains, draws, tune, seed, target_accept, cores,
-                                maxdepth)
+        idata, tm = _fit_nutpie(
+            d,
+            b_sd,
+            intercept_prior,
+            sd_prior,
+            sigma_prior,
+            lkj_eta,
+            center,
+            chains,
+            draws,
+            tune,
+            seed,
+            target_accept,
+            cores,
+            maxdepth,
+        )
     wall = time.perf_counter() - t0
-    diag = compute_diagnostics(idata, engine, var_names=["b", "sigma", "sd", "cor", "effect"],
-                               wall_seconds=wall, compile_seconds=tm["compile"],
-                               sampling_seconds=tm["sampling"])
+    diag = compute_diagnostics(
+        idata,
+        engine,
+        var_names=["b", "sigma", "sd", "cor", "effect"],
+        wall_seconds=wall,
+        compile_seconds=tm["compile"],
+        sampling_seconds=tm["sampling"],
+    )
     return VaryingSlopesFit(idata=idata, data=d, diagnostics_record=diag, engine=engine)
