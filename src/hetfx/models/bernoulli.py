@@ -35,7 +35,7 @@ from hetfx.inference import (
     summarise_groups,
 )
 from hetfx.models.gaussian import ScalePrior, check_finite
-from hetfx.models.lambda_model import LambdaData
+from hetfx.models.lambda_model import LambdaData, pymc_two_equations
 
 __all__ = [
     "BernoulliData",
@@ -207,36 +207,13 @@ def build_pymc_model(
     """
     import pymc as pm
 
-    sigma_theta_prior = sigma_theta_prior or ScalePrior.brms_default()
-    p = d.X.shape[1]
-    coords = {
-        "control": [str(c) for c in d.X.columns],
-        "effect": [str(c) for c in d.Z.columns],
-        "group": d.labels,
-        "obs": np.arange(len(d.y)),
-    }
-    with pm.Model(coords=coords) as model:
-        X = pm.Data("X", d.X.to_numpy(dtype=float), dims=("obs", "control"))
-        Z = pm.Data("Z", d.Z.to_numpy(dtype=float), dims=("group", "effect"))
-        T = pm.Data("treat", d.treat, dims="obs")
-        g = pm.Data("group_idx", d.group, dims="obs")
-        y = pm.Data("y", d.y, dims="obs")
-        bsd = pm.Data(
-            "beta_sd", np.broadcast_to(np.asarray(beta_sd, float), (p,)).copy(), dims="control"
-        )
-        gsd = pm.Data("gamma_sd", float(gamma_sd))
-        beta = pm.Normal("beta", 0.0, bsd, dims="control")
-        gamma = pm.Normal("gamma", 0.0, gsd, dims="effect")
-        sigma_theta = sigma_theta_prior.to_pymc("sigma_theta")
-        theta_raw = pm.Normal("theta_raw", 0.0, 1.0, dims="group")
-        theta = pm.Deterministic("theta", theta_raw * sigma_theta, dims="group")
-        lam = pm.Deterministic("lambda", pm.math.dot(Z, gamma) + theta, dims="group")
-        eta = pm.math.dot(X, beta) + lam[g] * T
+    with pymc_two_equations(d, gamma_sd, beta_sd, sigma_theta_prior) as (model, v):
+        eta = pm.math.dot(v.X, v.beta) + v.lam[v.g] * v.T
         if weights is None:
-            pm.Bernoulli("y_obs", logit_p=eta, observed=y, dims="obs")
+            pm.Bernoulli("y_obs", logit_p=eta, observed=v.y, dims="obs")
         else:
             w = pm.Data("w", np.asarray(weights, dtype=float), dims="obs")
-            logp = pm.logp(pm.Bernoulli.dist(logit_p=eta), y)
+            logp = pm.logp(pm.Bernoulli.dist(logit_p=eta), v.y)
             pm.Potential("y_obs", (w * logp).sum())
     return model
 

@@ -33,8 +33,10 @@ Engines (argument ``engine`` of :func:`fit_lambda_model`):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
+import types
 from collections.abc import Sequence
 
 import arviz as az
@@ -1209,6 +1211,24 @@ def build_pymc_model(
     import pymc as pm
 
     sigma_prior = sigma_prior or ScalePrior.brms_default()
+    with pymc_two_equations(d, gamma_sd, beta_sd, sigma_theta_prior) as (model, v):
+        sigma = sigma_prior.to_pymc("sigma")
+        mu = v.lam[v.g] * v.T + pm.math.dot(v.X, v.beta)
+        pm.Normal("y_obs", mu=mu, sigma=sigma, observed=v.y, dims="obs")
+    return model
+
+
+@contextlib.contextmanager
+def pymc_two_equations(d: LambdaData, gamma_sd: float, beta_sd, sigma_theta_prior):
+    """The two equations in PyMC, shared by every family: a model with named coords, the
+    covariates as ``pm.Data``, ``beta``, ``gamma``, non-centred ``theta`` and ``lambda``.
+
+    Yields ``(model, v)`` inside the model's context, ``v`` holding the data and variables
+    (``X``, ``Z``, ``T``, ``g``, ``y``, ``beta``, ``gamma``, ``lam``); the caller adds the
+    likelihood.
+    """
+    import pymc as pm
+
     sigma_theta_prior = sigma_theta_prior or ScalePrior.brms_default()
     p = d.X.shape[1]
     coords = {
@@ -1233,10 +1253,7 @@ def build_pymc_model(
         theta_raw = pm.Normal("theta_raw", 0.0, 1.0, dims="group")
         theta = pm.Deterministic("theta", theta_raw * sigma_theta, dims="group")
         lam = pm.Deterministic("lambda", pm.math.dot(Z, gamma) + theta, dims="group")
-        sigma = sigma_prior.to_pymc("sigma")
-        mu = lam[g] * T + pm.math.dot(X, beta)
-        pm.Normal("y_obs", mu=mu, sigma=sigma, observed=y, dims="obs")
-    return model
+        yield model, types.SimpleNamespace(X=X, Z=Z, T=T, g=g, y=y, beta=beta, gamma=gamma, lam=lam)
 
 
 def _fit_nutpie(
