@@ -589,26 +589,21 @@ class GaussianResults(Results):
 
     group_effects.__doc__ = Results.group_effects.__doc__
 
-    def _pointwise(self, rng, chunk: int = 256):
+    def _pointwise(self, rng):
+        from hetfx.models.lambda_model import pointwise_loglik
+
         d = self.design
-        beta = self._flat("beta")
-        lam = self._flat("lambda")
-        sigma = self._flat("sigma")
-        X = d.X.to_numpy(dtype=float)
-        S, n = len(sigma), len(d.y)
-        ll = np.empty((S, n))
-        yrep = np.empty((S, n))
-        for i in range(0, S, chunk):
-            sl = slice(i, i + chunk)
-            mu = beta[sl] @ X.T + lam[sl][:, d.codes] * d.treat
-            s = sigma[sl][:, None]
-            z = (d.y - mu) / s
-            ll[sl] = -0.5 * z**2 - np.log(s) - 0.5 * np.log(2 * np.pi)
-            sd = s if d.weights is None else s / np.sqrt(d.weights)
-            yrep[sl] = mu + sd * rng.standard_normal(mu.shape)
-        if d.weights is not None:  # the weighted likelihood the posterior conditioned on
-            ll *= d.weights
-        return ll, yrep
+        return pointwise_loglik(
+            self._flat("beta"),
+            self._flat("lambda"),
+            self._flat("sigma"),
+            d.X.to_numpy(dtype=float),
+            d.treat,
+            d.codes,
+            d.y,
+            rng,
+            weights=d.weights,
+        )
 
 
 class BernoulliResults(Results):

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from hetfx.studies import CONDITION_FACTORS, M1_CONTROLS, Sampler, fit_tomz_weeks
 
@@ -286,14 +285,24 @@ def gaussian_log_likelihood(fit) -> np.ndarray:
 
     ``log N(y_i | lambda_g[i] T_i + X_i beta, sigma)`` at every posterior draw.
     """
+    from hetfx.models.lambda_model import pointwise_loglik
+
     post = fit.idata.posterior
     d = fit.data
     beta = post["beta"].transpose("chain", "draw", "control").values
+    chains, draws = beta.shape[:2]
     lam = post["lambda"].transpose("chain", "draw", "group").values
     sigma = post["sigma"].transpose("chain", "draw").values
-    X = d.X.to_numpy(dtype=float)
-    mu = beta @ X.T + lam[:, :, d.group] * d.treat[None, None, :]
-    return stats.norm.logpdf(d.y[None, None, :], mu, sigma[:, :, None])
+    ll, _ = pointwise_loglik(
+        beta.reshape(chains * draws, -1),
+        lam.reshape(chains * draws, -1),
+        sigma.reshape(-1),
+        d.X.to_numpy(dtype=float),
+        d.treat,
+        d.group,
+        d.y,
+    )
+    return ll.reshape(chains, draws, -1)
 
 
 def with_log_likelihood(fit):

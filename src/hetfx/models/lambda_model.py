@@ -1182,6 +1182,50 @@ def _fit_quadrature(
     }
 
 
+def pointwise_loglik(
+    beta: np.ndarray,
+    lam: np.ndarray,
+    sigma: np.ndarray,
+    X: np.ndarray,
+    treat: np.ndarray,
+    group: np.ndarray,
+    y: np.ndarray,
+    rng: np.random.Generator | None = None,
+    chunk: int = 256,
+    weights: np.ndarray | None = None,
+):
+    """Pointwise log-likelihood ``log N(y_i | lambda_g[i] T_i + X_i beta, sigma)`` at every
+    draw (and, with ``rng``, posterior predictive draws); the Gaussian twin of
+    :func:`hetfx.models.bernoulli.pointwise_loglik`.
+
+    ``beta`` (S, p), ``lam`` (S, G) and ``sigma`` (S,) are flattened draws. With ``weights``
+    the terms are ``w_i log p(y_i | draw)`` and the replicated errors have SD
+    ``sigma / sqrt(w_i)`` (the weighted likelihood the posterior was conditioned on).
+
+    Returns
+    -------
+    loglik : numpy.ndarray
+        ``(S, n)``.
+    y_rep : numpy.ndarray or None
+        ``(S, n)`` replicated outcomes when ``rng`` is given.
+    """
+    S, n = len(sigma), len(y)
+    ll = np.empty((S, n))
+    yrep = np.empty((S, n)) if rng is not None else None
+    for i in range(0, S, chunk):
+        sl = slice(i, i + chunk)
+        mu = beta[sl] @ X.T + lam[sl][:, group] * treat
+        s = sigma[sl][:, None]
+        z = (y - mu) / s
+        ll[sl] = -0.5 * z**2 - np.log(s) - 0.5 * np.log(2 * np.pi)
+        if rng is not None:
+            sd = s if weights is None else s / np.sqrt(weights)
+            yrep[sl] = mu + sd * rng.standard_normal(mu.shape)
+    if weights is not None:
+        ll *= weights
+    return ll, yrep
+
+
 # ----------------------------------------------------------------------- nutpie engine
 _NUTPIE_CACHE: dict = {}
 
