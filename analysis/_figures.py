@@ -5,7 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 
-from hetfx import figures
+from hetfx.paper import figures
 
 _FIGURES: list = []
 
@@ -17,7 +17,7 @@ def _save_one(index: int) -> str:
 
 
 def save_figures(items: list[tuple], jobs: int | None = None) -> list[str]:
-    """Write figures ``(plot, stem, width, height)`` with :func:`hetfx.figures.save`, in
+    """Write figures ``(plot, stem, width, height)`` with :func:`hetfx.plots.save`, in
     ``jobs`` forked processes (default: one per core, at most one per figure).
 
     Drawing dominates the figure stages and uses one core; the files are the same as when

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from hetfx.params import Params, validate
+from hetfx.paper.params import Params, validate
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

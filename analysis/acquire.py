@@ -1,8 +1,8 @@
 """Stage `acquire`: check the raw files against data/manifest.csv, copy them to data/acquired."""
 
 from _stage import load_params, log, run
-from hetfx.data.acquire import AcquireError, acquire
-from hetfx.params import ParamsError
+from hetfx.paper.data.acquire import AcquireError, acquire
+from hetfx.paper.params import ParamsError
 
 STAGE = "acquire"
 

@@ -36,7 +36,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import pandas as pd  # noqa: E402
 
 from _stage import load_params  # noqa: E402
-from hetfx import studies  # noqa: E402
+from hetfx.paper import studies  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BRMS = ROOT / "tests" / "fixtures" / "brms" / "timings.csv"

@@ -13,10 +13,10 @@ from pathlib import Path
 import pandas as pd
 
 from _stage import load_params, log, run
-from hetfx.data import bush_prather, tomz_weeks
-from hetfx.data.raw import RawDataError
-from hetfx.data.summaries import StudyFactError
-from hetfx.params import ParamsError
+from hetfx.paper.data import bush_prather, tomz_weeks
+from hetfx.paper.data.raw import RawDataError
+from hetfx.paper.data.summaries import StudyFactError
+from hetfx.paper.params import ParamsError
 
 STUDIES = {"tomz_weeks": tomz_weeks, "bush_prather": bush_prather}
 ACQUIRED = Path("data/acquired")

@@ -16,7 +16,7 @@ import pandas as pd
 
 from _figures import save_figures
 from _stage import log, run
-from hetfx import figures, studies
+from hetfx.paper import figures, studies
 
 RESULTS = Path("results")
 FIGURES = Path("manuscript/figures")

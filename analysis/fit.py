@@ -24,9 +24,9 @@ from pathlib import Path
 import pandas as pd
 
 from _stage import load_params, log, run
-from hetfx import studies
 from hetfx.inference import SamplerDiagnosticsError, check_diagnostics
-from hetfx.params import ParamsError
+from hetfx.paper import studies
+from hetfx.paper.params import ParamsError
 
 CLEAN = Path("data/clean")
 RESULTS = Path("results")

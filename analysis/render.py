@@ -6,7 +6,7 @@ Usage::
     python analysis/render.py manuscript --fallback   # pandoc + typst even if quarto exists
 
 Renders every document listed in ``<manuscript>/_quarto.yml`` to the project's output-dir
-(or ``--output-dir``) and then checks the outputs (:func:`hetfx.render.check_outputs`):
+(or ``--output-dir``) and then checks the outputs (:func:`hetfx.paper.render.check_outputs`):
 numbered captions, no unresolved references or shortcodes, a PDF with the same captions.
 Unchanged sources render to byte-identical documents (the date is fixed in ``_quarto.yml``);
 the committed documents are the fallback's, whose pandoc and typst are pinned in ``uv.lock``.
@@ -19,7 +19,7 @@ import logging
 import sys
 import time
 
-from hetfx.render import RenderError, check_outputs, quarto_available, read_project, render
+from hetfx.paper.render import RenderError, check_outputs, quarto_available, read_project, render
 
 
 def main(argv: list[str] | None = None) -> int:

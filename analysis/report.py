@@ -8,7 +8,7 @@ Usage::
 Reads the fits of both codings (results/tomz_weeks, results/bush_prather), the simulation
 summaries and design (results/simulation), the cleaning checks (data/clean) and the
 `models:` section of params.yaml; writes every number the manuscript quotes to
-`_variables.yml` and every table it includes to `tables/*.md` (hetfx.report does the work).
+`_variables.yml` and every table it includes to `tables/*.md` (hetfx.paper.report does the work).
 Output is deterministic: the same inputs give byte-identical files.
 """
 
@@ -23,9 +23,9 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from hetfx import report as R
-from hetfx.cells import demographic_cells
-from hetfx.verdict import ANALYSES, SpecificationInputs
+from hetfx.paper import report as R
+from hetfx.paper.cells import demographic_cells
+from hetfx.paper.verdict import ANALYSES, SpecificationInputs
 
 TW_MODELS = ("m1", "m1_ols", "m2", "m2_ols", "a1")
 #: Which stage writes which input, for the error message when one is missing.

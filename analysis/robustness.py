@@ -3,7 +3,7 @@
 Usage: python analysis/robustness.py
 
 Reads data/clean/tomz_weeks.parquet and params.yaml (models, robustness), fits every variant
-of hetfx.robustness and writes results/robustness/*.csv and the comparison figure
+of hetfx.paper.robustness and writes results/robustness/*.csv and the comparison figure
 manuscript/figures/figure_robustness.{png,svg}. A Bayesian fit that fails the diagnostic gate
 fails the stage, naming the fit; nothing is left behind.
 """
@@ -16,9 +16,9 @@ from pathlib import Path
 import pandas as pd
 
 from _stage import load_params, log, run
-from hetfx import figures, robustness, studies
 from hetfx.inference import SamplerDiagnosticsError
-from hetfx.params import ParamsError
+from hetfx.paper import figures, robustness, studies
+from hetfx.paper.params import ParamsError
 
 STAGE = "robustness"
 OUT = Path("results/robustness")

@@ -34,9 +34,9 @@ import pandas as pd  # noqa: E402
 
 from _figures import save_figures  # noqa: E402
 from _stage import load_params, log, run  # noqa: E402
-from hetfx import figures  # noqa: E402
-from hetfx import simulation as S  # noqa: E402
-from hetfx.params import ParamsError  # noqa: E402
+from hetfx.paper import figures  # noqa: E402
+from hetfx.paper import simulation as S  # noqa: E402
+from hetfx.paper.params import ParamsError  # noqa: E402
 
 STAGE = "simulate"
 OUT = Path("results/simulation")
@@ -75,7 +75,7 @@ def write_json(path: Path, data: dict) -> None:
 
 
 def design_record(n_obs: int, replicates: int, root_seed: int) -> dict:
-    """The design the simulation ran (from hetfx.simulation's conditions), for the report."""
+    """The design the simulation ran (from hetfx.paper.simulation's conditions), for the report."""
     equal, imbalance = S.conditions(1, n_obs), S.conditions(2, n_obs)
     return {
         "n_obs": n_obs,

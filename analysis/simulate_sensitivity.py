@@ -30,8 +30,8 @@ from pathlib import Path  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from _stage import load_params, log, run  # noqa: E402
-from hetfx import simulation as S  # noqa: E402
-from hetfx.params import ParamsError  # noqa: E402
+from hetfx.paper import simulation as S  # noqa: E402
+from hetfx.paper.params import ParamsError  # noqa: E402
 
 STAGE = "simulate_sensitivity"
 OUT = Path("results/simulation/sensitivity")

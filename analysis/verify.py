@@ -8,8 +8,8 @@ Usage::
 
 Run it after a rebuild (`make repro && make verify`). Every committed CSV under results/ and
 data/clean/ is compared cell by cell with the working tree's version, every quoted number of
-manuscript/_variables.yml as the printed string (hetfx.verify classifies, the tolerances
-are hetfx.verify.TOLERANCES). Prints the counts per file and the largest differences; exits
+manuscript/_variables.yml as the printed string (hetfx.paper.verify classifies, the tolerances
+are hetfx.paper.verify.TOLERANCES). Prints the counts per file and the largest differences; exits
 1 if anything is different beyond its tolerance, 2 if the comparison could not be made.
 """
 
@@ -21,7 +21,7 @@ import sys
 from fnmatch import fnmatch
 from pathlib import Path
 
-from hetfx.verify import compare_csv, compare_variables, format_reports
+from hetfx.paper.verify import compare_csv, compare_variables, format_reports
 
 #: What is compared: committed files matching these patterns.
 CSV_PATTERNS = ("results/*.csv", "data/clean/*.csv")

@@ -11,9 +11,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from hetfx import simulation as S
-from hetfx import studies
-from hetfx.data import tomz_weeks
+from hetfx.paper import simulation as S
+from hetfx.paper import studies
+from hetfx.paper.data import tomz_weeks
 
 ROOT = Path(__file__).resolve().parents[1]
 TW_FILE = ROOT / "data" / "raw" / "tomz-weeks-2021" / "2017-04-YouGov-extracted.dta"

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from conftest import MANIFEST, RAW, TW_FILE
-from hetfx.data.acquire import AcquireError, acquire, read_manifest, sha256_of, verify
+from hetfx.paper.data.acquire import AcquireError, acquire, read_manifest, sha256_of, verify
 
 
 def test_manifest_matches_committed_raw_files():

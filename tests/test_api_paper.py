@@ -10,8 +10,8 @@ import pytest
 
 import hetfx
 from conftest import RAW, TW_FILE
-from hetfx import studies
-from hetfx.data import tomz_weeks
+from hetfx.paper import studies
+from hetfx.paper.data import tomz_weeks
 
 SAMPLER = studies.Sampler(seed=12, chains=4, draws=1000)
 

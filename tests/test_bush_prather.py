@@ -6,8 +6,8 @@ import pyreadstat
 import pytest
 
 from conftest import BP_FILE, RAW, write_like
-from hetfx.data import bush_prather
-from hetfx.data.raw import RawDataError
+from hetfx.paper.data import bush_prather
+from hetfx.paper.data.raw import RawDataError
 
 BASE = dict(
     ipe_support=3,

@@ -117,11 +117,11 @@ def covered(path: Path, deps: tuple[Path, ...]) -> bool:
 
 def test_import_walk_finds_lazy_and_transitive_imports():
     """The walker itself: analysis/simulate.py loads _stage.py and params.py through
-    _stage, and saturated_ols.py through a lazy import inside hetfx.simulation."""
+    _stage, and saturated_ols.py through a lazy import inside hetfx.paper.simulation."""
     found = {p.relative_to(ROOT).as_posix() for p in project_imports(ANALYSIS / "simulate.py")}
     assert {
         "analysis/_stage.py",
-        "src/hetfx/params.py",
+        "src/hetfx/paper/params.py",
         "src/hetfx/__init__.py",
         "src/hetfx/models/saturated_ols.py",
         "src/hetfx/models/__init__.py",
@@ -282,7 +282,7 @@ class _Recording(dict):
 
 
 def test_report_stage_declares_every_param_it_reads(tmp_path):
-    """analysis/report.py passes params.yaml to hetfx.report as a dict: run it on the
+    """analysis/report.py passes params.yaml to hetfx.paper.report as a dict: run it on the
     synthetic results of tests/test_report.py and record what it reads."""
     import importlib.util
     import sys
@@ -372,7 +372,7 @@ def test_simulation_sample_size_reaches_the_text(tmp_path):
 
     import pandas as pd
 
-    from hetfx import report as R
+    from hetfx.paper import report as R
 
     with open(ROOT / "params.yaml") as handle:
         params = yaml.safe_load(handle)

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT
-from hetfx import figures
+from hetfx.paper import figures
 
 FIXTURES = ROOT / "tests" / "fixtures" / "brms"
 QUANTILES = {

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hetfx import render as R
+from hetfx.paper import render as R
 
 REPO = Path(__file__).resolve().parents[1]
 MANUSCRIPT = REPO / "manuscript"

@@ -12,11 +12,11 @@ import pandas as pd
 import pytest
 
 from conftest import BP_FILE, RAW, ROOT, TW_FILE
-from hetfx import studies
-from hetfx.data import bush_prather, tomz_weeks
 from hetfx.inference import SamplerDiagnosticsError, check_diagnostics, compute_diagnostics
 from hetfx.models.gaussian import ScalePrior
 from hetfx.models.lambda_model import fit_lambda_model
+from hetfx.paper import studies
+from hetfx.paper.data import bush_prather, tomz_weeks
 
 FIXTURES = ROOT / "tests" / "fixtures" / "brms"
 MEDIAN_TOL = 0.02

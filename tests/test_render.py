@@ -1,7 +1,8 @@
-"""Tests of the manuscript renderers (hetfx.render): the pandoc + typst fallback (hetfx.lua) on a
-small sample, and the real manuscript with the real Quarto when ``quarto`` is on PATH (.ci/run
-installs it): references and shortcodes resolved, the appendix numbered A1, A2, ... as by the
-fallback, author-year citations, one reference list, byte-identical renders, nothing untracked.
+"""Tests of the manuscript renderers (hetfx.paper.render): the pandoc + typst fallback
+(hetfx.lua) on a small sample, and the real manuscript with the real Quarto when ``quarto``
+is on PATH (.ci/run installs it): references and shortcodes resolved, the appendix numbered
+A1, A2, ... as by the fallback, author-year citations, one reference list, byte-identical
+renders, nothing untracked.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hetfx import render as R
+from hetfx.paper import render as R
 from test_manuscript import EXPECTED as MANUSCRIPT_FLOATS
 
 REPO = Path(__file__).resolve().parents[1]

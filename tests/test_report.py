@@ -1,4 +1,4 @@
-"""Tests of the report stage (hetfx.report, analysis/report.py) on small synthetic frames."""
+"""Tests of the report stage (hetfx.paper.report, analysis/report.py) on small synthetic frames."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from hetfx import report as R
-from hetfx import robustness as ROB
+from hetfx.paper import report as R
+from hetfx.paper import robustness as ROB
 
 REPO = Path(__file__).resolve().parents[1]
 BRMS = REPO / "tests" / "fixtures" / "brms"

@@ -1,4 +1,4 @@
-"""Specification and robustness checks (hetfx.robustness, hetfx.verdict).
+"""Specification and robustness checks (hetfx.paper.robustness, hetfx.paper.verdict).
 
 * With baseline shifts across cells, the lambda model recovers group effects and gamma at
   nominal coverage only when the outcome equation has the cells' main effects.
@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 from formulaic import model_matrix
 
-from hetfx import robustness as R
-from hetfx import verdict as V
 from hetfx.models.lambda_model import fit_lambda_model
+from hetfx.paper import robustness as R
+from hetfx.paper import verdict as V
 
 K = 4  # binary modifiers -> 16 cells
 GAMMA = np.array([0.2, 0.15, -0.1, 0.1, 0.05])  # intercept + one per modifier

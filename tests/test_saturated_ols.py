@@ -11,14 +11,14 @@ import pytest
 from scipy import stats
 
 from conftest import RAW, TW_FILE
-from hetfx.data import tomz_weeks
 from hetfx.models.saturated_ols import (
     QUANTILE_LEVELS,
     find_aliased_columns,
     fit_saturated_ols,
     to_r_term,
 )
-from hetfx.studies import coding_frame
+from hetfx.paper.data import tomz_weeks
+from hetfx.paper.studies import coding_frame
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "brms"

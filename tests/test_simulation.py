@@ -1,4 +1,4 @@
-"""Tests of hetfx.simulation: DGP, seeding, estimators, runner (parallel, dask, resume)."""
+"""Tests of hetfx.paper.simulation: DGP, seeding, estimators, runner (parallel, dask, resume)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hetfx import simulation as S
+from hetfx.paper import simulation as S
 
 OLS = {"ols": S.ols_estimator}
 

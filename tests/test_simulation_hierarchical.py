@@ -14,9 +14,9 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from hetfx import simulation as S
 from hetfx.models.gaussian import ScalePrior
 from hetfx.models.lambda_model import ArrowLambda, CollapsedLambda, prepare_lambda_data
+from hetfx.paper import simulation as S
 
 HIER = S.hierarchical_estimator
 

@@ -8,7 +8,6 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from hetfx import simulation as S
 from hetfx.models.baselines import (
     MixturePosterior,
     PooledBaselineLambda,
@@ -23,6 +22,7 @@ from hetfx.models.lambda_model import (
     lattice_grid,
     prepare_lambda_data,
 )
+from hetfx.paper import simulation as S
 
 # ----------------------------------------------------------------------------- DGP
 
@@ -267,7 +267,7 @@ def test_params_section_validates():
 
     import yaml
 
-    from hetfx.params import ParamsError, validate
+    from hetfx.paper.params import ParamsError, validate
 
     raw = yaml.safe_load((Path(__file__).parents[1] / "params.yaml").read_text())
     sens = validate(raw).simulation_sensitivity
@@ -280,7 +280,7 @@ def test_params_section_validates():
 
 _XCPU = """
 import sys, numpy as np
-from hetfx import simulation as S
+from hetfx.paper import simulation as S
 out = []
 for d, i in ((1, 1), (2, 3)):
     cond = S.conditions(d)[i]

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, TW_FILE
-from hetfx.params import ParamsError, validate
+from hetfx.paper.params import ParamsError, validate
 
 ANALYSIS = ROOT / "analysis"
 

@@ -6,9 +6,9 @@ import pyreadstat
 import pytest
 
 from conftest import RAW, TW_FILE, write_like
-from hetfx.data import tomz_weeks
-from hetfx.data.raw import RawDataError
-from hetfx.data.summaries import StudyFactError
+from hetfx.paper.data import tomz_weeks
+from hetfx.paper.data.raw import RawDataError
+from hetfx.paper.data.summaries import StudyFactError
 
 BASE = dict(
     alliance=1,

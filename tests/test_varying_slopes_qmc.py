@@ -16,8 +16,6 @@ import pytest
 from scipy import optimize, special
 
 from conftest import RAW, ROOT, TW_FILE
-from hetfx import studies
-from hetfx.data import tomz_weeks
 from hetfx.inference import Diagnostics, SamplerDiagnosticsError, check_diagnostics
 from hetfx.models.varying_slopes import (
     fit_varying_slopes,
@@ -25,6 +23,8 @@ from hetfx.models.varying_slopes import (
     systematic_resample,
     weighted_quantiles,
 )
+from hetfx.paper import studies
+from hetfx.paper.data import tomz_weeks
 from test_varying_slopes import simulate
 
 FIXTURES = ROOT / "tests" / "fixtures" / "brms"

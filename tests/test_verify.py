@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from hetfx import verify as V
+from hetfx.paper import verify as V
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "analysis" / "verify.py"

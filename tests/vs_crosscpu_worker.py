@@ -18,8 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def main(engine: str, out: str) -> None:
-    from hetfx import studies
-    from hetfx.data import bush_prather, tomz_weeks
+    from hetfx.paper import studies
+    from hetfx.paper.data import bush_prather, tomz_weeks
 
     raw = ROOT / "data" / "raw"
     params = yaml.safe_load((ROOT / "params.yaml").read_text())["models"]

@@ -1,12 +1,12 @@
 --[[
 hetfx.lua: the Quarto-specific parts of the manuscript, for rendering with plain pandoc
-when the Quarto CLI is not installed (see hetfx.render). Real Quarto does not use this file.
+when the Quarto CLI is not installed (see hetfx.paper.render). Real Quarto does not use this file.
 
 Passes, in order:
   0. metadata    `date: YYYY-MM-DD` (or `today`) printed as Quarto prints it ("November 27, 2026").
   1. shortcodes  `{{< var a.b >}}` in text, table cells, captions, math and title/abstract,
                  looked up in `_variables.yml` (metadata `hetfx-variables` overrides the path).
-                 (`{{< include >}}` is expanded before parsing, by hetfx.render.)
+                 (`{{< include >}}` is expanded before parsing, by hetfx.paper.render.)
   2. numbering   labelled figures (`#fig-`), tables (`#tbl-`) and, with `number-sections: true`,
                  headings, in document order; captions get "Figure N: " / "Table N: ".
                  Metadata `hetfx-number-prefix: A` numbers figures and tables A1, A2, ...

@@ -5,7 +5,7 @@ set priors with :class:`Prior` / :class:`Priors`, and query the returned
 :class:`~hetfx.results.Results` (``group_effects``, ``ame``, ``contrast``, ``predict``,
 ``summary``, ``idata`` for ArviZ, plots). :func:`fit_ols` is the unpooled comparator.
 
-The public names load on first use, so ``import hetfx.data...`` stays light.
+The public names load on first use, so ``import hetfx.paper.data...`` stays light.
 """
 
 from __future__ import annotations

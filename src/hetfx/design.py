@@ -1,7 +1,7 @@
 """Design matrices and groups from data frames (R-style coding, brms-style names).
 
 These helpers are shared by the data-frame front end (:mod:`hetfx.api`) and the paper's own
-study definitions (:mod:`hetfx.studies`).
+study definitions (:mod:`hetfx.paper.studies`).
 
 * :func:`r_name` turns formulaic's ``region[T.Asia]`` into R's ``regionAsia``.
 * :func:`design` builds a model matrix with R's default treatment coding (levels sorted, the

@@ -1,19 +1,24 @@
 """Plots of a fit with the user's own labels (plotnine, the project's theme).
 
 Every function takes a :class:`hetfx.results.Results` (or its ``group_effects``/``coefs``
-frame) and returns a plotnine object; save it with ``plot.save(...)`` or
-:func:`hetfx.figures.save`. Nothing here knows the paper's variables: axis titles come from
-the arguments (default: the outcome and treatment names of the fit).
+frame) and returns a plotnine object; save it with ``plot.save(...)`` or :func:`save` (PNG at
+300 dpi and SVG, byte-identical across runs). Nothing here knows the paper's variables: axis
+titles come from the arguments (default: the outcome and treatment names of the fit).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 import pandas as pd
 from plotnine import (
     aes,
     coord_flip,
+    element_blank,
+    element_line,
+    element_rect,
+    element_text,
     facet_wrap,
     geom_abline,
     geom_hline,
@@ -22,13 +27,48 @@ from plotnine import (
     geom_segment,
     ggplot,
     labs,
+    theme,
+    theme_bw,
 )
 
-from hetfx.figures import MODEL_COLOURS, theme_hetfx
+__all__ = ["plot_group_effects", "plot_coefs", "plot_shrinkage", "theme_hetfx", "save"]
 
-__all__ = ["plot_group_effects", "plot_coefs", "plot_shrinkage"]
+_BLUE = "#0072B2"  # the hierarchical model's colour in the paper's figures
 
-_BLUE = MODEL_COLOURS["Hierarchical"]
+
+def theme_hetfx(base_size: float = 10):
+    """The one theme of every figure: white panels, light grid, legend at the bottom."""
+    return theme_bw(base_size=base_size) + theme(
+        panel_grid_minor=element_blank(),
+        panel_grid_major=element_line(color="#E5E5E5", size=0.4),
+        strip_background=element_rect(fill="#F2F2F2", color="#BFBFBF"),
+        legend_position="bottom",
+        legend_title=element_blank(),
+        plot_title=element_text(size=base_size + 1, ha="left"),
+    )
+
+
+def save(plot, stem: str | Path, width: float = 7, height: float = 5) -> list[Path]:
+    """Write ``plot`` as ``<stem>.png`` (300 dpi) and ``<stem>.svg``; return the paths."""
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
+    import matplotlib
+    import matplotlib.pyplot as plt
+    from plotnine.composition import Compose
+
+    # byte-identical files on every run: no timestamp, fixed ids (so dvc.lock and git diff
+    # change only when a figure does)
+    with matplotlib.rc_context({"svg.hashsalt": "hetfx"}):
+        for path in paths:
+            meta = {"Date": None} if path.suffix == ".svg" else {"Software": None}
+            if isinstance(plot, Compose):  # its save() ignores size and metadata
+                figure = (plot + theme(figure_size=(width, height), dpi=300)).draw()
+                figure.savefig(path, dpi=300, metadata=meta)
+                plt.close(figure)
+            else:
+                plot.save(path, width=width, height=height, dpi=300, verbose=False, metadata=meta)
+    return paths
 
 
 def _effect_title(res, ylab: str | None, level: float) -> str:

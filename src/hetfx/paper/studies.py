@@ -33,13 +33,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hetfx.cells import demographic_cells  # re-exported: Figure 8's cells
 from hetfx.design import design as _design
 from hetfx.design import groups as _groups
 from hetfx.models.gaussian import ScalePrior
 from hetfx.models.lambda_model import LambdaFit, fit_lambda_model
 from hetfx.models.saturated_ols import fit_saturated_ols
 from hetfx.models.varying_slopes import VaryingSlopesFit, fit_varying_slopes
+from hetfx.paper.cells import demographic_cells  # re-exported: Figure 8's cells
 
 __all__ = [
     "CODINGS",
@@ -132,7 +132,7 @@ def fit_tomz_weeks(
     Parameters
     ----------
     tw : pandas.DataFrame
-        The cleaned Tomz-Weeks frame (``hetfx.data.tomz_weeks.clean``).
+        The cleaned Tomz-Weeks frame (``hetfx.paper.data.tomz_weeks.clean``).
     model : {"m1", "m1_ols", "m2", "m2_ols", "a1", "m1_main_effects", "m2_main_effects"}
         Which model (see module docstring); ``<model>_main_effects`` is M1 or M2 with the
         grouping variables' main effects in the outcome equation.

@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
-from hetfx.data.raw import RawVar, codes, load_raw
-from hetfx.data.summaries import CleanResult, Fact, StudyFactError
+from hetfx.paper.data.raw import RawVar, codes, load_raw
+from hetfx.paper.data.summaries import CleanResult, Fact, StudyFactError
 
 RAW_FILE = "tomz-weeks-2021/2017-04-YouGov-extracted.dta"
 REGIONS = {1: "Africa", 2: "Asia", 3: "Eastern Europe", 4: "South America"}
@@ -170,7 +170,7 @@ def clean(path: str | Path) -> CleanResult:
 
     Raises
     ------
-    hetfx.data.raw.RawDataError
+    hetfx.paper.data.raw.RawDataError
         If the file fails the codebook.
     StudyFactError
         If a fact of the original study is not reproduced.

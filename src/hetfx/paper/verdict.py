@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from hetfx.report import fmt_int, fmt_num, fmt_pct, fmt_signed, markdown_table
+from hetfx.paper.report import fmt_int, fmt_num, fmt_pct, fmt_signed, markdown_table
 
 __all__ = ["ANALYSES", "RULES", "SpecificationInputs", "specification_report"]
 

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hetfx.cells import CELL_KEYS
+from hetfx.paper.cells import CELL_KEYS
 
 MINUS = "\u2212"
 
@@ -967,7 +967,7 @@ class ReportInputs:
         simulate stage): ``n_obs``, ``tau_mean``, ``tau_sd``, ``equal_group_k`` (moderators
         of design 1) and ``imbalance_scenarios`` (name -> moderator probabilities). The text
         quotes these, so a run with other settings prints its own.
-    specification : hetfx.verdict.SpecificationInputs, optional
+    specification : hetfx.paper.verdict.SpecificationInputs, optional
         The main-effects fits and the robustness tables (section "Specification and
         robustness"); without them that section's variables and tables are not written.
     """
@@ -1252,7 +1252,7 @@ def build_report(inputs: ReportInputs) -> tuple[dict[str, str], dict[str, str], 
     )
     variables |= {"ci_level": "95%", "ci_inner": "10–90%", "q_low": "10%"}  # interval levels
     if inputs.specification is not None:
-        from hetfx.verdict import specification_report
+        from hetfx.paper.verdict import specification_report
 
         spec_variables, spec_tables = specification_report(inputs.specification)
         variables = dict(sorted((variables | spec_variables).items()))

@@ -1,22 +1,18 @@
 """The paper's figures, one function each, drawn with plotnine in one shared theme.
 
 Every function takes the tidy frames of the artifact contract (``groups.csv``, ``coefs.csv``,
-simulation ``summary.csv``/``estimates``) and returns a plotnine object; :func:`save` writes it
-as PNG (300 dpi) and SVG. Labels follow the data's coding: ``costs = 1`` is LOW cost
-(replication spec §6, problem 2), ``stakes = 1`` high stakes, ``regime = 1`` democracy.
+simulation ``summary.csv``/``estimates``) and returns a plotnine object;
+:func:`hetfx.plots.save` writes it as PNG (300 dpi) and SVG. Labels follow the data's coding:
+``costs = 1`` is LOW cost (replication spec §6, problem 2), ``stakes = 1`` high stakes,
+``regime = 1`` democracy.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pandas as pd
 from plotnine import (
     aes,
     coord_flip,
-    element_blank,
-    element_line,
-    element_rect,
     element_text,
     expand_limits,
     facet_grid,
@@ -40,47 +36,13 @@ from plotnine import (
     scale_fill_manual,
     scale_x_continuous,
     theme,
-    theme_bw,
 )
+
+from hetfx.plots import save, theme_hetfx  # noqa: F401  (save: re-exported for the stages)
 
 MODEL_COLOURS = {"OLS": "#D55E00", "Hierarchical": "#0072B2"}
 MODEL_NAMES = {"ols": "OLS", "hierarchical": "Hierarchical"}
 SCENARIOS = ["balanced", "mild", "moderate", "strong"]
-
-
-def theme_hetfx(base_size: float = 10):
-    """The one theme of every figure: white panels, light grid, legend at the bottom."""
-    return theme_bw(base_size=base_size) + theme(
-        panel_grid_minor=element_blank(),
-        panel_grid_major=element_line(color="#E5E5E5", size=0.4),
-        strip_background=element_rect(fill="#F2F2F2", color="#BFBFBF"),
-        legend_position="bottom",
-        legend_title=element_blank(),
-        plot_title=element_text(size=base_size + 1, ha="left"),
-    )
-
-
-def save(plot, stem: str | Path, width: float = 7, height: float = 5) -> list[Path]:
-    """Write ``plot`` as ``<stem>.png`` (300 dpi) and ``<stem>.svg``; return the paths."""
-    stem = Path(stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
-    import matplotlib
-    import matplotlib.pyplot as plt
-    from plotnine.composition import Compose
-
-    # byte-identical files on every run: no timestamp, fixed ids (so dvc.lock and git diff
-    # change only when a figure does)
-    with matplotlib.rc_context({"svg.hashsalt": "hetfx"}):
-        for path in paths:
-            meta = {"Date": None} if path.suffix == ".svg" else {"Software": None}
-            if isinstance(plot, Compose):  # its save() ignores size and metadata
-                figure = (plot + theme(figure_size=(width, height), dpi=300)).draw()
-                figure.savefig(path, dpi=300, metadata=meta)
-                plt.close(figure)
-            else:
-                plot.save(path, width=width, height=height, dpi=300, verbose=False, metadata=meta)
-    return paths
 
 
 # ---------------------------------------------------------------- labels

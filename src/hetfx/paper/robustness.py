@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from hetfx.studies import CONDITION_FACTORS, M1_CONTROLS, Sampler, fit_tomz_weeks
+from hetfx.paper.studies import CONDITION_FACTORS, M1_CONTROLS, Sampler, fit_tomz_weeks
 
 __all__ = [
     "Variant",
@@ -132,7 +132,7 @@ def fit_variant(
     ``logit`` overrides both (prior SDs on the log-odds scale, NUTS settings).
     """
     if variant.model == "ols":
-        from hetfx.studies import coding_frame
+        from hetfx.paper.studies import coding_frame
 
         keys = list(variant.settings.get("keys", CONDITION_FACTORS))
         frame = coding_frame(tw, coding)
@@ -499,7 +499,7 @@ def run_checks(
     progress : callable
         Receives a line of text per fit.
     """
-    from hetfx.studies import coding_frame
+    from hetfx.paper.studies import coding_frame
 
     by_name = {v.name: v for v in CONDITION_VARIANTS}
     unknown = [

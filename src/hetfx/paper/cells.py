@@ -3,7 +3,7 @@
 Each of the 24 cells party x white x male x high_newsint takes the median of the M2 group
 medians (and of their 10% and 90% quantiles) of the groups it holds; party is Republican if
 rep = 1, else Democrat if dem = 1, else Independent. A module of its own so that both the fit
-and figure stages (through :mod:`hetfx.studies`) and the report use one definition without
+and figure stages (through :mod:`hetfx.paper.studies`) and the report use one definition without
 importing each other.
 """
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pandas as pd
 import pandera.pandas as pa
 
-from hetfx.data.raw import RawVar, codes, load_raw
-from hetfx.data.summaries import CleanResult, Fact, StudyFactError
+from hetfx.paper.data.raw import RawVar, codes, load_raw
+from hetfx.paper.data.summaries import CleanResult, Fact, StudyFactError
 
 RAW_FILE = "bush-prather-2020/bush-prather-us-data-all.dta"
 
@@ -108,7 +108,7 @@ def clean(path: str | Path) -> CleanResult:
 
     Raises
     ------
-    hetfx.data.raw.RawDataError
+    hetfx.paper.data.raw.RawDataError
         If the file fails the codebook.
     StudyFactError
         If a fact of the original study is not reproduced.
