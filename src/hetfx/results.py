@@ -50,6 +50,9 @@ from hetfx.priors import Priors
 __all__ = ["Results", "GaussianResults", "BernoulliResults", "OLSResults", "Summary", "summarise"]
 
 QUANTILES = {"q025": 0.025, "q10": 0.10, "q90": 0.90, "q975": 0.975}
+#: Quantile columns of :meth:`OLSResults.group_effects` (those of ``QUANTILES`` plus the 90%
+#: interval's ends).
+OLS_QUANTILES = ("q025", "q05", "q10", "q90", "q95", "q975")
 
 
 def summarise(draws: np.ndarray, level: float = 0.95) -> pd.DataFrame:
@@ -253,6 +256,24 @@ class Results:
     def diagnostics(self) -> pd.DataFrame:
         """One-row frame: R-hat, ESS, divergences, timings of the fit."""
         return self.fit.diagnostics()
+
+    @property
+    def diagnostics_record(self):
+        """The fit's :class:`hetfx.inference.Diagnostics` (what
+        :func:`hetfx.inference.check_diagnostics` gates; :meth:`diagnostics` as a record)."""
+        return self.fit.diagnostics_record
+
+    @property
+    def draws(self) -> az.InferenceData:
+        """The engine's draws: ``posterior`` (and ``sample_stats`` where the engine has them),
+        without the pointwise groups that :attr:`idata` adds, so cheap to keep or save."""
+        return self.fit.idata
+
+    @property
+    def data(self):
+        """The rows as the engine received them (``y``, ``treat``, ``X``, integer ``group``
+        codes, ``Z``; :class:`hetfx.models.lambda_model.LambdaData`)."""
+        return self.fit.data
 
     def check(
         self,
@@ -570,8 +591,17 @@ class GaussianResults(Results):
     def group_effects(self, level: float = 0.95) -> pd.DataFrame:
         if getattr(self.fit, "posterior", None) is None:
             return super().group_effects(level)
+        if not 0 < level < 1:
+            raise ValueError(f"level must lie in (0, 1), got {level!r}")
         lo, hi = (1 - level) / 2, 1 - (1 - level) / 2
-        probs = (0.5, lo, hi, *QUANTILES.values())
+        # the engine's own list (median, the fixed quantiles, then the interval's ends unless
+        # within 1e-12 of one of them): the root finder solves all of them at once, so the same
+        # list gives the same bits as the engine's group_effects()
+        probs = [0.5, *QUANTILES.values()]
+        for p in (lo, hi):
+            if not any(abs(p - q) < 1e-12 for q in probs):
+                probs.append(p)
+        lo, hi = (next(q for q in probs if abs(q - p) < 1e-12) for p in (lo, hi))
         s = self.fit.summarise_lambda(quantiles=probs)
         s = s.loc[[str(v) for v in self.design.cells.index]]  # by label, in the design's order
         out = pd.DataFrame(
@@ -668,7 +698,8 @@ class OLSResults:
     """OLS comparator fitted through the same front end (:func:`hetfx.fit_ols`).
 
     ``group_effects(level)`` has the columns of :meth:`Results.group_effects` (estimate,
-    t interval ``lower``/``upper``, ``q025``..``q975``), in the same group order.
+    t interval ``lower``/``upper``, ``q025``..``q975``), in the same group order, plus the
+    arms' sizes ``n_treated``/``n_control``, ``std_error``, ``q05``/``q95`` and ``estimable``.
     """
 
     family = "ols"
@@ -690,12 +721,14 @@ class OLSResults:
         est, se = g["estimate"].to_numpy(), g["std_error"].to_numpy()
         k = self.design.keys
         k["n_obs"] = self.design.n_obs
+        k["n_treated"] = g["n_treated"].to_numpy()
+        k["n_control"] = g["n_control"].to_numpy()
         k["estimate"] = est
         t = stats.t.ppf(0.5 + level / 2, self.fit.df_resid)
         k["lower"], k["upper"] = est - t * se, est + t * se
         k["std_error"] = se
-        for name, p in QUANTILES.items():
-            k[name] = est + stats.t.ppf(p, self.fit.df_resid) * se
+        for name in OLS_QUANTILES:  # the engine's t quantiles, as computed there
+            k[name] = g[name].to_numpy()
         k["estimable"] = g["estimable"].to_numpy()
         return k
 
