@@ -20,6 +20,12 @@ model     specification                                          groups
 effects in the outcome equation (replication spec section 6.4), as their OLS comparators have
 them.
 
+M1, M2 and their variants are fitted by the public front end :func:`hetfx.fit` and the OLS
+comparators by :func:`hetfx.fit_ols`, from the specification alone (modifiers, controls,
+effect formula, main effects, priors); the appendix models A1 and Bush-Prather (correlated
+varying intercepts and slopes, :func:`hetfx.models.varying_slopes.fit_varying_slopes`) have
+no front end yet and build their designs here.
+
 Categorical ``region`` uses R's default treatment coding (levels sorted, Africa the
 reference), as brms did, so the gamma coefficients carry the same names and priors.
 """
