@@ -71,7 +71,7 @@ def metrics(diagnostics: pd.DataFrame) -> dict:
 
 
 def main(study: str, model: str, coding: str) -> None:
-    from hetfx.results import OLSResults, Results
+    from hetfx.results import OLSResults
 
     stage = f"fit_{study}@{model}-{coding}"
     target = out_dir(study, model, coding)
@@ -146,8 +146,7 @@ def main(study: str, model: str, coding: str) -> None:
         json.dumps(metrics(diagnostics), indent=2) + "\n", encoding="utf-8"
     )
     if bayesian:  # the draws only (Results.idata would add pointwise log-likelihoods)
-        draws = fit.draws if isinstance(fit, Results) else fit.idata
-        draws.to_netcdf(str(target / "posterior.nc"))
+        fit.draws.to_netcdf(str(target / "posterior.nc"))
     log(stage, f"wrote {target}/ ({len(groups)} groups, {len(coefs)} coefficients)")
 
 

@@ -47,7 +47,15 @@ from hetfx.api import Design, DesignError
 from hetfx.inference import quantile_name
 from hetfx.priors import Priors
 
-__all__ = ["Results", "GaussianResults", "BernoulliResults", "OLSResults", "Summary", "summarise"]
+__all__ = [
+    "Results",
+    "GaussianResults",
+    "BernoulliResults",
+    "OLSResults",
+    "VaryingSlopesResults",
+    "Summary",
+    "summarise",
+]
 
 QUANTILES = {"q025": 0.025, "q10": 0.10, "q90": 0.90, "q975": 0.975}
 #: Quantile columns of :meth:`OLSResults.group_effects` (those of ``QUANTILES`` plus the 90%
@@ -741,4 +749,53 @@ class OLSResults:
         return (
             f"<OLSResults: {d.outcome} ~ {d.treatment} * ({d.effect_formula}); "
             f"{len(d.y)} rows, {len(d.cells)} groups>"
+        )
+
+
+class VaryingSlopesResults:
+    """Results of :func:`hetfx.fit_varying_slopes` (correlated varying intercepts and slopes).
+
+    ``group_effects()`` gives the effect per profile (label, factors, modifiers, ``n_obs``,
+    ``estimate`` = posterior median, ``q025``, ``q10``, ``q90``, ``q975``); ``coefs()`` the
+    population-level coefficients (``control``) and the scales, SDs and correlations
+    (``scale``). Exact mixture summaries with the ``qmc`` engine, from the draws otherwise.
+    """
+
+    family = "gaussian"
+
+    def __init__(self, fit, priors: Priors, *, engine: str, factors: Sequence[str]) -> None:
+        self.fit = fit
+        self.priors = priors
+        self.engine = engine
+        self.factors = list(factors)
+
+    def group_effects(self) -> pd.DataFrame:
+        """Effect of the treatment per profile."""
+        return self.fit.group_effects()
+
+    def coefs(self) -> pd.DataFrame:
+        """Population-level coefficients and the scales."""
+        return self.fit.coefs()
+
+    def diagnostics(self) -> pd.DataFrame:
+        """One-row frame: R-hat (NUTS) or Pareto k-hat (qmc), ESS, divergences, timings."""
+        return self.fit.diagnostics()
+
+    @property
+    def diagnostics_record(self):
+        """The fit's :class:`hetfx.inference.Diagnostics`."""
+        return self.fit.diagnostics_record
+
+    @property
+    def draws(self) -> az.InferenceData:
+        """Posterior draws (``b``, ``sigma``, ``sd``, ``cor``, varying effects, ``effect``)."""
+        return self.fit.idata
+
+    idata = draws
+
+    def __repr__(self) -> str:
+        n = len(self.fit.data.y)
+        return (
+            f"<VaryingSlopesResults: {len(self.fit.data.profiles)} profiles of "
+            f"{self.factors}, {n} rows, engine {self.engine}>"
         )

@@ -20,11 +20,11 @@ model     specification                                          groups
 effects in the outcome equation (replication spec section 6.4), as their OLS comparators have
 them.
 
-M1, M2 and their variants are fitted by the public front end :func:`hetfx.fit` and the OLS
-comparators by :func:`hetfx.fit_ols`, from the specification alone (modifiers, controls,
-effect formula, main effects, priors); the appendix models A1 and Bush-Prather (correlated
-varying intercepts and slopes, :func:`hetfx.models.varying_slopes.fit_varying_slopes`) have
-no front end yet and build their designs here.
+Every model goes through the public front end, from its specification alone (modifiers or
+factors, controls, effect formula, main effects, priors): M1, M2 and their variants through
+:func:`hetfx.fit`, the OLS comparators through :func:`hetfx.fit_ols`, the appendix models A1
+and Bush-Prather (correlated varying intercepts and slopes) through
+:func:`hetfx.fit_varying_slopes`.
 
 Categorical ``region`` uses R's default treatment coding (levels sorted, Africa the
 reference), as brms did, so the gamma coefficients carry the same names and priors.
@@ -35,17 +35,16 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from hetfx.design import design as _design
-from hetfx.design import groups as _groups
-from hetfx.models.gaussian import ScalePrior
-from hetfx.models.varying_slopes import VaryingSlopesFit, fit_varying_slopes
 from hetfx.paper.cells import demographic_cells  # re-exported: Figure 8's cells
 from hetfx.priors import Prior, Priors
+
+if TYPE_CHECKING:
+    from hetfx.results import VaryingSlopesResults
 
 __all__ = [
     "CODINGS",
@@ -57,7 +56,6 @@ __all__ = [
     "fit_bush_prather",
     "lambda_priors",
     "demographic_cells",
-    "scale_prior",
 ]
 
 CODINGS = ("published", "corrected")
@@ -84,13 +82,6 @@ class Sampler:
     chains: int = 4
     draws: int = 1000
     tune: int = 1000
-
-
-def scale_prior(spec: Mapping[str, Any] | ScalePrior) -> ScalePrior:
-    """A :class:`ScalePrior` from its params.yaml form ``{kind, scale, nu}``."""
-    if isinstance(spec, ScalePrior):
-        return spec
-    return ScalePrior(kind=spec["kind"], scale=float(spec["scale"]), nu=float(spec.get("nu", 3.0)))
 
 
 def _check_coding(coding: str) -> None:
@@ -152,9 +143,9 @@ def fit_tomz_weeks(
 
     Returns
     -------
-    hetfx.results.Results, hetfx.results.OLSResults or VaryingSlopesFit
+    hetfx.results.Results, hetfx.results.OLSResults or hetfx.results.VaryingSlopesResults
         M1, M2 and their variants through :func:`hetfx.fit`, the OLS comparators through
-        :func:`hetfx.fit_ols`, A1 through the varying-slopes engine.
+        :func:`hetfx.fit_ols`, A1 through :func:`hetfx.fit_varying_slopes`.
     """
     if model not in TW_MODELS:
         raise ValueError(f"model must be one of {TW_MODELS}, got {model!r}")
@@ -288,32 +279,50 @@ def _fit_m2(df: pd.DataFrame, settings, sampler):
     )
 
 
-def _varying_kwargs(settings: Mapping[str, Any], sampler: Sampler) -> dict:
+def varying_priors(settings: Mapping[str, Any]) -> Priors:
+    """The :class:`hetfx.Priors` of a varying-slopes model's params.yaml section: ``b_sd``
+    for every population-level coefficient, ``intercept`` (``flat`` or a zero-mean normal),
+    ``sd`` for the varying intercepts' and slopes' SDs, ``sigma``."""
     intercept = settings.get("intercept", "flat")
-    if intercept == "flat":
-        intercept_prior = ("flat",)
-    elif isinstance(intercept, Mapping) and intercept.get("kind") == "normal":
-        intercept_prior = ("normal", float(intercept.get("loc", 0.0)), float(intercept["scale"]))
-    else:
-        raise ValueError(f"intercept prior must be 'flat' or a normal, got {intercept!r}")
-    return dict(
-        engine=settings.get("engine", "collapsed"),
-        b_sd=float(settings.get("b_sd", 0.5)),
-        intercept_prior=intercept_prior,
-        sd_prior=scale_prior(settings.get("sd", {"kind": "half_normal", "scale": 1.0})),
-        sigma_prior=scale_prior(settings.get("sigma", ScalePrior.brms_default())),
-        lkj_eta=float(settings.get("lkj_eta", 1.0)),
-        target_accept=float(settings.get("target_accept", 0.8)),
-        maxdepth=int(settings.get("max_treedepth", 10)),
-        qmc_m=int(settings.get("qmc_points_log2", 14)),
-        chains=sampler.chains,
-        draws=sampler.draws,
-        tune=sampler.tune,
-        seed=sampler.seed,
+    ok = intercept == "flat" or (
+        isinstance(intercept, Mapping)
+        and intercept.get("kind") == "normal"
+        and float(intercept.get("loc", 0.0)) == 0.0
+    )
+    if not ok:
+        raise ValueError(f"intercept prior must be 'flat' or a zero-mean normal, got {intercept!r}")
+    b = Prior.normal(settings.get("b_sd", 0.5))
+    return Priors(
+        effect=b,
+        control=b,
+        intercept=Prior.from_spec(intercept),
+        sigma=Prior.from_spec(settings.get("sigma", Prior.half_student_t(3, 2.5))),
+        sigma_theta=Prior.from_spec(settings.get("sd", Prior.half_normal(1.0))),
     )
 
 
-def _fit_a1(df: pd.DataFrame, settings, sampler) -> VaryingSlopesFit:
+def _fit_varying(df: pd.DataFrame, settings: Mapping[str, Any], sampler: Sampler, **spec):
+    """:func:`hetfx.fit_varying_slopes` with the paper's priors, engine and sampler."""
+    from hetfx.api import fit_varying_slopes
+
+    return fit_varying_slopes(
+        df,
+        priors=varying_priors(settings),
+        engine=settings.get("engine", "collapsed"),
+        missing="raise",
+        seed=sampler.seed,
+        chains=sampler.chains,
+        draws=sampler.draws,
+        tune=sampler.tune,
+        target_accept=float(settings.get("target_accept", 0.8)),
+        lkj_eta=float(settings.get("lkj_eta", 1.0)),
+        maxdepth=int(settings.get("max_treedepth", 10)),
+        qmc_m=int(settings.get("qmc_points_log2", 14)),
+        **spec,
+    )
+
+
+def _fit_a1(df: pd.DataFrame, settings, sampler):
     """Appendix A1: ``force ~ controls + alliance*(regime+stakes+costs+region) +
     (1 + alliance | treat_group)``; the effect of alliance per treat_group.
 
@@ -321,25 +330,15 @@ def _fit_a1(df: pd.DataFrame, settings, sampler) -> VaryingSlopesFit:
     ``natl_sup``). The controls enter additively, so the effect does not depend on the
     values they are held at (the spec's sample medians).
     """
-    controls = list(settings.get("controls", A1_CONTROLS))
-    X = _design(
-        "1 + " + " + ".join(controls) + " + alliance*(regime + stakes + costs + region_txt)", df
-    )
-    _, keys = _groups(df, "treat_group", ["regime", "stakes", "costs", "region_txt"])
-    profiles = keys.reset_index()
-    # contrast x(alliance=1) - x(alliance=0): the alliance column and its interactions
-    one = _design("alliance*(regime + stakes + costs + region_txt)", profiles.assign(alliance=1))
-    zero = _design("alliance*(regime + stakes + costs + region_txt)", profiles.assign(alliance=0))
-    contrast = (one - zero).loc[:, lambda f: [c for c in f.columns if "alliance" in c]]
-    profiles = profiles.rename(columns={"region_txt": "region"})
-    return fit_varying_slopes(
-        df["force"],
-        df["alliance"],
-        X,
-        df[["treat_group"]],
-        profiles=profiles,
-        contrast=contrast,
-        **_varying_kwargs(settings, sampler),
+    return _fit_varying(
+        df,
+        settings,
+        sampler,
+        outcome="force",
+        treatment="alliance",
+        factors=["treat_group"],
+        controls=list(settings.get("controls", A1_CONTROLS)),
+        effect=" + ".join(CONDITION_FACTORS),
     )
 
 
@@ -349,7 +348,7 @@ def fit_bush_prather(
     coding: str,
     settings: Mapping[str, Any] | None = None,
     sampler: Sampler | None = None,
-) -> VaryingSlopesFit:
+) -> VaryingSlopesResults:
     """Appendix A2: ``ipe_support ~ 1 + college_educ + employ_dum + sum_k (1 +
     treat_germrus | factor_k)`` over w2_vote_hill, pol_engage, invest_cond, woman.
 
@@ -358,18 +357,14 @@ def fit_bush_prather(
     depend on college_educ and employ_dum (held at 1 by the spec).
     """
     df = bush_prather_frame(bp, coding)
-    settings = dict(settings or {})
-    sampler = sampler or Sampler()
-    X = _design("1 + college_educ + employ_dum", df)
-    factors = df[BP_FACTORS].astype("int64")
-    profiles = factors.drop_duplicates().sort_values(BP_FACTORS).reset_index(drop=True)
-    profiles.insert(0, "profile", profiles.astype(str).agg("_".join, axis=1))
-    return fit_varying_slopes(
-        df["ipe_support"],
-        df["treat_germrus"],
-        X,
-        factors,
-        profiles=profiles,
-        contrast=None,
-        **_varying_kwargs(settings, sampler),
+    df = df.assign(**{f: df[f].astype("int64") for f in BP_FACTORS})
+    return _fit_varying(
+        df,
+        dict(settings or {}),
+        sampler or Sampler(),
+        outcome="ipe_support",
+        treatment="treat_germrus",
+        factors=BP_FACTORS,
+        controls=["college_educ", "employ_dum"],
+        effect=False,  # as published: no population-level slope
     )
