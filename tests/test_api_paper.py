@@ -1,11 +1,11 @@
 """The paper's pipeline is a user of the public front end.
 
-``hetfx.paper.studies`` fits M1, M2 (and their variants) through :func:`hetfx.fit` and the
-OLS comparators through :func:`hetfx.fit_ols`. These tests spell the front-end calls out from
-the paper's specification (not through ``studies``) and compare them with the committed
-pipeline outputs ``results/tomz_weeks/<model>_published/{groups,coefs}.csv`` to 1e-9, so a
-change of the front end that changes a published number fails here, and a stale results file
-too.
+``hetfx.paper.studies`` fits M1, M2 (and their variants) through :func:`hetfx.fit`, the OLS
+comparators through :func:`hetfx.fit_ols` and the appendix models through
+:func:`hetfx.fit_varying_slopes`. These tests spell the front-end calls out from the paper's
+specification (not through ``studies``) and compare them with the committed pipeline outputs
+``results/<study>/<model>_published/{groups,coefs}.csv`` to 1e-9, so a change of the front
+end that changes a published number fails here, and a stale results file too.
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ import pandas as pd
 import pytest
 
 import hetfx
-from conftest import RAW, ROOT, TW_FILE
+from conftest import BP_FILE, RAW, ROOT, TW_FILE
 from hetfx.paper import studies
-from hetfx.paper.data import tomz_weeks
-from hetfx.results import GaussianResults, OLSResults
+from hetfx.paper.data import bush_prather, tomz_weeks
+from hetfx.results import GaussianResults, OLSResults, VaryingSlopesResults
 
-RESULTS = ROOT / "results" / "tomz_weeks"
+RESULTS = ROOT / "results"
 CONDITIONS = ["regime", "stakes", "costs", "region_txt"]
 DEMOGRAPHICS = ["dem", "rep", "high_newsint", "white", "male"]
 M1_CONTROLS = ["white", "male", "hawk", "intl", "dem", "rep", "age", "ed4"]
@@ -45,13 +45,15 @@ def _front(tw, **kw):
         return hetfx.fit(tw, "force", "alliance", **SAMPLER, **kw)
 
 
-def _committed(name: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    d = RESULTS / f"{name}_published"
+def _committed(name: str, study: str = "tomz_weeks") -> tuple[pd.DataFrame, pd.DataFrame]:
+    d = RESULTS / study / f"{name}_published"
     return pd.read_csv(d / "groups.csv"), pd.read_csv(d / "coefs.csv")
 
 
-def _same_as_committed(res, name: str, quantiles=("q025", "q10", "q90", "q975")) -> None:
-    groups, coefs = _committed(name)
+def _same_as_committed(
+    res, name: str, quantiles=("q025", "q10", "q90", "q975"), study: str = "tomz_weeks"
+) -> None:
+    groups, coefs = _committed(name, study)
     g = res.group_effects().rename(columns={"region_txt": "region"})
     label = groups.columns[0]
     assert g[label].astype(str).tolist() == groups[label].astype(str).tolist()
@@ -131,6 +133,40 @@ def test_ols_comparators_are_the_front_end(tw, name):
         assert g[col].astype(str).tolist() == groups[col].astype(str).tolist(), col
 
 
+def test_appendix_models_are_the_front_end(tw):
+    """A1 (params.yaml models.a1) and Bush-Prather (models.bp) through fit_varying_slopes."""
+    priors = hetfx.Priors(
+        effect=hetfx.Prior.normal(0.5),
+        control=hetfx.Prior.normal(0.5),
+        intercept=hetfx.Prior.flat(),
+        sigma_theta=hetfx.Prior.half_normal(1.0),
+    )
+    common = dict(priors=priors, engine="qmc", target_accept=0.8, **SAMPLER)
+    a1 = hetfx.fit_varying_slopes(
+        tw,
+        "force",
+        "alliance",
+        ["treat_group"],
+        ["white", "male", "hawk", "intl", "natl_sup"],
+        effect="regime + stakes + costs + region_txt",
+        qmc_m=14,
+        **common,
+    )
+    _same_as_committed(a1, "a1")
+    bp = bush_prather.clean(RAW / BP_FILE).data
+    res = hetfx.fit_varying_slopes(
+        bp,
+        "ipe_support",
+        "treat_germrus",
+        ["w2_vote_hill", "woman", "pol_engage", "invest_cond"],
+        ["college_educ", "employ_dum"],
+        effect=False,
+        qmc_m=15,
+        **common,
+    )
+    _same_as_committed(res, "bp", study="bush_prather")
+
+
 def test_the_pipeline_fits_through_the_front_end(tw):
     """studies returns the front end's Results, and the stage's layout of them."""
     settings = {"gamma_sd": 1.0, "beta_sd": 1.0}
@@ -144,6 +180,8 @@ def test_the_pipeline_fits_through_the_front_end(tw):
     assert me.design.main_formula == " + ".join(DEMOGRAPHICS)
     assert me.X.columns[-5:].tolist() == DEMOGRAPHICS
     assert isinstance(studies.fit_tomz_weeks(tw, "m2_ols", "published"), OLSResults)
+    a1 = studies.fit_tomz_weeks(tw, "a1", "published", {"engine": "qmc", "qmc_points_log2": 10})
+    assert isinstance(a1, VaryingSlopesResults) and a1.draws is a1.fit.idata
 
 
 def test_issue9_specification_numbers_through_the_front_end(tw):

@@ -774,7 +774,8 @@ def fit_varying_slopes(
     else:
         found = [v for v in _formula_vars(str(effect)) if v != treatment]
         modifiers = sorted(found, key=lambda v: re.search(rf"\b{re.escape(v)}\b", effect).start())
-        rhs = " + ".join(["1", *controls, f"{treatment} * ({effect})"])
+        slope = treatment if str(effect).strip() == "1" else f"{treatment} * ({effect})"
+        rhs = " + ".join(["1", *controls, slope])
     if treatment in (*factors, *controls, *modifiers) or outcome in (*factors, *controls):
         raise DesignError("the outcome and the treatment cannot be factors, controls or modifiers")
     reported = list(dict.fromkeys([*keys, *modifiers]))
