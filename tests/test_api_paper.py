@@ -176,6 +176,14 @@ def test_the_pipeline_fits_through_the_front_end(tw):
     assert res.design.main_formula is None and res.design.group_name == "treat_group"
     assert res.draws is res.fit.idata and "log_likelihood" not in res.draws.groups()
     assert res.diagnostics_record.draws == 100
+    # the robustness stage's LOO and predictive check take the front end's Results
+    from hetfx.paper import robustness as R
+
+    ll = R.gaussian_log_likelihood(res)
+    assert ll.shape == (2, 100, len(tw))
+    np.testing.assert_allclose(ll, res.idata.log_likelihood["force"].values, rtol=1e-12)
+    ppc = R.predictive_check(res, tw["treat_group"], seed=1)
+    assert ppc["n"].sum() == len(tw) and len(ppc) == 64
     me = studies.fit_tomz_weeks(tw, "m2_main_effects", "published", settings, sampler)
     assert me.design.main_formula == " + ".join(DEMOGRAPHICS)
     assert me.X.columns[-5:].tolist() == DEMOGRAPHICS
