@@ -45,6 +45,17 @@ def out_dir(study: str, model: str, coding: str) -> Path:
     return RESULTS / study / f"{model}_{coding}"
 
 
+#: Interval columns of the front end's group effects that groups.csv leaves out: it keeps the
+#: median and the q025/q10/q90/q975 quantiles (plus, for OLS, q05/q95 and std_error).
+NOT_IN_GROUPS_CSV = ["lower", "upper", "mean", "sd"]
+
+
+def paper_layout(groups: pd.DataFrame) -> pd.DataFrame:
+    """``groups.csv``: label, keys (``region_txt`` as ``region``), ``n_obs``, estimates."""
+    groups = groups.drop(columns=NOT_IN_GROUPS_CSV, errors="ignore")
+    return groups.rename(columns={"region_txt": "region"})
+
+
 def metrics(diagnostics: pd.DataFrame) -> dict:
     """The numeric diagnostics of the fit (R-hat, ESS, divergences, ...) for `dvc metrics`:
     run times left out (they change on every run), missing values too (JSON has no NaN)."""
@@ -60,6 +71,8 @@ def metrics(diagnostics: pd.DataFrame) -> dict:
 
 
 def main(study: str, model: str, coding: str) -> None:
+    from hetfx.results import OLSResults
+
     stage = f"fit_{study}@{model}-{coding}"
     target = out_dir(study, model, coding)
     shutil.rmtree(target, ignore_errors=True)  # never leave a previous run's files behind
@@ -79,9 +92,9 @@ def main(study: str, model: str, coding: str) -> None:
     else:
         fit = studies.fit_bush_prather(data, coding, settings, sampler)
     wall = time.perf_counter() - start
-    groups = fit.group_effects().rename(columns={"region_txt": "region"})
+    groups = paper_layout(fit.group_effects())
     coefs = fit.coefs()
-    bayesian = hasattr(fit, "idata")
+    bayesian = not isinstance(fit, OLSResults)
     if bayesian:
         diag = fit.diagnostics_record
         if pd.notna(getattr(diag, "pareto_k", float("nan"))):  # importance sampling
@@ -107,7 +120,8 @@ def main(study: str, model: str, coding: str) -> None:
         )
         diagnostics = fit.diagnostics()
     else:
-        log(stage, f"OLS in {wall:.3f} s; aliased columns: {fit.aliased or 'none'}")
+        aliased = coefs.loc[coefs["aliased"], "term"].tolist()
+        log(stage, f"OLS in {wall:.3f} s; aliased columns: {aliased or 'none'}")
         diagnostics = pd.DataFrame(
             [
                 {
@@ -119,8 +133,8 @@ def main(study: str, model: str, coding: str) -> None:
                     "min_ess_tail": float("nan"),
                     "divergences": 0,
                     "wall_seconds": wall,
-                    "n_aliased": len(fit.aliased),
-                    "aliased": ";".join(fit.aliased),
+                    "n_aliased": len(aliased),
+                    "aliased": ";".join(aliased),
                 }
             ]
         )
@@ -131,8 +145,8 @@ def main(study: str, model: str, coding: str) -> None:
     (target / "diagnostics.json").write_text(
         json.dumps(metrics(diagnostics), indent=2) + "\n", encoding="utf-8"
     )
-    if bayesian:
-        fit.idata.to_netcdf(str(target / "posterior.nc"))
+    if bayesian:  # the draws only (Results.idata would add pointwise log-likelihoods)
+        fit.draws.to_netcdf(str(target / "posterior.nc"))
     log(stage, f"wrote {target}/ ({len(groups)} groups, {len(coefs)} coefficients)")
 
 

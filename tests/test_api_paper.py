@@ -1,4 +1,12 @@
-"""The paper's lambda models through the public front end give the pipeline's numbers."""
+"""The paper's pipeline is a user of the public front end.
+
+``hetfx.paper.studies`` fits M1, M2 (and their variants) through :func:`hetfx.fit`, the OLS
+comparators through :func:`hetfx.fit_ols` and the appendix models through
+:func:`hetfx.fit_varying_slopes`. These tests spell the front-end calls out from the paper's
+specification (not through ``studies``) and compare them with the committed pipeline outputs
+``results/<study>/<model>_published/{groups,coefs}.csv`` to 1e-9, so a change of the front
+end that changes a published number fails here, and a stale results file too.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +17,21 @@ import pandas as pd
 import pytest
 
 import hetfx
-from conftest import RAW, TW_FILE
+from conftest import BP_FILE, RAW, ROOT, TW_FILE
 from hetfx.paper import studies
-from hetfx.paper.data import tomz_weeks
+from hetfx.paper.data import bush_prather, tomz_weeks
+from hetfx.results import GaussianResults, OLSResults, VaryingSlopesResults
 
-SAMPLER = studies.Sampler(seed=12, chains=4, draws=1000)
+RESULTS = ROOT / "results"
+CONDITIONS = ["regime", "stakes", "costs", "region_txt"]
+DEMOGRAPHICS = ["dem", "rep", "high_newsint", "white", "male"]
+M1_CONTROLS = ["white", "male", "hawk", "intl", "dem", "rep", "age", "ed4"]
+M2_CONTROLS = ["regime", "stakes", "costs", "africa", "europe", "asia", "age", "ed4"]
+#: params.yaml models.m1 / models.m2 priors (brms's half-t(3, 2.5) scales are the default)
+M1_PRIORS = hetfx.Priors(effect=hetfx.Prior.normal(1.0), control=hetfx.Prior.normal(1.0))
+M2_PRIORS = hetfx.Priors(effect=hetfx.Prior.normal(1.0), control=hetfx.Prior.normal(0.5))
+SAMPLER = dict(seed=12, chains=4, draws=1000)
+TOL = 1e-9
 
 
 @pytest.fixture(scope="module")
@@ -24,57 +42,154 @@ def tw() -> pd.DataFrame:
 def _front(tw, **kw):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # main_effects=False and a saturated Z, as published
-        return hetfx.fit(
-            tw,
-            "force",
-            "alliance",
-            main_effects=False,
-            seed=SAMPLER.seed,
-            chains=SAMPLER.chains,
-            draws=SAMPLER.draws,
-            **kw,
-        )
+        return hetfx.fit(tw, "force", "alliance", **SAMPLER, **kw)
 
 
-def _same(front, paper, key):
-    a = front.group_effects()
-    b = paper.group_effects()
-    assert a[key].astype(str).tolist() == b[key].astype(str).tolist()
-    for col in ("n_obs", "estimate", "q025", "q10", "q90", "q975"):
+def _committed(name: str, study: str = "tomz_weeks") -> tuple[pd.DataFrame, pd.DataFrame]:
+    d = RESULTS / study / f"{name}_published"
+    return pd.read_csv(d / "groups.csv"), pd.read_csv(d / "coefs.csv")
+
+
+def _same_as_committed(
+    res, name: str, quantiles=("q025", "q10", "q90", "q975"), study: str = "tomz_weeks"
+) -> None:
+    groups, coefs = _committed(name, study)
+    g = res.group_effects().rename(columns={"region_txt": "region"})
+    label = groups.columns[0]
+    assert g[label].astype(str).tolist() == groups[label].astype(str).tolist()
+    keys = list(groups.columns[1 : list(groups.columns).index("n_obs")])
+    assert [k for k in keys if k not in g] == []
+    for k in keys:
+        assert g[k].astype(str).tolist() == groups[k].astype(str).tolist(), k
+    assert g["n_obs"].tolist() == groups["n_obs"].tolist()
+    for col in ("estimate", *quantiles):
         np.testing.assert_allclose(
-            a[col].to_numpy(dtype=float),
-            b[col].to_numpy(dtype=float),
-            rtol=1e-9,
-            atol=1e-12,
-            err_msg=col,
+            g[col].to_numpy(float), groups[col].to_numpy(float), rtol=TOL, atol=TOL, err_msg=col
         )
-    ca, cb = front.coefs(), paper.coefs()
-    np.testing.assert_allclose(ca["mean"], cb["mean"], rtol=1e-9, atol=1e-12)
-    assert ca["term"].tolist() == cb["term"].tolist()
+    c = res.coefs()
+    assert c["equation"].tolist() == coefs["equation"].tolist()
+    assert c["term"].tolist() == coefs["term"].tolist()
+    for col in ("mean", "sd", "q025", "q975"):
+        np.testing.assert_allclose(
+            c[col].to_numpy(float), coefs[col].to_numpy(float), rtol=TOL, atol=TOL, err_msg=col
+        )
 
 
-def test_m1_published_through_the_front_end(tw):
-    paper = studies.fit_tomz_weeks(tw, "m1", "published", {"gamma_sd": 1, "beta_sd": 1}, SAMPLER)
-    front = _front(
+def test_m1_published_is_the_front_end(tw):
+    res = _front(
         tw,
-        modifiers=["regime", "stakes", "costs", "region_txt"],
+        modifiers=CONDITIONS,
+        controls=M1_CONTROLS,
         effect="saturated",
         group="treat_group",
-        controls=studies.M1_CONTROLS,
+        main_effects=False,
+        priors=M1_PRIORS,
     )
-    _same(front, paper, "treat_group")
+    _same_as_committed(res, "m1")
 
 
-def test_m2_published_through_the_front_end(tw):
-    paper = studies.fit_tomz_weeks(tw, "m2", "published", {"gamma_sd": 1, "beta_sd": 0.5}, SAMPLER)
-    front = _front(
+def test_m1_with_main_effects_is_the_front_end(tw):
+    """The front end's default (main effects = the terms of the effect formula)."""
+    res = _front(
         tw,
-        modifiers=studies.DEMOGRAPHIC_KEYS,
-        group="het_group",
-        controls=studies.M2_CONTROLS,
-        priors=hetfx.Priors(control=hetfx.Prior.normal(0.5)),
+        modifiers=CONDITIONS,
+        controls=M1_CONTROLS,
+        effect="saturated",
+        group="treat_group",
+        priors=M1_PRIORS,
     )
-    _same(front, paper, "het_group")
+    _same_as_committed(res, "m1_main_effects")
+
+
+def test_m2_published_is_the_front_end(tw):
+    res = _front(
+        tw,
+        modifiers=[*DEMOGRAPHICS, "party"],  # party labels the groups; no equation uses it
+        controls=M2_CONTROLS,
+        effect=" + ".join(DEMOGRAPHICS),
+        group="het_group",
+        main_effects=False,
+        priors=M2_PRIORS,
+    )
+    _same_as_committed(res, "m2")
+
+
+@pytest.mark.parametrize("name", ["m1_ols", "m2_ols"])
+def test_ols_comparators_are_the_front_end(tw, name):
+    m1 = name == "m1_ols"
+    res = hetfx.fit_ols(
+        tw,
+        "force",
+        "alliance",
+        CONDITIONS if m1 else DEMOGRAPHICS,
+        M1_CONTROLS if m1 else ["regime", "stakes", "costs", "asia", "europe", "africa"],
+        effect="saturated" if m1 else "additive",
+        group="treat_group" if m1 else "het_group",
+    )
+    _same_as_committed(res, name, quantiles=("q025", "q05", "q10", "q90", "q95", "q975"))
+    groups, _ = _committed(name)
+    g = res.group_effects()
+    for col in ("n_treated", "n_control", "std_error", "estimable"):
+        assert g[col].astype(str).tolist() == groups[col].astype(str).tolist(), col
+
+
+def test_appendix_models_are_the_front_end(tw):
+    """A1 (params.yaml models.a1) and Bush-Prather (models.bp) through fit_varying_slopes."""
+    priors = hetfx.Priors(
+        effect=hetfx.Prior.normal(0.5),
+        control=hetfx.Prior.normal(0.5),
+        intercept=hetfx.Prior.flat(),
+        sigma_theta=hetfx.Prior.half_normal(1.0),
+    )
+    common = dict(priors=priors, engine="qmc", target_accept=0.8, **SAMPLER)
+    a1 = hetfx.fit_varying_slopes(
+        tw,
+        "force",
+        "alliance",
+        ["treat_group"],
+        ["white", "male", "hawk", "intl", "natl_sup"],
+        effect="regime + stakes + costs + region_txt",
+        qmc_m=14,
+        **common,
+    )
+    _same_as_committed(a1, "a1")
+    bp = bush_prather.clean(RAW / BP_FILE).data
+    res = hetfx.fit_varying_slopes(
+        bp,
+        "ipe_support",
+        "treat_germrus",
+        ["w2_vote_hill", "woman", "pol_engage", "invest_cond"],
+        ["college_educ", "employ_dum"],
+        effect=False,
+        qmc_m=15,
+        **common,
+    )
+    _same_as_committed(res, "bp", study="bush_prather")
+
+
+def test_the_pipeline_fits_through_the_front_end(tw):
+    """studies returns the front end's Results, and the stage's layout of them."""
+    settings = {"gamma_sd": 1.0, "beta_sd": 1.0}
+    sampler = studies.Sampler(seed=12, chains=2, draws=100)
+    res = studies.fit_tomz_weeks(tw, "m1", "published", settings, sampler)
+    assert isinstance(res, GaussianResults)
+    assert res.design.main_formula is None and res.design.group_name == "treat_group"
+    assert res.draws is res.fit.idata and "log_likelihood" not in res.draws.groups()
+    assert res.diagnostics_record.draws == 100
+    # the robustness stage's LOO and predictive check take the front end's Results
+    from hetfx.paper import robustness as R
+
+    ll = R.gaussian_log_likelihood(res)
+    assert ll.shape == (2, 100, len(tw))
+    np.testing.assert_allclose(ll, res.idata.log_likelihood["force"].values, rtol=1e-12)
+    ppc = R.predictive_check(res, tw["treat_group"], seed=1)
+    assert ppc["n"].sum() == len(tw) and len(ppc) == 64
+    me = studies.fit_tomz_weeks(tw, "m2_main_effects", "published", settings, sampler)
+    assert me.design.main_formula == " + ".join(DEMOGRAPHICS)
+    assert me.X.columns[-5:].tolist() == DEMOGRAPHICS
+    assert isinstance(studies.fit_tomz_weeks(tw, "m2_ols", "published"), OLSResults)
+    a1 = studies.fit_tomz_weeks(tw, "a1", "published", {"engine": "qmc", "qmc_points_log2": 10})
+    assert isinstance(a1, VaryingSlopesResults) and a1.draws is a1.fit.idata
 
 
 def test_issue9_specification_numbers_through_the_front_end(tw):
@@ -82,50 +197,21 @@ def test_issue9_specification_numbers_through_the_front_end(tw):
     condition main effects (SD .180, range [-.15, .61], r = .21 with published M1 and .995
     with saturated OLS); additive Z with them (SD .122, [.04, .52]) and without (SD .064,
     [.21, .47])."""
-    mods = ["regime", "stakes", "costs", "region_txt"]
+    mods = CONDITIONS
 
     def est(**kw):
         return (
-            _front(tw, modifiers=mods, group="treat_group", controls=studies.M1_CONTROLS, **kw)
+            _front(tw, modifiers=mods, group="treat_group", controls=M1_CONTROLS, **kw)
             .group_effects()["estimate"]
             .to_numpy()
         )
 
-    pub = est(effect="saturated")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        me = (
-            hetfx.fit(
-                tw,
-                "force",
-                "alliance",
-                mods,
-                studies.M1_CONTROLS,
-                effect="saturated",
-                group="treat_group",
-                seed=12,
-            )
-            .group_effects()["estimate"]
-            .to_numpy()
-        )
-        add = (
-            hetfx.fit(
-                tw,
-                "force",
-                "alliance",
-                mods,
-                studies.M1_CONTROLS,
-                effect="additive",
-                main_effects="saturated",
-                group="treat_group",
-                seed=12,
-            )
-            .group_effects()["estimate"]
-            .to_numpy()
-        )
-    add0 = est(effect="additive")
+    pub = est(effect="saturated", main_effects=False)
+    me = est(effect="saturated")
+    add = est(effect="additive", main_effects="saturated")
+    add0 = est(effect="additive", main_effects=False)
     ols = (
-        hetfx.fit_ols(tw, "force", "alliance", mods, studies.M1_CONTROLS, group="treat_group")
+        hetfx.fit_ols(tw, "force", "alliance", mods, M1_CONTROLS, group="treat_group")
         .group_effects()["estimate"]
         .to_numpy()
     )

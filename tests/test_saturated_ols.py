@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 
@@ -15,7 +16,6 @@ from hetfx.models.saturated_ols import (
     QUANTILE_LEVELS,
     find_aliased_columns,
     fit_saturated_ols,
-    to_r_term,
 )
 from hetfx.paper.data import tomz_weeks
 from hetfx.paper.studies import coding_frame
@@ -24,6 +24,41 @@ ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "brms"
 M1_CONTROLS = "white + male + hawk + intl + dem + rep + age + ed4"
 M2_AT = {"regime": 1, "stakes": 1, "costs": 0, "asia": 0, "africa": 0, "europe": 1}
+
+#: A formulaic column name's parts: variable (also inside ``C(...)``) and treatment level.
+_CAT_LEVEL = re.compile(r"^(?:C\()?([^\[\(\),]+?)(?:,[^\[]*\))?(?:\))?\[(?:T\.)?(.*)\]$")
+
+
+def to_r_term(term: str) -> str:
+    """Convert a formulaic column name to R's ``model.matrix`` spelling.
+
+    ``Intercept`` becomes ``(Intercept)`` and a treatment-coded level
+    ``region_txt[T.Asia]`` becomes ``region_txtAsia``; interaction components
+    keep their order and are joined by ``:``.
+
+    Parameters
+    ----------
+    term : str
+        Column name as produced by formulaic.
+
+    Returns
+    -------
+    str
+        The R name.
+
+    Notes
+    -----
+    R orders the factors inside an interaction by their first appearance in the
+    formula, as formulaic does for formulas written the same way; compare terms
+    as sets of components when in doubt.
+    """
+    if term == "Intercept":
+        return "(Intercept)"
+    parts = []
+    for part in term.split(":"):
+        m = _CAT_LEVEL.match(part)
+        parts.append(f"{m.group(1)}{m.group(2)}" if m else part)
+    return ":".join(parts)
 
 
 @pytest.fixture(scope="module")

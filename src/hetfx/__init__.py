@@ -15,11 +15,12 @@ __version__ = "0.1.0"
 _LAZY = {
     "fit": "hetfx.api",
     "fit_ols": "hetfx.api",
+    "fit_varying_slopes": "hetfx.api",
     "Prior": "hetfx.priors",
     "Priors": "hetfx.priors",
 }
 
-__all__ = ["Prior", "Priors", "__version__", "fit", "fit_ols"]
+__all__ = ["Prior", "Priors", "__version__", "fit", "fit_ols", "fit_varying_slopes"]
 
 
 def __getattr__(name: str):

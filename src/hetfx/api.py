@@ -44,6 +44,7 @@ Examples
 from __future__ import annotations
 
 import dataclasses
+import re
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -55,7 +56,7 @@ from formulaic import Formula
 from hetfx.design import aliased_columns, design_spec
 from hetfx.priors import Priors
 
-__all__ = ["Design", "build_design", "fit", "fit_ols", "FAMILIES"]
+__all__ = ["Design", "build_design", "fit", "fit_ols", "fit_varying_slopes", "FAMILIES"]
 
 FAMILIES = ("gaussian", "bernoulli")
 
@@ -683,3 +684,173 @@ def fit_ols(
         df, outcome, treatment, d.effect_formula, cl or None, group=label, keys=d.modifiers
     )
     return OLSResults(f, d)
+
+
+# ------------------------------------------------------------------ varying slopes
+def fit_varying_slopes(
+    data: pd.DataFrame,
+    outcome: str,
+    treatment: str,
+    factors: Sequence[str],
+    controls: Sequence[str] | None = None,
+    *,
+    effect: str | bool = "1",
+    keys: Sequence[str] | None = None,
+    priors: Priors | None = None,
+    engine: str = "collapsed",
+    missing: str = "drop",
+    seed: int = 0,
+    chains: int = 4,
+    draws: int = 1000,
+    tune: int = 1000,
+    target_accept: float = 0.8,
+    **engine_options,
+):
+    """Correlated varying intercepts and treatment slopes: the lme4/brms alternative.
+
+    ``outcome ~ controls + treatment * (effect) + sum_k (1 + treatment | factor_k)``: each
+    grouping factor gets a correlated (intercept, slope) pair per level, and the effect of the
+    treatment in a *profile* (an observed combination of the factors' levels) is the
+    population-level contrast plus the profile's varying slopes
+    (:func:`hetfx.models.varying_slopes.fit_varying_slopes`).
+
+    Parameters
+    ----------
+    data : pandas.DataFrame
+        One row per observation.
+    outcome, treatment : str
+        Outcome and (numeric, e.g. 0/1) treatment columns.
+    factors : sequence of str
+        Grouping factors (each a column; labels may be strings or numbers).
+    controls : sequence of str, optional
+        Additive covariates of the population-level part (an ``Intercept`` is always added).
+    effect : str or False, default "1"
+        Population-level modifiers of the treatment, as a formula (``"regime + stakes"``
+        adds ``treatment * (regime + stakes)``); ``"1"`` a single population-level slope;
+        ``False`` none (the effect is then the sum of the varying slopes alone). Its
+        variables must be constant within each profile.
+    keys : sequence of str, optional
+        Further columns, constant within a profile, to report with its effect.
+    priors : hetfx.Priors, optional
+        ``effect`` for the treatment terms, ``control`` for the other coefficients,
+        ``intercept`` (``Prior.flat()`` or a normal; default the ``control`` prior),
+        ``sigma`` for the residual SD and ``sigma_theta`` for the SDs of the varying
+        intercepts and slopes (default brms's half-Student-t(3, 2.5) for both).
+    engine : {"collapsed", "qmc", "nutpie"}
+        Posterior engine (see :mod:`hetfx.models.varying_slopes`).
+    missing : {"drop", "raise"}
+        Rows with a missing value in a used column: dropped with a warning, or an error.
+    seed, chains, draws, tune, target_accept
+        Posterior layout and NUTS settings.
+    **engine_options
+        Passed to the engine (``lkj_eta``, ``qmc_m``, ``maxdepth``, ``cores``, ...).
+
+    Returns
+    -------
+    hetfx.results.VaryingSlopesResults
+        Effects per profile: label (the factor itself with one factor, else ``profile``, the
+        levels joined by ``_``), the factors, ``keys`` and the effect's modifiers,
+        ``n_obs``, ``estimate`` and quantiles.
+    """
+    from hetfx.design import design_spec as _spec
+    from hetfx.models.varying_slopes import fit_varying_slopes as _engine
+    from hetfx.results import VaryingSlopesResults
+
+    if not isinstance(data, pd.DataFrame):
+        raise TypeError(f"data must be a pandas DataFrame, got {type(data).__name__}")
+    if missing not in ("drop", "raise"):
+        raise DesignError(f"missing must be 'drop' or 'raise', got {missing!r}")
+    priors = priors if priors is not None else Priors()
+    if not isinstance(priors, Priors):
+        raise TypeError("priors must be a hetfx.Priors bundle")
+    factors = _names(factors, "factors")
+    if not factors:
+        raise DesignError("name at least one grouping factor (factors=[...])")
+    controls = _names(controls, "controls")
+    keys = _names(keys, "keys")
+    if effect is False or effect is None:
+        modifiers: list[str] = []
+        rhs = " + ".join(["1", *controls])
+    else:
+        found = [v for v in _formula_vars(str(effect)) if v != treatment]
+        modifiers = sorted(found, key=lambda v: re.search(rf"\b{re.escape(v)}\b", effect).start())
+        slope = treatment if str(effect).strip() == "1" else f"{treatment} * ({effect})"
+        rhs = " + ".join(["1", *controls, slope])
+    if treatment in (*factors, *controls, *modifiers) or outcome in (*factors, *controls):
+        raise DesignError("the outcome and the treatment cannot be factors, controls or modifiers")
+    reported = list(dict.fromkeys([*keys, *modifiers]))
+    needed = list(dict.fromkeys([outcome, treatment, *factors, *controls, *reported]))
+    absent = [c for c in needed if c not in data.columns]
+    if absent:
+        raise KeyError(f"data has no columns {absent}")
+    df = data[needed]
+    bad = df.isna().any(axis=1).to_numpy()
+    if bad.any():
+        counts = {c: int(n) for c, n in df.isna().sum().items() if n}
+        if missing == "raise":
+            raise DesignError(f"{int(bad.sum())} rows have missing values ({counts})")
+        warnings.warn(
+            f"dropped {int(bad.sum())} of {len(df)} rows with missing values ({counts})",
+            UserWarning,
+            stacklevel=2,
+        )
+        df = df.loc[~bad]
+    y = _numeric(outcome, df[outcome], "outcome")
+    treat = _numeric(treatment, df[treatment], "treatment")
+    X, spec = _spec(rhs, df)
+    bad_x = aliased_columns(X)
+    if bad_x:
+        raise DesignError(
+            "the population-level design has columns that are not identified: "
+            + "; ".join(f"{k}: {v}" for k, v in bad_x.items())
+        )
+
+    # profiles: observed combinations of the factors, sorted by them (one factor: its label)
+    profiles = df[[*factors, *[c for c in reported if c not in factors]]].drop_duplicates()
+    profiles = profiles.sort_values(factors).reset_index(drop=True)
+    if profiles[factors].duplicated().any():
+        varying = [c for c in reported if c not in factors]
+        raise DesignError(f"columns {varying} are not constant within the profiles of {factors}")
+    if len(factors) > 1:
+        label = "profile"
+        profiles.insert(0, label, profiles[factors].astype(str).agg("_".join, axis=1))
+
+    contrast = None
+    if effect is not False and effect is not None:
+        # x(T=1) - x(T=0) of each profile, from the design's own coding; the controls (set
+        # to a row of the profile) cancel exactly
+        rows = profiles[factors].merge(df.drop_duplicates(factors), on=factors, how="left")
+        mm = [
+            np.asarray(spec.get_model_matrix(rows.assign(**{treatment: t})), dtype=float)
+            for t in (1.0, 0.0)
+        ]
+        contrast = pd.DataFrame(mm[0] - mm[1], columns=X.columns)
+        contrast = contrast.loc[:, [c for c in X.columns if treatment in c.split(":")]]
+    is_t = np.array([treatment in c.split(":") for c in X.columns])
+    b_sd = (
+        float(priors.control.sd)
+        if priors.effect.sd == priors.control.sd
+        else np.where(is_t, priors.effect.sd, priors.control.sd)
+    )
+    intercept = priors.intercept if priors.intercept is not None else priors.control
+    intercept_prior = ("flat",) if intercept.family == "flat" else ("normal", 0.0, intercept.sd)
+    f = _engine(
+        y,
+        treat,
+        X,
+        df[factors].reset_index(drop=True),
+        profiles=profiles,
+        contrast=contrast,
+        engine=engine,
+        b_sd=b_sd,
+        intercept_prior=intercept_prior,
+        sd_prior=priors.sigma_theta.to_scale_prior(),
+        sigma_prior=priors.sigma.to_scale_prior(),
+        chains=chains,
+        draws=draws,
+        tune=tune,
+        target_accept=target_accept,
+        seed=seed,
+        **engine_options,
+    )
+    return VaryingSlopesResults(f, priors, engine=engine, factors=factors)

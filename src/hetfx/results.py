@@ -47,9 +47,20 @@ from hetfx.api import Design, DesignError
 from hetfx.inference import quantile_name
 from hetfx.priors import Priors
 
-__all__ = ["Results", "GaussianResults", "BernoulliResults", "OLSResults", "Summary", "summarise"]
+__all__ = [
+    "Results",
+    "GaussianResults",
+    "BernoulliResults",
+    "OLSResults",
+    "VaryingSlopesResults",
+    "Summary",
+    "summarise",
+]
 
 QUANTILES = {"q025": 0.025, "q10": 0.10, "q90": 0.90, "q975": 0.975}
+#: Quantile columns of :meth:`OLSResults.group_effects` (those of ``QUANTILES`` plus the 90%
+#: interval's ends).
+OLS_QUANTILES = ("q025", "q05", "q10", "q90", "q95", "q975")
 
 
 def summarise(draws: np.ndarray, level: float = 0.95) -> pd.DataFrame:
@@ -253,6 +264,24 @@ class Results:
     def diagnostics(self) -> pd.DataFrame:
         """One-row frame: R-hat, ESS, divergences, timings of the fit."""
         return self.fit.diagnostics()
+
+    @property
+    def diagnostics_record(self):
+        """The fit's :class:`hetfx.inference.Diagnostics` (what
+        :func:`hetfx.inference.check_diagnostics` gates; :meth:`diagnostics` as a record)."""
+        return self.fit.diagnostics_record
+
+    @property
+    def draws(self) -> az.InferenceData:
+        """The engine's draws: ``posterior`` (and ``sample_stats`` where the engine has them),
+        without the pointwise groups that :attr:`idata` adds, so cheap to keep or save."""
+        return self.fit.idata
+
+    @property
+    def data(self):
+        """The rows as the engine received them (``y``, ``treat``, ``X``, integer ``group``
+        codes, ``Z``; :class:`hetfx.models.lambda_model.LambdaData`)."""
+        return self.fit.data
 
     def check(
         self,
@@ -570,8 +599,17 @@ class GaussianResults(Results):
     def group_effects(self, level: float = 0.95) -> pd.DataFrame:
         if getattr(self.fit, "posterior", None) is None:
             return super().group_effects(level)
+        if not 0 < level < 1:
+            raise ValueError(f"level must lie in (0, 1), got {level!r}")
         lo, hi = (1 - level) / 2, 1 - (1 - level) / 2
-        probs = (0.5, lo, hi, *QUANTILES.values())
+        # the engine's own list (median, the fixed quantiles, then the interval's ends unless
+        # within 1e-12 of one of them): the root finder solves all of them at once, so the same
+        # list gives the same bits as the engine's group_effects()
+        probs = [0.5, *QUANTILES.values()]
+        for p in (lo, hi):
+            if not any(abs(p - q) < 1e-12 for q in probs):
+                probs.append(p)
+        lo, hi = (next(q for q in probs if abs(q - p) < 1e-12) for p in (lo, hi))
         s = self.fit.summarise_lambda(quantiles=probs)
         s = s.loc[[str(v) for v in self.design.cells.index]]  # by label, in the design's order
         out = pd.DataFrame(
@@ -668,7 +706,8 @@ class OLSResults:
     """OLS comparator fitted through the same front end (:func:`hetfx.fit_ols`).
 
     ``group_effects(level)`` has the columns of :meth:`Results.group_effects` (estimate,
-    t interval ``lower``/``upper``, ``q025``..``q975``), in the same group order.
+    t interval ``lower``/``upper``, ``q025``..``q975``), in the same group order, plus the
+    arms' sizes ``n_treated``/``n_control``, ``std_error``, ``q05``/``q95`` and ``estimable``.
     """
 
     family = "ols"
@@ -690,12 +729,14 @@ class OLSResults:
         est, se = g["estimate"].to_numpy(), g["std_error"].to_numpy()
         k = self.design.keys
         k["n_obs"] = self.design.n_obs
+        k["n_treated"] = g["n_treated"].to_numpy()
+        k["n_control"] = g["n_control"].to_numpy()
         k["estimate"] = est
         t = stats.t.ppf(0.5 + level / 2, self.fit.df_resid)
         k["lower"], k["upper"] = est - t * se, est + t * se
         k["std_error"] = se
-        for name, p in QUANTILES.items():
-            k[name] = est + stats.t.ppf(p, self.fit.df_resid) * se
+        for name in OLS_QUANTILES:  # the engine's t quantiles, as computed there
+            k[name] = g[name].to_numpy()
         k["estimable"] = g["estimable"].to_numpy()
         return k
 
@@ -708,4 +749,53 @@ class OLSResults:
         return (
             f"<OLSResults: {d.outcome} ~ {d.treatment} * ({d.effect_formula}); "
             f"{len(d.y)} rows, {len(d.cells)} groups>"
+        )
+
+
+class VaryingSlopesResults:
+    """Results of :func:`hetfx.fit_varying_slopes` (correlated varying intercepts and slopes).
+
+    ``group_effects()`` gives the effect per profile (label, factors, modifiers, ``n_obs``,
+    ``estimate`` = posterior median, ``q025``, ``q10``, ``q90``, ``q975``); ``coefs()`` the
+    population-level coefficients (``control``) and the scales, SDs and correlations
+    (``scale``). Exact mixture summaries with the ``qmc`` engine, from the draws otherwise.
+    """
+
+    family = "gaussian"
+
+    def __init__(self, fit, priors: Priors, *, engine: str, factors: Sequence[str]) -> None:
+        self.fit = fit
+        self.priors = priors
+        self.engine = engine
+        self.factors = list(factors)
+
+    def group_effects(self) -> pd.DataFrame:
+        """Effect of the treatment per profile."""
+        return self.fit.group_effects()
+
+    def coefs(self) -> pd.DataFrame:
+        """Population-level coefficients and the scales."""
+        return self.fit.coefs()
+
+    def diagnostics(self) -> pd.DataFrame:
+        """One-row frame: R-hat (NUTS) or Pareto k-hat (qmc), ESS, divergences, timings."""
+        return self.fit.diagnostics()
+
+    @property
+    def diagnostics_record(self):
+        """The fit's :class:`hetfx.inference.Diagnostics`."""
+        return self.fit.diagnostics_record
+
+    @property
+    def draws(self) -> az.InferenceData:
+        """Posterior draws (``b``, ``sigma``, ``sd``, ``cor``, varying effects, ``effect``)."""
+        return self.fit.idata
+
+    idata = draws
+
+    def __repr__(self) -> str:
+        n = len(self.fit.data.y)
+        return (
+            f"<VaryingSlopesResults: {len(self.fit.data.profiles)} profiles of "
+            f"{self.factors}, {n} rows, engine {self.engine}>"
         )

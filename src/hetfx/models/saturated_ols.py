@@ -34,7 +34,7 @@ Representation of the two result frames (shared with the Bayesian models):
   ``aliased``. ``equation`` is ``effect`` for terms that contain the treatment
   and ``control`` for all others (intercept included). Term names are
   formulaic's (``region_txt[T.Asia]``, ``alliance:regime``);
-  :func:`to_r_term` converts them to R's spelling.
+  :func:`hetfx.design.r_name` converts them to R's spelling.
 """
 
 from __future__ import annotations
@@ -55,7 +55,6 @@ __all__ = [
     "SaturatedOLSFit",
     "fit_saturated_ols",
     "find_aliased_columns",
-    "to_r_term",
     "QUANTILE_LEVELS",
 ]
 
@@ -116,41 +115,6 @@ def find_aliased_columns(X: np.ndarray, tol: float = ALIAS_TOL) -> np.ndarray:
             Q[:, k] = v / r
             k += 1
     return aliased
-
-
-_CAT_LEVEL = re.compile(r"^(?:C\()?([^\[\(\),]+?)(?:,[^\[]*\))?(?:\))?\[(?:T\.)?(.*)\]$")
-
-
-def to_r_term(term: str) -> str:
-    """Convert a formulaic column name to R's ``model.matrix`` spelling.
-
-    ``Intercept`` becomes ``(Intercept)`` and a treatment-coded level
-    ``region_txt[T.Asia]`` becomes ``region_txtAsia``; interaction components
-    keep their order and are joined by ``:``.
-
-    Parameters
-    ----------
-    term : str
-        Column name as produced by formulaic.
-
-    Returns
-    -------
-    str
-        The R name.
-
-    Notes
-    -----
-    R orders the factors inside an interaction by their first appearance in the
-    formula, as formulaic does for formulas written the same way; compare terms
-    as sets of components when in doubt.
-    """
-    if term == "Intercept":
-        return "(Intercept)"
-    parts = []
-    for part in term.split(":"):
-        m = _CAT_LEVEL.match(part)
-        parts.append(f"{m.group(1)}{m.group(2)}" if m else part)
-    return ":".join(parts)
 
 
 def _as_piece(piece: str | Sequence[str] | None) -> str | None:

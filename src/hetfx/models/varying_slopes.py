@@ -984,17 +984,6 @@ class CollapsedVaryingSlopes:
         return out
 
 
-def _gradient_check(cm: CollapsedVaryingSlopes, h: np.ndarray, eps: float = 1e-6) -> float:
-    """Largest absolute difference between analytic and finite-difference gradients."""
-    _, g = cm.logp_and_grad(h)
-    fd = np.empty_like(g)
-    for i in range(len(h)):
-        e = np.zeros_like(h)
-        e[i] = eps
-        fd[i] = (cm.logp_and_grad(h + e)[0] - cm.logp_and_grad(h - e)[0]) / (2 * eps)
-    return float(np.max(np.abs(fd - g)))
-
-
 def _assemble(
     d: VaryingSlopesData,
     cm_xmean: np.ndarray,

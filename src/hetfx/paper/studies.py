@@ -20,26 +20,31 @@ model     specification                                          groups
 effects in the outcome equation (replication spec section 6.4), as their OLS comparators have
 them.
 
+Every model goes through the public front end, from its specification alone (modifiers or
+factors, controls, effect formula, main effects, priors): M1, M2 and their variants through
+:func:`hetfx.fit`, the OLS comparators through :func:`hetfx.fit_ols`, the appendix models A1
+and Bush-Prather (correlated varying intercepts and slopes) through
+:func:`hetfx.fit_varying_slopes`.
+
 Categorical ``region`` uses R's default treatment coding (levels sorted, Africa the
 reference), as brms did, so the gamma coefficients carry the same names and priors.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from hetfx.design import design as _design
-from hetfx.design import groups as _groups
-from hetfx.models.gaussian import ScalePrior
-from hetfx.models.lambda_model import LambdaFit, fit_lambda_model
-from hetfx.models.saturated_ols import fit_saturated_ols
-from hetfx.models.varying_slopes import VaryingSlopesFit, fit_varying_slopes
 from hetfx.paper.cells import demographic_cells  # re-exported: Figure 8's cells
+from hetfx.priors import Prior, Priors
+
+if TYPE_CHECKING:
+    from hetfx.results import VaryingSlopesResults
 
 __all__ = [
     "CODINGS",
@@ -49,8 +54,8 @@ __all__ = [
     "bush_prather_frame",
     "fit_tomz_weeks",
     "fit_bush_prather",
+    "lambda_priors",
     "demographic_cells",
-    "scale_prior",
 ]
 
 CODINGS = ("published", "corrected")
@@ -64,9 +69,9 @@ BP_FACTORS = ["w2_vote_hill", "woman", "pol_engage", "invest_cond"]
 M1_CONTROLS = ["white", "male", "hawk", "intl", "dem", "rep", "age", "ed4"]
 M2_CONTROLS = ["regime", "stakes", "costs", "africa", "europe", "asia", "age", "ed4"]
 A1_CONTROLS = ["white", "male", "hawk", "intl", "natl_sup"]
-#: Conditions at which the M2-OLS effect is read (spec section 3): democracy, high stakes,
-#: Eastern Europe (costs and the other regions at 0; irrelevant to an additive contrast).
-M2_OLS_AT = {"regime": 1, "stakes": 1, "costs": 0, "asia": 0, "africa": 0, "europe": 1}
+#: Additive controls of M2-OLS: the conditions. The spec reads its effect at democracy, high
+#: stakes, Eastern Europe; the controls cancel in the contrast, so any condition gives it.
+M2_OLS_CONTROLS = ["regime", "stakes", "costs", "asia", "europe", "africa"]
 
 
 @dataclass(frozen=True)
@@ -77,13 +82,6 @@ class Sampler:
     chains: int = 4
     draws: int = 1000
     tune: int = 1000
-
-
-def scale_prior(spec: Mapping[str, Any] | ScalePrior) -> ScalePrior:
-    """A :class:`ScalePrior` from its params.yaml form ``{kind, scale, nu}``."""
-    if isinstance(spec, ScalePrior):
-        return spec
-    return ScalePrior(kind=spec["kind"], scale=float(spec["scale"]), nu=float(spec.get("nu", 3.0)))
 
 
 def _check_coding(coding: str) -> None:
@@ -145,7 +143,9 @@ def fit_tomz_weeks(
 
     Returns
     -------
-    LambdaFit, SaturatedOLSFit or VaryingSlopesFit
+    hetfx.results.Results, hetfx.results.OLSResults or hetfx.results.VaryingSlopesResults
+        M1, M2 and their variants through :func:`hetfx.fit`, the OLS comparators through
+        :func:`hetfx.fit_ols`, A1 through :func:`hetfx.fit_varying_slopes`.
     """
     if model not in TW_MODELS:
         raise ValueError(f"model must be one of {TW_MODELS}, got {model!r}")
@@ -159,51 +159,73 @@ def fit_tomz_weeks(
         return _fit_m1(df, settings, sampler)
     if model == "m2":
         return _fit_m2(df, settings, sampler)
-    if model == "m1_ols":
-        return fit_saturated_ols(
+    if model in ("m1_ols", "m2_ols"):
+        from hetfx.api import fit_ols
+
+        # M1-OLS: the 32 conditions, saturated; M2-OLS: additive in the demographics, the
+        # conditions as additive controls (they cancel in each group's contrast, so the
+        # effect is the same at any condition, e.g. the spec's democracy/high stakes/Europe)
+        m1 = model == "m1_ols"
+        return fit_ols(
             df,
             "force",
             "alliance",
-            "regime*stakes*costs*region_txt",
-            M1_CONTROLS,
-            group="treat_group",
-            keys=["regime", "stakes", "costs", "region_txt"],
-            reference={"region_txt": "Africa"},
-        )
-    if model == "m2_ols":
-        return fit_saturated_ols(
-            df,
-            "force",
-            "alliance",
-            DEMOGRAPHIC_KEYS,
-            ["regime", "stakes", "costs", "asia", "europe", "africa"],
-            group="het_group",
-            keys=DEMOGRAPHIC_KEYS,
-            at=M2_OLS_AT,
+            CONDITION_FACTORS if m1 else DEMOGRAPHIC_KEYS,
+            M1_CONTROLS if m1 else M2_OLS_CONTROLS,
+            effect="saturated" if m1 else "additive",
+            group="treat_group" if m1 else "het_group",
+            missing="raise",
         )
     return _fit_a1(df, settings, sampler)
 
 
-def _lambda_kwargs(settings: Mapping[str, Any], sampler: Sampler) -> dict:
-    return dict(
-        engine=settings.get("engine", "quadrature"),
-        gamma_sd=float(settings.get("gamma_sd", 1.0)),
-        beta_sd=float(settings.get("beta_sd", 1.0)),
-        sigma_prior=scale_prior(settings.get("sigma", ScalePrior.brms_default())),
-        sigma_theta_prior=scale_prior(settings.get("sigma_theta", ScalePrior.brms_default())),
-        target_accept=float(settings.get("target_accept", 0.8)),
-        chains=sampler.chains,
-        draws=sampler.draws,
-        tune=sampler.tune,
-        seed=sampler.seed,
+def lambda_priors(settings: Mapping[str, Any]) -> Priors:
+    """The :class:`hetfx.Priors` of a lambda model's params.yaml section (``gamma_sd``,
+    ``beta_sd``, ``sigma``, ``sigma_theta``; brms's defaults where absent)."""
+    brms = Prior.half_student_t(3, 2.5)
+    return Priors(
+        effect=Prior.normal(settings.get("gamma_sd", 1.0)),
+        control=Prior.normal(settings.get("beta_sd", 1.0)),
+        sigma=Prior.from_spec(settings.get("sigma", brms)),
+        sigma_theta=Prior.from_spec(settings.get("sigma_theta", brms)),
     )
+
+
+def _fit_lambda(df: pd.DataFrame, settings: Mapping[str, Any], sampler: Sampler, **spec):
+    """:func:`hetfx.fit` of ``force`` on ``alliance`` with the paper's priors and sampler.
+
+    The published specifications leave the modifiers' main effects out (M1 also has a
+    saturated Z) on purpose; the front end's warnings about that are silenced here only.
+    """
+    from hetfx.api import fit
+
+    family = settings.get("family", "gaussian")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="main_effects=False", category=UserWarning)
+        warnings.filterwarnings("ignore", message="Z has one column per cell", category=UserWarning)
+        return fit(
+            df,
+            "force",
+            "alliance",
+            priors=lambda_priors(settings),
+            family=family,
+            # the logit model is fitted by NUTS whatever the Gaussian model's engine
+            engine=settings.get("engine", "quadrature") if family == "gaussian" else "auto",
+            missing="raise",
+            seed=sampler.seed,
+            chains=sampler.chains,
+            draws=sampler.draws,
+            tune=sampler.tune,
+            target_accept=float(settings.get("target_accept", 0.8)),
+            **spec,
+        )
 
 
 #: The factors that define M1's groups (the 32 experimental conditions).
 CONDITION_FACTORS = ["regime", "stakes", "costs", "region_txt"]
 
 
-def _fit_m1(df: pd.DataFrame, settings, sampler) -> LambdaFit:
+def _fit_m1(df: pd.DataFrame, settings, sampler):
     """M1 and its specification variants (``settings``):
 
     ``main_effects`` (default False, as published)
@@ -215,112 +237,92 @@ def _fit_m1(df: pd.DataFrame, settings, sampler) -> LambdaFit:
         The heterogeneity equation's design.
     ``family`` ("gaussian", default, or "bernoulli")
         The likelihood: the published linear probability model, or a logit model fitted by
-        NUTS (:func:`_fit_logit`).
+        NUTS with group effects as average marginal effects on the probability scale
+        (``gamma_sd`` and ``beta_sd`` are then prior SDs on the log-odds scale).
     ``keys`` (default the four condition factors)
         The factors that define the groups; ``["regime", "stakes", "costs"]`` gives the eight
         coarser conditions (region then plays no part).
     """
-    keys_used = list(settings.get("keys", CONDITION_FACTORS))
+    keys = list(settings.get("keys", CONDITION_FACTORS))
     effect = settings.get("effect", "saturated")
     if effect not in ("saturated", "additive"):
         raise ValueError(f"effect must be 'saturated' or 'additive', got {effect!r}")
-    Z_formula = "*".join(keys_used) if effect == "saturated" else "1 + " + " + ".join(keys_used)
-    if keys_used != CONDITION_FACTORS:
-        df = df.assign(treat_group=df[keys_used].astype(str).agg("_".join, axis=1))
-    codes, keys = _groups(df, "treat_group", keys_used)
-    Z = _design(Z_formula, keys)
-    controls = "1 + " + " + ".join(M1_CONTROLS)
-    if settings.get("main_effects", False):
-        controls += " + " + "*".join(keys_used)
-    X = _design(controls, df)
-    gk = keys.rename(columns={"region_txt": "region"})
-    if settings.get("family", "gaussian") == "bernoulli":
-        return _fit_logit(df, X, codes, Z, gk, settings, sampler)
-    return fit_lambda_model(
-        df["force"],
-        df["alliance"],
-        X,
-        codes,
-        Z,
-        group_keys=gk,
-        group_name="treat_group",
-        **_lambda_kwargs(settings, sampler),
+    if keys != CONDITION_FACTORS:
+        df = df.assign(treat_group=df[keys].astype(str).agg("_".join, axis=1))
+    return _fit_lambda(
+        df,
+        settings,
+        sampler,
+        modifiers=keys,
+        controls=M1_CONTROLS,
+        effect=effect,
+        group="treat_group",
+        # main effects: one baseline per condition (all terms of regime*stakes*costs*region)
+        main_effects="saturated" if settings.get("main_effects", False) else False,
     )
 
 
-def _fit_logit(df: pd.DataFrame, X, codes, Z, keys, settings, sampler):
-    """The same two equations with a Bernoulli (logit) likelihood for the binary ``force``,
-    sampled by nutpie; group effects are average marginal effects on the probability scale.
-    ``gamma_sd`` and ``beta_sd`` are then prior SDs on the log-odds scale."""
-    from hetfx.models.bernoulli import fit_bernoulli_lambda
-
-    kw = _lambda_kwargs(settings, sampler)
-    return fit_bernoulli_lambda(
-        df["force"],
-        df["alliance"],
-        X,
-        codes,
-        Z,
-        group_keys=keys,
-        group_name="treat_group",
-        gamma_sd=kw["gamma_sd"],
-        beta_sd=kw["beta_sd"],
-        sigma_theta_prior=kw["sigma_theta_prior"],
-        chains=kw["chains"],
-        draws=kw["draws"],
-        tune=kw["tune"],
-        target_accept=kw["target_accept"],
-        seed=kw["seed"],
-    )
-
-
-def _fit_m2(df: pd.DataFrame, settings, sampler) -> LambdaFit:
+def _fit_m2(df: pd.DataFrame, settings, sampler):
     """M2; ``settings["main_effects"]`` (default False, as published) adds dem, rep,
-    high_newsint, white and male to the outcome equation."""
-    codes, keys = _groups(df, "het_group", [*DEMOGRAPHIC_KEYS, "party"])
-    Z = _design("1 + " + " + ".join(DEMOGRAPHIC_KEYS), keys)
-    controls = list(M2_CONTROLS)
-    if settings.get("main_effects", False):
-        controls += DEMOGRAPHIC_KEYS
-    X = _design("1 + " + " + ".join(controls), df)
-    return fit_lambda_model(
-        df["force"],
-        df["alliance"],
-        X,
-        codes,
-        Z,
-        group_keys=keys,
-        group_name="het_group",
-        **_lambda_kwargs(settings, sampler),
+    high_newsint, white and male to the outcome equation. ``party`` rides along as a
+    modifier that no equation uses (it labels the groups of Figure 8)."""
+    additive = " + ".join(DEMOGRAPHIC_KEYS)
+    return _fit_lambda(
+        df,
+        settings,
+        sampler,
+        modifiers=[*DEMOGRAPHIC_KEYS, "party"],
+        controls=M2_CONTROLS,
+        effect=additive,
+        group="het_group",
+        main_effects=additive if settings.get("main_effects", False) else False,
     )
 
 
-def _varying_kwargs(settings: Mapping[str, Any], sampler: Sampler) -> dict:
+def varying_priors(settings: Mapping[str, Any]) -> Priors:
+    """The :class:`hetfx.Priors` of a varying-slopes model's params.yaml section: ``b_sd``
+    for every population-level coefficient, ``intercept`` (``flat`` or a zero-mean normal),
+    ``sd`` for the varying intercepts' and slopes' SDs, ``sigma``."""
     intercept = settings.get("intercept", "flat")
-    if intercept == "flat":
-        intercept_prior = ("flat",)
-    elif isinstance(intercept, Mapping) and intercept.get("kind") == "normal":
-        intercept_prior = ("normal", float(intercept.get("loc", 0.0)), float(intercept["scale"]))
-    else:
-        raise ValueError(f"intercept prior must be 'flat' or a normal, got {intercept!r}")
-    return dict(
+    ok = intercept == "flat" or (
+        isinstance(intercept, Mapping)
+        and intercept.get("kind") == "normal"
+        and float(intercept.get("loc", 0.0)) == 0.0
+    )
+    if not ok:
+        raise ValueError(f"intercept prior must be 'flat' or a zero-mean normal, got {intercept!r}")
+    b = Prior.normal(settings.get("b_sd", 0.5))
+    return Priors(
+        effect=b,
+        control=b,
+        intercept=Prior.from_spec(intercept),
+        sigma=Prior.from_spec(settings.get("sigma", Prior.half_student_t(3, 2.5))),
+        sigma_theta=Prior.from_spec(settings.get("sd", Prior.half_normal(1.0))),
+    )
+
+
+def _fit_varying(df: pd.DataFrame, settings: Mapping[str, Any], sampler: Sampler, **spec):
+    """:func:`hetfx.fit_varying_slopes` with the paper's priors, engine and sampler."""
+    from hetfx.api import fit_varying_slopes
+
+    return fit_varying_slopes(
+        df,
+        priors=varying_priors(settings),
         engine=settings.get("engine", "collapsed"),
-        b_sd=float(settings.get("b_sd", 0.5)),
-        intercept_prior=intercept_prior,
-        sd_prior=scale_prior(settings.get("sd", {"kind": "half_normal", "scale": 1.0})),
-        sigma_prior=scale_prior(settings.get("sigma", ScalePrior.brms_default())),
-        lkj_eta=float(settings.get("lkj_eta", 1.0)),
-        target_accept=float(settings.get("target_accept", 0.8)),
-        maxdepth=int(settings.get("max_treedepth", 10)),
-        qmc_m=int(settings.get("qmc_points_log2", 14)),
+        missing="raise",
+        seed=sampler.seed,
         chains=sampler.chains,
         draws=sampler.draws,
         tune=sampler.tune,
-        seed=sampler.seed,
+        target_accept=float(settings.get("target_accept", 0.8)),
+        lkj_eta=float(settings.get("lkj_eta", 1.0)),
+        maxdepth=int(settings.get("max_treedepth", 10)),
+        qmc_m=int(settings.get("qmc_points_log2", 14)),
+        **spec,
     )
 
 
-def _fit_a1(df: pd.DataFrame, settings, sampler) -> VaryingSlopesFit:
+def _fit_a1(df: pd.DataFrame, settings, sampler):
     """Appendix A1: ``force ~ controls + alliance*(regime+stakes+costs+region) +
     (1 + alliance | treat_group)``; the effect of alliance per treat_group.
 
@@ -328,25 +330,15 @@ def _fit_a1(df: pd.DataFrame, settings, sampler) -> VaryingSlopesFit:
     ``natl_sup``). The controls enter additively, so the effect does not depend on the
     values they are held at (the spec's sample medians).
     """
-    controls = list(settings.get("controls", A1_CONTROLS))
-    X = _design(
-        "1 + " + " + ".join(controls) + " + alliance*(regime + stakes + costs + region_txt)", df
-    )
-    _, keys = _groups(df, "treat_group", ["regime", "stakes", "costs", "region_txt"])
-    profiles = keys.reset_index()
-    # contrast x(alliance=1) - x(alliance=0): the alliance column and its interactions
-    one = _design("alliance*(regime + stakes + costs + region_txt)", profiles.assign(alliance=1))
-    zero = _design("alliance*(regime + stakes + costs + region_txt)", profiles.assign(alliance=0))
-    contrast = (one - zero).loc[:, lambda f: [c for c in f.columns if "alliance" in c]]
-    profiles = profiles.rename(columns={"region_txt": "region"})
-    return fit_varying_slopes(
-        df["force"],
-        df["alliance"],
-        X,
-        df[["treat_group"]],
-        profiles=profiles,
-        contrast=contrast,
-        **_varying_kwargs(settings, sampler),
+    return _fit_varying(
+        df,
+        settings,
+        sampler,
+        outcome="force",
+        treatment="alliance",
+        factors=["treat_group"],
+        controls=list(settings.get("controls", A1_CONTROLS)),
+        effect=" + ".join(CONDITION_FACTORS),
     )
 
 
@@ -356,7 +348,7 @@ def fit_bush_prather(
     coding: str,
     settings: Mapping[str, Any] | None = None,
     sampler: Sampler | None = None,
-) -> VaryingSlopesFit:
+) -> VaryingSlopesResults:
     """Appendix A2: ``ipe_support ~ 1 + college_educ + employ_dum + sum_k (1 +
     treat_germrus | factor_k)`` over w2_vote_hill, pol_engage, invest_cond, woman.
 
@@ -365,18 +357,14 @@ def fit_bush_prather(
     depend on college_educ and employ_dum (held at 1 by the spec).
     """
     df = bush_prather_frame(bp, coding)
-    settings = dict(settings or {})
-    sampler = sampler or Sampler()
-    X = _design("1 + college_educ + employ_dum", df)
-    factors = df[BP_FACTORS].astype("int64")
-    profiles = factors.drop_duplicates().sort_values(BP_FACTORS).reset_index(drop=True)
-    profiles.insert(0, "profile", profiles.astype(str).agg("_".join, axis=1))
-    return fit_varying_slopes(
-        df["ipe_support"],
-        df["treat_germrus"],
-        X,
-        factors,
-        profiles=profiles,
-        contrast=None,
-        **_varying_kwargs(settings, sampler),
+    df = df.assign(**{f: df[f].astype("int64") for f in BP_FACTORS})
+    return _fit_varying(
+        df,
+        dict(settings or {}),
+        sampler or Sampler(),
+        outcome="ipe_support",
+        treatment="treat_germrus",
+        factors=BP_FACTORS,
+        controls=["college_educ", "employ_dum"],
+        effect=False,  # as published: no population-level slope
     )
