@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import shutil
 import sys
 import warnings
 from pathlib import Path
@@ -155,6 +156,9 @@ def test_committed_rendering_is_of_the_current_document(run):
 
 TINY = """---
 title: Tiny
+format:
+  html:
+    embed-resources: true
 jupyter: python3
 ---
 
@@ -190,7 +194,8 @@ def test_executor_output_figures_masks_and_determinism(tmp_path):
     doc.write_text(TINY, encoding="utf-8")
     md, executed = EX.run_document(doc, tmp_path / "a")
     text = md.read_text(encoding="utf-8")
-    assert text.startswith("---\ntitle: Tiny\n---\n")  # the execution keys are gone
+    assert text.startswith("---\ntitle: Tiny\nformat:")  # the execution keys are gone
+    assert "jupyter" not in text
     assert "``` {.output}\nUserWarning: from the block\nprinted 2\n42\n```" in text
     assert "![A caption.](figures/fig-tiny.png){#fig-tiny}" in text
     assert "#| label" not in text
@@ -210,13 +215,17 @@ def test_executor_names_the_failing_block(tmp_path):
         EX.run_document(doc, tmp_path / "out")
 
 
-def test_render_fallback_writes_checked_html_and_pdf(tmp_path):
+@pytest.mark.parametrize("use_quarto", [False, True], ids=["fallback", "quarto"])
+def test_render_writes_checked_html_and_pdf(tmp_path, use_quarto):
+    if use_quarto and shutil.which("quarto") is None:
+        pytest.skip("Quarto is not installed (.ci/run puts it on PATH where it can)")
     doc = tmp_path / "tiny.qmd"
     doc.write_text(TINY, encoding="utf-8")
     md, _ = EX.run_document(doc, tmp_path / "out")
-    html, pdf = EX.render_markdown(md, use_quarto=False)
+    html, pdf = EX.render_markdown(md, use_quarto=use_quarto)
     page = html.read_text(encoding="utf-8")
-    assert "Figure 1: A caption." in page and "data:image/png;base64" in page
+    assert re.search(r"Figure(&nbsp;| |\u00a0)1: A caption\.", page)
+    assert "data:image/png;base64" in page  # self-contained
     assert pdf.read_bytes().startswith(b"%PDF")
 
 
