@@ -596,6 +596,28 @@ def fit(
         (:class:`DesignError`) the treatment does not vary within a cell (cells listed),
         columns of X or Z are duplicated or collinear (named), a label is not numeric where
         it must be, missing values with ``missing="raise"`` (counted by variable).
+
+    Examples
+    --------
+    A treatment that works only among Republicans; the three parties' effects are pooled
+    toward one common mean (``effect="1"``):
+
+    >>> import numpy as np, pandas as pd, hetfx
+    >>> rng = np.random.default_rng(0)
+    >>> df = pd.DataFrame({"party": rng.choice(["Dem", "Ind", "Rep"], 600),
+    ...                    "treat": rng.integers(0, 2, 600)})
+    >>> df["y"] = np.where(df.party == "Rep", 0.8, 0.0) * df.treat + rng.normal(0, 1, 600)
+    >>> res = hetfx.fit(df, "y", "treat", ["party"], effect="1", chains=2, draws=200, seed=1)
+    >>> res
+    <GaussianResults: y ~ treat x (1); 600 rows, 3 groups, engine quadrature>
+    >>> res.group_effects(level=0.9)[["party", "n_obs", "estimate", "lower", "upper"]].round(2)
+      party  n_obs  estimate  lower  upper
+    0   Dem    188     -0.03  -0.25   0.19
+    1   Ind    189     -0.09  -0.32   0.14
+    2   Rep    223      0.51   0.29   0.73
+
+    ``docs/worked-examples.qmd`` fits a real survey experiment (with a binary outcome too,
+    ``family="bernoulli"``) and a simulated conjoint.
     """
     from hetfx.results import BernoulliResults, GaussianResults
 
@@ -661,28 +683,60 @@ def fit_ols(
 
     The cells, missing-value handling and checks are those of :func:`fit`; each cell's effect
     is the OLS contrast (``hetfx.models.saturated_ols``). With the default saturated ``effect``
-    every cell has its own unpooled effect.
+    every cell has its own unpooled effect, also where some combinations of the modifiers never
+    occur (a restricted conjoint design): the cells then enter as one factor, which spans the
+    same columns as the full factorial where every combination occurs.
 
     Returns
     -------
     hetfx.results.OLSResults
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd, hetfx
+    >>> rng = np.random.default_rng(0)
+    >>> df = pd.DataFrame({"party": rng.choice(["Dem", "Ind", "Rep"], 600),
+    ...                    "treat": rng.integers(0, 2, 600)})
+    >>> df["y"] = np.where(df.party == "Rep", 0.8, 0.0) * df.treat + rng.normal(0, 1, 600)
+    >>> ols = hetfx.fit_ols(df, "y", "treat", ["party"])
+    >>> ols
+    <OLSResults: y ~ treat * (party); 600 rows, 3 groups>
+    >>> ols.group_effects(level=0.9)[["party", "estimate", "lower", "upper"]].round(2)
+      party  estimate  lower  upper
+    0   Dem     -0.04  -0.27   0.19
+    1   Ind     -0.11  -0.35   0.12
+    2   Rep      0.55   0.34   0.76
     """
     from hetfx.models.saturated_ols import fit_saturated_ols
     from hetfx.results import OLSResults
 
     cl = _names(controls, "controls")
+    label = "__cell__"
+    saturated = effect == "saturated"
     with warnings.catch_warnings():  # no pooling in OLS: a saturated Z is its point
         warnings.filterwarnings("ignore", message="Z has one column per cell")
+        warnings.filterwarnings("ignore", message="main_effects=False")
         d = build_design(
-            data, outcome, treatment, modifiers, cl, effect=effect, group=group, missing=missing
+            data,
+            outcome,
+            treatment,
+            modifiers,
+            cl,
+            effect="1" if saturated else effect,  # saturated: Z and X are not used by OLS,
+            main_effects=not saturated,  # and a factorial Z fails where cells are missing
+            group=group,
+            missing=missing,
         )
+    keys, piece = d.modifiers, d.effect_formula
+    if saturated:
+        piece = d.effect_formula = " * ".join(d.modifiers)
+        full = np.prod([d.cells[m].nunique() for m in d.modifiers]) == len(d.cells)
+        if not full:  # some combinations never occur: one effect per cell, by its label
+            keys, piece = [label], label
     df = data.loc[d.rows, [outcome, treatment, *d.modifiers, *cl]].copy()
-    label = "__cell__"
     df[label] = np.asarray(d.cells.index)[d.codes]
     df[treatment] = d.treat
-    f = fit_saturated_ols(
-        df, outcome, treatment, d.effect_formula, cl or None, group=label, keys=d.modifiers
-    )
+    f = fit_saturated_ols(df, outcome, treatment, piece, cl or None, group=label, keys=keys)
     return OLSResults(f, d)
 
 

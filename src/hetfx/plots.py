@@ -115,6 +115,29 @@ def plot_group_effects(
         Order groups by their estimate.
     facet : str, optional
         Modifier to facet by.
+
+    Returns
+    -------
+    plotnine.ggplot
+        Save it with :func:`save` or ``plot.save(...)``.
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd, hetfx
+    >>> rng = np.random.default_rng(0)
+    >>> df = pd.DataFrame({"party": rng.choice(["Dem", "Ind", "Rep"], 600),
+    ...                    "treat": rng.integers(0, 2, 600)})
+    >>> df["y"] = np.where(df.party == "Rep", 0.8, 0.0) * df.treat + rng.normal(0, 1, 600)
+    >>> res = hetfx.fit(df, "y", "treat", ["party"], effect="1", chains=2, draws=200, seed=1)
+    >>> p = plot_group_effects(res, level=0.9, ylab="Effect on support",
+    ...                        label={"Dem": "Democrats", "Ind": "Independents",
+    ...                               "Rep": "Republicans"})
+    >>> sorted(p.data["label"])
+    ['Democrats', 'Independents', 'Republicans']
+    >>> p.labels.y
+    'Effect on support'
+
+    The same plot from the result: ``res.plot_group_effects(level=0.9, ...)``.
     """
     g = res.group_effects(level=level).copy()
     g["label"] = _labels(g, res, label)
@@ -150,6 +173,22 @@ def plot_coefs(
         Which equation (None: both, faceted).
     labels : mapping, optional
         Term -> display name.
+
+    Returns
+    -------
+    plotnine.ggplot
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd, hetfx
+    >>> rng = np.random.default_rng(0)
+    >>> df = pd.DataFrame({"party": rng.choice(["Dem", "Ind", "Rep"], 600),
+    ...                    "treat": rng.integers(0, 2, 600)})
+    >>> df["y"] = np.where(df.party == "Rep", 0.8, 0.0) * df.treat + rng.normal(0, 1, 600)
+    >>> res = hetfx.fit(df, "y", "treat", ["party"], effect="1", chains=2, draws=200, seed=1)
+    >>> p = plot_coefs(res, equation="control", labels={"partyRep": "Republican"})
+    >>> p.data["label"].tolist()
+    ['Intercept', 'partyInd', 'Republican']
     """
     c = res.coefs() if hasattr(res, "coefs") else res
     c = c[c["equation"] != "scale"]
@@ -183,6 +222,26 @@ def plot_shrinkage(
     ols : hetfx.results.OLSResults or pandas.DataFrame
         OLS fit (e.g. :func:`hetfx.fit_ols`) or a frame with the group label column and
         ``estimate``.
+
+    Returns
+    -------
+    plotnine.ggplot
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd, hetfx
+    >>> rng = np.random.default_rng(0)
+    >>> df = pd.DataFrame({"party": rng.choice(["Dem", "Ind", "Rep"], 600),
+    ...                    "treat": rng.integers(0, 2, 600)})
+    >>> df["y"] = np.where(df.party == "Rep", 0.8, 0.0) * df.treat + rng.normal(0, 1, 600)
+    >>> res = hetfx.fit(df, "y", "treat", ["party"], effect="1", chains=2, draws=200, seed=1)
+    >>> ols = hetfx.fit_ols(df, "y", "treat", ["party"])
+    >>> p = plot_shrinkage(res, ols, xlab="OLS", ylab="Hierarchical")
+    >>> p.data[["cell", "estimate_o", "estimate_h"]].round(2)
+      cell  estimate_o  estimate_h
+    0  Dem       -0.04       -0.03
+    1  Ind       -0.11       -0.09
+    2  Rep        0.55        0.51
     """
     h = res.group_effects()[[res.group_name, "estimate"]]
     o = ols.group_effects() if hasattr(ols, "group_effects") else ols

@@ -191,6 +191,28 @@ class Priors:
         Residual SD (Gaussian family).
     sigma_theta : Prior
         SD of the group deviations theta.
+
+    Examples
+    --------
+    Tighter priors on the effects' coefficients and on their spread; the parts not named keep
+    their defaults:
+
+    >>> import hetfx
+    >>> priors = hetfx.Priors(effect=hetfx.Prior.normal(0.5),
+    ...                       sigma_theta=hetfx.Prior.half_normal(0.3))
+    >>> for part, prior in priors.describe().items():
+    ...     print(f"{part:12} {prior}")
+    effect       Prior.normal(0.5)
+    control      Prior.normal(1)
+    sigma        Prior.half_student_t(3, 2.5)
+    sigma_theta  Prior.half_normal(0.3)
+
+    Pass them to :func:`hetfx.fit` as ``priors=priors``. A prior of the wrong kind is refused:
+
+    >>> hetfx.Priors(sigma=hetfx.Prior.normal(1))
+    Traceback (most recent call last):
+    ...
+    ValueError: Priors.sigma is a standard deviation; Prior.normal(1) does not fit it
     """
 
     effect: Prior = Prior.normal(1.0)

@@ -252,6 +252,20 @@ class Results:
         pandas.DataFrame
             Group label, modifiers, ``n_obs``, ``estimate`` (median), ``lower``, ``upper``,
             ``mean``, ``sd``, ``q025``, ``q10``, ``q90``, ``q975``.
+
+        Examples
+        --------
+        >>> import numpy as np, pandas as pd, hetfx
+        >>> rng = np.random.default_rng(0)
+        >>> df = pd.DataFrame({"party": rng.choice(["Dem", "Ind", "Rep"], 600),
+        ...                    "treat": rng.integers(0, 2, 600)})
+        >>> df["y"] = np.where(df.party == "Rep", 0.8, 0.0) * df.treat + rng.normal(0, 1, 600)
+        >>> res = hetfx.fit(df, "y", "treat", ["party"], effect="1", chains=2, draws=200, seed=1)
+        >>> res.group_effects(level=0.9)[["party", "n_obs", "estimate", "lower", "upper"]].round(2)
+          party  n_obs  estimate  lower  upper
+        0   Dem    188     -0.03  -0.25   0.19
+        1   Ind    189     -0.09  -0.32   0.14
+        2   Rep    223      0.51   0.29   0.73
         """
         s = summarise(self.effect_draws(), level)
         cols = ["estimate", "lower", "upper", "mean", "sd", *QUANTILES]
@@ -440,6 +454,23 @@ class Results:
         pandas.DataFrame
             One row per level of ``by``: its values, ``n_groups``, ``n_obs``, and the
             summaries of :func:`summarise`.
+
+        Examples
+        --------
+        >>> import numpy as np, pandas as pd, hetfx
+        >>> rng = np.random.default_rng(0)
+        >>> df = pd.DataFrame({"party": rng.choice(["Dem", "Ind", "Rep"], 600),
+        ...                    "treat": rng.integers(0, 2, 600)})
+        >>> df["y"] = np.where(df.party == "Rep", 0.8, 0.0) * df.treat + rng.normal(0, 1, 600)
+        >>> res = hetfx.fit(df, "y", "treat", ["party"], effect="1", chains=2, draws=200, seed=1)
+        >>> res.ame(level=0.9)[["n_groups", "n_obs"]]      # the average over all rows
+           n_groups  n_obs
+        0         3    600
+        >>> res.ame(by="party", weights="equal")[["party", "n_groups"]]
+          party  n_groups
+        0   Dem         1
+        1   Ind         1
+        2   Rep         1
         """
         E = self.effect_draws()
         w = self._weights(weights)
@@ -485,6 +516,21 @@ class Results:
         pandas.Series
             ``a``, ``b``, ``estimate`` (median), ``mean``, ``sd``, ``lower``, ``upper``,
             ``p_greater`` (posterior probability that ``a``'s effect exceeds ``b``'s).
+
+        Examples
+        --------
+        >>> import numpy as np, pandas as pd, hetfx
+        >>> rng = np.random.default_rng(0)
+        >>> df = pd.DataFrame({"party": rng.choice(["Dem", "Ind", "Rep"], 600),
+        ...                    "treat": rng.integers(0, 2, 600)})
+        >>> df["y"] = np.where(df.party == "Rep", 0.8, 0.0) * df.treat + rng.normal(0, 1, 600)
+        >>> res = hetfx.fit(df, "y", "treat", ["party"], effect="1", chains=2, draws=200, seed=1)
+        >>> c = res.contrast("Rep", "Dem", level=0.9)
+        >>> round(float(c["estimate"]), 1), bool(c["p_greater"] > 0.99)
+        (0.5, True)
+        >>> c = res.contrast({"party": "Rep"}, {"party": "Dem"})   # selections by modifier
+        >>> round(float(c["estimate"]), 1)
+        0.5
         """
         E = self.effect_draws()
         n = self.design.weight_sums
@@ -536,6 +582,29 @@ class Results:
         pandas.DataFrame or (pandas.DataFrame, numpy.ndarray)
             The profiles' modifier columns, ``group`` (label of the matched group or NaN),
             ``seen``, and the summaries of :func:`summarise`.
+
+        Examples
+        --------
+        Young independents never occur in the data, so their effect is predicted from the
+        heterogeneity equation with a new deviation theta (a wider interval):
+
+        >>> import numpy as np, pandas as pd, hetfx
+        >>> rng = np.random.default_rng(0)
+        >>> df = pd.DataFrame({"party": rng.choice(["Dem", "Ind", "Rep"], 600),
+        ...                    "treat": rng.integers(0, 2, 600)})
+        >>> df["y"] = np.where(df.party == "Rep", 0.8, 0.0) * df.treat + rng.normal(0, 1, 600)
+        >>> df["young"] = rng.choice(["no", "yes"], 600)
+        >>> seen = df[~((df.party == "Ind") & (df.young == "yes"))]
+        >>> res = hetfx.fit(seen, "y", "treat", ["party", "young"], chains=2, draws=200, seed=1)
+        >>> new = pd.DataFrame({"party": ["Rep", "Ind"], "young": ["no", "yes"]})
+        >>> p = res.predict(new, level=0.9)
+        >>> p[["party", "young", "cell", "seen"]]
+          party young    cell   seen
+        0   Rep    no  Rep_no   True
+        1   Ind   yes     NaN  False
+        >>> width = p["upper"] - p["lower"]
+        >>> bool(width[1] > width[0])
+        True
         """
         d = self.design
         if not isinstance(new_data, pd.DataFrame):
