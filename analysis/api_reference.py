@@ -26,7 +26,7 @@ OUTPUT = ROOT / "docs" / "api.md"
 
 #: (section title, module, names: None = the module's ``__all__``)
 SECTIONS = [
-    ("Fitting", "hetfx.api", ["fit", "fit_ols"]),
+    ("Fitting", "hetfx.api", ["fit", "fit_ols", "fit_varying_slopes"]),
     ("Priors", "hetfx.priors", ["Prior", "Priors"]),
     ("Results", "hetfx.results", None),
     ("Plots", "hetfx.plots", None),
