@@ -48,7 +48,7 @@ __all__ = ["QMC_NODES", "QMC_M", "QMC_TAIL", "fit_qmc", "quantile_mcse"]
 #: Nodes of the sigma_theta quadrature (including sigma_theta = 0).
 QMC_NODES = 25
 #: log2 of the Sobol points per node.
-QMC_M = 11
+QMC_M = 12
 #: The grid ends where the Laplace log marginal density of sigma_theta is this far below
 #: its maximum (mass beyond: about exp(-QMC_TAIL)).
 QMC_TAIL = 15.0
