@@ -428,3 +428,19 @@ def test_qmc_agrees_with_nutpie_on_the_published_logit(monkeypatch):
         tol = 4 * np.sqrt(sq[col].to_numpy() ** 2 + se_n**2)
         diff = np.abs(gq[col].to_numpy() - gn[col].to_numpy())
         assert np.all(diff < tol), (col, diff.max(), (diff / tol).max())
+
+
+def test_qmc_weights_equal_duplicated_rows():
+    """Weight 2 on every row is the likelihood of every row twice: the qmc engine gives the
+    same summaries (to rounding) as the duplicated data."""
+    from hetfx.models.bernoulli import fit_bernoulli_lambda
+
+    y, t, X, g, Z = _tiny(n=200)
+    a = fit_bernoulli_lambda(y, t, X, g, Z, weights=np.full(len(y), 2.0), chains=1, draws=50)
+    X2 = pd.concat([X, X], ignore_index=True)
+    b = fit_bernoulli_lambda(np.r_[y, y], np.r_[t, t], X2, np.r_[g, g], Z, chains=1, draws=50)
+    num = ["estimate", "q025", "q10", "q90", "q975"]
+    np.testing.assert_allclose(
+        a.group_effects()[num].to_numpy(), b.group_effects()[num].to_numpy(), atol=1e-9
+    )
+    np.testing.assert_allclose(a.coefs()["mean"], b.coefs()["mean"], atol=1e-9)
