@@ -347,7 +347,9 @@ def test_qmc_mcse_matches_the_spread_over_scramble_seeds():
     )
     meds, ses = [], []
     for seed in range(4):
-        f = fit_bernoulli_lambda(df.y, df.treat, X, codes, Z, seed=seed, chains=1, draws=200)
+        f = fit_bernoulli_lambda(
+            df.y, df.treat, X, codes, Z, seed=seed, chains=1, draws=200, qmc_m=10
+        )
         meds.append(f.group_effects()["estimate"].to_numpy())
         ses.append(f.mcse()["estimate"].to_numpy())
     spread = np.std(meds, axis=0, ddof=1)
