@@ -12,9 +12,12 @@ conditional posterior is log-concave. The engine
    negative values) an even analytic function, so the trapezoid rule with half weight at 0
    converges geometrically; ``K h`` is where the Laplace approximation of the log marginal
    density has fallen ``QMC_TAIL`` below its maximum;
-2. at every node finds the conditional mode of ``c`` by Newton's method and draws ``2**m``
-   points from the conditional Laplace (Gaussian) approximation through one fixed scrambled
-   Sobol set (the same standard normal points at every node, scramble seed ``seed``);
+2. at every node finds the conditional mode of ``c`` by Newton's method; a pilot of
+   ``2**m`` points from the conditional Laplace (Gaussian) approximation moves it to the
+   pilot's posterior mean and scales it by the root mean square Mahalanobis radius of the
+   weighted pilot (the posterior is skewed: this halves the variance of the weights); the
+   ``2**m`` points of the proposal come from one fixed scrambled Sobol set (the same
+   standard normal points at every node, scramble seed ``seed``);
 3. weights every point by ``node weight x prior(sigma_theta) x p(y, c | sigma_theta) /
    q(c)``: the pooled self-normalised weights estimate the joint posterior, and a node's mean
    weight is its importance-sampling estimate of ``p(y | sigma_theta)``.
@@ -23,8 +26,9 @@ Summaries (AMEs, lambda, theta, gamma, beta) are weighted quantiles that interpo
 weighted empirical CDF (:func:`hetfx.models.varying_slopes.weighted_quantiles`), continuous in
 the points and weights, so a last-bit change of the arithmetic (another CPU) moves them by
 rounding, not by a draw; quantiles of ``sigma_theta`` come from the sinc interpolant of the
-node masses (:func:`hetfx.inference.sinc_quantiles`). The Pareto k-hat of each node's
-weights (arviz) gates the fit. Monte Carlo standard errors of every quantile follow from the
+node masses (:func:`hetfx.inference.sinc_quantiles`). The Pareto k-hat (arviz) of the
+weights relative to their node's mean, pooled over the nodes holding at least 0.1% of the
+posterior, gates the fit. Monte Carlo standard errors of every quantile follow from the
 delta method for self-normalised importance sampling (conservative for scrambled Sobol
 points, whose error is smaller than that of independent draws).
 """
@@ -34,7 +38,6 @@ from __future__ import annotations
 import time
 
 import numpy as np
-import pandas as pd
 from scipy import linalg, special
 from scipy.special import expit
 from scipy.stats import qmc
@@ -240,7 +243,8 @@ def fit_qmc(
         ``2**qmc_m`` points per node, nodes of the sigma_theta grid, where it ends.
     max_pareto_k : float
         The fit fails (:class:`~hetfx.inference.SamplerDiagnosticsError`) when the Pareto
-        k-hat of a node holding at least 0.1% of the posterior exceeds this.
+        k-hat of the weights (relative to their node's mean, pooled over the nodes holding at
+        least 0.1% of the posterior) exceeds this.
 
     Returns
     -------
@@ -362,12 +366,3 @@ def fit_qmc(
         "summary_seconds": t2 - t1,
     }
     return {"draws": draws, "summaries": summ, "info": info}
-
-
-def summary_frame(summ: dict, labels: list[str], cols=None) -> pd.DataFrame:
-    """``estimate`` (median) and ``GROUP_QUANTILES`` columns of one summarised variable."""
-    qs = summ["quantiles"]
-    out = pd.DataFrame({"estimate": qs[0]}, index=labels)
-    for i, name in enumerate(GROUP_QUANTILES):
-        out[name] = qs[i + 1]
-    return out.reset_index(drop=True)
