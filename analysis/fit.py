@@ -106,6 +106,12 @@ def main(study: str, model: str, coding: str) -> None:
             advice=ADVICE[base],
         )
         diagnostics = fit.diagnostics()
+        mcse = (getattr(fit, "exact", None) or {}).get("groups_mcse")
+        if mcse is not None:  # importance sampling: the largest MCSEs of the group summaries
+            diagnostics = diagnostics.assign(
+                mcse_estimate_max=float(mcse["estimate"].max()),
+                mcse_bounds_max=float(mcse[["q025", "q975"]].to_numpy().max()),
+            )
     else:
         log(stage, f"OLS in {wall:.3f} s; aliased columns: {fit.aliased or 'none'}")
         diagnostics = pd.DataFrame(
