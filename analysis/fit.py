@@ -106,7 +106,8 @@ def main(study: str, model: str, coding: str) -> None:
             advice=ADVICE[base],
         )
         diagnostics = fit.diagnostics()
-        mcse = (getattr(fit, "exact", None) or {}).get("groups_mcse")
+        exact = getattr(fit, "exact", None)
+        mcse = exact.get("groups_mcse") if isinstance(exact, dict) else None
         if mcse is not None:  # importance sampling: the largest MCSEs of the group summaries
             diagnostics = diagnostics.assign(
                 mcse_estimate_max=float(mcse["estimate"].max()),
