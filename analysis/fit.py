@@ -119,6 +119,13 @@ def main(study: str, model: str, coding: str) -> None:
             advice=ADVICE[base],
         )
         diagnostics = fit.diagnostics()
+        exact = getattr(fit, "exact", None)
+        mcse = exact.get("groups_mcse") if isinstance(exact, dict) else None
+        if mcse is not None:  # importance sampling: the largest MCSEs of the group summaries
+            diagnostics = diagnostics.assign(
+                mcse_estimate_max=float(mcse["estimate"].max()),
+                mcse_bounds_max=float(mcse[["q025", "q975"]].to_numpy().max()),
+            )
     else:
         aliased = coefs.loc[coefs["aliased"], "term"].tolist()
         log(stage, f"OLS in {wall:.3f} s; aliased columns: {aliased or 'none'}")

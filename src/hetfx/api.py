@@ -561,9 +561,11 @@ def fit(
     family : {"gaussian", "bernoulli"}
         Likelihood. Bernoulli uses a logit link and reports effects on the probability scale
         (average marginal effects).
-    engine : {"auto", "quadrature", "nutpie"}
+    engine : {"auto", "quadrature", "qmc", "nutpie"}
         Posterior engine: ``"auto"`` is the exact quadrature engine for the Gaussian family
-        and NUTS (nutpie) for the Bernoulli family.
+        and, for the Bernoulli family, ``"qmc"`` (quadrature over sigma_theta and
+        quasi-Monte Carlo importance sampling, deterministic; see
+        :func:`hetfx.models.bernoulli.fit_bernoulli_lambda`); ``"nutpie"`` is NUTS.
     main_effects : bool or str, default True
         Terms of the modifiers in the outcome equation: ``True`` the terms of ``effect`` (as
         an OLS comparator ``y ~ T * (effect) + controls`` has them) plus the additive term of
@@ -638,7 +640,7 @@ def fit(
         weights=weights,
     )
     if engine == "auto":
-        engine = "quadrature" if family == "gaussian" else "nutpie"
+        engine = "quadrature" if family == "gaussian" else "qmc"
     kw = priors.lambda_kwargs(list(d.X.columns))
     common = dict(
         group_keys=d.cells,
@@ -659,12 +661,16 @@ def fit(
             y, treat, X = y * r, treat * r, X.mul(r, axis=0)
         f = fit_lambda_model(y, treat, X, d.codes, d.Z, engine=engine, **kw, **common)
         return GaussianResults(f, d, priors, engine=engine, seed=seed)
-    if engine != "nutpie":
-        raise DesignError(f"family='bernoulli' is fitted by engine='nutpie' only, got {engine!r}")
+    if engine not in ("qmc", "nutpie"):
+        raise DesignError(
+            f"family='bernoulli' is fitted by engine='qmc' or 'nutpie' only, got {engine!r}"
+        )
     from hetfx.models.bernoulli import fit_bernoulli_lambda
 
     kw.pop("sigma_prior")
-    f = fit_bernoulli_lambda(d.y, d.treat, d.X, d.codes, d.Z, weights=d.weights, **kw, **common)
+    f = fit_bernoulli_lambda(
+        d.y, d.treat, d.X, d.codes, d.Z, weights=d.weights, engine=engine, **kw, **common
+    )
     return BernoulliResults(f, d, priors, engine=engine, seed=seed)
 
 

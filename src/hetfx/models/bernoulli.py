@@ -1,4 +1,4 @@
-"""Two-equation (lambda) model with a Bernoulli (logit) outcome, sampled by nutpie.
+"""Two-equation (lambda) model with a Bernoulli (logit) outcome.
 
 Model::
 
@@ -12,8 +12,12 @@ scale is its average marginal effect (AME): for each posterior draw, the mean ov
 observations of ``p_i(T = 1) - p_i(T = 0)`` with ``p_i(t) = logit^-1(X_i beta + lambda_g t)``;
 the posterior of the AME is summarised from those per-draw means (:func:`group_ame`).
 
-The PyMC model uses named coords/dims, ``pm.Data`` covariates and a non-centred theta; compiled
-models are cached per data shape and prior and reused through nutpie's ``with_data``.
+Engines: ``"qmc"`` (default; :mod:`hetfx.models.logit_qmc`) integrates sigma_theta on a fixed
+grid and the rest by quasi-Monte Carlo importance sampling from the conditional Laplace
+approximation, with summaries continuous in the arithmetic (the same numbers on any CPU to
+rounding) and their Monte Carlo SEs; ``"nutpie"`` samples the PyMC model by NUTS. The PyMC
+model uses named coords/dims, ``pm.Data`` covariates and a non-centred theta; compiled models
+are cached per data shape and prior and reused through nutpie's ``with_data``.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from scipy import sparse
 from scipy.special import expit
 
 from hetfx.inference import (
+    GROUP_QUANTILES,
     Diagnostics,
     compute_diagnostics,
     summarise_coefs,
@@ -40,6 +45,7 @@ from hetfx.models.lambda_model import LambdaData, pymc_two_equations
 __all__ = [
     "BernoulliData",
     "BernoulliLambdaFit",
+    "ENGINES",
     "build_pymc_model",
     "fit_bernoulli_lambda",
     "group_ame",
@@ -219,6 +225,8 @@ def build_pymc_model(
 
 
 _CACHE: dict = {}
+#: Posterior engines of :func:`fit_bernoulli_lambda`.
+ENGINES = ("qmc", "nutpie")
 
 
 @dataclasses.dataclass
@@ -234,12 +242,21 @@ class BernoulliLambdaFit:
         The validated inputs.
     diagnostics_record : Diagnostics
         Convergence and timing record.
+    engine : str
+        ``"qmc"`` or ``"nutpie"``.
+    exact : dict or None
+        ``qmc`` engine: the summaries computed from the weighted points (``summaries``:
+        per variable the quantiles ``[0.5, 0.025, 0.1, 0.9, 0.975]``, means, SDs and their
+        Monte Carlo SEs) and the quadrature record (``info``: sigma_theta nodes, their
+        posterior masses and Pareto k-hats). :meth:`group_effects`, :meth:`coefs` and
+        :meth:`mcse` read them.
     """
 
     idata: az.InferenceData
     data: BernoulliData
     diagnostics_record: Diagnostics
     engine: str = "nutpie"
+    exact: dict | None = None
 
     def group_effects(self, scale: str = "probability") -> pd.DataFrame:
         """Group effects: AME on the probability scale (default) or lambda on ``"logit"``.
@@ -251,15 +268,58 @@ class BernoulliLambdaFit:
             ``q975``.
         """
         var = {"probability": "ame", "logit": "lambda"}[scale]
+        if self.exact is not None:
+            return self._exact_groups(var, "quantiles")
         draws = self.idata.posterior[var].transpose("chain", "draw", "group").values
         return summarise_groups(draws, self.data.keys, self.data.n_obs)
+
+    def _exact_groups(self, var: str, field: str) -> pd.DataFrame:
+        qs = self.exact["summaries"][var][field]
+        res = self.data.keys.reset_index(drop=True).copy()
+        res["n_obs"] = np.asarray(self.data.n_obs, dtype=int)
+        res["estimate"] = qs[0]
+        for i, name in enumerate(GROUP_QUANTILES):
+            res[name] = qs[i + 1]
+        return res
+
+    def mcse(self, scale: str = "probability") -> pd.DataFrame:
+        """Monte Carlo standard errors of :meth:`group_effects` (same layout); ``qmc`` engine
+        only (delta method for self-normalised importance sampling)."""
+        if self.exact is None:
+            raise ValueError(f"the {self.engine} engine stores no Monte Carlo SEs")
+        return self._exact_groups({"probability": "ame", "logit": "lambda"}[scale], "quantiles_se")
 
     def coefs(self) -> pd.DataFrame:
         """Coefficient table: ``effect`` (gamma), ``control`` (beta), ``scale`` (sigma_theta);
         log-odds scale."""
-        return summarise_coefs(
-            self.idata, {"effect": ["gamma"], "control": ["beta"], "scale": ["sigma_theta"]}
-        )
+        eqs = {"effect": ["gamma"], "control": ["beta"], "scale": ["sigma_theta"]}
+        if self.exact is None:
+            return summarise_coefs(self.idata, eqs)
+        terms = {
+            "gamma": [str(c) for c in self.data.Z.columns],
+            "beta": [str(c) for c in self.data.X.columns],
+            "sigma_theta": ["sigma_theta"],
+        }
+        rows = []
+        for eq, (var,) in eqs.items():
+            s = self.exact["summaries"][var]
+            rows.append(
+                pd.DataFrame(
+                    {
+                        "equation": eq,
+                        "term": terms[var],
+                        "mean": s["mean"],
+                        "sd": s["sd"],
+                        "q025": s["quantiles"][1],
+                        "q975": s["quantiles"][4],
+                    }
+                )
+            )
+        out = pd.concat(rows, ignore_index=True)
+        # no chains: R-hat is undefined; the effective sample size is that of the weights
+        out["r_hat"] = np.nan
+        out["ess_bulk"] = self.exact["info"]["ess"]
+        return out
 
     def diagnostics(self) -> pd.DataFrame:
         """One-row frame of :class:`hetfx.inference.Diagnostics`."""
@@ -285,8 +345,13 @@ def fit_bernoulli_lambda(
     seed: int = 0,
     cores: int | None = None,
     weights=None,
+    engine: str = "qmc",
+    qmc_m: int | None = None,
+    n_nodes: int | None = None,
+    max_pareto_k: float = 0.7,
 ) -> BernoulliLambdaFit:
-    """Fit the logit lambda model by NUTS (nutpie).
+    """Fit the logit lambda model (quadrature + quasi-Monte Carlo importance sampling, or
+    NUTS).
 
     Parameters
     ----------
@@ -307,17 +372,30 @@ def fit_bernoulli_lambda(
     sigma_theta_prior : ScalePrior, optional
         Prior of sigma_theta (default half-Student-t(3, 0, 2.5)).
     chains, draws, tune, target_accept, seed, cores
-        NUTS settings (``cores`` default min(chains, 2)).
+        NUTS settings (``cores`` default min(chains, 2)). The ``qmc`` engine returns
+        ``chains x draws`` resampled draws and uses ``seed`` as the Sobol scramble seed.
     weights : array-like, optional
         Positive observation weights (used as given): the likelihood of row i is raised to
         ``w_i`` and the group AMEs average over rows with these weights.
+    engine : {"qmc", "nutpie"}
+        ``"qmc"`` (default): deterministic quadrature over sigma_theta and importance
+        sampling from the conditional Laplace approximation on a fixed scrambled Sobol set
+        (:mod:`hetfx.models.logit_qmc`); summaries are continuous in the arithmetic and carry
+        Monte Carlo SEs (:meth:`BernoulliLambdaFit.mcse`). ``"nutpie"``: NUTS.
+    qmc_m, n_nodes : int, optional
+        ``qmc`` engine: ``2**qmc_m`` Sobol points at each of ``n_nodes`` sigma_theta nodes
+        (defaults :data:`~hetfx.models.logit_qmc.QMC_M`,
+        :data:`~hetfx.models.logit_qmc.QMC_NODES`).
+    max_pareto_k : float
+        ``qmc`` engine: the fit fails (:class:`~hetfx.inference.SamplerDiagnosticsError`)
+        when the Pareto k-hat of a node's importance weights exceeds this.
 
     Returns
     -------
     BernoulliLambdaFit
     """
-    import nutpie
-
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     if chains < 1 or draws < 1:
         raise ValueError("chains and draws must be positive")
     sigma_theta_prior = sigma_theta_prior or ScalePrior.brms_default()
@@ -331,6 +409,23 @@ def fit_bernoulli_lambda(
         weights = check_finite("weights", np.asarray(weights, dtype=float).ravel())
         if weights.shape != (len(d.y),) or np.any(weights <= 0):
             raise ValueError(f"weights must be {len(d.y)} positive values")
+    if engine == "qmc":
+        return _fit_qmc(
+            d,
+            bsd,
+            gamma_sd,
+            sigma_theta_prior,
+            weights,
+            chains,
+            draws,
+            seed,
+            qmc_m,
+            n_nodes,
+            max_pareto_k,
+            t0,
+        )
+    import nutpie
+
     key = (len(d.y), p, d.Z.shape[1], d.Z.shape[0], sigma_theta_prior, weights is None)
     data = {
         "X": d.X.to_numpy(dtype=float),
@@ -395,3 +490,78 @@ def fit_bernoulli_lambda(
         sampling_seconds=t2 - t1,
     )
     return BernoulliLambdaFit(idata=idata, data=d, diagnostics_record=diag)
+
+
+def _fit_qmc(
+    d, bsd, gamma_sd, prior, weights, chains, draws, seed, qmc_m, n_nodes, max_pareto_k, t0
+):
+    from hetfx.models import logit_qmc
+    from hetfx.models.gaussian import single_threaded_blas
+
+    X = d.X.to_numpy(dtype=float)
+    opts = {}
+    if qmc_m is not None:
+        opts["qmc_m"] = int(qmc_m)
+    if n_nodes is not None:
+        opts["n_nodes"] = int(n_nodes)
+    with single_threaded_blas():
+        res = logit_qmc.fit_qmc(
+            X,
+            d.treat,
+            d.group,
+            d.Z.to_numpy(dtype=float),
+            d.y,
+            bsd,
+            float(gamma_sd),
+            prior,
+            weights,
+            n_draws=chains * draws,
+            seed=seed,
+            max_pareto_k=max_pareto_k,
+            **opts,
+        )
+    info = res["info"]
+    coords = {
+        "control": [str(c) for c in d.X.columns],
+        "effect": [str(c) for c in d.Z.columns],
+        "group": d.labels,
+    }
+    dims = {
+        "beta": ["control"],
+        "gamma": ["effect"],
+        "theta": ["group"],
+        "lambda": ["group"],
+        "ame": ["group"],
+    }
+    idata = az.from_dict(
+        posterior={k: v.reshape(chains, draws, *v.shape[1:]) for k, v in res["draws"].items()},
+        coords=coords,
+        dims=dims,
+    )
+    idata.attrs = {
+        "engine": "qmc",
+        "family": "bernoulli",
+        "qmc_points": info["points"],
+        "pareto_k": info["pareto_k"],
+        "weight_ess": info["ess"],
+        "sigma_theta_nodes": len(info["nodes"]),
+    }
+    diag = Diagnostics(
+        sampler="qmc",
+        chains=1,
+        draws=info["points"],
+        max_r_hat=float("nan"),
+        min_ess_bulk=info["ess"],
+        min_ess_tail=info["ess"],
+        divergences=0,
+        wall_seconds=time.perf_counter() - t0,
+        compile_seconds=info["importance_seconds"],
+        sampling_seconds=info["summary_seconds"],
+        worst_r_hat_param="",
+        worst_ess_bulk_param="importance weights",
+        worst_ess_tail_param="importance weights",
+        grid_edge_mass=info["edge_mass"],
+        pareto_k=info["pareto_k"],
+    )
+    exact = {"summaries": res["summaries"], "info": info}
+    return BernoulliLambdaFit(idata, d, diag, engine="qmc", exact=exact)

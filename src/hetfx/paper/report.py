@@ -797,6 +797,9 @@ def diagnostics_table(frames: Mapping[tuple[str, str], pd.DataFrame]) -> pd.Data
                 "coding": coding,
                 **{c: row[c] for c in DIAGNOSTIC_COLUMNS},
                 "pareto_k": row.get("pareto_k", np.nan),
+                # importance-sampling fits: the largest MCSE of a group median / 95% bound
+                "mcse_estimate_max": row.get("mcse_estimate_max", np.nan),
+                "mcse_bounds_max": row.get("mcse_bounds_max", np.nan),
             }
         )
     return pd.DataFrame(rows)
@@ -809,6 +812,9 @@ def diagnostics_markdown(table: pd.DataFrame) -> pd.DataFrame:
     def whole(v):
         return "–" if pd.isna(v) else fmt_int(v)
 
+    def col(name):
+        return table[name] if name in table else pd.Series(np.nan, index=table.index)
+
     return pd.DataFrame(
         {
             "Model": table["model"],
@@ -820,9 +826,11 @@ def diagnostics_markdown(table: pd.DataFrame) -> pd.DataFrame:
             "Min bulk ESS": table["min_ess_bulk"].map(whole),
             "Min tail ESS": table["min_ess_tail"].map(whole),
             "Divergences": table["divergences"].map(whole),
-            "Pareto k": (
-                table["pareto_k"] if "pareto_k" in table else pd.Series(np.nan, index=table.index)
-            ).map(lambda v: num(v, 2)),
+            "Pareto k": col("pareto_k").map(lambda v: num(v, 2)),
+            "Max MCSE (median; 95% bounds)": [
+                "–" if pd.isna(a) else f"{fmt_num(a, 4)}; {fmt_num(b, 4)}"
+                for a, b in zip(col("mcse_estimate_max"), col("mcse_bounds_max"), strict=True)
+            ],
         }
     )
 

@@ -495,7 +495,10 @@ def run_checks(
     gate : mapping
         ``max_r_hat``, ``min_ess_bulk``, ``max_divergences``: every Bayesian fit must pass.
     logit : mapping, optional
-        Settings of the logit variants (``gamma_sd``, ``beta_sd``, ``target_accept``).
+        Settings of the logit variants (``gamma_sd``, ``beta_sd``, ``target_accept``). They
+        are fitted by the default engine of
+        :func:`hetfx.models.bernoulli.fit_bernoulli_lambda`, ``qmc`` (deterministic: the
+        same summaries on any CPU to rounding), gated on its Pareto k-hat and weight ESS.
     progress : callable
         Receives a line of text per fit.
     """
