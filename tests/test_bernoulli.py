@@ -189,8 +189,10 @@ def test_bernoulli_tables(reps):
     assert ge["estimate"].between(-1, 1).all()
     # the logit-scale table is lambda's
     gl = res.group_effects(scale="logit")
+    np.testing.assert_array_equal(gl["estimate"], res.fit.group_effects("logit")["estimate"])
     lam = res.posterior["lambda"].values.reshape(-1, len(gl))
-    np.testing.assert_allclose(gl["estimate"], np.median(lam, axis=0))
+    np.testing.assert_allclose(gl["estimate"], np.median(lam, axis=0), atol=0.1)
+    assert np.abs(gl["estimate"] - ge["estimate"]).max() > 0.05  # not the probability scale
 
 
 def test_weighted_ame_and_weighted_likelihood():
@@ -446,3 +448,23 @@ def test_qmc_weights_equal_duplicated_rows():
         a.group_effects()[num].to_numpy(), b.group_effects()[num].to_numpy(), atol=1e-9
     )
     np.testing.assert_allclose(a.coefs()["mean"], b.coefs()["mean"], atol=1e-9)
+
+
+def test_front_end_summaries_are_the_weighted_sample_not_the_resampled_draws(reps):
+    res = reps[0][2]
+    assert res.fit.engine == "qmc"
+    ge = res.group_effects()
+    own = res.fit.group_effects()  # the engine's exact summaries
+    for col in ("estimate", "q025", "q10", "q90", "q975"):
+        np.testing.assert_array_equal(ge[col].to_numpy(), own[col].to_numpy())
+    np.testing.assert_array_equal(ge["lower"].to_numpy(), ge["q025"].to_numpy())
+    # an 80% interval is the q10/q90 pair; any level is served from the weighted sample
+    g80 = res.group_effects(level=0.8)
+    np.testing.assert_array_equal(g80["lower"].to_numpy(), ge["q10"].to_numpy())
+    g50 = res.group_effects(level=0.5)
+    assert (g50["lower"] > ge["q10"]).all() and (g50["upper"] < ge["q90"]).all()
+    # the resampled draws give different (noisier) numbers: the summaries do not use them
+    draws_median = np.median(res.effect_draws(), axis=0)
+    assert np.abs(draws_median - ge["estimate"].to_numpy()).max() > 0
+    with pytest.raises(ValueError, match="level"):
+        res.group_effects(level=1.0)

@@ -730,10 +730,36 @@ class BernoulliResults(Results):
         return self._flat("ame" if scale == "probability" else "lambda")
 
     def group_effects(self, level: float = 0.95, scale: str = "probability") -> pd.DataFrame:
-        """Group effects (see :meth:`Results.group_effects`); ``scale="logit"`` for lambda."""
+        """Group effects (see :meth:`Results.group_effects`); ``scale="logit"`` for lambda.
+
+        With the ``qmc`` engine every summary is computed from the weighted importance sample
+        (quantiles interpolated on its weighted CDF, so they move continuously with the weights
+        and agree across CPUs), not from the resampled draws.
+        """
+        exact = getattr(self.fit, "exact", None)
+        if exact is not None and "weighted" in exact:
+            return pd.concat([self._keys(), self._weighted_summary(exact, scale, level)], axis=1)
         s = summarise(self.effect_draws(scale), level)
         cols = ["estimate", "lower", "upper", "mean", "sd", *QUANTILES]
         return pd.concat([self._keys(), s[cols]], axis=1)
+
+    @staticmethod
+    def _weighted_summary(exact: dict, scale: str, level: float) -> pd.DataFrame:
+        from hetfx.models.logit_qmc import _summaries
+
+        if scale not in ("probability", "logit"):
+            raise ValueError("scale must be 'probability' or 'logit'")
+        if not 0 < level < 1:
+            raise ValueError(f"level must lie in (0, 1), got {level}")
+        var = "ame" if scale == "probability" else "lambda"
+        x, w = exact["weighted"][var], exact["weighted"]["w"]
+        tail = round((1 - level) / 2, 12)  # 0.95 gives exactly 0.025, the q025 column's
+        probs = [0.5, tail, 1 - tail, *QUANTILES.values()]
+        qs, _ = _summaries(x, w, probs)
+        s = exact["summaries"][var]
+        out = {"estimate": qs[0], "lower": qs[1], "upper": qs[2], "mean": s["mean"], "sd": s["sd"]}
+        out |= {name: qs[3 + i] for i, name in enumerate(QUANTILES)}
+        return pd.DataFrame(out)
 
     def _pointwise(self, rng):
         from hetfx.models.bernoulli import pointwise_loglik

@@ -563,5 +563,5 @@ def _fit_qmc(
         grid_edge_mass=info["edge_mass"],
         pareto_k=info["pareto_k"],
     )
-    exact = {"summaries": res["summaries"], "info": info}
+    exact = {"summaries": res["summaries"], "weighted": res["weighted"], "info": info}
     return BernoulliLambdaFit(idata, d, diag, engine="qmc", exact=exact)

@@ -365,4 +365,6 @@ def fit_qmc(
         "importance_seconds": t1 - t0,
         "summary_seconds": t2 - t1,
     }
-    return {"draws": draws, "summaries": summ, "info": info}
+    # the weighted sample itself, for summaries at other probabilities (same interpolation)
+    weighted = {"w": wk, "ame": ame, "lambda": lam}
+    return {"draws": draws, "summaries": summ, "weighted": weighted, "info": info}
