@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -38,8 +38,10 @@ from hetfx.design import groups as _groups
 from hetfx.models.gaussian import ScalePrior
 from hetfx.models.lambda_model import LambdaFit, fit_lambda_model
 from hetfx.models.saturated_ols import fit_saturated_ols
-from hetfx.models.varying_slopes import VaryingSlopesFit, fit_varying_slopes
 from hetfx.paper.cells import demographic_cells  # re-exported: Figure 8's cells
+
+if TYPE_CHECKING:  # imported where used: it compiles numba kernels on import (seconds)
+    from hetfx.models.varying_slopes import VaryingSlopesFit
 
 __all__ = [
     "CODINGS",
@@ -328,6 +330,8 @@ def _fit_a1(df: pd.DataFrame, settings, sampler) -> VaryingSlopesFit:
     ``natl_sup``). The controls enter additively, so the effect does not depend on the
     values they are held at (the spec's sample medians).
     """
+    from hetfx.models.varying_slopes import fit_varying_slopes
+
     controls = list(settings.get("controls", A1_CONTROLS))
     X = _design(
         "1 + " + " + ".join(controls) + " + alliance*(regime + stakes + costs + region_txt)", df
@@ -364,6 +368,8 @@ def fit_bush_prather(
     sum of the four varying slopes (no population-level slope, as published); it does not
     depend on college_educ and employ_dum (held at 1 by the spec).
     """
+    from hetfx.models.varying_slopes import fit_varying_slopes
+
     df = bush_prather_frame(bp, coding)
     settings = dict(settings or {})
     sampler = sampler or Sampler()
