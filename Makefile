@@ -14,8 +14,10 @@ $(UV):
 	$(PYTHON) -m venv .uv
 	.uv/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
+# the locked versions of the library, its `pipeline` extra (dvc, pandoc, typst, dask, ...) and
+# the dev group (pytest, ruff)
 env: $(UV)
-	$(UV) sync --frozen
+	$(UV) sync --frozen --extra pipeline
 
 repro: env
 	PATH="$(VENV_BIN):$$PATH" dvc repro
