@@ -119,3 +119,14 @@ def test_every_import_is_declared_where_it_belongs():
     # the tests may also use what the library's dependencies bring along (packaging)
     dev.add("packaging")
     assert undeclared(list((ROOT / "tests").glob("*.py")), dev) == {}
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    quick = readme.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    commands = re.findall(r"^(make \w+)\s", quick, flags=re.M)
+    assert "make test" in commands
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+    code = [line.strip() for line in ci if line.strip() and not line.lstrip().startswith("#")]
+    assert code[-1] == "make test"
+    assert "--extra pipeline" in (ROOT / "Makefile").read_text()
