@@ -33,12 +33,13 @@ timing: env
 
 # the linter and the format check, then every test, the full-NUTS comparisons of the fast
 # engines included, in parallel pytest-xdist workers (one per core; a test file stays on one
-# worker so that its module-scoped fits run once): about 4 min on 2 cores
+# worker so that its module-scoped fits run once): about 525 s of CPU (Quarto renders included)
+# shared by the workers
 PYTEST_WORKERS ?= auto
 test: lint
 	PATH="$(VENV_BIN):$$PATH" python -m pytest -n $(PYTEST_WORKERS) --dist loadfile --durations=15
 
-# without the full-NUTS comparisons (about 2 min)
+# without the full-NUTS comparisons
 test-fast: env
 	PATH="$(VENV_BIN):$$PATH" python -m pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not slow"
 
