@@ -14,8 +14,10 @@ $(UV):
 	$(PYTHON) -m venv .uv
 	.uv/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
+# the locked versions of the library, its `pipeline` extra (dvc, pandoc, typst, dask, ...) and
+# the dev group (pytest, ruff)
 env: $(UV)
-	$(UV) sync --frozen
+	$(UV) sync --frozen --extra pipeline
 
 repro: env
 	PATH="$(VENV_BIN):$$PATH" dvc repro
@@ -30,13 +32,16 @@ timing: env
 	PATH="$(VENV_BIN):$$PATH" python analysis/timing.py
 
 # the linter and the format check, then every test, the full-NUTS comparisons of the fast
-# engines included (about 8 min on 2 cores)
+# engines included, in parallel pytest-xdist workers (one per core; a test file stays on one
+# worker so that its module-scoped fits run once): about 525 s of CPU (Quarto renders included)
+# shared by the workers
+PYTEST_WORKERS ?= auto
 test: lint
-	PATH="$(VENV_BIN):$$PATH" python -m pytest
+	PATH="$(VENV_BIN):$$PATH" python -m pytest -n $(PYTEST_WORKERS) --dist loadfile --durations=15
 
-# without the full-NUTS comparisons (about 3 min)
+# without the full-NUTS comparisons
 test-fast: env
-	PATH="$(VENV_BIN):$$PATH" python -m pytest -m "not slow"
+	PATH="$(VENV_BIN):$$PATH" python -m pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not slow"
 
 lint: env
 	$(VENV_BIN)/ruff check src analysis tests

@@ -1,7 +1,9 @@
-"""Shared fixtures: the project's own paths and helpers to make damaged copies of raw files."""
+"""Shared fixtures: the project's own paths and helpers to make damaged copies of raw files,
+and the order in which parallel (pytest-xdist) workers take the test files."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -35,3 +37,38 @@ def project(tmp_path: Path) -> Path:
     shutil.copy(MANIFEST, tmp_path / "data" / "manifest.csv")
     shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
     return tmp_path
+
+
+# --------------------------------------------------------------------- parallel workers
+# `make test` runs one pytest-xdist worker per core with `--dist loadfile`: a test file stays on
+# one worker (its module-scoped fits run once) and the workers take files in collection order.
+# The longest files go first (longest-processing-time-first), so that none of them starts last
+# and runs alone at the end; measured on 2 cores, longest first (others keep their order).
+LONGEST_FIRST = (
+    "test_varying_slopes_qmc.py",  # five processes emulating other CPUs
+    "test_simulation_hierarchical.py",
+    "test_stages.py",
+    "test_cross_cpu.py",
+    "test_render.py",  # real Quarto renders where it is on PATH
+    "test_api.py",
+    "test_bernoulli.py",
+    "test_varying_slopes.py",
+    "test_simulation_sensitivity.py",
+    "test_models.py",
+    "test_simulation.py",
+    "test_dvc_deps.py",
+)
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # one BLAS/OpenMP thread per worker (and its subprocesses): the workers fill the cores
+    for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Under pytest-xdist, the longest files first; a serial run keeps the file order."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    order = {id(item): i for i, item in enumerate(items)}
+    items.sort(key=lambda item: (rank.get(item.path.name, len(rank)), order[id(item)]))

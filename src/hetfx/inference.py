@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
-import arviz as az
 import numpy as np
 import pandas as pd
-import xarray as xr
+
+if TYPE_CHECKING:  # imported where used: a stage that needs no posterior loads neither
+    import arviz as az
+    import xarray as xr
 
 __all__ = [
     "Diagnostics",
@@ -133,6 +136,8 @@ def draws_matrix(da: xr.DataArray) -> np.ndarray:
 
 
 def _posterior(idata: az.InferenceData | xr.Dataset) -> xr.Dataset:
+    import xarray as xr
+
     if isinstance(idata, xr.Dataset):
         return idata
     if not hasattr(idata, "posterior"):

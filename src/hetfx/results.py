@@ -36,16 +36,19 @@ True
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
-import arviz as az
 import numpy as np
 import pandas as pd
-import xarray as xr
 from scipy.special import expit
 
 from hetfx.api import Design, DesignError
 from hetfx.inference import quantile_name
 from hetfx.priors import Priors
+
+if TYPE_CHECKING:  # imported where used: an OLS fit needs neither
+    import arviz as az
+    import xarray as xr
 
 __all__ = [
     "Results",
@@ -364,6 +367,9 @@ class Results:
         (variable named after the outcome), built on first access (memory: two
         draws x rows arrays)."""
         if self._idata is None:
+            import arviz as az
+            import xarray as xr
+
             post = self.posterior
             C, D = post.sizes["chain"], post.sizes["draw"]
             ll, yrep = self._pointwise(np.random.default_rng(self.seed + 7919))

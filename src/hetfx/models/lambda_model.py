@@ -38,8 +38,8 @@ import dataclasses
 import time
 import types
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import arviz as az
 import numpy as np
 import pandas as pd
 from scipy import optimize
@@ -64,6 +64,9 @@ from hetfx.models.gaussian import (
     single_threaded_blas,
     suff_stats,
 )
+
+if TYPE_CHECKING:  # imported where used: arviz alone takes seconds to import
+    import arviz as az
 
 __all__ = [
     "ENGINES",
@@ -348,6 +351,8 @@ class LambdaFit:
 def _idata_from_draws(
     draws: dict[str, np.ndarray], d: LambdaData, chains: int, sample_stats: dict | None = None
 ) -> az.InferenceData:
+    import arviz as az
+
     coords = {
         "control": [str(c) for c in d.X.columns],
         "effect": [str(c) for c in d.Z.columns],

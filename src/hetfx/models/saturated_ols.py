@@ -47,9 +47,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import statsmodels.api as sm
 from formulaic import Formula, model_matrix
-from scipy import stats
 
 __all__ = [
     "SaturatedOLSFit",
@@ -222,6 +220,8 @@ class SaturatedOLSFit:
         out = self.profiles.copy()
         out["estimate"] = est
         out["std_error"] = se
+        from scipy import stats  # imported where used: scipy.stats takes a second to import
+
         for name, p in QUANTILE_LEVELS.items():
             out[name] = est + stats.t.ppf(p, self.df_resid) * se
         out["estimable"] = self.estimable
@@ -239,6 +239,8 @@ class SaturatedOLSFit:
             t interval) and ``aliased``. Aliased terms are kept with ``nan``
             values, as R prints ``NA``.
         """
+        from scipy import stats
+
         tq = stats.t.ppf(0.975, self.df_resid)
         eq = ["effect" if self.treatment in t.split(":") else "control" for t in self.terms]
         return pd.DataFrame(
@@ -405,7 +407,10 @@ def fit_saturated_ols(
             UserWarning,
             stacklevel=2,
         )
-    results = sm.OLS(y, X[:, kept]).fit(method="qr")
+    # statsmodels' regression module only: statsmodels.api takes seconds to import
+    from statsmodels.regression.linear_model import OLS
+
+    results = OLS(y, X[:, kept]).fit(method="qr")
     params = np.full(len(terms), np.nan)
     params[kept] = results.params
     bse = np.full(len(terms), np.nan)

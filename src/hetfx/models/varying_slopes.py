@@ -46,12 +46,11 @@ import dataclasses
 import math
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import arviz as az
 import numpy as np
 import pandas as pd
 from scipy import linalg, optimize, special
-from scipy.stats import qmc
 
 from hetfx.inference import (
     GROUP_QUANTILES,
@@ -67,6 +66,9 @@ from hetfx.models.gaussian import (
     single_threaded_blas,
     suff_stats,
 )
+
+if TYPE_CHECKING:  # imported where used: arviz and scipy.stats take seconds to import
+    import arviz as az
 
 __all__ = [
     "VaryingSlopesData",
@@ -786,6 +788,8 @@ class VaryingSlopesFit:
                     .drop_vars(["factor", "coef"], errors="ignore")
                 )
             ds[f"cor_{f}"] = post["cor"].sel(factor=f).drop_vars("factor", errors="ignore")
+        import arviz as az
+
         idt = az.InferenceData(posterior=__import__("xarray").Dataset(ds))
         scale = ["sigma"] + [k for k in ds if k.startswith(("sd_", "cor_"))]
         return summarise_coefs(idt, {"control": ["b"], "scale": scale})
@@ -997,6 +1001,8 @@ def _assemble(
     sample_stats=None,
 ) -> az.InferenceData:
     """Posterior InferenceData from flat draws (uncentres the intercept, adds effects)."""
+    import arviz as az
+
     b = bc.copy()
     b[:, ic] = bc[:, ic] - bc @ cm_xmean
     eff = b @ d.contrast.T
@@ -1263,6 +1269,8 @@ def _importance(cm: CollapsedVaryingSlopes, prop, m: int, seed: int):
     Returns the points, their self-normalised weights and log weights (-inf outside the
     support).
     """
+    from scipy.stats import qmc
+
     mu, sp, sm, cholR = prop
     d = cm.ndim
     U1 = qmc.Sobol(d + 1, scramble=True, seed=np.random.default_rng([seed, 0])).random_base2(m)
@@ -1305,6 +1313,8 @@ def _fit_split(H: np.ndarray, w: np.ndarray, mu: np.ndarray):
 
 def pareto_khat(log_weights: np.ndarray) -> float:
     """Pareto k-hat of importance weights (arviz.psislw); > 0.7 means unreliable."""
+    import arviz as az
+
     lw = np.asarray(log_weights, dtype=float)
     fin = np.isfinite(lw)
     lw = np.where(fin, lw, np.min(lw[fin]) - 100.0)
