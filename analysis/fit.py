@@ -1,15 +1,17 @@
-"""Stages `fit_tomz_weeks@<model>-<coding>` and `fit_bush_prather@<coding>`.
+"""Stages `fit_tomz_weeks@<coding>` and `fit_bush_prather@<coding>`.
 
 Usage::
 
-    python analysis/fit.py tomz_weeks m1 published
-    python analysis/fit.py bush_prather bp corrected
+    python analysis/fit.py tomz_weeks published          # every Tomz-Weeks model
+    python analysis/fit.py tomz_weeks published m1 m2    # some of them
+    python analysis/fit.py bush_prather corrected
 
-Writes results/<study>/<model>_<coding>/{groups.csv, coefs.csv, diagnostics.csv}, the
-numeric diagnostics as DVC metrics (diagnostics.json, without run times) and, for Bayesian
-fits, posterior.nc. A Bayesian fit that fails the diagnostic gate of params.yaml
-(models.gate) fails the stage with the offending parameter and what to change; nothing is
-left behind.
+Every model of a study and coding is fitted in one process (one interpreter start-up and one
+import of the libraries, not one per model). Each writes
+results/<study>/<model>_<coding>/{groups.csv, coefs.csv, diagnostics.csv}, the numeric
+diagnostics as DVC metrics (diagnostics.json, without run times) and, for Bayesian fits,
+posterior.nc. A Bayesian fit that fails the diagnostic gate of params.yaml (models.gate) fails
+the stage with the offending parameter and what to change; that model's folder is removed.
 """
 
 from __future__ import annotations
@@ -70,21 +72,30 @@ def metrics(diagnostics: pd.DataFrame) -> dict:
     return out
 
 
-def main(study: str, model: str, coding: str) -> None:
-    from hetfx.results import OLSResults
-
-    stage = f"fit_{study}@{model}-{coding}"
-    target = out_dir(study, model, coding)
-    shutil.rmtree(target, ignore_errors=True)  # never leave a previous run's files behind
+def main(study: str, coding: str, models: list[str]) -> None:
     params = load_params()
     cfg = params.models
     if coding not in cfg.codings:
         raise ParamsError(f"coding {coding!r} is not listed in models.codings {cfg.codings}")
+    data = pd.read_parquet(CLEAN / f"{study}.parquet")
+    for model in models:
+        target = out_dir(study, model, coding)
+        try:
+            fit_one(study, model, coding, data, cfg, target)
+        except BaseException:
+            shutil.rmtree(target, ignore_errors=True)  # never leave a partial fit behind
+            raise
+
+
+def fit_one(study: str, model: str, coding: str, data: pd.DataFrame, cfg, target: Path) -> None:
+    from hetfx.results import OLSResults
+
+    stage = f"fit_{study}@{coding}: {model}"
+    shutil.rmtree(target, ignore_errors=True)  # never leave a previous run's files behind
     sampler = studies.Sampler(seed=cfg.seed, chains=cfg.chains, draws=cfg.draws, tune=cfg.tune)
     base = model.removesuffix(studies.MAIN_EFFECTS_SUFFIX)
     settings = getattr(cfg, base, None)
     settings = settings.model_dump() if settings is not None else {}
-    data = pd.read_parquet(CLEAN / f"{study}.parquet")
     log(stage, f"{len(data)} rows; settings {settings or '(OLS: none)'}")
     start = time.perf_counter()
     if study == "tomz_weeks":
@@ -158,22 +169,16 @@ def main(study: str, model: str, coding: str) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 4:
-        sys.exit("usage: python analysis/fit.py {tomz_weeks,bush_prather} MODEL CODING")
-    study_, model_, coding_ = sys.argv[1:]
-    allowed = studies.TW_MODELS if study_ == "tomz_weeks" else ("bp",)
-    if study_ not in ("tomz_weeks", "bush_prather") or model_ not in allowed:
-        sys.exit(f"unknown study/model {study_}/{model_}")
-
-    def _main() -> None:
-        try:
-            main(study_, model_, coding_)
-        except BaseException:
-            shutil.rmtree(out_dir(study_, model_, coding_), ignore_errors=True)
-            raise
-
+    if len(sys.argv) < 3 or sys.argv[1] not in ("tomz_weeks", "bush_prather"):
+        sys.exit("usage: python analysis/fit.py {tomz_weeks,bush_prather} CODING [MODEL ...]")
+    study_, coding_ = sys.argv[1:3]
+    allowed = list(studies.TW_MODELS) if study_ == "tomz_weeks" else ["bp"]
+    models_ = sys.argv[3:] or allowed
+    unknown = [m for m in models_ if m not in allowed]
+    if unknown:
+        sys.exit(f"unknown {study_} model(s) {unknown}; choose from {allowed}")
     run(
-        f"fit_{study_}@{model_}-{coding_}",
-        _main,
+        f"fit_{study_}@{coding_}",
+        lambda: main(study_, coding_, models_),
         (SamplerDiagnosticsError, ParamsError, FileNotFoundError, ValueError, KeyError),
     )

@@ -52,7 +52,7 @@ def read_csv(path: Path, maker: str) -> pd.DataFrame:
 
 def load_fit(results: Path, study: str, name: str) -> dict[str, pd.DataFrame]:
     folder = results / study / name
-    maker = "fit_main_effects" if "_main_effects" in name else MAKERS[study]
+    maker = MAKERS[study]
     out = {}
     for part in ("groups", "coefs", "diagnostics"):
         path = folder / f"{part}.csv"

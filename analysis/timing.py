@@ -30,7 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGE = re.compile(r"^Running stage '([^']+)'")
-# "[fit_tomz_weeks@m1-published] done in 2.10 s", "render: done in 4.2 s"
+# "[fit_tomz_weeks@published] done in 2.10 s", "render: done in 4.2 s"
 DONE = re.compile(r"done in ([0-9.]+) s")
 # "[acquire] start-up: 1.52 s CPU" (analysis/_stage.py): interpreter start and imports
 STARTUP = re.compile(r"start-up: ([0-9.]+) s CPU")

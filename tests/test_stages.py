@@ -133,7 +133,7 @@ def cleaned(project):
 
 
 def test_fit_stage_writes_the_artifact_contract(cleaned):
-    done = stage(cleaned, "fit.py", "tomz_weeks", "m2", "corrected")
+    done = stage(cleaned, "fit.py", "tomz_weeks", "corrected", "m2")
     assert done.returncode == 0, done.stderr
     out = cleaned / "results" / "tomz_weeks" / "m2_corrected"
     assert {p.name for p in out.iterdir()} == {
@@ -177,7 +177,7 @@ def test_fit_stage_writes_the_artifact_contract(cleaned):
 
 def test_fit_stage_fails_the_gate_and_leaves_nothing(cleaned):
     _with_params(cleaned, models__gate__min_ess_bulk=1e9)
-    done = stage(cleaned, "fit.py", "tomz_weeks", "m2", "published")
+    done = stage(cleaned, "fit.py", "tomz_weeks", "published", "m2")
     assert done.returncode == 1
     assert "bulk ESS" in done.stderr and "models.m2" in done.stderr  # which, and what to change
     assert not (cleaned / "results" / "tomz_weeks" / "m2_published").exists()
@@ -185,6 +185,6 @@ def test_fit_stage_fails_the_gate_and_leaves_nothing(cleaned):
 
 def test_fit_stage_refuses_a_coding_not_in_params(cleaned):
     _with_params(cleaned, models__codings=["published"])
-    done = stage(cleaned, "fit.py", "tomz_weeks", "m1_ols", "corrected")
+    done = stage(cleaned, "fit.py", "tomz_weeks", "corrected", "m1_ols")
     assert done.returncode == 1 and "models.codings" in done.stderr
     assert not (cleaned / "results").exists() or not files_under(cleaned / "results")
