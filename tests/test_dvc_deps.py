@@ -402,3 +402,26 @@ def test_simulation_sample_size_reaches_the_text(tmp_path):
     assert (est.groupby(["condition", "model"])["n"].sum() == 1000).all()
     numbers = R.design_numbers(design)
     assert (numbers["sim_n"], numbers["sim1_size_max"]) == (1000, 125)
+
+
+def test_every_committed_result_is_written_by_a_stage():
+    """A stage dropped from dvc.yaml would leave its committed outputs to go stale unnoticed."""
+    import subprocess
+
+    from dvc.repo import Repo
+
+    with Repo(str(ROOT)) as repo:
+        outs = [Path(o.fs_path).relative_to(ROOT) for s in repo.index.stages for o in s.outs]
+    tracked = subprocess.run(
+        ["git", "ls-files", "results", "manuscript/figures", "manuscript/tables", "docs/_output"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    orphans = [
+        t
+        for t in tracked
+        if not t.endswith(".gitignore") and not any(Path(t).is_relative_to(o) for o in outs)
+    ]
+    assert not orphans, f"committed but written by no stage: {orphans[:10]}"
