@@ -129,7 +129,7 @@ def fit_variant(
 
     ``settings`` is the model's params section (``models.m1`` or ``models.a1``); the
     variant's own settings override it, and for the logit variants (``family: bernoulli``)
-    ``logit`` overrides both (prior SDs on the log-odds scale, NUTS settings).
+    ``logit`` overrides both (prior SDs on the log-odds scale, engine settings).
     """
     if variant.model == "ols":
         from hetfx.paper.studies import coding_frame
