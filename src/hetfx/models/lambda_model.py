@@ -676,11 +676,12 @@ class ArrowLambda:
     def logpost(self, u: np.ndarray, chunk: int | None = None) -> np.ndarray:
         """Log posterior density (up to a constant) of ``u = (log sigma, log sigma_theta)``.
 
-        ``u`` has shape (m, 2); evaluation is batched in chunks of about 32 MB.
+        ``u`` has shape (m, 2); evaluation is batched in chunks of about 1.6 MB (small
+        chunks stay in cache: measured 1.5x faster than 32 MB with 64 or 128 groups).
         """
         u = np.atleast_2d(np.asarray(u, dtype=float))
         if chunk is None:
-            chunk = max(16, int(4e6 // max(self.G + self.k * self.k, 1)))
+            chunk = max(8, int(2e5 // max(self.G + self.k * self.k, 1)))
         out = np.empty(len(u))
         for i in range(0, len(u), chunk):
             uu = u[i : i + chunk]
@@ -1019,7 +1020,8 @@ class QuadraturePosterior:
         self._cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     def _chunks(self):
-        size = max(1, int(1e7 // max(self.cm.k * (self.cm.G + self.cm.k), 1)))
+        # small chunks stay in cache (measured 1.5x faster than 1e7 entries at 64-128 groups)
+        size = max(16, int(3e5 // max(self.cm.k * (self.cm.G + self.cm.k), 1)))
         for i in range(0, len(self.weights), size):
             yield slice(i, i + size)
 
