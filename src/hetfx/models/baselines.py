@@ -227,19 +227,28 @@ class PooledBaselineLambda:
         wy2 = e12 * self.py + e22 * self.qy
         cre = wy1 * self.s1 + wy2 * self.s2
         if self.saturated:
-            B[:, :k, :k] = self.AtA[None]
+            # the effect block of A'A is diagonal and that of P_a constant: one pass over the
+            # k x k matrices (the same operations on every entry as the general branch)
+            B[:, p:k, p:k] = self.P_a[None, p:, p:]
             idx = np.arange(p, k)
-            B[:, idx, idx] -= w3 * inv[:, None]
+            B[:, idx, idx] += (np.diag(self.AtA)[None, p:] - w3 * inv[:, None]) * inv[:, None]
+            B[:, :p, :p] = (self.AtA[None, :p, :p] - cbb * inv[:, None, None]) * inv[
+                :, None, None
+            ] + self.P_a[None, :p, :p]
+            B[:, :p, p:k] = (self.AtA[None, :p, p:] - cbe * inv[:, None, None]) * inv[
+                :, None, None
+            ]
+            B[:, p:k, :p] = np.swapaxes(B[:, :p, p:k], 1, 2)
         else:
             cbe = cbe @ self.E
             B[:, :k, :k] = self.AtA[None]
             B[:, p:k, p:k] -= (w3 @ self._EE).reshape(m, self.q, self.q) * inv[:, None, None]
             cre = cre @ self.E
-        B[:, :p, :p] -= cbb * inv[:, None, None]
-        B[:, :p, p:k] -= cbe * inv[:, None, None]
-        B[:, p:k, :p] = np.swapaxes(B[:, :p, p:k], 1, 2)
-        B[:, :k, :k] *= inv[:, None, None]
-        B[:, :k, :k] += self.P_a[None]
+            B[:, :p, :p] -= cbb * inv[:, None, None]
+            B[:, :p, p:k] -= cbe * inv[:, None, None]
+            B[:, p:k, :p] = np.swapaxes(B[:, :p, p:k], 1, 2)
+            B[:, :k, :k] *= inv[:, None, None]
+            B[:, :k, :k] += self.P_a[None]
         r = np.empty((m, k))
         r[:, :p] = self.Aty[None, :p] - (wy1 @ self.xs + wy2 @ self.xt) * inv[:, None]
         r[:, p:] = self.Aty[None, p:] - cre * inv[:, None]
