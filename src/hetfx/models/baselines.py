@@ -235,9 +235,7 @@ class PooledBaselineLambda:
             B[:, :p, :p] = (self.AtA[None, :p, :p] - cbb * inv[:, None, None]) * inv[
                 :, None, None
             ] + self.P_a[None, :p, :p]
-            B[:, :p, p:k] = (self.AtA[None, :p, p:] - cbe * inv[:, None, None]) * inv[
-                :, None, None
-            ]
+            B[:, :p, p:k] = (self.AtA[None, :p, p:] - cbe * inv[:, None, None]) * inv[:, None, None]
             B[:, p:k, :p] = np.swapaxes(B[:, :p, p:k], 1, 2)
         else:
             cbe = cbe @ self.E
