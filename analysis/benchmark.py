@@ -15,10 +15,11 @@ original run. Needs the cleaned data (dvc repro clean_tomz_weeks clean_bush_prat
 ``--many-groups`` times the lambda model's quadrature engine on synthetic Gaussian data with
 5 controls and 4 binary modifiers (additive effect equation: 5 coefficients) for
 (n, G) = (100,000, 32), (10,000, 256), (1,000,000, 4,096): the fit (4 x 1000 draws and their
-R-hat/ESS included), the exact summaries (``group_effects()`` and ``coefs()``), and the peak
-resident memory of the process that ran it (one fresh process per row). Full NUTS is not
-timed on these: nutpie on a 72-group, 3,000-row model took 67 s (issue 10), on 4,096 groups
-it would take many minutes.
+R-hat/ESS included), the exact summaries (``group_effects()`` and ``coefs()``), the CPU
+seconds and the peak resident memory of the process that ran it (one fresh process per row).
+Full NUTS (nutpie, the same model and priors, 4 chains x 1000 draws after 1000 warm-up) runs on
+the (10,000, 256) setting only (``--no-nutpie`` skips it): on 4,096 groups and a million rows
+it would take many minutes (every gradient touches every row).
 """
 
 from __future__ import annotations
@@ -80,9 +81,11 @@ def run_one(model: str, engine: str | None, tw, bp, params) -> dict:
 
 
 MANY_GROUPS = ((100_000, 32), (10_000, 256), (1_000_000, 4_096))
+#: The setting nutpie runs on (full NUTS cost grows with n times the gradient's work).
+MANY_GROUPS_NUTPIE = (10_000, 256)
 
 
-def many_groups_child(n: int, G: int, seed: int = 1) -> dict:
+def many_groups_child(n: int, G: int, seed: int = 1, engine: str = "quadrature") -> dict:
     """One many-groups fit (run in a fresh process by :func:`many_groups`)."""
     import resource
 
@@ -105,34 +108,46 @@ def many_groups_child(n: int, G: int, seed: int = 1) -> dict:
         np.column_stack([np.ones(n), xa]), columns=["Intercept"] + [f"x{j}" for j in range(1, 6)]
     )
     y = xa @ np.array([0.3, -0.2, 0.1, 0.0, 0.05]) + lam[group] * treat + rng.normal(size=n)
-    start = time.perf_counter()
-    fit = fit_lambda_model(y, treat, X, group, Z, seed=seed)
+
+    def cpu() -> float:
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return r.ru_utime + r.ru_stime
+
+    start, cpu0 = time.perf_counter(), cpu()
+    fit = fit_lambda_model(y, treat, X, group, Z, seed=seed, engine=engine)
     fitted = time.perf_counter()
     groups = fit.group_effects()
     fit.coefs()
     done = time.perf_counter()
     d = fit.diagnostics_record
     return {
+        "engine": engine,
         "n": n,
         "groups": G,
         "fit_s": fitted - start,
         "summaries_s": done - fitted,
         "total_s": done - start,
+        "cpu_s": cpu() - cpu0,
         "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "grid_points": int(fit.idata.attrs["grid_points"]),
+        "grid_points": int(fit.idata.attrs.get("grid_points", 0)),
         "max_r_hat": d.max_r_hat,
         "min_ess_bulk": d.min_ess_bulk,
+        "divergences": d.divergences,
         "rmse": float(np.sqrt(np.mean((groups["estimate"] - lam) ** 2))),
     }
 
 
-def many_groups() -> pd.DataFrame:
-    """Time :func:`many_groups_child` for every row of :data:`MANY_GROUPS`."""
+def many_groups(nutpie: bool = True) -> pd.DataFrame:
+    """Time :func:`many_groups_child` for every row of :data:`MANY_GROUPS` (quadrature) and,
+    with ``nutpie``, for :data:`MANY_GROUPS_NUTPIE` with full NUTS."""
+    runs = [(n, G, "quadrature") for n, G in MANY_GROUPS]
+    if nutpie:
+        runs.append((*MANY_GROUPS_NUTPIE, "nutpie"))
     rows = []
-    for n, G in MANY_GROUPS:
-        print(f"many groups: n = {n:,}, G = {G:,} ...", file=sys.stderr, flush=True)
+    for n, G, engine in runs:
+        print(f"many groups: n = {n:,}, G = {G:,}, {engine} ...", file=sys.stderr, flush=True)
         out = subprocess.run(
-            [sys.executable, __file__, "--child-many", str(n), str(G)],
+            [sys.executable, __file__, "--child-many", str(n), str(G), "--engine", engine],
             capture_output=True,
             text=True,
             check=True,
@@ -150,13 +165,15 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="time the quadrature engine on many groups (synthetic data)",
     )
+    parser.add_argument("--no-nutpie", action="store_true", help="--many-groups without NUTS")
     parser.add_argument("--child-many", nargs=2, type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--engine", default="quadrature", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child_many:
-        print(json.dumps(many_groups_child(*args.child_many)))
+        print(json.dumps(many_groups_child(*args.child_many, engine=args.engine)))
         return 0
     if args.many_groups:
-        table = many_groups()
+        table = many_groups(nutpie=not args.no_nutpie)
         print(table.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
         return 0
     os.chdir(ROOT)

@@ -269,3 +269,48 @@ def test_vectorised_rhat_and_ess_equal_arviz():
             np.testing.assert_array_equal(np.isnan(ours), np.isnan(ref))
             ok = ~np.isnan(ref)
             np.testing.assert_allclose(ours[ok], ref[ok], rtol=1e-10, atol=1e-10)
+
+
+def test_results_do_not_depend_on_chunks_or_threads(monkeypatch):
+    """The evaluation chunks of the collapse and of the mixtures and the draws' worker threads
+    are speed settings: the numbers are the same (draws bit for bit)."""
+    import hetfx.models.lambda_model as lm
+
+    d = small_problem(3, G=40, n=800, Z="saturated")
+    cm = ArrowLambda(d, 1.0, 1.0, PRIOR, PRIOR)
+    u = np.column_stack([np.linspace(-0.5, 0.5, 101), np.linspace(-4, 1, 101)])
+    ref = cm.logpost(u, chunk=1000)
+    for chunk in (1, 7, 16):
+        np.testing.assert_allclose(cm.logpost(u, chunk=chunk), ref, rtol=1e-14, atol=0)
+    grid = lattice_grid(cm, float(np.std(d.y)))
+    post = QuadraturePosterior(cm, grid)
+    base = post.summarise_lambda()
+    small = QuadraturePosterior(cm, grid)
+    monkeypatch.setattr(small, "_chunks", lambda: (slice(i, i + 5) for i in range(0, 10**6, 5)))
+    np.testing.assert_allclose(small.summarise_lambda().to_numpy(), base.to_numpy(), atol=1e-13)
+    one = post.draws(600, seed=4)
+    monkeypatch.setattr(lm, "_draw_threads", lambda work: 2)
+    two = post.draws(600, seed=4)
+    assert one.keys() == two.keys()
+    for key in one:
+        np.testing.assert_array_equal(one[key], two[key])
+
+
+def test_mixture_quantiles_converge_on_skewed_mixtures():
+    """Quantiles of wide, skewed mixtures (a grid's mixture over sigma_theta) solve the CDF to
+    the tolerance, including those whose Newton iterate lands on the end of its bracket."""
+    from scipy.special import ndtr
+
+    rng = np.random.default_rng(5)
+    J, N = 400, 60
+    w = np.exp(-0.5 * rng.normal(0, 2, J) ** 2)
+    mu = rng.normal(0, 1, (J, N)) * np.linspace(0.01, 3, J)[:, None]
+    sd = np.exp(rng.normal(-2, 1, (J, N)))
+    probs = [0.5, 0.025, 0.05, 0.95, 0.975]
+    q = mixture_quantiles(w, mu, sd, probs)
+    wn = w / w.sum()
+    for i, p in enumerate(probs):
+        F = wn @ ndtr((q[i][None, :] - mu) / sd)
+        dens = wn @ (stats.norm.pdf((q[i][None, :] - mu) / sd) / sd)
+        # F(q) = p up to rounding; in x: within the tolerance 1e-12 (1 + |q|)
+        assert np.all(np.abs(F - p) / dens <= 1e-12 * (1 + np.abs(q[i])) + 1e-15 / dens)

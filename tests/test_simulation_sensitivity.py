@@ -323,3 +323,62 @@ def test_baseline_estimators_agree_across_emulated_cpus(tmp_path):
         res.append(np.load(path))
     assert res[0].shape == (2 * (16 + 64), 5)
     assert np.abs(res[0] - res[1]).max() < 1e-9
+
+
+class _Quadratic:
+    """A 3-scale log posterior in closed form (correlated Gaussian) for the flood fill."""
+
+    ndim = 3
+
+    def __init__(self):
+        A = np.array([[1.0, 0.4, -0.2], [0.4, 1.0, 0.3], [-0.2, 0.3, 1.0]])
+        self.P = np.linalg.inv(A * np.outer([0.05, 0.6, 0.8], [0.05, 0.6, 0.8]))
+        self.m = np.array([0.1, -1.0, -1.5])
+
+    def logpost(self, u, chunk=None):
+        r = np.atleast_2d(u) - self.m
+        return -0.5 * np.einsum("ij,jk,ik->i", r, self.P, r)
+
+
+def test_flood_fill_keeps_every_node_above_the_prune_level():
+    """lattice_grid_nd (sorted integer codes for its bookkeeping) against brute force: every
+    lattice node of a wide box whose weight passes the prune level is kept, with the same
+    weight, and no other."""
+    cm = _Quadratic()
+    grid = lattice_grid_nd(cm, [0.0, -0.5, -1.0], resolution=1.0, drop=18.0, prune=1e-9)
+    # the lattice of the grid: recover steps and centre from the kept nodes' axes
+    from hetfx.models.baselines import _mode_and_sd
+    from hetfx.models.lambda_model import _lattice_step
+
+    mode, sd = _mode_and_sd(cm, np.array([0.0, -0.5, -1.0]))
+
+    a = np.array([_lattice_step(4.0 * s) for s in sd])
+    hv = np.array([_lattice_step(min(s / 1.0, 0.35) / ai) for s, ai in zip(sd, a, strict=True)])
+    c = np.round(mode / (a * hv)) * (a * hv)
+    idx = np.stack(np.meshgrid(*[np.arange(-40, 41)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    v = idx * hv
+    lw = cm.logpost(c + a * np.sinh(v)) + np.log(a * np.cosh(v)).sum(axis=1)
+    w = np.exp(lw - lw.max())
+    w /= w.sum()
+    keep = w > 1e-9
+    nodes = c + a * np.sinh(v[keep])
+    assert len(nodes) == len(grid.nodes) > 100
+    np.testing.assert_allclose(nodes, grid.nodes, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(w[keep] / w[keep].sum(), grid.weights, rtol=1e-9)
+    assert grid.edge_mass < 1e-7
+
+
+def test_pooled_results_do_not_depend_on_chunks():
+    cond = S.conditions(1)[2]  # 32 cells
+    data, _ = S.simulate_condition(12, 1, cond, baseline_sd=0.3)
+    y, treat, X, codes, Z = S._lambda_inputs(data, cond)
+    cm = PooledBaselineLambda(prepare_lambda_data(y, treat, X, codes, Z))
+    u = np.column_stack([np.linspace(-0.2, 0.2, 60), np.linspace(-5, 0, 60), np.zeros(60) - 1])
+    ref = cm.logpost(u, chunk=1000)
+    for chunk in (1, 9):
+        np.testing.assert_allclose(cm.logpost(u, chunk=chunk), ref, rtol=1e-14, atol=0)
+    ls = float(np.log(np.std(y)))
+    grid = lattice_grid_nd(cm, [ls, ls - 2, ls - 2], resolution=S.POOLED_RESOLUTION, drop=18)
+    a = MixturePosterior(cm, grid).summarise_lambda().to_numpy()
+    b = MixturePosterior(cm, grid, chunk_elems=1.0).summarise_lambda().to_numpy()
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-13)

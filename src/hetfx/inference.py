@@ -197,6 +197,24 @@ def summarise_draws(
     return pd.concat(rows, ignore_index=True)
 
 
+def _convergence_stats(
+    idata: az.InferenceData | xr.Dataset, var_names: Sequence[str] | None = None
+) -> pd.DataFrame:
+    """``name``, ``r_hat``, ``ess_bulk``, ``ess_tail`` of every posterior scalar: the columns
+    of :func:`summarise_draws` that :func:`compute_diagnostics` needs (the quantiles and
+    moments of thousands of group effects cost as much again)."""
+    post = _posterior(idata)
+    names = list(post.data_vars) if var_names is None else list(var_names)
+    rows = []
+    for v in names:
+        da = post[v]
+        rhat, eb, et = rhat_ess(draws_matrix(da))
+        rows.append(
+            pd.DataFrame({"name": flat_names(da), "r_hat": rhat, "ess_bulk": eb, "ess_tail": et})
+        )
+    return pd.concat(rows, ignore_index=True)
+
+
 def compute_diagnostics(
     idata: az.InferenceData,
     sampler: str,
@@ -225,7 +243,7 @@ def compute_diagnostics(
     -------
     Diagnostics
     """
-    s = summarise_draws(idata, var_names)
+    s = _convergence_stats(idata, var_names)
     s = s[np.isfinite(s["r_hat"].to_numpy(dtype=float))]
     if s.empty:
         raise ValueError("no monitored posterior scalar has a finite R-hat")
@@ -474,38 +492,56 @@ def _mixture_quantiles(w, mu, sd, p, xtol, max_iter):
 
     P, N = len(p), mu.shape[1]
     mean = w @ mu
-    var = w @ (sd**2 + (mu - mean) ** 2)
+    d = mu - mean
+    s2 = sd * sd
+    var = w @ (s2 + d * d)
+    # start: Cornish-Fisher expansion with the mixture's skewness and excess kurtosis (closed
+    # form), so that two Newton steps usually reach the tolerance
+    with np.errstate(divide="ignore", invalid="ignore"):
+        g1 = (w @ (d * (d * d + 3 * s2))) / var**1.5
+        g2 = (w @ (d**4 + 6 * d * d * s2 + 3 * s2 * s2)) / var**2 - 3
+    g1 = np.where(np.isfinite(g1), g1, 0.0)
+    g2 = np.where(np.isfinite(g2), g2, 0.0)
+    z0 = ndtri(p)[:, None]
+    z0 = z0 + (z0**2 - 1) * g1 / 6 + (z0**3 - 3 * z0) * g2 / 24 - (2 * z0**3 - 5 * z0) * g1**2 / 36
     col = np.tile(np.arange(N), P)
     target = np.repeat(p, N)
-    x = (mean[None, :] + np.sqrt(var)[None, :] * ndtri(p)[:, None]).ravel()
+    x = (mean[None, :] + np.sqrt(var)[None, :] * z0).ravel()
     lo = np.tile((mu - 40 * sd).min(axis=0), P)
     hi = np.tile((mu + 40 * sd).max(axis=0), P)
     x = np.clip(x, lo, hi)
     active = np.arange(P * N)
     c_norm = 1.0 / np.sqrt(2 * np.pi)
-    inv_sd = 1.0 / sd
+    # columns of the mixtures as rows (a gather of active columns copies contiguous rows)
+    muT = np.ascontiguousarray(mu.T)
+    isdT = np.ascontiguousarray((1.0 / sd).T)
     for _ in range(max_iter):
         if active.size == 0:
             break
         c = col[active]
         xa = x[active]
-        isd = inv_sd[:, c]
-        z = (xa[None, :] - mu[:, c]) * isd
-        F = w @ ndtr(z)
+        isd = isdT[c]
+        z = xa[:, None] - muT[c]
+        z *= isd
+        F = ndtr(z) @ w
         z *= z
         z *= -0.5
         np.exp(z, out=z)
         z *= isd
-        f = (w @ z) * c_norm
+        f = (z @ w) * c_norm
         below = F < target[active]
         lo[active] = np.where(below, xa, lo[active])
         hi[active] = np.where(below, hi[active], xa)
         with np.errstate(divide="ignore", invalid="ignore"):
             xn = xa - (F - target[active]) / f
-        bad = ~((xn > lo[active]) & (xn < hi[active]))
+        # a Newton step below the tolerance ends the iteration even where rounding puts it on
+        # (or a hair beyond) the end of the bracket it has just set: bisecting from there
+        # would only halve the bracket to the tolerance, some 40 more passes
+        conv = np.abs(xn - xa) <= xtol * (1.0 + np.abs(xa))
+        bad = ~(((xn > lo[active]) & (xn < hi[active])) | conv)
         xn = np.where(bad, 0.5 * (lo[active] + hi[active]), xn)
         tol = xtol * (1.0 + np.abs(xn))
-        done = (np.abs(xn - xa) <= tol) | (hi[active] - lo[active] <= tol)
+        done = conv | (hi[active] - lo[active] <= tol)
         x[active] = xn
         active = active[~done]
     return x.reshape(P, N)

@@ -227,19 +227,26 @@ class PooledBaselineLambda:
         wy2 = e12 * self.py + e22 * self.qy
         cre = wy1 * self.s1 + wy2 * self.s2
         if self.saturated:
-            B[:, :k, :k] = self.AtA[None]
+            # the effect block of A'A is diagonal and that of P_a constant: one pass over the
+            # k x k matrices (the same operations on every entry as the general branch)
+            B[:, p:k, p:k] = self.P_a[None, p:, p:]
             idx = np.arange(p, k)
-            B[:, idx, idx] -= w3 * inv[:, None]
+            B[:, idx, idx] += (np.diag(self.AtA)[None, p:] - w3 * inv[:, None]) * inv[:, None]
+            B[:, :p, :p] = (self.AtA[None, :p, :p] - cbb * inv[:, None, None]) * inv[
+                :, None, None
+            ] + self.P_a[None, :p, :p]
+            B[:, :p, p:k] = (self.AtA[None, :p, p:] - cbe * inv[:, None, None]) * inv[:, None, None]
+            B[:, p:k, :p] = np.swapaxes(B[:, :p, p:k], 1, 2)
         else:
             cbe = cbe @ self.E
             B[:, :k, :k] = self.AtA[None]
             B[:, p:k, p:k] -= (w3 @ self._EE).reshape(m, self.q, self.q) * inv[:, None, None]
             cre = cre @ self.E
-        B[:, :p, :p] -= cbb * inv[:, None, None]
-        B[:, :p, p:k] -= cbe * inv[:, None, None]
-        B[:, p:k, :p] = np.swapaxes(B[:, :p, p:k], 1, 2)
-        B[:, :k, :k] *= inv[:, None, None]
-        B[:, :k, :k] += self.P_a[None]
+            B[:, :p, :p] -= cbb * inv[:, None, None]
+            B[:, :p, p:k] -= cbe * inv[:, None, None]
+            B[:, p:k, :p] = np.swapaxes(B[:, :p, p:k], 1, 2)
+            B[:, :k, :k] *= inv[:, None, None]
+            B[:, :k, :k] += self.P_a[None]
         r = np.empty((m, k))
         r[:, :p] = self.Aty[None, :p] - (wy1 @ self.xs + wy2 @ self.xt) * inv[:, None]
         r[:, p:] = self.Aty[None, p:] - cre * inv[:, None]
@@ -439,17 +446,38 @@ def lattice_grid_nd(
     start = [int(np.ceil(np.arcsinh(3.0 * sd[i] / a[i]) / hv[i])) for i in range(d)]
     lo = [-s if lo_lim[i] is None else max(-s, lo_lim[i]) for i, s in enumerate(start)]
     hi = list(start)
-    lwt: dict[tuple[int, ...], float] = {}
     steps = np.vstack([np.eye(d, dtype=int), -np.eye(d, dtype=int)])
     floor = np.array([np.iinfo(int).min if m is None else m for m in lo_lim])
+    # node indices are encoded as one integer each, in lexicographic order (the bookkeeping
+    # of the flood fill is then array operations: sorted codes and searchsorted)
+    bits = max(1, 62 // d)
+    off = 1 << (bits - 1)
+
+    def encode(idx: np.ndarray) -> np.ndarray:
+        if np.any(np.abs(idx) >= off):
+            raise RuntimeError("quadrature grid index out of range")
+        code = np.zeros(len(idx), dtype=np.int64)
+        for j in range(d):
+            code = (code << bits) + (idx[:, j] + off)
+        return code
+
+    def member(code: np.ndarray, known: np.ndarray) -> np.ndarray:
+        pos = np.minimum(np.searchsorted(known, code), max(len(known) - 1, 0))
+        return known[pos] == code if len(known) else np.zeros(len(code), dtype=bool)
+
+    done_idx: list[np.ndarray] = []
+    done_lw: list[np.ndarray] = []
+    n_done = 0
 
     def evaluate(idx: np.ndarray) -> np.ndarray:
-        if len(lwt) + len(idx) > max_points:
+        nonlocal n_done
+        if n_done + len(idx) > max_points:
             raise RuntimeError(f"quadrature grid would need more than {max_points} points")
         v = idx * hv
         lw = cm.logpost(c + a * np.sinh(v)) + np.log(a * np.cosh(v)).sum(axis=1)
-        for key, val in zip(map(tuple, idx.tolist()), lw.tolist(), strict=True):
-            lwt[key] = val
+        done_idx.append(idx)
+        done_lw.append(lw)
+        n_done += len(idx)
         return lw
 
     # flood fill: start with a box of +-3 SDs, then evaluate the face neighbours of every
@@ -459,29 +487,34 @@ def lattice_grid_nd(
         axis=-1,
     ).reshape(-1, d)
     lw = evaluate(idx)
+    known = np.sort(encode(idx))
+    top = float(lw.max())
     for _ in range(10_000):
-        thr = max(lwt.values()) - drop
+        thr = top - drop
         above = idx[lw > thr]
         if not len(above):
             break
         cand = (above[:, None, :] + steps[None]).reshape(-1, d)
         cand = cand[(cand >= floor).all(axis=1)]
-        cand = np.unique(cand, axis=0)
-        cand = cand[[tuple(r) not in lwt for r in cand.tolist()]]
-        if not len(cand):
+        code, first = np.unique(encode(cand), return_index=True)
+        new = ~member(code, known)
+        if not new.any():
             break
-        idx, lw = cand, evaluate(cand)
-    keys = np.array(list(lwt.keys()))
-    order = np.lexsort(keys.T[::-1])  # a fixed node order, whatever the order of evaluation
+        idx = cand[first[new]]
+        lw = evaluate(idx)
+        top = max(top, float(lw.max()))
+        known = np.union1d(known, code[new])
+    keys = np.concatenate(done_idx)
+    order = np.argsort(encode(keys), kind="stable")  # lexicographic: a fixed node order
     keys = keys[order]
-    lw = np.array(list(lwt.values()))[order]
+    lw = np.concatenate(done_lw)[order]
     w = np.exp(lw - lw.max())
     w /= w.sum()
     # the shell: evaluated nodes with a face neighbour that was not evaluated
-    known = set(map(tuple, keys.tolist()))
     nb = (keys[:, None, :] + steps[None]).reshape(-1, d)
     ok = (nb >= floor).all(axis=1)
-    missing = np.array([o and tuple(r) not in known for r, o in zip(nb.tolist(), ok, strict=True)])
+    missing = np.zeros(len(nb), dtype=bool)
+    missing[ok] = ~member(encode(nb[ok]), known)
     shell = missing.reshape(len(keys), 2 * d).any(axis=1)
     edge = float(w[shell].sum())
     keep = w > prune

@@ -681,11 +681,15 @@ class ArrowLambda:
     def logpost(self, u: np.ndarray, chunk: int | None = None) -> np.ndarray:
         """Log posterior density (up to a constant) of ``u = (log sigma, log sigma_theta)``.
 
-        ``u`` has shape (m, 2); evaluation is batched in chunks of about 32 MB.
+        ``u`` has shape (m, 2); evaluation is batched in chunks of about 32 MB, or of about
+        1.6 MB when there are more than 48 coefficients (their factors stay in cache: measured
+        1.5x faster with 64 or 128 saturated groups; with fewer, e.g. M1, larger batches are
+        faster).
         """
         u = np.atleast_2d(np.asarray(u, dtype=float))
         if chunk is None:
-            chunk = max(16, int(4e6 // max(self.G + self.k * self.k, 1)))
+            size = self.G + self.k * self.k
+            chunk = max(8, int((2e5 if self.k > 48 else 4e6) // max(size, 1)))
         out = np.empty(len(u))
         for i in range(0, len(u), chunk):
             uu = u[i : i + chunk]
@@ -976,6 +980,13 @@ def _quantise(x: np.ndarray, bits: int = 40) -> np.ndarray:
     return np.subtract(c, t, out=c)
 
 
+def _draw_threads(work: int) -> int:
+    """Threads for drawing ``work`` numbers: 2 (the project's machines) from 4 million on."""
+    import os
+
+    return min(2, os.cpu_count() or 1) if work > 4_000_000 else 1
+
+
 #: Probabilities summarised for every coefficient and group effect by default.
 _SUMMARY_PROBS = (0.5, 0.025, 0.10, 0.90, 0.975)
 
@@ -1024,7 +1035,8 @@ class QuadraturePosterior:
         self._cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     def _chunks(self):
-        size = max(1, int(1e7 // max(self.cm.k * (self.cm.G + self.cm.k), 1)))
+        # small chunks stay in cache (measured 1.5x faster than 1e7 entries at 64-128 groups)
+        size = max(16, int(3e5 // max(self.cm.k * (self.cm.G + self.cm.k), 1)))
         for i in range(0, len(self.weights), size):
             yield slice(i, i + size)
 
@@ -1134,17 +1146,37 @@ class QuadraturePosterior:
             "lambda": np.empty((n, cm.G)),
         }
         block = 256
-        for i in range(0, n, block):
-            sl = slice(i, min(i + block, n))
-            m = sl.stop - sl.start
-            z_a = rng.standard_normal((m, cm.k))
-            z_t = rng.standard_normal((m, cm.G))
-            d = cm.draw(us[sl], ut[sl], z_a, z_t)
+        blocks = [slice(i, min(i + block, n)) for i in range(0, n, block)]
+        # the normals in their fixed order (z_a then z_theta per block), then the blocks,
+        # independent of each other: on two threads when the draws are large (numpy and BLAS
+        # release the GIL); the same numbers either way
+        z = [
+            (
+                rng.standard_normal((sl.stop - sl.start, cm.k)),
+                rng.standard_normal((sl.stop - sl.start, cm.G)),
+            )
+            for sl in blocks
+        ]
+
+        def run(j: int) -> None:
+            sl = blocks[j]
+            d = cm.draw(us[sl], ut[sl], *z[j])
             for key in out:
-                out[key][sl] = d[key]
-        out["sigma"] = np.exp(us)
-        out["sigma_theta"] = np.exp(ut)
-        return {key: _quantise(v) for key, v in out.items()}
+                out[key][sl] = _quantise(d[key])
+            z[j] = None
+
+        workers = _draw_threads(n * (cm.G + cm.k))
+        if workers > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(workers) as pool:
+                list(pool.map(run, range(len(blocks))))
+        else:
+            for j in range(len(blocks)):
+                run(j)
+        out["sigma"] = _quantise(np.exp(us))
+        out["sigma_theta"] = _quantise(np.exp(ut))
+        return out
 
 
 def _fit_quadrature(
