@@ -106,7 +106,6 @@ __all__ = [
     "hierarchical_estimator",
     "hierarchical_fe_estimator",
     "hierarchical_pooled_estimator",
-    "lambda_quadrature_draws",
     "lambda_quadrature_summary",
     "ols_estimator",
     "ols_estimator_statsmodels",
@@ -655,34 +654,6 @@ def lambda_quadrature_summary(
         post = _lambda_posterior(y, treat, X, group, Z, n_grid, resolution)
         out = post.summarise_lambda(probs=probs)
     return out, {"grid_edge_mass": post.grid.edge_mass, "grid_points": int(post.grid.w.size)}
-
-
-def lambda_quadrature_draws(
-    y,
-    treat,
-    X,
-    group,
-    Z,
-    *,
-    n_draws: int = 4000,
-    seed: int = 0,
-    n_grid: tuple[int, int] | None = None,
-    resolution: float | tuple[float, float] = SIM_RESOLUTION,
-) -> tuple[np.ndarray, dict[str, float]]:
-    """Independent posterior draws of the group effects (the same posterior as
-    :func:`lambda_quadrature_summary`; the simulation itself needs no draws).
-
-    Returns
-    -------
-    lam : numpy.ndarray
-        ``(n_draws, G)`` draws of ``lambda_g`` in the row order of ``Z``.
-    info : dict
-        ``grid_edge_mass`` and ``grid_points``.
-    """
-    with single_threaded_blas():
-        post = _lambda_posterior(y, treat, X, group, Z, n_grid, resolution)
-        lam = post.draws(n_draws, seed)["lambda"]
-    return lam, {"grid_edge_mass": post.grid.edge_mass, "grid_points": int(post.grid.w.size)}
 
 
 def hierarchical_estimator(
