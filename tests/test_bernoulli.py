@@ -422,7 +422,7 @@ def test_qmc_agrees_with_nutpie_on_the_published_logit(monkeypatch):
 
     real = bernoulli.fit_bernoulli_lambda
     monkeypatch.setattr(
-        bernoulli, "fit_bernoulli_lambda", lambda *a, **kw: real(*a, **kw, engine="nutpie")
+        bernoulli, "fit_bernoulli_lambda", lambda *a, **kw: real(*a, **{**kw, "engine": "nutpie"})
     )
     n = robustness.fit_variant(tw, v, rob["coding"], cfg["m1"], sampler, rob["logit"])
     assert n.engine == "nutpie"

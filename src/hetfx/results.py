@@ -870,6 +870,12 @@ class VaryingSlopesResults:
         self.engine = engine
         self.factors = list(factors)
 
+    @property
+    def exact(self) -> dict | None:
+        """The ``qmc`` engine's exact mixture summaries and their Monte Carlo standard errors
+        (``groups_mcse``); None for the NUTS engines."""
+        return getattr(self.fit, "exact", None)
+
     def group_effects(self) -> pd.DataFrame:
         """Effect of the treatment per profile."""
         return self.fit.group_effects()
