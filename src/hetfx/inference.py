@@ -15,7 +15,7 @@ independent). This module turns such an object into
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -39,6 +39,7 @@ __all__ = [
     "mixture_moments",
     "mixture_quantiles",
     "quantile_name",
+    "sample_nutpie",
     "rhat_ess",
     "sinc_quantiles",
 ]
@@ -354,6 +355,56 @@ def check_diagnostics(
 
 
 # ------------------------------------------------------------------- tidy frames
+def sample_nutpie(
+    cache: dict,
+    key,
+    build: Callable[[], object],
+    data: Mapping[str, object],
+    *,
+    chains: int,
+    draws: int,
+    tune: int,
+    seed: int,
+    target_accept: float,
+    cores: int | None = None,
+    **options,
+):
+    """Sample a PyMC model with nutpie, compiling it once per ``key``.
+
+    The first call with a ``key`` compiles ``build()`` (mutable data, so later calls only swap
+    ``data`` in with ``with_data``) and stores it in ``cache``; ``options`` go to
+    :func:`nutpie.sample` (e.g. ``maxdepth``).
+
+    Returns
+    -------
+    trace, t_compiled, t_sampled
+        The nutpie trace and the :func:`time.perf_counter` stamps after compiling (or reusing)
+        the model and after sampling, so that callers time from their own start.
+    """
+    import time
+
+    import nutpie
+
+    if key in cache:
+        compiled = cache[key].with_data(**data)
+    else:
+        compiled = nutpie.compile_pymc_model(build(), freeze_model=False)
+        cache[key] = compiled
+    t_compiled = time.perf_counter()
+    trace = nutpie.sample(
+        compiled,
+        chains=chains,
+        draws=draws,
+        tune=tune,
+        seed=seed,
+        target_accept=target_accept,
+        progress_bar=False,
+        cores=cores or min(chains, 2),
+        **options,
+    )
+    return trace, t_compiled, time.perf_counter()
+
+
 def summarise_coefs(idata: az.InferenceData, equations: dict[str, Iterable[str]]) -> pd.DataFrame:
     """Tidy coefficient table (``coefs.csv``).
 

@@ -36,6 +36,7 @@ from hetfx.inference import (
     GROUP_QUANTILES,
     Diagnostics,
     compute_diagnostics,
+    sample_nutpie,
     summarise_coefs,
     summarise_groups,
 )
@@ -424,8 +425,6 @@ def fit_bernoulli_lambda(
             max_pareto_k,
             t0,
         )
-    import nutpie
-
     key = (len(d.y), p, d.Z.shape[1], d.Z.shape[0], sigma_theta_prior, weights is None)
     data = {
         "X": d.X.to_numpy(dtype=float),
@@ -438,24 +437,18 @@ def fit_bernoulli_lambda(
     }
     if weights is not None:
         data["w"] = weights
-    if key in _CACHE:
-        compiled = _CACHE[key].with_data(**data)
-    else:
-        model = build_pymc_model(d, gamma_sd, bsd, sigma_theta_prior, weights)
-        compiled = nutpie.compile_pymc_model(model, freeze_model=False)
-        _CACHE[key] = compiled
-    t1 = time.perf_counter()
-    tr = nutpie.sample(
-        compiled,
+    tr, t1, t2 = sample_nutpie(
+        _CACHE,
+        key,
+        lambda: build_pymc_model(d, gamma_sd, bsd, sigma_theta_prior, weights),
+        data,
         chains=chains,
         draws=draws,
         tune=tune,
         seed=seed,
         target_accept=target_accept,
-        progress_bar=False,
-        cores=cores or min(chains, 2),
+        cores=cores,
     )
-    t2 = time.perf_counter()
     post = tr.posterior
     flat = {}
     for v in ("beta", "gamma", "sigma_theta", "theta", "lambda"):

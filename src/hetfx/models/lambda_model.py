@@ -52,6 +52,7 @@ from hetfx.inference import (
     mixture_moments,
     mixture_quantiles,
     quantile_name,
+    sample_nutpie,
     sinc_quantiles,
     summarise_coefs,
     summarise_groups,
@@ -1350,8 +1351,6 @@ def _fit_nutpie(
     target_accept: float,
     cores: int | None,
 ):
-    import nutpie
-
     p = d.X.shape[1]
     key = (len(d.y), p, d.Z.shape[1], d.Z.shape[0], sigma_prior, sigma_theta_prior)
     t0 = time.perf_counter()
@@ -1364,24 +1363,18 @@ def _fit_nutpie(
         "beta_sd": np.broadcast_to(np.asarray(beta_sd, float), (p,)).copy(),
         "gamma_sd": np.asarray(float(gamma_sd)),
     }
-    if key in _NUTPIE_CACHE:
-        compiled = _NUTPIE_CACHE[key].with_data(**data)
-    else:
-        model = build_pymc_model(d, gamma_sd, beta_sd, sigma_prior, sigma_theta_prior)
-        compiled = nutpie.compile_pymc_model(model, freeze_model=False)
-        _NUTPIE_CACHE[key] = compiled
-    t1 = time.perf_counter()
-    tr = nutpie.sample(
-        compiled,
+    tr, t1, t2 = sample_nutpie(
+        _NUTPIE_CACHE,
+        key,
+        lambda: build_pymc_model(d, gamma_sd, beta_sd, sigma_prior, sigma_theta_prior),
+        data,
         chains=chains,
         draws=draws,
         tune=tune,
         seed=seed,
         target_accept=target_accept,
-        progress_bar=False,
-        cores=cores or min(chains, 2),
+        cores=cores,
     )
-    t2 = time.perf_counter()
     post = tr.posterior
     draws_d = {}
     for v in ("beta", "gamma", "sigma", "sigma_theta", "theta", "lambda"):

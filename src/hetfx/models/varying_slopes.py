@@ -57,6 +57,7 @@ from hetfx.inference import (
     Diagnostics,
     SamplerDiagnosticsError,
     compute_diagnostics,
+    sample_nutpie,
     summarise_coefs,
     summarise_groups,
 )
@@ -1648,8 +1649,6 @@ def _fit_nutpie(
     cores,
     maxdepth,
 ):
-    import nutpie
-
     t0 = time.perf_counter()
     key = (
         len(d.y),
@@ -1662,36 +1661,30 @@ def _fit_nutpie(
         lkj_eta,
         center,
     )
-    if key in _NUTPIE_CACHE:
-        compiled = _NUTPIE_CACHE[key]
-        X = d.X.to_numpy(dtype=float)
-        ic = list(d.X.columns).index("Intercept")
-        others = [j for j in range(X.shape[1]) if j != ic]
-        xmean = X.mean(axis=0) if center else np.zeros(X.shape[1])
-        compiled = compiled.with_data(
-            Xc=(X - xmean)[:, others],
-            xmean=xmean[others],
-            treat=d.treat,
-            y=d.y,
-            **{f"idx_{f}": d.codes[f] for f in d.factors},
-        )
-    else:
-        model = build_pymc_model(d, b_sd, intercept_prior, sd_prior, sigma_prior, lkj_eta, center)
-        compiled = nutpie.compile_pymc_model(model, freeze_model=False)
-        _NUTPIE_CACHE[key] = compiled
-    t1 = time.perf_counter()
-    tr = nutpie.sample(
-        compiled,
+    X = d.X.to_numpy(dtype=float)
+    ic = list(d.X.columns).index("Intercept")
+    others = [j for j in range(X.shape[1]) if j != ic]
+    xmean = X.mean(axis=0) if center else np.zeros(X.shape[1])
+    data = dict(
+        Xc=(X - xmean)[:, others],
+        xmean=xmean[others],
+        treat=d.treat,
+        y=d.y,
+        **{f"idx_{f}": d.codes[f] for f in d.factors},
+    )
+    tr, t1, t2 = sample_nutpie(
+        _NUTPIE_CACHE,
+        key,
+        lambda: build_pymc_model(d, b_sd, intercept_prior, sd_prior, sigma_prior, lkj_eta, center),
+        data,
         chains=chains,
         draws=draws,
         tune=tune,
         seed=seed,
         target_accept=target_accept,
         maxdepth=maxdepth,
-        progress_bar=False,
-        cores=cores or min(chains, 2),
+        cores=cores,
     )
-    t2 = time.perf_counter()
     post = tr.posterior
 
     def flat(v):
