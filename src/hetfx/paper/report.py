@@ -89,8 +89,11 @@ def markdown_table(
         return str(v).replace("|", "\\|").replace("\n", " ")
 
     # Dashes in proportion to each column's widest cell: pandoc turns them into relative
-    # column widths when a row is wider than its line length.
-    widths = [max([len(cell(c))] + [len(cell(v)) for v in frame[c]]) for c in columns]
+    # column widths when a row is wider than its line length. A header wraps between words,
+    # so it needs only its longest word (a long header would otherwise starve its neighbours).
+    widths = [
+        max([len(w) for w in cell(c).split()] + [len(cell(v)) for v in frame[c]]) for c in columns
+    ]
     dashes = [max(3, round(30 * w / max(sum(widths), 1))) for w in widths]
     rule = {"l": ":{}", "r": "{}:", "c": ":{}:"}
     lines = [
