@@ -135,9 +135,16 @@ def test_pooled_baselines_against_dense_brute_force(saturated):
     np.testing.assert_allclose(lps[:, 0], lps[:, 1], rtol=0, atol=1e-9)
 
 
-def test_pooled_grid_summaries_converge():
-    cond = S.conditions(1)[1]  # 16 cells
-    data, _ = S.simulate_condition(12, 0, cond, baseline_sd=0.3)
+@pytest.mark.parametrize(
+    "design,index,replicate,shift",
+    [(1, 1, 0, 0.3), (2, 2, 5, 0.3)],  # 16 cells; 64 cells (moderate imbalance), shifted
+)
+def test_pooled_grid_summaries_converge(design, index, replicate, shift):
+    """The pooled estimator's grid (POOLED_*) against a much finer and deeper one: within
+    1e-4 (2e-5 and 3e-6 here; the grid used before, (0.75, 1, 1) at depth 18, was 6e-4 off
+    in the second case)."""
+    cond = S.conditions(design)[index]
+    data, _ = S.simulate_condition(12, replicate, cond, baseline_sd=shift)
     y, treat, X, codes, Z = S._lambda_inputs(data, cond)
     cm = PooledBaselineLambda(prepare_lambda_data(y, treat, X, codes, Z))
     ls = float(np.log(np.std(y)))
@@ -147,9 +154,9 @@ def test_pooled_grid_summaries_converge():
     ).summarise_lambda()
     est = S.hierarchical_pooled_estimator(data, cond)
     np.testing.assert_allclose(
-        est[["estimate", "q025", "q05", "q95", "q975"]].to_numpy(), fine[cols].to_numpy(), atol=2e-5
+        est[["estimate", "q025", "q05", "q95", "q975"]].to_numpy(), fine[cols].to_numpy(), atol=1e-4
     )
-    assert est["grid_edge_mass"].max() < 1e-6
+    assert est["grid_edge_mass"].max() < 1e-4
 
 
 def test_fixed_effects_equal_dense_cell_dummies():
