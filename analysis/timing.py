@@ -5,6 +5,7 @@ Usage::
     python analysis/timing.py                   # dvc repro --force: every stage, timed
     python analysis/timing.py -- fit_tomz_weeks  # other arguments for dvc repro (no --force)
     python analysis/timing.py --log repro.log    # time a saved log of this script instead
+    python analysis/timing.py --fresh-clone      # `make repro` in a fresh clone of HEAD
 
 Runs ``dvc repro`` (with ``--force`` unless arguments are given after ``--``), stamps each
 line of its output with the time it arrived, and prints one row per stage: its wall seconds
@@ -15,6 +16,12 @@ before its work (``start-up`` line of analysis/_stage.py), which unlike wall tim
 depends on what else the machine runs.
 The time-stamped log is written to ``--save`` (default ``timing.log``, git-ignored) so that a
 table can be printed again with ``--log``.
+
+``--fresh-clone`` measures what a replicator waits for: it clones the last commit into a
+temporary folder and runs the README's ``make repro`` there (the install from ``uv.lock``, then
+``dvc repro``, which rebuilds every output that is not committed: the posteriors and the
+simulations); the table's first row is the time before the first stage (the install and DVC's
+start). The clone is deleted afterwards.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -41,16 +49,17 @@ def dvc_command() -> list[str]:
     return [dvc] if dvc else [sys.executable, "-m", "dvc"]
 
 
-def run(args: list[str], save: Path) -> list[tuple[float, str]]:
-    """Run ``dvc repro ARGS``; return ``(seconds since start, line)`` for every line."""
+def run(command: list[str], save: Path, cwd: Path = ROOT) -> list[tuple[float, str]]:
+    """Run ``command`` in ``cwd``; return ``(seconds since start, line)`` for every line."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env.pop("VIRTUAL_ENV", None)  # the command picks its own environment
     env.setdefault("OPENBLAS_NUM_THREADS", "1")
     start = time.perf_counter()
     lines = []
     with (
         subprocess.Popen(
-            dvc_command() + ["repro", *args],
-            cwd=ROOT,
+            command,
+            cwd=cwd,
             env=env,
             text=True,
             stdout=subprocess.PIPE,
@@ -110,7 +119,17 @@ def stage_table(lines: list[tuple[float, str]]) -> list[dict]:
     return rows
 
 
-def format_table(rows: list[dict], total: float) -> str:
+def fresh_clone_repro(save: Path) -> list[tuple[float, str]]:
+    """Clone HEAD into a temporary folder, run ``make repro`` there, return the stamped lines."""
+    with tempfile.TemporaryDirectory(prefix="hetfx-fresh-") as tmp:
+        clone = Path(tmp) / "hetfx"
+        subprocess.run(
+            ["git", "clone", "--quiet", "--no-hardlinks", str(ROOT), str(clone)], check=True
+        )
+        return run(["make", "repro"], save, cwd=clone)
+
+
+def format_table(rows: list[dict], total: float, label: str = "dvc repro, total") -> str:
     """Wall seconds per stage, the stage's own work, the rest (start-up and DVC) and the CPU
     seconds the stage's process spent before its work (Python start and imports), which,
     unlike wall time, hardly depends on what else the machine is running."""
@@ -119,6 +138,8 @@ def format_table(rows: list[dict], total: float) -> str:
         return f"{value:{width}.2f}" if value is not None else " " * width
 
     out = [f"{'stage':<34} {'wall s':>8} {'work s':>8} {'rest s':>8} {'import CPU s':>12}"]
+    if rows and rows[0]["start"] > 0:
+        out.append(f"{'(before the first stage)':<34} {num(rows[0]['start'], 8)}")
     for r in rows:
         rest = r["wall_s"] - r["work_s"] if r["work_s"] is not None else None
         out.append(
@@ -128,7 +149,7 @@ def format_table(rows: list[dict], total: float) -> str:
     staged = sum(r["wall_s"] for r in rows)
     imports = sum(r.get("import_cpu_s") or 0.0 for r in rows)
     out.append(f"{'sum of stages':<34} {staged:8.2f} {'':>8} {'':>8} {imports:12.2f}")
-    out.append(f"{'dvc repro, total':<34} {total:8.2f}")
+    out.append(f"{label:<34} {total:8.2f}")
     return "\n".join(out)
 
 
@@ -136,14 +157,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--log", type=Path, help="print the table of a saved log, run nothing")
     parser.add_argument("--save", type=Path, default=ROOT / "timing.log")
+    parser.add_argument(
+        "--fresh-clone", action="store_true", help="time `make repro` in a fresh clone of HEAD"
+    )
     parser.add_argument("repro_args", nargs="*", help="arguments for dvc repro (after --)")
     args = parser.parse_args(argv)
+    label = "dvc repro, total"
     if args.log:
         lines = read_log(args.log)
+    elif args.fresh_clone:
+        lines = fresh_clone_repro(args.save.resolve())
+        label = "make repro in a fresh clone, total"
     else:
-        lines = run(args.repro_args or ["--force"], args.save)
+        lines = run(dvc_command() + ["repro", *(args.repro_args or ["--force"])], args.save)
     rows = stage_table(lines)
-    print(format_table(rows, lines[-1][0] if lines else 0.0))
+    print(format_table(rows, lines[-1][0] if lines else 0.0, label))
     failed = lines and lines[-1][1].startswith("<exit") and lines[-1][1] != "<exit 0>"
     return 1 if failed else 0
 
