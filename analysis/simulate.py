@@ -24,7 +24,6 @@ import os
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy: one BLAS thread per worker
 
-import functools  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import time  # noqa: E402
@@ -43,7 +42,7 @@ OUT = Path("results/simulation")
 WORK = OUT / "work"
 FIGURES = Path("manuscript/figures")
 DESIGNS = {1: ("spec", "n_groups"), 2: ("groupsize", "scenario")}
-SMALL_REPLICATES, SMALL_DRAWS = 5, 1000
+SMALL_REPLICATES = 5
 
 
 def outputs() -> list[Path]:
@@ -104,13 +103,7 @@ def metrics(summary: pd.DataFrame, cond: str) -> dict:
     return out
 
 
-def estimators(draws: int, grid: tuple[int, int]) -> dict:
-    return {
-        "ols": S.ols_estimator,
-        "hierarchical": functools.partial(
-            S.hierarchical_estimator, chains=1, draws=draws, n_grid=tuple(grid)
-        ),
-    }
+ESTIMATORS = {"ols": S.ols_estimator, "hierarchical": S.hierarchical_estimator}
 
 
 def write_design(estimates: pd.DataFrame, design: int) -> dict[str, pd.DataFrame]:
@@ -172,15 +165,15 @@ def main() -> None:
     params = load_params().simulation
     if params is None:
         raise ParamsError("params.yaml has no `simulation:` section")
-    replicates, draws = params.replicates, params.draws
+    replicates = params.replicates
     if params.small:
-        replicates, draws = min(replicates, SMALL_REPLICATES), min(draws, SMALL_DRAWS)
+        replicates = min(replicates, SMALL_REPLICATES)
     where = f"dask @ {params.scheduler_address}" if params.scheduler_address else params.backend
     log(
         STAGE,
         f"{replicates} replicates x 9 conditions x 2 estimators, root seed "
-        f"{params.root_seed}, n = {params.n_obs}, {draws} posterior draws on a "
-        f"{params.grid[0]} x {params.grid[1]} grid, backend {where}, n_jobs {params.n_jobs}",
+        f"{params.root_seed}, n = {params.n_obs}, exact posterior summaries, backend {where}, "
+        f"n_jobs {params.n_jobs}",
     )
     cluster = None
     address = params.scheduler_address
@@ -195,7 +188,7 @@ def main() -> None:
         result = S.run_simulation(
             replicates,
             root_seed=params.root_seed,
-            estimators=estimators(draws, params.grid),
+            estimators=ESTIMATORS,
             work_dir=WORK,
             n_jobs=params.n_jobs,
             backend=params.backend,

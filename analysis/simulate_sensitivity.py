@@ -8,8 +8,11 @@ root seed, sample size and workers. Both designs (replication spec §5) run unde
 moves by N(0, baseline_sd)); the shifts come from their own random stream, so a replicate's
 other data are the same under both. Estimators: `ols` (the paper's OLS), `hierarchical` (as
 published: one common baseline), `hierarchical_fe` (the cells' baselines as fixed effects)
-and `hierarchical_pooled` (pooled baselines, alpha_g ~ N(0, sigma_alpha)). The runner resumes
-from results/simulation/sensitivity/work/<dgp>/. Writes
+and `hierarchical_pooled` (pooled baselines, alpha_g ~ N(0, sigma_alpha)). Under the published
+DGP, `ols` and `hierarchical` are the stage `simulate`'s fits of the same data sets with the
+same estimators, read from its estimates (results/simulation/{spec,groupsize}/
+estimates.parquet) rather than fitted again; they are fitted here only if that stage ran
+fewer replicates. The runner resumes from results/simulation/sensitivity/work/<dgp>/. Writes
 
   results/simulation/sensitivity/estimates.parquet  one row per dgp x replicate x condition x
                                                     group x model
@@ -36,6 +39,12 @@ from hetfx.paper.params import ParamsError  # noqa: E402
 STAGE = "simulate_sensitivity"
 OUT = Path("results/simulation/sensitivity")
 WORK = OUT / "work"
+#: the stage `simulate`'s estimates: the published DGP's OLS and hierarchical fits
+PUBLISHED = [
+    Path("results/simulation/spec/estimates.parquet"),
+    Path("results/simulation/groupsize/estimates.parquet"),
+]
+REUSED = ("ols", "hierarchical")  # the same estimator functions as the stage `simulate`
 SMALL_REPLICATES = 5
 ESTIMATORS = {
     "ols": S.ols_estimator,
@@ -62,6 +71,17 @@ def report(summary: pd.DataFrame) -> str:
     ].to_string(index=False)
 
 
+def published_fits(models: list[str], replicates: int) -> pd.DataFrame | None:
+    """The stage `simulate`'s fits of `models` for replicates 0 .. replicates - 1, or None if
+    it ran fewer replicates."""
+    fits = pd.concat([pd.read_parquet(path) for path in PUBLISHED], ignore_index=True)
+    fits = fits.loc[fits["model"].isin(models) & (fits["replicate"] < replicates)]
+    have = fits.groupby(["design", "model"])["replicate"].nunique()
+    if len(have) < 2 * len(models) or (have < replicates).any():
+        return None
+    return fits
+
+
 def main() -> None:
     for path in outputs():  # never leave a previous run's files beside a failure
         path.unlink(missing_ok=True)
@@ -80,22 +100,36 @@ def main() -> None:
     frames, times = [], {}
     for dgp, sd in (("published", 0.0), ("shifted", sens.baseline_sd)):
         start = time.perf_counter()
-        result = S.run_simulation(
-            replicates,
-            root_seed=sim.root_seed,
-            estimators=estimators,
-            work_dir=WORK / dgp,
-            n_jobs=sim.n_jobs,
-            backend=sim.backend,
-            scheduler_address=sim.scheduler_address,
-            n_obs=sim.n_obs,
-            on_mismatch="restart",
-            baseline_sd=sd,
-            progress=False,
-        )
+        here, reused = estimators, None
+        if dgp == "published":
+            reused = published_fits([m for m in REUSED if m in estimators], replicates)
+            if reused is not None:
+                here = {m: f for m, f in estimators.items() if m not in REUSED}
+                log(
+                    STAGE,
+                    f"DGP published: {', '.join(sorted(set(reused['model'])))} read "
+                    "from the stage simulate's estimates (same data, same estimators)",
+                )
+        parts = [] if reused is None else [reused]
+        if here:
+            result = S.run_simulation(
+                replicates,
+                root_seed=sim.root_seed,
+                estimators=here,
+                work_dir=WORK / dgp,
+                n_jobs=sim.n_jobs,
+                backend=sim.backend,
+                scheduler_address=sim.scheduler_address,
+                n_obs=sim.n_obs,
+                on_mismatch="restart",
+                baseline_sd=sd,
+                progress=False,
+            )
+            parts.append(result.estimates)
         times[dgp] = time.perf_counter() - start
         log(STAGE, f"DGP {dgp}: fits done in {times[dgp]:.1f} s")
-        frames.append(result.estimates.assign(dgp=dgp))
+        est = S.combine_estimates(parts, list(estimators))
+        frames.append(est.assign(dgp=dgp))
     estimates = pd.concat(frames, ignore_index=True)
     estimates.insert(0, "dgp", estimates.pop("dgp"))
     summary = pd.concat(

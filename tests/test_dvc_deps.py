@@ -381,7 +381,6 @@ def test_simulation_sample_size_reaches_the_text(tmp_path):
         "small": True,
         "n_jobs": 1,
         "backend": "sequential",
-        "draws": 100,
         "n_obs": 1000,
     }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))

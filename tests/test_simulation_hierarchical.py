@@ -45,7 +45,7 @@ def test_arrow_log_posterior_equals_the_dense_collapse(design, index):
 @pytest.mark.parametrize("design,index", [(1, 3), (2, 3)])
 def test_exact_summaries_agree_with_the_library_engine_and_its_draws(design, index):
     """The simulation's exact summaries equal fit_lambda_model(engine="quadrature")'s (other
-    grid resolution: within 1e-7), and the engine's draws scatter around them within Monte
+    grid: within 5e-7), and the engine's draws scatter around them within Monte
     Carlo error (means: z-scores; quantiles: 5 Monte Carlo SEs)."""
     from hetfx.models.lambda_model import fit_lambda_model
 
@@ -62,7 +62,7 @@ def test_exact_summaries_agree_with_the_library_engine_and_its_draws(design, ind
         ("q95", "q95"),
         ("q975", "q975"),
     ):
-        np.testing.assert_allclose(summ[ours], ge[theirs], rtol=0, atol=1e-7)
+        np.testing.assert_allclose(summ[ours], ge[theirs], rtol=0, atol=5e-7)
     lam = fit.idata.posterior["lambda"].transpose(..., "group").to_numpy().reshape(n, -1)
     z = (lam.mean(axis=0) - summ["mean"].to_numpy()) / (summ["sd"].to_numpy() / np.sqrt(n))
     assert np.abs(z).max() < 4.5
@@ -130,7 +130,6 @@ def test_simulate_stage_small_profile(tmp_path):
         "small": True,
         "n_jobs": 1,
         "backend": "sequential",
-        "draws": 500,
     }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}

@@ -77,6 +77,19 @@ def test_unshifted_manifest_is_the_published_one(tmp_path):
         )
 
 
+def test_separate_runs_combine_into_one_run():
+    """The sensitivity stage reuses the published simulation's OLS and hierarchical fits and
+    fits only its own models: the combined estimates equal one run with every model (here two
+    cheap ones, both designs, two replicates), row for row."""
+    kw = {"designs": (1, 2), "n_jobs": 1, "backend": "sequential", "progress": False}
+    models = {"ols": S.ols_estimator, "ols_again": S.ols_estimator}
+    full = S.run_simulation(2, estimators=models, **kw).estimates
+    parts = [S.run_simulation(2, estimators={m: f}, **kw).estimates for m, f in models.items()]
+    pd.testing.assert_frame_equal(S.combine_estimates(parts[::-1], list(models)), full)
+    with pytest.raises(ValueError, match="not in"):
+        S.combine_estimates(parts, ["ols"])
+
+
 # -------------------------------------------------------------- brute-force checks
 
 
@@ -373,6 +386,24 @@ def test_flood_fill_keeps_every_node_above_the_prune_level():
     np.testing.assert_allclose(nodes, grid.nodes, rtol=0, atol=1e-12)
     np.testing.assert_allclose(w[keep] / w[keep].sum(), grid.weights, rtol=1e-9)
     assert grid.edge_mass < 1e-7
+
+
+@pytest.mark.parametrize("hermite", [3, 5])
+def test_hermite_axis_integrates_a_gaussian_exactly(hermite):
+    """With Gauss-Hermite nodes on the first axis, the grid's weights reproduce the mean and
+    covariance of a Gaussian posterior (exact for polynomials of degree 2 * hermite - 1 in
+    that axis); the first axis has exactly `hermite` distinct nodes and no shell."""
+    cm = _Quadratic()
+    grid = lattice_grid_nd(
+        cm, [0.0, -0.5, -1.0], resolution=1.0, drop=30.0, prune=0.0, hermite=hermite
+    )
+    assert len(np.unique(grid.nodes[:, 0])) == hermite
+    w, u = grid.weights, grid.nodes
+    mean = w @ u
+    cov = (u - mean).T @ (w[:, None] * (u - mean))
+    np.testing.assert_allclose(mean, cm.m, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(cov, np.linalg.inv(cm.P), rtol=1e-8, atol=1e-12)
+    assert grid.edge_mass < 1e-12
 
 
 def test_pooled_results_do_not_depend_on_chunks():

@@ -52,6 +52,7 @@ from hetfx.models.lambda_model import (
 )
 
 __all__ = [
+    "ArrowScales",
     "MixturePosterior",
     "NDGrid",
     "PooledBaselineLambda",
@@ -317,6 +318,32 @@ class PooledBaselineLambda:
         return mean, np.sqrt(var)
 
 
+class ArrowScales:
+    """A 2-scale collapsed model seen through the interface of :func:`lattice_grid_nd` and
+    :class:`MixturePosterior` (``ndim``, ``logpost(u)``, ``lambda_moments(u)``).
+
+    Parameters
+    ----------
+    cm : ArrowLambda
+        The published lambda model or :func:`fixed_baseline_model`'s; scales ``u = (log
+        sigma, log sigma_theta)``.
+    """
+
+    ndim = 2
+
+    def __init__(self, cm: ArrowLambda) -> None:
+        self.cm, self.k, self.G = cm, cm.k, cm.G
+
+    def logpost(self, u: np.ndarray, chunk: int | None = None) -> np.ndarray:
+        """Log posterior density (up to a constant) of rows ``u``."""
+        return self.cm.logpost(u, chunk)
+
+    def lambda_moments(self, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Conditional means and SDs of every ``lambda_g`` at rows ``u``, ``(m, G)``."""
+        u = np.atleast_2d(np.asarray(u, dtype=float))
+        return self.cm.lambda_moments(self.cm.conditional(u[:, 0], u[:, 1]))
+
+
 # ----------------------------------------------------------------------- N-D grid
 @dataclasses.dataclass
 class NDGrid:
@@ -395,6 +422,7 @@ def lattice_grid_nd(
     min_log: Sequence[float | None] | None = None,
     prune: float = 1e-13,
     max_points: int = 2_000_000,
+    hermite: int | None = None,
 ) -> NDGrid:
     """Lattice grid of the log scales of ``cm`` (anything with ``logpost`` and ``ndim``).
 
@@ -426,6 +454,12 @@ def lattice_grid_nd(
         Weight below which nodes are dropped.
     max_points : int
         Refuse larger boxes (``RuntimeError``).
+    hermite : int, optional
+        Integrate the first axis by Gauss-Hermite quadrature with this many nodes, centred
+        at the mode and scaled by the posterior SD, in place of its lattice: for an axis
+        whose posterior is close to Gaussian (``log sigma`` with many observations), three
+        nodes integrate what a lattice needs seven or more for. The other axes keep their
+        lattices and flood fill; the first axis has no shell.
 
     Returns
     -------
@@ -433,6 +467,14 @@ def lattice_grid_nd(
     """
     d = cm.ndim
     mode, sd = _mode_and_sd(cm, np.asarray(u0, dtype=float))
+    if hermite is not None:
+        if int(hermite) < 1:
+            raise ValueError("hermite needs at least one node")
+        gh_x, gh_w = np.polynomial.hermite.hermgauss(int(hermite))
+        # int f(u) du = sqrt(2) sd sum_i w_i e^{x_i^2} f(mode + sqrt(2) sd x_i) for a Gaussian
+        # weight; the e^{x^2} undoes the weight function, so f is the density itself
+        gh_u = mode[0] + np.sqrt(2.0) * sd[0] * gh_x
+        gh_lj = np.log(gh_w) + gh_x**2 + np.log(np.sqrt(2.0) * sd[0])
     res = np.broadcast_to(np.asarray(resolution, dtype=float), (d,))
     a = np.array([_lattice_step(stretch * sd[i]) for i in range(d)])
     hv = np.array([_lattice_step(min(sd[i] / res[i], max_step) / a[i]) for i in range(d)])
@@ -448,6 +490,21 @@ def lattice_grid_nd(
     hi = list(start)
     steps = np.vstack([np.eye(d, dtype=int), -np.eye(d, dtype=int)])
     floor = np.array([np.iinfo(int).min if m is None else m for m in lo_lim])
+    ceil = np.full(d, np.iinfo(int).max)
+    if hermite is not None:  # the first axis: node numbers 0 .. hermite - 1, all evaluated
+        lo[0], hi[0] = 0, int(hermite) - 1
+        floor[0], ceil[0] = 0, int(hermite) - 1
+
+    def to_u(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Log scales of lattice nodes and the log of their quadrature weight factor."""
+        v = idx * hv
+        u = c + a * np.sinh(v)
+        lj = np.log(a * np.cosh(v))
+        if hermite is not None:
+            u[:, 0] = gh_u[idx[:, 0]]
+            lj[:, 0] = gh_lj[idx[:, 0]]
+        return u, lj.sum(axis=1)
+
     # node indices are encoded as one integer each, in lexicographic order (the bookkeeping
     # of the flood fill is then array operations: sorted codes and searchsorted)
     bits = max(1, 62 // d)
@@ -473,8 +530,8 @@ def lattice_grid_nd(
         nonlocal n_done
         if n_done + len(idx) > max_points:
             raise RuntimeError(f"quadrature grid would need more than {max_points} points")
-        v = idx * hv
-        lw = cm.logpost(c + a * np.sinh(v)) + np.log(a * np.cosh(v)).sum(axis=1)
+        u, lj = to_u(idx)
+        lw = cm.logpost(u) + lj
         done_idx.append(idx)
         done_lw.append(lw)
         n_done += len(idx)
@@ -495,7 +552,7 @@ def lattice_grid_nd(
         if not len(above):
             break
         cand = (above[:, None, :] + steps[None]).reshape(-1, d)
-        cand = cand[(cand >= floor).all(axis=1)]
+        cand = cand[((cand >= floor) & (cand <= ceil)).all(axis=1)]
         code, first = np.unique(encode(cand), return_index=True)
         new = ~member(code, known)
         if not new.any():
@@ -512,13 +569,13 @@ def lattice_grid_nd(
     w /= w.sum()
     # the shell: evaluated nodes with a face neighbour that was not evaluated
     nb = (keys[:, None, :] + steps[None]).reshape(-1, d)
-    ok = (nb >= floor).all(axis=1)
+    ok = ((nb >= floor) & (nb <= ceil)).all(axis=1)
     missing = np.zeros(len(nb), dtype=bool)
     missing[ok] = ~member(encode(nb[ok]), known)
     shell = missing.reshape(len(keys), 2 * d).any(axis=1)
     edge = float(w[shell].sum())
     keep = w > prune
-    nodes = c + a * np.sinh(keys[keep] * hv)
+    nodes = to_u(keys[keep])[0]
     shape = tuple(int(x) for x in keys.max(axis=0) - keys.min(axis=0) + 1)
     return NDGrid(nodes, w[keep] / w[keep].sum(), edge, mode, shape)
 

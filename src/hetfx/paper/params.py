@@ -32,12 +32,10 @@ class Simulation(_Section):
     replicates: int = Field(100, ge=1, description="replicates per condition")
     root_seed: int = Field(12, ge=0, description="root of SeedSequence(root_seed).spawn(R)")
     n_obs: int = Field(2000, ge=100, description="observations per simulated data set")
-    draws: int = Field(4000, ge=100, description="posterior draws per hierarchical fit")
-    grid: tuple[int, int] = Field((24, 64), description="quadrature points (log sigma, log sd)")
     n_jobs: int = Field(-1, description="joblib workers (-1: all cores)")
     backend: Literal["loky", "dask", "threading", "sequential"] = "loky"
     scheduler_address: str | None = Field(None, description="Dask scheduler (implies dask)")
-    small: bool = Field(False, description="small profile: at most 5 replicates, 1000 draws")
+    small: bool = Field(False, description="small profile: at most 5 replicates")
 
 
 class SimulationSensitivity(_Section):
