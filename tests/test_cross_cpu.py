@@ -105,11 +105,13 @@ def test_every_emulation_is_in_force(runs):
     """The emulated process really runs another CPU's arithmetic: no AVX2/AVX-512 dispatch in
     numpy, another OpenBLAS kernel, two BLAS threads instead of one, numba for a generic CPU."""
     ref, other = runs["reference"]["runtime"], runs["another_cpu"]["runtime"]
-    assert "X86_V3" in ref["numpy_dispatch"], ref  # else this CPU cannot show the difference
     assert other["numpy_dispatch"] == [], other
-    assert set(ref["openblas_architecture"]).isdisjoint(other["openblas_architecture"])
     assert set(ref["openblas_threads"]) == {1} and set(other["openblas_threads"]) == {2}
     assert ref["numba_cpu"] == "host" and other["numba_cpu"] == "generic"
+    if "X86_V3" not in ref["numpy_dispatch"]:
+        pytest.skip(f"this CPU has no AVX2 kernels to turn off (dispatch: {ref})")
+    # a CPU with AVX2 runs a newer OpenBLAS kernel than Prescott's
+    assert set(ref["openblas_architecture"]).isdisjoint(other["openblas_architecture"])
 
 
 @pytest.mark.slow  # shares the two worker processes
