@@ -41,23 +41,38 @@ def project(tmp_path: Path) -> Path:
 
 # --------------------------------------------------------------------- parallel workers
 # `make test` runs one pytest-xdist worker per core with `--dist loadfile`: a test file stays on
-# one worker (its module-scoped fits run once) and the workers take files in collection order.
-# The longest files go first (longest-processing-time-first), so that none of them starts last
-# and runs alone at the end; measured on 2 cores, longest first (others keep their order).
+# one worker (its module-scoped fits run once) and the workers take files in collection order
+# (pytest_configure below turns off xdist's own reordering by number of tests, which would
+# start a long file of few tests last). The longest files go first
+# (longest-processing-time-first), so that none of them starts last and runs alone at the end;
+# measured on 2 cores (sums of the per-test durations of `make test`), longest first (others
+# keep their order).
 LONGEST_FIRST = (
-    "test_varying_slopes_qmc.py",  # five processes emulating other CPUs
+    "test_bernoulli.py",  # qmc fits of four replicates; NUTS on the published logit
     "test_simulation_hierarchical.py",
-    "test_stages.py",
-    "test_cross_cpu.py",
+    "test_cross_cpu.py",  # two processes fitting every model, one of them emulating another CPU
     "test_render.py",  # real Quarto renders where it is on PATH
+    "test_stages.py",
     "test_api.py",
-    "test_bernoulli.py",
     "test_varying_slopes.py",
-    "test_simulation_sensitivity.py",
-    "test_models.py",
-    "test_simulation.py",
     "test_dvc_deps.py",
+    "test_simulation.py",
+    "test_models.py",
+    "test_simulation_sensitivity.py",
+    "test_exact.py",
+    "test_figures.py",
+    "test_examples.py",
+    "test_mcse_precision.py",
+    "test_api_paper.py",
+    "test_robustness.py",
 )
+
+
+def pytest_configure(config) -> None:
+    """Under pytest-xdist's --dist loadfile/loadscope, take the files in collection order."""
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
+
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # one BLAS/OpenMP thread per worker (and its subprocesses): the workers fill the cores

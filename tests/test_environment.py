@@ -130,3 +130,12 @@ def test_ci_runs_exactly_the_readme_test_command():
     code = [line.strip() for line in ci if line.strip() and not line.lstrip().startswith("#")]
     assert code[-1] == "make test"
     assert "--extra pipeline" in (ROOT / "Makefile").read_text()
+
+
+def test_the_longest_first_list_names_existing_test_files():
+    """tests/conftest.py orders the files for the parallel workers by name: a renamed or
+    removed file would silently fall back to collection order."""
+    from conftest import LONGEST_FIRST
+
+    missing = [name for name in LONGEST_FIRST if not (ROOT / "tests" / name).is_file()]
+    assert missing == [] and len(set(LONGEST_FIRST)) == len(LONGEST_FIRST), missing

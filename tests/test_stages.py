@@ -1,6 +1,7 @@
 """The stage scripts end to end in a scratch project: outputs, and no outputs on failure."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import ROOT, TW_FILE
+from conftest import MANIFEST, RAW, ROOT, TW_FILE
 from hetfx.paper.params import ParamsError, validate
 
 ANALYSIS = ROOT / "analysis"
@@ -125,11 +126,22 @@ def _with_params(project: Path, **changes) -> None:
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-@pytest.fixture
-def cleaned(project):
+@pytest.fixture(scope="module")
+def cleaned_once(tmp_path_factory) -> Path:
+    """A scratch project after the acquire and clean (Tomz-Weeks) stages, run once."""
+    root = tmp_path_factory.mktemp("cleaned")
+    shutil.copytree(RAW, root / "data" / "raw")
+    shutil.copy(MANIFEST, root / "data" / "manifest.csv")
+    shutil.copy(ROOT / "params.yaml", root / "params.yaml")
     for args in [("acquire.py",), ("clean.py", "tomz_weeks")]:
-        assert stage(project, *args).returncode == 0
-    return project
+        assert stage(root, *args).returncode == 0
+    return root
+
+
+@pytest.fixture
+def cleaned(cleaned_once, tmp_path):
+    """A fresh copy of that project for each test (the tests edit params.yaml)."""
+    return Path(shutil.copytree(cleaned_once, tmp_path / "project"))
 
 
 def test_fit_stage_writes_the_artifact_contract(cleaned):

@@ -1,14 +1,11 @@
 """Deterministic ``qmc`` engine of the varying-slopes models (issue 11 item 2).
 
 Exact mixture summaries, the weighted quantiles, the Pareto k-hat gate, agreement with the
-NUTS-based engine and with brms, and agreement across emulated CPUs within 1e-6.
+NUTS-based engine and with brms. Agreement across emulated CPUs within 1e-6:
+tests/test_cross_cpu.py (one worker process fits every model there).
 """
 
 from __future__ import annotations
-
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -177,65 +174,6 @@ def test_qmc_a1_matches_brms():
     m = ours.merge(fixef, on="variable")
     assert len(m) == len(fixef)
     assert ((m["mean"] - m["Estimate"]).abs() < np.maximum(0.02, 0.1 * m["Est.Error"])).all()
-
-
-# ------------------------------------------------------------------ another CPU
-#: Environment settings that change floating point the way another x86-64 CPU does.
-#: numpy 2.4 dispatches on the X86_V3/X86_V4/AVX512_ICL targets (features the CPU lacks
-#: are ignored); OpenBLAS picks kernels by core type; numba compiles for the host CPU.
-EMULATIONS = {
-    "numpy_no_avx512_avx2": {"NPY_DISABLE_CPU_FEATURES": "AVX512_SPR AVX512_ICL X86_V4 X86_V3"},
-    "openblas_prescott": {"OPENBLAS_CORETYPE": "Prescott"},
-    "numba_generic": {"NUMBA_CPU_NAME": "generic"},
-    "openblas_1_thread": {"OPENBLAS_NUM_THREADS": "1"},
-    "openblas_2_threads": {"OPENBLAS_NUM_THREADS": "2"},
-}
-#: Largest acceptable difference of any groups.csv / coefs.csv number across settings.
-CROSS_CPU_TOL = 1e-6
-
-
-def run_worker(engine: str, env: dict, out) -> dict:
-    full = {
-        k: v
-        for k, v in os.environ.items()
-        if k
-        not in (
-            "NPY_DISABLE_CPU_FEATURES",
-            "OPENBLAS_CORETYPE",
-            "NUMBA_CPU_NAME",
-            "OPENBLAS_NUM_THREADS",
-        )
-    }
-    full.update(env)
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "vs_crosscpu_worker.py"), engine, str(out)],
-        env=full,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=ROOT,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    with np.load(out) as z:
-        return dict(z)
-
-
-@pytest.fixture(scope="module")
-def cross_cpu(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("crosscpu")
-    runs = {"default": run_worker("qmc", {}, tmp / "default.npz")}
-    for name, env in EMULATIONS.items():
-        runs[name] = run_worker("qmc", env, tmp / f"{name}.npz")
-    return runs
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("setting", list(EMULATIONS))
-def test_qmc_summaries_agree_across_emulated_cpus(cross_cpu, setting):
-    ref, other = cross_cpu["default"], cross_cpu[setting]
-    for key in ["a1_groups", "a1_coefs", "bp_groups", "bp_coefs"]:
-        gap = np.abs(ref[key] - other[key]).max()
-        assert gap < CROSS_CPU_TOL, f"{key} moved by {gap:.3g} under {setting}"
 
 
 def test_qmc_monte_carlo_error_is_bounded_by_its_mcse(sim_fits):
