@@ -43,6 +43,7 @@ contrast row ``x(T=1) - x(T=0)`` over the columns of ``X``; the effect is
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from collections.abc import Sequence
@@ -669,53 +670,60 @@ try:  # numba ships with pytensor; fall back to Python if it is missing
     _moments = numba.njit(cache=True)(_moments_py)
     _mixture_quantiles = numba.njit(cache=True)(_mixture_quantiles_py)
 
-    @numba.cfunc(
-        numba.types.int64(
-            numba.types.uint64,
-            numba.types.CPointer(numba.types.double),
-            numba.types.CPointer(numba.types.double),
-            numba.types.CPointer(numba.types.double),
-            numba.types.voidptr,
-        ),
-        cache=True,
-    )
-    def _logp_cfunc(dim, x_, out_, logp_, user_data_):  # pragma: no cover - called by nutpie
-        """nutpie's C logp callback: ``user_data`` points at the packed buffer."""
-        head = numba.carray(user_data_, (_NHDR,), np.float64)
-        if dim != int(head[_H_NDIM]):
-            return -1
-        buf = numba.carray(user_data_, (int(head[_H_LEN]),), np.float64)
-        x = numba.carray(x_, (dim,))
-        out = numba.carray(out_, (dim,))
-        logp = numba.carray(logp_, (1,))
-        lp = _collapsed_kernel(x, buf, out)
-        logp[0] = lp
-        if not np.isfinite(lp):
-            return 4
-        for i in range(dim):
-            if not np.isfinite(out[i]):
-                return 3
-        return 0
+    @functools.cache
+    def _nutpie_callbacks():
+        """nutpie's C callbacks, compiled on first use (they cost seconds of numba compilation
+        on a fresh machine, which the importance-sampling engine never needs)."""
 
-    @numba.cfunc(
-        numba.types.int64(
-            numba.types.uint64,
-            numba.types.uint64,
-            numba.types.CPointer(numba.types.double),
-            numba.types.CPointer(numba.types.double),
-            numba.types.voidptr,
-        ),
-        cache=True,
-    )
-    def _expand_cfunc(dim, expanded, x_, out_, user_data_):  # pragma: no cover
-        """nutpie's C expand callback: the stored draw is ``h`` itself."""
-        if dim != expanded:
-            return -1
-        x = numba.carray(x_, (dim,))
-        out = numba.carray(out_, (dim,))
-        for i in range(dim):
-            out[i] = x[i]
-        return 0
+        @numba.cfunc(
+            numba.types.int64(
+                numba.types.uint64,
+                numba.types.CPointer(numba.types.double),
+                numba.types.CPointer(numba.types.double),
+                numba.types.CPointer(numba.types.double),
+                numba.types.voidptr,
+            ),
+            cache=True,
+        )
+        def _logp_cfunc(dim, x_, out_, logp_, user_data_):  # pragma: no cover - called by nutpie
+            """nutpie's C logp callback: ``user_data`` points at the packed buffer."""
+            head = numba.carray(user_data_, (_NHDR,), np.float64)
+            if dim != int(head[_H_NDIM]):
+                return -1
+            buf = numba.carray(user_data_, (int(head[_H_LEN]),), np.float64)
+            x = numba.carray(x_, (dim,))
+            out = numba.carray(out_, (dim,))
+            logp = numba.carray(logp_, (1,))
+            lp = _collapsed_kernel(x, buf, out)
+            logp[0] = lp
+            if not np.isfinite(lp):
+                return 4
+            for i in range(dim):
+                if not np.isfinite(out[i]):
+                    return 3
+            return 0
+
+        @numba.cfunc(
+            numba.types.int64(
+                numba.types.uint64,
+                numba.types.uint64,
+                numba.types.CPointer(numba.types.double),
+                numba.types.CPointer(numba.types.double),
+                numba.types.voidptr,
+            ),
+            cache=True,
+        )
+        def _expand_cfunc(dim, expanded, x_, out_, user_data_):  # pragma: no cover
+            """nutpie's C expand callback: the stored draw is ``h`` itself."""
+            if dim != expanded:
+                return -1
+            x = numba.carray(x_, (dim,))
+            out = numba.carray(out_, (dim,))
+            for i in range(dim):
+                out[i] = x[i]
+            return 0
+
+        return _logp_cfunc, _expand_cfunc
 
 except ImportError:  # pragma: no cover
     numba = None
@@ -726,7 +734,9 @@ except ImportError:  # pragma: no cover
     _logp_many = _logp_many_py
     _moments = _moments_py
     _mixture_quantiles = _mixture_quantiles_py
-    _logp_cfunc = _expand_cfunc = None
+
+    def _nutpie_callbacks():
+        return None
 
 
 # ------------------------------------------------------------------------- fit object
@@ -1064,10 +1074,12 @@ def _fit_collapsed(
         r = np.random.default_rng(s)
         return h_mode + 0.1 * r.standard_normal(ndim)
 
-    if _logp_cfunc is not None:
+    callbacks = _nutpie_callbacks()
+    if callbacks is not None:
         # compiled C callbacks: nutpie's threads evaluate the density without the GIL
         from nutpie.compile_pymc import CompiledPyMCModel
 
+        _logp_cfunc, _expand_cfunc = callbacks
         model = CompiledPyMCModel(
             dims={},
             _coords={},
