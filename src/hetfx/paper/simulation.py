@@ -606,7 +606,7 @@ SIM_DROP = 24.0
 SIM_PRUNE = 1e-12
 #: Version of the hierarchical estimator's numerics, recorded in the work directory's
 #: manifest so that replicates computed by an older engine are refitted.
-HIERARCHICAL_VERSION = 3
+HIERARCHICAL_VERSION = 4
 
 
 def _exact_lambda(cm: ArrowLambda, y_sd: float, resolution) -> MixturePosterior:
@@ -754,20 +754,20 @@ def _summary_frame(names: list[str], summ: pd.DataFrame, edge: float) -> pd.Data
 
 
 #: Grid of the pooled-baselines estimator: nodes per posterior SD of (log sigma,
-#: log sigma_theta, log sigma_alpha), the depth of the box (log units below the top) and the
-#: normalised weight below which nodes are left out of the mixtures. Against a grid with
-#: (2, 3, 3) nodes per SD, depth 32 and no pruning, group-effect quantiles differ by at most
-#: 6e-5 (replicates 0-5 of design 2 and 0-2 of design 1, with and without shifts). The
-#: settings used before, (0.75, 1, 1) at depth 18 with 1e-9, took 30% longer on design 1 and
-#: differed by up to 6e-4: their step was too coarse on the skewed log sigma_theta and
-#: log sigma_alpha axes, and their depth bought nothing. Both are far below the study's Monte
-#: Carlo error (about 3e-3), and deterministic.
+#: log sigma_theta, log sigma_alpha) (the first is unused: log sigma has POOLED_HERMITE
+#: Gauss-Hermite nodes, as :data:`SIM_HERMITE`), the depth of the box (log units below the
+#: top) and the normalised weight below which nodes are left out of the mixtures. Against a
+#: lattice with (2, 3, 3) nodes per SD, depth 32 and no pruning, group-effect quantiles differ
+#: by at most 6.4e-5 (replicates 0-5 of design 2 and 0-1 of design 1, with and without
+#: shifts; 4.4e-5 with 4 Hermite nodes, for 25% more time). The lattice used before,
+#: (0.75, 1, 1) at depth 18 with 1e-9, took about twice as long and differed by up to 6e-4: its
+#: step was too coarse on the skewed log sigma_theta and log sigma_alpha axes, and its depth
+#: bought nothing. Both are far below the study's Monte Carlo error (about 3e-3), and
+#: deterministic.
 POOLED_RESOLUTION = (0.75, 1.5, 1.5)
 POOLED_DROP = 11.0
 POOLED_PRUNE = 1e-7
-#: Gauss-Hermite nodes on log sigma in place of its lattice (as :data:`SIM_HERMITE`): 40% less
-#: time than the lattice above and the same accuracy (6e-5 in the same comparison).
-POOLED_HERMITE = 4
+POOLED_HERMITE = 3
 
 
 def hierarchical_fe_estimator(
