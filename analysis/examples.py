@@ -23,6 +23,12 @@ sources changes no byte (on the same machine: floating point differs between CPU
 
 from __future__ import annotations
 
+import os
+
+# one BLAS thread, before numpy is imported: the stage writes the same bytes whether or not
+# it runs under make (which sets this too)
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 import argparse
 import ast
 import contextlib

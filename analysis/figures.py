@@ -9,6 +9,12 @@ results/tomz_weeks/demographics_cells_<coding>.csv and manuscript/figures/figure
 
 from __future__ import annotations
 
+import os
+
+# one BLAS thread, before numpy is imported: the stage writes the same bytes whether or not
+# it runs under make (which sets this too)
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 import sys
 from pathlib import Path
 

@@ -16,6 +16,12 @@ the stage with the offending parameter and what to change; that model's folder i
 
 from __future__ import annotations
 
+import os
+
+# one BLAS thread, before numpy is imported: the stage writes the same bytes whether or not
+# it runs under make (which sets this too)
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 import json
 import math
 import shutil

@@ -10,6 +10,12 @@ fails the stage, naming the fit; nothing is left behind.
 
 from __future__ import annotations
 
+import os
+
+# one BLAS thread, before numpy is imported: the stage writes the same bytes whether or not
+# it runs under make (which sets this too)
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 import shutil
 from pathlib import Path
 
