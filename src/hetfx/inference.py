@@ -111,6 +111,37 @@ class Diagnostics:
         """Return the record as a one-row :class:`pandas.DataFrame`."""
         return pd.DataFrame([dataclasses.asdict(self)])
 
+    @classmethod
+    def importance_sampling(
+        cls,
+        points: int,
+        ess: float,
+        pareto_k: float,
+        wall_seconds: float,
+        compile_seconds: float,
+        sampling_seconds: float,
+        grid_edge_mass: float = float("nan"),
+    ) -> Diagnostics:
+        """The record of a ``qmc`` fit: one weighted point set, no chains (R-hat NaN), the
+        weights' effective sample size in both ESS fields and their Pareto k-hat."""
+        return cls(
+            sampler="qmc",
+            chains=1,
+            draws=points,
+            max_r_hat=float("nan"),
+            min_ess_bulk=ess,
+            min_ess_tail=ess,
+            divergences=0,
+            wall_seconds=wall_seconds,
+            compile_seconds=compile_seconds,
+            sampling_seconds=sampling_seconds,
+            worst_r_hat_param="",
+            worst_ess_bulk_param="importance weights",
+            worst_ess_tail_param="importance weights",
+            grid_edge_mass=grid_edge_mass,
+            pareto_k=pareto_k,
+        )
+
 
 def flat_names(da: xr.DataArray) -> list[str]:
     """Scalar names ``var[label,...]`` of a posterior variable, in C order of its extra dims."""

@@ -143,17 +143,24 @@ def plot_group_effects(
     g["label"] = _labels(g, res, label)
     order = g.sort_values("estimate")["label"] if sort else g["label"][::-1]
     g["label"] = pd.Categorical(g["label"], list(dict.fromkeys(order)))
-    p = (
-        ggplot(g, aes("label", "estimate"))
-        + geom_hline(yintercept=0, linetype="dashed", color="grey")
-        + geom_pointrange(aes(ymin="lower", ymax="upper"), color=_BLUE, size=0.4)
-        + coord_flip()
-        + labs(x="", y=_effect_title(res, ylab, level), title=title or "")
-        + theme_hetfx()
+    p = _interval_plot(
+        g, "estimate", "lower", "upper", _effect_title(res, ylab, level), title, size=0.4
     )
     if facet:
         p = p + facet_wrap(facet, scales="free_y")
     return p
+
+
+def _interval_plot(data, y: str, ymin: str, ymax: str, ylab: str, title: str | None, **point):
+    """One row per ``label``: point ``y`` and interval ``ymin``-``ymax``, a dashed zero line."""
+    return (
+        ggplot(data, aes("label", y))
+        + geom_hline(yintercept=0, linetype="dashed", color="grey")
+        + geom_pointrange(aes(ymin=ymin, ymax=ymax), color=_BLUE, **point)
+        + coord_flip()
+        + labs(x="", y=ylab, title=title or "")
+        + theme_hetfx()
+    )
 
 
 def plot_coefs(
@@ -197,13 +204,8 @@ def plot_coefs(
     c = c.copy()
     c["label"] = c["term"].map(lambda t: (labels or {}).get(t, t))
     c["label"] = pd.Categorical(c["label"], list(dict.fromkeys(c["label"][::-1])))
-    p = (
-        ggplot(c, aes("label", "mean"))
-        + geom_hline(yintercept=0, linetype="dashed", color="grey")
-        + geom_pointrange(aes(ymin="q025", ymax="q975"), color=_BLUE)
-        + coord_flip()
-        + labs(x="", y=ylab or "Coefficient (posterior mean, 95% interval)", title=title or "")
-        + theme_hetfx()
+    p = _interval_plot(
+        c, "mean", "q025", "q975", ylab or "Coefficient (posterior mean, 95% interval)", title
     )
     if equation is None:
         p = p + facet_wrap("equation", scales="free_y")

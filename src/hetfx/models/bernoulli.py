@@ -455,18 +455,7 @@ def fit_bernoulli_lambda(
         a = post[v].values
         flat[v] = a.reshape(-1, *a.shape[2:])
     flat["ame"] = group_ame(flat["beta"], flat["lambda"], data["X"], d.group, weights=weights)
-    coords = {
-        "control": [str(c) for c in d.X.columns],
-        "effect": [str(c) for c in d.Z.columns],
-        "group": d.labels,
-    }
-    dims = {
-        "beta": ["control"],
-        "gamma": ["effect"],
-        "theta": ["group"],
-        "lambda": ["group"],
-        "ame": ["group"],
-    }
+    coords, dims = _posterior_coords(d)
     idata = az.from_dict(
         posterior={k: v.reshape(chains, -1, *v.shape[1:]) for k, v in flat.items()},
         coords=coords,
@@ -483,6 +472,23 @@ def fit_bernoulli_lambda(
         sampling_seconds=t2 - t1,
     )
     return BernoulliLambdaFit(idata=idata, data=d, diagnostics_record=diag)
+
+
+def _posterior_coords(d) -> tuple[dict, dict]:
+    """Coordinates and dimensions of the posterior variables (both engines)."""
+    coords = {
+        "control": [str(c) for c in d.X.columns],
+        "effect": [str(c) for c in d.Z.columns],
+        "group": d.labels,
+    }
+    dims = {
+        "beta": ["control"],
+        "gamma": ["effect"],
+        "theta": ["group"],
+        "lambda": ["group"],
+        "ame": ["group"],
+    }
+    return coords, dims
 
 
 def _fit_qmc(
@@ -514,18 +520,7 @@ def _fit_qmc(
             **opts,
         )
     info = res["info"]
-    coords = {
-        "control": [str(c) for c in d.X.columns],
-        "effect": [str(c) for c in d.Z.columns],
-        "group": d.labels,
-    }
-    dims = {
-        "beta": ["control"],
-        "gamma": ["effect"],
-        "theta": ["group"],
-        "lambda": ["group"],
-        "ame": ["group"],
-    }
+    coords, dims = _posterior_coords(d)
     idata = az.from_dict(
         posterior={k: v.reshape(chains, draws, *v.shape[1:]) for k, v in res["draws"].items()},
         coords=coords,
@@ -539,22 +534,14 @@ def _fit_qmc(
         "weight_ess": info["ess"],
         "sigma_theta_nodes": len(info["nodes"]),
     }
-    diag = Diagnostics(
-        sampler="qmc",
-        chains=1,
-        draws=info["points"],
-        max_r_hat=float("nan"),
-        min_ess_bulk=info["ess"],
-        min_ess_tail=info["ess"],
-        divergences=0,
+    diag = Diagnostics.importance_sampling(
+        info["points"],
+        info["ess"],
+        info["pareto_k"],
         wall_seconds=time.perf_counter() - t0,
         compile_seconds=info["importance_seconds"],
         sampling_seconds=info["summary_seconds"],
-        worst_r_hat_param="",
-        worst_ess_bulk_param="importance weights",
-        worst_ess_tail_param="importance weights",
         grid_edge_mass=info["edge_mass"],
-        pareto_k=info["pareto_k"],
     )
     exact = {"summaries": res["summaries"], "weighted": res["weighted"], "info": info}
     return BernoulliLambdaFit(idata, d, diag, engine="qmc", exact=exact)

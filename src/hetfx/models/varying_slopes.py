@@ -1828,21 +1828,13 @@ def fit_varying_slopes(
                 max_pareto_k,
             )
         wall = time.perf_counter() - t0
-        diag = Diagnostics(
-            sampler="qmc",
-            chains=1,
-            draws=info["points"],
-            max_r_hat=float("nan"),
-            min_ess_bulk=info["ess"],
-            min_ess_tail=info["ess"],
-            divergences=0,
+        diag = Diagnostics.importance_sampling(
+            info["points"],
+            info["ess"],
+            info["pareto_k"],
             wall_seconds=wall,
             compile_seconds=info["compile"],
             sampling_seconds=info["sampling"],
-            worst_r_hat_param="",
-            worst_ess_bulk_param="importance weights",
-            worst_ess_tail_param="importance weights",
-            pareto_k=info["pareto_k"],
         )
         return VaryingSlopesFit(
             idata=idata, data=d, diagnostics_record=diag, engine=engine, exact=exact
