@@ -351,6 +351,27 @@ def test_quarto_numbers_the_appendix_like_the_fallback(quarto_renders) -> None:
         assert re.search(r"Figure\sA2 on the side-taking vignettes", text)
 
 
+def _section_numbers(text: str) -> list[str]:
+    """Numbers of the section headings on the PDF's lines, e.g. ["1", "1.1", ..., "4.3.1"]."""
+    return re.findall(r"(?m)^\s*(\d+(?:\.(?:\d+|[a-z]))+)\s+[A-Z]", text)
+
+
+def test_quarto_pdf_numbers_sections_and_sets_tables_like_the_fallback(quarto_renders) -> None:
+    """Quarto's Typst default numbers subsections 4.3.a; the project asks for 1.1.1, as the
+    fallback and HTML print. The table rules of _quarto.yml's header reach Quarto's table
+    figures too: a wide table keeps each row's labels on one line (Quarto's justified 11 pt
+    cells wrapped "shifted base-/lines" and ran the table over the page number)."""
+    out, fallback = quarto_renders["out"], quarto_renders["fallback_out"]
+    for doc in DOCS:
+        quarto_pdf = _pdf_text(out / f"{doc}.pdf")
+        numbers = _section_numbers(quarto_pdf)
+        assert numbers and numbers == _section_numbers(_pdf_text(fallback / f"{doc}.pdf")), doc
+        assert not [n for n in numbers if re.search(r"[a-z]", n)], doc
+    for root in (out, fallback):
+        text = " ".join(_pdf_text(root / "appendix.pdf").split())
+        assert "shifted baselines 1: 128 groups" in text, root
+
+
 def _citations(text: str) -> list[str]:
     """Parenthetical author-year citations, e.g. "(Feller and Gelman 2015; McElreath 2016)"."""
     return re.findall(r"\([^()]*?\b\d{4}[a-z]?\)", " ".join(text.split()))

@@ -49,18 +49,10 @@ log = logging.getLogger(__name__)
 
 FORMATS = ("html", "pdf")
 INCLUDE = re.compile(r"\{\{<\s*include\s+(\S+?)\s*>\}\}")
-#: Typst set rules for the fallback PDF: numbering is done by the Lua filter (so that HTML and
-#: PDF agree by construction), figures without an explicit width get a sensible one.
-TYPST_HEADER = "\n".join(
-    [
-        "#set figure(numbering: none)",
-        "#set image(width: 85%)",
-        # long tables (the replication report) may break across pages, in a smaller type
-        "#show figure.where(kind: table): set block(breakable: true)",
-        "#show table: set text(size: 8pt)",
-        "#show table: set par(justify: false)",
-    ]
-)
+#: Typst set rules of the fallback PDF only: numbering is done by the Lua filter (so that HTML
+#: and PDF agree by construction), figures without an explicit width get a sensible one. The
+#: rules both routes share (tables) are the ``include-in-header`` text of ``_quarto.yml``.
+TYPST_HEADER = "\n".join(["#set figure(numbering: none)", "#set image(width: 85%)"])
 #: Pandoc metadata keys that only Quarto understands; left out of the fallback's metadata.
 QUARTO_ONLY = {
     "project",
@@ -71,6 +63,7 @@ QUARTO_ONLY = {
     "filters",
     "citeproc",
     "include-in-header",
+    "section-numbering",  # the fallback numbers sections 1.1.1 itself; passed on, it doubles them
 }
 #: Metadata paths that Quarto resolves against the project directory.
 PROJECT_PATHS = ("bibliography", "csl")
