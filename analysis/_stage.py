@@ -1,4 +1,9 @@
-"""What every stage script shares: parameters, timing, and clean failure messages."""
+"""What every stage script shares: parameters, timing, and clean failure messages.
+
+Run times are kept out of the committed artifacts (a rebuild on the same machine must change no
+committed byte): :func:`split_timings` writes them to :data:`TIMINGS`, a git-ignored folder that
+is no DVC output (so ``dvc.lock`` does not hash it either).
+"""
 
 from __future__ import annotations
 
@@ -7,10 +12,17 @@ import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
 from hetfx.paper.params import Params, validate
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+#: Where the stages write run times (``timings/<name>.csv``): git-ignored, no DVC output.
+TIMINGS = Path("timings")
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
@@ -48,3 +60,14 @@ def run(stage: str, main: Callable[[], None], expected: tuple[type[BaseException
     except expected as exc:
         print(f"[{stage}] FAILED: {exc}", file=sys.stderr, flush=True)
         sys.exit(1)
+
+
+def split_timings(frame: pd.DataFrame, name: str, key: str = "fit") -> pd.DataFrame:
+    """Write the run-time columns (``*_seconds``) of ``frame`` to ``timings/<name>.csv``
+    (with ``key``, when ``frame`` has it) and return ``frame`` without them: the part that is
+    committed, the same bytes on every rerun."""
+    seconds = [c for c in frame.columns if str(c).endswith("_seconds")]
+    path = TIMINGS / f"{name}.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame[[c for c in [key] if c in frame] + seconds].to_csv(path, index=False)
+    return frame.drop(columns=seconds)

@@ -9,8 +9,11 @@ Usage::
 Every model of a study and coding is fitted in one process (one interpreter start-up and one
 import of the libraries, not one per model). Each writes
 results/<study>/<model>_<coding>/{groups.csv, coefs.csv, diagnostics.csv}, the numeric
-diagnostics as DVC metrics (diagnostics.json, without run times) and, for Bayesian fits,
-posterior.nc. A Bayesian fit that fails the diagnostic gate of params.yaml (models.gate) fails
+diagnostics as DVC metrics (diagnostics.json) and, for Bayesian fits, posterior.nc (without
+arviz's creation time stamp). None of them holds a run time, so a rerun on the same machine
+writes the same bytes (and dvc.lock records the same hashes): the fit's wall, compile and
+sampling seconds go to timings/<study>/<model>_<coding>.csv (git-ignored, no DVC output) and the
+stage log. A Bayesian fit that fails the diagnostic gate of params.yaml (models.gate) fails
 the stage with the offending parameter and what to change; that model's folder is removed.
 """
 
@@ -31,8 +34,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from _stage import load_params, log, run
-from hetfx.inference import SamplerDiagnosticsError, check_diagnostics
+from _stage import load_params, log, run, split_timings
+from hetfx.inference import SamplerDiagnosticsError, check_diagnostics, without_timestamps
 from hetfx.paper import studies
 from hetfx.paper.params import ParamsError
 
@@ -66,7 +69,8 @@ def paper_layout(groups: pd.DataFrame) -> pd.DataFrame:
 
 def metrics(diagnostics: pd.DataFrame) -> dict:
     """The numeric diagnostics of the fit (R-hat, ESS, divergences, ...) for `dvc metrics`:
-    run times left out (they change on every run), missing values too (JSON has no NaN)."""
+    run times left out (they change on every run; `fit_one` has split them off already),
+    missing values too (JSON has no NaN)."""
     row = diagnostics.iloc[0].to_dict()
     out = {}
     for key, value in row.items():
@@ -162,6 +166,8 @@ def fit_one(study: str, model: str, coding: str, data: pd.DataFrame, cfg, target
                 }
             ]
         )
+    # run times to timings/ (not committed), the rest to the committed diagnostics.csv
+    diagnostics = split_timings(diagnostics, f"{study}/{target.name}")
     target.mkdir(parents=True, exist_ok=True)
     groups.to_csv(target / "groups.csv", index=False)
     coefs.to_csv(target / "coefs.csv", index=False)
@@ -170,7 +176,7 @@ def fit_one(study: str, model: str, coding: str, data: pd.DataFrame, cfg, target
         json.dumps(metrics(diagnostics), indent=2) + "\n", encoding="utf-8"
     )
     if bayesian:  # the draws only (Results.idata would add pointwise log-likelihoods)
-        fit.draws.to_netcdf(str(target / "posterior.nc"))
+        without_timestamps(fit.draws).to_netcdf(str(target / "posterior.nc"))
     log(stage, f"wrote {target}/ ({len(groups)} groups, {len(coefs)} coefficients)")
 
 

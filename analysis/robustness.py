@@ -4,8 +4,9 @@ Usage: python analysis/robustness.py
 
 Reads data/clean/tomz_weeks.parquet and params.yaml (models, robustness), fits every variant
 of hetfx.paper.robustness and writes results/robustness/*.csv and the comparison figure
-manuscript/figures/figure_robustness.{png,svg}. A Bayesian fit that fails the diagnostic gate
-fails the stage, naming the fit; nothing is left behind.
+manuscript/figures/figure_robustness.{png,svg}; the fits' run times go to timings/robustness.csv
+(git-ignored, no DVC output), so a rerun writes the same bytes. A Bayesian fit that fails the
+diagnostic gate fails the stage, naming the fit; nothing is left behind.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from _stage import load_params, log, run
+from _stage import load_params, log, run, split_timings
 from hetfx.inference import SamplerDiagnosticsError
 from hetfx.paper import figures, robustness, studies
 from hetfx.paper.params import ParamsError
@@ -50,6 +51,8 @@ def main() -> None:
         progress=lambda m: log(STAGE, m),
     )
     OUT.mkdir(parents=True, exist_ok=True)
+    # run times to timings/robustness.csv (not committed): a rerun writes the same bytes
+    res.diagnostics = split_timings(res.diagnostics, STAGE)
     for name, table in res.tables().items():
         table.to_csv(OUT / f"{name}.csv", index=False, float_format="%.6g")
     log(STAGE, f"wrote {len(res.tables())} tables to {OUT}/")

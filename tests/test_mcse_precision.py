@@ -72,7 +72,6 @@ def test_diagnostics_table_prints_the_largest_mcses():
         "min_ess_bulk": 9000.0,
         "min_ess_tail": 9000.0,
         "divergences": 0,
-        "wall_seconds": 2.5,
         "pareto_k": 0.31,
     }
     imp = pd.DataFrame([{**row, "mcse_estimate_max": 0.00123, "mcse_bounds_max": 0.0042}])

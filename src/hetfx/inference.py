@@ -5,11 +5,14 @@ All models return their posterior as an :class:`arviz.InferenceData` with a ``ch
 every engine (NUTS via nutpie, or the exact quadrature / collapsed engines whose draws are
 independent). This module turns such an object into
 
-* a :class:`Diagnostics` record (one row of ``diagnostics.csv``),
+* a :class:`Diagnostics` record (one row of ``diagnostics.csv``, where the paper's pipeline
+  leaves out the run times),
 * a gate, :func:`check_diagnostics`, that raises :class:`SamplerDiagnosticsError` naming
   the failing parameter and what to change,
 * the tidy frames of ``coefs.csv`` (:func:`summarise_coefs`) and ``groups.csv``
-  (:func:`summarise_groups`).
+  (:func:`summarise_groups`),
+* draws without arviz's creation time stamps (:func:`without_timestamps`), so that the same
+  draws written with ``to_netcdf`` give the same bytes.
 """
 
 from __future__ import annotations
@@ -42,7 +45,12 @@ __all__ = [
     "sample_nutpie",
     "rhat_ess",
     "sinc_quantiles",
+    "without_timestamps",
 ]
+
+#: Attributes arviz stamps on every group of an InferenceData it builds or concatenates: the
+#: wall-clock time of the run, not a property of the draws.
+TIMESTAMP_ATTRS = ("created_at", "previous_created_at")
 
 #: Quantiles reported for every group effect (``groups.csv``).
 GROUP_QUANTILES = {"q025": 0.025, "q10": 0.10, "q90": 0.90, "q975": 0.975}
@@ -64,7 +72,8 @@ class SamplerDiagnosticsError(RuntimeError):
 
 @dataclasses.dataclass
 class Diagnostics:
-    """Convergence and cost record of one fit (one row of ``diagnostics.csv``).
+    """Convergence and cost record of one fit (one row of ``diagnostics.csv``; the paper's
+    pipeline writes the run times, which change on every run, to a file it does not commit).
 
     Attributes
     ----------
@@ -141,6 +150,40 @@ class Diagnostics:
             grid_edge_mass=grid_edge_mass,
             pareto_k=pareto_k,
         )
+
+
+def without_timestamps(idata: az.InferenceData) -> az.InferenceData:
+    """The same draws without the creation times arviz stores in each group's attributes.
+
+    arviz stamps ``created_at`` (the wall-clock time) on every group it builds, and
+    ``to_netcdf`` writes it, so two runs that draw the same numbers would write different
+    files (and a pipeline that hashes them, e.g. DVC, would record a change). The netCDF/HDF5
+    layer itself adds no time stamp (h5py leaves object times untracked), so without these
+    attributes the same draws give byte-identical files.
+
+    Parameters
+    ----------
+    idata : arviz.InferenceData
+        Draws as an engine returns them (left unchanged).
+
+    Returns
+    -------
+    arviz.InferenceData
+        A shallow copy (the arrays are shared) whose groups, and the object itself, carry no
+        attribute of :data:`TIMESTAMP_ATTRS`; every other attribute (``arviz_version``,
+        engine settings) is kept.
+    """
+    import arviz as az
+
+    def strip(attrs: Mapping) -> dict:
+        return {k: v for k, v in attrs.items() if k not in TIMESTAMP_ATTRS}
+
+    groups = {}
+    for name in idata.groups():
+        group = getattr(idata, name).copy(deep=False)
+        group.attrs = strip(group.attrs)
+        groups[name] = group
+    return az.InferenceData(attrs=strip(getattr(idata, "attrs", {}) or {}), **groups)
 
 
 def flat_names(da: xr.DataArray) -> list[str]:

@@ -782,7 +782,6 @@ DIAGNOSTIC_COLUMNS = [
     "min_ess_bulk",
     "min_ess_tail",
     "divergences",
-    "wall_seconds",
 ]
 
 
@@ -1170,8 +1169,8 @@ def build_report(inputs: ReportInputs) -> tuple[dict[str, str], dict[str, str], 
         diagnostics_markdown(diag),
         "Sampler diagnostics of every Bayesian fit (from each fit's diagnostics.csv). The "
         "importance-sampling engine (qmc) has no chains: its ESS is that of the importance "
-        "weights and its Pareto k-hat says whether they are reliable (below 0.7); run times "
-        "are in diagnostics.csv",
+        "weights and its Pareto k-hat says whether they are reliable (below 0.7). Run times "
+        "differ from run to run and are not committed: the fit stages write them to timings/",
         "diagnostics",
     )
     numbers["diag_max_r_hat"] = float(diag["max_r_hat"].max())

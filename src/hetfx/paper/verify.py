@@ -9,7 +9,9 @@ committed version with ``git show HEAD:path``):
   - ``identical``: the same text, or the same number (``0.5`` and ``0.50``; both missing);
   - ``within``: numbers that differ by no more than the file's and column's stated tolerance
     (:data:`TOLERANCES`; mixed absolute/relative: ``|a - b| <= tol * max(1, |a|, |b|)``);
-  - ``ignored``: a column that measures the run, not the result (``wall_seconds``);
+  - ``ignored``: a column that measures the run, not the result (``wall_seconds``: the
+    stages no longer commit run times, they write them to the git-ignored ``timings/``; the
+    rule keeps comparisons with older commits meaningful);
   - ``different``: anything else, including a changed shape, header or text cell.
 
 * **Quoted numbers** (``manuscript/_variables.yml``): each entry is the string the manuscript
