@@ -74,6 +74,18 @@ def test_unchanged_tree_verifies(repo):
     assert counts(done.stdout, VARS) == {"identical": 3, "within": 0, "ignored": 0, "different": 0}
 
 
+def test_run_time_columns_dropped_since_the_commit_are_no_difference(repo):
+    # the stages now write run times to timings/: diagnostics.csv loses wall_seconds
+    (repo / A1).write_text("sampler,max_r_hat\ncollapsed,1.0014715849268272\n")
+    done = verify(repo)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert counts(done.stdout, A1) == {"identical": 2, "within": 0, "ignored": 1, "different": 0}
+    # a result column dropped is still a difference
+    (repo / A1).write_text("sampler,wall_seconds\ncollapsed,1.03\n")
+    done = verify(repo)
+    assert done.returncode == 1 and counts(done.stdout, A1)["different"] == 1
+
+
 def test_within_tolerance_and_ignored_columns_pass(repo):
     # 1e-12 on a quadrature result (tolerance 1e-9), 4e-7 on A1's R-hat (1e-6), a rerun's
     # wall time, and 0.5 printed as 0.50: none is a difference

@@ -9,9 +9,10 @@ committed version with ``git show HEAD:path``):
   - ``identical``: the same text, or the same number (``0.5`` and ``0.50``; both missing);
   - ``within``: numbers that differ by no more than the file's and column's stated tolerance
     (:data:`TOLERANCES`; mixed absolute/relative: ``|a - b| <= tol * max(1, |a|, |b|)``);
-  - ``ignored``: a column that measures the run, not the result (``wall_seconds``: the
-    stages no longer commit run times, they write them to the git-ignored ``timings/``; the
-    rule keeps comparisons with older commits meaningful);
+  - ``ignored``: a column that measures the run, not the result (``wall_seconds``), counted
+    from the committed version and left out of the header comparison: the stages no longer
+    commit run times (they write them to the git-ignored ``timings/``), so a file that has
+    lost such a column against an older commit is not a difference;
   - ``different``: anything else, including a changed shape, header or text cell.
 
 * **Quoted numbers** (``manuscript/_variables.yml``): each entry is the string the manuscript
@@ -153,6 +154,18 @@ def _rows(text: str) -> list[list[str]]:
     return list(csv.reader(io.StringIO(text)))
 
 
+def _without_ignored(
+    path: str, rows: list[list[str]], rules: Sequence[Rule]
+) -> tuple[list[list[str]], int]:
+    """``rows`` without the columns whose rule ignores them (run times), and how many cells
+    that drops: a file that gains or loses such a column keeps the same header."""
+    if not rows:
+        return rows, 0
+    keep = [j for j, col in enumerate(rows[0]) if tolerance_for(path, col, rules).tol is not None]
+    dropped = sum(len(row) - sum(j < len(row) for j in keep) for row in rows[1:])
+    return [[row[j] for j in keep if j < len(row)] for row in rows], dropped
+
+
 def compare_csv(
     path: str, committed: str, current: str | None, rules: Sequence[Rule] = TOLERANCES
 ) -> FileReport:
@@ -174,7 +187,11 @@ def compare_csv(
             "different", CellDifference("file", "present", "missing", math.nan, None, "different")
         )
         return report
-    old, new = _rows(committed), _rows(current)
+    # ignored columns (run times) are counted, not compared: older commits have them in
+    # diagnostics.csv, the stages now write them to the git-ignored timings/
+    old, ignored = _without_ignored(path, _rows(committed), rules)
+    new, _ = _without_ignored(path, _rows(current), rules)
+    report.counts["ignored"] += ignored
     if not old or not new or old[0] != new[0]:
         report.note = "header changed"
         report.add(
