@@ -607,7 +607,7 @@ SIM_DROP = 24.0
 SIM_PRUNE = 1e-12
 #: Version of the hierarchical estimator's numerics, recorded in the work directory's
 #: manifest so that replicates computed by an older engine are refitted.
-HIERARCHICAL_VERSION = 4
+HIERARCHICAL_VERSION = 5
 
 
 def _exact_lambda(cm: ArrowLambda, y_sd: float, resolution) -> MixturePosterior:
@@ -860,6 +860,7 @@ def hierarchical_pooled_estimator(
             drop=drop,
             prune=prune,
             hermite=hermite,
+            moments=True,
         )
         summ = MixturePosterior(cm, grid).summarise_lambda(probs=(0.5, *_T_LEVELS.values()))
     return _summary_frame([str(v) for v in Z.index], summ, grid.edge_mass)
