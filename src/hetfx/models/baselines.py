@@ -262,6 +262,9 @@ class PooledBaselineLambda:
         """``log p(y | scales)`` for rows ``u = (log sigma, log sigma_theta, log sigma_alpha)``."""
         u = np.atleast_2d(np.asarray(u, dtype=float))
         L, (_, _, _, logdet_sigma, _) = self._system(u)
+        return self._log_marginal(L, logdet_sigma)
+
+    def _log_marginal(self, L: np.ndarray, logdet_sigma: np.ndarray) -> np.ndarray:
         k = self.k
         piv = np.diagonal(L, axis1=1, axis2=2)
         return (
@@ -272,19 +275,39 @@ class PooledBaselineLambda:
             - 0.5 * piv[:, k] ** 2
         )
 
+    def _add_log_prior(self, lp: np.ndarray, u: np.ndarray) -> np.ndarray:
+        for j, prior in enumerate(self.priors):
+            lp = lp + prior.logpdf_log(u[:, j])[0]
+        return lp
+
     def logpost(self, u: np.ndarray, chunk: int | None = None) -> np.ndarray:
         """Log posterior density (up to a constant) of the log scales, rows of ``u``."""
         u = np.atleast_2d(np.asarray(u, dtype=float))
         if chunk is None:
-            chunk = max(16, int(1e6 // max(3 * self.G + self.k * self.k, 1)))
+            # chunks of about 2 MB: larger temporaries come back from the allocator as fresh
+            # pages, and faulting them in cost as much as the factorisations (measured)
+            chunk = max(8, int(2.5e5 // max(3 * self.G + self.k * self.k, 1)))
         out = np.empty(len(u))
         for i in range(0, len(u), chunk):
             uu = u[i : i + chunk]
-            lp = self.log_marginal_likelihood(uu)
-            for j, prior in enumerate(self.priors):
-                lp = lp + prior.logpdf_log(uu[:, j])[0]
-            out[i : i + chunk] = lp
+            out[i : i + chunk] = self._add_log_prior(self.log_marginal_likelihood(uu), uu)
         return out
+
+    def logpost_and_moments(self, u: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`logpost` and :meth:`lambda_moments` of rows ``u`` from one factorisation
+        per row (the grid needs both at most of its nodes; apart, each factors the
+        ``(k + 1)``-square system)."""
+        u = np.atleast_2d(np.asarray(u, dtype=float))
+        chunk = max(8, int(2.5e5 // max(self.k * (self.G + self.k), 1)))
+        lp = np.empty(len(u))
+        mean = np.empty((len(u), self.G))
+        sd = np.empty((len(u), self.G))
+        for i in range(0, len(u), chunk):
+            uu = u[i : i + chunk]
+            L, (_, e12, e22, logdet_sigma, s2) = self._system(uu)
+            lp[i : i + chunk] = self._add_log_prior(self._log_marginal(L, logdet_sigma), uu)
+            mean[i : i + chunk], sd[i : i + chunk] = self._moments(L, e12, e22, s2)
+        return lp, mean, sd
 
     def lambda_moments(self, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Conditional means and SDs of every ``lambda_g`` given the scales, ``(m, G)``.
@@ -295,6 +318,9 @@ class PooledBaselineLambda:
         """
         u = np.atleast_2d(np.asarray(u, dtype=float))
         L, (_, e12, e22, _, s2) = self._system(u)
+        return self._moments(L, e12, e22, s2)
+
+    def _moments(self, L, e12, e22, s2) -> tuple[np.ndarray, np.ndarray]:
         k, p = self.k, self.p
         # Cov(a) = Linv' Linv; LinvT = Linv' is C-contiguous (see _batched_tri_inv)
         LinvT = np.swapaxes(_batched_tri_inv(L[:, :k, :k]), 1, 2)
@@ -362,6 +388,9 @@ class NDGrid:
         Mode found by the optimiser.
     shape : tuple of int
         Extent of the evaluated nodes per axis.
+    means, sds : numpy.ndarray or None
+        ``(J, G)`` conditional moments of the group effects at the kept nodes, where the
+        grid was built with ``moments=True``.
     """
 
     nodes: np.ndarray
@@ -369,18 +398,14 @@ class NDGrid:
     edge_mass: float
     mode: np.ndarray
     shape: tuple[int, ...]
+    means: np.ndarray | None = None
+    sds: np.ndarray | None = None
 
 
-def _mode_and_sd(cm, u0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    d = len(u0)
-    res = optimize.minimize(
-        lambda u: -cm.logpost(u[None, :])[0],
-        u0,
-        method="Nelder-Mead",
-        options={"xatol": 1e-4, "fatol": 1e-6, "maxiter": 300 * d},
-    )
-    mode = res.x
-    h = 1e-2
+def _stencil(d: int, h: float) -> np.ndarray:
+    """Offsets of a central-difference stencil in ``d`` dims: the centre, ``+-h`` on each
+    axis, the four corners ``(+-h, +-h)`` of each pair (the Hessian), then ``+-h / 10`` on
+    each axis (the gradient, with a truncation error 100 times smaller)."""
     offs = [np.zeros(d)]
     for i in range(d):
         for j in range(i, d):
@@ -389,8 +414,16 @@ def _mode_and_sd(cm, u0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
                 o[i] += si * h
                 o[j] += sj * h if i != j else 0.0
                 offs.append(o)
-    offs = np.array(offs)
-    f = cm.logpost(mode[None, :] + offs)
+    for i in range(d):
+        for si in (1, -1):
+            o = np.zeros(d)
+            o[i] = si * h / 10
+            offs.append(o)
+    return np.array(offs)
+
+
+def _grad_hess(f: np.ndarray, d: int, h: float) -> tuple[np.ndarray, np.ndarray]:
+    """Central-difference gradient and Hessian from values on :func:`_stencil`'s offsets."""
     H = np.empty((d, d))
     pos = 1
     for i in range(d):
@@ -401,6 +434,72 @@ def _mode_and_sd(cm, u0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             else:
                 H[i, j] = H[j, i] = (f[pos] + f[pos + 1] - f[pos + 2] - f[pos + 3]) / (4 * h**2)
                 pos += 4
+    g = (f[pos : pos + 2 * d : 2] - f[pos + 1 : pos + 2 * d : 2]) / (2 * h / 10)
+    return g, H
+
+
+def _newton_mode(cm, u0: np.ndarray, h: float, max_iter: int = 60):
+    """Mode of ``cm.logpost`` by Newton's method on central differences.
+
+    Each iteration evaluates the whole stencil around the current point in one batched
+    call (``1 + 2 d^2 + 2 d`` rows), so a mode costs a handful of calls where a simplex
+    search needs a hundred or more single rows. The step solves with the Hessian's
+    eigenvalues made negative (at least ``1e-3`` in size) and is at most one log unit long;
+    a step longer than ``1e-3`` is halved while it would lower the density. The iteration
+    ends one step after the step falls below ``1e-6``. Returns ``(mode, values on the
+    stencil there)``, or None when a value is not finite or the iteration does not settle.
+    """
+    d = len(u0)
+    offs = _stencil(d, h)
+    u = np.asarray(u0, dtype=float)
+    f = cm.logpost(u[None, :] + offs)
+    for _ in range(max_iter):
+        if not np.all(np.isfinite(f)):
+            return None
+        g, H = _grad_hess(f, d, h)
+        lam, V = np.linalg.eigh(-H)
+        step = V @ ((V.T @ g) / np.maximum(np.abs(lam), 1e-3))
+        length = float(np.sqrt(step @ step))
+        if length > 1.0:
+            step /= length
+            length = 1.0
+        if length < 1e-6:
+            # one more step from here lands within rounding of the fixed point, so the mode
+            # does not depend on which iteration happened to pass the threshold
+            ft = cm.logpost((u + step)[None, :] + offs)
+            return (u + step, ft) if np.all(np.isfinite(ft)) else (u, f)
+        while True:
+            ft = cm.logpost((u + step)[None, :] + offs)
+            if length < 1e-3 or (np.isfinite(ft[0]) and ft[0] >= f[0]):
+                break
+            step /= 2
+            length /= 2
+        u, f = u + step, ft
+    return None
+
+
+def _mode_and_sd(cm, u0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mode of the log scales' posterior and the SDs of its Laplace approximation.
+
+    Newton's method (:func:`_newton_mode`); where it fails, a Nelder-Mead search. The SDs
+    come from a central-difference Hessian with step ``1e-2`` at the mode (capped at 3;
+    0.5 where the Hessian is not negative definite).
+    """
+    d = len(u0)
+    h = 1e-2
+    found = _newton_mode(cm, u0, h)
+    if found is None:
+        res = optimize.minimize(
+            lambda u: -cm.logpost(u[None, :])[0],
+            u0,
+            method="Nelder-Mead",
+            options={"xatol": 1e-4, "fatol": 1e-6, "maxiter": 300 * d},
+        )
+        mode = res.x
+        f = cm.logpost(mode[None, :] + _stencil(d, h))
+    else:
+        mode, f = found
+    H = _grad_hess(f, d, h)[1]
     try:
         cov = np.linalg.inv(-H)
         sd = np.sqrt(np.diag(cov))
@@ -423,6 +522,7 @@ def lattice_grid_nd(
     prune: float = 1e-13,
     max_points: int = 2_000_000,
     hermite: int | None = None,
+    moments: bool = False,
 ) -> NDGrid:
     """Lattice grid of the log scales of ``cm`` (anything with ``logpost`` and ``ndim``).
 
@@ -460,6 +560,10 @@ def lattice_grid_nd(
         whose posterior is close to Gaussian (``log sigma`` with many observations), three
         nodes integrate what a lattice needs seven or more for. The other axes keep their
         lattices and flood fill; the first axis has no shell.
+    moments : bool, default False
+        Keep the group effects' conditional moments of every node, from
+        ``cm.logpost_and_moments`` (one factorisation per node where :class:`MixturePosterior`
+        would factor the kept nodes again).
 
     Returns
     -------
@@ -524,6 +628,7 @@ def lattice_grid_nd(
 
     done_idx: list[np.ndarray] = []
     done_lw: list[np.ndarray] = []
+    done_mom: list[tuple[np.ndarray, np.ndarray]] = []
     n_done = 0
 
     def evaluate(idx: np.ndarray) -> np.ndarray:
@@ -531,7 +636,12 @@ def lattice_grid_nd(
         if n_done + len(idx) > max_points:
             raise RuntimeError(f"quadrature grid would need more than {max_points} points")
         u, lj = to_u(idx)
-        lw = cm.logpost(u) + lj
+        if moments:
+            lp, mean, sd = cm.logpost_and_moments(u)
+            done_mom.append((mean, sd))
+        else:
+            lp = cm.logpost(u)
+        lw = lp + lj
         done_idx.append(idx)
         done_lw.append(lw)
         n_done += len(idx)
@@ -577,7 +687,12 @@ def lattice_grid_nd(
     keep = w > prune
     nodes = to_u(keys[keep])[0]
     shape = tuple(int(x) for x in keys.max(axis=0) - keys.min(axis=0) + 1)
-    return NDGrid(nodes, w[keep] / w[keep].sum(), edge, mode, shape)
+    grid = NDGrid(nodes, w[keep] / w[keep].sum(), edge, mode, shape)
+    if moments:
+        rows = order[keep]
+        grid.means = np.concatenate([m for m, _ in done_mom])[rows]
+        grid.sds = np.concatenate([s_ for _, s_ in done_mom])[rows]
+    return grid
 
 
 class MixturePosterior:
@@ -588,7 +703,7 @@ class MixturePosterior:
     cm : PooledBaselineLambda
         The collapsed model (anything with ``lambda_moments(u)``).
     grid : NDGrid
-        Its grid.
+        Its grid (its own moments are used where it has them).
     chunk_elems : float, default 1e6
         Nodes are processed in chunks of about this many ``k x (G + k)`` entries (small
         chunks stay in cache: measured 3x faster than 2e7 at 128 groups).
@@ -596,6 +711,9 @@ class MixturePosterior:
 
     def __init__(self, cm, grid: NDGrid, chunk_elems: float = 1e6) -> None:
         self.cm, self.grid = cm, grid
+        if grid.means is not None and grid.sds is not None:
+            self.means, self.sds = grid.means, grid.sds
+            return
         size = max(8, int(chunk_elems // max(cm.k * (cm.G + cm.k), 1)))
         means, sds = [], []
         for i in range(0, len(grid.weights), size):

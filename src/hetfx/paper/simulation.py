@@ -575,6 +575,17 @@ def _data_seed(data: pd.DataFrame) -> int:
     return zlib.crc32(np.ascontiguousarray(data["y"].to_numpy(float)).tobytes())
 
 
+@functools.lru_cache(maxsize=64)
+def _effect_design(condition: Condition, present: tuple[int, ...]) -> pd.DataFrame:
+    """The effect design of the cells ``present`` (built once per condition and set of cells:
+    every replicate of a condition shares it; callers must not modify it)."""
+    present = np.asarray(present, dtype=int)
+    labels = np.asarray(group_labels(condition.k), dtype=object)[present]
+    bits = (present[:, None] >> np.arange(condition.k - 1, -1, -1)) & 1
+    keys = pd.DataFrame(bits, columns=condition.moderators, index=pd.Index(labels, name="group"))
+    return design_from_factorial(keys, _effect_terms(condition))
+
+
 def _lambda_inputs(data: pd.DataFrame, condition: Condition):
     """Inputs of the lambda model for one simulated data set.
 
@@ -583,10 +594,7 @@ def _lambda_inputs(data: pd.DataFrame, condition: Condition):
     intercept + moderators (additive), ``X`` is intercept, z1, z2, z3.
     """
     codes, present = pd.factorize(data["group_index"].to_numpy(), sort=True)
-    labels = np.asarray(group_labels(condition.k), dtype=object)[present]
-    bits = (present[:, None] >> np.arange(condition.k - 1, -1, -1)) & 1
-    keys = pd.DataFrame(bits, columns=condition.moderators, index=pd.Index(labels, name="group"))
-    Z = design_from_factorial(keys, _effect_terms(condition))
+    Z = _effect_design(condition, tuple(int(g) for g in present))
     X = pd.DataFrame(
         {"Intercept": 1.0, "z1": data["z1"], "z2": data["z2"], "z3": data["z3"]}
     ).reset_index(drop=True)
@@ -607,7 +615,7 @@ SIM_DROP = 24.0
 SIM_PRUNE = 1e-12
 #: Version of the hierarchical estimator's numerics, recorded in the work directory's
 #: manifest so that replicates computed by an older engine are refitted.
-HIERARCHICAL_VERSION = 4
+HIERARCHICAL_VERSION = 5
 
 
 def _exact_lambda(cm: ArrowLambda, y_sd: float, resolution) -> MixturePosterior:
@@ -860,6 +868,7 @@ def hierarchical_pooled_estimator(
             drop=drop,
             prune=prune,
             hermite=hermite,
+            moments=True,
         )
         summ = MixturePosterior(cm, grid).summarise_lambda(probs=(0.5, *_T_LEVELS.values()))
     return _summary_frame([str(v) for v in Z.index], summ, grid.edge_mass)
