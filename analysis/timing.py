@@ -21,7 +21,8 @@ table can be printed again with ``--log``.
 temporary folder and runs the README's ``make repro`` there (the install from ``uv.lock``, then
 ``dvc repro``, which rebuilds every output that is not committed: the posteriors and the
 simulations); the table's first row is the time before the first stage (the install and DVC's
-start). The clone is deleted afterwards.
+start). It then lists what ``git status`` shows in the clone: a rebuild from the committed
+state must change no committed byte (exit status 1 otherwise). The clone is deleted afterwards.
 """
 
 from __future__ import annotations
@@ -119,14 +120,20 @@ def stage_table(lines: list[tuple[float, str]]) -> list[dict]:
     return rows
 
 
-def fresh_clone_repro(save: Path) -> list[tuple[float, str]]:
-    """Clone HEAD into a temporary folder, run ``make repro`` there, return the stamped lines."""
+def fresh_clone_repro(save: Path) -> tuple[list[tuple[float, str]], list[str]]:
+    """Clone HEAD into a temporary folder, run ``make repro`` there; return the stamped lines
+    and what ``git status --porcelain`` lists in the clone afterwards."""
     with tempfile.TemporaryDirectory(prefix="hetfx-fresh-") as tmp:
         clone = Path(tmp) / "hetfx"
         subprocess.run(
             ["git", "clone", "--quiet", "--no-hardlinks", str(ROOT), str(clone)], check=True
         )
-        return run(["make", "repro"], save, cwd=clone)
+        lines = run(["make", "repro"], save, cwd=clone)
+        # a rebuild from the committed state must leave every committed byte as it was
+        changed = subprocess.run(
+            ["git", "status", "--porcelain"], cwd=clone, capture_output=True, text=True
+        ).stdout.splitlines()
+        return lines, changed
 
 
 def format_table(rows: list[dict], total: float, label: str = "dvc repro, total") -> str:
@@ -163,17 +170,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("repro_args", nargs="*", help="arguments for dvc repro (after --)")
     args = parser.parse_args(argv)
     label = "dvc repro, total"
+    changed: list[str] = []
     if args.log:
         lines = read_log(args.log)
     elif args.fresh_clone:
-        lines = fresh_clone_repro(args.save.resolve())
+        lines, changed = fresh_clone_repro(args.save.resolve())
         label = "make repro in a fresh clone, total"
     else:
         lines = run(dvc_command() + ["repro", *(args.repro_args or ["--force"])], args.save)
     rows = stage_table(lines)
     print(format_table(rows, lines[-1][0] if lines else 0.0, label))
     failed = lines and lines[-1][1].startswith("<exit") and lines[-1][1] != "<exit 0>"
-    return 1 if failed else 0
+    if args.fresh_clone:
+        print(f"committed files changed by the rebuild: {len(changed)}")
+        for entry in changed:
+            print(f"  {entry}")
+    return 1 if failed or changed else 0
 
 
 if __name__ == "__main__":
