@@ -293,20 +293,31 @@ class PooledBaselineLambda:
             out[i : i + chunk] = self._add_log_prior(self.log_marginal_likelihood(uu), uu)
         return out
 
-    def logpost_and_moments(self, u: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def logpost_and_moments(
+        self, u: np.ndarray, floor: np.ndarray | float = -np.inf
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """:meth:`logpost` and :meth:`lambda_moments` of rows ``u`` from one factorisation
-        per row (the grid needs both at most of its nodes; apart, each factors the
-        ``(k + 1)``-square system)."""
+        per row (apart, each factors the ``(k + 1)``-square system).
+
+        The moments are computed only at rows whose log density exceeds ``floor`` (a
+        scalar or one value per row); the other rows' moments are NaN.
+        """
         u = np.atleast_2d(np.asarray(u, dtype=float))
+        floor = np.broadcast_to(np.asarray(floor, dtype=float), (len(u),))
         chunk = max(8, int(2.5e5 // max(self.k * (self.G + self.k), 1)))
         lp = np.empty(len(u))
-        mean = np.empty((len(u), self.G))
-        sd = np.empty((len(u), self.G))
+        mean = np.full((len(u), self.G), np.nan)
+        sd = np.full((len(u), self.G), np.nan)
         for i in range(0, len(u), chunk):
             uu = u[i : i + chunk]
             L, (_, e12, e22, logdet_sigma, s2) = self._system(uu)
             lp[i : i + chunk] = self._add_log_prior(self._log_marginal(L, logdet_sigma), uu)
-            mean[i : i + chunk], sd[i : i + chunk] = self._moments(L, e12, e22, s2)
+            rows = np.flatnonzero(lp[i : i + chunk] > floor[i : i + chunk])
+            if len(rows) == len(uu):
+                mean[i : i + chunk], sd[i : i + chunk] = self._moments(L, e12, e22, s2)
+            elif len(rows):
+                m, s_ = self._moments(L[rows], e12[rows], e22[rows], s2[rows])
+                mean[i + rows], sd[i + rows] = m, s_
         return lp, mean, sd
 
     def lambda_moments(self, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -630,6 +641,7 @@ def lattice_grid_nd(
     done_lw: list[np.ndarray] = []
     done_mom: list[tuple[np.ndarray, np.ndarray]] = []
     n_done = 0
+    top = -np.inf
 
     def evaluate(idx: np.ndarray) -> np.ndarray:
         nonlocal n_done
@@ -637,7 +649,11 @@ def lattice_grid_nd(
             raise RuntimeError(f"quadrature grid would need more than {max_points} points")
         u, lj = to_u(idx)
         if moments:
-            lp, mean, sd = cm.logpost_and_moments(u)
+            # a node whose weight is below prune * exp(top) now stays below the prune level
+            # (the top only rises and the normalising sum is at least exp(top)): its
+            # moments are never needed
+            floor = top + np.log(prune) - lj if prune > 0 and np.isfinite(top) else -np.inf
+            lp, mean, sd = cm.logpost_and_moments(u, floor)
             done_mom.append((mean, sd))
         else:
             lp = cm.logpost(u)
@@ -692,6 +708,8 @@ def lattice_grid_nd(
         rows = order[keep]
         grid.means = np.concatenate([m for m, _ in done_mom])[rows]
         grid.sds = np.concatenate([s_ for _, s_ in done_mom])[rows]
+        if not np.all(np.isfinite(grid.sds)):  # pragma: no cover - excluded by the floor's bound
+            raise RuntimeError("a kept node has no moments")
     return grid
 
 
