@@ -166,6 +166,32 @@ def test_run_replicate_columns_and_rerun_alone():
     ]  # fmt: skip
 
 
+def test_run_replicate_aligns_estimates_to_the_truth_and_rejects_duplicates():
+    """Estimates are matched to the truth by group, whatever order the estimator returns
+    them in; a group it leaves out gets nan (no row is dropped); a group returned twice is an
+    error, not a duplicated row."""
+
+    def reversed_partial(data, condition):
+        est = S.ols_estimator(data, condition).iloc[::-1]
+        return est.iloc[1:]  # the last group of the design left out
+
+    ref = S.run_replicate(2, 1, 4, OLS)
+    out = S.run_replicate(2, 1, 4, {"ols": reversed_partial})
+    values = ["estimate", "std_error", "q025", "q05", "q95", "q975"]
+    pd.testing.assert_frame_equal(out.drop(columns=values), ref.drop(columns=values))
+    last = out.groupby("condition", sort=False).tail(1).index
+    assert out.loc[last, values].isna().all().all()
+    keep = out.index.difference(last)
+    pd.testing.assert_frame_equal(out.loc[keep, values], ref.loc[keep, values])
+
+    def doubled(data, condition):
+        est = S.ols_estimator(data, condition)
+        return pd.concat([est, est.iloc[:1]])
+
+    with pytest.raises(ValueError, match="returned a group twice"):
+        S.run_replicate(2, 1, 4, {"ols": doubled})
+
+
 def test_parallel_workers_give_identical_results():
     a = S.run_simulation(3, root_seed=8, estimators=OLS, n_jobs=1, progress=False)
     b = S.run_simulation(3, root_seed=8, estimators=OLS, n_jobs=2, progress=False)

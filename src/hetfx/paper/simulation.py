@@ -912,35 +912,50 @@ def run_replicate(
         mass of the fit, ``nan`` for other estimators). Every group of the design appears for every
         model; groups an estimator could not estimate have ``nan``.
     """
-    frames = []
+    value_cols = ["estimate", "std_error", *INTERVAL_COLUMNS, "grid_edge_mass"]
+    parts: dict[str, list] = {c: [] for c in ["condition", "n_groups", "scenario", "group"]}
+    parts.update({c: [] for c in ["n", "n_treated", "tau", "model", *value_cols]})
     for cond in conditions(design, n_obs):
         data, truth = simulate_condition(root_seed, replicate, cond, baseline_sd)
+        groups = truth["group"].to_numpy()
         for model, estimator in estimators.items():
             est = estimator(data, cond)
             missing = {"group", "estimate", *INTERVAL_COLUMNS} - set(est.columns)
             if missing:
                 raise ValueError(f"estimator {model!r} did not return columns {sorted(missing)}")
-            for col in ("std_error", "grid_edge_mass"):
-                if col not in est.columns:
-                    est = est.assign(**{col: np.nan})
-            est = est[["group", "estimate", "std_error", *INTERVAL_COLUMNS, "grid_edge_mass"]]
-            rows = truth.drop(columns="group_index").merge(est, on="group", how="left")
-            rows.insert(0, "model", model)
-            frames.append(
-                rows.assign(
-                    design=design,
-                    condition=cond.label,
-                    n_groups=cond.n_groups,
-                    scenario=cond.scenario,
-                    replicate=replicate,
+            if est["group"].duplicated().any():
+                raise ValueError(f"estimator {model!r} returned a group twice")
+            # every group of the design, in the truth's order (nan where not estimated)
+            est = est.set_index("group").reindex(groups)
+            for col in value_cols:
+                parts[col].append(
+                    est[col].to_numpy(float) if col in est.columns else np.full(len(groups), np.nan)
                 )
-            )
-    out = pd.concat(frames, ignore_index=True)
-    cols = [
-        "design", "condition", "n_groups", "scenario", "replicate", "group", "n", "n_treated",
-        "tau", "model", "estimate", "std_error", *INTERVAL_COLUMNS, "grid_edge_mass",
-    ]  # fmt: skip
-    return out[cols]
+            for col in ("n", "n_treated", "tau"):
+                parts[col].append(truth[col].to_numpy())
+            parts["group"].append(groups)
+            parts["model"].append(np.full(len(groups), model, dtype=object))
+            parts["condition"].append(np.full(len(groups), cond.label, dtype=object))
+            parts["scenario"].append(np.full(len(groups), cond.scenario, dtype=object))
+            parts["n_groups"].append(np.full(len(groups), cond.n_groups))
+    cols = {c: np.concatenate(v) for c, v in parts.items()}
+    n_rows = len(cols["group"])
+    out = pd.DataFrame(
+        {
+            "design": np.full(n_rows, design),
+            "condition": cols["condition"],
+            "n_groups": cols["n_groups"],
+            "scenario": cols["scenario"],
+            "replicate": np.full(n_rows, replicate),
+            "group": cols["group"],
+            "n": cols["n"],
+            "n_treated": cols["n_treated"],
+            "tau": cols["tau"],
+            "model": cols["model"],
+            **{c: cols[c] for c in value_cols},
+        }
+    )
+    return out
 
 
 @dataclass(frozen=True)
