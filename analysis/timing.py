@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -46,14 +45,20 @@ STARTUP = re.compile(r"start-up: ([0-9.]+) s CPU")
 
 
 def dvc_command() -> list[str]:
-    dvc = shutil.which("dvc")
-    return [dvc] if dvc else [sys.executable, "-m", "dvc"]
+    """DVC of this interpreter's environment (its stages' ``python`` is found on PATH: see
+    :func:`main`)."""
+    return [sys.executable, "-m", "dvc"]
 
 
-def run(command: list[str], save: Path, cwd: Path = ROOT) -> list[tuple[float, str]]:
-    """Run ``command`` in ``cwd``; return ``(seconds since start, line)`` for every line."""
+def run(
+    command: list[str], save: Path, cwd: Path = ROOT, env_bin: Path | None = None
+) -> list[tuple[float, str]]:
+    """Run ``command`` in ``cwd``; return ``(seconds since start, line)`` for every line.
+    ``env_bin`` goes first on PATH (where the stages' ``python`` is found)."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env.pop("VIRTUAL_ENV", None)  # the command picks its own environment
+    if env_bin is not None:
+        env["PATH"] = f"{env_bin}{os.pathsep}{env.get('PATH', '')}"
     env.setdefault("OPENBLAS_NUM_THREADS", "1")
     start = time.perf_counter()
     lines = []
@@ -177,7 +182,12 @@ def main(argv: list[str] | None = None) -> int:
         lines, changed = fresh_clone_repro(args.save.resolve())
         label = "make repro in a fresh clone, total"
     else:
-        lines = run(dvc_command() + ["repro", *(args.repro_args or ["--force"])], args.save)
+        # the stages' `python` must be this environment's, as under `make timing`
+        lines = run(
+            dvc_command() + ["repro", *(args.repro_args or ["--force"])],
+            args.save,
+            env_bin=Path(sys.executable).parent,
+        )
     rows = stage_table(lines)
     print(format_table(rows, lines[-1][0] if lines else 0.0, label))
     failed = lines and lines[-1][1].startswith("<exit") and lines[-1][1] != "<exit 0>"

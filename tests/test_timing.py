@@ -33,3 +33,18 @@ def test_stage_table_from_a_log(tmp_path):
     assert (rows[1]["work_s"], rows[1]["import_cpu_s"]) == (5.5, 0.10)
     table = timing.format_table(rows, 9.6)
     assert "sum of stages" in table and "9.10" in table and "0.50" in table
+
+
+def test_run_finds_the_stages_python_in_the_given_environment(tmp_path):
+    """A forced rebuild started as `.venv/bin/python analysis/timing.py` (no activated
+    environment) runs its stages' `python` from that environment: env_bin goes first on
+    PATH (before this fix the stages ran the system Python and failed to import hetfx)."""
+    import sys
+
+    lines = timing.run(
+        [sys.executable, "-c", "import os; print(os.environ['PATH'].split(os.pathsep)[0])"],
+        tmp_path / "t.log",
+        env_bin=tmp_path / "bin",
+    )
+    assert lines[0][1] == str(tmp_path / "bin")
+    assert lines[-1][1] == "<exit 0>"
