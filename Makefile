@@ -8,7 +8,7 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/.venv
 export OPENBLAS_NUM_THREADS ?= 1
 # compile the environment's modules to bytecode when installing them (0.35 s when nothing
-# changed; about 7 s on 2 cores the first time): with PYTHONDONTWRITEBYTECODE set, as on
+# changed; about 10 s on 2 cores the first time): with PYTHONDONTWRITEBYTECODE set, as on
 # this project's machines, every stage, worker and test process otherwise compiled scipy,
 # pandas, arviz, ... from source again (2.5 s of a stage's 3 s start-up, measured)
 export UV_COMPILE_BYTECODE := 1

@@ -572,9 +572,10 @@ def lattice_grid_nd(
         nodes integrate what a lattice needs seven or more for. The other axes keep their
         lattices and flood fill; the first axis has no shell.
     moments : bool, default False
-        Keep the group effects' conditional moments of every node, from
+        Keep the group effects' conditional moments of the nodes, from
         ``cm.logpost_and_moments`` (one factorisation per node where :class:`MixturePosterior`
-        would factor the kept nodes again).
+        would factor the kept nodes again); nodes already below the prune level when they are
+        evaluated get none.
 
     Returns
     -------

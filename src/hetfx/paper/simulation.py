@@ -911,6 +911,11 @@ def run_replicate(
         :data:`INTERVAL_COLUMNS` and ``grid_edge_mass`` (the quadrature grid's edge
         mass of the fit, ``nan`` for other estimators). Every group of the design appears for every
         model; groups an estimator could not estimate have ``nan``.
+
+    Raises
+    ------
+    ValueError
+        If an estimator leaves out a required column or returns a group twice.
     """
     value_cols = ["estimate", "std_error", *INTERVAL_COLUMNS, "grid_edge_mass"]
     parts: dict[str, list] = {c: [] for c in ["condition", "n_groups", "scenario", "group"]}
