@@ -535,3 +535,20 @@ def test_logpost_and_moments_skips_rows_below_the_floor():
     np.testing.assert_allclose(mean[above], ref_mean, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(sd[above], ref_sd, rtol=1e-12, atol=0)
     np.testing.assert_allclose(mean_all[above], ref_mean, rtol=1e-12, atol=1e-14)
+
+
+def test_mode_search_falls_back_to_the_simplex_where_newton_cannot_start():
+    """Where the log density is not finite on Newton's stencil (a support edge right at the
+    start), _mode_and_sd falls back to Nelder-Mead and still finds the mode and its SDs."""
+    from hetfx.models.baselines import _mode_and_sd, _newton_mode
+
+    class _Edged(_Quadratic):
+        def logpost(self, u, chunk=None):
+            u = np.atleast_2d(u)
+            return np.where(u[:, 0] > 0.5, -np.inf, super().logpost(u))
+
+    cm = _Edged()
+    assert _newton_mode(cm, np.array([0.5, -0.5, -1.0]), 1e-2) is None
+    mode, sd = _mode_and_sd(cm, np.array([0.5, -0.5, -1.0]))
+    np.testing.assert_allclose(mode, cm.m, rtol=0, atol=1e-3)
+    np.testing.assert_allclose(sd, np.sqrt(np.diag(np.linalg.inv(cm.P))), rtol=1e-3)
