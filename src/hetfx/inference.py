@@ -42,6 +42,7 @@ __all__ = [
     "mixture_moments",
     "mixture_quantiles",
     "quantile_name",
+    "run_nutpie",
     "sample_nutpie",
     "rhat_ess",
     "sinc_quantiles",
@@ -465,7 +466,36 @@ def sample_nutpie(
         compiled = nutpie.compile_pymc_model(build(), freeze_model=False)
         cache[key] = compiled
     t_compiled = time.perf_counter()
-    trace = nutpie.sample(
+    trace = run_nutpie(
+        compiled,
+        chains=chains,
+        draws=draws,
+        tune=tune,
+        seed=seed,
+        target_accept=target_accept,
+        cores=cores,
+        **options,
+    )
+    return trace, t_compiled, time.perf_counter()
+
+
+def run_nutpie(
+    compiled,
+    *,
+    chains: int,
+    draws: int,
+    tune: int,
+    seed: int,
+    target_accept: float,
+    cores: int | None = None,
+    **options,
+):
+    """:func:`nutpie.sample` of a compiled model with the project's conventions: no progress
+    bar, and ``min(chains, 2)`` cores unless ``cores`` says otherwise; ``options`` go to
+    nutpie (e.g. ``maxdepth``, ``low_rank_modified_mass_matrix``)."""
+    import nutpie
+
+    return nutpie.sample(
         compiled,
         chains=chains,
         draws=draws,
@@ -476,7 +506,6 @@ def sample_nutpie(
         cores=cores or min(chains, 2),
         **options,
     )
-    return trace, t_compiled, time.perf_counter()
 
 
 def summarise_coefs(idata: az.InferenceData, equations: dict[str, Iterable[str]]) -> pd.DataFrame:

@@ -58,6 +58,7 @@ from hetfx.inference import (
     Diagnostics,
     SamplerDiagnosticsError,
     compute_diagnostics,
+    run_nutpie,
     sample_nutpie,
     summarise_coefs,
     summarise_groups,
@@ -1050,7 +1051,6 @@ def _fit_collapsed(
     target_accept,
     cores,
 ):
-    import nutpie
     from nutpie.compiled_pyfunc import from_pyfunc
 
     t0 = time.perf_counter()
@@ -1109,15 +1109,14 @@ def _fit_collapsed(
     # low-rank-modified mass matrix: h is low-dimensional and correlated (log sigma with
     # the SDs); measured min bulk ESS over 6 seeds 770-1080 (A1) and 1800-2600
     # (Bush-Prather) against 560-860 and 1280-1500 with the diagonal one, ~10% more time
-    tr = nutpie.sample(
+    tr = run_nutpie(
         model,
         chains=chains,
         draws=draws,
         tune=tune,
         seed=seed,
         target_accept=target_accept,
-        progress_bar=False,
-        cores=cores or min(chains, 2),
+        cores=cores,
         low_rank_modified_mass_matrix=True,
     )
     H = tr.posterior["h"].values.reshape(chains * draws, ndim)
