@@ -13,7 +13,7 @@ export OPENBLAS_NUM_THREADS ?= 1
 # pandas, arviz, ... from source again (2.5 s of a stage's 3 s start-up, measured)
 export UV_COMPILE_BYTECODE := 1
 
-.PHONY: env repro verify timing test test-fast lint
+.PHONY: env repro verify timing test test-fast lint benchmark
 
 $(UV):
 	$(PYTHON) -m venv .uv
@@ -31,6 +31,12 @@ repro: env
 # every numeric cell of results/ and data/clean/ CSVs, every quoted number of the manuscript
 verify: env
 	PATH="$(VENV_BIN):$$PATH" python analysis/verify.py
+
+# the speed and agreement table of analysis/benchmark.py, against bambi (the `bench` group,
+# installed here only) and nutpie
+benchmark: $(UV)
+	$(UV) sync --frozen --extra pipeline --group bench
+	PATH="$(VENV_BIN):$$PATH" python analysis/benchmark.py
 
 # rerun every stage (dvc repro --force) and print the wall seconds of each
 timing: env
