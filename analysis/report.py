@@ -155,6 +155,8 @@ def build(results: Path, clean: Path, params: dict, out: Path) -> int:
         params=params,
         design=json.loads(design_path.read_text(encoding="utf-8")),
     )
+    bins = sim / "groupsize" / "bias_by_size.csv"  # committed: the bias of small/large groups
+    inputs.groupsize_bias_bins = pd.read_csv(bins) if bins.exists() else None
     inputs.specification = load_specification(results)
     variables, tables, comparison = R.build_report(inputs)
 

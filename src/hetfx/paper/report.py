@@ -363,6 +363,23 @@ def bias_small_large(
     return pd.DataFrame(rows)
 
 
+def bias_small_large_binned(
+    bins: pd.DataFrame, small: float = SMALL_GROUP, large: float = LARGE_GROUP
+) -> pd.DataFrame:
+    """Like :func:`bias_small_large`, from the simulate stage's committed ``bias_by_size.csv``
+    (rows per scenario, model and size bin ``(lo, hi]`` with ``n_estimates`` and
+    ``mean_abs_bias``): the bins up to ``small`` observations and those above ``large``,
+    averaged with the number of estimates as weights."""
+    edges = bins["size_bin"].str.extract(r"\(([^,]+),\s*([^\]]+)\]").astype(float)
+    rows = []
+    for model, part in bins.assign(lo=edges[0], hi=edges[1]).groupby("model", sort=True):
+        for is_small, mask in ((True, part["hi"] <= small), (False, part["lo"] >= large)):
+            w = part.loc[mask, "n_estimates"]
+            value = float((part.loc[mask, "mean_abs_bias"] * w).sum() / w.sum())
+            rows.append({"model": model, "small": is_small, "mean_abs_bias": value})
+    return pd.DataFrame(rows)
+
+
 def _condition_text(row: Mapping) -> str:
     """``high stakes, low cost intervention for an Eastern European democracy`` (costs 1 = LOW)."""
     stakes = "high-stakes" if row["stakes"] == 1 else "low-stakes"
@@ -910,6 +927,12 @@ COUNT_PREFIXES = (
 )
 
 
+#: Percent variables that are differences of proportions: also written as ``<name>_pp``, the
+#: number of percentage points.
+POINTS = ("tw_ate", "m2_step_white", "m2_step_dem", "m2_step_rep", "m2_cell_min",
+          "m1_hier_at_ols_min")  # fmt: skip
+
+
 def _is_count(name: str) -> bool:
     bare = name.removeprefix("pub_").removeprefix("cor_")
     return bare.startswith(COUNT_PREFIXES)
@@ -970,6 +993,9 @@ class ReportInputs:
         ``"spec"``/``"groupsize"`` -> simulation ``summary.csv`` and one-replicate RMSEs.
     groupsize_estimates : pandas.DataFrame or None
         Simulation 2's estimates (for the bias of small and large groups).
+    groupsize_bias_bins : pandas.DataFrame or None
+        Simulation 2's committed ``bias_by_size.csv``; where given, the bias of small and
+        large groups comes from it rather than from the estimates.
     params : mapping
         The parsed ``params.yaml``.
     design : mapping
@@ -992,6 +1018,7 @@ class ReportInputs:
     params: Mapping
     design: Mapping
     specification: Any = None
+    groupsize_bias_bins: pd.DataFrame | None = None
 
 
 def build_report(inputs: ReportInputs) -> tuple[dict[str, str], dict[str, str], pd.DataFrame]:
@@ -1029,7 +1056,11 @@ def build_report(inputs: ReportInputs) -> tuple[dict[str, str], dict[str, str], 
     # ---- simulation
     summaries, ones = inputs.summaries, inputs.ones
     estimates = {"groupsize": inputs.groupsize_estimates}
-    bias = bias_small_large(estimates["groupsize"]) if estimates["groupsize"] is not None else None
+    bias = None
+    if inputs.groupsize_bias_bins is not None:
+        bias = bias_small_large_binned(inputs.groupsize_bias_bins)
+    elif estimates["groupsize"] is not None:
+        bias = bias_small_large(estimates["groupsize"])
     numbers |= simulation_numbers(
         summaries["spec"], ones["spec"], summaries["groupsize"], ones["groupsize"], bias
     )
@@ -1042,6 +1073,9 @@ def build_report(inputs: ReportInputs) -> tuple[dict[str, str], dict[str, str], 
     simulation = inputs.params.get("simulation") or {}
     if "root_seed" in simulation:
         numbers["sim_root_seed"] = simulation["root_seed"]
+    shifts = inputs.params.get("simulation_sensitivity") or {}
+    if "baseline_sd" in shifts:  # the SD of the baseline shifts of the sensitivity simulation
+        numbers["sim_shift_sd"] = float(shifts["baseline_sd"])
 
     # ---- published vs reproduced
     comparison = compare_with_published(numbers)
@@ -1227,7 +1261,7 @@ def build_report(inputs: ReportInputs) -> tuple[dict[str, str], dict[str, str], 
             )
         )
     }
-    digits |= {"sim_tau_mean": 1, "sim_tau_sd": 1, "sim_max_abs_z": 1}
+    digits |= {"sim_tau_mean": 1, "sim_tau_sd": 1, "sim_max_abs_z": 1, "sim_shift_sd": 1}
     for k in numbers:
         if k.startswith(("sim2_gain", "sim1_ratio")):
             digits[k] = 2
@@ -1260,6 +1294,9 @@ def build_report(inputs: ReportInputs) -> tuple[dict[str, str], dict[str, str], 
     variables = to_variables(
         numbers, labels, digits, percents=[p for p in percents if p in numbers]
     )
+    # effects on a proportion, in percentage points (the text writes "percentage points")
+    points = [p for p in percents if p.endswith(POINTS) and p in numbers]
+    variables |= {f"{p}_pp": fmt_num(100 * numbers[p], 0) for p in points}
     variables |= {"ci_level": "95%", "ci_inner": "10–90%", "q_low": "10%"}  # interval levels
     if inputs.specification is not None:
         from hetfx.paper.verdict import specification_report
