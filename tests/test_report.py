@@ -440,6 +440,9 @@ def make_results(root: Path) -> None:
         _write(sim / design / "summary.csv", pd.DataFrame(rows))
         _write(sim / design / "one_replicate.csv", pd.DataFrame(one))
         pd.DataFrame(est).to_parquet(sim / design / "estimates.parquet", index=False)
+    # the committed binned bias of design 2 (the report prefers it to the estimates)
+    bins = pd.read_csv(REPO / "results" / "simulation" / "groupsize" / "bias_by_size.csv")
+    _write(sim / "groupsize" / "bias_by_size.csv", bins)
     (sim / "design.json").write_text(json.dumps(DESIGN), encoding="utf-8")
     rows = []  # the sensitivity simulation: the published model loses to OLS under shifts
     for dgp in ("published", "shifted"):
@@ -622,17 +625,20 @@ def test_stage_writes_variables_and_tables_deterministically(report_run) -> None
         "62",
     )
     assert (v["sim2_k"], v["sim2_groups"]) == ("5", "32")
-    # the verdict is computed from the fixture's numbers
-    assert v["verdict_pooling_status"] == "weaker"
-    assert v["verdict_news_interest_status"] == "weaker"
+    # the verdict (the claims register) is computed from the fixture's numbers
+    assert v["claim_pooling_status"] == "weaker"  # the fixture's additive model pools
+    assert v["claim_news_interest_status"] == "does not hold"  # both parts fail
     assert (
         v["dec_corrected_g_high_newsint"] == "0.08"
-        and "0.08 [−0.04, 0.19]" in v["verdict_news_interest"]
+        and "0.08 [−0.04, 0.19]" in v["claim_news_interest"]
     )
     assert v["rob_ppc_inside_published"] == "75%"
-    assert v["verdict_simulation_status"] == "weaker"
-    assert "beats OLS in 0 of 3 conditions" in v["verdict_simulation"]
-    assert v["verdict_likelihood_status"] == "does not hold"  # the fixture's logit moves a lot
+    assert v["claim_sim_baselines_status"] == "weaker"
+    assert "wins beyond 2 MCSE in 0 of 3 conditions" in v["claim_sim_baselines"]
+    assert v["claim_likelihood_status"] == "weaker"  # the fixture's published logit moves a lot
+    assert v["claims_n"] == "11"
+    # the small-group bias comes from the committed bias_by_size.csv where there is one
+    assert v["sim2_bias_ols_small"] == "0.27" and v["sim_shift_sd"] == "0.3"
 
 
 def test_stage_fails_naming_a_missing_file_and_its_stage(tmp_path: Path) -> None:

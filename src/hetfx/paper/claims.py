@@ -644,9 +644,7 @@ def register_table(claims: list[Claim]) -> str:
     frame = pd.DataFrame(
         {
             "Claim of the paper": [c.paper for c in claims],
-            "Where": [
-                "; ".join(dict.fromkeys(p.label() for p in c.places)) for c in claims
-            ],
+            "Where": ["; ".join(dict.fromkeys(p.label() for p in c.places)) for c in claims],
             "Verdict": [c.status for c in claims],
             "Evidence (each part passes or fails)": [c.evidence for c in claims],
         }

@@ -1297,7 +1297,7 @@ def build_report(inputs: ReportInputs) -> tuple[dict[str, str], dict[str, str], 
     # effects on a proportion, in percentage points (the text writes "percentage points")
     points = [p for p in percents if p.endswith(POINTS) and p in numbers]
     variables |= {f"{p}_pp": fmt_num(100 * numbers[p], 0) for p in points}
-    variables |= {"ci_level": "95%", "ci_inner": "10–90%", "q_low": "10%"}  # interval levels
+    variables |= {"ci_level": "95%", "ci_inner": "10–90%", "ci_inner_level": "80%", "q_low": "10%"}
     if inputs.specification is not None:
         from hetfx.paper.verdict import specification_report
 

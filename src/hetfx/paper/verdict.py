@@ -215,7 +215,7 @@ SIM_MODELS = {
 def sensitivity_numbers(summary: pd.DataFrame) -> dict[str, float]:
     """Per DGP and estimator: the range of its 90% interval coverage, and the largest RMSE loss
     of the published specification to OLS under shifted baselines. (Wins and losses against
-    OLS, counted beyond Monte Carlo noise, are :func:`hetfx.paper.claims.simulation_comparisons`.)"""
+    OLS, counted beyond Monte Carlo noise: :func:`hetfx.paper.claims.simulation_comparisons`.)"""
     out: dict[str, float] = {}
     key = ["dgp", "design", "condition"]
     ols = summary.loc[summary["model"] == "ols"].set_index(key)["rmse_mean"]
