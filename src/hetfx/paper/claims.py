@@ -328,8 +328,6 @@ def _sim_claims(x: Mapping[str, float]) -> list[Claim]:
                  x[f"{pub}_wins_d2_n"] == n2,
                  f"with unequal groups in {fmt_int(x[f'{pub}_wins_d2_n'])} of {fmt_int(n2)}"),
         ),
-        context=f"Its RMSE is {fmt_num(x[f'{pub}_ratio_min'])} to "
-        f"{fmt_num(x[f'{pub}_ratio_max'])} times that of OLS.",
     )  # fmt: skip
     lost = ""
     if f"{shifted}_losses_groups_min" in x:
@@ -568,8 +566,9 @@ def _check_claims(x: Mapping[str, float]) -> list[Claim]:
         numbers={"max_change": x["prior_max_change"]},
         parts=(Part(f"no condition median moves by more than {fmt_num(RULES['prior_change'])}",
                     x["prior_max_change"] <= RULES["prior_change"],
-                    f"half-normal priors instead of brms's half-Student-t move no condition "
-                    f"median by more than {fmt_num(x['prior_max_change'], 3)}"),),
+                    f"half-normal priors (scale one or one half) instead of brms's "
+                    f"half-Student-t move no condition median by more than "
+                    f"{fmt_num(x['prior_max_change'], 3)}"),),
     ))  # fmt: skip
     return out
 
