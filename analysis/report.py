@@ -91,8 +91,13 @@ def load_specification(results: Path) -> SpecificationInputs:
     sensitivity = read_csv(
         results / "simulation" / "sensitivity" / "summary.csv", MAKERS["sensitivity"]
     )
+    bins = results / "simulation" / "groupsize" / "bias_by_size.csv"
     return SpecificationInputs(
-        fits=fits, cells=cells, robustness=robustness, sensitivity=sensitivity
+        fits=fits,
+        cells=cells,
+        robustness=robustness,
+        sensitivity=sensitivity,
+        bias_by_size=pd.read_csv(bins) if bins.exists() else None,
     )
 
 

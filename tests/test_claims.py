@@ -139,6 +139,10 @@ def _numbers(**changes: float) -> dict[str, float]:
         "sim_shifted_hierarchical_losses_groups_max": 32.0,
         "sim_shifted_hierarchical_pooled_wins_n": 8.0,
         "sim_shifted_hierarchical_pooled_losses_n": 0.0,
+        "sim_imbalance_balanced_ratio": 0.673, "sim_imbalance_balanced_ratio_mcse": 0.008,
+        "sim_imbalance_strong_ratio": 0.740, "sim_imbalance_strong_ratio_mcse": 0.011,
+        "sim_bins_n": 19.0, "sim_bins_wins_n": 19.0, "sim_bins_small_n": 7.0,
+        "sim_bins_small_wins_n": 7.0, "sim_bins_small_limit": 20.0,
     }  # fmt: skip
     for variant, low, high in (
         ("ols_saturated", 0.42, 0.24), ("m1_published", 0.30, 0.36),
@@ -165,6 +169,8 @@ def test_status_is_all_parts_none_or_some() -> None:
 def test_the_statuses_of_the_committed_numbers() -> None:
     assert _status(_numbers()) == {
         "sim_accuracy": "holds",
+        "sim_imbalance": "holds",
+        "sim_small_groups": "holds",
         "sim_baselines": "does not hold",
         "pooling": "does not hold",
         "negative_condition": "does not hold",
@@ -198,6 +204,11 @@ def test_the_statuses_of_the_committed_numbers() -> None:
         ({"sim_shifted_hierarchical_pooled_wins_n": 9.0}, "sim_baselines", "weaker"),
         ({"sim_published_hierarchical_wins_d1_n": 4.0}, "sim_accuracy", "weaker"),
         ({"prior_max_change": 0.05}, "prior", "does not hold"),
+        # the narrowing must exceed its Monte Carlo noise
+        ({"sim_imbalance_strong_ratio": 0.69}, "sim_imbalance", "does not hold"),
+        ({"sim_bins_small_wins_n": 5.0, "sim_bins_wins_n": 17.0}, "sim_small_groups",
+         "does not hold"),
+        ({"sim_bins_wins_n": 17.0}, "sim_small_groups", "weaker"),
         ({"logit_additive_main_effects_sd": 0.06}, "likelihood", "weaker"),
         ({"corrected_g_rep_lo": 0.01}, "party", "weaker"),
     ],
@@ -286,7 +297,8 @@ def test_the_register_on_the_committed_results() -> None:
     inputs = _load_report_script().load_specification(REPO / "results")
     dec, rob = V.decomposition(inputs), V.robustness_numbers(inputs.robustness)
     m2 = {a: inputs.fits[("m2", a)]["groups"] for a in V.ANALYSES}
-    x = C.register_numbers(dec, rob, inputs.robustness["condition_effects"], m2, inputs.sensitivity)
+    effects = inputs.robustness["condition_effects"]
+    x = C.register_numbers(dec, rob, effects, m2, inputs.sensitivity, inputs.bias_by_size)
     assert x["ols_additive_sd"] == pytest.approx(0.124, abs=5e-4)
     assert x["ols_additive_sd"] / x["ols_saturated_sd"] == pytest.approx(0.66, abs=5e-3)
     assert x["additive_main_effects_sd"] == pytest.approx(0.122, abs=5e-4)
@@ -296,6 +308,7 @@ def test_the_register_on_the_committed_results() -> None:
     assert x["corrected_cells_q025_positive"] == 23 and x["corrected_cells"] == 24
     assert x["sim_shifted_hierarchical_wins_n"] == 2
     assert x["sim_shifted_hierarchical_pooled_wins_n"] == 8
+    assert x["sim_bins_small_wins_n"] == x["sim_bins_small_n"] == 7
     statuses = _status(x)
     assert statuses["news_interest"] == "does not hold"
     assert statuses["pooling"] == "does not hold"

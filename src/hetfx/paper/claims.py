@@ -237,11 +237,13 @@ def register_numbers(
     effects: pd.DataFrame | None = None,
     m2_groups: Mapping[str, pd.DataFrame] | None = None,
     sensitivity: pd.DataFrame | None = None,
+    bias_by_size: pd.DataFrame | None = None,
 ) -> dict[str, float]:
     """The numbers the register rests on, from the decomposition (``dec``, see
     :func:`hetfx.paper.verdict.decomposition`), the robustness numbers (``rob``), the
-    robustness stage's condition effects, M2's group effects per analysis and the sensitivity
-    simulation's summary. Every value is computed from the result artifacts."""
+    robustness stage's condition effects, M2's group effects per analysis, the sensitivity
+    simulation's summary and design 2's mean absolute error by group size. Every value is
+    computed from the result artifacts."""
     out: dict[str, float] = {}
     for analysis in ("published", "coding_fixes", "corrected"):
         for k, v in dec[analysis].items():
@@ -259,7 +261,49 @@ def register_numbers(
         out[f"{analysis}_cells_q025_positive"], _ = _cells95(groups)
     if sensitivity is not None:
         out |= simulation_comparisons(sensitivity)
+        out |= imbalance_numbers(sensitivity)
+    if bias_by_size is not None:
+        out |= small_group_numbers(bias_by_size)
     return out
+
+
+def imbalance_numbers(summary: pd.DataFrame) -> dict[str, float]:
+    """Design 2 with data as published: the hierarchical RMSE as a share of the OLS RMSE under
+    balance and under the strongest imbalance, and the Monte Carlo standard error of each
+    ratio (delta method, the two models' errors taken as independent: an upper bound)."""
+    part = summary.loc[(summary["dgp"] == "published") & (summary["design"] == 2)]
+    wide = part.set_index(["condition", "model"])
+    out: dict[str, float] = {}
+    if not {"balanced", "strong"} <= set(part["condition"]):
+        return out
+    for scenario in ("balanced", "strong"):
+        h, o = wide.loc[(scenario, "hierarchical")], wide.loc[(scenario, "ols")]
+        ratio = h["rmse_mean"] / o["rmse_mean"]
+        rel = np.hypot(h["rmse_mcse"] / h["rmse_mean"], o["rmse_mcse"] / o["rmse_mean"])
+        out[f"sim_imbalance_{scenario}_ratio"] = float(ratio)
+        out[f"sim_imbalance_{scenario}_ratio_mcse"] = float(ratio * rel)
+    return out
+
+
+def small_group_numbers(bins: pd.DataFrame, small: float = 20) -> dict[str, float]:
+    """Design 2's ``bias_by_size.csv``: in how many scenario x size-bin cells the hierarchical
+    mean absolute error is below that of OLS by more than :data:`RULES` ``["mcse_multiple"]``
+    Monte Carlo standard errors of the difference, among all cells and among the cells of
+    groups of at most ``small`` observations."""
+    key = ["scenario", "size_bin"]
+    h = bins.loc[bins["model"] == "hierarchical"].set_index(key)
+    o = bins.loc[bins["model"] == "ols"].set_index(key).loc[h.index]
+    z = (h["mean_abs_bias"] - o["mean_abs_bias"]) / np.hypot(h["mcse"], o["mcse"])
+    wins = z < -RULES["mcse_multiple"]
+    upper = h.index.get_level_values("size_bin").str.extract(r",\s*([^\]]+)\]")[0]
+    is_small = (upper.astype(float) <= small).to_numpy()
+    return {
+        "sim_bins_n": float(len(z)),
+        "sim_bins_wins_n": float(wins.sum()),
+        "sim_bins_small_n": float(is_small.sum()),
+        "sim_bins_small_wins_n": float(wins[is_small].sum()),
+        "sim_bins_small_limit": float(small),
+    }
 
 
 # ----------------------------------------------------------------------------- the claims
@@ -268,6 +312,11 @@ def register_numbers(
 PLACES: dict[str, tuple[Place, ...]] = {
     "sim_accuracy": (
         Place("paper", "sec-simulation", "shows the result"),
+        Place("paper", "sec-simulation", "The simulations support two conclusions"),
+    ),
+    "sim_imbalance": (Place("paper", "sec-simulation", "keeps its edge under balance"),),
+    "sim_small_groups": (
+        Place("paper", "sec-simulation", "plots the absolute error"),
         Place("paper", "sec-simulation", "The simulations support two conclusions"),
     ),
     "sim_baselines": (
@@ -357,7 +406,50 @@ def _sim_claims(x: Mapping[str, float]) -> list[Claim]:
                  f"loses in {fmt_int(x[f'{pooled}_losses_n'])}"),
         ),
     )  # fmt: skip
-    return [accuracy, baselines]
+    return [accuracy, *_sim_size_claims(x), baselines]
+
+
+def _sim_size_claims(x: Mapping[str, float]) -> list[Claim]:
+    out = []
+    k = RULES["mcse_multiple"]
+    if "sim_imbalance_balanced_ratio" in x:
+        bal, strong = x["sim_imbalance_balanced_ratio"], x["sim_imbalance_strong_ratio"]
+        se = np.hypot(x["sim_imbalance_balanced_ratio_mcse"], x["sim_imbalance_strong_ratio_mcse"])
+        out.append(Claim(
+            id="sim_imbalance",
+            paper="The hierarchical model's advantage narrows as group sizes grow unequal.",
+            subject="The narrowing of the advantage under imbalance",
+            places=PLACES["sim_imbalance"],
+            numbers={"balanced": bal, "strong": strong, "mcse": float(se)},
+            parts=(Part(f"the RMSE ratio to OLS grows by more than {fmt_num(k, 0)} MCSE",
+                        strong - bal > k * se,
+                        f"the hierarchical RMSE is {fmt_num(bal)} of that of OLS under balance "
+                        f"and {fmt_num(strong)} under strong imbalance (MCSE of the "
+                        f"difference {fmt_num(se, 3)})"),),
+        ))  # fmt: skip
+    if "sim_bins_n" in x:
+        small = fmt_int(x["sim_bins_small_limit"])
+        out.append(Claim(
+            id="sim_small_groups",
+            paper="Even for small groups the hierarchical estimate is usually better than the "
+            "interaction's.",
+            subject="The hierarchical model's edge in small groups",
+            places=PLACES["sim_small_groups"],
+            numbers={k_: x[k_] for k_ in x if k_.startswith("sim_bins_")},
+            parts=(
+                Part(f"lower mean absolute error beyond {fmt_num(k, 0)} MCSE in every cell of "
+                     f"groups of at most {small}",
+                     x["sim_bins_small_wins_n"] == x["sim_bins_small_n"],
+                     f"its mean absolute error is lower than that of OLS beyond "
+                     f"{fmt_num(k, 0)} MCSE in {fmt_int(x['sim_bins_small_wins_n'])} of "
+                     f"{fmt_int(x['sim_bins_small_n'])} scenario and size classes of groups of "
+                     f"at most {small} observations"),
+                Part("the same in every size class", x["sim_bins_wins_n"] == x["sim_bins_n"],
+                     f"in {fmt_int(x['sim_bins_wins_n'])} of {fmt_int(x['sim_bins_n'])} classes "
+                     f"of all sizes"),
+            ),
+        ))  # fmt: skip
+    return out
 
 
 def _pooling_claims(x: Mapping[str, float]) -> list[Claim]:

@@ -64,12 +64,16 @@ class SpecificationInputs:
     sensitivity : pandas.DataFrame, optional
         ``results/simulation/sensitivity/summary.csv``: the simulation under both DGPs (with
         and without baseline shifts) and four estimators.
+    bias_by_size : pandas.DataFrame, optional
+        ``results/simulation/groupsize/bias_by_size.csv``: the mean absolute error of design 2
+        by scenario, model and group-size bin (for the register's small-group claim).
     """
 
     fits: Mapping
     cells: Mapping
     robustness: Mapping
     sensitivity: pd.DataFrame | None = None
+    bias_by_size: pd.DataFrame | None = None
 
 
 def _region(frame: pd.DataFrame) -> pd.DataFrame:
@@ -337,7 +341,9 @@ def specification_report(inputs: SpecificationInputs) -> tuple[dict[str, str], d
             variables[f"rob_{k}"] = fmt_num(v)
     effects = inputs.robustness.get("condition_effects")
     m2_groups = {a: inputs.fits[("m2", a)]["groups"] for a in ANALYSES}
-    numbers = C.register_numbers(dec, rob, effects, m2_groups, inputs.sensitivity)
+    numbers = C.register_numbers(
+        dec, rob, effects, m2_groups, inputs.sensitivity, inputs.bias_by_size
+    )
     claims = C.register(numbers)
     variables |= C.register_variables(claims)
     tables = {
