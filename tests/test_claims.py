@@ -313,3 +313,21 @@ def test_the_register_on_the_committed_results() -> None:
     assert statuses["news_interest"] == "does not hold"
     assert statuses["pooling"] == "does not hold"
     assert statuses["stakes"] == "does not hold"
+
+
+@pytest.mark.parametrize(
+    "phrase",
+    [
+        "treats it as noise",  # the negative condition, stated as a finding
+        "agrees better with evidence",
+        "give stakes far\nless influence",
+        "tempers several extreme subgroup estimates",
+        "loses much of its advantage",
+        "reaches the same conclusion about the experimental conditions",
+        "news interest matters most is unchanged",
+        "increase of\n{{< var tw_ate_pct >}}",  # an effect on a proportion is in points
+    ],
+)
+def test_the_text_no_longer_endorses_what_the_register_refutes(phrase: str) -> None:
+    flat = {d: " ".join(t.split()) for d, t in _texts().items()}
+    assert not any(" ".join(phrase.split()) in t for t in flat.values())
