@@ -216,3 +216,11 @@ print(sorted({w.category.__name__ + ': ' + str(w.message)[:40] for w in rec}))
         check=True,
     )
     assert "inplace" not in out.stdout + out.stderr, out.stdout + out.stderr
+
+
+def test_a_residual_sd_prior_is_not_used_by_a_logit(sim):
+    df = sim[0]
+    priors = hetfx.Priors(sigma=hetfx.Prior.half_normal(1.0))
+    with pytest.warns(UserWarning, match="priors.sigma is not used"):
+        res = qmc_fit(df.iloc[:800], priors=priors)
+    assert "sigma Prior" not in str(res.summary())

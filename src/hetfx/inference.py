@@ -499,7 +499,22 @@ class DiagnosticsWarning(UserWarning):
     trustworthy)."""
 
 
-def warn_diagnostics(diag: Diagnostics, advice: str = "", stacklevel: int = 2) -> list[str]:
+def _caller_outside_hetfx() -> int:
+    """``stacklevel`` (for a :func:`warnings.warn` in the caller of this function) of the
+    first frame outside the hetfx package: the user's line that led to the warning."""
+    import inspect
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parent)
+    frame, level = inspect.currentframe().f_back, 1
+    while frame is not None and str(Path(frame.f_code.co_filename).resolve()).startswith(root):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def warn_diagnostics(
+    diag: Diagnostics, advice: str = "", stacklevel: int | None = None
+) -> list[str]:
     """The gate every Bayesian result runs when it is built: warn (:class:`DiagnosticsWarning`,
     a ``UserWarning``) when R-hat, bulk ESS, divergences, the Pareto k-hat of importance
     weights or a quadrature grid's edge fail the thresholds of :data:`GATE`, naming the
@@ -511,8 +526,9 @@ def warn_diagnostics(diag: Diagnostics, advice: str = "", stacklevel: int = 2) -
         The fit's record.
     advice : str
         What to change, appended to the message.
-    stacklevel : int
-        Passed to :func:`warnings.warn` (2: the caller of this function).
+    stacklevel : int, optional
+        Passed to :func:`warnings.warn` (2: the caller of this function); default the first
+        caller outside the hetfx package (the user's call of :func:`hetfx.fit`).
 
     Returns
     -------
@@ -525,7 +541,7 @@ def warn_diagnostics(diag: Diagnostics, advice: str = "", stacklevel: int = 2) -
             f"the {diag.sampler} fit ({diag.chains} chains x {diag.draws} draws) failed the "
             "diagnostics gate: " + "; ".join(problems) + (f". {advice}" if advice else "."),
             DiagnosticsWarning,
-            stacklevel=stacklevel + 1,
+            stacklevel=_caller_outside_hetfx() if stacklevel is None else stacklevel,
         )
     return problems
 

@@ -164,9 +164,8 @@ def _run_gate(fit, engine: str) -> None:
     from hetfx.inference import warn_diagnostics
 
     record = getattr(fit, "diagnostics_record", None)
-    if record is not None:
-        # 1 here, 2 the result's __init__, 3 hetfx.fit, 4 the user's call
-        warn_diagnostics(record, _gate_advice(engine), stacklevel=3)
+    if record is not None:  # attributed to the user's line (the first outside hetfx)
+        warn_diagnostics(record, _gate_advice(engine))
 
 
 class Summary:
