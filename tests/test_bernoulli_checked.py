@@ -153,6 +153,7 @@ def test_exact_engines_and_one_chain_are_not_gated_on_r_hat():
     assert diagnostic_problems(one) == []
     assert check_diagnostics(one) is one
     assert diagnostic_problems(_record(max_r_hat=np.nan)) != []  # NaN with chains: a failure
+    assert diagnostic_problems(_record(chains=1, max_r_hat=np.nan)) != []  # unexplained NaN
 
 
 def test_compute_diagnostics_on_crafted_draws():

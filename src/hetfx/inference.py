@@ -398,14 +398,14 @@ def diagnostic_problems(
 
     ``draws_checked=False`` leaves out R-hat and the ESS (engines of :data:`EXACT_ENGINES`).
     A NaN R-hat fails unless the fit is an importance sample (finite ``pareto_k``) or has one
-    chain (R-hat unavailable, not a failure).
+    chain (``worst_r_hat_param`` is :data:`RHAT_UNAVAILABLE`: not a failure).
     """
     problems = []
     if np.isfinite(diag.pareto_k) and diag.pareto_k > max_pareto_k:
         problems.append(
             f"Pareto k-hat of the importance weights {diag.pareto_k:.2f} > {max_pareto_k}"
         )
-    unavailable = np.isfinite(diag.pareto_k) or diag.chains < 2
+    unavailable = np.isfinite(diag.pareto_k) or diag.worst_r_hat_param == RHAT_UNAVAILABLE
     if not draws_checked or (unavailable and np.isnan(diag.max_r_hat)):
         pass  # no chains: k-hat and the weights' ESS stand in for R-hat
     elif not np.isfinite(diag.max_r_hat) or diag.max_r_hat > max_r_hat:
@@ -451,7 +451,8 @@ def check_diagnostics(
     diag : Diagnostics
         Record from :func:`compute_diagnostics` (or ``fit.diagnostics_record``).
     max_r_hat : float, default 1.01
-        Largest acceptable R-hat (not checked with one chain, where it is unavailable).
+        Largest acceptable R-hat (not checked with one chain, where
+        :func:`compute_diagnostics` records it as unavailable).
     min_ess_bulk : float, default 400
         Smallest acceptable bulk ESS.
     allow_divergences : int, default 0
