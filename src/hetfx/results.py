@@ -130,25 +130,24 @@ def diagnostics_text(dg: Mapping) -> str:
     record = Diagnostics(**{k: v for k, v in dict(dg).items() if k in fields})
     if np.isfinite(record.pareto_k):
         what = (
-            f"importance sampling, {record.draws} points: Pareto k-hat {record.pareto_k:.2f} "
-            f"(gate {GATE['max_pareto_k']}), weight ESS {record.min_ess_bulk:.0f}"
+            f"Pareto k-hat {record.pareto_k:.2f} (gate {GATE['max_pareto_k']}), weight ESS "
+            f"{record.min_ess_bulk:.0f} of {record.draws} importance-sampling points"
         )
     else:
         rhat = (
             f"R-hat {RHAT_UNAVAILABLE}"
-            if np.isnan(record.max_r_hat) and record.chains < 2
+            if record.worst_r_hat_param == RHAT_UNAVAILABLE
             else f"max R-hat {record.max_r_hat:.3f} ({record.worst_r_hat_param})"
         )
         what = (
-            f"{record.chains} chains x {record.draws} draws: {rhat}, min bulk ESS "
-            f"{record.min_ess_bulk:.0f} ({record.worst_ess_bulk_param}), divergences "
-            f"{record.divergences}"
+            f"{rhat}, min bulk ESS {record.min_ess_bulk:.0f} ({record.worst_ess_bulk_param}), "
+            f"divergences {record.divergences} in {record.chains} chains x {record.draws} draws"
         )
     if np.isfinite(record.grid_edge_mass):
         what += f", grid-edge mass {record.grid_edge_mass:.1g}"
     problems = diagnostic_problems(record, draws_checked=record.sampler not in EXACT_ENGINES)
     verdict = "gate FAILED: " + "; ".join(problems) if problems else "gate passed"
-    return f"Diagnostics ({record.sampler}): {what}, {record.wall_seconds:.1f} s; {verdict}"
+    return f"Diagnostics: {what}; {record.sampler}, {record.wall_seconds:.1f} s; {verdict}"
 
 
 def _gate_advice(engine: str) -> str:
