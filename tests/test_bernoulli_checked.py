@@ -225,3 +225,21 @@ def test_a_residual_sd_prior_is_not_used_by_a_logit(sim):
     with pytest.warns(UserWarning, match="priors.sigma is not used"):
         res = qmc_fit(df.iloc[:800], priors=priors)
     assert "sigma Prior" not in str(res.summary())
+
+
+@pytest.mark.parametrize("family", ["gaussian", "bernoulli"])
+def test_one_chain_fits_and_says_r_hat_is_unavailable(sim, family):
+    """chains=1 gives a result (no R-hat failure, no warning about it) whose summary says that
+    R-hat is unavailable; the qmc engine reports its own measures instead."""
+    df = sim[0].iloc[:1200]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DiagnosticsWarning)
+        res = hetfx.fit(
+            df, "y", "treat", ["party", "south"], family=family, chains=1, draws=1000, seed=1
+        )
+    text = str(res.summary())
+    assert "nan" not in text.lower()
+    if family == "gaussian":
+        assert f"R-hat {RHAT_UNAVAILABLE}" in text and "1 chain x 1000 draws" in text
+    else:
+        assert "Pareto k-hat" in text

@@ -141,7 +141,8 @@ def diagnostics_text(dg: Mapping) -> str:
         )
         what = (
             f"{rhat}, min bulk ESS {record.min_ess_bulk:.0f} ({record.worst_ess_bulk_param}), "
-            f"divergences {record.divergences} in {record.chains} chains x {record.draws} draws"
+            f"divergences {record.divergences} in {record.chains} chain"
+            f"{'s' if record.chains != 1 else ''} x {record.draws} draws"
         )
     if np.isfinite(record.grid_edge_mass):
         what += f", grid-edge mass {record.grid_edge_mass:.1g}"
