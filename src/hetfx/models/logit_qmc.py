@@ -25,7 +25,7 @@ conditional posterior is log-concave. The engine
 Every likelihood evaluation runs over the distinct rows ``(X_i, T_i, g_i)`` with their
 (weighted) counts of ones and of rows, and the AMEs over the distinct ``(X_i, g_i)``: with
 discrete covariates a fit of thousands of rows costs what one of a few dozen does (5,592 rows
-in 7 cells: 14 distinct rows, about 1 s for the default 25 x 2**12 points). Their count is
+in 7 cells: 14 distinct rows, 1-2 s for the default 25 x 2**12 points). Their count is
 the smallest power of two that keeps the Monte Carlo SE of every cell's AME median below 2% of
 its posterior SD and that of the 95% bounds below 3% on a Broockman-sized binary experiment
 (measured: 1.1-1.2% and 2.8%; 2**11 points give 1.8% and 4.2%).
