@@ -57,7 +57,10 @@ BLOCK = re.compile(r"^```\{python\}[ \t]*\n(.*?)^```[ \t]*$", re.S | re.M)
 FRONT = re.compile(r"\A---\n(.*?)\n---\n", re.S)
 #: Printed run times (the diagnostics line of ``Results.summary()``) are replaced, so that
 #: reruns give the same bytes.
-MASKS = [(re.compile(r"(divergences \d+, )\d+(?:\.\d+)? s\b"), r"\1(time masked) s")]
+MASKS = [
+    (re.compile(r"(divergences \d+, )\d+(?:\.\d+)? s\b"), r"\1(time masked) s"),
+    (re.compile(r"(\w, )\d+(?:\.\d+)? s(; gate )"), r"\1(time masked) s\2"),
+]
 #: Front-matter keys that only direct execution by Quarto needs (the executed markdown is
 #: rendered, not run again).
 EXECUTION_KEYS = ("jupyter", "execute", "engine")

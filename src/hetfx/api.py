@@ -668,6 +668,10 @@ def fit(
     from hetfx.models.bernoulli import fit_bernoulli_lambda
 
     kw.pop("sigma_prior")
+    if priors.sigma != Priors().sigma:
+        warnings.warn(
+            "priors.sigma is not used: a logit model has no residual SD", UserWarning, stacklevel=2
+        )
     f = fit_bernoulli_lambda(
         d.y, d.treat, d.X, d.codes, d.Z, weights=d.weights, engine=engine, **kw, **common
     )

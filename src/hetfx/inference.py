@@ -8,7 +8,8 @@ independent). This module turns such an object into
 * a :class:`Diagnostics` record (one row of ``diagnostics.csv``, where the paper's pipeline
   leaves out the run times),
 * a gate, :func:`check_diagnostics`, that raises :class:`SamplerDiagnosticsError` naming
-  the failing parameter and what to change,
+  the failing parameter and what to change, and its warning form, :func:`warn_diagnostics`,
+  that every result of :func:`hetfx.fit` runs when it is built,
 * the tidy frames of ``coefs.csv`` (:func:`summarise_coefs`) and ``groups.csv``
   (:func:`summarise_groups`),
 * draws without arviz's creation time stamps (:func:`without_timestamps`), so that the same
@@ -18,6 +19,7 @@ independent). This module turns such an object into
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -30,9 +32,13 @@ if TYPE_CHECKING:  # imported where used: a stage that needs no posterior loads 
 
 __all__ = [
     "Diagnostics",
+    "DiagnosticsWarning",
+    "EXACT_ENGINES",
+    "GATE",
     "SamplerDiagnosticsError",
     "check_diagnostics",
     "compute_diagnostics",
+    "diagnostic_problems",
     "draws_matrix",
     "flat_names",
     "summarise_coefs",
@@ -46,6 +52,7 @@ __all__ = [
     "sample_nutpie",
     "rhat_ess",
     "sinc_quantiles",
+    "warn_diagnostics",
     "without_timestamps",
 ]
 
@@ -311,7 +318,8 @@ def compute_diagnostics(
         Engine name stored in the record.
     var_names : sequence of str, optional
         Variables monitored (default: all posterior variables). Scalars that are constant
-        across all draws (R-hat undefined) are ignored.
+        across all draws (R-hat undefined) are ignored. With one chain R-hat is unavailable:
+        ``max_r_hat`` is NaN and ``worst_r_hat_param`` says so.
     wall_seconds, compile_seconds, sampling_seconds, grid_edge_mass : float
         Stored as given.
 
@@ -320,13 +328,18 @@ def compute_diagnostics(
     Diagnostics
     """
     s = _convergence_stats(idata, var_names)
-    s = s[np.isfinite(s["r_hat"].to_numpy(dtype=float))]
+    post = _posterior(idata)
+    one_chain = int(post.sizes["chain"]) < 2  # split R-hat across chains needs two
+    s = s[np.isfinite(s["ess_bulk" if one_chain else "r_hat"].to_numpy(dtype=float))]
     if s.empty:
         raise ValueError("no monitored posterior scalar has a finite R-hat")
-    i_r = int(np.argmax(s["r_hat"].to_numpy()))
     i_b = int(np.argmin(s["ess_bulk"].to_numpy()))
     i_t = int(np.argmin(s["ess_tail"].to_numpy()))
-    post = _posterior(idata)
+    if one_chain:
+        r_max, r_name = float("nan"), RHAT_UNAVAILABLE
+    else:
+        i_r = int(np.argmax(s["r_hat"].to_numpy()))
+        r_max, r_name = float(s["r_hat"].iloc[i_r]), str(s["name"].iloc[i_r])
     div = 0
     if hasattr(idata, "sample_stats") and "diverging" in idata.sample_stats:
         div = int(np.asarray(idata.sample_stats["diverging"].values).sum())
@@ -334,18 +347,89 @@ def compute_diagnostics(
         sampler=sampler,
         chains=int(post.sizes["chain"]),
         draws=int(post.sizes["draw"]),
-        max_r_hat=float(s["r_hat"].iloc[i_r]),
+        max_r_hat=r_max,
         min_ess_bulk=float(s["ess_bulk"].iloc[i_b]),
         min_ess_tail=float(s["ess_tail"].iloc[i_t]),
         divergences=div,
         wall_seconds=float(wall_seconds),
         compile_seconds=float(compile_seconds),
         sampling_seconds=float(sampling_seconds),
-        worst_r_hat_param=str(s["name"].iloc[i_r]),
+        worst_r_hat_param=r_name,
         worst_ess_bulk_param=str(s["name"].iloc[i_b]),
         worst_ess_tail_param=str(s["name"].iloc[i_t]),
         grid_edge_mass=float(grid_edge_mass),
     )
+
+
+#: ``worst_r_hat_param`` of a fit with one chain (split R-hat across chains needs two).
+RHAT_UNAVAILABLE = "unavailable with 1 chain"
+
+#: Thresholds of the gate every result of :func:`hetfx.fit` and
+#: :func:`hetfx.fit_varying_slopes` runs (:func:`warn_diagnostics`), as in brms and
+#: Vehtari et al. (2021): R-hat, bulk ESS, divergent transitions, Pareto k-hat of importance
+#: weights, posterior mass on a quadrature grid's edge.
+GATE = {
+    "max_r_hat": 1.01,
+    "min_ess_bulk": 400,
+    "allow_divergences": 0,
+    "max_pareto_k": 0.7,
+    "max_grid_edge_mass": 1e-3,
+}
+
+#: Engines whose draws are independent draws of an exact posterior and whose summaries are
+#: computed without them: R-hat and ESS of their draws measure no convergence, so the
+#: warning gate leaves them out (:func:`check_diagnostics` still applies them).
+EXACT_ENGINES = ("quadrature",)
+
+
+def diagnostic_problems(
+    diag: Diagnostics,
+    max_r_hat: float = GATE["max_r_hat"],
+    min_ess_bulk: float = GATE["min_ess_bulk"],
+    allow_divergences: int = GATE["allow_divergences"],
+    *,
+    min_ess_tail: float | None = None,
+    max_grid_edge_mass: float = GATE["max_grid_edge_mass"],
+    max_pareto_k: float = GATE["max_pareto_k"],
+    draws_checked: bool = True,
+) -> list[str]:
+    """The failed checks of the convergence gate, one sentence each naming the parameter and
+    the threshold (empty when the fit passes); see :func:`check_diagnostics`.
+
+    ``draws_checked=False`` leaves out R-hat and the ESS (engines of :data:`EXACT_ENGINES`).
+    A NaN R-hat fails unless the fit is an importance sample (finite ``pareto_k``) or has one
+    chain (``worst_r_hat_param`` is :data:`RHAT_UNAVAILABLE`: not a failure).
+    """
+    problems = []
+    if np.isfinite(diag.pareto_k) and diag.pareto_k > max_pareto_k:
+        problems.append(
+            f"Pareto k-hat of the importance weights {diag.pareto_k:.2f} > {max_pareto_k}"
+        )
+    unavailable = np.isfinite(diag.pareto_k) or diag.worst_r_hat_param == RHAT_UNAVAILABLE
+    if not draws_checked or (unavailable and np.isnan(diag.max_r_hat)):
+        pass  # no chains: k-hat and the weights' ESS stand in for R-hat
+    elif not np.isfinite(diag.max_r_hat) or diag.max_r_hat > max_r_hat:
+        problems.append(f"R-hat {diag.max_r_hat:.3f} > {max_r_hat} for {diag.worst_r_hat_param}")
+    if draws_checked and (not np.isfinite(diag.min_ess_bulk) or diag.min_ess_bulk < min_ess_bulk):
+        problems.append(
+            f"bulk ESS {diag.min_ess_bulk:.0f} < {min_ess_bulk} for {diag.worst_ess_bulk_param}"
+        )
+    if (
+        draws_checked
+        and min_ess_tail is not None
+        and (not np.isfinite(diag.min_ess_tail) or diag.min_ess_tail < min_ess_tail)
+    ):
+        problems.append(
+            f"tail ESS {diag.min_ess_tail:.0f} < {min_ess_tail} for {diag.worst_ess_tail_param}"
+        )
+    if diag.divergences > allow_divergences:
+        problems.append(f"{diag.divergences} divergent transitions (> {allow_divergences})")
+    if np.isfinite(diag.grid_edge_mass) and diag.grid_edge_mass > max_grid_edge_mass:
+        problems.append(
+            f"quadrature grid edge holds {diag.grid_edge_mass:.2g} of the posterior mass "
+            f"(> {max_grid_edge_mass}); widen the grid (grid_width) or use more points"
+        )
+    return problems
 
 
 def check_diagnostics(
@@ -367,7 +451,8 @@ def check_diagnostics(
     diag : Diagnostics
         Record from :func:`compute_diagnostics` (or ``fit.diagnostics_record``).
     max_r_hat : float, default 1.01
-        Largest acceptable R-hat.
+        Largest acceptable R-hat (not checked with one chain, where
+        :func:`compute_diagnostics` records it as unavailable).
     min_ess_bulk : float, default 400
         Smallest acceptable bulk ESS.
     allow_divergences : int, default 0
@@ -393,40 +478,73 @@ def check_diagnostics(
     SamplerDiagnosticsError
         Listing every failed check with the parameter concerned.
     """
-    problems = []
-    importance = np.isfinite(diag.pareto_k)
-    if importance:
-        if diag.pareto_k > max_pareto_k:
-            problems.append(
-                f"Pareto k-hat of the importance weights {diag.pareto_k:.2f} > {max_pareto_k}"
-            )
-    if importance and np.isnan(diag.max_r_hat):
-        pass  # no chains: k-hat and the weights' ESS stand in for R-hat
-    elif not np.isfinite(diag.max_r_hat) or diag.max_r_hat > max_r_hat:
-        problems.append(f"R-hat {diag.max_r_hat:.3f} > {max_r_hat} for {diag.worst_r_hat_param}")
-    if not np.isfinite(diag.min_ess_bulk) or diag.min_ess_bulk < min_ess_bulk:
-        problems.append(
-            f"bulk ESS {diag.min_ess_bulk:.0f} < {min_ess_bulk} for {diag.worst_ess_bulk_param}"
-        )
-    if min_ess_tail is not None and (
-        not np.isfinite(diag.min_ess_tail) or diag.min_ess_tail < min_ess_tail
-    ):
-        problems.append(
-            f"tail ESS {diag.min_ess_tail:.0f} < {min_ess_tail} for {diag.worst_ess_tail_param}"
-        )
-    if diag.divergences > allow_divergences:
-        problems.append(f"{diag.divergences} divergent transitions (> {allow_divergences})")
-    if np.isfinite(diag.grid_edge_mass) and diag.grid_edge_mass > max_grid_edge_mass:
-        problems.append(
-            f"quadrature grid edge holds {diag.grid_edge_mass:.2g} of the posterior mass "
-            f"(> {max_grid_edge_mass}); widen the grid (grid_width) or use more points"
-        )
+    problems = diagnostic_problems(
+        diag,
+        max_r_hat,
+        min_ess_bulk,
+        allow_divergences,
+        min_ess_tail=min_ess_tail,
+        max_grid_edge_mass=max_grid_edge_mass,
+        max_pareto_k=max_pareto_k,
+    )
     if problems:
         raise SamplerDiagnosticsError(
             f"{diag.sampler} fit failed diagnostics ({diag.chains} chains x {diag.draws} "
             f"draws): " + "; ".join(problems) + f". Advice: {advice}."
         )
     return diag
+
+
+class DiagnosticsWarning(UserWarning):
+    """A fit failed the convergence gate of :func:`warn_diagnostics` (its numbers may not be
+    trustworthy)."""
+
+
+def _caller_outside_hetfx() -> int:
+    """``stacklevel`` (for a :func:`warnings.warn` in the caller of this function) of the
+    first frame outside the hetfx package: the user's line that led to the warning."""
+    import inspect
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parent)
+    frame, level = inspect.currentframe().f_back, 1
+    while frame is not None and str(Path(frame.f_code.co_filename).resolve()).startswith(root):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def warn_diagnostics(
+    diag: Diagnostics, advice: str = "", stacklevel: int | None = None
+) -> list[str]:
+    """The gate every Bayesian result runs when it is built: warn (:class:`DiagnosticsWarning`,
+    a ``UserWarning``) when R-hat, bulk ESS, divergences, the Pareto k-hat of importance
+    weights or a quadrature grid's edge fail the thresholds of :data:`GATE`, naming the
+    parameter and the threshold. R-hat and ESS are not checked for :data:`EXACT_ENGINES`.
+
+    Parameters
+    ----------
+    diag : Diagnostics
+        The fit's record.
+    advice : str
+        What to change, appended to the message.
+    stacklevel : int, optional
+        Passed to :func:`warnings.warn` (2: the caller of this function); default the first
+        caller outside the hetfx package (the user's call of :func:`hetfx.fit`).
+
+    Returns
+    -------
+    list of str
+        The failed checks (empty when the fit passes; then nothing is warned).
+    """
+    problems = diagnostic_problems(diag, draws_checked=diag.sampler not in EXACT_ENGINES)
+    if problems:
+        warnings.warn(
+            f"the {diag.sampler} fit ({diag.chains} chains x {diag.draws} draws) failed the "
+            "diagnostics gate: " + "; ".join(problems) + (f". {advice}" if advice else "."),
+            DiagnosticsWarning,
+            stacklevel=_caller_outside_hetfx() if stacklevel is None else stacklevel,
+        )
+    return problems
 
 
 # ------------------------------------------------------------------- tidy frames
@@ -463,7 +581,13 @@ def sample_nutpie(
     if key in cache:
         compiled = cache[key].with_data(**data)
     else:
-        compiled = nutpie.compile_pymc_model(build(), freeze_model=False)
+        with warnings.catch_warnings():
+            # nutpie compiles with numba, which needs no BLAS of PyTensor's: its warning that
+            # it found none (pip installs) concerns nothing the user can act on
+            warnings.filterwarnings(
+                "ignore", message="PyTensor could not link to a BLAS", category=UserWarning
+            )
+            compiled = nutpie.compile_pymc_model(build(), freeze_model=False)
         cache[key] = compiled
     t_compiled = time.perf_counter()
     trace = run_nutpie(

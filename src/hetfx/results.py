@@ -35,6 +35,7 @@ True
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -59,6 +60,14 @@ __all__ = [
     "Summary",
     "summarise",
 ]
+
+# arviz 0.23's compare() (made for these results' idata) sorts with the inplace keyword that
+# pandas 3.1 deprecates: a warning about arviz's code that the user cannot act on
+warnings.filterwarnings(
+    "ignore",
+    message="The inplace keyword in DataFrame.sort_values is deprecated",
+    module=r"arviz\.",
+)
 
 QUANTILES = {"q025": 0.025, "q10": 0.10, "q90": 0.90, "q975": 0.975}
 #: Quantile columns of :meth:`OLSResults.group_effects` (those of ``QUANTILES`` plus the 90%
@@ -102,6 +111,63 @@ def summarise(draws: np.ndarray, level: float = 0.95) -> pd.DataFrame:
     return out
 
 
+def diagnostics_text(dg: Mapping) -> str:
+    """What the engine measured, in words, and the verdict of the diagnostics gate
+    (:func:`hetfx.inference.diagnostic_problems`): R-hat, ESS and divergences of a sampler,
+    the Pareto k-hat and weight ESS of an importance sample (``qmc``), the grid-edge mass of
+    the quadrature engine."""
+    import dataclasses
+
+    from hetfx.inference import (
+        EXACT_ENGINES,
+        GATE,
+        RHAT_UNAVAILABLE,
+        Diagnostics,
+        diagnostic_problems,
+    )
+
+    fields = {f.name for f in dataclasses.fields(Diagnostics)}
+    record = Diagnostics(**{k: v for k, v in dict(dg).items() if k in fields})
+    if np.isfinite(record.pareto_k):
+        what = (
+            f"Pareto k-hat {record.pareto_k:.2f} (gate {GATE['max_pareto_k']}), weight ESS "
+            f"{record.min_ess_bulk:.0f} of {record.draws} importance-sampling points"
+        )
+    else:
+        rhat = (
+            f"R-hat {RHAT_UNAVAILABLE}"
+            if record.worst_r_hat_param == RHAT_UNAVAILABLE
+            else f"max R-hat {record.max_r_hat:.3f} ({record.worst_r_hat_param})"
+        )
+        what = (
+            f"{rhat}, min bulk ESS {record.min_ess_bulk:.0f} ({record.worst_ess_bulk_param}), "
+            f"divergences {record.divergences} in {record.chains} chain"
+            f"{'s' if record.chains != 1 else ''} x {record.draws} draws"
+        )
+    if np.isfinite(record.grid_edge_mass):
+        what += f", grid-edge mass {record.grid_edge_mass:.1g}"
+    problems = diagnostic_problems(record, draws_checked=record.sampler not in EXACT_ENGINES)
+    verdict = "gate FAILED: " + "; ".join(problems) if problems else "gate passed"
+    return f"Diagnostics: {what}; {record.sampler}, {record.wall_seconds:.1f} s; {verdict}"
+
+
+def _gate_advice(engine: str) -> str:
+    """What to change when a fit of ``engine`` fails the diagnostics gate."""
+    return {
+        "qmc": "Advice: more points (qmc_m=) or engine='nutpie'",
+        "quadrature": "Advice: widen the grid (grid_width=) or use more nodes",
+    }.get(engine, "Advice: raise target_accept (e.g. 0.95) or draw more (draws=, tune=, chains=)")
+
+
+def _run_gate(fit, engine: str) -> None:
+    """The diagnostics gate of a result being built: warns naming every failed check."""
+    from hetfx.inference import warn_diagnostics
+
+    record = getattr(fit, "diagnostics_record", None)
+    if record is not None:  # attributed to the user's line (the first outside hetfx)
+        warn_diagnostics(record, _gate_advice(engine))
+
+
 class Summary:
     """Printable summary of a fit (``print(res.summary())`` or ``.to_string()``)."""
 
@@ -129,14 +195,7 @@ class Summary:
         if len(self.groups) > max_groups:
             parts.append(f"... {len(self.groups) - max_groups} more (res.group_effects())")
         if self.diagnostics is not None:
-            dg = self.diagnostics.iloc[0]
-            parts += [
-                "",
-                f"Diagnostics: max R-hat {dg['max_r_hat']:.3f} "
-                f"({dg['worst_r_hat_param']}), min bulk ESS {dg['min_ess_bulk']:.0f}, "
-                f"divergences {int(dg['divergences'])}, "
-                f"{dg['wall_seconds']:.1f} s",
-            ]
+            parts += ["", diagnostics_text(self.diagnostics.iloc[0])]
         return "\n".join(parts)
 
     def __repr__(self) -> str:
@@ -163,6 +222,8 @@ class Results:
     """
 
     family = "gaussian"
+    #: Parts of :class:`hetfx.Priors` the family's model does not have (left out of summaries).
+    _unused_priors: tuple[str, ...] = ()
 
     def __init__(self, fit, design: Design, priors: Priors, *, engine: str, seed: int = 0) -> None:
         self.fit = fit
@@ -171,6 +232,7 @@ class Results:
         self.engine = engine
         self.seed = seed
         self._idata: az.InferenceData | None = None
+        _run_gate(fit, engine)
 
     # ------------------------------------------------------------------ basics
     @property
@@ -343,7 +405,12 @@ class Results:
             f"({d.n_dropped} dropped), {len(d.cells)} groups",
             f"effect equation (Z): {d.effect_formula}",
             f"main effects in X: {d.main_formula or 'none'}",
-            "priors: " + ", ".join(f"{k} {v}" for k, v in self.priors.describe().items()),
+            "priors: "
+            + ", ".join(
+                f"{k} {v}"
+                for k, v in self.priors.describe().items()
+                if k not in self._unused_priors
+            ),
         ]
         g = self.group_effects(level)
         g = g[[d.group_name, "n_obs", "estimate", "lower", "upper"]]
@@ -728,6 +795,7 @@ class BernoulliResults(Results):
     """
 
     family = "bernoulli"
+    _unused_priors = ("sigma",)  # a logit has no residual SD
 
     def effect_draws(self, scale: str = "probability") -> np.ndarray:
         """Draws (S, G) of the group AMEs (``"probability"``) or of ``lambda`` (``"logit"``)."""
@@ -869,6 +937,7 @@ class VaryingSlopesResults:
         self.priors = priors
         self.engine = engine
         self.factors = list(factors)
+        _run_gate(fit, engine)
 
     @property
     def exact(self) -> dict | None:

@@ -22,6 +22,14 @@ conditional posterior is log-concave. The engine
    q(c)``: the pooled self-normalised weights estimate the joint posterior, and a node's mean
    weight is its importance-sampling estimate of ``p(y | sigma_theta)``.
 
+Every likelihood evaluation runs over the distinct rows ``(X_i, T_i, g_i)`` with their
+(weighted) counts of ones and of rows, and the AMEs over the distinct ``(X_i, g_i)``: with
+discrete covariates a fit of thousands of rows costs what one of a few dozen does (5,592 rows
+in 7 cells: 14 distinct rows, 1-2 s for the default 25 x 2**12 points). Their count is
+the smallest power of two that keeps the Monte Carlo SE of every cell's AME median below 2% of
+its posterior SD and that of the 95% bounds below 3% on a Broockman-sized binary experiment
+(measured: 1.1-1.2% and 2.8%; 2**11 points give 1.8% and 4.2%).
+
 Summaries (AMEs, lambda, theta, gamma, beta) are weighted quantiles that interpolate the
 weighted empirical CDF (:func:`hetfx.models.varying_slopes.weighted_quantiles`), continuous in
 the points and weights, so a last-bit change of the arithmetic (another CPU) moves them by
@@ -35,6 +43,7 @@ points, whose error is smaller than that of independent draws).
 
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
@@ -62,35 +71,72 @@ _KHAT_MASS = 1e-3
 _PROBS = np.array([0.5, *GROUP_QUANTILES.values()])
 
 
+def _softplus_dot_py(eta, N, out):  # pragma: no cover - compiled by numba
+    """``out[s] -= sum_k N_k log(1 + exp(eta[s, k]))`` (no temporaries)."""
+    for s in range(eta.shape[0]):
+        acc = 0.0
+        for k in range(eta.shape[1]):
+            x = eta[s, k]
+            acc += N[k] * (max(x, 0.0) + math.log1p(math.exp(-abs(x))))
+        out[s] -= acc
+
+
+try:  # numba ships with pytensor; without it the log-likelihood uses numpy
+    import numba
+
+    #: compiled once per machine (cached beside this module), reused by every fit
+    _softplus_dot = numba.njit(cache=True)(_softplus_dot_py)
+except ImportError:  # pragma: no cover
+    _softplus_dot = None
+
+
 class _Problem:
-    """The logistic regression given sigma_theta: ``eta = A(s) c``, ``c = (beta, gamma, z)``."""
+    """The logistic regression given sigma_theta: ``eta = A(s) c``, ``c = (beta, gamma, z)``.
+
+    Rows that share ``(X_i, T_i, g_i)`` share ``eta``: they enter as one distinct row with
+    the (weighted) counts of its ones ``n1`` and of all its rows ``N``, and the
+    log-likelihood is ``sum_k n1_k eta_k - N_k log(1 + exp(eta_k))``. With discrete
+    covariates the cost of every evaluation then grows with the number of distinct rows,
+    not of observations (Broockman's 5,592 legislators in 7 cells: 14 rows).
+    """
 
     def __init__(self, X, treat, group, Z, y, beta_sd, gamma_sd, weights):
-        self.X, self.T, self.g, self.Z, self.y = X, treat, group, Z, y
-        self.n, self.p = X.shape
+        from hetfx.models.bernoulli import distinct_rows
+
+        w = np.ones(len(y)) if weights is None else np.asarray(weights, dtype=float)
+        rows, inv = distinct_rows(X, treat, group)
+        k = len(rows)
+        self.p = X.shape[1]
         self.G, self.q = Z.shape
+        self.X, self.T = rows[:, : self.p], rows[:, self.p]
+        self.g = rows[:, self.p + 1].astype(np.int64)
+        self.n1 = np.bincount(inv, weights=w * y, minlength=k)
+        self.N = np.bincount(inv, weights=w, minlength=k)
+        self.n = k
         self.dim = self.p + self.q + self.G
-        self.w = np.ones(self.n) if weights is None else weights
         self.prec = np.concatenate(
             [beta_sd**-2.0, np.full(self.q, gamma_sd**-2.0), np.ones(self.G)]
         )
-        self._base = np.zeros((self.n, self.dim))
-        self._base[:, : self.p] = X
-        self._base[:, self.p : self.p + self.q] = treat[:, None] * Z[group]
-        self._col = self.p + self.q + group
+        self._base = np.zeros((k, self.dim))
+        self._base[:, : self.p] = self.X
+        self._base[:, self.p : self.p + self.q] = self.T[:, None] * Z[self.g]
+        self._col = self.p + self.q + self.g
 
     def design(self, s: float) -> np.ndarray:
         A = self._base.copy()
         A[np.arange(self.n), self._col] = s * self.T
         return A
 
-    def loglik(self, C: np.ndarray, A: np.ndarray, chunk: int = 512) -> np.ndarray:
+    def loglik(self, C: np.ndarray, A: np.ndarray, chunk: int = 4096) -> np.ndarray:
         """``sum_i w_i log p(y_i | c)`` for every row of ``C``."""
-        out = np.empty(len(C))
-        sign = 2.0 * self.y - 1.0
+        out = C @ (A.T @ self.n1)
+        chunk = max(1, min(chunk, 2**22 // self.n))
         for i in range(0, len(C), chunk):
             eta = C[i : i + chunk] @ A.T
-            out[i : i + chunk] = -(np.logaddexp(0.0, -sign * eta) @ self.w)
+            if _softplus_dot is not None:
+                _softplus_dot(eta, self.N, out[i : i + chunk])
+            else:
+                out[i : i + chunk] -= np.logaddexp(0.0, eta) @ self.N
         return out
 
     def logpost(self, C: np.ndarray, A: np.ndarray) -> np.ndarray:
@@ -105,8 +151,8 @@ class _Problem:
         f = self.logpost(c[None], A)[0]
         for _ in range(max_iter):
             pi = expit(A @ c)
-            grad = A.T @ (self.w * (self.y - pi)) - self.prec * c
-            H = (A * (self.w * pi * (1.0 - pi))[:, None]).T @ A
+            grad = A.T @ (self.n1 - self.N * pi) - self.prec * c
+            H = (A * (self.N * pi * (1.0 - pi))[:, None]).T @ A
             H[np.diag_indices_from(H)] += self.prec
             step = linalg.cho_solve(linalg.cho_factor(H, lower=True), grad)
             t = 1.0
@@ -124,7 +170,7 @@ class _Problem:
                 f"Newton's method found no conditional mode in {max_iter} iterations"
             )
         pi = expit(A @ c)
-        H = (A * (self.w * pi * (1.0 - pi))[:, None]).T @ A
+        H = (A * (self.N * pi * (1.0 - pi))[:, None]).T @ A
         H[np.diag_indices_from(H)] += self.prec
         return c, np.linalg.cholesky(H), f
 
@@ -257,6 +303,7 @@ def fit_qmc(
     t0 = time.perf_counter()
     pb = _Problem(X, treat, group, Z, y, np.asarray(beta_sd, float), float(gamma_sd), weights)
     s_max = _grid_end(pb, prior, tail)
+    t_setup = time.perf_counter()
     nodes = np.linspace(0.0, s_max, n_nodes)
     h = nodes[1] - nodes[0]
     trap = np.full(n_nodes, h)
@@ -362,7 +409,8 @@ def fit_qmc(
         "ess": ess,
         "points": int(W.size),
         "edge_mass": float(mass[-1]),
-        "importance_seconds": t1 - t0,
+        "setup_seconds": t_setup - t0,
+        "importance_seconds": t1 - t_setup,
         "summary_seconds": t2 - t1,
     }
     # the weighted sample itself, for summaries at other probabilities (same interpolation)
