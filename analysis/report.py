@@ -173,7 +173,8 @@ def build(results: Path, clean: Path, params: dict, out: Path) -> int:
         variables, tables, comparison = R.build_report(inputs)
     # where each number comes from: the HTML's hover text and the appendix's last table
     entries = provenance.provenance(variables, ledger.values)
-    tables["provenance"] = provenance.provenance_table(entries, quoted_variables(out))
+    quoted = quoted_variables(out) or set(variables)  # without documents: every variable
+    tables["provenance"] = provenance.provenance_table(entries, quoted)
 
     header = (
         "# Written by analysis/report.py (DVC stage `report`); do not edit by hand.\n"

@@ -15,7 +15,9 @@ Quarto is on ``PATH``, for a fresh Quarto render of the same sources:
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -182,13 +184,15 @@ def page_problems(pdf_path: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def quarto_output(tmp_path_factory):
+    """The manuscript rendered by real Quarto, in a copy of manuscript/ (never the repo's)."""
     from hetfx.paper.render import quarto_available, render
 
     if not quarto_available():
         pytest.skip("quarto is not on PATH")
-    out = tmp_path_factory.mktemp("quarto-pages")
-    render(MANUSCRIPT, out, use_quarto=True)
-    return out
+    copy = tmp_path_factory.mktemp("quarto-pages") / "manuscript"
+    shutil.copytree(MANUSCRIPT, copy, ignore=shutil.ignore_patterns("_output", ".quarto"))
+    render(copy, use_quarto=True)
+    return copy / "_output"
 
 
 @pytest.mark.parametrize("stem", DOCUMENTS)
@@ -263,3 +267,15 @@ def test_checks_find_a_shrunk_image(tmp_path):
         typst.compile(source.encode(), output=str(path), root=str(tmp_path))
         with pdfplumber.open(path) as pdf:
             assert len(scale_problems(pdf)) == expected
+
+
+def test_quarto_html_shows_each_numbers_source(quarto_output):
+    """As tests/test_provenance.py checks for the fallback's HTML: each quoted number sits in
+    a span whose title is its source (_filters/provenance.lua)."""
+    from test_provenance import SPAN, hover_problems, quoted
+
+    entries = json.loads((MANUSCRIPT / "_provenance.json").read_text("utf-8"))
+    for stem, names in quoted(MANUSCRIPT).items():
+        page = (quarto_output / f"{stem}.html").read_text("utf-8")
+        assert len(SPAN.findall(page)) >= len(names) > 0
+        assert hover_problems(page, names, entries) == [], stem

@@ -14,6 +14,7 @@ import yaml
 
 from hetfx.paper import report as R
 from hetfx.paper import robustness as ROB
+from hetfx.paper.simulation import bias_by_group_size
 
 REPO = Path(__file__).resolve().parents[1]
 BRMS = REPO / "tests" / "fixtures" / "brms"
@@ -117,6 +118,7 @@ def test_every_published_quote_names_a_reproduced_number(report_run) -> None:
     value the text quotes is the one in the published-vs-reproduced table."""
     variables = report_run["variables"]
     table = (report_run["outs"][0] / "tables" / "published_vs_reproduced.md").read_text()
+    table = table.replace("\u00a0", " ")  # references and intervals do not wrap in a cell
     rows = {
         line.split(" | ")[0].lstrip("| "): line.split(" | ")
         for line in table.splitlines()
@@ -440,6 +442,12 @@ def make_results(root: Path) -> None:
         _write(sim / design / "summary.csv", pd.DataFrame(rows))
         _write(sim / design / "one_replicate.csv", pd.DataFrame(one))
         pd.DataFrame(est).to_parquet(sim / design / "estimates.parquet", index=False)
+        frame = pd.DataFrame(est)  # the binned bias as the simulate stage writes it
+        for col in {"design", "condition", "n_groups", "scenario"} - set(frame):
+            frame[col] = 0
+        other = "n_groups" if cond == "scenario" else "scenario"
+        bins = bias_by_group_size(frame).drop(columns=["design", "condition", other])
+        _write(sim / design / "bias_by_size.csv", bins)
     (sim / "design.json").write_text(json.dumps(DESIGN), encoding="utf-8")
     rows = []  # the sensitivity simulation: the published model loses to OLS under shifts
     for dgp in ("published", "shifted"):
@@ -606,6 +614,7 @@ def test_stage_writes_variables_and_tables_deterministically(report_run) -> None
         "robustness_loo.md",
         "verdict.md",
         "sim_sensitivity.md",
+        "provenance.md",
     } == set(names)
     for name in ["_variables.yml", *(f"tables/{n}" for n in names)]:
         assert (a / name).read_bytes() == (b / name).read_bytes(), name

@@ -231,7 +231,7 @@ RULES: list[tuple[str, object]] = [
         _fixed(
             FIT,
             TW.format(model="m2", coding="{coding}", part="coefs"),
-            row="equation == 'scale'",
+            row="equation == 'scale' and term == 'sigma_theta'",
             column="mean",
         ),
     ),
@@ -240,7 +240,7 @@ RULES: list[tuple[str, object]] = [
         _fixed(
             FIT,
             TW.format(model="m1", coding="{coding}", part="coefs"),
-            row="equation == 'scale'",
+            row="equation == 'scale' and term == 'sigma_theta'",
             column="mean",
         ),
     ),
@@ -417,11 +417,22 @@ def provenance(
         if source is None:
             missing.append(name)
             continue
-        value = values.get(name, values.get(name.removesuffix("_pct"), shown))
-        entries[name] = Entry(name, str(shown), value, source)
+        value = values.get(name, values.get(name.removesuffix("_pct")))
+        entries[name] = Entry(
+            name, str(shown), _parse(str(shown)) if value is None else value, source
+        )
     if missing:
         raise KeyError("no provenance rule for variable(s): " + ", ".join(missing))
     return entries
+
+
+def _parse(shown: str) -> float | str:
+    """A number set as text (an interval level, ``"95%"``) as a number; other text as is."""
+    text = shown.replace("\u2212", "-").replace(",", "")
+    try:
+        return float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        return shown
 
 
 def _value_text(value: float | str) -> str:
