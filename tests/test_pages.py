@@ -5,6 +5,7 @@ Quarto is on ``PATH``, for a fresh Quarto render of the same sources:
 
 * every caption shares a page with its body: a table's caption (above it) with at least its
   header and one row, a figure's caption (below it) with its image;
+* a table that continues on the next page repeats its header row there;
 * no page is more than :data:`MAX_BLANK` blank at the bottom when the next page starts with a
   float (a figure, a table or a table's continuation);
 * no table cell wraps an interval (``0.14 [0.06,`` / ``0.23]``) or a reference
@@ -123,6 +124,27 @@ def blank_problems(pdf, max_blank: float = MAX_BLANK) -> list[str]:
     return problems
 
 
+def header_problems(pdf) -> list[str]:
+    """Pages that continue a table (start with table text) without repeating its header row.
+
+    A table's header is its first line of table text after its caption.
+    """
+    problems, header, expect_header = [], None, False
+    for number, page in enumerate(pdf.pages, start=1):
+        body = [(ln["top"], False, ln["text"]) for ln in _lines(page, small=False)]
+        small = [(ln["top"], True, ln["text"]) for ln in _lines(page, small=True)]
+        lines = sorted(ln for ln in body + small if ln[0] < _text_area(page)[1])
+        if lines and lines[0][1] and not expect_header and header is not None:
+            if lines[0][2] != header:
+                problems.append(f"p. {number}: a table continues without its header {header!r}")
+        for _, is_table, text in lines:
+            if not is_table and CAPTION.match(text):
+                expect_header = text.startswith("Table")
+            elif is_table and expect_header:
+                header, expect_header = text, False
+    return problems
+
+
 def wrap_problems(pdf) -> list[str]:
     """Table cells that wrap inside an interval or between ``Figure`` and its number.
 
@@ -173,7 +195,11 @@ def page_problems(pdf_path: Path) -> list[str]:
     """All layout problems of one PDF."""
     with pdfplumber.open(pdf_path) as pdf:
         return (
-            caption_problems(pdf) + blank_problems(pdf) + wrap_problems(pdf) + scale_problems(pdf)
+            caption_problems(pdf)
+            + header_problems(pdf)
+            + blank_problems(pdf)
+            + wrap_problems(pdf)
+            + scale_problems(pdf)
         )
 
 
@@ -246,11 +272,25 @@ def test_checks_find_a_blank_page_before_a_float(tmp_path):
         assert blank_problems(pdf) == []
 
 
+def test_checks_find_a_table_continued_without_its_header(tmp_path):
+    rows = _rows(60, "0.1")
+    repeated = PAGE + "Table 1: A table\n" + TABLE.format(rows=rows)
+    with pdfplumber.open(_pdf(tmp_path, repeated)) as pdf:
+        assert len(pdf.pages) == 2 and header_problems(pdf) == []
+    bare = repeated.replace("table.header([A], [B])", "[A], [B]")
+    with pdfplumber.open(_pdf(tmp_path, bare)) as pdf:
+        assert header_problems(pdf) == ["p. 2: a table continues without its header 'A B'"]
+
+
 def test_checks_find_a_wrapped_interval(tmp_path):
     narrow = TABLE.replace("columns: 2", "columns: (1.4cm, 1fr)")
     source = PAGE + narrow.format(rows=_rows(2))
     with pdfplumber.open(_pdf(tmp_path, source)) as pdf:
         assert any("interval wrapped" in p for p in wrap_problems(pdf))
+    narrow = TABLE.replace("columns: 2", "columns: (1.5cm, 1fr)")  # "§3, Figure" fits, not "1"
+    reference = PAGE + narrow.format(rows=_rows(2, "§3, Figure 1"))
+    with pdfplumber.open(_pdf(tmp_path, reference)) as pdf:
+        assert any("reference wrapped" in p for p in wrap_problems(pdf))
     wide = PAGE + TABLE.format(rows=_rows(2, "0.14~[0.06,~0.23]"))
     with pdfplumber.open(_pdf(tmp_path, wide)) as pdf:
         assert wrap_problems(pdf) == []
