@@ -125,6 +125,19 @@ CHECKS = {
 M1_GROUPS = (
     "results/tomz_weeks/m1_{coding}/groups.csv + results/tomz_weeks/m1_ols_{coding}/groups.csv"
 )
+#: How each design number is read from the simulation's design.json.
+DESIGN = {
+    "sim_n": "key n_obs",
+    "sim_tau_mean": "key tau_mean",
+    "sim_tau_sd": "key tau_sd",
+    "sim1_size_max": "n_obs / 2^min(equal_group_k)",
+    "sim1_size_min": "n_obs / 2^max(equal_group_k)",
+    "sim_k_min": "min(equal_group_k)",
+    "sim_k_max": "max(equal_group_k)",
+    "sim2_share_low": "smallest probability of imbalance_scenarios.strong",
+    "sim2_k": "number of moderators of imbalance_scenarios.balanced",
+    "sim2_groups": "2^(number of moderators of imbalance_scenarios.balanced)",
+}
 SIM = "results/simulation/{design}/summary.csv"
 ONE = "results/simulation/{design}/one_replicate.csv"
 SHORT = {"hier": "hierarchical", "ols": "ols"}
@@ -134,11 +147,49 @@ ANALYSIS_FILES = (
 )
 
 
+#: What each M1 statistic is, over the 32 conditions' estimates of M1 (hierarchical) and OLS.
+M1_WHAT = {
+    "n_groups": "number of conditions",
+    "n_obs_min": "smallest n_obs of M1's groups.csv",
+    "n_obs_max": "largest n_obs of M1's groups.csv",
+    "hier_at_ols_min": "M1's estimate in the condition with the lowest OLS estimate",
+    "max_shift": "M1 − OLS where it is largest in absolute value",
+    "max_shift_abs": "largest |M1 − OLS|",
+    "max_shift_ols": "OLS estimate where |M1 − OLS| is largest",
+    "max_shift_hier": "M1 estimate where |M1 − OLS| is largest",
+    "max_drop": "largest OLS − M1",
+    "max_drop_ols": "OLS estimate where OLS − M1 is largest",
+    "max_drop_hier": "M1 estimate where OLS − M1 is largest",
+    "slope_shift": "least-squares slope of M1 − OLS on OLS",
+    "drop_named": "OLS − M1 in the low-stakes, high-cost South American autocracy",
+    "drop_named_ols": "OLS estimate there",
+    "drop_named_hier": "M1 estimate there",
+}
+M1_STAT = {"mean": "mean", "sd": "SD (ddof 1)", "min": "smallest", "max": "largest"}
+
+
+def _m1_what(what: str) -> str:
+    if what in M1_WHAT:
+        return M1_WHAT[what]
+    model, _, stat = what.partition("_")
+    name = {"hier": "M1", "ols": "OLS"}.get(model, model)
+    if stat in M1_STAT:
+        return f"{M1_STAT[stat]} of the {name} estimates"
+    if stat == "negative":
+        return f"conditions with a negative {name} estimate"
+    if stat.endswith("_stakes"):
+        level = stat.removesuffix("_stakes")
+        return f"mean {name} estimate of the {level}-stakes conditions"
+    if stat.endswith("condition") or what.endswith("_condition"):
+        return "that condition in words (costs = 1 is low cost)"
+    return what
+
+
 def _m1(m: re.Match) -> Source:
     return Source(
         FIT.format(**m.groupdict()),
         M1_GROUPS.format(**m.groupdict()),
-        computation=f"the 32 condition effects (column estimate) of M1 and OLS: {m['what']}",
+        computation=f"{_m1_what(m['what'])}, column estimate",
     )
 
 
@@ -313,8 +364,11 @@ RULES: list[tuple[str, object]] = [
         _fixed("report", "params.yaml", row="simulation", column="root_seed"),
     ),
     (
-        r"(sim_n|sim_tau_.+|sim1_size_.+|sim_k_.+|sim2_share_low.*|sim2_k|sim2_groups)",
-        _fixed("simulate", "results/simulation/design.json", "the simulation's design as run"),
+        r"(?P<name>sim_n|sim_tau_.+|sim1_size_.+|sim_k_.+|sim2_share_low|sim2_k|sim2_groups)"
+        r"(_pct)?",
+        lambda m: Source(
+            "simulate", "results/simulation/design.json", computation=DESIGN[m["name"]]
+        ),
     ),
     (
         r"sim2_(small|large)",
@@ -483,7 +537,7 @@ def provenance_table(entries: Mapping[str, Entry], names: Iterable[str]) -> str:
     for name in sorted(set(names)):
         e = entries[name]
         s = e.source
-        parts = [f"stage {s.stage}", f"file {s.file}"]
+        parts = [s.stage, s.file]
         parts += [f"row {s.row}" if s.row else "", f"column {s.column}" if s.column else ""]
         parts.append(s.computation)
         value = _value_text(e.value) if isinstance(e.value, float) else "(text)"
@@ -498,8 +552,8 @@ def provenance_table(entries: Mapping[str, Entry], names: Iterable[str]) -> str:
     return markdown_table(
         pd.DataFrame(rows),
         "Every number the paper and this appendix quote: the value printed, the unrounded "
-        "value, the DVC stage and committed file it comes from, and the row and column (or the "
-        "computation); in the HTML, hovering a number shows the same",
+        "value and its source: the DVC stage, the committed file, and the row and column (or "
+        "the computation); in the HTML, hovering a number shows the same",
         "provenance",
         align="lrrl",
     )
