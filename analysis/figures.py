@@ -26,14 +26,7 @@ from hetfx.paper import figures, studies
 
 RESULTS = Path("results")
 FIGURES = Path("manuscript/figures")
-SIZES = {
-    "figure5": (7, 7),
-    "figure6": (8, 8),
-    "figure7": (8, 4.5),
-    "figure8": (8, 5.5),
-    "figure_a1": (8, 8),
-    "figure_a2": (8, 6),
-}
+SIZES = figures.SIZES  # width, height in inches: at most the text width
 
 
 def read(study: str, model: str, coding: str, name: str) -> pd.DataFrame:

@@ -8,7 +8,8 @@ Usage::
 Reads the fits of both codings (results/tomz_weeks, results/bush_prather), the simulation
 summaries and design (results/simulation), the cleaning checks (data/clean) and the
 `models:` section of params.yaml; writes every number the manuscript quotes to
-`_variables.yml` and every table it includes to `tables/*.md` (hetfx.paper.report does the work).
+`_variables.yml`, where each comes from to `_provenance.json` (hetfx.paper.provenance), and
+every table it includes to `tables/*.md` (hetfx.paper.report does the work).
 Output is deterministic: the same inputs give byte-identical files.
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -23,6 +25,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from hetfx.paper import provenance
 from hetfx.paper import report as R
 from hetfx.paper.cells import demographic_cells
 from hetfx.paper.verdict import ANALYSES, SpecificationInputs
@@ -101,6 +104,12 @@ def load_specification(results: Path) -> SpecificationInputs:
     )
 
 
+def quoted_variables(manuscript: Path) -> set[str]:
+    """Names of the variables the manuscript's documents quote (``{{< var name >}}``)."""
+    pattern = re.compile(r"\{\{<\s*var\s+(\S+?)\s*>\}\}")
+    return {m for qmd in manuscript.glob("*.qmd") for m in pattern.findall(qmd.read_text("utf-8"))}
+
+
 def write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
@@ -136,8 +145,11 @@ def build(results: Path, clean: Path, params: dict, out: Path) -> int:
     summaries, ones, estimates = {}, {}, {}
     for design in ("spec", "groupsize"):
         summaries[design] = read_csv(sim / design / "summary.csv", MAKERS["simulation"])
-        est_path = sim / design / "estimates.parquet"
-        estimates[design] = pd.read_parquet(est_path) if est_path.exists() else None
+        est_path = sim / design / "estimates.parquet"  # not committed: only a fallback
+        one_path = sim / design / "one_replicate.csv"
+        estimates[design] = (
+            pd.read_parquet(est_path) if est_path.exists() and not one_path.exists() else None
+        )
         ones[design] = one_replicate(sim / design, estimates[design])
     design_path = sim / "design.json"
     if not design_path.exists():
@@ -156,14 +168,18 @@ def build(results: Path, clean: Path, params: dict, out: Path) -> int:
         },
         summaries=summaries,
         ones=ones,
-        groupsize_estimates=estimates["groupsize"],
+        groupsize_estimates=None,  # the bias of small and large groups: from the bins
+        groupsize_bias=read_csv(sim / "groupsize" / "bias_by_size.csv", MAKERS["simulation"]),
         params=params,
         design=json.loads(design_path.read_text(encoding="utf-8")),
     )
-    bins = sim / "groupsize" / "bias_by_size.csv"  # committed: the bias of small/large groups
-    inputs.groupsize_bias_bins = pd.read_csv(bins) if bins.exists() else None
     inputs.specification = load_specification(results)
-    variables, tables, comparison = R.build_report(inputs)
+    with provenance.Ledger() as ledger:
+        variables, tables, comparison = R.build_report(inputs)
+    # where each number comes from: the HTML's hover text and the appendix's last table
+    entries = provenance.provenance(variables, ledger.values)
+    quoted = quoted_variables(out) or set(variables)  # without documents: every variable
+    tables["provenance"] = provenance.provenance_table(entries, quoted)
 
     header = (
         "# Written by analysis/report.py (DVC stage `report`); do not edit by hand.\n"
@@ -172,6 +188,11 @@ def build(results: Path, clean: Path, params: dict, out: Path) -> int:
     write(
         out / "_variables.yml",
         header + yaml.safe_dump(variables, sort_keys=True, allow_unicode=True, width=1000),
+    )
+    write(
+        out / "_provenance.json",
+        json.dumps(provenance.as_json(entries), indent=1, ensure_ascii=False, sort_keys=True)
+        + "\n",
     )
     tables_dir = out / "tables"
     tables_dir.mkdir(parents=True, exist_ok=True)

@@ -56,7 +56,10 @@ def main() -> None:
     for name, table in res.tables().items():
         table.to_csv(OUT / f"{name}.csv", index=False, float_format="%.6g")
     log(STAGE, f"wrote {len(res.tables())} tables to {OUT}/")
-    figures.save(figures.figure_robustness(res.condition_effects), FIGURE, width=8, height=8)
+    width, height = figures.SIZES["figure_robustness"]
+    figures.save(
+        figures.figure_robustness(res.condition_effects), FIGURE, width=width, height=height
+    )
     log(STAGE, f"wrote {FIGURE}.png/.svg")
 
 

@@ -149,14 +149,12 @@ def draw_figures(spec: dict, size: dict) -> None:
     e1 = spec["estimates"]
     first = e1.loc[e1["replicate"] == e1["replicate"].min()]
     plots = {
-        "figure1": (figures.figure1(spec["summary"], spec["one"]), 6.5, 4.5),
-        "figure2": (figures.figure2(first), 9, 4.5),
-        "figure3": (figures.figure3(size["summary"], size["one"]), 6.5, 4.5),
-        "figure4": (figures.figure4(size["estimates"]), 9, 5),
+        "figure1": figures.figure1(spec["summary"], spec["one"]),
+        "figure2": figures.figure2(first),
+        "figure3": figures.figure3(size["summary"], size["one"]),
+        "figure4": figures.figure4(size["estimates"]),
     }
-    save_figures(
-        [(plot, FIGURES / stem, width, height) for stem, (plot, width, height) in plots.items()]
-    )
+    save_figures([(plot, FIGURES / stem, *figures.SIZES[stem]) for stem, plot in plots.items()])
 
 
 def main() -> None:

@@ -115,6 +115,9 @@ def all_plots():
         "fig8": figures.figure8(cells),
         "figA1": figures.figure_a1(a1),
         "figA2": figures.figure_a2(bp),
+        "figRob": figures.figure_robustness(
+            pd.concat([hier.assign(label=lab) for lab in figures.VARIANT_COLOURS])
+        ),
     }
 
 
@@ -133,3 +136,58 @@ def test_figure6_labels_low_cost_conditions():
     plot = figures.figure6(hier, ols)
     labels = set(plot.data["condition"])
     assert "Democracy, high stakes, low cost" in labels and len(labels) == 8
+
+
+FIXTURE_STEMS = {
+    "fig1": "figure1",
+    "fig2": "figure2",
+    "fig3": "figure3",
+    "fig4": "figure4",
+    "fig5": "figure5",
+    "fig6": "figure6",
+    "fig7": "figure7",
+    "fig8": "figure8",
+    "figA1": "figure_a1",
+    "figA2": "figure_a2",
+    "figRob": "figure_robustness",
+}
+
+
+def _text_sizes(plot, width: float, height: float) -> list[tuple[str, float]]:
+    """(text, font size in points) of every visible text of ``plot`` drawn at its saved size."""
+    import matplotlib.pyplot as plt
+    from matplotlib.text import Text
+    from plotnine import theme
+
+    figure = (plot + theme(figure_size=(width, height))).draw()
+    try:
+        return [
+            (t.get_text(), t.get_fontsize())
+            for t in figure.findobj(Text)
+            if t.get_visible() and t.get_text().strip()
+        ]
+    finally:
+        plt.close(figure)
+
+
+def test_every_figure_has_a_size_no_wider_than_the_text():
+    assert set(FIXTURE_STEMS.values()) == set(figures.SIZES)
+    assert all(w <= figures.TEXT_WIDTH for w, _ in figures.SIZES.values())
+
+
+@pytest.mark.parametrize("name", sorted(FIXTURE_STEMS))
+def test_figure_text_prints_at_least_7_pt(all_plots, name):
+    """Drawn at its saved size, placed at its natural size (tests/test_pages.py), no text of a
+    figure is smaller than MIN_TEXT_PT."""
+    sizes = _text_sizes(all_plots[name], *figures.SIZES[FIXTURE_STEMS[name]])
+    assert sizes, "no text found"
+    small = [(text, size) for text, size in sizes if size < figures.MIN_TEXT_PT]
+    assert small == []
+
+
+def test_text_size_check_can_fail(all_plots):
+    from plotnine import element_text, theme
+
+    plot = all_plots["fig1"] + theme(axis_text_x=element_text(size=5))
+    sizes = _text_sizes(plot, *figures.SIZES["figure1"])
+    assert min(size for _, size in sizes) == 5

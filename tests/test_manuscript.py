@@ -26,7 +26,7 @@ EXPECTED = {
     "paper": {"Figure": [str(i) for i in range(1, 9)], "Table": ["1"]},
     "appendix": {
         "Figure": [f"A{i}" for i in range(1, 7)],
-        "Table": [f"A{i}" for i in range(1, 15)],
+        "Table": [f"A{i}" for i in range(1, 16)],
     },
 }
 

@@ -5,7 +5,9 @@ when the Quarto CLI is not installed (see hetfx.paper.render). Real Quarto does 
 Passes, in order:
   0. metadata    `date: YYYY-MM-DD` (or `today`) printed as Quarto prints it ("November 27, 2026").
   1. shortcodes  `{{< var a.b >}}` in text, table cells, captions, math and title/abstract,
-                 looked up in `_variables.yml` (metadata `hetfx-variables` overrides the path).
+                 looked up in `_variables.yml` (metadata `hetfx-variables` overrides the path);
+                 in HTML wrapped in a span whose title is the number's source, from
+                 `_provenance.json` beside it (as _filters/provenance.lua does for Quarto).
                  (`{{< include >}}` is expanded before parsing, by hetfx.paper.render.)
   2. numbering   labelled figures (`#fig-`), tables (`#tbl-`) and, with `number-sections: true`,
                  headings, in document order; captions get "Figure N: " / "Table N: ".
@@ -72,12 +74,28 @@ local function lookup(name)
   return nil -- a map or a list is not a printable value
 end
 
+local sources = nil -- variable -> its source, from `_provenance.json` beside `_variables.yml`
+
+--- In HTML, `value` in a span whose title says where the number comes from (see provenance.lua).
+local function with_source(name, value)
+  if not FORMAT:match('html') then return value end
+  if sources == nil then
+    local path = pandoc.path.join({ pandoc.path.directory(variables_path), '_provenance.json' })
+    local f = io.open(path, 'r')
+    sources = f and pandoc.json.decode(f:read('a'), false) or {}
+    if f then f:close() end
+  end
+  local entry = sources[name]
+  if not entry then return value end
+  return pandoc.Inlines { pandoc.Span(value, { class = 'hetfx-source', title = entry.title }) }
+end
+
 --- Expand one shortcode body ("var a.b") into Inlines.
 local function shortcode(body)
   local name, arg = body:match('^(%S+)%s*(.-)$')
   if name == 'var' then
     local value = lookup(arg)
-    if value then return value end
+    if value then return with_source(arg, value) end
     undefined[arg] = true
   else
     bad_shortcodes['{{< ' .. body .. ' >}}'] = true

@@ -10,6 +10,7 @@ simulation ``summary.csv``/``estimates``) and returns a plotnine object;
 from __future__ import annotations
 
 import pandas as pd
+from mizani.breaks import breaks_extended
 from plotnine import (
     aes,
     coord_flip,
@@ -39,6 +40,28 @@ from plotnine import (
 )
 
 from hetfx.plots import save, theme_hetfx  # noqa: F401  (save: re-exported for the stages)
+
+#: Width of the manuscript's text block in inches (US letter, 1.25 in margins, both renderers).
+TEXT_WIDTH = 6.0
+#: The smallest text a figure may print, in points.
+MIN_TEXT_PT = 7.0
+#: Size (width, height) in inches at which the stages save each figure. The PDFs place a figure
+#: at its natural size, so a figure no wider than the text prints its text at the size drawn:
+#: the theme's smallest text is 8 pt (tick, strip and legend labels), explicit sizes are 7 pt
+#: or more (tests/test_figures.py draws every figure at these sizes and checks).
+SIZES: dict[str, tuple[float, float]] = {
+    "figure1": (6.0, 4.2),
+    "figure2": (6.0, 3.8),
+    "figure3": (6.0, 4.2),
+    "figure4": (6.0, 4.2),
+    "figure5": (6.0, 6.0),
+    "figure6": (6.0, 7.2),
+    "figure7": (6.0, 4.0),
+    "figure8": (6.0, 4.6),
+    "figure_a1": (6.0, 7.2),
+    "figure_a2": (6.0, 5.0),
+    "figure_robustness": (6.0, 7.2),
+}
 
 MODEL_COLOURS = {"OLS": "#D55E00", "Hierarchical": "#0072B2"}
 MODEL_NAMES = {"ols": "OLS", "hierarchical": "Hierarchical"}
@@ -338,6 +361,7 @@ def figure2(estimates: pd.DataFrame):
         + geom_point(aes(color="model"), alpha=0.6, size=1.2)
         + facet_grid("model ~ groups")
         + scale_color_manual(values=MODEL_COLOURS)
+        + scale_x_continuous(breaks=breaks_extended(n=3))  # five narrow panels side by side
         + labs(x="True group effect", y="Estimated group effect")
         + theme_hetfx()
         + theme(legend_position="none")

@@ -50,9 +50,9 @@ log = logging.getLogger(__name__)
 FORMATS = ("html", "pdf")
 INCLUDE = re.compile(r"\{\{<\s*include\s+(\S+?)\s*>\}\}")
 #: Typst set rules of the fallback PDF only: numbering is done by the Lua filter (so that HTML
-#: and PDF agree by construction), figures without an explicit width get a sensible one. The
-#: rules both routes share (tables) are the ``include-in-header`` text of ``_quarto.yml``.
-TYPST_HEADER = "\n".join(["#set figure(numbering: none)", "#set image(width: 85%)"])
+#: and PDF agree by construction). The rules both routes share (tables, floats, image sizes)
+#: are the ``include-in-header`` text of ``_quarto.yml``.
+TYPST_HEADER = "#set figure(numbering: none)"
 #: Pandoc metadata keys that only Quarto understands; left out of the fallback's metadata.
 QUARTO_ONLY = {
     "project",

@@ -21,6 +21,7 @@ Contents
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from hetfx.paper import provenance
 from hetfx.paper.cells import CELL_KEYS
 
 MINUS = "\u2212"
@@ -86,15 +88,11 @@ def markdown_table(
         raise ValueError(f"align {align!r} has {len(align)} letters for {len(columns)} columns")
 
     def cell(v) -> str:
-        return str(v).replace("|", "\\|").replace("\n", " ")
+        return _unbreakable(str(v).replace("|", "\\|").replace("\n", " "))
 
-    # Dashes in proportion to each column's widest cell: pandoc turns them into relative
-    # column widths when a row is wider than its line length. A header wraps between words,
-    # so it needs only its longest word (a long header would otherwise starve its neighbours).
-    widths = [
-        max([len(w) for w in cell(c).split()] + [len(cell(v)) for v in frame[c]]) for c in columns
-    ]
-    dashes = [max(3, round(30 * w / max(sum(widths), 1))) for w in widths]
+    dashes = _column_dashes(
+        [cell(c) for c in columns], [[cell(v) for v in frame[c]] for c in columns]
+    )
     rule = {"l": ":{}", "r": "{}:", "c": ":{}:"}
     lines = [
         "| " + " | ".join(cell(c) for c in columns) + " |",
@@ -107,6 +105,62 @@ def markdown_table(
     if caption:
         text += f"\n: {caption}" + (f" {{#tbl-{label}}}" if label else "") + "\n"
     return text
+
+
+NBSP = "\u00a0"
+#: An estimate with its interval, ``0.14 [0.06, 0.23]``, and a reference, ``Figure 1``, ``§ 3``:
+#: kept on one line in a table cell (their spaces become non-breaking).
+_INTERVAL = re.compile(r"(?:[^\s\[\]]+ )?\[[^\[\]]*\]")
+_REFERENCE = re.compile(r"\b(Figures?|Tables?|Sections?|§) (?=[A-Z]?\d)")
+#: Characters of 8 pt table text across the text width (6 in), cell padding included.
+TABLE_LINE_CHARS = 100
+#: Characters of cell padding per column.
+CELL_PADDING = 3
+#: pandoc's line length: a pipe table with a longer line gets the relative column widths of
+#: its dashes, a shorter one columns as wide as their content.
+PANDOC_COLUMNS = 72
+
+
+def _unbreakable(text: str) -> str:
+    """``text`` with non-breaking spaces inside intervals and references."""
+    text = _INTERVAL.sub(lambda m: m.group(0).replace(" ", NBSP), text)
+    return _REFERENCE.sub(lambda m: m.group(1) + NBSP, text)
+
+
+def _column_dashes(header: list[str], cells: list[list[str]]) -> list[int]:
+    """Dashes of a pipe table's separator line: relative column widths for pandoc.
+
+    A column gets at least its longest unbreakable run (words joined by non-breaking spaces;
+    a header wraps between words, so it needs only its longest word), so that no interval
+    wraps; the space left is shared in proportion to how much wider each column's longest cell
+    is. A table whose lines are all shorter than pandoc's line length keeps a short separator
+    (pandoc then sizes its columns to their content).
+    """
+
+    def shown(text: str) -> int:  # markdown escapes and zero-width spaces take no room
+        return len(re.sub(r"\\(.)", r"\1", text).replace("\u200b", ""))
+
+    def runs(text: str) -> list[int]:  # lengths of the runs between break opportunities
+        return [shown(w) for w in re.split("[ \u200b-]", text)]
+
+    least = [
+        max(runs(h) + [max(runs(c), default=0) for c in col]) + CELL_PADDING
+        for h, col in zip(header, cells, strict=True)
+    ]
+    want = [
+        max([lo] + [shown(c) + CELL_PADDING for c in col])
+        for lo, col in zip(least, cells, strict=True)
+    ]
+    if sum(want) <= TABLE_LINE_CHARS:
+        widths = [float(w) for w in want]
+    else:
+        spare = max(TABLE_LINE_CHARS - sum(least), 0)
+        extra = [w - lo for w, lo in zip(want, least, strict=True)]
+        widths = [lo + spare * e / max(sum(extra), 1) for lo, e in zip(least, extra, strict=True)]
+    rows = [header, *zip(*cells, strict=True)]
+    wide = max(len("| " + " | ".join(r) + " |") for r in rows) > PANDOC_COLUMNS
+    total = 100 if wide else 30
+    return [max(3, round(total * w / sum(widths))) for w in widths]
 
 
 def _looks_numeric(values: pd.Series) -> bool:
@@ -366,17 +420,22 @@ def bias_small_large(
 def bias_small_large_binned(
     bins: pd.DataFrame, small: float = SMALL_GROUP, large: float = LARGE_GROUP
 ) -> pd.DataFrame:
-    """Like :func:`bias_small_large`, from the simulate stage's committed ``bias_by_size.csv``
-    (rows per scenario, model and size bin ``(lo, hi]`` with ``n_estimates`` and
-    ``mean_abs_bias``): the bins up to ``small`` observations and those above ``large``,
-    averaged with the number of estimates as weights."""
-    edges = bins["size_bin"].str.extract(r"\(([^,]+),\s*([^\]]+)\]").astype(float)
+    """Mean |bias| per model for groups of at most ``small`` and more than ``large`` obs.
+
+    From the committed ``bias_by_size.csv`` of the simulate stage (``model``, ``size_bin``
+    such as ``"(10.0, 20.0]"``, ``n_estimates``, ``mean_abs_bias``): the bins wholly below
+    ``small`` and wholly above ``large``, averaged with their counts as weights (over
+    scenarios and replicates), which is the mean over those estimates.
+    """
+    edges = bins["size_bin"].str.strip("(]").str.split(",", expand=True).astype(float)
     rows = []
     for model, part in bins.assign(lo=edges[0], hi=edges[1]).groupby("model", sort=True):
         for is_small, mask in ((True, part["hi"] <= small), (False, part["lo"] >= large)):
-            w = part.loc[mask, "n_estimates"]
-            value = float((part.loc[mask, "mean_abs_bias"] * w).sum() / w.sum())
-            rows.append({"model": model, "small": is_small, "mean_abs_bias": value})
+            chosen = part.loc[mask]
+            if chosen.empty:
+                raise ValueError(f"bias_by_size has no {model} bins for groups of that size")
+            mean = np.average(chosen["mean_abs_bias"], weights=chosen["n_estimates"])
+            rows.append({"model": model, "small": is_small, "mean_abs_bias": float(mean)})
     return pd.DataFrame(rows)
 
 
@@ -950,6 +1009,7 @@ def to_variables(
     decimals (``digits`` overrides per name); text labels are passed through.
     """
     digits = dict(digits or {})
+    provenance.note(numbers)  # the unrounded values, for the record of sources
     out: dict[str, str] = {}
     for name, value in sorted(numbers.items()):
         if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -993,7 +1053,7 @@ class ReportInputs:
         ``"spec"``/``"groupsize"`` -> simulation ``summary.csv`` and one-replicate RMSEs.
     groupsize_estimates : pandas.DataFrame or None
         Simulation 2's estimates (for the bias of small and large groups).
-    groupsize_bias_bins : pandas.DataFrame or None
+    groupsize_bias : pandas.DataFrame or None
         Simulation 2's committed ``bias_by_size.csv``; where given, the bias of small and
         large groups comes from it rather than from the estimates.
     params : mapping
@@ -1006,6 +1066,9 @@ class ReportInputs:
     specification : hetfx.paper.verdict.SpecificationInputs, optional
         The main-effects fits and the robustness tables (section "Specification and
         robustness"); without them that section's variables and tables are not written.
+    groupsize_bias : pandas.DataFrame, optional
+        Simulation 2's committed ``bias_by_size.csv``; when given, the bias of small and large
+        groups comes from it rather than from ``groupsize_estimates``.
     """
 
     tw_checks: pd.DataFrame
@@ -1018,7 +1081,7 @@ class ReportInputs:
     params: Mapping
     design: Mapping
     specification: Any = None
-    groupsize_bias_bins: pd.DataFrame | None = None
+    groupsize_bias: pd.DataFrame | None = None
 
 
 def build_report(inputs: ReportInputs) -> tuple[dict[str, str], dict[str, str], pd.DataFrame]:
@@ -1056,11 +1119,9 @@ def build_report(inputs: ReportInputs) -> tuple[dict[str, str], dict[str, str], 
     # ---- simulation
     summaries, ones = inputs.summaries, inputs.ones
     estimates = {"groupsize": inputs.groupsize_estimates}
-    bias = None
-    if inputs.groupsize_bias_bins is not None:
-        bias = bias_small_large_binned(inputs.groupsize_bias_bins)
-    elif estimates["groupsize"] is not None:
-        bias = bias_small_large(estimates["groupsize"])
+    bias = bias_small_large(estimates["groupsize"]) if estimates["groupsize"] is not None else None
+    if inputs.groupsize_bias is not None:
+        bias = bias_small_large_binned(inputs.groupsize_bias)
     numbers |= simulation_numbers(
         summaries["spec"], ones["spec"], summaries["groupsize"], ones["groupsize"], bias
     )
@@ -1297,6 +1358,7 @@ def build_report(inputs: ReportInputs) -> tuple[dict[str, str], dict[str, str], 
     # effects on a proportion, in percentage points (the text writes "percentage points")
     points = [p for p in percents if p.endswith(POINTS) and p in numbers]
     variables |= {f"{p}_pp": fmt_num(100 * numbers[p], 0) for p in points}
+    provenance.note({f"{p}_pp": numbers[p] for p in points})  # shown x 100
     variables |= {"ci_level": "95%", "ci_inner": "10–90%", "ci_inner_level": "80%", "q_low": "10%"}
     if inputs.specification is not None:
         from hetfx.paper.verdict import specification_report

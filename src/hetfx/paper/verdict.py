@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from hetfx.paper import claims as C
+from hetfx.paper import provenance
 from hetfx.paper.report import fmt_int, fmt_num, fmt_pct, fmt_signed, markdown_table
 
 __all__ = ["ANALYSES", "SpecificationInputs", "specification_report"]
@@ -323,6 +324,9 @@ def specification_report(inputs: SpecificationInputs) -> tuple[dict[str, str], d
     if inputs.sensitivity is not None:
         rob |= {f"sim_{k}": v for k, v in sensitivity_numbers(inputs.sensitivity).items()}
     variables: dict[str, str] = {}
+    for analysis, stats in dec.items():  # the unrounded values, for the record of sources
+        provenance.note(stats, prefix=f"dec_{analysis}_")
+    provenance.note(rob, prefix="rob_")
     for analysis, stats in dec.items():
         for k, v in stats.items():
             name = f"dec_{analysis}_{k}"
