@@ -54,7 +54,7 @@ import pandas as pd
 from formulaic import Formula
 
 from hetfx.design import aliased_columns, design_spec
-from hetfx.priors import Priors
+from hetfx.priors import FLAT_SD, Priors
 
 __all__ = ["Design", "build_design", "fit", "fit_ols", "fit_varying_slopes", "FAMILIES"]
 
@@ -112,6 +112,8 @@ class Design:
     z_spec: Any = dataclasses.field(repr=False, default=None)
     main_spec: Any = dataclasses.field(repr=False, default=None)
     levels: dict[str, list] = dataclasses.field(default_factory=dict)
+    baselines: str = "additive"
+    reduced: str | None = None
 
     @property
     def n_obs(self) -> np.ndarray:
@@ -227,6 +229,70 @@ def _label_cells(cells: pd.DataFrame) -> pd.Index:
     return pd.Index(cols[0].str.cat(cols[1:], sep="_") if len(cols) > 1 else cols[0])
 
 
+BASELINES = ("pooled", "fixed", "additive", "none")
+
+
+def _resolve_baselines(baselines: str | None, main_effects) -> str:
+    """The baselines of a design: given, or from the older ``main_effects=`` spelling."""
+    if baselines is not None and baselines not in BASELINES:
+        raise DesignError(f"baselines must be one of {BASELINES}, got {baselines!r}")
+    if main_effects is None:
+        return baselines or "additive"
+    implied = "none" if main_effects is False else "additive"
+    if baselines is not None and baselines != implied:
+        raise DesignError(
+            f"main_effects={main_effects!r} means baselines={implied!r}; pass only "
+            f"baselines= (got baselines={baselines!r})"
+        )
+    return implied
+
+
+def _main_formula(eff, eff_vars, modifiers, main_effects, baselines) -> str | None:
+    """The modifiers' terms in the outcome equation (None: none)."""
+    if baselines in ("none", "fixed"):
+        return None
+    if main_effects is None or main_effects is True:
+        # the effect formula's terms, plus any modifier it leaves out
+        left_out = [m for m in modifiers if m not in eff_vars]
+        return " + ".join([eff, *left_out]) if left_out else eff
+    main = _effect_formula(str(main_effects), modifiers)
+    stray = [v for v in _formula_vars(main) if v not in modifiers]
+    if stray:
+        raise DesignError(
+            f"main_effects formula {main!r} uses {stray}, which are not "
+            "modifiers; put other variables in controls="
+        )
+    return main
+
+
+def _effect_design(eff: str, cells: pd.DataFrame, baselines: str):
+    """Z, its spec, and the note of a reduced design (None when not reduced).
+
+    With cell baselines (``"pooled"`` or ``"fixed"``) an effect design with one column per
+    cell (saturated in the cells: e.g. one modifier's additive design) keeps only its
+    intercept: ``theta_g`` then carries the cells' differences, every cell alike, as the
+    baselines ``alpha_g`` carry the main effects (brms's and bambi's ``y ~ treat + (1 +
+    treat | cell)``). Treatment-coded dummies under a common prior would instead treat the
+    reference cell differently from the others. The column count is read from a sparse
+    model matrix, so thousands of cells never build a dense cells x cells matrix.
+    """
+    from formulaic import model_matrix
+
+    G = len(cells)
+    if baselines in ("pooled", "fixed") and G > 1:
+        q = model_matrix(eff, cells, output="sparse").shape[1]
+        if q >= G:
+            Z, spec = design_spec("1", cells)
+            note = (
+                f"the effect formula {eff!r} has {q} columns for {G} cells (saturated): the "
+                "heterogeneity equation keeps its intercept and theta carries the cells' "
+                "differences, every cell alike"
+            )
+            return Z, spec, note
+    Z, spec = design_spec(eff, cells)
+    return Z, spec, None
+
+
 def build_design(
     data: pd.DataFrame,
     outcome: str,
@@ -236,16 +302,18 @@ def build_design(
     *,
     effect: str | None = None,
     group: str | None = None,
-    main_effects: bool | str = True,
+    main_effects: bool | str | None = None,
     missing: str = "drop",
     family: str = "gaussian",
     weights: str | None = None,
+    baselines: str | None = None,
 ) -> Design:
     """Build cells, Z and X from a data frame (the first half of :func:`fit`).
 
-    See :func:`fit` for the parameters. Raises :class:`DesignError` (a ``ValueError``) on any
-    input the model cannot use; warns (``UserWarning``) on dropped rows, a missing intercept,
-    the treatment among the controls, and ``main_effects=False``.
+    See :func:`fit` for the parameters (here ``baselines`` defaults to ``"additive"``, the
+    design of the OLS comparator and of the paper's fits). Raises :class:`DesignError` (a
+    ``ValueError``) on any input the model cannot use; warns (``UserWarning``) on dropped
+    rows, a missing intercept, the treatment among the controls, and ``baselines="none"``.
     """
     if not isinstance(data, pd.DataFrame):
         raise TypeError(f"data must be a pandas DataFrame, got {type(data).__name__}")
@@ -274,19 +342,8 @@ def build_design(
             f"effect formula {eff!r} uses {stray}, which are not modifiers; add "
             "them to modifiers= (Z is built from each cell's modifier values)"
         )
-    if main_effects is True:  # the effect formula's terms, plus any modifier it leaves out
-        left_out = [m for m in modifiers if m not in eff_vars]
-        main = " + ".join([eff, *left_out]) if left_out else eff
-    elif main_effects is False or main_effects is None:
-        main = None
-    else:
-        main = _effect_formula(str(main_effects), modifiers)
-        stray = [v for v in _formula_vars(main) if v not in modifiers]
-        if stray:
-            raise DesignError(
-                f"main_effects formula {main!r} uses {stray}, which are not "
-                "modifiers; put other variables in controls="
-            )
+    baselines = _resolve_baselines(baselines, main_effects)
+    main = _main_formula(eff, eff_vars, modifiers, main_effects, baselines)
     if treatment in modifiers:
         raise DesignError(f"treatment {treatment!r} cannot also be a modifier")
     if outcome in (treatment, *modifiers, *control_vars):
@@ -422,7 +479,9 @@ def build_design(
         )
 
     # ------------------------------------------------------------------------- Z
-    Z, z_spec = design_spec(eff, cells)
+    Z, z_spec, reduced = _effect_design(eff, cells, baselines)
+    if reduced:
+        main = None  # the cells' baselines carry the main effects too
     if list(Z.columns[:1]) != ["Intercept"]:
         warnings.warn(
             f"effect formula {eff!r} has no intercept: every cell's expected "
@@ -434,7 +493,7 @@ def build_design(
         warnings.warn(
             f"Z has one column per cell ({len(Z)}): the effect formula is "
             "saturated, so gamma and theta are not told apart by the data and the "
-            "pooling rests on the prior of gamma (issue 9); an additive effect "
+            "pooling rests on the prior of gamma; an additive effect "
             "formula pools toward a model of the cells",
             UserWarning,
             stacklevel=3,
@@ -449,24 +508,29 @@ def build_design(
 
     # ------------------------------------------------------------------------- X
     Xc, _ = design_spec(controls_formula, df)
-    n_ctrl = Xc.shape[1]
-    if "Intercept" not in Xc.columns:
+    if baselines == "fixed":  # the cells' free baselines replace the intercept
+        Xc = Xc.drop(columns=["Intercept"], errors="ignore")
+    elif "Intercept" not in Xc.columns:
         warnings.warn(
             f"the outcome equation has no intercept (controls {controls_formula!r})"
             ": the baseline is then forced through 0",
             UserWarning,
             stacklevel=3,
         )
+    n_ctrl = Xc.shape[1]
     if main is None:
         main_spec = None
-        warnings.warn(
-            "main_effects=False: the modifiers' main effects are left out of the outcome "
-            "equation, so each group effect also absorbs its cell's baseline (control-arm) "
-            "deviation. On simulated data with baseline shifts (issue 9) this cut the 90% "
-            "coverage of the group effects from 0.91 to 0.48 and of gamma from 0.90 to 0.34.",
-            UserWarning,
-            stacklevel=3,
-        )
+        if baselines == "none":
+            warnings.warn(
+                "main_effects=False (baselines='none', the published model): the outcome "
+                "equation has one baseline for all cells, so each group effect also absorbs "
+                "its cell's baseline (control-arm) deviation. On simulated data with baseline "
+                "shifts this cut the 90% coverage of the group effects from 0.91 to 0.48 and "
+                "of gamma from 0.90 to 0.34; baselines='pooled' (the default) gives each "
+                "cell its own baseline.",
+                UserWarning,
+                stacklevel=3,
+            )
         X = Xc
     else:
         M, main_spec = design_spec(main, cells)
@@ -507,6 +571,8 @@ def build_design(
         main_spec=main_spec,
         levels=levels,
         weights=w,
+        baselines=baselines,
+        reduced=reduced,
     )
 
 
@@ -523,7 +589,8 @@ def fit(
     priors: Priors | None = None,
     family: str = "gaussian",
     engine: str = "auto",
-    main_effects: bool | str = True,
+    baselines: str | None = None,
+    main_effects: bool | str | None = None,
     missing: str = "drop",
     weights: str | None = None,
     seed: int = 0,
@@ -621,11 +688,12 @@ def fit(
     ``docs/worked-examples.qmd`` fits a real survey experiment (with a binary outcome too,
     ``family="bernoulli"``) and a simulated conjoint.
     """
-    from hetfx.results import BernoulliResults, GaussianResults
+    from hetfx.results import BernoulliResults
 
-    priors = priors if priors is not None else Priors()
-    if not isinstance(priors, Priors):
+    if priors is not None and not isinstance(priors, Priors):
         raise TypeError("priors must be a hetfx.Priors bundle")
+    if baselines is None and main_effects is None:
+        baselines = "pooled" if family == "gaussian" else "additive"
     d = build_design(
         data,
         outcome,
@@ -638,10 +706,10 @@ def fit(
         missing=missing,
         family=family,
         weights=weights,
+        baselines=baselines,
     )
     if engine == "auto":
         engine = "quadrature" if family == "gaussian" else "qmc"
-    kw = priors.lambda_kwargs(list(d.X.columns))
     common = dict(
         group_keys=d.cells,
         group_name=d.group_name,
@@ -653,25 +721,95 @@ def fit(
         **engine_options,
     )
     if family == "gaussian":
-        from hetfx.models.lambda_model import fit_lambda_model
-
-        y, treat, X = d.y, d.treat, d.X
-        if d.weights is not None:  # N(y | mu, sigma / sqrt(w)) = rows scaled by sqrt(w)
-            r = np.sqrt(d.weights)
-            y, treat, X = y * r, treat * r, X.mul(r, axis=0)
-        f = fit_lambda_model(y, treat, X, d.codes, d.Z, engine=engine, **kw, **common)
-        return GaussianResults(f, d, priors, engine=engine, seed=seed)
+        return _fit_gaussian(d, priors, engine, common)
+    if d.baselines in ("pooled", "fixed"):
+        raise DesignError(
+            f"baselines={d.baselines!r} is fitted for the Gaussian family only; the Bernoulli "
+            "family takes baselines='additive' (its default) or 'none'"
+        )
     if engine not in ("qmc", "nutpie"):
         raise DesignError(
             f"family='bernoulli' is fitted by engine='qmc' or 'nutpie' only, got {engine!r}"
         )
     from hetfx.models.bernoulli import fit_bernoulli_lambda
 
+    priors = priors if priors is not None else Priors()
+    kw = priors.lambda_kwargs(list(d.X.columns))
     kw.pop("sigma_prior")
     f = fit_bernoulli_lambda(
         d.y, d.treat, d.X, d.codes, d.Z, weights=d.weights, engine=engine, **kw, **common
     )
     return BernoulliResults(f, d, priors, engine=engine, seed=seed)
+
+
+def _outcome_scale(d: Design, priors: Priors, defaulted: bool) -> tuple[float, float]:
+    """Location and scale the Gaussian engines fit the outcome on: ``(y - loc) / scale``.
+
+    With the default (scale-aware) priors always the outcome's mean and SD, so a fit of
+    ``a y + b`` is that of ``y`` to rounding; with given priors only where the outcome is
+    far from the unit scale (SD outside [1e-3, 1e3] or mean beyond 100 SDs), where the
+    engines' sums would lose precision (the paper's 0/1 outcomes are fitted as given). The
+    location is taken out only where the intercept's prior is flat (or the cells' baselines
+    are fixed), so that the shift is absorbed exactly.
+    """
+    sy = float(np.std(d.y)) or 1.0
+    my = float(np.mean(d.y))
+    if not defaulted and 1e-3 <= sy <= 1e3 and abs(my) <= 100 * sy:
+        return 0.0, 1.0
+    intercept = priors.intercept if priors.intercept is not None else priors.control
+    absorbs = d.baselines == "fixed" or (
+        "Intercept" in d.X.columns and intercept.family == "flat"
+    )
+    return (my if absorbs else 0.0), sy
+
+
+def _fit_gaussian(d: Design, priors: Priors | None, engine: str, common: dict):
+    """The Gaussian family's engines: pooled baselines, fixed baselines (within-cell
+    centring), or one baseline (``"additive"``, ``"none"``)."""
+    from hetfx.models.lambda_model import fit_lambda_model
+    from hetfx.models.pooled import fit_pooled_lambda
+    from hetfx.results import GaussianResults
+
+    defaulted = priors is None
+    if defaulted:
+        priors = Priors.scaled_to(d.y, d.treat)
+    if d.baselines in ("pooled", "fixed") and engine != "quadrature":
+        raise DesignError(f"baselines={d.baselines!r} is fitted by engine='quadrature' only")
+    loc, scale = _outcome_scale(d, priors, defaulted)
+    ps = priors.rescaled(1.0 / scale)
+    exact = engine == "quadrature"
+    kw = ps.lambda_kwargs(list(d.X.columns), flat=np.inf if exact else FLAT_SD)
+    y, treat, X = (d.y - loc) / scale, d.treat, d.X
+    r = None
+    if d.weights is not None:  # N(y | mu, sigma / sqrt(w)) = rows scaled by sqrt(w)
+        if d.baselines == "fixed":
+            raise DesignError("weights= needs baselines='pooled', 'additive' or 'none'")
+        r = np.sqrt(d.weights)
+        y, treat, X = y * r, treat * r, X.mul(r, axis=0)
+    if d.baselines == "pooled":
+        kw["sigma_alpha_prior"] = ps.sigma_alpha.to_scale_prior()
+        f = fit_pooled_lambda(y, treat, X, d.codes, d.Z, base=r, **kw, **common)
+    else:
+        within = d.baselines == "fixed"
+        f = fit_lambda_model(y, treat, X, d.codes, d.Z, engine=engine, within=within, **kw, **common)
+    if (loc, scale) != (0.0, 1.0):
+        _rescale_fit(f, loc, scale)
+    return GaussianResults(f, d, priors, engine=engine, seed=common["seed"])
+
+
+def _rescale_fit(f, loc: float, scale: float) -> None:
+    """Put a fit of ``(y - loc) / scale`` back on the outcome's scale, in place."""
+    from hetfx.models.lambda_model import ScaledPosterior
+
+    post = f.idata.posterior
+    for v in post.data_vars:
+        post[v] = post[v] * scale
+    if "Intercept" in post["beta"].coords["control"].values:
+        post["beta"].loc[{"control": "Intercept"}] += loc
+    if f.posterior is not None:
+        names = [str(c) for c in f.data.X.columns]
+        shift = np.array([loc if c == "Intercept" else 0.0 for c in names])
+        f.posterior = ScaledPosterior(f.posterior, scale, shift)
 
 
 def fit_ols(

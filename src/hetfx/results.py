@@ -60,6 +60,13 @@ __all__ = [
     "summarise",
 ]
 
+_BASELINES_TEXT = {
+    "pooled": "pooled, alpha_g ~ N(0, sigma_alpha) per cell",
+    "fixed": "fixed, one free baseline per cell (within-cell centring)",
+    "additive": "additive, the modifiers' main effects only",
+    "none": "none, one baseline for all cells (the published model)",
+}
+
 QUANTILES = {"q025": 0.025, "q10": 0.10, "q90": 0.90, "q975": 0.975}
 #: Quantile columns of :meth:`OLSResults.group_effects` (those of ``QUANTILES`` plus the 90%
 #: interval's ends).
@@ -341,14 +348,25 @@ class Results:
             f"hetfx fit: family={self.family}, engine={self.engine}",
             f"outcome {d.outcome!r}, treatment {d.treatment!r}; {len(d.y)} rows "
             f"({d.n_dropped} dropped), {len(d.cells)} groups",
-            f"effect equation (Z): {d.effect_formula}",
+            f"effect equation (Z): {d.effect_formula}"
+            + (f" (reduced to its intercept: {d.reduced})" if d.reduced else ""),
+            f"cell baselines: {_BASELINES_TEXT.get(d.baselines, d.baselines)}",
             f"main effects in X: {d.main_formula or 'none'}",
-            "priors: " + ", ".join(f"{k} {v}" for k, v in self.priors.describe().items()),
+            "priors"
+            + (f" ({self.priors.origin})" if self.priors.origin else "")
+            + ": "
+            + ", ".join(f"{k} {v}" for k, v in self._prior_parts().items()),
         ]
         g = self.group_effects(level)
         g = g[[d.group_name, "n_obs", "estimate", "lower", "upper"]]
         c = self.coefs()[["equation", "term", "mean", "sd", "q025", "q975"]]
         return Summary(header, c, g, self.diagnostics())
+
+    def _prior_parts(self) -> dict[str, str]:
+        parts = self.priors.describe()
+        if self.design.baselines == "pooled":
+            parts["sigma_alpha"] = repr(self.priors.sigma_alpha)
+        return parts
 
     def __repr__(self) -> str:
         d = self.design
@@ -703,19 +721,26 @@ class GaussianResults(Results):
     group_effects.__doc__ = Results.group_effects.__doc__
 
     def _pointwise(self, rng):
+        from hetfx.models.baselines import demean_within
         from hetfx.models.lambda_model import pointwise_loglik
 
         d = self.design
+        y, treat, X = d.y, d.treat, d.X.to_numpy(dtype=float)
+        if d.baselines == "fixed":  # the free baselines' likelihood: within the cells
+            G = len(d.cells)
+            y, treat = demean_within(y, d.codes, G), demean_within(treat, d.codes, G)
+            X = demean_within(X, d.codes, G) if X.shape[1] else X
         return pointwise_loglik(
             self._flat("beta"),
             self._flat("lambda"),
             self._flat("sigma"),
-            d.X.to_numpy(dtype=float),
-            d.treat,
+            X,
+            treat,
             d.codes,
-            d.y,
+            y,
             rng,
             weights=d.weights,
+            alpha=self._flat("alpha") if "alpha" in self.posterior else None,
         )
 
 
