@@ -757,9 +757,7 @@ def _outcome_scale(d: Design, priors: Priors, defaulted: bool) -> tuple[float, f
     if not defaulted and 1e-3 <= sy <= 1e3 and abs(my) <= 100 * sy:
         return 0.0, 1.0
     intercept = priors.intercept if priors.intercept is not None else priors.control
-    absorbs = d.baselines == "fixed" or (
-        "Intercept" in d.X.columns and intercept.family == "flat"
-    )
+    absorbs = d.baselines == "fixed" or ("Intercept" in d.X.columns and intercept.family == "flat")
     return (my if absorbs else 0.0), sy
 
 
@@ -791,7 +789,9 @@ def _fit_gaussian(d: Design, priors: Priors | None, engine: str, common: dict):
         f = fit_pooled_lambda(y, treat, X, d.codes, d.Z, base=r, **kw, **common)
     else:
         within = d.baselines == "fixed"
-        f = fit_lambda_model(y, treat, X, d.codes, d.Z, engine=engine, within=within, **kw, **common)
+        f = fit_lambda_model(
+            y, treat, X, d.codes, d.Z, engine=engine, within=within, **kw, **common
+        )
     if (loc, scale) != (0.0, 1.0):
         _rescale_fit(f, loc, scale)
     return GaussianResults(f, d, priors, engine=engine, seed=common["seed"])

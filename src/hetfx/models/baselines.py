@@ -367,7 +367,6 @@ class PooledBaselineLambda:
         var = np.einsum("jgm,jgm->jg", W, W) + e22
         return mean, np.sqrt(var)
 
-
     # -- coefficients, combinations of the effects and draws (the hetfx.fit engine) -------
     def _coef_factor(self, u: np.ndarray):
         u = np.atleast_2d(np.asarray(u, dtype=float))
@@ -398,12 +397,12 @@ class PooledBaselineLambda:
         at rows ``u``, ``(m, r)``: given the scales, ``lambda_g = c_g + h_g' a + noise_g``
         with independent noises (see :meth:`lambda_moments`)."""
         L, LinvT, mean_a, (_, e12, e22, s2) = self._coef_factor(u)
-        p = self.p
         inv = 1.0 / s2
         c = (e12 * self.py + e22 * self.qy) * inv[:, None]
-        hb = -(e12[:, :, None] * self.xs[None] + e22[:, :, None] * self.xt[None]) * inv[
-            :, None, None
-        ]
+        hb = (
+            -(e12[:, :, None] * self.xs[None] + e22[:, :, None] * self.xt[None])
+            * inv[:, None, None]
+        )
         f = 1.0 - (e12 * self.s1 + e22 * self.s2) * inv[:, None]
         # the combinations' coefficients on beta and on the effect coordinates
         hbW = np.einsum("rg,jgi->jri", W, hb)

@@ -229,7 +229,11 @@ def fit_pooled_lambda(
         dr = post.draws(chains * draws, seed)
     t2 = time.perf_counter()
     idata = _idata_from_draws(dr, d, chains)
-    idata.attrs = {"engine": "quadrature", "grid_edge_mass": g.edge_mass, "grid_points": len(g.weights)}
+    idata.attrs = {
+        "engine": "quadrature",
+        "grid_edge_mass": g.edge_mass,
+        "grid_points": len(g.weights),
+    }
     if monitor_groups is None:
         monitor_groups = cm.G <= 1000
     diag = compute_diagnostics(
