@@ -265,6 +265,20 @@ def _main_formula(eff, eff_vars, modifiers, main_effects, baselines) -> str | No
     return main
 
 
+def _n_columns(eff: str, cells: pd.DataFrame) -> int:
+    """Columns of the effect design: counted from the levels for the additive and the
+    saturated formula of the modifiers, else from a sparse model matrix."""
+    mods = list(cells.columns)
+    n_lev = [cells[m].nunique() if _is_categorical(cells[m]) else None for m in mods]
+    if eff == " + ".join(mods):
+        return 1 + sum(1 if k is None else k - 1 for k in n_lev)
+    if eff == " * ".join(mods) and None not in n_lev:
+        return int(np.prod(n_lev))
+    from formulaic import model_matrix
+
+    return model_matrix(eff, cells, output="sparse").shape[1]
+
+
 def _effect_design(eff: str, cells: pd.DataFrame, baselines: str):
     """Z, its spec, and the note of a reduced design (None when not reduced).
 
@@ -276,11 +290,9 @@ def _effect_design(eff: str, cells: pd.DataFrame, baselines: str):
     reference cell differently from the others. The column count is read from a sparse
     model matrix, so thousands of cells never build a dense cells x cells matrix.
     """
-    from formulaic import model_matrix
-
     G = len(cells)
     if baselines in ("pooled", "fixed") and G > 1:
-        q = model_matrix(eff, cells, output="sparse").shape[1]
+        q = _n_columns(eff, cells)
         if q >= G:
             Z, spec = design_spec("1", cells)
             note = (
@@ -803,9 +815,10 @@ def _rescale_fit(f, loc: float, scale: float) -> None:
 
     post = f.idata.posterior
     for v in post.data_vars:
-        post[v] = post[v] * scale
-    if "Intercept" in post["beta"].coords["control"].values:
-        post["beta"].loc[{"control": "Intercept"}] += loc
+        post[v].values *= scale  # in place: the draws can be large
+    controls = [str(c) for c in post["beta"].coords["control"].values]
+    if "Intercept" in controls:
+        post["beta"].values[..., controls.index("Intercept")] += loc
     if f.posterior is not None:
         names = [str(c) for c in f.data.X.columns]
         shift = np.array([loc if c == "Intercept" else 0.0 for c in names])

@@ -72,6 +72,8 @@ def demean_within(a: np.ndarray, group: np.ndarray, n_groups: int) -> np.ndarray
     safe = np.where(cnt > 0, cnt, 1.0)
     if a.ndim == 1:
         return a - (np.bincount(group, weights=a, minlength=n_groups) / safe)[group]
+    if a.shape[1] == 0:
+        return a.copy()
     means = (
         np.stack(
             [np.bincount(group, weights=a[:, j], minlength=n_groups) for j in range(a.shape[1])],
@@ -413,28 +415,44 @@ class PooledBaselineLambda:
         var = np.einsum("jrm,jrm->jr", V, V) + e22 @ (W * W).T
         return mean, np.sqrt(var)
 
-    def draw(self, u: np.ndarray, z_a: np.ndarray, z_g: np.ndarray) -> dict[str, np.ndarray]:
+    def draw(
+        self, u: np.ndarray, z_a: np.ndarray, z_g: np.ndarray, rows: np.ndarray | None = None
+    ) -> dict[str, np.ndarray]:
         """Exact draws of ``beta, gamma, alpha, theta, lambda`` at scale rows ``u`` from
         standard normals ``z_a`` (m, k) and ``z_g`` (m, G, 2) supplied by the caller: ``a``
         from its Gaussian conditional, then each group's ``(alpha_g, theta_g)`` given ``a``
-        (mean ``M_g^-1 U_g'(y_g - A_g a) / sigma^2``, covariance ``M_g^-1``)."""
+        (mean ``M_g^-1 U_g'(y_g - A_g a) / sigma^2``, covariance ``M_g^-1``). With ``rows``
+        (m,), draw ``i`` is at scale row ``rows[i]`` of ``u`` (each row factored once)."""
         u = np.atleast_2d(np.asarray(u, dtype=float))
         L, (e11, e12, e22, _, s2) = self._system(u)
+        # the conditional's pieces per node: M^-1 / sigma^2 and the Cholesky factor of M^-1
+        inv = (1.0 / s2)[:, None]
+        l11 = np.sqrt(e11)
+        l21 = e12 / l11
+        l22 = np.sqrt(np.maximum(e22 - l21 * l21, 0.0))
+        e11, e12, e22 = e11 * inv, e12 * inv, e22 * inv
+        if rows is not None:
+            L, e11, e12, e22 = L[rows], e11[rows], e12[rows], e22[rows]
+            l11, l21, l22 = l11[rows], l21[rows], l22[rows]
         k, p = self.k, self.p
         Lk = L[:, :k, :k]
         a = np.linalg.solve(np.swapaxes(Lk, 1, 2), (L[:, k, :k] + z_a)[:, :, None])[:, :, 0]
         beta = a[:, :p]
         eg = a[:, p:] @ self.E.T  # Z_g gamma per group
-        r1 = self.py[None] - beta @ self.xs.T - self.s1[None] * eg
-        r2 = self.qy[None] - beta @ self.xt.T - self.s2[None] * eg
-        inv = (1.0 / s2)[:, None]
-        m1 = (e11 * r1 + e12 * r2) * inv
-        m2 = (e12 * r1 + e22 * r2) * inv
-        l11 = np.sqrt(e11)
-        l21 = e12 / l11
-        l22 = np.sqrt(np.maximum(e22 - l21 * l21, 0.0))
-        alpha = m1 + l11 * z_g[:, :, 0]
-        theta = m2 + l21 * z_g[:, :, 0] + l22 * z_g[:, :, 1]
+        r1 = beta @ self.xs.T
+        r1 += self.s1[None] * eg
+        np.subtract(self.py[None], r1, out=r1)
+        r2 = beta @ self.xt.T
+        r2 += self.s2[None] * eg
+        np.subtract(self.qy[None], r2, out=r2)
+        z1, z2 = z_g[:, :, 0], z_g[:, :, 1]
+        alpha = e11 * r1
+        alpha += e12 * r2
+        alpha += l11 * z1
+        theta = e12 * r1
+        theta += e22 * r2
+        theta += l21 * z1
+        theta += l22 * z2
         gamma = a[:, p:] @ self.Zinv.T if self.saturated else a[:, p:]
         return {"beta": beta, "gamma": gamma, "alpha": alpha, "theta": theta, "lambda": eg + theta}
 

@@ -362,7 +362,7 @@ def _idata_from_draws(
     dims = {"beta": ["control"], "gamma": ["effect"], "theta": ["group"], "lambda": ["group"]}
     if "alpha" in draws:
         dims["alpha"] = ["group"]
-    post = {k: v.reshape(chains, -1, *v.shape[1:]) for k, v in draws.items()}
+    post = {k: v.reshape(chains, len(v) // chains, *v.shape[1:]) for k, v in draws.items()}
     return az.from_dict(posterior=post, coords=coords, dims=dims, sample_stats=sample_stats)
 
 

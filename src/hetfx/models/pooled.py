@@ -43,10 +43,12 @@ __all__ = ["BaselinePosterior", "PooledFit", "fit_pooled_lambda", "POOLED_GRID"]
 
 #: Grid of :func:`fit_pooled_lambda`: Gauss-Hermite nodes on ``log sigma``, lattice nodes per
 #: posterior SD of ``log sigma_theta`` and ``log sigma_alpha``, the box's depth below the top
-#: (log units) and the weight below which nodes leave the mixtures. Finer than the
-#: simulation's grid (:data:`hetfx.paper.simulation.POOLED_RESOLUTION`), whose quantiles were
-#: within 6.4e-5 of a (2, 3, 3) lattice of depth 32.
-POOLED_GRID = {"hermite": 5, "resolution": (1.0, 2.0, 2.0), "drop": 20.0, "prune": 1e-10}
+#: (log units) and the weight below which nodes leave the mixtures. Against a grid of 9
+#: Hermite nodes, 4 lattice nodes per SD, depth 32 and no pruning, the group effects' and
+#: coefficients' means, SDs and 2.5-97.5% quantiles differed by at most 4.7e-5 posterior SDs
+#: (simulated factorial data with 24 cells, three groups of 200, 512 cells of 40 rows), with
+#: 400-1,400 nodes where that grid has about 3,000.
+POOLED_GRID = {"hermite": 3, "resolution": (1.0, 1.5, 1.5), "drop": 14.0, "prune": 1e-7}
 
 SCALES = ("sigma", "sigma_theta", "sigma_alpha")
 
@@ -121,14 +123,19 @@ class BaselinePosterior:
 
     def draws(self, n: int, seed: int) -> dict[str, np.ndarray]:
         """Independent exact draws from the mixture: a node by its weight, then the
-        coefficients and the groups' ``(alpha_g, theta_g)`` from their Gaussian conditional
-        (all random numbers drawn up front from ``seed``; rounded to 40 bits as
-        :meth:`hetfx.models.lambda_model.QuadraturePosterior.draws`)."""
+        coefficients and the groups' ``(alpha_g, theta_g)`` from their Gaussian conditional.
+
+        The draws are made in blocks of the node order (one factorisation per node and
+        block) from one stream of ``seed`` and put back in the order of the picks, which are
+        independent uniforms; the coefficients and scales are rounded to 40 bits as
+        :meth:`hetfx.models.lambda_model.QuadraturePosterior.draws` (their R-hat and ESS are
+        then the same on any CPU).
+        """
         cm = self.cm
         rng = np.random.default_rng(seed)
         cum = np.cumsum(self.weights)
         idx = np.minimum(np.searchsorted(cum, rng.random(n) * cum[-1], side="right"), len(cum) - 1)
-        u = self.nodes[idx]
+        order = np.argsort(idx, kind="stable")
         out: dict[str, np.ndarray] = {
             "beta": np.empty((n, cm.p)),
             "gamma": np.empty((n, cm.q)),
@@ -138,13 +145,15 @@ class BaselinePosterior:
         }
         block = max(1, min(256, int(4e6 // max(cm.G, 1))))
         for i in range(0, n, block):
-            sl = slice(i, min(i + block, n))
-            m = sl.stop - sl.start
-            d = cm.draw(u[sl], rng.standard_normal((m, cm.k)), rng.standard_normal((m, cm.G, 2)))
+            rows = order[i : i + block]
+            nodes, inv = np.unique(idx[rows], return_inverse=True)
+            z_a = rng.standard_normal((len(rows), cm.k))
+            z_g = rng.standard_normal((len(rows), cm.G, 2))
+            d = cm.draw(self.nodes[nodes], z_a, z_g, rows=inv)
             for key in out:
-                out[key][sl] = _quantise(d[key])
+                out[key][rows] = _quantise(d[key]) if key in ("beta", "gamma") else d[key]
         for j, name in enumerate(SCALES):
-            out[name] = _quantise(np.exp(u[:, j]))
+            out[name] = _quantise(np.exp(self.nodes[idx, j]))
         return out
 
 
