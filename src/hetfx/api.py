@@ -783,8 +783,10 @@ def _fit_gaussian(d: Design, priors: Priors | None, engine: str, common: dict):
     defaulted = priors is None
     if defaulted:
         priors = Priors.scaled_to(d.y, d.treat)
-    if d.baselines in ("pooled", "fixed") and engine != "quadrature":
-        raise DesignError(f"baselines={d.baselines!r} is fitted by engine='quadrature' only")
+    if d.baselines == "fixed" and engine != "quadrature":
+        raise DesignError("baselines='fixed' is fitted by engine='quadrature' only")
+    if d.baselines == "pooled" and engine != "quadrature" and d.weights is not None:
+        raise DesignError("weights= with pooled baselines need engine='quadrature'")
     loc, scale = _outcome_scale(d, priors, defaulted)
     ps = priors.rescaled(1.0 / scale)
     exact = engine == "quadrature"
@@ -798,6 +800,7 @@ def _fit_gaussian(d: Design, priors: Priors | None, engine: str, common: dict):
         y, treat, X = y * r, treat * r, X.mul(r, axis=0)
     if d.baselines == "pooled":
         kw["sigma_alpha_prior"] = ps.sigma_alpha.to_scale_prior()
+    if d.baselines == "pooled" and exact:
         f = fit_pooled_lambda(y, treat, X, d.codes, d.Z, base=r, **kw, **common)
     else:
         within = d.baselines == "fixed"

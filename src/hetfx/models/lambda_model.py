@@ -1326,6 +1326,7 @@ def build_pymc_model(
     beta_sd=1.0,
     sigma_prior: ScalePrior | None = None,
     sigma_theta_prior: ScalePrior | None = None,
+    sigma_alpha_prior: ScalePrior | None = None,
 ):
     """Full lambda model in PyMC (non-centred ``theta``; covariates and prior SDs as data).
 
@@ -1337,6 +1338,8 @@ def build_pymc_model(
         Prior SDs of ``gamma`` and ``beta``.
     sigma_prior, sigma_theta_prior : ScalePrior, optional
         Priors of the SDs (brms default half-Student-t(3, 0, 2.5)).
+    sigma_alpha_prior : ScalePrior, optional
+        Given: pooled baselines ``alpha_g ~ N(0, sigma_alpha)`` (non-centred) in the mean.
 
     Returns
     -------
@@ -1348,6 +1351,11 @@ def build_pymc_model(
     with pymc_two_equations(d, gamma_sd, beta_sd, sigma_theta_prior) as (model, v):
         sigma = sigma_prior.to_pymc("sigma")
         mu = v.lam[v.g] * v.T + pm.math.dot(v.X, v.beta)
+        if sigma_alpha_prior is not None:  # pooled baselines, non-centred
+            sigma_alpha = sigma_alpha_prior.to_pymc("sigma_alpha")
+            alpha_raw = pm.Normal("alpha_raw", 0.0, 1.0, dims="group")
+            alpha = pm.Deterministic("alpha", alpha_raw * sigma_alpha, dims="group")
+            mu = mu + alpha[v.g]
         pm.Normal("y_obs", mu=mu, sigma=sigma, observed=v.y, dims="obs")
     return model
 
@@ -1402,9 +1410,18 @@ def _fit_nutpie(
     seed: int,
     target_accept: float,
     cores: int | None,
+    sigma_alpha_prior: ScalePrior | None = None,
 ):
     p = d.X.shape[1]
-    key = (len(d.y), p, d.Z.shape[1], d.Z.shape[0], sigma_prior, sigma_theta_prior)
+    key = (
+        len(d.y),
+        p,
+        d.Z.shape[1],
+        d.Z.shape[0],
+        sigma_prior,
+        sigma_theta_prior,
+        sigma_alpha_prior,
+    )
     t0 = time.perf_counter()
     data = {
         "X": d.X.to_numpy(dtype=float),
@@ -1418,7 +1435,9 @@ def _fit_nutpie(
     tr, t1, t2 = sample_nutpie(
         _NUTPIE_CACHE,
         key,
-        lambda: build_pymc_model(d, gamma_sd, beta_sd, sigma_prior, sigma_theta_prior),
+        lambda: build_pymc_model(
+            d, gamma_sd, beta_sd, sigma_prior, sigma_theta_prior, sigma_alpha_prior
+        ),
         data,
         chains=chains,
         draws=draws,
@@ -1429,7 +1448,10 @@ def _fit_nutpie(
     )
     post = tr.posterior
     draws_d = {}
-    for v in ("beta", "gamma", "sigma", "sigma_theta", "theta", "lambda"):
+    names = ["beta", "gamma", "sigma", "sigma_theta", "theta", "lambda"]
+    if sigma_alpha_prior is not None:
+        names += ["alpha", "sigma_alpha"]
+    for v in names:
         a = post[v].values
         draws_d[v] = a.reshape(-1, *a.shape[2:])
     ss = {"diverging": tr.sample_stats["diverging"].values}
@@ -1462,6 +1484,7 @@ def fit_lambda_model(
     cores: int | None = None,
     resolution: float | tuple[float, float] = 3.0,
     within: bool = False,
+    sigma_alpha_prior: ScalePrior | None = None,
 ) -> LambdaFit:
     """Fit the two-equation (lambda) model.
 
@@ -1513,6 +1536,10 @@ def fit_lambda_model(
         by centring ``y``, ``T`` and ``X`` within group
         (:func:`hetfx.models.baselines.fixed_baseline_model`; ``X`` then has no constant
         column).
+    sigma_alpha_prior : ScalePrior, optional
+        nutpie engine: pooled baselines ``alpha_g ~ N(0, sigma_alpha)`` with this prior (the
+        quadrature engine's pooled baselines are
+        :func:`hetfx.models.pooled.fit_pooled_lambda`).
 
     Returns
     -------
@@ -1549,6 +1576,7 @@ def fit_lambda_model(
     else:
         if within:
             raise ValueError("within=True needs engine='quadrature'")
+        tm_kw = {"sigma_alpha_prior": sigma_alpha_prior}
         idata, tm = _fit_nutpie(
             d,
             gamma_sd,
@@ -1561,17 +1589,24 @@ def fit_lambda_model(
             seed,
             target_accept,
             cores,
+            **tm_kw,
         )
     wall = time.perf_counter() - t0
+    pooled = sigma_alpha_prior is not None and engine == "nutpie"
     diag = compute_diagnostics(
         idata,
         engine,
-        var_names=["beta", "gamma", "sigma", "sigma_theta", "lambda"],
+        var_names=["beta", "gamma", "sigma", "sigma_theta", *(["sigma_alpha"] if pooled else [])]
+        + ["lambda"],
         wall_seconds=wall,
         compile_seconds=tm["compile"],
         sampling_seconds=tm["sampling"],
         grid_edge_mass=tm["edge"],
     )
+    if pooled:
+        from hetfx.models.pooled import PooledFit
+
+        return PooledFit(idata=idata, data=d, diagnostics_record=diag, engine=engine)
     return LambdaFit(
         idata=idata, data=d, diagnostics_record=diag, engine=engine, posterior=tm.get("posterior")
     )

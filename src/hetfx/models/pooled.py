@@ -169,6 +169,8 @@ class PooledFit(LambdaFit):
             self.idata,
             {"effect": ["gamma"], "control": ["beta"], "scale": list(SCALES)},
         )
+        if self.posterior is None:  # NUTS: from the draws
+            return out
         probs = (0.025, 0.975)
         co = self.posterior.summarise_coefs(probs=probs)
         p = self.data.X.shape[1]
