@@ -19,8 +19,10 @@ Examples
 ...                    "treat": rng.integers(0, 2, 600)})
 >>> df["y"] = 0.4 * df.treat * (df.party == "Rep") + rng.normal(0, 1, 600)
 >>> res = hetfx.fit(df, "y", "treat", ["party"], effect="1", chains=2, draws=250, seed=2)
->>> res.X.columns.tolist()   # effect="1": partial pooling toward one mean; party in X
-['Intercept', 'partyInd', 'partyRep']
+>>> res.X.columns.tolist()   # effect="1": partial pooling toward one mean
+['Intercept']
+>>> res.design.baselines     # each party's baseline: alpha_g ~ N(0, sigma_alpha)
+'pooled'
 >>> res.group_effects(level=0.9).columns.tolist()[:6]
 ['cell', 'party', 'n_obs', 'estimate', 'lower', 'upper']
 >>> c = res.contrast("Rep", "Dem")
@@ -273,9 +275,9 @@ class Results:
         >>> res = hetfx.fit(df, "y", "treat", ["party"], effect="1", chains=2, draws=200, seed=1)
         >>> res.group_effects(level=0.9)[["party", "n_obs", "estimate", "lower", "upper"]].round(2)
           party  n_obs  estimate  lower  upper
-        0   Dem    188     -0.03  -0.25   0.19
-        1   Ind    189     -0.09  -0.32   0.14
-        2   Rep    223      0.51   0.29   0.73
+        0   Dem    188     -0.07  -0.28   0.16
+        1   Ind    189     -0.09  -0.30   0.11
+        2   Rep    223      0.55   0.34   0.76
         """
         s = summarise(self.effect_draws(), level)
         cols = ["estimate", "lower", "upper", "mean", "sd", *QUANTILES]
@@ -551,10 +553,10 @@ class Results:
         >>> res = hetfx.fit(df, "y", "treat", ["party"], effect="1", chains=2, draws=200, seed=1)
         >>> c = res.contrast("Rep", "Dem", level=0.9)
         >>> round(float(c["estimate"]), 1), bool(c["p_greater"] > 0.99)
-        (0.5, True)
+        (0.6, True)
         >>> c = res.contrast({"party": "Rep"}, {"party": "Dem"})   # selections by modifier
         >>> round(float(c["estimate"]), 1)
-        0.5
+        0.6
         """
         E = self.effect_draws()
         n = self.design.weight_sums
