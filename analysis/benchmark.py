@@ -5,6 +5,7 @@ Usage::
     python analysis/benchmark.py              # fast engines and full NUTS (nutpie)
     python analysis/benchmark.py --fast-only  # the pipeline's engines only
     python analysis/benchmark.py --many-groups  # the quadrature engine on many groups
+    python analysis/benchmark.py --many-cells   # hetfx.fit's default on one column of cells
 
 Prints one row per model and engine: compile and sampling seconds (the total includes data
 preparation and compilation), min bulk ESS, ESS per second, and how many times faster than
@@ -20,6 +21,13 @@ seconds and the peak resident memory of the process that ran it (one fresh proce
 Full NUTS (nutpie, the same model and priors, 4 chains x 1000 draws after 1000 warm-up) runs on
 the (10,000, 256) setting only (``--no-nutpie`` skips it): on 4,096 groups and a million rows
 it would take many minutes (every gradient touches every row).
+
+``--many-cells`` times the public API as a user calls it, ``hetfx.fit(big, "y", "treat",
+["cell"])`` with its defaults (pooled baselines, scale-aware priors, 4 x 1000 draws), on a
+million rows whose cells are one string column: 4,096 and 65,536 cells (each cell's baseline
+shifted by N(0, .3), its effect N(.2, .1)). Wall and CPU seconds of the fit and of
+``group_effects()`` and ``coefs()``, and the peak resident memory of the process (one fresh
+process per row, the data built before the clock starts).
 """
 
 from __future__ import annotations
@@ -137,6 +145,69 @@ def many_groups_child(n: int, G: int, seed: int = 1, engine: str = "quadrature")
     }
 
 
+#: (rows, cells) of ``--many-cells``.
+MANY_CELLS = ((1_000_000, 4_096), (1_000_000, 65_536))
+
+
+def many_cells_child(n: int, G: int, seed: int = 1) -> dict:
+    """One ``hetfx.fit`` of a million rows in ``G`` cells of one string column."""
+    import resource
+
+    import numpy as np
+
+    import hetfx
+
+    rng = np.random.default_rng(seed)
+    g = rng.integers(0, G, n)
+    treat = rng.integers(0, 2, n)
+    lam = rng.normal(0.2, 0.1, G)
+    y = rng.normal(0, 0.3, G)[g] + lam[g] * treat + rng.normal(size=n)
+    labels = np.array([f"cell{i:05d}" for i in range(G)])
+    big = pd.DataFrame({"cell": labels[g], "treat": treat, "y": y})
+    import arviz  # noqa: F401  (its import, seconds, is not the fit's)
+
+    def cpu() -> float:
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return r.ru_utime + r.ru_stime
+
+    start, cpu0 = time.perf_counter(), cpu()
+    res = hetfx.fit(big, "y", "treat", ["cell"], seed=seed)
+    fitted, cpu1 = time.perf_counter(), cpu()
+    groups = res.group_effects()
+    res.coefs()
+    done = time.perf_counter()
+    truth = pd.Series(lam, index=labels).loc[groups["cell"]].to_numpy()
+    d = res.diagnostics_record
+    return {
+        "n": n,
+        "cells": G,
+        "fit_s": fitted - start,
+        "summaries_s": done - fitted,
+        "total_s": done - start,
+        "fit_cpu_s": cpu1 - cpu0,
+        "cpu_s": cpu() - cpu0,
+        "peak_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
+        "grid_points": int(res.draws.attrs.get("grid_points", 0)),
+        "max_r_hat": d.max_r_hat,
+        "rmse": float(np.sqrt(np.mean((groups["estimate"].to_numpy() - truth) ** 2))),
+    }
+
+
+def many_cells() -> pd.DataFrame:
+    """Time :func:`many_cells_child` for every row of :data:`MANY_CELLS`."""
+    rows = []
+    for n, G in MANY_CELLS:
+        print(f"many cells: n = {n:,}, G = {G:,} ...", file=sys.stderr, flush=True)
+        out = subprocess.run(
+            [sys.executable, __file__, "--child-cells", str(n), str(G)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    return pd.DataFrame(rows)
+
+
 def many_groups(nutpie: bool = True) -> pd.DataFrame:
     """Time :func:`many_groups_child` for every row of :data:`MANY_GROUPS` (quadrature) and,
     with ``nutpie``, for :data:`MANY_GROUPS_NUTPIE` with full NUTS."""
@@ -166,11 +237,24 @@ def main(argv: list[str] | None = None) -> int:
         help="time the quadrature engine on many groups (synthetic data)",
     )
     parser.add_argument("--no-nutpie", action="store_true", help="--many-groups without NUTS")
+    parser.add_argument(
+        "--many-cells",
+        action="store_true",
+        help="time hetfx.fit's default on a million rows in thousands of cells",
+    )
     parser.add_argument("--child-many", nargs=2, type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--child-cells", nargs=2, type=int, help=argparse.SUPPRESS)
     parser.add_argument("--engine", default="quadrature", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child_many:
         print(json.dumps(many_groups_child(*args.child_many, engine=args.engine)))
+        return 0
+    if args.child_cells:
+        print(json.dumps(many_cells_child(*args.child_cells)))
+        return 0
+    if args.many_cells:
+        table = many_cells()
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
         return 0
     if args.many_groups:
         table = many_groups(nutpie=not args.no_nutpie)
