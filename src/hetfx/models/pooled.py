@@ -78,7 +78,17 @@ class BaselinePosterior:
     def _frame(w, m, s, probs) -> pd.DataFrame:
         mean, sd = mixture_moments(w, m, s)
         out = pd.DataFrame({"mean": mean, "sd": sd})
-        for p, q in zip(probs, mixture_quantiles(w, m, s, probs), strict=True):
+        # the quantiles of a few thousand columns at a time: the root finder's work arrays
+        # are (probabilities x columns x nodes)
+        step = max(1, int(4e7 // max(len(w) * len(probs), 1)))
+        qs = np.concatenate(
+            [
+                mixture_quantiles(w, m[:, i : i + step], s[:, i : i + step], probs)
+                for i in range(0, m.shape[1], step)
+            ],
+            axis=1,
+        )
+        for p, q in zip(probs, qs, strict=True):
             out[quantile_name(p)] = q
         return out
 
