@@ -211,3 +211,7 @@ def test_many_cells_build_no_cells_by_cells_matrix(monkeypatch):
 def test_design_of_the_fixed_baselines_drops_the_intercept(small):
     d = build_design(small, "y", "treat", list(LEVELS), baselines="fixed")
     assert d.X.shape[1] == 0 and d.main_formula is None and d.baselines == "fixed"
+    x = small.assign(age=np.arange(len(small)) % 7, region=small.a + small.b)
+    assert build_design(x, "y", "treat", ["a"], ["age"], baselines="fixed").X.shape[1] == 1
+    with pytest.raises(DesignError, match="constant within every cell"):
+        build_design(x, "y", "treat", ["a", "b"], ["region"], baselines="fixed")

@@ -289,6 +289,21 @@ def _main_formula(eff, eff_vars, modifiers, main_effects, baselines) -> str | No
     return main
 
 
+def _check_within(X: pd.DataFrame, codes: np.ndarray, G: int) -> None:
+    """Raise if a control is constant within every cell (the fixed baselines absorb it)."""
+    from hetfx.models.baselines import demean_within
+
+    Xa = X.to_numpy(dtype=float)
+    within = np.sqrt((demean_within(Xa, codes, G) ** 2).sum(axis=0))
+    scale = np.sqrt((Xa**2).sum(axis=0))
+    flat = [c for c, w, t in zip(X.columns, within, scale, strict=True) if w <= 1e-10 * (t or 1)]
+    if flat:
+        raise DesignError(
+            f"controls {flat} are constant within every cell: with baselines='fixed' each "
+            "cell's own baseline absorbs them; drop them from controls="
+        )
+
+
 def _n_columns(eff: str, cells: pd.DataFrame) -> int:
     """Columns of the effect design: counted from the levels for the additive and the
     saturated formula of the modifiers, else from a sparse model matrix."""
@@ -584,6 +599,8 @@ def build_design(
             + ". Remove the named controls (a modifier's main effect is "
             "already in X by default)."
         )
+    if baselines == "fixed" and X.shape[1]:
+        _check_within(X, codes, len(cells))
     for c in X.columns:
         if np.array_equal(X[c].to_numpy(), treat):
             warnings.warn(f"column {c!r} of X equals the treatment", UserWarning, stacklevel=3)

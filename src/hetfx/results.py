@@ -589,7 +589,10 @@ class Results:
         A profile that matches a fitted group gets that group's effect draws; an unseen one
         gets ``Z_new gamma + theta_new`` with ``theta_new ~ N(0, sigma_theta)`` drawn anew per
         posterior draw (for the Bernoulli family turned into an average marginal effect over
-        the fitted rows, their main effects set to the profile's).
+        the fitted rows, their main effects set to the profile's). With pooled baselines an
+        unseen cell would also draw its baseline ``alpha_new ~ N(0, sigma_alpha)``, which
+        shifts its outcomes in both arms alike and so leaves the Gaussian effect unchanged:
+        the effect's draws need only ``theta_new``.
 
         Parameters
         ----------
