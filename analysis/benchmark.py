@@ -6,6 +6,7 @@ Usage::
     python analysis/benchmark.py --fast-only  # the pipeline's engines only
     python analysis/benchmark.py --many-groups  # the quadrature engine on many groups
     python analysis/benchmark.py --many-cells   # hetfx.fit's default on one column of cells
+    python analysis/benchmark.py --bambi        # hetfx.fit's default against bambi
 
 Prints one row per model and engine: compile and sampling seconds (the total includes data
 preparation and compilation), min bulk ESS, ESS per second, and how many times faster than
