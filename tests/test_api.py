@@ -391,6 +391,7 @@ def test_idata_loo_compare_and_summary(sim):
     s = float(res.posterior["sigma"].values[0, 0])
     codes = res.design.codes
     mu = res.X.to_numpy() @ b + lam[codes] * res.design.treat
+    mu += res.posterior["alpha"].values[0, 0][codes]  # the cells' pooled baselines
     from scipy import stats
 
     np.testing.assert_allclose(ll[0, 0], stats.norm.logpdf(res.design.y, mu, s))

@@ -89,7 +89,7 @@ def test_m1_published_is_the_front_end(tw):
 
 
 def test_m1_with_main_effects_is_the_front_end(tw):
-    """The front end's default (main effects = the terms of the effect formula)."""
+    """``baselines="additive"`` (main effects = the terms of the effect formula)."""
     res = _front(
         tw,
         modifiers=CONDITIONS,
@@ -97,6 +97,7 @@ def test_m1_with_main_effects_is_the_front_end(tw):
         effect="saturated",
         group="treat_group",
         priors=M1_PRIORS,
+        baselines="additive",
     )
     _same_as_committed(res, "m1_main_effects")
 
@@ -125,6 +126,7 @@ def test_ols_comparators_are_the_front_end(tw, name):
         M1_CONTROLS if m1 else ["regime", "stakes", "costs", "asia", "europe", "africa"],
         effect="saturated" if m1 else "additive",
         group="treat_group" if m1 else "het_group",
+        baselines="fixed" if m1 else "additive",
     )
     _same_as_committed(res, name, quantiles=("q025", "q05", "q10", "q90", "q95", "q975"))
     groups, _ = _committed(name)
@@ -201,13 +203,20 @@ def test_issue9_specification_numbers_through_the_front_end(tw):
 
     def est(**kw):
         return (
-            _front(tw, modifiers=mods, group="treat_group", controls=M1_CONTROLS, **kw)
+            _front(
+                tw,
+                modifiers=mods,
+                group="treat_group",
+                controls=M1_CONTROLS,
+                priors=hetfx.Priors(),  # the paper's priors, as measured
+                **kw,
+            )
             .group_effects()["estimate"]
             .to_numpy()
         )
 
     pub = est(effect="saturated", main_effects=False)
-    me = est(effect="saturated")
+    me = est(effect="saturated", baselines="additive")
     add = est(effect="additive", main_effects="saturated")
     add0 = est(effect="additive", main_effects=False)
     ols = (

@@ -11,7 +11,12 @@ part            parameter                        default (as brms / the paper)
 ``intercept``   beta of the ``Intercept`` column same as ``control`` unless given
 ``sigma``       residual SD (Gaussian only)      ``Prior.half_student_t(3, 2.5)``
 ``sigma_theta`` SD of the group deviations       ``Prior.half_student_t(3, 2.5)``
+``sigma_alpha`` SD of the cells' baselines        ``Prior.half_student_t(3, 2.5)``
 ==============  ===============================  ==========================================
+
+These are the paper's priors, for a 0/1 outcome. :func:`hetfx.fit` without ``priors=`` uses
+:meth:`Priors.scaled_to` instead (Gaussian family): flat priors on the outcome equation and
+priors on the rest scaled to the outcome's and the treatment's standard deviations.
 
 Coefficients take ``normal`` or ``flat`` priors (``flat`` is approximated by a normal with
 SD 1e6, :data:`FLAT_SD`, which no data set on a sane scale can tell apart); scales take
@@ -220,33 +225,84 @@ class Priors:
     intercept: Prior | None = None
     sigma: Prior = Prior.half_student_t(3, 2.5)
     sigma_theta: Prior = Prior.half_student_t(3, 2.5)
+    sigma_alpha: Prior = Prior.half_student_t(3, 2.5)
+    #: How the priors were set (``""``: given; else the data scales they were derived from).
+    origin: str = dataclasses.field(default="", compare=False)
 
     def __post_init__(self) -> None:
-        for part in ("effect", "control", "intercept", "sigma", "sigma_theta"):
+        for part in ("effect", "control", "intercept", "sigma", "sigma_theta", "sigma_alpha"):
             p = getattr(self, part)
             if part == "intercept" and p is None:
                 continue
             if not isinstance(p, Prior):
                 raise TypeError(f"Priors.{part} must be a hetfx.Prior, got {type(p).__name__}")
-            want_scale = part in ("sigma", "sigma_theta")
+            want_scale = part in ("sigma", "sigma_theta", "sigma_alpha")
             if p.is_scale != want_scale:
                 kind = "standard deviation" if want_scale else "coefficient"
                 raise ValueError(f"Priors.{part} is a {kind}; {p!r} does not fit it")
 
-    def beta_sd(self, control_names: Sequence[str]) -> np.ndarray:
-        """Prior SD of each outcome-equation coefficient, in the order of ``control_names``."""
-        sd = np.full(len(control_names), self.control.sd)
+    @classmethod
+    def scaled_to(cls, y: np.ndarray, treat: np.ndarray) -> Priors:
+        """The default priors of :func:`hetfx.fit` for the Gaussian family, scaled to the data.
+
+        In the spirit of brms and bambi: flat priors on the outcome equation's coefficients
+        (intercept, controls, main effects), so a shift of the outcome is absorbed exactly;
+        ``gamma ~ N(0, 2.5 s_y / s_T)`` (bambi's slopes); half-Student-t(3) priors with scale
+        ``s_y`` on ``sigma`` and ``sigma_alpha`` and ``s_y / s_T`` on ``sigma_theta``, with
+        ``s_y`` and ``s_T`` the standard deviations of the outcome and the treatment (1 where
+        one is 0). The standard deviation, not brms's MAD, because a 0/1 outcome's MAD can be
+        0. Fitting ``a y + b`` then gives ``a`` times the effects.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> p = Priors.scaled_to(np.array([0.0, 10, 20, 30]), np.array([0.0, 1, 0, 1]))
+        >>> p.effect, p.control, p.sigma_theta
+        (Prior.normal(55.9017), Prior.flat(), Prior.half_student_t(3, 22.3607))
+        """
+        sy = float(np.std(y)) or 1.0
+        st = float(np.std(treat)) or 1.0
+        return cls(
+            effect=Prior.normal(2.5 * sy / st),
+            control=Prior.flat(),
+            intercept=Prior.flat(),
+            sigma=Prior.half_student_t(3, sy),
+            sigma_theta=Prior.half_student_t(3, sy / st),
+            sigma_alpha=Prior.half_student_t(3, sy),
+            origin=f"scaled to the data: sd(outcome) = {sy:.4g}, sd(treatment) = {st:.4g}",
+        )
+
+    def rescaled(self, factor: float) -> Priors:
+        """The same priors for the outcome multiplied by ``factor`` (flat ones stay flat)."""
+
+        def scale(p: Prior | None) -> Prior | None:
+            if p is None or p.family == "flat":
+                return p
+            return dataclasses.replace(p, scale=p.scale * factor)
+
+        parts = ("effect", "control", "intercept", "sigma", "sigma_theta", "sigma_alpha")
+        return dataclasses.replace(self, **{k: scale(getattr(self, k)) for k in parts})
+
+    def beta_sd(self, control_names: Sequence[str], flat: float = FLAT_SD) -> np.ndarray:
+        """Prior SD of each outcome-equation coefficient, in the order of ``control_names``
+        (``flat`` stands for a flat prior: :data:`FLAT_SD`, or ``inf`` for the exact
+        engines, which take it as zero prior precision)."""
+
+        def sd(p: Prior) -> float:
+            return flat if p.family == "flat" else p.sd
+
+        out = np.full(len(control_names), sd(self.control))
         if self.intercept is not None:
             for j, c in enumerate(control_names):
                 if c == "Intercept":
-                    sd[j] = self.intercept.sd
-        return sd
+                    out[j] = sd(self.intercept)
+        return out
 
-    def lambda_kwargs(self, control_names: Sequence[str]) -> dict:
+    def lambda_kwargs(self, control_names: Sequence[str], flat: float = FLAT_SD) -> dict:
         """Keyword arguments of :func:`hetfx.models.fit_lambda_model`."""
         return {
             "gamma_sd": float(self.effect.sd),
-            "beta_sd": self.beta_sd(control_names),
+            "beta_sd": self.beta_sd(control_names, flat),
             "sigma_prior": self.sigma.to_scale_prior(),
             "sigma_theta_prior": self.sigma_theta.to_scale_prior(),
         }

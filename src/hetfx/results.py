@@ -19,8 +19,10 @@ Examples
 ...                    "treat": rng.integers(0, 2, 600)})
 >>> df["y"] = 0.4 * df.treat * (df.party == "Rep") + rng.normal(0, 1, 600)
 >>> res = hetfx.fit(df, "y", "treat", ["party"], effect="1", chains=2, draws=250, seed=2)
->>> res.X.columns.tolist()   # effect="1": partial pooling toward one mean; party in X
-['Intercept', 'partyInd', 'partyRep']
+>>> res.X.columns.tolist()   # effect="1": partial pooling toward one mean
+['Intercept']
+>>> res.design.baselines     # each party's baseline: alpha_g ~ N(0, sigma_alpha)
+'pooled'
 >>> res.group_effects(level=0.9).columns.tolist()[:6]
 ['cell', 'party', 'n_obs', 'estimate', 'lower', 'upper']
 >>> c = res.contrast("Rep", "Dem")
@@ -68,6 +70,13 @@ warnings.filterwarnings(
     message="The inplace keyword in DataFrame.sort_values is deprecated",
     module=r"arviz\.",
 )
+
+_BASELINES_TEXT = {
+    "pooled": "pooled, alpha_g ~ N(0, sigma_alpha) per cell",
+    "fixed": "fixed, one free baseline per cell (within-cell centring)",
+    "additive": "additive, the modifiers' main effects only",
+    "none": "none, one baseline for all cells (the published model)",
+}
 
 QUANTILES = {"q025": 0.025, "q10": 0.10, "q90": 0.90, "q975": 0.975}
 #: Quantile columns of :meth:`OLSResults.group_effects` (those of ``QUANTILES`` plus the 90%
@@ -328,9 +337,9 @@ class Results:
         >>> res = hetfx.fit(df, "y", "treat", ["party"], effect="1", chains=2, draws=200, seed=1)
         >>> res.group_effects(level=0.9)[["party", "n_obs", "estimate", "lower", "upper"]].round(2)
           party  n_obs  estimate  lower  upper
-        0   Dem    188     -0.03  -0.25   0.19
-        1   Ind    189     -0.09  -0.32   0.14
-        2   Rep    223      0.51   0.29   0.73
+        0   Dem    188     -0.07  -0.28   0.16
+        1   Ind    189     -0.09  -0.30   0.11
+        2   Rep    223      0.55   0.34   0.76
         """
         s = summarise(self.effect_draws(), level)
         cols = ["estimate", "lower", "upper", "mean", "sd", *QUANTILES]
@@ -403,19 +412,25 @@ class Results:
             f"hetfx fit: family={self.family}, engine={self.engine}",
             f"outcome {d.outcome!r}, treatment {d.treatment!r}; {len(d.y)} rows "
             f"({d.n_dropped} dropped), {len(d.cells)} groups",
-            f"effect equation (Z): {d.effect_formula}",
+            f"effect equation (Z): {d.effect_formula}"
+            + (f" (reduced to its intercept: {d.reduced})" if d.reduced else ""),
+            f"cell baselines: {_BASELINES_TEXT.get(d.baselines, d.baselines)}",
             f"main effects in X: {d.main_formula or 'none'}",
-            "priors: "
-            + ", ".join(
-                f"{k} {v}"
-                for k, v in self.priors.describe().items()
-                if k not in self._unused_priors
-            ),
+            "priors"
+            + (f" ({self.priors.origin})" if self.priors.origin else "")
+            + ": "
+            + ", ".join(f"{k} {v}" for k, v in self._prior_parts().items()),
         ]
         g = self.group_effects(level)
         g = g[[d.group_name, "n_obs", "estimate", "lower", "upper"]]
         c = self.coefs()[["equation", "term", "mean", "sd", "q025", "q975"]]
         return Summary(header, c, g, self.diagnostics())
+
+    def _prior_parts(self) -> dict[str, str]:
+        parts = {k: v for k, v in self.priors.describe().items() if k not in self._unused_priors}
+        if self.design.baselines == "pooled":
+            parts["sigma_alpha"] = repr(self.priors.sigma_alpha)
+        return parts
 
     def __repr__(self) -> str:
         d = self.design
@@ -600,10 +615,10 @@ class Results:
         >>> res = hetfx.fit(df, "y", "treat", ["party"], effect="1", chains=2, draws=200, seed=1)
         >>> c = res.contrast("Rep", "Dem", level=0.9)
         >>> round(float(c["estimate"]), 1), bool(c["p_greater"] > 0.99)
-        (0.5, True)
+        (0.6, True)
         >>> c = res.contrast({"party": "Rep"}, {"party": "Dem"})   # selections by modifier
         >>> round(float(c["estimate"]), 1)
-        0.5
+        0.6
         """
         E = self.effect_draws()
         n = self.design.weight_sums
@@ -636,7 +651,10 @@ class Results:
         A profile that matches a fitted group gets that group's effect draws; an unseen one
         gets ``Z_new gamma + theta_new`` with ``theta_new ~ N(0, sigma_theta)`` drawn anew per
         posterior draw (for the Bernoulli family turned into an average marginal effect over
-        the fitted rows, their main effects set to the profile's).
+        the fitted rows, their main effects set to the profile's). With pooled baselines an
+        unseen cell would also draw its baseline ``alpha_new ~ N(0, sigma_alpha)``, which
+        shifts its outcomes in both arms alike and so leaves the Gaussian effect unchanged:
+        the effect's draws need only ``theta_new``.
 
         Parameters
         ----------
@@ -770,19 +788,26 @@ class GaussianResults(Results):
     group_effects.__doc__ = Results.group_effects.__doc__
 
     def _pointwise(self, rng):
+        from hetfx.models.baselines import demean_within
         from hetfx.models.lambda_model import pointwise_loglik
 
         d = self.design
+        y, treat, X = d.y, d.treat, d.X.to_numpy(dtype=float)
+        if d.baselines == "fixed":  # the free baselines' likelihood: within the cells
+            G = len(d.cells)
+            y, treat = demean_within(y, d.codes, G), demean_within(treat, d.codes, G)
+            X = demean_within(X, d.codes, G) if X.shape[1] else X
         return pointwise_loglik(
             self._flat("beta"),
             self._flat("lambda"),
             self._flat("sigma"),
-            d.X.to_numpy(dtype=float),
-            d.treat,
+            X,
+            treat,
             d.codes,
-            d.y,
+            y,
             rng,
             weights=d.weights,
+            alpha=self._flat("alpha") if "alpha" in self.posterior else None,
         )
 
 

@@ -72,6 +72,8 @@ def demean_within(a: np.ndarray, group: np.ndarray, n_groups: int) -> np.ndarray
     safe = np.where(cnt > 0, cnt, 1.0)
     if a.ndim == 1:
         return a - (np.bincount(group, weights=a, minlength=n_groups) / safe)[group]
+    if a.shape[1] == 0:
+        return a.copy()
     means = (
         np.stack(
             [np.bincount(group, weights=a[:, j], minlength=n_groups) for j in range(a.shape[1])],
@@ -143,6 +145,7 @@ class PooledBaselineLambda:
         sigma_theta_prior: ScalePrior | None = None,
         sigma_alpha_prior: ScalePrior | None = None,
         saturated: bool | None = None,
+        base: np.ndarray | None = None,
     ) -> None:
         prior = ScalePrior.brms_default()
         self.priors = (sigma_prior or prior, sigma_theta_prior or prior, sigma_alpha_prior or prior)
@@ -159,7 +162,10 @@ class PooledBaselineLambda:
             saturated = q == G and np.linalg.cond(Z) < 1e8
         self.saturated = bool(saturated)
         P_a = np.zeros((self.k, self.k))
-        P_a[np.arange(p), np.arange(p)] = 1.0 / bsd**2
+        # an infinite SD is a flat prior: zero precision, and no term in log|P_a| (the
+        # improper prior's constant cancels in every posterior quantity)
+        prec = 1.0 / bsd**2
+        P_a[np.arange(p), np.arange(p)] = prec
         if self.saturated:
             self.Zinv = np.linalg.inv(Z)
             P_a[p:, p:] = self.Zinv.T @ self.Zinv / gsd**2
@@ -168,16 +174,25 @@ class PooledBaselineLambda:
             P_a[p:, p:] = np.eye(q) / gsd**2
             E = Z
         self.P_a, self.E, self.Z = P_a, E, Z
-        self.logdet_prior = float(np.linalg.slogdet(P_a)[1])
+        if np.all(prec > 0):
+            self.logdet_prior = float(np.linalg.slogdet(P_a)[1])
+        else:
+            self.logdet_prior = float(
+                np.log(prec[prec > 0]).sum() + np.linalg.slogdet(P_a[p:, p:])[1]
+            )
         y, t, g = d.y, d.treat, d.group
-        cnt = np.bincount(g, minlength=G).astype(float)
-        if np.any(cnt == 0):
+        # the baseline's regressor per row (1; sqrt(w) for weighted rows)
+        b = np.ones(n) if base is None else np.asarray(base, dtype=float)
+        rows = np.bincount(g, minlength=G).astype(float)
+        if np.any(rows == 0):
             raise ValueError("every group needs at least one observation")
-        s1 = np.bincount(g, weights=t, minlength=G)
+        cnt = rows if base is None else np.bincount(g, weights=b * b, minlength=G)
+        self.rows = rows
+        s1 = np.bincount(g, weights=b * t, minlength=G)
         s2 = np.bincount(g, weights=t * t, minlength=G)
-        xs = np.stack([np.bincount(g, weights=X[:, j], minlength=G) for j in range(p)], 1)
+        xs = np.stack([np.bincount(g, weights=b * X[:, j], minlength=G) for j in range(p)], 1)
         xt = np.stack([np.bincount(g, weights=t * X[:, j], minlength=G) for j in range(p)], 1)
-        py = np.bincount(g, weights=y, minlength=G)
+        py = np.bincount(g, weights=b * y, minlength=G)
         qy = np.bincount(g, weights=t * y, minlength=G)
         self.cnt, self.s1, self.s2, self.py, self.qy = cnt, s1, s2, py, qy
         self.xs, self.xt = xs, xt
@@ -205,7 +220,7 @@ class PooledBaselineLambda:
         m12 = np.broadcast_to(self.s1[None, :] / s2, m11.shape)
         m22 = 1.0 / t2 + self.s2[None, :] / s2
         det = m11 * m22 - m12 * m12
-        logdet_sigma = self.cnt[None, :] * np.log(s2) + np.log(a2) + np.log(t2) + np.log(det)
+        logdet_sigma = self.rows[None, :] * np.log(s2) + np.log(a2) + np.log(t2) + np.log(det)
         return m22 / det, -m12 / det, m11 / det, logdet_sigma.sum(axis=1), s2[:, 0]
 
     def _system(self, u: np.ndarray):
@@ -353,6 +368,93 @@ class PooledBaselineLambda:
             W += (f[:, :, None] * self.E[None]) @ LinvT[:, p:, :]
         var = np.einsum("jgm,jgm->jg", W, W) + e22
         return mean, np.sqrt(var)
+
+    # -- coefficients, combinations of the effects and draws (the hetfx.fit engine) -------
+    def _coef_factor(self, u: np.ndarray):
+        u = np.atleast_2d(np.asarray(u, dtype=float))
+        L, (e11, e12, e22, _, s2) = self._system(u)
+        k = self.k
+        LinvT = np.swapaxes(_batched_tri_inv(L[:, :k, :k]), 1, 2)
+        mean_a = np.einsum("jim,jm->ji", LinvT, L[:, k, :k])
+        return L, LinvT, mean_a, (e11, e12, e22, s2)
+
+    def coef_moments(self, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Conditional means and SDs of ``(beta, gamma)`` at rows ``u``, ``(m, p + q)``."""
+        _, LinvT, mean_a, _ = self._coef_factor(u)
+        p = self.p
+        if not self.saturated:
+            return mean_a, np.sqrt(np.einsum("jim,jim->ji", LinvT, LinvT))
+        Lg = self.Zinv[None] @ LinvT[:, p:, :]
+        mean = np.hstack([mean_a[:, :p], mean_a[:, p:] @ self.Zinv.T])
+        sd = np.hstack(
+            [
+                np.sqrt(np.einsum("jim,jim->ji", LinvT[:, :p], LinvT[:, :p])),
+                np.sqrt(np.einsum("jim,jim->ji", Lg, Lg)),
+            ]
+        )
+        return mean, sd
+
+    def combo_moments(self, u: np.ndarray, W: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Conditional means and SDs of the combinations ``W @ lambda`` (``W`` is ``(r, G)``)
+        at rows ``u``, ``(m, r)``: given the scales, ``lambda_g = c_g + h_g' a + noise_g``
+        with independent noises (see :meth:`lambda_moments`)."""
+        L, LinvT, mean_a, (_, e12, e22, s2) = self._coef_factor(u)
+        inv = 1.0 / s2
+        c = (e12 * self.py + e22 * self.qy) * inv[:, None]
+        hb = (
+            -(e12[:, :, None] * self.xs[None] + e22[:, :, None] * self.xt[None])
+            * inv[:, None, None]
+        )
+        f = 1.0 - (e12 * self.s1 + e22 * self.s2) * inv[:, None]
+        # the combinations' coefficients on beta and on the effect coordinates
+        hbW = np.einsum("rg,jgi->jri", W, hb)
+        fE = (W[None] * f[:, None, :]) @ self.E  # (m, r, q or G)
+        Hc = np.concatenate([hbW, fE], axis=2)  # (m, r, k)
+        mean = c @ W.T + np.einsum("jrk,jk->jr", Hc, mean_a)
+        V = Hc @ LinvT
+        var = np.einsum("jrm,jrm->jr", V, V) + e22 @ (W * W).T
+        return mean, np.sqrt(var)
+
+    def draw(
+        self, u: np.ndarray, z_a: np.ndarray, z_g: np.ndarray, rows: np.ndarray | None = None
+    ) -> dict[str, np.ndarray]:
+        """Exact draws of ``beta, gamma, alpha, theta, lambda`` at scale rows ``u`` from
+        standard normals ``z_a`` (m, k) and ``z_g`` (m, G, 2) supplied by the caller: ``a``
+        from its Gaussian conditional, then each group's ``(alpha_g, theta_g)`` given ``a``
+        (mean ``M_g^-1 U_g'(y_g - A_g a) / sigma^2``, covariance ``M_g^-1``). With ``rows``
+        (m,), draw ``i`` is at scale row ``rows[i]`` of ``u`` (each row factored once)."""
+        u = np.atleast_2d(np.asarray(u, dtype=float))
+        L, (e11, e12, e22, _, s2) = self._system(u)
+        # the conditional's pieces per node: M^-1 / sigma^2 and the Cholesky factor of M^-1
+        inv = (1.0 / s2)[:, None]
+        l11 = np.sqrt(e11)
+        l21 = e12 / l11
+        l22 = np.sqrt(np.maximum(e22 - l21 * l21, 0.0))
+        e11, e12, e22 = e11 * inv, e12 * inv, e22 * inv
+        if rows is not None:
+            L, e11, e12, e22 = L[rows], e11[rows], e12[rows], e22[rows]
+            l11, l21, l22 = l11[rows], l21[rows], l22[rows]
+        k, p = self.k, self.p
+        Lk = L[:, :k, :k]
+        a = np.linalg.solve(np.swapaxes(Lk, 1, 2), (L[:, k, :k] + z_a)[:, :, None])[:, :, 0]
+        beta = a[:, :p]
+        eg = a[:, p:] @ self.E.T  # Z_g gamma per group
+        r1 = beta @ self.xs.T
+        r1 += self.s1[None] * eg
+        np.subtract(self.py[None], r1, out=r1)
+        r2 = beta @ self.xt.T
+        r2 += self.s2[None] * eg
+        np.subtract(self.qy[None], r2, out=r2)
+        z1, z2 = z_g[:, :, 0], z_g[:, :, 1]
+        alpha = e11 * r1
+        alpha += e12 * r2
+        alpha += l11 * z1
+        theta = e12 * r1
+        theta += e22 * r2
+        theta += l21 * z1
+        theta += l22 * z2
+        gamma = a[:, p:] @ self.Zinv.T if self.saturated else a[:, p:]
+        return {"beta": beta, "gamma": gamma, "alpha": alpha, "theta": theta, "lambda": eg + theta}
 
 
 class ArrowScales:

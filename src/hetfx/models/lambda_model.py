@@ -360,7 +360,9 @@ def _idata_from_draws(
         "group": d.labels,
     }
     dims = {"beta": ["control"], "gamma": ["effect"], "theta": ["group"], "lambda": ["group"]}
-    post = {k: v.reshape(chains, -1, *v.shape[1:]) for k, v in draws.items()}
+    if "alpha" in draws:
+        dims["alpha"] = ["group"]
+    post = {k: v.reshape(chains, len(v) // chains, *v.shape[1:]) for k, v in draws.items()}
     return az.from_dict(posterior=post, coords=coords, dims=dims, sample_stats=sample_stats)
 
 
@@ -603,7 +605,8 @@ class ArrowLambda:
             self.P_e = None  # 1 / gsd^2 on the diagonal
             logdet_e = -q * np.log(gsd**2)
             self.E = Z
-        self.logdet_prior = float(np.log(self.beta_prec).sum() + logdet_e)
+        # an infinite SD is a flat prior: zero precision and no term in log|P_a|
+        self.logdet_prior = float(np.log(self.beta_prec[self.beta_prec > 0]).sum() + logdet_e)
         y, t, g = d.y, d.treat, d.group
         tt = np.bincount(g, weights=t * t, minlength=G)
         ty = np.bincount(g, weights=t * y, minlength=G)
@@ -1180,6 +1183,45 @@ class QuadraturePosterior:
         return out
 
 
+class ScaledPosterior:
+    """An exact posterior of a fit to ``(y - loc) / scale``, reported on the scale of ``y``.
+
+    Wraps :class:`QuadraturePosterior` (or anything with ``summarise_lambda``,
+    ``summarise_coefs`` and ``summarise_scales``): effects, coefficients and scales are
+    multiplied by ``scale`` and the intercept moved by ``loc`` (``shift`` holds ``loc`` at the
+    intercept's position among the controls and 0 elsewhere).
+    """
+
+    def __init__(self, inner, scale: float, shift: np.ndarray) -> None:
+        self.inner, self.scale, self.shift = inner, float(scale), np.asarray(shift, dtype=float)
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    def _scaled(self, out: pd.DataFrame, shift: np.ndarray | None = None) -> pd.DataFrame:
+        out = out * self.scale
+        if shift is not None:
+            for c in out.columns:
+                if c != "sd":
+                    out[c] = out[c] + shift
+        return out
+
+    def summarise_lambda(self, W=None, probs: Sequence[float] = _SUMMARY_PROBS) -> pd.DataFrame:
+        """As the wrapped posterior's, on the outcome's scale."""
+        return self._scaled(self.inner.summarise_lambda(W, probs=probs))
+
+    def summarise_coefs(self, probs: Sequence[float] = _SUMMARY_PROBS) -> pd.DataFrame:
+        """As the wrapped posterior's (``beta`` then ``gamma``), on the outcome's scale."""
+        out = self.inner.summarise_coefs(probs=probs)
+        shift = np.zeros(len(out))
+        shift[: len(self.shift)] = self.shift
+        return self._scaled(out, shift)
+
+    def summarise_scales(self, probs: Sequence[float] = _SUMMARY_PROBS) -> pd.DataFrame:
+        """As the wrapped posterior's, on the outcome's scale."""
+        return self._scaled(self.inner.summarise_scales(probs=probs))
+
+
 def _fit_quadrature(
     d: LambdaData,
     gamma_sd,
@@ -1191,9 +1233,15 @@ def _fit_quadrature(
     seed: int,
     n_grid: tuple[int, int] | None,
     resolution,
+    within: bool = False,
 ):
     t0 = time.perf_counter()
-    cm = ArrowLambda(d, gamma_sd, beta_sd, sigma_prior, sigma_theta_prior)
+    if within:
+        from hetfx.models.baselines import fixed_baseline_model
+
+        cm = fixed_baseline_model(d, gamma_sd, beta_sd, sigma_prior, sigma_theta_prior)
+    else:
+        cm = ArrowLambda(d, gamma_sd, beta_sd, sigma_prior, sigma_theta_prior)
     t1 = time.perf_counter()
     grid = lattice_grid(
         cm,
@@ -1231,6 +1279,7 @@ def pointwise_loglik(
     rng: np.random.Generator | None = None,
     chunk: int = 256,
     weights: np.ndarray | None = None,
+    alpha: np.ndarray | None = None,
 ):
     """Pointwise log-likelihood ``log N(y_i | lambda_g[i] T_i + X_i beta, sigma)`` at every
     draw (and, with ``rng``, posterior predictive draws); the Gaussian twin of
@@ -1239,6 +1288,7 @@ def pointwise_loglik(
     ``beta`` (S, p), ``lam`` (S, G) and ``sigma`` (S,) are flattened draws. With ``weights``
     the terms are ``w_i log p(y_i | draw)`` and the replicated errors have SD
     ``sigma / sqrt(w_i)`` (the weighted likelihood the posterior was conditioned on).
+    ``alpha`` (S, G), where given, adds each row's cell baseline to the mean.
 
     Returns
     -------
@@ -1253,6 +1303,8 @@ def pointwise_loglik(
     for i in range(0, S, chunk):
         sl = slice(i, i + chunk)
         mu = beta[sl] @ X.T + lam[sl][:, group] * treat
+        if alpha is not None:  # the cells' baselines (pooled-baselines model)
+            mu += alpha[sl][:, group]
         s = sigma[sl][:, None]
         z = (y - mu) / s
         ll[sl] = -0.5 * z**2 - np.log(s) - 0.5 * np.log(2 * np.pi)
@@ -1274,6 +1326,7 @@ def build_pymc_model(
     beta_sd=1.0,
     sigma_prior: ScalePrior | None = None,
     sigma_theta_prior: ScalePrior | None = None,
+    sigma_alpha_prior: ScalePrior | None = None,
 ):
     """Full lambda model in PyMC (non-centred ``theta``; covariates and prior SDs as data).
 
@@ -1285,6 +1338,8 @@ def build_pymc_model(
         Prior SDs of ``gamma`` and ``beta``.
     sigma_prior, sigma_theta_prior : ScalePrior, optional
         Priors of the SDs (brms default half-Student-t(3, 0, 2.5)).
+    sigma_alpha_prior : ScalePrior, optional
+        Given: pooled baselines ``alpha_g ~ N(0, sigma_alpha)`` (non-centred) in the mean.
 
     Returns
     -------
@@ -1296,6 +1351,11 @@ def build_pymc_model(
     with pymc_two_equations(d, gamma_sd, beta_sd, sigma_theta_prior) as (model, v):
         sigma = sigma_prior.to_pymc("sigma")
         mu = v.lam[v.g] * v.T + pm.math.dot(v.X, v.beta)
+        if sigma_alpha_prior is not None:  # pooled baselines, non-centred
+            sigma_alpha = sigma_alpha_prior.to_pymc("sigma_alpha")
+            alpha_raw = pm.Normal("alpha_raw", 0.0, 1.0, dims="group")
+            alpha = pm.Deterministic("alpha", alpha_raw * sigma_alpha, dims="group")
+            mu = mu + alpha[v.g]
         pm.Normal("y_obs", mu=mu, sigma=sigma, observed=v.y, dims="obs")
     return model
 
@@ -1350,9 +1410,18 @@ def _fit_nutpie(
     seed: int,
     target_accept: float,
     cores: int | None,
+    sigma_alpha_prior: ScalePrior | None = None,
 ):
     p = d.X.shape[1]
-    key = (len(d.y), p, d.Z.shape[1], d.Z.shape[0], sigma_prior, sigma_theta_prior)
+    key = (
+        len(d.y),
+        p,
+        d.Z.shape[1],
+        d.Z.shape[0],
+        sigma_prior,
+        sigma_theta_prior,
+        sigma_alpha_prior,
+    )
     t0 = time.perf_counter()
     data = {
         "X": d.X.to_numpy(dtype=float),
@@ -1366,7 +1435,9 @@ def _fit_nutpie(
     tr, t1, t2 = sample_nutpie(
         _NUTPIE_CACHE,
         key,
-        lambda: build_pymc_model(d, gamma_sd, beta_sd, sigma_prior, sigma_theta_prior),
+        lambda: build_pymc_model(
+            d, gamma_sd, beta_sd, sigma_prior, sigma_theta_prior, sigma_alpha_prior
+        ),
         data,
         chains=chains,
         draws=draws,
@@ -1377,7 +1448,10 @@ def _fit_nutpie(
     )
     post = tr.posterior
     draws_d = {}
-    for v in ("beta", "gamma", "sigma", "sigma_theta", "theta", "lambda"):
+    names = ["beta", "gamma", "sigma", "sigma_theta", "theta", "lambda"]
+    if sigma_alpha_prior is not None:
+        names += ["alpha", "sigma_alpha"]
+    for v in names:
         a = post[v].values
         draws_d[v] = a.reshape(-1, *a.shape[2:])
     ss = {"diverging": tr.sample_stats["diverging"].values}
@@ -1409,6 +1483,8 @@ def fit_lambda_model(
     n_grid: tuple[int, int] | None = None,
     cores: int | None = None,
     resolution: float | tuple[float, float] = 3.0,
+    within: bool = False,
+    sigma_alpha_prior: ScalePrior | None = None,
 ) -> LambdaFit:
     """Fit the two-equation (lambda) model.
 
@@ -1455,6 +1531,15 @@ def fit_lambda_model(
         Quadrature engine: grid nodes per posterior SD of each log scale at the mode. The
         default keeps every summary within about 1e-9 of its limit (measured on the paper's
         models and the simulation's data by halving the steps and widening the box).
+    within : bool, default False
+        Quadrature engine: one free (flat-prior) baseline per group, integrated out exactly
+        by centring ``y``, ``T`` and ``X`` within group
+        (:func:`hetfx.models.baselines.fixed_baseline_model`; ``X`` then has no constant
+        column).
+    sigma_alpha_prior : ScalePrior, optional
+        nutpie engine: pooled baselines ``alpha_g ~ N(0, sigma_alpha)`` with this prior (the
+        quadrature engine's pooled baselines are
+        :func:`hetfx.models.pooled.fit_pooled_lambda`).
 
     Returns
     -------
@@ -1486,8 +1571,12 @@ def fit_lambda_model(
                 seed,
                 n_grid,
                 resolution,
+                within,
             )
     else:
+        if within:
+            raise ValueError("within=True needs engine='quadrature'")
+        tm_kw = {"sigma_alpha_prior": sigma_alpha_prior}
         idata, tm = _fit_nutpie(
             d,
             gamma_sd,
@@ -1500,17 +1589,24 @@ def fit_lambda_model(
             seed,
             target_accept,
             cores,
+            **tm_kw,
         )
     wall = time.perf_counter() - t0
+    pooled = sigma_alpha_prior is not None and engine == "nutpie"
     diag = compute_diagnostics(
         idata,
         engine,
-        var_names=["beta", "gamma", "sigma", "sigma_theta", "lambda"],
+        var_names=["beta", "gamma", "sigma", "sigma_theta", *(["sigma_alpha"] if pooled else [])]
+        + ["lambda"],
         wall_seconds=wall,
         compile_seconds=tm["compile"],
         sampling_seconds=tm["sampling"],
         grid_edge_mass=tm["edge"],
     )
+    if pooled:
+        from hetfx.models.pooled import PooledFit
+
+        return PooledFit(idata=idata, data=d, diagnostics_record=diag, engine=engine)
     return LambdaFit(
         idata=idata, data=d, diagnostics_record=diag, engine=engine, posterior=tm.get("posterior")
     )

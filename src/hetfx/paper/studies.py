@@ -175,6 +175,7 @@ def fit_tomz_weeks(
             effect="saturated" if m1 else "additive",
             group="treat_group" if m1 else "het_group",
             missing="raise",
+            baselines="fixed" if m1 else "additive",  # as published
         )
     return _fit_a1(df, settings, sampler)
 
