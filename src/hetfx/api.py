@@ -12,7 +12,7 @@ cell built from the cell's modifier values by a formula (R's treatment coding, R
 of the effect formula, as an OLS comparator ``y ~ T * (effect) + controls`` has them).
 
 Without those main effects each ``lambda_g`` also absorbs its cell's baseline (control-arm)
-deviation. On simulated factorial data with baseline shifts (issue 9: 25 replicates, n = 3,000,
+deviation. On simulated factorial data with baseline shifts (25 replicates, n = 3,000,
 72 cells) the 90% intervals of the group effects covered 0.48 of the truths without the main
 effects and 0.91 with them (gamma: 0.34 vs 0.90); ``main_effects=False`` therefore warns.
 
@@ -55,14 +55,19 @@ from formulaic import Formula
 
 from hetfx.design import aliased_columns, design_spec
 from hetfx.priors import Priors
+from hetfx.validation import DesignError, check_fit, check_fit_ols, check_fit_varying_slopes
 
-__all__ = ["Design", "build_design", "fit", "fit_ols", "fit_varying_slopes", "FAMILIES"]
+__all__ = [
+    "Design",
+    "DesignError",
+    "build_design",
+    "fit",
+    "fit_ols",
+    "fit_varying_slopes",
+    "FAMILIES",
+]
 
 FAMILIES = ("gaussian", "bernoulli")
-
-
-class DesignError(ValueError):
-    """The data or the formulas cannot define the model (the message says what to change)."""
 
 
 @dataclasses.dataclass
@@ -434,7 +439,7 @@ def build_design(
         warnings.warn(
             f"Z has one column per cell ({len(Z)}): the effect formula is "
             "saturated, so gamma and theta are not told apart by the data and the "
-            "pooling rests on the prior of gamma (issue 9); an additive effect "
+            "pooling rests on the prior of gamma; an additive effect "
             "formula pools toward a model of the cells",
             UserWarning,
             stacklevel=3,
@@ -462,7 +467,7 @@ def build_design(
         warnings.warn(
             "main_effects=False: the modifiers' main effects are left out of the outcome "
             "equation, so each group effect also absorbs its cell's baseline (control-arm) "
-            "deviation. On simulated data with baseline shifts (issue 9) this cut the 90% "
+            "deviation. On simulated data with baseline shifts this cut the 90% "
             "coverage of the group effects from 0.91 to 0.48 and of gamma from 0.90 to 0.34.",
             UserWarning,
             stacklevel=3,
@@ -621,6 +626,7 @@ def fit(
     ``docs/worked-examples.qmd`` fits a real survey experiment (with a binary outcome too,
     ``family="bernoulli"``) and a simulated conjoint.
     """
+    check_fit(locals())
     from hetfx.results import BernoulliResults, GaussianResults
 
     priors = priors if priors is not None else Priors()
@@ -713,8 +719,11 @@ def fit_ols(
     1   Ind     -0.11  -0.35   0.12
     2   Rep      0.55   0.34   0.76
     """
+    check_fit_ols(locals())
     from hetfx.models.saturated_ols import fit_saturated_ols
     from hetfx.results import OLSResults
+
+    data = data.reset_index(drop=True)  # rows by position: the index may repeat labels
 
     cl = _names(controls, "controls")
     label = "__cell__"
@@ -812,6 +821,7 @@ def fit_varying_slopes(
         levels joined by ``_``), the factors, ``keys`` and the effect's modifiers,
         ``n_obs``, ``estimate`` and quantiles.
     """
+    check_fit_varying_slopes(locals())
     from hetfx.design import design_spec as _spec
     from hetfx.models.varying_slopes import fit_varying_slopes as _engine
     from hetfx.results import VaryingSlopesResults

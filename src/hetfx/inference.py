@@ -311,7 +311,8 @@ def compute_diagnostics(
         Engine name stored in the record.
     var_names : sequence of str, optional
         Variables monitored (default: all posterior variables). Scalars that are constant
-        across all draws (R-hat undefined) are ignored.
+        across all draws (R-hat undefined) are ignored. With one chain R-hat is unavailable
+        (``max_r_hat`` NaN; ``worst_r_hat_param`` says so).
     wall_seconds, compile_seconds, sampling_seconds, grid_edge_mass : float
         Stored as given.
 
@@ -320,10 +321,11 @@ def compute_diagnostics(
     Diagnostics
     """
     s = _convergence_stats(idata, var_names)
-    s = s[np.isfinite(s["r_hat"].to_numpy(dtype=float))]
+    one_chain = int(_posterior(idata).sizes["chain"]) < 2  # R-hat needs two chains
+    s = s[np.isfinite(s["ess_bulk" if one_chain else "r_hat"].to_numpy(dtype=float))]
     if s.empty:
         raise ValueError("no monitored posterior scalar has a finite R-hat")
-    i_r = int(np.argmax(s["r_hat"].to_numpy()))
+    i_r = 0 if one_chain else int(np.argmax(s["r_hat"].to_numpy()))
     i_b = int(np.argmin(s["ess_bulk"].to_numpy()))
     i_t = int(np.argmin(s["ess_tail"].to_numpy()))
     post = _posterior(idata)
@@ -341,7 +343,7 @@ def compute_diagnostics(
         wall_seconds=float(wall_seconds),
         compile_seconds=float(compile_seconds),
         sampling_seconds=float(sampling_seconds),
-        worst_r_hat_param=str(s["name"].iloc[i_r]),
+        worst_r_hat_param="unavailable: one chain" if one_chain else str(s["name"].iloc[i_r]),
         worst_ess_bulk_param=str(s["name"].iloc[i_b]),
         worst_ess_tail_param=str(s["name"].iloc[i_t]),
         grid_edge_mass=float(grid_edge_mass),

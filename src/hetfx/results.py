@@ -826,6 +826,10 @@ class OLSResults:
         """Per-group OLS effect with a t interval of probability ``level``."""
         from scipy import stats
 
+        from hetfx.validation import check_level
+
+        check_level(level)
+
         g = self.fit.group_effects().set_index(self.fit.group).loc[self.design.cells.index]
         est, se = g["estimate"].to_numpy(), g["std_error"].to_numpy()
         k = self.design.keys
