@@ -55,7 +55,13 @@ from formulaic import Formula
 
 from hetfx.design import aliased_columns, design_spec
 from hetfx.priors import Priors
-from hetfx.validation import DesignError, check_fit, check_fit_ols, check_fit_varying_slopes
+from hetfx.validation import (
+    DesignError,
+    check_fit,
+    check_fit_ols,
+    check_fit_varying_slopes,
+    is_formula,
+)
 
 __all__ = [
     "Design",
@@ -685,7 +691,7 @@ def fit_ols(
     outcome: str,
     treatment: str,
     modifiers: Sequence[str],
-    controls: Sequence[str] | None = None,
+    controls: Sequence[str] | str | None = None,
     *,
     effect: str | None = "saturated",
     group: str | None = None,
@@ -725,7 +731,8 @@ def fit_ols(
 
     data = data.reset_index(drop=True)  # rows by position: the index may repeat labels
 
-    cl = _names(controls, "controls")
+    formula = is_formula(controls)  # a right-hand side such as "age + C(educ)", as in fit
+    cl = _formula_vars(controls) if formula else _names(controls, "controls")
     label = "__cell__"
     saturated = effect == "saturated"
     with warnings.catch_warnings():  # no pooling in OLS: a saturated Z is its point
@@ -736,7 +743,7 @@ def fit_ols(
             outcome,
             treatment,
             modifiers,
-            cl,
+            controls if formula else cl,
             effect="1" if saturated else effect,  # saturated: Z and X are not used by OLS,
             main_effects=not saturated,  # and a factorial Z fails where cells are missing
             group=group,
@@ -748,10 +755,11 @@ def fit_ols(
         full = np.prod([d.cells[m].nunique() for m in d.modifiers]) == len(d.cells)
         if not full:  # some combinations never occur: one effect per cell, by its label
             keys, piece = [label], label
-    df = data.loc[d.rows, [outcome, treatment, *d.modifiers, *cl]].copy()
+    df = data.loc[d.rows, list(dict.fromkeys([outcome, treatment, *d.modifiers, *cl]))].copy()
     df[label] = np.asarray(d.cells.index)[d.codes]
     df[treatment] = d.treat
-    f = fit_saturated_ols(df, outcome, treatment, piece, cl or None, group=label, keys=keys)
+    ctl = controls if formula else (cl or None)
+    f = fit_saturated_ols(df, outcome, treatment, piece, ctl, group=label, keys=keys)
     return OLSResults(f, d)
 
 

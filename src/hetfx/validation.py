@@ -89,23 +89,28 @@ class DesignError(ValueError):
 
 
 # ------------------------------------------------------------------------ arguments
+def _plain(v):
+    """A numpy scalar as the Python value it holds (for messages)."""
+    return v.item() if isinstance(v, np.generic) else v
+
+
 def _is_int(v) -> bool:
     return isinstance(v, numbers.Integral) and not isinstance(v, bool | np.bool_)
 
 
-def _integer(name: str, v, low: int) -> None:
+def _integer(name: str, v, low: int, why: str = "") -> None:
     if not _is_int(v):
         raise TypeError(f"{name} must be an integer, got {v!r} ({type(v).__name__})")
     if v < low:
-        raise ValueError(f"{name} must be at least {low}, got {v}")
+        raise ValueError(f"{name} must be at least {low}{why}, got {v}")
 
 
 def check_sampler(args: Mapping[str, Any]) -> None:
-    """``chains``/``draws`` positive ints, ``tune`` >= 0, ``seed`` a non-negative int and
-    ``target_accept`` in (0, 1)."""
+    """``chains`` >= 1, ``draws`` >= 4 and ``tune`` >= 1 ints, ``seed`` a non-negative int
+    and ``target_accept`` in (0, 1)."""
     _integer("chains", args.get("chains", 1), 1)
-    _integer("draws", args.get("draws", 1), 1)
-    _integer("tune", args.get("tune", 0), 0)
+    _integer("draws", args.get("draws", 4), 4, " (R-hat and ESS need 4 draws per chain)")
+    _integer("tune", args.get("tune", 1), 1, " (NUTS needs a warm-up; exact engines ignore it)")
     seed = args.get("seed", 0)
     if not _is_int(seed):
         raise TypeError(
@@ -191,7 +196,7 @@ def formula_variables(what: str, formula) -> list[str]:
         raise DesignError(f"{what} {formula!r} cannot be read as a formula: {first}") from e
 
 
-def _is_formula(controls) -> bool:
+def is_formula(controls) -> bool:
     """Whether ``controls`` is a formula (as :func:`hetfx.api.build_design` reads it)."""
     return isinstance(controls, str) and (
         any(ch in controls for ch in "+*:()~") or controls.strip() in ("0", "-1")
@@ -221,7 +226,7 @@ def _columns_present(data: pd.DataFrame, needed: Sequence[str]) -> None:
 
 def cell_name(values: Mapping[str, Any]) -> str:
     """A cell named by its modifiers' values: ``"regime=democracy, stakes=low"``."""
-    return ", ".join(f"{k}={v}" for k, v in values.items())
+    return ", ".join(f"{k}={_plain(v)}" for k, v in values.items())
 
 
 # ----------------------------------------------------------------------------- data
@@ -254,6 +259,27 @@ def _is_number_column(s: pd.Series) -> bool:
     return pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s)
 
 
+def check_value_types(df: pd.DataFrame, columns: Sequence[str], labels: Sequence[str]) -> None:
+    """Columns must hold numbers, booleans or labels; ``labels`` (modifiers, factors) must
+    not mix types (``"a"`` and ``1``), which cannot be sorted into levels."""
+    for c in columns:
+        s = df[c]
+        kind = getattr(s.dtype, "kind", "O")
+        if kind in "mMc" or isinstance(s.dtype, pd.PeriodDtype | pd.IntervalDtype):
+            raise DesignError(
+                f"column {c!r} holds {s.dtype} values, which the model cannot use; convert it "
+                f"to labels (data[{c!r}] = data[{c!r}].astype(str)) or to numbers"
+            )
+        if c in labels and s.dtype == object:
+            types = sorted({type(_plain(v)).__name__ for v in s.dropna()})
+            numeric = {"bool", "int", "float"}
+            if len(types) > 1 and not set(types) <= numeric:
+                raise DesignError(
+                    f"column {c!r} mixes values of the types {types}; convert it to labels "
+                    f"(data[{c!r}] = data[{c!r}].astype(str)) or to numbers"
+                )
+
+
 def _check_treatment_coding(t: np.ndarray, treatment: str, *, dose_ok: bool) -> None:
     vals = np.unique(t)
     if len(vals) == 2 and set(vals) != {0.0, 1.0}:
@@ -277,8 +303,8 @@ def _check_modifiers(df: pd.DataFrame, modifiers: Sequence[str], default_effect:
         vals = pd.unique(df[m])
         if len(vals) == 1:
             raise DesignError(
-                f"modifier {m!r} takes a single value ({vals[0]!r}) in the rows used, so it "
-                "cannot modify the effect; remove it from modifiers="
+                f"modifier {m!r} takes a single value ({_plain(vals[0])!r}) in the rows "
+                "used, so it cannot modify the effect; remove it from modifiers="
             )
         if default_effect and _is_number_column(df[m]) and len(vals) > 2:
             shown = ", ".join(f"{v:g}" for v in sorted(vals)[:5]) + (
@@ -372,10 +398,10 @@ def _roles(args: Mapping[str, Any], *, formula_controls: bool) -> dict[str, Any]
     if not modifiers:
         raise DesignError("name at least one effect modifier (modifiers=[...])")
     controls = args.get("controls")
-    is_formula = formula_controls and _is_formula(controls)
+    as_formula = formula_controls and is_formula(controls)
     control_vars = (
         formula_variables("controls formula", controls)
-        if is_formula
+        if as_formula
         else _name_list("controls", controls)
     )
     group = args.get("group")
@@ -389,7 +415,7 @@ def _roles(args: Mapping[str, Any], *, formula_controls: bool) -> dict[str, Any]
         treatment=treatment,
         modifiers=modifiers,
         control_vars=control_vars,
-        controls_formula=is_formula,
+        controls_formula=as_formula,
         group=group,
         weights=weights,
     )
@@ -414,11 +440,38 @@ def _check_roles(r: Mapping[str, Any], *, main_effects_in_x: bool) -> None:
             )
 
 
-def _check_data(data, r, *, default_effect: bool, coding: bool, dose_ok: bool, gaussian: bool):
+def _check_combinations(df: pd.DataFrame, modifiers: Sequence[str]) -> None:
+    """A saturated formula needs every combination of the modifiers' values."""
+    if len(modifiers) < 2:
+        return
+    seen = df[list(modifiers)].drop_duplicates()
+    full = pd.MultiIndex.from_product([pd.unique(seen[m]) for m in modifiers], names=modifiers)
+    lacking = full.difference(pd.MultiIndex.from_frame(seen))
+    if len(lacking):
+        shown = "; ".join(cell_name(dict(zip(modifiers, v, strict=True))) for v in lacking[:10])
+        raise DesignError(
+            f"a saturated formula needs every combination of the modifiers' values, and "
+            f"{len(lacking)} never occur: {shown}{' ...' if len(lacking) > 10 else ''}. Use "
+            "an additive effect (the default) or a formula without the interactions the "
+            "design lacks; hetfx.fit_ols fits one unpooled effect per observed cell"
+        )
+
+
+def _check_data(
+    data,
+    r,
+    *,
+    default_effect: bool,
+    coding: bool,
+    dose_ok: bool,
+    gaussian: bool,
+    saturated: bool = False,
+):
     needed = [r["outcome"], r["treatment"], *r["modifiers"], *r["control_vars"]]
     needed += [c for c in (r.get("group"), r.get("weights")) if c]
     needed = list(dict.fromkeys(needed))
     _columns_present(data, needed)
+    check_value_types(data, needed, [*r["modifiers"], *([r["group"]] if r.get("group") else [])])
     df = _complete(data, needed)
     if df.empty:
         return  # build_design counts the missing values by variable
@@ -426,6 +479,8 @@ def _check_data(data, r, *, default_effect: bool, coding: bool, dose_ok: bool, g
     if coding:
         _check_treatment_coding(t, r["treatment"], dose_ok=dose_ok)
     _check_modifiers(df, r["modifiers"], default_effect)
+    if saturated:
+        _check_combinations(df, r["modifiers"])
     _check_cells(df, r, t, gaussian=gaussian)
 
 
@@ -470,15 +525,24 @@ def check_fit(args: Mapping[str, Any]) -> None:
         coding=gaussian,  # the Bernoulli family refuses anything but 0/1 itself
         dose_ok=True,
         gaussian=gaussian,
+        saturated="saturated" in (args.get("effect"), main_effects),
     )
 
 
 def check_fit_ols(args: Mapping[str, Any]) -> None:
     """Check the arguments of :func:`hetfx.fit_ols` (its ``locals()``) before any work."""
     data = _frame(args["data"])
-    r = _roles(args, formula_controls=False)
+    r = _roles(args, formula_controls=True)
     _check_roles(r, main_effects_in_x=True)
-    _check_formulas(args.get("effect"), True)
+    effect = args.get("effect")
+    _check_formulas(effect, True)
+    if effect not in _DEFAULT_EFFECTS and not formula_variables("effect formula", effect):
+        raise DesignError(
+            f"hetfx.fit_ols: effect={effect!r} names no modifier, but the OLS comparator "
+            "estimates each cell's effect from the modifiers' terms; use "
+            "effect='saturated' (one effect per cell), 'additive' or a formula in the "
+            "modifiers (hetfx.fit takes effect='1': one common mean, partial pooling)"
+        )
     _check_data(
         data,
         r,
@@ -506,6 +570,7 @@ def check_fit_varying_slopes(args: Mapping[str, Any]) -> None:
     modifiers = formula_variables("effect formula", effect) if isinstance(effect, str) else []
     needed = list(dict.fromkeys([outcome, treatment, *factors, *controls, *keys, *modifiers]))
     _columns_present(data, needed)
+    check_value_types(data, needed, [*factors, *keys])
     df = _complete(data, needed)
     if len(df):
         t = numbers_of(treatment, df[treatment], "treatment")

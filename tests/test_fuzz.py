@@ -1,0 +1,307 @@
+"""Fuzz test of the public API: random frames and arguments into ``hetfx.fit``,
+``hetfx.fit_ols`` and ``hetfx.fit_varying_slopes``.
+
+The frames mix string, categorical, boolean and numeric-coded labels, missing and infinite
+values, tiny, single-row and empty cells, constant columns, duplicated column names and odd
+indexes (repeated labels, a MultiIndex, strings); the arguments include odd values (``chains=2.5``,
+``seed="abc"``, unknown engine options, unreadable formulas). The only allowed outcomes are a
+result whose group effects are finite, or one of the library's documented errors
+(:data:`ALLOWED`); warnings are allowed. Any other exception fails the test.
+
+Hypothesis runs derandomized (the same examples on every run) with ``FUZZ_EXAMPLES`` examples
+per function (default 60, about 60 s in all on one core); ``FUZZ_EXAMPLES=500`` searches
+harder.
+
+What it found (fixed, each now a test in ``tests/test_errors.py``):
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import hetfx
+from hetfx.inference import SamplerDiagnosticsError
+
+#: The documented errors. SamplerDiagnosticsError: the importance-sampling (``qmc``)
+#: engines refuse a posterior whose weights fail their Pareto k-hat gate.
+ALLOWED = (hetfx.DesignError, ValueError, TypeError, KeyError, SamplerDiagnosticsError)
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "60"))
+FUZZ = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+LABELS = np.array(["a", "b", "c", "d"])
+
+
+# ------------------------------------------------------------------------- columns
+def _outcome(kind: str, n: int, rng) -> np.ndarray | list:
+    y = rng.normal(size=n)
+    if kind == "nan_inf" and n:
+        y[rng.integers(0, n, max(1, n // 5))] = rng.choice([np.nan, np.inf, -np.inf])
+    if kind == "constant":
+        y = np.full(n, 3.0)
+    if kind == "binary":
+        y = rng.integers(0, 2, n)
+    if kind == "bool":
+        y = rng.integers(0, 2, n).astype(bool)
+    if kind == "labels":
+        y = rng.choice(LABELS, n)
+    if kind == "huge":
+        y = y * 1e200
+    if kind == "tiny":
+        y = y * 1e-200
+    if kind == "nullable":
+        y = pd.array(np.where(rng.random(n) < 0.1, np.nan, y), dtype="Float64")
+    if kind == "object":
+        y = pd.Series(list(y), dtype=object)
+    return y
+
+
+def _treatment(kind: str, n: int, rng):
+    t = rng.integers(0, 2, n)
+    return {
+        "01": t,
+        "bool": t.astype(bool),
+        "12": t + 1,
+        "dose": rng.integers(0, 4, n),
+        "float_nan": np.where(rng.random(n) < 0.1, np.nan, t.astype(float)),
+        "object_bool_nan": pd.Series(t.astype(bool), dtype=object).where(rng.random(n) > 0.1),
+        "labels": np.where(t == 1, "yes", "no"),
+        "constant": np.ones(n, dtype=int),
+        "nullable": pd.array(t, dtype="Int64"),
+        "nullable_bool": pd.array(np.where(rng.random(n) < 0.1, None, t == 1), dtype="boolean"),
+        "float01": t.astype(float),
+    }[kind]
+
+
+def _modifier(kind: str, n: int, rng):
+    k = rng.integers(0, 3, n)
+    if kind == "str":
+        return LABELS[k]
+    if kind == "cat":
+        return pd.Categorical(LABELS[k], categories=["c", "b", "a", "d"])  # "d" unused
+    if kind == "bool":
+        return k.astype(bool)
+    if kind == "codes":
+        return rng.integers(1, 5, n)  # region 1-4
+    if kind == "int01":
+        return (k > 0).astype(int)
+    if kind == "single":
+        return np.full(n, "only")
+    if kind == "nan":
+        return pd.Series(LABELS[k], dtype=object).where(rng.random(n) > 0.15)
+    if kind == "mixed":
+        return pd.Series([["a", 1, 2.5][i] for i in k], dtype=object)
+    if kind == "float":  # continuous: one row per cell
+        return rng.normal(size=n)
+    if kind == "nullable_bool":
+        return pd.array(np.where(rng.random(n) < 0.1, None, k > 0), dtype="boolean")
+    if kind == "string":
+        return pd.array(LABELS[k], dtype="string")
+    if kind == "datetime":
+        return pd.to_datetime("2020-01-01") + pd.to_timedelta(k, unit="D")
+    if kind == "cat_nan":
+        return pd.Categorical(np.where(rng.random(n) < 0.1, None, LABELS[k]))
+    return np.where(k == 0, "x", "y")  # two labels
+
+
+def _control(kind: str, n: int, rng, t):
+    x = rng.normal(size=n)
+    if kind == "constant":
+        x = np.ones(n)
+    if kind == "nan" and n:
+        x[rng.integers(0, n)] = np.nan
+    if kind == "inf" and n:
+        x[rng.integers(0, n)] = np.inf
+    if kind == "cat":
+        x = LABELS[rng.integers(0, 3, n)]
+    if kind == "treatment":
+        x = np.asarray(t, dtype=object)
+    return x
+
+
+def _index(kind: str, n: int, rng) -> pd.Index:
+    if kind == "dup":  # two waves concatenated
+        return pd.Index(np.arange(n) % max(1, (n + 1) // 2))
+    if kind == "multi":
+        return pd.MultiIndex.from_arrays([np.arange(n) % 3, np.arange(n)])
+    if kind == "str":
+        return pd.Index([f"r{i}" for i in rng.permutation(n)])
+    if kind == "shuffled":
+        return pd.Index(rng.permutation(n) * 10)
+    return pd.RangeIndex(n)
+
+
+def pick(draw, usual: list, odd: list, p_odd: int = 10):
+    """One of ``usual``, or (with probability about 1 / ``p_odd``) one of ``odd``."""
+    if odd and draw(st.integers(0, p_odd - 1)) == 0:
+        return draw(st.sampled_from(odd))
+    return draw(st.sampled_from(usual))
+
+
+@st.composite
+def frames(draw) -> pd.DataFrame:
+    """A data frame with columns y, t, m1, m2, x, g, w (one of them perhaps renamed to a
+    duplicate of another)."""
+    n = pick(draw, [12, 20, 40, 80], [0, 1, 2, 3, 4, 6, 8], 4)
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    t = _treatment(pick(draw, ["01", "01", "bool"], TREATMENTS, 4), n, rng)
+    df = pd.DataFrame(
+        {
+            "y": _outcome(pick(draw, ["normal"], OUTCOMES, 4), n, rng),
+            "t": t,
+            "m1": _modifier(pick(draw, ["str", "two", "cat", "bool"], MODIFIERS, 4), n, rng),
+            "m2": _modifier(pick(draw, ["str", "two", "cat", "bool"], MODIFIERS, 4), n, rng),
+            "x": _control(pick(draw, ["normal"], CONTROLS, 4), n, rng, t),
+            "w": pick(draw, [0.0], [1.0, -1.0, np.nan], 4) * (rng.random(n) < 0.1)
+            + rng.random(n)
+            + 0.1,
+        }
+    )
+    df["g"] = df["m1"].astype(str) + np.where(rng.random(n) < 0.05, "_", "")
+    df.index = _index(pick(draw, ["range"], INDEXES, 4), n, rng)
+    rename = pick(draw, [None], [("x", "m1"), ("m2", "x"), ("w", "y")])
+    if rename:
+        df.columns = [rename[1] if c == rename[0] else c for c in df.columns]
+    return df
+
+
+OUTCOMES = ["nan_inf", "constant", "binary", "bool", "labels", "huge", "tiny", "nullable"]
+OUTCOMES += ["object"]
+TREATMENTS = ["12", "dose", "float_nan", "object_bool_nan", "labels", "constant", "nullable"]
+TREATMENTS += ["nullable_bool", "float01"]
+MODIFIERS = ["codes", "int01", "single", "nan", "mixed", "float", "nullable_bool", "string"]
+MODIFIERS += ["datetime", "cat_nan"]
+CONTROLS = ["constant", "nan", "inf", "cat", "treatment"]
+INDEXES = ["dup", "multi", "str", "shuffled"]
+
+# --------------------------------------------------------------------------- calls
+#: (usual values, odd values) of each argument
+MODIFIER_ARGS = ([["m1"], ["m1", "m2"], "m1"], [["m1", "m1"], [], ["nope"], ["m1", "t"], None, 3])
+CONTROL_ARGS = ([None, ["x"], "x"], ["x + m1:x", ["t"], ["m1"], "x +", ["x", "x"], 3])
+SAMPLER = {
+    "chains": ([2, 1], [2.5, 0, True, "2", np.int64(2)]),
+    "draws": ([20], [0, 1, 3, 2.5, np.int32(5)]),
+    "tune": ([20], [0, -1]),
+    "seed": ([0, 1], [np.int64(3), None, "abc", -1, 2**64, 1.5]),
+    "target_accept": ([0.8], [1.5, 0]),
+}
+
+
+def _sampler(draw) -> dict:
+    return {k: pick(draw, *v) for k, v in SAMPLER.items()}
+
+
+def _fit_args(draw) -> dict:
+    family = pick(draw, ["gaussian"], ["bernoulli"], 6)
+    fast = {"qmc_m": 6, "max_pareto_k": 10.0} if family == "bernoulli" else {}
+    return dict(
+        controls=pick(draw, *CONTROL_ARGS),
+        effect=pick(draw, [None, "saturated", "1", "m1"], ["m1 * m2", "(", 3, "", "x"]),
+        group=pick(draw, [None], ["g"], 4),
+        weights=pick(draw, [None], ["w"], 4),
+        main_effects=pick(draw, [True], [False, "saturated", "m1", 1], 4),
+        missing=pick(draw, ["drop"], ["raise", "keep"]),
+        family=family,
+        engine=pick(draw, ["auto"], ["quadrature", "bogus"]),
+        **_sampler(draw),
+        **pick(draw, [fast], [{"n_gird": 3}, {"gamma_sd": 1.0}, {"cores": 1}]),
+    )
+
+
+def _ols_args(draw) -> dict:
+    return dict(
+        controls=pick(draw, *CONTROL_ARGS),
+        effect=pick(draw, ["saturated", "additive"], ["m1", "1", "(", 3]),
+        group=pick(draw, [None], ["g"], 4),
+        missing=pick(draw, ["drop"], ["raise", "keep"]),
+    )
+
+
+def _varying_args(draw) -> dict:
+    return dict(
+        controls=pick(draw, [None, ["x"]], [["t"], ["x", "x"], "x"]),
+        effect=pick(draw, ["1", "m2"], [False, None, True, "(", 3]),
+        keys=pick(draw, [None], [["m2"], ["nope"]]),
+        missing=pick(draw, ["drop"], ["raise", "keep"]),
+        **_sampler(draw),
+        **pick(draw, [{}], [{"lkj_eta": 2.0}, {"n_gird": 3}]),
+    )
+
+
+OUTCOMES_SEEN: dict[str, int] = {}
+
+
+def raised_by_hetfx(e: BaseException) -> bool:
+    """Whether ``e`` is one of :data:`ALLOWED` itself (not, e.g., numpy's UFuncTypeError, a
+    TypeError) raised by a ``raise`` statement of hetfx (not by a library it calls)."""
+    tb = e.__traceback__
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    frame = tb.tb_frame
+    return type(e) in ALLOWED and os.sep + "hetfx" + os.sep in frame.f_code.co_filename
+
+
+def _outcome_of(call):
+    """Run ``call``; return the result or the allowed exception. Anything else propagates."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            res = call()
+        except ALLOWED as e:
+            if not raised_by_hetfx(e):
+                raise
+            key = f"{type(e).__name__}: {str(e)[:70]}"
+            OUTCOMES_SEEN[key] = OUTCOMES_SEEN.get(key, 0) + 1
+            return e
+        g = res.group_effects()
+    OUTCOMES_SEEN["result"] = OUTCOMES_SEEN.get("result", 0) + 1
+    assert len(g) >= 1
+    assert np.isfinite(g["estimate"].to_numpy(dtype=float)).all(), g
+    return res
+
+
+@FUZZ
+@given(df=frames(), data=st.data())
+def test_fit_gives_a_result_or_a_documented_error(df, data):
+    mods = pick(data.draw, *MODIFIER_ARGS)
+    kw = _fit_args(data.draw)
+    _outcome_of(lambda: hetfx.fit(df, "y", "t", mods, **kw))
+
+
+@FUZZ
+@given(df=frames(), data=st.data())
+def test_fit_ols_gives_a_result_or_a_documented_error(df, data):
+    mods = pick(data.draw, *MODIFIER_ARGS)
+    kw = _ols_args(data.draw)
+    _outcome_of(lambda: hetfx.fit_ols(df, "y", "t", mods, **kw))
+
+
+@FUZZ
+@given(df=frames(), data=st.data())
+def test_fit_varying_slopes_gives_a_result_or_a_documented_error(df, data):
+    factors = pick(data.draw, *MODIFIER_ARGS)
+    kw = _varying_args(data.draw)
+    _outcome_of(lambda: hetfx.fit_varying_slopes(df, "y", "t", factors, **kw))
+
+
+@pytest.mark.parametrize("level", [1.5, 0.0, -0.1, "0.9"])
+def test_interval_levels_are_checked_alike(level):
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"m": rng.choice(["a", "b"], 60), "t": rng.integers(0, 2, 60)})
+    df["y"] = rng.normal(size=60)
+    ols = hetfx.fit_ols(df, "y", "t", ["m"])
+    res = hetfx.fit(df, "y", "t", ["m"], chains=2, draws=20)
+    for r in (ols, res):
+        with pytest.raises((ValueError, TypeError), match="level"):
+            r.group_effects(level=level)
