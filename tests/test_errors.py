@@ -242,3 +242,26 @@ def test_design_error_is_exported_and_a_value_error():
     from hetfx.api import DesignError as from_api
 
     assert from_api is hetfx.DesignError
+
+
+# ------------------------------------------------------- found by tests/test_fuzz.py
+def test_pandas_string_columns_are_labels_as_object_columns_are(df):
+    s = df.assign(regime=df.regime.astype("string"))
+    a = hetfx.fit(s, "y", "treat", MOD, controls="age + regime:age", **FIT).group_effects()
+    b = hetfx.fit(df, "y", "treat", MOD, controls="age + regime:age", **FIT).group_effects()
+    np.testing.assert_allclose(a["estimate"], b["estimate"])
+    o = hetfx.fit_ols(s, "y", "treat", MOD).group_effects()["estimate"]
+    np.testing.assert_allclose(o, hetfx.fit_ols(df, "y", "treat", MOD).group_effects()["estimate"])
+
+
+def test_datetime_and_mixed_type_labels_are_refused(df):
+    days = df.assign(regime=pd.to_datetime("2020-01-01") + pd.to_timedelta((df.age > 0) * 1, "D"))
+    assert_both_raise(days, DesignError, r"column 'regime' holds datetime64.*astype\(str\)")
+    mixed = df.assign(regime=pd.Series(["a" if a > 0 else 1 for a in df.age], dtype=object))
+    assert_both_raise(mixed, DesignError, r"column 'regime' mixes values of the types")
+
+
+def test_outcome_stored_as_object_numbers_is_fitted_as_numbers(df):
+    obj = df.assign(y=df.y.astype(object))
+    a = hetfx.fit_ols(obj, "y", "treat", MOD).group_effects()["estimate"]
+    np.testing.assert_allclose(a, hetfx.fit_ols(df, "y", "treat", MOD).group_effects()["estimate"])

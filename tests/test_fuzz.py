@@ -142,35 +142,50 @@ def _index(kind: str, n: int, rng) -> pd.Index:
     return pd.RangeIndex(n)
 
 
-def pick(draw, usual: list, odd: list, p_odd: int = 10):
-    """One of ``usual``, or (with probability about 1 / ``p_odd``) one of ``odd``."""
-    if odd and draw(st.integers(0, p_odd - 1)) == 0:
-        return draw(st.sampled_from(odd))
-    return draw(st.sampled_from(usual))
+class Picker:
+    """Draws argument values: usual ones, or odd ones at the rate of the example's mode
+    (``clean``: none; ``data``: odd columns and indexes; ``args``: odd arguments)."""
+
+    RATES = {"clean": (0, 0), "data": (3, 0), "args": (0, 4)}
+
+    def __init__(self, draw):
+        self.draw = draw
+        self.mode = draw(st.sampled_from(list(self.RATES)))
+        self.rates = self.RATES[self.mode]
+
+    def _pick(self, usual: list, odd: list, every: int):
+        if odd and every and self.draw(st.integers(0, every - 1)) == 0:
+            return self.draw(st.sampled_from(odd))
+        return self.draw(st.sampled_from(usual))
+
+    def data(self, usual: list, odd: list):
+        """A column kind: odd with probability 1/3 in the ``data`` mode."""
+        return self._pick(usual, odd, self.rates[0])
+
+    def arg(self, usual: list, odd: list):
+        """An argument: odd with probability 1/4 in the ``args`` mode."""
+        return self._pick(usual, odd, self.rates[1])
 
 
-@st.composite
-def frames(draw) -> pd.DataFrame:
+def make_frame(p: Picker) -> pd.DataFrame:
     """A data frame with columns y, t, m1, m2, x, g, w (one of them perhaps renamed to a
     duplicate of another)."""
-    n = pick(draw, [12, 20, 40, 80], [0, 1, 2, 3, 4, 6, 8], 4)
-    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
-    t = _treatment(pick(draw, ["01", "01", "bool"], TREATMENTS, 4), n, rng)
+    n = p.data([12, 20, 40, 80], [0, 1, 2, 3, 4, 6, 8])
+    rng = np.random.default_rng(p.draw(st.integers(0, 2**16)))
+    t = _treatment(p.data(["01", "01", "bool"], TREATMENTS), n, rng)
     df = pd.DataFrame(
         {
-            "y": _outcome(pick(draw, ["normal"], OUTCOMES, 4), n, rng),
+            "y": _outcome(p.data(["normal"], OUTCOMES), n, rng),
             "t": t,
-            "m1": _modifier(pick(draw, ["str", "two", "cat", "bool"], MODIFIERS, 4), n, rng),
-            "m2": _modifier(pick(draw, ["str", "two", "cat", "bool"], MODIFIERS, 4), n, rng),
-            "x": _control(pick(draw, ["normal"], CONTROLS, 4), n, rng, t),
-            "w": pick(draw, [0.0], [1.0, -1.0, np.nan], 4) * (rng.random(n) < 0.1)
-            + rng.random(n)
-            + 0.1,
+            "m1": _modifier(p.data(["str", "two", "cat", "bool"], MODIFIERS), n, rng),
+            "m2": _modifier(p.data(["two", "bool"], MODIFIERS), n, rng),
+            "x": _control(p.data(["normal"], CONTROLS), n, rng, t),
+            "w": p.data([0.0], [1.0, -1.0, np.nan]) * (rng.random(n) < 0.1) + rng.random(n) + 0.1,
         }
     )
     df["g"] = df["m1"].astype(str) + np.where(rng.random(n) < 0.05, "_", "")
-    df.index = _index(pick(draw, ["range"], INDEXES, 4), n, rng)
-    rename = pick(draw, [None], [("x", "m1"), ("m2", "x"), ("w", "y")])
+    df.index = _index(p.data(["range"], INDEXES), n, rng)
+    rename = p.data([None], [("x", "m1"), ("m2", "x"), ("w", "y")])
     if rename:
         df.columns = [rename[1] if c == rename[0] else c for c in df.columns]
     return df
@@ -198,44 +213,44 @@ SAMPLER = {
 }
 
 
-def _sampler(draw) -> dict:
-    return {k: pick(draw, *v) for k, v in SAMPLER.items()}
+def _sampler(p: Picker) -> dict:
+    return {k: p.arg(*v) for k, v in SAMPLER.items()}
 
 
-def _fit_args(draw) -> dict:
-    family = pick(draw, ["gaussian"], ["bernoulli"], 6)
+def _fit_args(p: Picker) -> dict:
+    family = p.draw(st.sampled_from(["gaussian"] * 5 + ["bernoulli"]))
     fast = {"qmc_m": 6, "max_pareto_k": 10.0} if family == "bernoulli" else {}
     return dict(
-        controls=pick(draw, *CONTROL_ARGS),
-        effect=pick(draw, [None, "saturated", "1", "m1"], ["m1 * m2", "(", 3, "", "x"]),
-        group=pick(draw, [None], ["g"], 4),
-        weights=pick(draw, [None], ["w"], 4),
-        main_effects=pick(draw, [True], [False, "saturated", "m1", 1], 4),
-        missing=pick(draw, ["drop"], ["raise", "keep"]),
+        controls=p.arg(*CONTROL_ARGS),
+        effect=p.arg([None, "saturated", "1", "m1"], ["m1 * m2", "(", 3, "", "x"]),
+        group=p.arg([None, None, "g"], []),
+        weights=p.arg([None, None, "w"], []),
+        main_effects=p.arg([True, True, False, "saturated", "m1"], [1, "x"]),
+        missing=p.arg(["drop"], ["raise", "keep"]),
         family=family,
-        engine=pick(draw, ["auto"], ["quadrature", "bogus"]),
-        **_sampler(draw),
-        **pick(draw, [fast], [{"n_gird": 3}, {"gamma_sd": 1.0}, {"cores": 1}]),
+        engine=p.arg(["auto"], ["quadrature", "bogus"]),
+        **_sampler(p),
+        **p.arg([fast], [{"n_gird": 3}, {"gamma_sd": 1.0}, {"cores": 1}]),
     )
 
 
-def _ols_args(draw) -> dict:
+def _ols_args(p: Picker) -> dict:
     return dict(
-        controls=pick(draw, *CONTROL_ARGS),
-        effect=pick(draw, ["saturated", "additive"], ["m1", "1", "(", 3]),
-        group=pick(draw, [None], ["g"], 4),
-        missing=pick(draw, ["drop"], ["raise", "keep"]),
+        controls=p.arg(*CONTROL_ARGS),
+        effect=p.arg(["saturated", "saturated", "additive", "m1"], ["1", "(", 3]),
+        group=p.arg([None, None, "g"], []),
+        missing=p.arg(["drop"], ["raise", "keep"]),
     )
 
 
-def _varying_args(draw) -> dict:
+def _varying_args(p: Picker) -> dict:
     return dict(
-        controls=pick(draw, [None, ["x"]], [["t"], ["x", "x"], "x"]),
-        effect=pick(draw, ["1", "m2"], [False, None, True, "(", 3]),
-        keys=pick(draw, [None], [["m2"], ["nope"]]),
-        missing=pick(draw, ["drop"], ["raise", "keep"]),
-        **_sampler(draw),
-        **pick(draw, [{}], [{"lkj_eta": 2.0}, {"n_gird": 3}]),
+        controls=p.arg([None, ["x"]], [["t"], ["x", "x"], "x"]),
+        effect=p.arg(["1", "m2", False], [None, True, "(", 3]),
+        keys=p.arg([None], [["m2"], ["nope"]]),
+        missing=p.arg(["drop"], ["raise", "keep"]),
+        **_sampler(p),
+        **p.arg([{}], [{"lkj_eta": 2.0}, {"n_gird": 3}]),
     )
 
 
@@ -272,27 +287,32 @@ def _outcome_of(call):
 
 
 @FUZZ
-@given(df=frames(), data=st.data())
-def test_fit_gives_a_result_or_a_documented_error(df, data):
-    mods = pick(data.draw, *MODIFIER_ARGS)
-    kw = _fit_args(data.draw)
-    _outcome_of(lambda: hetfx.fit(df, "y", "t", mods, **kw))
+@given(data=st.data())
+def test_fit_gives_a_result_or_a_documented_error(data):
+    p = Picker(data.draw)
+    df, mods = make_frame(p), p.arg(*MODIFIER_ARGS)
+    res = _outcome_of(lambda: hetfx.fit(df, "y", "t", mods, **_fit_args(p)))
+    if not isinstance(res, Exception):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            assert "Diagnostics" in str(res.summary())
+            assert np.isfinite(res.ame()["estimate"]).all()
 
 
 @FUZZ
-@given(df=frames(), data=st.data())
-def test_fit_ols_gives_a_result_or_a_documented_error(df, data):
-    mods = pick(data.draw, *MODIFIER_ARGS)
-    kw = _ols_args(data.draw)
-    _outcome_of(lambda: hetfx.fit_ols(df, "y", "t", mods, **kw))
+@given(data=st.data())
+def test_fit_ols_gives_a_result_or_a_documented_error(data):
+    p = Picker(data.draw)
+    df, mods = make_frame(p), p.arg(*MODIFIER_ARGS)
+    _outcome_of(lambda: hetfx.fit_ols(df, "y", "t", mods, **_ols_args(p)))
 
 
 @FUZZ
-@given(df=frames(), data=st.data())
-def test_fit_varying_slopes_gives_a_result_or_a_documented_error(df, data):
-    factors = pick(data.draw, *MODIFIER_ARGS)
-    kw = _varying_args(data.draw)
-    _outcome_of(lambda: hetfx.fit_varying_slopes(df, "y", "t", factors, **kw))
+@given(data=st.data())
+def test_fit_varying_slopes_gives_a_result_or_a_documented_error(data):
+    p = Picker(data.draw)
+    df, factors = make_frame(p), p.arg(*MODIFIER_ARGS)
+    _outcome_of(lambda: hetfx.fit_varying_slopes(df, "y", "t", factors, **_varying_args(p)))
 
 
 @pytest.mark.parametrize("level", [1.5, 0.0, -0.1, "0.9"])

@@ -372,7 +372,7 @@ def build_design(
         for nm, arr in ((outcome, y), (treatment, treat)):
             if not np.all(np.isin(arr, (0.0, 1.0))):
                 raise DesignError(
-                    f"family='bernoulli' needs a 0/1 {nm!r}; it holds {sorted(np.unique(arr))[:6]}"
+                    f"family='bernoulli' needs a 0/1 {nm!r}; it holds {np.unique(arr)[:6].tolist()}"
                 )
 
     # ---------------------------------------------------------------------- cells
@@ -758,6 +758,7 @@ def fit_ols(
     df = data.loc[d.rows, list(dict.fromkeys([outcome, treatment, *d.modifiers, *cl]))].copy()
     df[label] = np.asarray(d.cells.index)[d.codes]
     df[treatment] = d.treat
+    df[outcome] = d.y  # as numbers (an object column of numbers would be read as labels)
     ctl = controls if formula else (cl or None)
     f = fit_saturated_ols(df, outcome, treatment, piece, ctl, group=label, keys=keys)
     return OLSResults(f, d)
