@@ -265,3 +265,10 @@ def test_outcome_stored_as_object_numbers_is_fitted_as_numbers(df):
     obj = df.assign(y=df.y.astype(object))
     a = hetfx.fit_ols(obj, "y", "treat", MOD).group_effects()["estimate"]
     np.testing.assert_allclose(a, hetfx.fit_ols(df, "y", "treat", MOD).group_effects()["estimate"])
+
+
+def test_boolean_treatment_in_varying_slopes_is_fitted_as_0_1(df):
+    kw = dict(chains=2, draws=50, tune=50)
+    a = hetfx.fit_varying_slopes(df.assign(treat=df.treat == 1), "y", "treat", ["regime"], **kw)
+    b = hetfx.fit_varying_slopes(df, "y", "treat", ["regime"], **kw)
+    np.testing.assert_allclose(a.group_effects()["estimate"], b.group_effects()["estimate"])

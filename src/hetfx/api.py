@@ -876,6 +876,7 @@ def fit_varying_slopes(
         df = df.loc[~bad]
     y = _numeric(outcome, df[outcome], "outcome")
     treat = _numeric(treatment, df[treatment], "treatment")
+    df = df.assign(**{treatment: treat})  # as numbers: formulaic codes a boolean as a factor
     X, spec = _spec(rhs, df)
     bad_x = aliased_columns(X)
     if bad_x:

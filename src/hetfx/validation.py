@@ -280,6 +280,26 @@ def check_value_types(df: pd.DataFrame, columns: Sequence[str], labels: Sequence
                 )
 
 
+#: Largest magnitude of a number the model takes (its squares and sums stay finite in
+#: double precision), and the smallest non-zero one.
+MAX_MAGNITUDE, MIN_MAGNITUDE = 1e100, 1e-100
+
+
+def check_magnitudes(df: pd.DataFrame, columns: Sequence[str]) -> None:
+    """Numbers whose squares overflow or underflow double precision: ask for a rescaling."""
+    for c in columns:
+        if not _is_number_column(df[c]):
+            continue
+        a = np.abs(df[c].to_numpy(dtype=float, na_value=np.nan))
+        a = a[np.isfinite(a) & (a > 0)]
+        if len(a) and (a.max() > MAX_MAGNITUDE or a.min() < MIN_MAGNITUDE):
+            raise DesignError(
+                f"column {c!r} holds numbers from {a.min():.3g} to {a.max():.3g} in absolute "
+                "value, beyond what the model can square and sum in double precision; "
+                f"rescale it (e.g. data[{c!r}] / {a.max():.0e})"
+            )
+
+
 def _check_treatment_coding(t: np.ndarray, treatment: str, *, dose_ok: bool) -> None:
     vals = np.unique(t)
     if len(vals) == 2 and set(vals) != {0.0, 1.0}:
@@ -475,6 +495,7 @@ def _check_data(
     df = _complete(data, needed)
     if df.empty:
         return  # build_design counts the missing values by variable
+    check_magnitudes(df, needed)
     t = numbers_of(r["treatment"], df[r["treatment"]], "treatment")
     if coding:
         _check_treatment_coding(t, r["treatment"], dose_ok=dose_ok)
@@ -572,6 +593,7 @@ def check_fit_varying_slopes(args: Mapping[str, Any]) -> None:
     _columns_present(data, needed)
     check_value_types(data, needed, [*factors, *keys])
     df = _complete(data, needed)
+    check_magnitudes(df, needed)
     if len(df):
         t = numbers_of(treatment, df[treatment], "treatment")
         _check_treatment_coding(t, treatment, dose_ok=True)
