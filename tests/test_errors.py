@@ -272,3 +272,10 @@ def test_boolean_treatment_in_varying_slopes_is_fitted_as_0_1(df):
     a = hetfx.fit_varying_slopes(df.assign(treat=df.treat == 1), "y", "treat", ["regime"], **kw)
     b = hetfx.fit_varying_slopes(df, "y", "treat", ["regime"], **kw)
     np.testing.assert_allclose(a.group_effects()["estimate"], b.group_effects()["estimate"])
+
+
+def test_a_column_named_twice_is_refused_before_anything_else(df):
+    with pytest.raises(DesignError, match=r"modifiers name a column twice: \['regime', 'regime'\]"):
+        hetfx.fit(df, "y", "treat", ["regime", "regime"], effect="saturated", **FIT)
+    with pytest.raises(DesignError, match="factors name a column twice"):
+        hetfx.fit_varying_slopes(df, "y", "treat", ["regime", "regime"], **FIT)

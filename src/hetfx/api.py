@@ -592,7 +592,8 @@ def fit(
         Bernoulli group effects then average over a cell's rows with these weights, and
         :meth:`~hetfx.results.Results.ame` weights cells by their sums of weights.
     seed, chains, draws, tune, target_accept
-        Posterior layout and NUTS settings.
+        Posterior layout and NUTS settings: a non-negative integer seed, ``chains >= 1``
+        (with one chain R-hat is reported as unavailable), ``draws >= 4``, ``tune >= 1``.
     **engine_options
         Passed to the engine (e.g. ``n_grid`` or ``cores``).
 
@@ -605,10 +606,17 @@ def fit(
     ------
     KeyError
         A named column is missing.
+    TypeError
+        An argument of the wrong type (``chains=2.5``, ``seed="abc"``), or an engine option
+        the engine does not take (the message lists those it takes).
     ValueError
-        (:class:`DesignError`) the treatment does not vary within a cell (cells listed),
-        columns of X or Z are duplicated or collinear (named), a label is not numeric where
-        it must be, missing values with ``missing="raise"`` (counted by variable).
+        An argument out of range (``chains=0``, ``target_accept=1.5``), or
+        (:class:`DesignError`) data the model cannot use, checked before any engine runs
+        (:mod:`hetfx.validation` lists the cases): the treatment does not vary within a
+        cell or too few rows leave no residual degree of freedom (cells named by their
+        modifiers' values), a treatment coded 1/2, a modifier with one value, columns of X
+        or Z duplicated or collinear (named), a label that is not numeric where it must be,
+        missing values with ``missing="raise"`` (counted by variable).
 
     Examples
     --------
@@ -699,11 +707,13 @@ def fit_ols(
 ):
     """OLS comparator through the same front end: ``y ~ T * (effect) + controls``.
 
-    The cells, missing-value handling and checks are those of :func:`fit`; each cell's effect
-    is the OLS contrast (``hetfx.models.saturated_ols``). With the default saturated ``effect``
-    every cell has its own unpooled effect, also where some combinations of the modifiers never
-    occur (a restricted conjoint design): the cells then enter as one factor, which spans the
-    same columns as the full factorial where every combination occurs.
+    The cells, missing-value handling, controls (names or a formula) and checks are those of
+    :func:`fit`, which refuses what this refuses; it also needs a 0/1 treatment (no dose) and
+    an effect formula in the modifiers (not ``"1"``). Each cell's effect is the OLS contrast
+    (``hetfx.models.saturated_ols``). With the default saturated ``effect`` every cell has its
+    own unpooled effect, also where some combinations of the modifiers never occur (a
+    restricted conjoint design): the cells then enter as one factor, which spans the same
+    columns as the full factorial where every combination occurs.
 
     Returns
     -------
@@ -819,7 +829,8 @@ def fit_varying_slopes(
     missing : {"drop", "raise"}
         Rows with a missing value in a used column: dropped with a warning, or an error.
     seed, chains, draws, tune, target_accept
-        Posterior layout and NUTS settings.
+        Posterior layout and NUTS settings: a non-negative integer seed, ``chains >= 1``
+        (with one chain R-hat is reported as unavailable), ``draws >= 4``, ``tune >= 1``.
     **engine_options
         Passed to the engine (``lkj_eta``, ``qmc_m``, ``maxdepth``, ``cores``, ...).
 

@@ -27,8 +27,16 @@ message):
   must leave at least one residual degree of freedom;
 * a treatment that does not vary within a cell.
 
-:func:`hetfx.fit_ols` compares treated with control rows and so also needs a 0/1 treatment;
-:func:`hetfx.fit` (Gaussian family) accepts a numeric dose with more than two values.
+:func:`hetfx.fit_ols` compares treated with control rows and so also needs a 0/1 treatment
+(:func:`hetfx.fit`, Gaussian family, accepts a numeric dose with more than two values) and an
+effect formula in the modifiers (:func:`hetfx.fit` takes ``effect="1"``, one common mean).
+:func:`hetfx.fit` refuses a saturated effect (or main effects) where some combination of
+the modifiers never occurs, which :func:`hetfx.fit_ols` fits as one effect per observed cell.
+
+Columns must hold numbers, booleans or labels (strings, categoricals; not dates, not a mix
+of strings and numbers), with magnitudes between 1e-100 and 1e100. ``chains >= 1`` (one
+chain: R-hat is reported as unavailable), ``draws >= 4``, ``tune >= 1``, a non-negative
+integer ``seed``, ``target_accept`` and interval ``level`` in (0, 1).
 """
 
 from __future__ import annotations
@@ -180,6 +188,8 @@ def _name_list(name: str, v) -> list[str]:
     bad = [x for x in v if not isinstance(x, str)]
     if bad:
         raise TypeError(f"{name} must be column names (str), got {bad[:3]}")
+    if len(set(v)) != len(v):
+        raise DesignError(f"{name} name a column twice: {list(v)}")
     return list(v)
 
 
