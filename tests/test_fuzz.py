@@ -295,8 +295,8 @@ def raised_by_hetfx(e: BaseException) -> bool:
 def _outcome_of(call):
     """Run ``call``; return the result or the allowed exception. Anything else propagates."""
     t0 = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
         try:
             res = call()
         except ALLOWED as e:
@@ -306,6 +306,10 @@ def _outcome_of(call):
             OUTCOMES_SEEN[key] = OUTCOMES_SEEN.get(key, 0) + 1
             return e
         g = res.group_effects()
+    # the library's warnings are UserWarnings; numpy's RuntimeWarnings and pandas'
+    # deprecations are internal matters that must not reach the user
+    internal = [w for w in seen if not issubclass(w.category, UserWarning)]
+    assert not internal, [f"{w.category.__name__}: {w.message}" for w in internal]
     OUTCOMES_SEEN["result"] = OUTCOMES_SEEN.get("result", 0) + 1
     SECONDS.append(time.perf_counter() - t0)
     assert len(g) >= 1

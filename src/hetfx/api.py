@@ -201,6 +201,13 @@ def _names(arg, what: str) -> list[str]:
     return out
 
 
+def _without_unused_categories(df: pd.DataFrame) -> pd.DataFrame:
+    """Categorical columns without the levels no row holds (they would enter a design as
+    all-zero columns)."""
+    cats = [c for c in df.columns if isinstance(df[c].dtype, pd.CategoricalDtype)]
+    return df.assign(**{c: df[c].cat.remove_unused_categories() for c in cats}) if cats else df
+
+
 def _formula_vars(formula: str) -> list[str]:
     return sorted(Formula(formula).required_variables)
 
@@ -765,7 +772,8 @@ def fit_ols(
         full = np.prod([d.cells[m].nunique() for m in d.modifiers]) == len(d.cells)
         if not full:  # some combinations never occur: one effect per cell, by its label
             keys, piece = [label], label
-    df = data.loc[d.rows, list(dict.fromkeys([outcome, treatment, *d.modifiers, *cl]))].copy()
+    df = data.loc[d.rows, list(dict.fromkeys([outcome, treatment, *d.modifiers, *cl]))]
+    df = _without_unused_categories(df).copy()
     df[label] = np.asarray(d.cells.index)[d.codes]
     df[treatment] = d.treat
     df[outcome] = d.y  # as numbers (an object column of numbers would be read as labels)
@@ -888,6 +896,7 @@ def fit_varying_slopes(
     y = _numeric(outcome, df[outcome], "outcome")
     treat = _numeric(treatment, df[treatment], "treatment")
     df = df.assign(**{treatment: treat})  # as numbers: formulaic codes a boolean as a factor
+    df = _without_unused_categories(df)
     X, spec = _spec(rhs, df)
     bad_x = aliased_columns(X)
     if bad_x:
