@@ -279,3 +279,19 @@ def test_a_column_named_twice_is_refused_before_anything_else(df):
         hetfx.fit(df, "y", "treat", ["regime", "regime"], effect="saturated", **FIT)
     with pytest.raises(DesignError, match="factors name a column twice"):
         hetfx.fit_varying_slopes(df, "y", "treat", ["regime", "regime"], **FIT)
+
+
+def test_unused_category_of_a_modifier_leaves_no_trace(df):
+    cat = df.assign(regime=pd.Categorical(df.regime, ["democracy", "autocracy", "monarchy"]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # neither an aliased-column warning nor a deprecation
+        ols = hetfx.fit_ols(cat, "y", "treat", MOD).group_effects()
+        vs = hetfx.fit_varying_slopes(cat, "y", "treat", ["regime"], chains=2, draws=50, tune=50)
+    assert len(ols) == 4 and len(vs.group_effects()) == 2
+
+
+def test_numbers_too_large_for_double_precision_ask_for_a_rescaling(df):
+    msg = assert_both_raise(df.assign(y=df.y * 1e200), DesignError, "column 'y' holds numbers")
+    assert "rescale it" in msg
+    with pytest.raises(DesignError, match="rescale it"):
+        hetfx.fit_varying_slopes(df.assign(y=df.y * 1e200), "y", "treat", ["regime"], **FIT)

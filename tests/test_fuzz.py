@@ -6,7 +6,9 @@ values, tiny, single-row and empty cells, constant columns, duplicated column na
 indexes (repeated labels, a MultiIndex, strings); the arguments include odd values (``chains=2.5``,
 ``seed="abc"``, unknown engine options, unreadable formulas). The only allowed outcomes are a
 result whose group effects are finite, or one of the library's documented errors
-(:data:`ALLOWED`); warnings are allowed. Any other exception fails the test.
+(:data:`ALLOWED`, raised by hetfx itself, not passed through from numpy, pandas or formulaic).
+The library's warnings (UserWarnings) are allowed; any other warning (numpy's RuntimeWarning,
+a pandas deprecation) and any other exception fail the test.
 
 Hypothesis runs derandomized (the same examples on every run, no example database). The
 example counts (fit 400, fit_ols 300, fit_varying_slopes 150: about 60 s in all on one core)
@@ -31,6 +33,13 @@ What it found (each fixed, and now also a test in ``tests/test_errors.py``):
   naming the formula as a column; now accepted as in ``fit``.
 * ``fit_varying_slopes`` with a boolean treatment: formulaic's FactorEncodingError (the
   boolean coded as a factor, then the 0/1 contrast rows as numbers); now fitted as 0/1.
+* A column named twice in ``modifiers`` with ``effect="saturated"``: a pandas TypeError
+  from the checks themselves; now refused first ("modifiers name a column twice").
+* A categorical modifier with an unused category: ``fit_ols`` warned of two aliased columns
+  (the unused level's), ``fit_varying_slopes`` raised a pandas deprecation warning; the
+  unused levels are now dropped, as ``fit`` always did.
+* Outcomes of magnitude 1e200 (or 1e-200): nutpie failed to initialise; now a DesignError
+  asking for a rescaling.
 """
 
 from __future__ import annotations
