@@ -252,6 +252,10 @@ def test_pandas_string_columns_are_labels_as_object_columns_are(df):
     np.testing.assert_allclose(a["estimate"], b["estimate"])
     o = hetfx.fit_ols(s, "y", "treat", MOD).group_effects()["estimate"]
     np.testing.assert_allclose(o, hetfx.fit_ols(df, "y", "treat", MOD).group_effects()["estimate"])
+    kw = dict(effect="regime", chains=2, draws=50, tune=50)  # the effect's contrast rows
+    v = hetfx.fit_varying_slopes(s, "y", "treat", ["regime", "stakes"], **kw).group_effects()
+    w = hetfx.fit_varying_slopes(df, "y", "treat", ["regime", "stakes"], **kw).group_effects()
+    np.testing.assert_allclose(v["estimate"], w["estimate"])
 
 
 def test_datetime_and_mixed_type_labels_are_refused(df):

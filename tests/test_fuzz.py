@@ -23,8 +23,9 @@ What it found (each fixed, and now also a test in ``tests/test_errors.py``):
 * ``tune=0``: nutpie panicked (a Rust PanicException, not even an Exception); ``draws`` < 4:
   "no monitored posterior scalar has a finite R-hat". Now ``tune >= 1`` and ``draws >= 4``.
 * A modifier of pandas' ``string`` dtype (pandas 3's default for text): formulaic took it for
-  numbers ("could not convert string to float", "can't multiply sequence"); now a factor,
-  as an object column is.
+  numbers ("could not convert string to float", "can't multiply sequence"), in ``fit``'s
+  designs and in ``fit_varying_slopes``' effect contrasts; now a factor, as an object
+  column is.
 * A datetime modifier: numpy's UFuncTypeError inside formulaic; labels mixing types
   (``"a"`` and ``1``): unsortable levels. Now DesignErrors that say how to convert.
 * ``fit_ols`` with an outcome stored as an object column of numbers: statsmodels' "endog and

@@ -53,7 +53,7 @@ import numpy as np
 import pandas as pd
 from formulaic import Formula
 
-from hetfx.design import aliased_columns, design_spec
+from hetfx.design import aliased_columns, design_spec, labels_as_objects
 from hetfx.priors import Priors
 from hetfx.validation import (
     DesignError,
@@ -896,7 +896,7 @@ def fit_varying_slopes(
     y = _numeric(outcome, df[outcome], "outcome")
     treat = _numeric(treatment, df[treatment], "treatment")
     df = df.assign(**{treatment: treat})  # as numbers: formulaic codes a boolean as a factor
-    df = _without_unused_categories(df)
+    df = labels_as_objects(_without_unused_categories(df))
     X, spec = _spec(rhs, df)
     bad_x = aliased_columns(X)
     if bad_x:

@@ -281,9 +281,10 @@ def check_value_types(df: pd.DataFrame, columns: Sequence[str], labels: Sequence
                 f"to labels (data[{c!r}] = data[{c!r}].astype(str)) or to numbers"
             )
         if c in labels and s.dtype == object:
-            types = sorted({type(_plain(v)).__name__ for v in s.dropna()})
-            numeric = {"bool", "int", "float"}
-            if len(types) > 1 and not set(types) <= numeric:
+            if pd.api.types.infer_dtype(s, skipna=True) not in ("mixed", "mixed-integer"):
+                continue  # one type (or numbers of several: ints and floats)
+            types = sorted({t.__name__ for t in s.dropna().map(type).unique()})
+            if len(types) > 1:
                 raise DesignError(
                     f"column {c!r} mixes values of the types {types}; convert it to labels "
                     f"(data[{c!r}] = data[{c!r}].astype(str)) or to numbers"
