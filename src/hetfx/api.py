@@ -896,7 +896,7 @@ def fit_varying_slopes(
     y = _numeric(outcome, df[outcome], "outcome")
     treat = _numeric(treatment, df[treatment], "treatment")
     df = df.assign(**{treatment: treat})  # as numbers: formulaic codes a boolean as a factor
-    df = labels_as_objects(_without_unused_categories(df))
+    df = _without_unused_categories(df)
     X, spec = _spec(rhs, df)
     bad_x = aliased_columns(X)
     if bad_x:
@@ -921,7 +921,10 @@ def fit_varying_slopes(
         # to a row of the profile) cancel exactly
         rows = profiles[factors].merge(df.drop_duplicates(factors), on=factors, how="left")
         mm = [
-            np.asarray(spec.get_model_matrix(rows.assign(**{treatment: t})), dtype=float)
+            np.asarray(
+                spec.get_model_matrix(labels_as_objects(rows.assign(**{treatment: t}))),
+                dtype=float,
+            )
             for t in (1.0, 0.0)
         ]
         contrast = pd.DataFrame(mm[0] - mm[1], columns=X.columns)
