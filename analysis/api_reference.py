@@ -28,6 +28,7 @@ OUTPUT = ROOT / "docs" / "api.md"
 SECTIONS = [
     ("Fitting", "hetfx.api", ["fit", "fit_ols", "fit_varying_slopes"]),
     ("Priors", "hetfx.priors", ["Prior", "Priors"]),
+    ("Errors", "hetfx.validation", ["DesignError"]),
     ("Results", "hetfx.results", None),
     ("Plots", "hetfx.plots", None),
 ]

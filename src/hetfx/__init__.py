@@ -4,6 +4,8 @@ Fit the two-equation model to your own data frame with :func:`fit` (see :mod:`he
 set priors with :class:`Prior` / :class:`Priors`, and query the returned
 :class:`~hetfx.results.Results` (``group_effects``, ``ame``, ``contrast``, ``predict``,
 ``summary``, ``idata`` for ArviZ, plots). :func:`fit_ols` is the unpooled comparator.
+Inputs the model cannot use raise :class:`DesignError` (a ``ValueError``) with a message that
+names the column, cell or argument and how to fix it.
 
 The public names load on first use, so ``import hetfx.paper.data...`` stays light.
 """
@@ -16,11 +18,20 @@ _LAZY = {
     "fit": "hetfx.api",
     "fit_ols": "hetfx.api",
     "fit_varying_slopes": "hetfx.api",
+    "DesignError": "hetfx.validation",
     "Prior": "hetfx.priors",
     "Priors": "hetfx.priors",
 }
 
-__all__ = ["Prior", "Priors", "__version__", "fit", "fit_ols", "fit_varying_slopes"]
+__all__ = [
+    "DesignError",
+    "Prior",
+    "Priors",
+    "__version__",
+    "fit",
+    "fit_ols",
+    "fit_varying_slopes",
+]
 
 
 def __getattr__(name: str):

@@ -77,16 +77,27 @@ import numpy as np
 import pandas as pd
 from formulaic import Formula
 
-from hetfx.design import aliased_columns, design_spec
+from hetfx.design import aliased_columns, design_spec, labels_as_objects
 from hetfx.priors import FLAT_SD, Priors
+from hetfx.validation import (
+    DesignError,
+    check_fit,
+    check_fit_ols,
+    check_fit_varying_slopes,
+    is_formula,
+)
 
-__all__ = ["Design", "build_design", "fit", "fit_ols", "fit_varying_slopes", "FAMILIES"]
+__all__ = [
+    "Design",
+    "DesignError",
+    "build_design",
+    "fit",
+    "fit_ols",
+    "fit_varying_slopes",
+    "FAMILIES",
+]
 
 FAMILIES = ("gaussian", "bernoulli")
-
-
-class DesignError(ValueError):
-    """The data or the formulas cannot define the model (the message says what to change)."""
 
 
 @dataclasses.dataclass
@@ -214,6 +225,13 @@ def _names(arg, what: str) -> list[str]:
     if len(set(out)) != len(out):
         raise DesignError(f"{what} name a column twice: {out}")
     return out
+
+
+def _without_unused_categories(df: pd.DataFrame) -> pd.DataFrame:
+    """Categorical columns without the levels no row holds (they would enter a design as
+    all-zero columns)."""
+    cats = [c for c in df.columns if isinstance(df[c].dtype, pd.CategoricalDtype)]
+    return df.assign(**{c: df[c].cat.remove_unused_categories() for c in cats}) if cats else df
 
 
 def _formula_vars(formula: str) -> list[str]:
@@ -470,7 +488,7 @@ def build_design(
         for nm, arr in ((outcome, y), (treatment, treat)):
             if not np.all(np.isin(arr, (0.0, 1.0))):
                 raise DesignError(
-                    f"family='bernoulli' needs a 0/1 {nm!r}; it holds {sorted(np.unique(arr))[:6]}"
+                    f"family='bernoulli' needs a 0/1 {nm!r}; it holds {np.unique(arr)[:6].tolist()}"
                 )
 
     # ---------------------------------------------------------------------- cells
@@ -712,7 +730,8 @@ def fit(
         Bernoulli group effects then average over a cell's rows with these weights, and
         :meth:`~hetfx.results.Results.ame` weights cells by their sums of weights.
     seed, chains, draws, tune, target_accept
-        Posterior layout and NUTS settings.
+        Posterior layout and NUTS settings: a non-negative integer seed, ``chains >= 1``
+        (with one chain R-hat is reported as unavailable), ``draws >= 4``, ``tune >= 1``.
     **engine_options
         Passed to the engine (e.g. ``n_grid`` or ``cores``).
 
@@ -725,10 +744,17 @@ def fit(
     ------
     KeyError
         A named column is missing.
+    TypeError
+        An argument of the wrong type (``chains=2.5``, ``seed="abc"``), or an engine option
+        the engine does not take (the message lists those it takes).
     ValueError
-        (:class:`DesignError`) the treatment does not vary within a cell (cells listed),
-        columns of X or Z are duplicated or collinear (named), a label is not numeric where
-        it must be, missing values with ``missing="raise"`` (counted by variable).
+        An argument out of range (``chains=0``, ``target_accept=1.5``), or
+        (:class:`DesignError`) data the model cannot use, checked before any engine runs
+        (:mod:`hetfx.validation` lists the cases): the treatment does not vary within a
+        cell or too few rows leave no residual degree of freedom (cells named by their
+        modifiers' values), a treatment coded 1/2, a modifier with one value, columns of X
+        or Z duplicated or collinear (named), a label that is not numeric where it must be,
+        missing values with ``missing="raise"`` (counted by variable).
 
     Examples
     --------
@@ -752,6 +778,7 @@ def fit(
     ``docs/worked-examples.qmd`` fits a real survey experiment (with a binary outcome too,
     ``family="bernoulli"``) and a simulated conjoint.
     """
+    check_fit(locals())
     from hetfx.results import BernoulliResults
 
     if priors is not None and not isinstance(priors, Priors):
@@ -889,7 +916,7 @@ def fit_ols(
     outcome: str,
     treatment: str,
     modifiers: Sequence[str],
-    controls: Sequence[str] | None = None,
+    controls: Sequence[str] | str | None = None,
     *,
     effect: str | None = "saturated",
     group: str | None = None,
@@ -898,11 +925,13 @@ def fit_ols(
 ):
     """OLS comparator through the same front end: ``y ~ T * (effect) + controls``.
 
-    The cells, missing-value handling and checks are those of :func:`fit`; each cell's effect
-    is the OLS contrast (``hetfx.models.saturated_ols``). With the default saturated ``effect``
-    every cell has its own unpooled effect, also where some combinations of the modifiers never
-    occur (a restricted conjoint design): the cells then enter as one factor, which spans the
-    same columns as the full factorial where every combination occurs.
+    The cells, missing-value handling, controls (names or a formula) and checks are those of
+    :func:`fit`, which refuses what this refuses; it also needs a 0/1 treatment (no dose) and
+    an effect formula in the modifiers (not ``"1"``). Each cell's effect is the OLS contrast
+    (``hetfx.models.saturated_ols``). With the default saturated ``effect`` every cell has its
+    own unpooled effect, also where some combinations of the modifiers never occur (a
+    restricted conjoint design): the cells then enter as one factor, which spans the same
+    columns as the full factorial where every combination occurs.
 
     ``baselines="fixed"`` (the default) gives every cell its own baseline: the saturated
     design has them already (its terms without the treatment), and any other ``effect`` gets
@@ -929,10 +958,14 @@ def fit_ols(
     1   Ind     -0.11  -0.35   0.12
     2   Rep      0.55   0.34   0.76
     """
+    check_fit_ols(locals())
     from hetfx.models.saturated_ols import fit_saturated_ols
     from hetfx.results import OLSResults
 
-    cl = _names(controls, "controls")
+    data = data.reset_index(drop=True)  # rows by position: the index may repeat labels
+
+    formula = is_formula(controls)  # a right-hand side such as "age + C(educ)", as in fit
+    cl = _formula_vars(controls) if formula else _names(controls, "controls")
     label = "__cell__"
     saturated = effect == "saturated"
     with warnings.catch_warnings():  # no pooling in OLS: a saturated Z is its point
@@ -943,7 +976,7 @@ def fit_ols(
             outcome,
             treatment,
             modifiers,
-            cl,
+            controls if formula else cl,
             effect="1" if saturated else effect,  # saturated: Z and X are not used by OLS,
             main_effects=not saturated,  # and a factorial Z fails where cells are missing
             group=group,
@@ -957,17 +990,19 @@ def fit_ols(
             keys, piece = [label], label
     if baselines not in ("fixed", "additive"):
         raise DesignError(f"fit_ols takes baselines='fixed' or 'additive', got {baselines!r}")
-    df = data.loc[d.rows, [outcome, treatment, *d.modifiers, *cl]].copy()
+    df = data.loc[d.rows, list(dict.fromkeys([outcome, treatment, *d.modifiers, *cl]))]
+    df = _without_unused_categories(df).copy()
     df[label] = np.asarray(d.cells.index)[d.codes]
     df[treatment] = d.treat
-    ctrl = list(cl)
+    df[outcome] = d.y  # as numbers (an object column of numbers would be read as labels)
+    ctl = controls if formula else (cl or None)
     if baselines == "fixed" and not saturated:  # one baseline per cell, as a factor
-        ctrl.append(f"C({label})")
+        ctl = f"{ctl} + C({label})" if formula else [*(cl or []), f"C({label})"]
     d.baselines = "fixed" if saturated else baselines
     with warnings.catch_warnings():  # the cells' factor aliases the main effects: expected
-        if ctrl != cl:
+        if not saturated and baselines == "fixed":
             warnings.filterwarnings("ignore", message=rf".*aliased.*\['C\({label}\)")
-        f = fit_saturated_ols(df, outcome, treatment, piece, ctrl or None, group=label, keys=keys)
+        f = fit_saturated_ols(df, outcome, treatment, piece, ctl, group=label, keys=keys)
     return OLSResults(f, d)
 
 
@@ -1026,7 +1061,8 @@ def fit_varying_slopes(
     missing : {"drop", "raise"}
         Rows with a missing value in a used column: dropped with a warning, or an error.
     seed, chains, draws, tune, target_accept
-        Posterior layout and NUTS settings.
+        Posterior layout and NUTS settings: a non-negative integer seed, ``chains >= 1``
+        (with one chain R-hat is reported as unavailable), ``draws >= 4``, ``tune >= 1``.
     **engine_options
         Passed to the engine (``lkj_eta``, ``qmc_m``, ``maxdepth``, ``cores``, ...).
 
@@ -1037,6 +1073,7 @@ def fit_varying_slopes(
         levels joined by ``_``), the factors, ``keys`` and the effect's modifiers,
         ``n_obs``, ``estimate`` and quantiles.
     """
+    check_fit_varying_slopes(locals())
     from hetfx.design import design_spec as _spec
     from hetfx.models.varying_slopes import fit_varying_slopes as _engine
     from hetfx.results import VaryingSlopesResults
@@ -1082,6 +1119,8 @@ def fit_varying_slopes(
         df = df.loc[~bad]
     y = _numeric(outcome, df[outcome], "outcome")
     treat = _numeric(treatment, df[treatment], "treatment")
+    df = df.assign(**{treatment: treat})  # as numbers: formulaic codes a boolean as a factor
+    df = _without_unused_categories(df)
     X, spec = _spec(rhs, df)
     bad_x = aliased_columns(X)
     if bad_x:
@@ -1106,7 +1145,10 @@ def fit_varying_slopes(
         # to a row of the profile) cancel exactly
         rows = profiles[factors].merge(df.drop_duplicates(factors), on=factors, how="left")
         mm = [
-            np.asarray(spec.get_model_matrix(rows.assign(**{treatment: t})), dtype=float)
+            np.asarray(
+                spec.get_model_matrix(labels_as_objects(rows.assign(**{treatment: t}))),
+                dtype=float,
+            )
             for t in (1.0, 0.0)
         ]
         contrast = pd.DataFrame(mm[0] - mm[1], columns=X.columns)

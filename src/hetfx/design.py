@@ -29,7 +29,14 @@ import numpy as np
 import pandas as pd
 from formulaic import model_matrix
 
-__all__ = ["aliased_columns", "design", "design_spec", "groups", "r_name"]
+__all__ = [
+    "aliased_columns",
+    "design",
+    "design_spec",
+    "groups",
+    "labels_as_objects",
+    "r_name",
+]
 
 
 def r_name(term: str) -> str:
@@ -58,6 +65,15 @@ def r_name(term: str) -> str:
     return ":".join(parts)
 
 
+def labels_as_objects(data: pd.DataFrame) -> pd.DataFrame:
+    """pandas' ``string`` columns as object columns: formulaic codes an object column as a
+    factor but takes a ``string`` one for numbers."""
+    strings = [c for c in data.columns if isinstance(data[c].dtype, pd.StringDtype)]
+    if not strings:
+        return data
+    return data.assign(**{c: data[c].astype(object) for c in strings})
+
+
 def design_spec(formula: str, data: pd.DataFrame):
     """Model matrix and its formulaic spec (to rebuild the same coding on new rows).
 
@@ -66,7 +82,7 @@ def design_spec(formula: str, data: pd.DataFrame):
     (pandas.DataFrame, formulaic.ModelSpec)
         The matrix (float, R-style names, index of ``data``) and the spec.
     """
-    mm = model_matrix(formula, data)
+    mm = model_matrix(formula, labels_as_objects(data))
     names = [r_name(c) for c in mm.columns]
     return (
         pd.DataFrame(np.asarray(mm, dtype=float), columns=names, index=data.index),

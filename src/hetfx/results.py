@@ -48,6 +48,7 @@ from scipy.special import expit
 from hetfx.api import Design, DesignError
 from hetfx.inference import quantile_name
 from hetfx.priors import Priors
+from hetfx.validation import check_level
 
 if TYPE_CHECKING:  # imported where used: an OLS fit needs neither
     import arviz as az
@@ -100,8 +101,7 @@ def summarise(draws: np.ndarray, level: float = 0.95) -> pd.DataFrame:
     >>> s[["estimate", "lower", "upper"]].round(6).to_numpy().tolist()
     [[50.0, 5.0, 95.0]]
     """
-    if not 0 < level < 1:
-        raise ValueError(f"level must lie in (0, 1), got {level!r}")
+    check_level(level)
     d = np.asarray(draws, dtype=float)
     d = d.reshape(d.shape[0], -1)
     a = (1 - level) / 2
@@ -759,8 +759,7 @@ class GaussianResults(Results):
     def group_effects(self, level: float = 0.95) -> pd.DataFrame:
         if getattr(self.fit, "posterior", None) is None:
             return super().group_effects(level)
-        if not 0 < level < 1:
-            raise ValueError(f"level must lie in (0, 1), got {level!r}")
+        check_level(level)
         lo, hi = (1 - level) / 2, 1 - (1 - level) / 2
         # the engine's own list (median, the fixed quantiles, then the interval's ends unless
         # within 1e-12 of one of them): the root finder solves all of them at once, so the same
@@ -848,8 +847,7 @@ class BernoulliResults(Results):
 
         if scale not in ("probability", "logit"):
             raise ValueError("scale must be 'probability' or 'logit'")
-        if not 0 < level < 1:
-            raise ValueError(f"level must lie in (0, 1), got {level}")
+        check_level(level)
         var = "ame" if scale == "probability" else "lambda"
         x, w = exact["weighted"][var], exact["weighted"]["w"]
         tail = round((1 - level) / 2, 12)  # 0.95 gives exactly 0.025, the q025 column's
@@ -918,6 +916,8 @@ class OLSResults:
     def group_effects(self, level: float = 0.95) -> pd.DataFrame:
         """Per-group OLS effect with a t interval of probability ``level``."""
         from scipy import stats
+
+        check_level(level)
 
         g = self.fit.group_effects().set_index(self.fit.group).loc[self.design.cells.index]
         est, se = g["estimate"].to_numpy(), g["std_error"].to_numpy()
