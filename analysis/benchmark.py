@@ -20,6 +20,13 @@ seconds and the peak resident memory of the process that ran it (one fresh proce
 Full NUTS (nutpie, the same model and priors, 4 chains x 1000 draws after 1000 warm-up) runs on
 the (10,000, 256) setting only (``--no-nutpie`` skips it): on 4,096 groups and a million rows
 it would take many minutes (every gradient touches every row).
+
+``analysis/benchmark_bambi.py`` compares :func:`hetfx.fit` (its defaults: pooled cell
+baselines, scale-aware priors) with bambi, with priors matched to those hetfx records, and
+with nutpie on bambi's PyMC model: an M1-like and an M2-like Tomz-Weeks model and a 512-cell
+simulated model (speed ratio, agreement of the cells' effect medians against bambi's own
+seed-to-seed noise, the reference cell's error); its table is in
+``analysis/benchmark_bambi.md``.
 """
 
 from __future__ import annotations
