@@ -141,6 +141,19 @@ def simulate_cells(n: int = 20_000, G: int = 512, seed: int = 7) -> Row:
     )
 
 
+def cpu_seconds() -> float:
+    """CPU seconds of this process and its finished children (PyMC's sampling workers)."""
+    import resource
+
+    return sum(
+        r.ru_utime + r.ru_stime
+        for r in (
+            resource.getrusage(resource.RUSAGE_SELF),
+            resource.getrusage(resource.RUSAGE_CHILDREN),
+        )
+    )
+
+
 def fit_hetfx(row: Row, seed: int = 1):
     """Wall seconds and the :func:`hetfx.fit` result (default baselines and priors)."""
     start = time.perf_counter()
@@ -257,23 +270,34 @@ def run_row(row: Row, bambi_seeds: list[int], nutpie: bool) -> dict:
     """Time hetfx, bambi (each seed) and, optionally, bambi's model under nutpie."""
     fit_hetfx(row, seed=2)  # warm-up: first-call imports and caches
     load = os.getloadavg()[0]
+    cpu = cpu_seconds()
     times = [fit_hetfx(row)[0] for _ in range(2)]
     h_s, res = fit_hetfx(row)
+    h_cpu = (cpu_seconds() - cpu) / 3
     h_s = float(np.median([*times, h_s]))  # the median of three (the machine is shared)
     h = hetfx_effects(res, row)
     priors = bambi_priors(res.priors, row)
-    out = {"row": row.name, "cells": len(h), "n": len(row.data), "hetfx_s": h_s}
+    out = {
+        "row": row.name,
+        "cells": len(h),
+        "n": len(row.data),
+        "hetfx_s": h_s,
+        "hetfx_cpu_s": h_cpu,
+    }
     if nutpie:
         print(f"{row.name}: bambi model, nutpie ...", file=sys.stderr, flush=True)
+        cpu = cpu_seconds()
         n_s, idata = fit_bambi(row, priors, bambi_seeds[0], sampler="nutpie")
-        out["nutpie_s"] = n_s
+        out["nutpie_s"], out["nutpie_cpu_s"] = n_s, cpu_seconds() - cpu
         out["max_diff_hetfx_nutpie"] = max_diff(h, bambi_effects(idata, row))
         out["nutpie_rhat"], out["nutpie_div"] = diagnostics(idata)
     fits = []
     for seed in bambi_seeds:
         print(f"{row.name}: bambi seed {seed} ...", file=sys.stderr, flush=True)
+        cpu = cpu_seconds()
         b_s, idata = fit_bambi(row, priors, seed)
         fits.append((b_s, bambi_effects(idata, row), *diagnostics(idata)))
+        out.setdefault("bambi_cpu_s", cpu_seconds() - cpu)
     out["bambi_s"] = fits[0][0]
     if len(fits) > 1:
         out["bambi_s_2"] = fits[1][0]
