@@ -27,11 +27,14 @@ flat on the outcome equation's coefficients, N(0, 2.5 sd(y) / sd(T)) on the effe
 equation's, half-Student-t(3) on sigma, sigma_alpha (``1|cell``) and sigma_theta
 (``treat|cell``), the baselines and the effects' deviations independent (bambi's ``(1 + x |
 g)`` has no correlation either). Both samplers draw 4 chains x 1000 draws after 1000
-warm-up on 2 cores. Each row prints the wall seconds (hetfx: the fit call after a warm-up
-fit, so imports are excluded; bambi: model construction, compilation and sampling), the
-ratio, the largest absolute difference of the cells' effect medians between hetfx and the
-first bambi seed, and the same between two bambi seeds (bambi's own Monte Carlo noise); the
-``cells`` row adds the error of the reference (first) cell's effect against the truth.
+warm-up on 2 cores. Each row prints the wall and CPU seconds (hetfx: the median of three
+fit calls after a warm-up fit, so imports are excluded; bambi and nutpie: model
+construction, compilation and sampling, CPU of the sampling workers included), the ratio,
+the largest absolute difference of the cells' effect medians between hetfx and the first
+bambi seed, and the same between two bambi seeds (bambi's own Monte Carlo noise); the
+``cells`` row adds the error of the reference (first) cell's effect against the truth, its
+90% interval, and the largest change of any hetfx median when that cell is renamed to sort
+last. ``analysis/benchmark_bambi.md`` holds a measured table.
 """
 
 from __future__ import annotations
