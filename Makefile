@@ -37,6 +37,7 @@ verify: env
 benchmark: $(UV)
 	$(UV) sync --frozen --extra pipeline --group bench
 	PATH="$(VENV_BIN):$$PATH" python analysis/benchmark.py
+	PATH="$(VENV_BIN):$$PATH" python analysis/benchmark_bambi.py
 
 # rerun every stage (dvc repro --force) and print the wall seconds of each
 timing: env

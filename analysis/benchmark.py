@@ -6,7 +6,7 @@ Usage::
     python analysis/benchmark.py --fast-only  # the pipeline's engines only
     python analysis/benchmark.py --many-groups  # the quadrature engine on many groups
     python analysis/benchmark.py --many-cells   # hetfx.fit's default on one column of cells
-    python analysis/benchmark.py --bambi        # hetfx.fit's default against bambi
+    python analysis/benchmark_bambi.py          # hetfx.fit's default against bambi
 
 Prints one row per model and engine: compile and sampling seconds (the total includes data
 preparation and compilation), min bulk ESS, ESS per second, and how many times faster than
@@ -30,18 +30,17 @@ each cell treated; each cell's baseline shifted by N(0, .3), its effect N(.2, .1
 CPU seconds of the fit and of ``group_effects()`` and ``coefs()``, and the peak resident memory
 of the process (one fresh process per row, the data built before the clock starts).
 
-``--bambi`` (needs the ``bench`` group, as ``make benchmark`` installs it) fits two models by
-``hetfx.fit``'s defaults and by bambi with the same priors (read from the hetfx result: flat
-intercept and outcome-equation terms, the treatment terms' normal, half-Student-t(3) SDs of the
-varying intercepts and slopes and of sigma; 4 x 1000 draws after 1000 tuning steps): the
-Tomz-Weeks conditions (``force ~ controls + conditions + alliance * conditions + (1 + alliance
-| treat_group)``) and 512 cells of one string column (``y ~ treat + (1 + treat | cell)``,
-n = 20,000). Measured on the shared 2-core machine (load about 10): conditions 0.71 s against
-43.9 s (61 times faster), group medians within .0035; 512 cells 3.6 s against 169 s (48 times;
-bambi's own R-hat was above 1.01), medians within .0076. Measured
+Measured
 on the project's shared 2-core machine (load about 12, so wall times were inflated; CPU is the
 better guide): 4,096 cells 2.8 s CPU to fit, 4.1 s with the summaries, 1.3 GB peak; 65,536
 cells 47 s and 70 s, 8.3 GB (the 4,000 draws of alpha, theta and lambda take 2.1 GB each).
+
+``analysis/benchmark_bambi.py`` compares :func:`hetfx.fit` (its defaults: pooled cell
+baselines, scale-aware priors) with bambi, with priors matched to those hetfx records, and
+with nutpie on bambi's PyMC model: an M1-like and an M2-like Tomz-Weeks model and a 512-cell
+simulated model (speed ratio, agreement of the cells' effect medians against bambi's own
+seed-to-seed noise, the reference cell's error); its table is in
+``analysis/benchmark_bambi.md``.
 """
 
 from __future__ import annotations
@@ -112,8 +111,6 @@ def many_groups_child(n: int, G: int, seed: int = 1, engine: str = "quadrature")
     """One many-groups fit (run in a fresh process by :func:`many_groups`)."""
     import resource
 
-    import numpy as np
-
     from hetfx.models.lambda_model import fit_lambda_model
 
     rng = np.random.default_rng(seed)
@@ -167,8 +164,6 @@ MANY_CELLS = ((1_000_000, 4_096), (1_000_000, 65_536))
 def many_cells_child(n: int, G: int, seed: int = 1) -> dict:
     """One ``hetfx.fit`` of a million rows in ``G`` cells of one string column."""
     import resource
-
-    import numpy as np
 
     import hetfx
 
@@ -224,93 +219,6 @@ def many_cells() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _bambi_priors(res, common: list[str], slopes: list[str], group: str) -> dict:
-    """bambi priors matching a default ``hetfx.fit`` (its scale-aware priors, read from the
-    result): flat intercept and common terms, N(0, s) treatment terms, the two varying
-    terms' SDs and sigma half-Student-t(3)."""
-    import bambi as bmb
-
-    p = res.priors
-    treat = res.design.treatment
-
-    def half_t(prior):
-        return bmb.Prior("HalfStudentT", nu=prior.nu, sigma=prior.scale)
-
-    out = {"Intercept": bmb.Prior("Flat"), "sigma": half_t(p.sigma)}
-    out.update({c: bmb.Prior("Flat") for c in common})
-    out.update({c: bmb.Prior("Normal", mu=0, sigma=p.effect.scale) for c in slopes})
-    out[f"1|{group}"] = bmb.Prior("Normal", mu=0, sigma=half_t(p.sigma_alpha))
-    out[f"{treat}|{group}"] = bmb.Prior("Normal", mu=0, sigma=half_t(p.sigma_theta))
-    return out
-
-
-def _bambi_effects(model, idata, df: pd.DataFrame, treat: str, group: str) -> pd.Series:
-    """Posterior median of each group's effect from a bambi fit: the mean at treatment 1
-    minus the mean at 0, for one row of the group (controls and baseline cancel)."""
-    rows = df.drop_duplicates(group).sort_values(group).reset_index(drop=True)
-    mu = []
-    for t in (1, 0):
-        pred = model.predict(
-            idata, kind="response_params", data=rows.assign(**{treat: t}), inplace=False
-        )
-        name = [v for v in pred.posterior.data_vars if v.endswith("mean") or v == "mu"][0]
-        mu.append(pred.posterior[name].stack(s=("chain", "draw")).values)
-    return pd.Series(np.median(mu[0] - mu[1], axis=1), index=rows[group].astype(str))
-
-
-def bambi_child(which: str, seed: int = 1) -> dict:
-    """One model fitted by ``hetfx.fit`` (defaults) and by bambi with the same priors
-    (4 x 1000 draws after 1000 tuning steps, PyMC's NUTS on 2 cores), alternating."""
-    import warnings
-
-    with warnings.catch_warnings():  # arviz_plots (a bambi dependency) reads this module
-        warnings.simplefilter("ignore")
-        import matplotlib.style.core  # noqa: F401
-    import bambi as bmb
-
-    import hetfx
-    from hetfx.paper.studies import CONDITION_FACTORS, M1_CONTROLS, coding_frame
-
-    if which == "conditions":  # Tomz-Weeks: the 32 conditions, additive Z, pooled baselines
-        df = coding_frame(pd.read_parquet(ROOT / "data/clean/tomz_weeks.parquet"), "published")
-        y, t, group, mods, ctrl = "force", "alliance", "treat_group", CONDITION_FACTORS, M1_CONTROLS
-        kw = dict(modifiers=mods, controls=ctrl, group=group)
-    else:  # one string column of 512 cells, n = 20,000
-        rng = np.random.default_rng(seed)
-        G, n = 512, 20_000
-        g = rng.permutation(np.arange(n) % G)
-        df = pd.DataFrame({"cell": np.array([f"c{i:03d}" for i in range(G)])[g]})
-        df["treat"] = 0
-        df.loc[np.argsort(g, kind="stable"), "treat"] = np.arange(n) % 2
-        df["y"] = rng.normal(0, 0.3, G)[g] + rng.normal(0.2, 0.1, G)[g] * df.treat
-        df["y"] += rng.normal(size=n)
-        y, t, group, mods, ctrl = "y", "treat", "cell", ["cell"], []
-        kw = dict(modifiers=mods)
-    start = time.perf_counter()
-    res = hetfx.fit(df, y, t, seed=seed, **kw)
-    ours = res.group_effects().set_index(res.group_name)["estimate"]
-    hetfx_s = time.perf_counter() - start
-    main = [c for c in res.X.columns if c != "Intercept"]
-    slopes = [t] + [f"{t}:{m}" for m in mods if m != group]  # bambi's term names
-    main_terms = list(dict.fromkeys([*ctrl, *[m for m in mods if m != group]]))
-    rhs = " + ".join([*main_terms, t] + [f"{t}:{m}" for m in main_terms if m in mods])
-    formula = f"{y} ~ {rhs} + (1 + {t} | {group})"
-    start = time.perf_counter()
-    model = bmb.Model(formula, df, priors=_bambi_priors(res, main_terms, slopes, group))
-    idata = model.fit(draws=1000, tune=1000, chains=4, cores=2, random_seed=seed, progressbar=False)
-    bambi_s = time.perf_counter() - start
-    theirs = _bambi_effects(model, idata, df, t, group).loc[ours.index.astype(str)]
-    return {
-        "model": which,
-        "groups": len(ours),
-        "hetfx_s": hetfx_s,
-        "bambi_s": bambi_s,
-        "times_faster": bambi_s / hetfx_s,
-        "max_abs_median_diff": float(np.max(np.abs(ours.to_numpy() - theirs.to_numpy()))),
-        "main_effect_columns": len(main),
-    }
-
-
 def many_groups(nutpie: bool = True) -> pd.DataFrame:
     """Time :func:`many_groups_child` for every row of :data:`MANY_GROUPS` (quadrature) and,
     with ``nutpie``, for :data:`MANY_GROUPS_NUTPIE` with full NUTS."""
@@ -347,32 +255,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--child-many", nargs=2, type=int, help=argparse.SUPPRESS)
     parser.add_argument("--child-cells", nargs=2, type=int, help=argparse.SUPPRESS)
-    parser.add_argument(
-        "--bambi",
-        action="store_true",
-        help="hetfx.fit's default against bambi with the same priors (needs the bench group)",
-    )
-    parser.add_argument("--child-bambi", help=argparse.SUPPRESS)
     parser.add_argument("--engine", default="quadrature", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child_many:
         print(json.dumps(many_groups_child(*args.child_many, engine=args.engine)))
-        return 0
-    if args.child_bambi:
-        print(json.dumps(bambi_child(args.child_bambi)))
-        return 0
-    if args.bambi:
-        rows = []
-        for which in ("conditions", "cells"):
-            print(f"bambi: {which} ...", file=sys.stderr, flush=True)
-            out = subprocess.run(
-                [sys.executable, __file__, "--child-bambi", which],
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-        print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.3g}"))
         return 0
     if args.child_cells:
         print(json.dumps(many_cells_child(*args.child_cells)))
