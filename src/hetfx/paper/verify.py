@@ -43,6 +43,7 @@ __all__ = [
     "compare_csv",
     "compare_variables",
     "format_reports",
+    "format_number",
     "tolerance_for",
 ]
 
@@ -81,6 +82,33 @@ def tolerance_for(path: str, column: str, rules: Sequence[Rule] = TOLERANCES) ->
         if fnmatch(path, rule.path) and fnmatch(column, rule.column):
             return rule
     return Rule("*", "*", 0.0)
+
+
+def format_number(value: float, path: str, rules: Sequence[Rule] = TOLERANCES) -> str:
+    """``value`` as a CSV at ``path`` stores it: at the resolution of the file's tolerance.
+
+    With tolerance ``tol = 10**-k`` (:func:`tolerance_for` of the file, all columns), the
+    number is rounded to ``k`` decimals and printed with at most ``k + 1`` significant
+    digits, so one unit of its last digit is at most ``tol * max(1, |value|)``: a rebuild
+    whose numbers round the other way in the last digit stays within the tolerance, and
+    another CPU's last-bit differences (measured below ``1e-3 tol``) change no written
+    digit in the usual case. Negative zero is written as ``0``.
+
+    Parameters
+    ----------
+    value : float
+        The number (NaN is left to the caller).
+    path : str
+        The file's path relative to the project root (selects the tolerance).
+    rules : sequence of Rule
+        Tolerances (default :data:`TOLERANCES`); a file whose tolerance is not a positive
+        number is written at full precision (``repr``).
+    """
+    tol = tolerance_for(path, "*", rules).tol
+    if not tol or tol <= 0:
+        return repr(float(value))
+    k = max(0, round(-math.log10(tol)))
+    return f"{round(float(value), k) + 0.0:.{k + 1}g}"
 
 
 @dataclass(frozen=True)
@@ -147,7 +175,11 @@ def _classify(a: str, b: str, tol: float | None) -> tuple[str, float]:
     diff = abs(x - y)
     if diff == 0:
         return "identical", 0.0
-    return ("within" if diff <= tol * max(1.0, abs(x), abs(y)) else "different"), diff
+    # a few ulps of slack: the difference of two parsed decimals is itself rounded (2.789e-6
+    # - 2.788e-6 is 1.0000000000004e-9), and one unit of a number's last written digit
+    # (hetfx.paper.verify.format_number) may equal the tolerance exactly
+    slack = 4 * math.ulp(max(abs(x), abs(y)))
+    return ("within" if diff <= tol * max(1.0, abs(x), abs(y)) + slack else "different"), diff
 
 
 def _rows(text: str) -> list[list[str]]:
