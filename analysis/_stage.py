@@ -77,14 +77,14 @@ def write_csv(frame: pd.DataFrame, path: str | Path, digits: int | None = None) 
     precision of a CSV it writes.
 
     By default every float is written at the resolution of the file's ``make verify``
-    tolerance (:func:`hetfx.paper.verify.format_number`): 10 significant digits and 9
+    tolerance (:func:`hetfx.paper.precision.format_number`): 10 significant digits and 9
     decimals for the deterministic results (tolerance 1e-9), 7 and 6 for A1 and
     Bush-Prather (1e-6). Another CPU moves these numbers by less than a thousandth of that
     (measured under every emulation of tests/test_cross_cpu.py at once: 0 of 16,299 numbers
     changed, 0.08 expected), so a rebuild there rewrites no committed byte in the usual
     case. ``digits`` writes ``%.<digits>g`` instead (:data:`MONTE_CARLO_DIGITS`).
     """
-    from hetfx.paper.verify import format_number
+    from hetfx.paper.precision import format_number
 
     key = Path(path).as_posix()
     fmt = (lambda v: format_number(v, key)) if digits is None else f"%.{digits}g"
