@@ -182,7 +182,9 @@ def simulate_lambda(rng: np.random.Generator, G: int = 12, n: int = 600):
 
 
 def test_interval_coverage_on_data_drawn_from_the_prior():
-    """Truth drawn from the prior => posterior intervals are calibrated on average."""
+    """Truth drawn from the prior => posterior intervals are calibrated on average.
+    Deterministic (quadrature engine, fixed seeds): the same on any CPU
+    (tests/test_cross_cpu.py)."""
     rng = np.random.default_rng(2026)
     priors = dict(
         gamma_sd=0.5,

@@ -80,7 +80,8 @@ def test_exact_summaries_agree_with_the_library_engine_and_its_draws(design, ind
 
 def test_hierarchical_coverage_is_nominal():
     """90% and 95% intervals cover tau at the nominal rate over replicates: per condition
-    within 4 replicate-level Monte Carlo SEs, pooled within 3 points (both designs)."""
+    within 4 replicate-level Monte Carlo SEs, pooled within 3 points (both designs).
+    Deterministic (exact quadrature summaries, fixed seeds): the same on any CPU."""
     conds = [*S.conditions(1)[:3], S.conditions(2)[3]]  # 8, 16, 32 groups; strong imbalance
     frames = []
     for r in range(24):

@@ -153,15 +153,18 @@ def test_conditional_draws_are_exact(sizes):
     assert np.abs(corr - corr_true).max() < 0.03
 
 
-def test_collapsed_fit_runs_without_divergences():
-    """NUTS on the collapsed density: no divergence, R-hat below 1.01, bulk ESS above 400.
-    Measured over {NODIV_N} seeds and the combined CPU emulation of tests/test_cross_cpu.py
-    (NUTS draws differ on another CPU): no divergence, R-hat at most {NODIV_RHAT}, ESS at
-    least {NODIV_ESS}."""
+def test_collapsed_fit_runs_with_at_most_a_stray_divergence():
+    """NUTS on the collapsed density: at most two divergences, R-hat below 1.01, bulk ESS
+    above 400.
+
+    NUTS draws differ on another CPU, so the bounds are sized by measurement over 125 seeds
+    (1-125) and the combined CPU emulation of tests/test_cross_cpu.py: one divergence in 4
+    of 125 runs (3.2%: "no divergence" failed that often), never two (a Poisson rate of
+    0.032 puts three or more at 6e-6); R-hat at most 1.0053, bulk ESS at least 1234."""
     y, treat, X, factors = simulate((12,), n=300, seed=4)
     fit = fit_varying_slopes(y, treat, X, factors, contrast=None, seed=1, intercept_prior=("flat",))
     diag = fit.diagnostics().iloc[0]
-    assert diag["divergences"] == 0
+    assert diag["divergences"] <= 2
     assert diag["max_r_hat"] < 1.01
     assert diag["min_ess_bulk"] > 400
 
