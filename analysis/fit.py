@@ -72,10 +72,13 @@ def paper_layout(groups: pd.DataFrame) -> pd.DataFrame:
     return groups.rename(columns={"region_txt": "region"})
 
 
-def metrics(diagnostics: pd.DataFrame) -> dict:
+def metrics(diagnostics: pd.DataFrame, path: str = "") -> dict:
     """The numeric diagnostics of the fit (R-hat, ESS, divergences, ...) for `dvc metrics`:
     run times left out (they change on every run; `fit_one` has split them off already),
-    missing values too (JSON has no NaN)."""
+    missing values too (JSON has no NaN); each number at the precision of the CSVs in
+    ``path``'s folder (:func:`hetfx.paper.precision.format_number`), as in diagnostics.csv."""
+    from hetfx.paper.precision import format_number
+
     row = diagnostics.iloc[0].to_dict()
     out = {}
     for key, value in row.items():
@@ -83,6 +86,7 @@ def metrics(diagnostics: pd.DataFrame) -> dict:
             continue
         value = float(value)
         if not math.isnan(value):
+            value = float(format_number(value, path)) if path else value
             out[key] = int(value) if value.is_integer() else value
     return out
 
@@ -192,7 +196,8 @@ def fit_one(study: str, model: str, coding: str, data: pd.DataFrame, cfg, target
     write_csv(coefs, target / "coefs.csv")
     write_csv(diagnostics, target / "diagnostics.csv")
     (target / "diagnostics.json").write_text(
-        json.dumps(metrics(diagnostics), indent=2) + "\n", encoding="utf-8"
+        json.dumps(metrics(diagnostics, (target / "diagnostics.json").as_posix()), indent=2) + "\n",
+        encoding="utf-8",
     )
     if bayesian:
         archive(fit).to_netcdf(str(target / "posterior.nc"))
