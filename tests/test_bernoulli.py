@@ -409,16 +409,17 @@ def test_qmc_gate_fails_on_separated_data():
 def test_qmc_agrees_with_nutpie_on_the_published_logit(monkeypatch):
     """The robustness stage's published-specification logit (32 conditions, params.yaml
     settings): every group's AME median, 2.5% and 97.5% quantiles from the qmc engine lie
-    within 6 combined Monte Carlo SEs of NUTS's (qmc: delta method; NUTS: arviz's MCSE of
+    within 8 combined Monte Carlo SEs of NUTS's (qmc: delta method; NUTS: arviz's MCSE of
     the quantile).
 
     NUTS draws differ on another CPU, and 96 quantities are compared, so the bound is sized
-    by measurement: over {LOGIT_N} NUTS seeds (the test's and {LOGIT_SEEDS}) and the
-    combined CPU emulation of tests/test_cross_cpu.py, the largest |difference| was
-    {LOGIT_MAX} combined MCSEs ({LOGIT_RATIO} of the bound; {LOGIT_EMU} under the
-    emulation). The former bound, 4 MCSEs, failed on another CPU at 4.28 (with exact MCSEs
-    96 comparisons exceed 4 with probability 0.6%, 6 with probability 2e-7; NUTS's quantile
-    MCSEs are estimates, hence the room)."""
+    by measurement: over 9 NUTS seeds (1-9) and the test's seed (12) under the combined CPU
+    emulation of tests/test_cross_cpu.py, the largest |difference| per run was 2.8 to 4.7
+    combined MCSEs (at most 0.59 of the bound; {LOGIT_EMU} under the emulation). NUTS's
+    quantile MCSEs are optimistic here (exact ones would put the largest of 96 near 3.3),
+    and the former bound, 4 MCSEs, failed in 3 of these 9 runs and on another CPU (4.28).
+    A Gumbel law fitted to the 9 maxima puts a run above 6 MCSEs at 0.6%, above 8 at 1e-4.
+    """
     import yaml
 
     from conftest import RAW, ROOT, TW_FILE
@@ -443,7 +444,7 @@ def test_qmc_agrees_with_nutpie_on_the_published_logit(monkeypatch):
     gq, sq, gn = q.group_effects(), q.fit.mcse(), n.group_effects()
     for col, p in (("estimate", 0.5), ("q025", 0.025), ("q975", 0.975)):
         se_n = az.mcse(n.idata, var_names=["ame"], method="quantile", prob=p)["ame"].values
-        tol = 6 * np.sqrt(sq[col].to_numpy() ** 2 + se_n**2)
+        tol = 8 * np.sqrt(sq[col].to_numpy() ** 2 + se_n**2)
         diff = np.abs(gq[col].to_numpy() - gn[col].to_numpy())
         assert np.all(diff < tol), (col, diff.max(), (diff / tol).max())
 

@@ -126,6 +126,13 @@ def test_ols_matches_r(tw, model, ref):
 
 
 def test_a1_matches_brms(tw):
+    """A1 by the collapsed engine (NUTS on its 4 scale parameters) against brms.
+
+    NUTS draws differ on another CPU; measured over 44 seeds (1-3, 12-52) and the combined
+    CPU emulation of tests/test_cross_cpu.py: medians within .0084 of brms's (0.42 of the
+    tolerance), coefficient means within 0.25 of their tolerance, no divergence. The
+    divergence bound is 2, not 0: the same engine on simulated data had one stray divergence
+    in 3% of its runs (tests/test_varying_slopes.py), which 44 clean runs cannot rule out."""
     fit = studies.fit_tomz_weeks(tw, "a1", "published", A1_FIXTURE, SAMPLER)
     gaps = median_gaps(
         fit.group_effects().rename(columns={"region_txt": "region"}),
@@ -139,7 +146,7 @@ def test_a1_matches_brms(tw):
     m = ours.merge(fixef, on="variable")
     assert len(m) == len(fixef)
     assert ((m["mean"] - m["Estimate"]).abs() < np.maximum(0.02, 0.1 * m["Est.Error"])).all()
-    assert fit.diagnostics_record.divergences == 0
+    assert fit.diagnostics_record.divergences <= 2
 
 
 # ------------------------------------------------------------------ codings
