@@ -415,7 +415,7 @@ def test_qmc_agrees_with_nutpie_on_the_published_logit(monkeypatch):
     NUTS draws differ on another CPU, and 96 quantities are compared, so the bound is sized
     by measurement: over 9 NUTS seeds (1-9) and the test's seed (12) under the combined CPU
     emulation of tests/test_cross_cpu.py, the largest |difference| per run was 2.8 to 4.7
-    combined MCSEs (at most 0.59 of the bound; {LOGIT_EMU} under the emulation). NUTS's
+    combined MCSEs (at most 0.59 of the bound; 3.8, 0.48, under the emulation). NUTS's
     quantile MCSEs are optimistic here (exact ones would put the largest of 96 near 3.3),
     and the former bound, 4 MCSEs, failed in 3 of these 9 runs and on another CPU (4.28).
     A Gumbel law fitted to the 9 maxima puts a run above 6 MCSEs at 0.6%, above 8 at 1e-4.

@@ -115,7 +115,7 @@ def test_qmc_agrees_with_collapsed_nuts(sim_fits):
 
     NUTS draws differ on another CPU, so the bound is sized by measurement: over 11 NUTS
     seeds (the test's and 1-10) and the combined CPU emulation of tests/test_cross_cpu.py,
-    the largest |difference| was 0.56 of this bound ({EMU_VSQ} under the emulation; the
+    the largest |difference| was 0.56 of this bound (0.45 under the emulation; the
     former 4 MCSE bound on the medians was reached to 0.84 by one seed). 54 compared
     quantities: with exact MCSEs each exceeds 6 with probability 2e-9."""
     q, c = sim_fits
