@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,13 +17,22 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from hetfx.paper.params import Params, validate
+# arviz's once-a-day notice of its coming 1.0 refactor (a FutureWarning at import) is nothing a
+# reader of a stage log can act on; other FutureWarnings still show
+warnings.filterwarnings(
+    "ignore", message=r"\s*ArviZ is undergoing a major refactor", category=FutureWarning
+)
+
+from hetfx.paper.params import Params, validate  # noqa: E402
 
 if TYPE_CHECKING:
     import pandas as pd
 
 #: Where the stages write run times (``timings/<name>.csv``): git-ignored, no DVC output.
 TIMINGS = Path("timings")
+#: Significant digits of the Monte Carlo tables (simulation replicates, robustness refits):
+#: their last digits are far below their Monte Carlo error.
+MONTE_CARLO_DIGITS = 6
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
@@ -62,6 +72,25 @@ def run(stage: str, main: Callable[[], None], expected: tuple[type[BaseException
         sys.exit(1)
 
 
+def write_csv(frame: pd.DataFrame, path: str | Path, digits: int | None = None) -> None:
+    """Write ``frame`` (without its index) to ``path``: the one place where a stage sets the
+    precision of a CSV it writes.
+
+    By default every float is written at the resolution of the file's ``make verify``
+    tolerance (:func:`hetfx.paper.precision.format_number`): 10 significant digits and 9
+    decimals for the deterministic results (tolerance 1e-9), 7 and 6 for A1 and
+    Bush-Prather (1e-6). Another CPU moves these numbers by less than a thousandth of that
+    (measured under every emulation of tests/test_cross_cpu.py at once: 0 of 16,299 numbers
+    changed, 0.08 expected), so a rebuild there rewrites no committed byte in the usual
+    case. ``digits`` writes ``%.<digits>g`` instead (:data:`MONTE_CARLO_DIGITS`).
+    """
+    from hetfx.paper.precision import format_number
+
+    key = Path(path).as_posix()
+    fmt = (lambda v: format_number(v, key)) if digits is None else f"%.{digits}g"
+    frame.to_csv(path, index=False, float_format=fmt)
+
+
 def split_timings(frame: pd.DataFrame, name: str, key: str = "fit") -> pd.DataFrame:
     """Write the run-time columns (``*_seconds``) of ``frame`` to ``timings/<name>.csv``
     (with ``key``, when ``frame`` has it) and return ``frame`` without them: the part that is
@@ -69,5 +98,5 @@ def split_timings(frame: pd.DataFrame, name: str, key: str = "fit") -> pd.DataFr
     seconds = [c for c in frame.columns if str(c).endswith("_seconds")]
     path = TIMINGS / f"{name}.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
-    frame[[c for c in [key] if c in frame] + seconds].to_csv(path, index=False)
+    write_csv(frame[[c for c in [key] if c in frame] + seconds], path)
     return frame.drop(columns=seconds)

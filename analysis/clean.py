@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from _stage import load_params, log, run
+from _stage import load_params, log, run, write_csv
 from hetfx.paper.data import bush_prather, tomz_weeks
 from hetfx.paper.data.raw import RawDataError
 from hetfx.paper.data.summaries import StudyFactError
@@ -57,8 +57,8 @@ def main(study: str) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     data_path, summary_path, checks_path = outputs(study)
     result.data.to_parquet(data_path, index=False)
-    result.summary().to_csv(summary_path, index=False)
-    checks_table(result).to_csv(checks_path, index=False)
+    write_csv(result.summary(), summary_path)
+    write_csv(checks_table(result), checks_path)
 
 
 if __name__ == "__main__":

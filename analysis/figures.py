@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from _figures import save_figures
-from _stage import log, run
+from _stage import log, run, write_csv
 from hetfx.paper import figures, studies
 
 RESULTS = Path("results")
@@ -46,7 +46,7 @@ def main(coding: str) -> None:
     m2 = read("tomz_weeks", "m2", coding, "groups")
     cells = studies.demographic_cells(m2)
     cells_path = RESULTS / "tomz_weeks" / f"demographics_cells_{coding}.csv"
-    cells.to_csv(cells_path, index=False)
+    write_csv(cells, cells_path)
     log(stage, f"wrote {cells_path} ({len(cells)} cells)")
     plots = {
         "figure5": figures.figure5(m1, m1_ols),

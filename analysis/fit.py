@@ -9,8 +9,9 @@ Usage::
 Every model of a study and coding is fitted in one process (one interpreter start-up and one
 import of the libraries, not one per model). Each writes
 results/<study>/<model>_<coding>/{groups.csv, coefs.csv, diagnostics.csv}, the numeric
-diagnostics as DVC metrics (diagnostics.json) and, for Bayesian fits, posterior.nc (without
-arviz's creation time stamp). None of them holds a run time, so a rerun on the same machine
+diagnostics as DVC metrics (diagnostics.json) and, for Bayesian fits, posterior.nc: the draws
+and their pointwise log-likelihood (so ``az.loo(az.from_netcdf(path))`` works), without
+arviz's creation time stamp. None of them holds a run time, so a rerun on the same machine
 writes the same bytes (and dvc.lock records the same hashes): the fit's wall, compile and
 sampling seconds go to timings/<study>/<model>_<coding>.csv (git-ignored, no DVC output) and the
 stage log. A Bayesian fit that fails the diagnostic gate of params.yaml (models.gate) fails
@@ -31,13 +32,17 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from _stage import load_params, log, run, split_timings
+from _stage import load_params, log, run, split_timings, write_csv
 from hetfx.inference import SamplerDiagnosticsError, check_diagnostics, without_timestamps
 from hetfx.paper import studies
 from hetfx.paper.params import ParamsError
+
+if TYPE_CHECKING:
+    import arviz as az
 
 CLEAN = Path("data/clean")
 RESULTS = Path("results")
@@ -67,10 +72,13 @@ def paper_layout(groups: pd.DataFrame) -> pd.DataFrame:
     return groups.rename(columns={"region_txt": "region"})
 
 
-def metrics(diagnostics: pd.DataFrame) -> dict:
+def metrics(diagnostics: pd.DataFrame, path: str = "") -> dict:
     """The numeric diagnostics of the fit (R-hat, ESS, divergences, ...) for `dvc metrics`:
     run times left out (they change on every run; `fit_one` has split them off already),
-    missing values too (JSON has no NaN)."""
+    missing values too (JSON has no NaN); each number at the precision of the CSVs in
+    ``path``'s folder (:func:`hetfx.paper.precision.format_number`), as in diagnostics.csv."""
+    from hetfx.paper.precision import format_number
+
     row = diagnostics.iloc[0].to_dict()
     out = {}
     for key, value in row.items():
@@ -78,8 +86,21 @@ def metrics(diagnostics: pd.DataFrame) -> dict:
             continue
         value = float(value)
         if not math.isnan(value):
+            value = float(format_number(value, path)) if path else value
             out[key] = int(value) if value.is_integer() else value
     return out
+
+
+def archive(fit) -> az.InferenceData:
+    """What ``posterior.nc`` holds: the engine's draws and the pointwise log-likelihood
+    (``log_likelihood`` group, one value per draw and row, as float32: about a third of the
+    float64 file), without arviz's time stamps, so that ``az.loo(az.from_netcdf(path))``
+    works on the written file and a rerun writes the same bytes."""
+    import arviz as az
+
+    groups = {g: fit.draws[g] for g in fit.draws.groups()}
+    groups["log_likelihood"] = fit.idata["log_likelihood"].astype("float32")
+    return without_timestamps(az.InferenceData(**groups))
 
 
 def main(study: str, coding: str, models: list[str]) -> None:
@@ -106,6 +127,8 @@ def fit_one(study: str, model: str, coding: str, data: pd.DataFrame, cfg, target
     base = model.removesuffix(studies.MAIN_EFFECTS_SUFFIX)
     settings = getattr(cfg, base, None)
     settings = settings.model_dump() if settings is not None else {}
+    if study == "tomz_weeks":  # what the model is fitted with (main_effects of the variants)
+        settings = studies.model_settings(model, settings)
     log(stage, f"{len(data)} rows; settings {settings or '(OLS: none)'}")
     start = time.perf_counter()
     if study == "tomz_weeks":
@@ -169,14 +192,15 @@ def fit_one(study: str, model: str, coding: str, data: pd.DataFrame, cfg, target
     # run times to timings/ (not committed), the rest to the committed diagnostics.csv
     diagnostics = split_timings(diagnostics, f"{study}/{target.name}")
     target.mkdir(parents=True, exist_ok=True)
-    groups.to_csv(target / "groups.csv", index=False)
-    coefs.to_csv(target / "coefs.csv", index=False)
-    diagnostics.to_csv(target / "diagnostics.csv", index=False)
+    write_csv(groups, target / "groups.csv")
+    write_csv(coefs, target / "coefs.csv")
+    write_csv(diagnostics, target / "diagnostics.csv")
     (target / "diagnostics.json").write_text(
-        json.dumps(metrics(diagnostics), indent=2) + "\n", encoding="utf-8"
+        json.dumps(metrics(diagnostics, (target / "diagnostics.json").as_posix()), indent=2) + "\n",
+        encoding="utf-8",
     )
-    if bayesian:  # the draws only (Results.idata would add pointwise log-likelihoods)
-        without_timestamps(fit.draws).to_netcdf(str(target / "posterior.nc"))
+    if bayesian:
+        archive(fit).to_netcdf(str(target / "posterior.nc"))
     log(stage, f"wrote {target}/ ({len(groups)} groups, {len(coefs)} coefficients)")
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from _stage import load_params, log, run, split_timings
+from _stage import MONTE_CARLO_DIGITS, load_params, log, run, split_timings, write_csv
 from hetfx.inference import SamplerDiagnosticsError
 from hetfx.paper import figures, robustness, studies
 from hetfx.paper.params import ParamsError
@@ -54,7 +54,7 @@ def main() -> None:
     # run times to timings/robustness.csv (not committed): a rerun writes the same bytes
     res.diagnostics = split_timings(res.diagnostics, STAGE)
     for name, table in res.tables().items():
-        table.to_csv(OUT / f"{name}.csv", index=False, float_format="%.6g")
+        write_csv(table, OUT / f"{name}.csv", MONTE_CARLO_DIGITS)
     log(STAGE, f"wrote {len(res.tables())} tables to {OUT}/")
     width, height = figures.SIZES["figure_robustness"]
     figures.save(

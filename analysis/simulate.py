@@ -32,7 +32,7 @@ from pathlib import Path  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from _figures import save_figures  # noqa: E402
-from _stage import load_params, log, run  # noqa: E402
+from _stage import MONTE_CARLO_DIGITS, load_params, log, run, write_csv  # noqa: E402
 from hetfx.paper import figures  # noqa: E402
 from hetfx.paper import simulation as S  # noqa: E402
 from hetfx.paper.params import ParamsError  # noqa: E402
@@ -120,14 +120,14 @@ def write_design(estimates: pd.DataFrame, design: int) -> dict[str, pd.DataFrame
     bias = S.bias_by_group_size(e)
     drop = ["design", "condition", "n_groups" if design == 2 else "scenario"]
     e.to_parquet(folder / "estimates.parquet", index=False)
-    csv = {"index": False, "float_format": "%.6g"}
-    summary.drop(columns=drop).to_csv(folder / "summary.csv", **csv)
-    one.to_csv(folder / "one_replicate.csv", **csv)
-    bias.drop(columns=drop).to_csv(folder / "bias_by_size.csv", **csv)
+    digits = MONTE_CARLO_DIGITS
+    write_csv(summary.drop(columns=drop), folder / "summary.csv", digits)
+    write_csv(one, folder / "one_replicate.csv", digits)
+    write_csv(bias.drop(columns=drop), folder / "bias_by_size.csv", digits)
     write_json(folder / "metrics.json", metrics(summary, cond))
     if design == 1:  # the RMSE curves of Figure 1, one column per estimator, for dvc plots
         wide = summary.pivot(index=cond, columns="model", values="rmse_mean").reset_index()
-        wide.to_csv(folder / "rmse_by_groups.csv", **csv)
+        write_csv(wide, folder / "rmse_by_groups.csv", digits)
     return {"estimates": e, "summary": summary, "one": one}
 
 

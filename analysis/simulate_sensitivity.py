@@ -32,7 +32,7 @@ from pathlib import Path  # noqa: E402
 
 import pandas as pd  # noqa: E402
 
-from _stage import load_params, log, run  # noqa: E402
+from _stage import MONTE_CARLO_DIGITS, load_params, log, run, write_csv  # noqa: E402
 from hetfx.paper import simulation as S  # noqa: E402
 from hetfx.paper.params import ParamsError  # noqa: E402
 
@@ -139,7 +139,7 @@ def main() -> None:
     summary.insert(0, "dgp", summary.pop("dgp"))
     OUT.mkdir(parents=True, exist_ok=True)
     estimates.to_parquet(OUT / "estimates.parquet", index=False)
-    summary.to_csv(OUT / "summary.csv", index=False, float_format="%.6g")
+    write_csv(summary, OUT / "summary.csv", MONTE_CARLO_DIGITS)
     log(STAGE, "RMSE mean ± MCSE, coverage ± MCSE:\n" + report(summary))
     edge = summary["max_grid_edge_mass"].max()
     log(STAGE, f"largest quadrature grid edge mass of any fit: {edge:.1e}")

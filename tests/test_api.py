@@ -116,7 +116,9 @@ def _coverage(main_effects, reps):
 
 def test_recovery_and_90pct_coverage_with_baseline_shifts():
     """20 replicates x 24 cells: the 90% intervals of the group effects cover within 3
-    binomial SEs of 0.90 (SE sqrt(.09/480) = .014); gamma within 3 SEs (120 intervals)."""
+    binomial SEs of 0.90 (SE sqrt(.09/480) = .014); gamma within 3 SEs (120 intervals).
+    Deterministic (quadrature engine, fixed seeds): the same on any CPU
+    (tests/test_cross_cpu.py)."""
     cov, cov_gamma, k, rmse = _coverage(True, 20)
     se = np.sqrt(0.09 / k)
     assert abs(cov - 0.9) < 3 * se, (cov, se)
@@ -299,7 +301,8 @@ def test_group_effects_levels_and_quantiles(sim):
     np.testing.assert_allclose(g90["upper"], exact["q95"], atol=1e-9)
     np.testing.assert_allclose(g90["q975"], exact["q975"], atol=1e-9)
     np.testing.assert_allclose(g90["estimate"], exact["q50"], atol=1e-9)
-    # ... which the stored draws reproduce up to Monte Carlo error: 4 MCSE of a quantile
+    # ... which the stored draws reproduce up to Monte Carlo error: 4 MCSE of a quantile (the
+    # draws are resampled from the quadrature grid at a fixed seed: the same on any CPU)
     from scipy import stats
 
     sd, S = E.std(axis=0), len(E)
@@ -483,7 +486,11 @@ def test_plot_ppc_runs(sim):
 @pytest.mark.slow
 def test_nutpie_engine_through_the_front_end_agrees_with_quadrature():
     """Same model, both engines: group medians agree within 4 Monte Carlo SEs of their
-    difference (MCSE of a median ~ 1.25 sd / sqrt(ESS), with each fit's smallest bulk ESS)."""
+    difference (MCSE of a median ~ 1.25 sd / sqrt(ESS), with each fit's smallest bulk ESS).
+
+    NUTS draws differ on another CPU; measured over 11 NUTS seeds (the test's and 1-10) and
+    the combined CPU emulation of tests/test_cross_cpu.py: the largest |difference| was 1.48
+    MCSEs, 0.37 of the bound (1.16 MCSEs, 0.29, under the emulation)."""
     df, _ = simulate(9, n=600)
     df = df[df.region != "Europe"]
     kw = dict(draws=500, chains=2, seed=4)

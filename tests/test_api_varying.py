@@ -145,3 +145,32 @@ def test_missing_values_are_dropped_with_a_report_or_refused(sim):
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             hetfx.fit_varying_slopes(holes, "y", "treat", ["site"], ["age"], missing="raise", **QMC)
+
+
+def test_pointwise_log_likelihood_and_loo(sim):
+    """``idata`` adds the pointwise log-likelihood: at a draw it is the normal density of each
+    row given b, that row's site intercept and slope and sigma (by hand from the frame, two
+    factors), and ``arviz.loo`` runs on it."""
+    import arviz as az
+    from scipy import stats
+
+    res = hetfx.fit_varying_slopes(sim, "y", "treat", ["region", "site"], ["age"], **QMC)
+    post, ll = res.idata.posterior, res.idata.log_likelihood["y"]
+    assert ll.shape == (post.sizes["chain"], post.sizes["draw"], len(sim))
+    assert "log_likelihood" not in res.draws.groups()  # the draws stay cheap to keep
+    c, d = 0, 17
+    b = post["b"].values[c, d]
+    mu = b[0] + b[1] * sim["age"] + b[2] * sim["treat"]  # Intercept, age, treat
+    for f in ("region", "site"):
+        u = post[f"u_{f}"].sel(chain=c, draw=d).to_pandas()  # level x (intercept, slope)
+        mu = (
+            mu
+            + u.iloc[:, 0].loc[sim[f]].to_numpy()
+            + u.iloc[:, 1].loc[sim[f]].to_numpy() * sim["treat"].to_numpy()
+        )
+    assert list(post["b"].coords["control"].values) == ["Intercept", "age", "treat"]
+    hand = stats.norm.logpdf(sim["y"], mu, float(post["sigma"].values[c, d]))
+    np.testing.assert_allclose(ll.values[c, d], hand, rtol=1e-12)
+    np.testing.assert_array_equal(res.idata.observed_data["y"].values, sim["y"].to_numpy())
+    loo = az.loo(res.idata)
+    assert np.isfinite(loo.elpd_loo) and loo.pareto_k.values.max() < 0.7

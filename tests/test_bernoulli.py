@@ -131,7 +131,9 @@ def test_pointwise_loglik_and_loo(reps):
 
 def test_recovery_and_coverage(reps):
     """44 group AMEs (4 replicates x 11 cells): 90% intervals cover within 3 binomial SEs
-    of 0.90 (SE .045); likewise lambda on the logit scale; diagnostics pass."""
+    of 0.90 (SE .045); likewise lambda on the logit scale; diagnostics pass. The qmc engine
+    is a deterministic engine at fixed seeds: another CPU moves its summaries by less than 1e-8
+    (tests/test_cross_cpu.py), so the outcome does not depend on the CPU."""
     hits, hits_l, z = [], [], []
     for _, cells, res in reps:
         d = res.diagnostics().iloc[0]
@@ -301,7 +303,9 @@ def test_qmc_against_brute_force_integration():
     """Two groups: the qmc engine's AME means, medians and 95% bounds, sigma_theta's mean and
     beta's mean agree with a grid integration of the exact posterior: means within 4 MCSEs
     (plus 1e-3 for the grid), and the exact posterior CDF at the reported quantile +-(4
-    MCSEs + 1e-3) brackets the quantile's probability."""
+    MCSEs + 1e-3) brackets the quantile's probability. The qmc engine is a
+    deterministic engine at fixed seeds: another CPU moves its summaries by less than 1e-8
+    (tests/test_cross_cpu.py), so the outcome does not depend on the CPU."""
     from hetfx.models.bernoulli import fit_bernoulli_lambda
     from hetfx.models.gaussian import ScalePrior
 
@@ -331,7 +335,9 @@ def test_qmc_against_brute_force_integration():
 
 def test_qmc_mcse_matches_the_spread_over_scramble_seeds():
     """The delta-method MCSE is an honest (conservative) error bar: over four scramble
-    seeds the group medians spread by no more than about their reported MCSE."""
+    seeds the group medians spread by no more than about their reported MCSE. The qmc
+    engine is deterministic at fixed seeds: another CPU moves its summaries by less than
+    1e-8 (tests/test_cross_cpu.py), so the outcome does not depend on the CPU."""
     from hetfx.models.bernoulli import fit_bernoulli_lambda
 
     df, cells = simulate(10)
@@ -403,8 +409,17 @@ def test_qmc_gate_fails_on_separated_data():
 def test_qmc_agrees_with_nutpie_on_the_published_logit(monkeypatch):
     """The robustness stage's published-specification logit (32 conditions, params.yaml
     settings): every group's AME median, 2.5% and 97.5% quantiles from the qmc engine lie
-    within 4 combined Monte Carlo SEs of NUTS's (qmc: delta method; NUTS: arviz's MCSE of
-    the quantile). Measured: medians within .008, k-hat .48."""
+    within 8 combined Monte Carlo SEs of NUTS's (qmc: delta method; NUTS: arviz's MCSE of
+    the quantile).
+
+    NUTS draws differ on another CPU, and 96 quantities are compared, so the bound is sized
+    by measurement: over 9 NUTS seeds (1-9) and the test's seed (12) under the combined CPU
+    emulation of tests/test_cross_cpu.py, the largest |difference| per run was 2.8 to 4.7
+    combined MCSEs (at most 0.59 of the bound; 3.8, 0.48, under the emulation). NUTS's
+    quantile MCSEs are optimistic here (exact ones would put the largest of 96 near 3.3),
+    and the former bound, 4 MCSEs, failed in 3 of these 9 runs and on another CPU (4.28).
+    A Gumbel law fitted to the 9 maxima puts a run above 6 MCSEs at 0.6%, above 8 at 1e-4.
+    """
     import yaml
 
     from conftest import RAW, ROOT, TW_FILE
@@ -429,7 +444,7 @@ def test_qmc_agrees_with_nutpie_on_the_published_logit(monkeypatch):
     gq, sq, gn = q.group_effects(), q.fit.mcse(), n.group_effects()
     for col, p in (("estimate", 0.5), ("q025", 0.025), ("q975", 0.975)):
         se_n = az.mcse(n.idata, var_names=["ame"], method="quantile", prob=p)["ame"].values
-        tol = 4 * np.sqrt(sq[col].to_numpy() ** 2 + se_n**2)
+        tol = 8 * np.sqrt(sq[col].to_numpy() ** 2 + se_n**2)
         diff = np.abs(gq[col].to_numpy() - gn[col].to_numpy())
         assert np.all(diff < tol), (col, diff.max(), (diff / tol).max())
 

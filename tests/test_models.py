@@ -126,6 +126,13 @@ def test_ols_matches_r(tw, model, ref):
 
 
 def test_a1_matches_brms(tw):
+    """A1 by the collapsed engine (NUTS on its 4 scale parameters) against brms.
+
+    NUTS draws differ on another CPU; measured over 44 seeds (1-3, 12-52) and the combined
+    CPU emulation of tests/test_cross_cpu.py: medians within .0084 of brms's (0.42 of the
+    tolerance), coefficient means within 0.25 of their tolerance, no divergence. The
+    divergence bound is 2, not 0: the same engine on simulated data had one stray divergence
+    in 3% of its runs (tests/test_varying_slopes.py), which 44 clean runs cannot rule out."""
     fit = studies.fit_tomz_weeks(tw, "a1", "published", A1_FIXTURE, SAMPLER)
     gaps = median_gaps(
         fit.group_effects().rename(columns={"region_txt": "region"}),
@@ -139,7 +146,7 @@ def test_a1_matches_brms(tw):
     m = ours.merge(fixef, on="variable")
     assert len(m) == len(fixef)
     assert ((m["mean"] - m["Estimate"]).abs() < np.maximum(0.02, 0.1 * m["Est.Error"])).all()
-    assert fit.diagnostics_record.divergences == 0
+    assert fit.diagnostics_record.divergences <= 2
 
 
 # ------------------------------------------------------------------ codings
@@ -182,7 +189,9 @@ def simulate_lambda(rng: np.random.Generator, G: int = 12, n: int = 600):
 
 
 def test_interval_coverage_on_data_drawn_from_the_prior():
-    """Truth drawn from the prior => posterior intervals are calibrated on average."""
+    """Truth drawn from the prior => posterior intervals are calibrated on average.
+    Deterministic (quadrature engine, fixed seeds): the same on any CPU
+    (tests/test_cross_cpu.py)."""
     rng = np.random.default_rng(2026)
     priors = dict(
         gamma_sd=0.5,
@@ -215,6 +224,13 @@ def test_parameter_recovery_with_many_observations():
 
 @pytest.mark.slow
 def test_quadrature_and_nutpie_give_the_same_posterior(tw):
+    """M2 by exact quadrature and by NUTS: medians within .01, 97.5% bounds within .02,
+    NUTS's R-hat below 1.01.
+
+    NUTS draws differ on another CPU; measured over 5 NUTS seeds (the test's and 1-4) and
+    the combined CPU emulation of tests/test_cross_cpu.py: medians within .0035 (0.35 of the
+    bound, at most 3.0 of NUTS's own MCSEs), 97.5% bounds within .0085 (0.43), R-hat at most
+    1.0054 (under the emulation: .0022, .0062 and 1.0042)."""
     quad = studies.fit_tomz_weeks(tw, "m2", "published", M2, SAMPLER)
     nuts = studies.fit_tomz_weeks(tw, "m2", "published", {**M2, "engine": "nutpie"}, SAMPLER)
     a, b = quad.group_effects(), nuts.group_effects()
@@ -243,7 +259,9 @@ def test_gate_fails_on_chains_that_disagree():
 
 
 def test_gate_fails_on_a_starved_sampler(tw):
-    """A real NUTS run far too short to converge must not pass the gate."""
+    """A real NUTS run far too short to converge must not pass the gate: measured over 6
+    seeds and the combined CPU emulation, a bulk ESS of 3.7 to 4.0, 100 times below the
+    gate's 400."""
     pytest.importorskip("nutpie")
     fit = studies.fit_tomz_weeks(
         tw,

@@ -275,6 +275,7 @@ def test_resume_refits_only_missing_replicates(tmp_path):
 
 
 def test_ols_coverage_is_nominal():
+    """OLS on simulated replicates at fixed seeds: exact arithmetic, the same on any CPU."""
     res = S.run_simulation(20, designs=(1,), root_seed=21, estimators=OLS, progress=False)
     e = res.estimates.dropna(subset=["estimate"])  # cells without treated or control units
     cover95 = ((e["q025"] <= e["tau"]) & (e["tau"] <= e["q975"])).mean()

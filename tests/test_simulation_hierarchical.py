@@ -80,7 +80,8 @@ def test_exact_summaries_agree_with_the_library_engine_and_its_draws(design, ind
 
 def test_hierarchical_coverage_is_nominal():
     """90% and 95% intervals cover tau at the nominal rate over replicates: per condition
-    within 4 replicate-level Monte Carlo SEs, pooled within 3 points (both designs)."""
+    within 4 replicate-level Monte Carlo SEs, pooled within 3 points (both designs).
+    Deterministic (exact quadrature summaries, fixed seeds): the same on any CPU."""
     conds = [*S.conditions(1)[:3], S.conditions(2)[3]]  # 8, 16, 32 groups; strong imbalance
     frames = []
     for r in range(24):
@@ -191,13 +192,21 @@ def test_simulate_stage_small_profile(tmp_path):
 @pytest.mark.parametrize("design,index,replicate", [(1, 1, 0), (1, 3, 1), (2, 3, 0)])
 def test_fast_path_agrees_with_nuts(design, index, replicate):
     """Full NUTS (nutpie, 4 x 1000 draws) vs the exact quadrature summaries on the same data:
-    group medians and 95% interval ends within 0.1 posterior SD (NUTS' Monte Carlo error is
-    about 0.03 SD at its effective sample size)."""
+    group medians within 0.15 posterior SD (largest) and 0.06 (mean), 95% interval ends
+    within 0.35 and 0.10 (NUTS' Monte Carlo error is about 0.03 SD for a median and 0.07 SD
+    for a 2.5% quantile at its effective sample size, so 0.35 is 5 of the latter).
+
+    NUTS draws differ on another CPU, so the bounds are sized by measurement: with NUTS
+    seeds 1-8 in place of the data's and seed 1 under the combined CPU emulation of
+    tests/test_cross_cpu.py, the largest ratio to its bound over the three data sets was
+    0.71 for the interval ends under the former 0.25 (0.51 of 0.35; 0.43 under the
+    emulation), 0.39 for the medians and 0.51 for the means; a Gumbel law fitted to the 9
+    maxima puts a failure of the former bound at 6e-4, of this one at 1e-6."""
     cond, data, _, _ = _inputs(design, index, replicate=replicate)
     fast = S.hierarchical_estimator(data, cond)
     nuts = S.hierarchical_estimator(data, cond, chains=4, draws=1000, engine="nutpie")
     width = (nuts["q975"] - nuts["q025"]) / (2 * 1.96)  # posterior SD
-    tolerance = {"estimate": (0.15, 0.06), "q025": (0.25, 0.10), "q975": (0.25, 0.10)}
+    tolerance = {"estimate": (0.15, 0.06), "q025": (0.35, 0.10), "q975": (0.35, 0.10)}
     for col, (max_tol, mean_tol) in tolerance.items():
         dz = (fast[col] - nuts[col]).abs() / width
         print(f"{cond.label} r{replicate} {col}: |diff|/sd max {dz.max():.3f} mean {dz.mean():.3f}")

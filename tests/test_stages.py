@@ -212,6 +212,31 @@ def test_fit_stage_rerun_writes_the_same_bytes(cleaned):
     assert len(files_under(cleaned / "timings")) == len(models)
 
 
+def test_posterior_on_disk_supports_loo_and_the_log_prints_the_settings_used(cleaned):
+    """posterior.nc carries the pointwise log-likelihood (float32, one value per draw and
+    row): ``az.loo`` runs on the file loaded from disk, for a lambda model (quadrature) and a
+    varying-slopes model (qmc). The stage log prints the settings each model was fitted with
+    (``main_effects`` True for the variant) and no warning."""
+    import arviz as az
+    import numpy as np
+
+    done = stage(cleaned, "fit.py", "tomz_weeks", "corrected", "m2_main_effects", "a1")
+    assert done.returncode == 0, done.stderr
+    for model in ("m2_main_effects", "a1"):
+        idata = az.from_netcdf(
+            cleaned / "results" / "tomz_weeks" / f"{model}_corrected" / "posterior.nc"
+        )
+        (ll,) = idata.log_likelihood.data_vars.values()
+        post = idata.posterior
+        assert ll.dtype == np.float32
+        assert ll.shape == (post.sizes["chain"], post.sizes["draw"], 1200)
+        loo = az.loo(idata, pointwise=True)
+        assert np.isfinite(loo.elpd_loo) and (loo.pareto_k.values < 0.7).mean() > 0.99, model
+    settings = [line for line in done.stdout.splitlines() if "settings" in line]
+    assert len(settings) == 2 and "'main_effects': True" in settings[0], settings
+    assert "warning" not in (done.stdout + done.stderr).lower(), done.stderr
+
+
 def test_fit_stage_fails_the_gate_and_leaves_nothing(cleaned):
     _with_params(cleaned, models__gate__min_ess_bulk=1e9)
     done = stage(cleaned, "fit.py", "tomz_weeks", "published", "m2")

@@ -153,11 +153,18 @@ def test_conditional_draws_are_exact(sizes):
     assert np.abs(corr - corr_true).max() < 0.03
 
 
-def test_collapsed_fit_runs_without_divergences():
+def test_collapsed_fit_runs_with_at_most_a_stray_divergence():
+    """NUTS on the collapsed density: at most two divergences, R-hat below 1.01, bulk ESS
+    above 400.
+
+    NUTS draws differ on another CPU, so the bounds are sized by measurement over 125 seeds
+    (1-125) and the combined CPU emulation of tests/test_cross_cpu.py: one divergence in 4
+    of 125 runs (3.2%: "no divergence" failed that often), never two (a Poisson rate of
+    0.032 puts three or more at 6e-6); R-hat at most 1.0053, bulk ESS at least 1234."""
     y, treat, X, factors = simulate((12,), n=300, seed=4)
     fit = fit_varying_slopes(y, treat, X, factors, contrast=None, seed=1, intercept_prior=("flat",))
     diag = fit.diagnostics().iloc[0]
-    assert diag["divergences"] == 0
+    assert diag["divergences"] <= 2
     assert diag["max_r_hat"] < 1.01
     assert diag["min_ess_bulk"] > 400
 
@@ -165,7 +172,12 @@ def test_collapsed_fit_runs_without_divergences():
 @pytest.mark.slow
 def test_collapsed_agrees_with_full_nutpie_engine():
     """Posterior medians of the effects (and SDs) of both engines agree within Monte Carlo
-    error on simulated data with two crossed factors."""
+    error on simulated data with two crossed factors: 4 x 1.25 sd sqrt(2 / 400) (the MCSE of
+    a difference of medians at an ESS of 400 each; the fits' ESS is larger).
+
+    Both engines run NUTS, whose draws differ on another CPU; measured over 11 seeds (the
+    test's and 1-10) and the combined CPU emulation of tests/test_cross_cpu.py: the largest
+    |difference| was 0.26 of this bound (0.18 under the emulation), no divergence."""
     y, treat, X, factors = simulate((6, 3), n=240, seed=5, sd=(0.5, 0.5))
     profiles = factors.drop_duplicates().sort_values(list(factors.columns))
     contrast = pd.DataFrame({"treat": np.ones(len(profiles))})

@@ -108,8 +108,16 @@ def sim_fits():
 
 
 def test_qmc_agrees_with_collapsed_nuts(sim_fits):
-    """Medians and 95% bounds of the effects, coefficient means and scale medians agree
-    with the NUTS-based engine within its Monte Carlo error."""
+    """Medians and 95% bounds of the effects and coefficient means agree with the NUTS-based
+    engine within its Monte Carlo error: medians within 6 x 1.25 sd / sqrt(ESS) (ESS: the
+    smallest bulk ESS of the NUTS fit), the 95% bounds within twice that (a 2.5% quantile's
+    MCSE is about twice a median's), coefficient means within 4 MCSEs of either engine.
+
+    NUTS draws differ on another CPU, so the bound is sized by measurement: over 11 NUTS
+    seeds (the test's and 1-10) and the combined CPU emulation of tests/test_cross_cpu.py,
+    the largest |difference| was 0.56 of this bound (0.45 under the emulation; the
+    former 4 MCSE bound on the medians was reached to 0.84 by one seed). 54 compared
+    quantities: with exact MCSEs each exceeds 6 with probability 2e-9."""
     q, c = sim_fits
     d = q.diagnostics_record
     assert d.sampler == "qmc" and d.pareto_k < 0.7 and d.min_ess_bulk > 1000
@@ -117,10 +125,10 @@ def test_qmc_agrees_with_collapsed_nuts(sim_fits):
     gq, gc = q.group_effects(), c.group_effects()
     eff = c.idata.posterior["effect"].values.reshape(-1, len(gc))
     ess = c.diagnostics_record.min_ess_bulk
-    tol = 4 * 1.25 * eff.std(0) / np.sqrt(ess)
+    tol = 6 * 1.25 * eff.std(0) / np.sqrt(ess)
     for col in ["estimate", "q025", "q975"]:
-        gap = np.abs(gq[col] - gc[col])
-        assert np.all(gap < (2 if col != "estimate" else 1) * tol), (col, gap.max())
+        gap = np.abs(gq[col] - gc[col]) / ((2 if col != "estimate" else 1) * tol)
+        assert np.all(gap < 1), (col, gap.max())  # measured: at most 0.56
     cq, cc = q.coefs().set_index("term"), c.coefs().set_index("term")
     gap = (cq["mean"] - cc["mean"]).abs()
     assert np.all(gap < 4 * cc["sd"] / np.sqrt(ess) + 4 * cq["sd"] / np.sqrt(d.min_ess_bulk))
@@ -178,7 +186,9 @@ def test_qmc_a1_matches_brms():
 
 def test_qmc_monte_carlo_error_is_bounded_by_its_mcse(sim_fits):
     """Another scramble seed moves the group quantiles by less than 4 sqrt(2) MCSE (the
-    importance-sampling MCSE bounds the randomised-QMC error), and the MCSE is small."""
+    importance-sampling MCSE bounds the randomised-QMC error), and the MCSE is small. Both
+    fits are qmc, deterministic at fixed seeds: another CPU moves their summaries by less
+    than 1e-8 (tests/test_cross_cpu.py), so the outcome does not depend on the CPU."""
     y, treat, X, factors = simulate((6, 3), n=240, seed=5, sd=(0.5, 0.5))
     profiles = factors.drop_duplicates().sort_values(list(factors.columns))
     contrast = pd.DataFrame({"treat": np.ones(len(profiles))})

@@ -181,3 +181,43 @@ def test_worst_cells_put_real_differences_first():
     worst = report.worst(2)
     assert [c.status for c in worst] == ["different", "within"]
     assert math.isclose(worst[0].abs_diff, 0.1)
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "text"),
+    [
+        (FIT, 0.123456789012345, "0.123456789"),  # 9 decimals below 1 (tolerance 1e-9)
+        (FIT, 7740.123456789012, "7740.123457"),  # 10 significant digits above
+        (FIT, -1e-13, "0"),  # below the resolution: no "-0" on another CPU
+        (FIT, 3.0, "3"),
+        (A1, 0.123456789012345, "0.123457"),  # tolerance 1e-6: 6 decimals, 7 digits
+        (A1, 1.2345678901e5, "123456.8"),
+        ("timings/fit.csv", 0.1 + 0.2, "0.30000000000000004"),  # no tolerance: in full
+    ],
+)
+def test_numbers_are_written_at_the_resolution_of_their_tolerance(path, value, text):
+    assert V.format_number(value, path) == text
+
+
+def test_written_numbers_verify_against_full_precision_and_last_digit_flips():
+    """A number written by format_number is within its file's tolerance of the full value
+    (the committed files before rounding) and of the neighbour one unit away in the last
+    written digit (another CPU's rounding the other way); last-bit changes leave the text."""
+    import random
+    from decimal import Decimal
+
+    rnd = random.Random(0)
+    for path in (FIT, A1, CLEAN):
+        tol = V.tolerance_for(path, "*").tol
+        same = 0
+        for _ in range(400):
+            x = rnd.choice([-1, 1]) * 10 ** rnd.uniform(-6, 5)
+            text = V.format_number(x, path)
+            assert V._classify(repr(x), text, tol)[0] in ("identical", "within"), (x, text)
+            # one unit of the last digit the file's precision writes (%g drops trailing zeros)
+            k = round(-math.log10(tol))
+            unit = Decimal(1).scaleb(max(math.floor(math.log10(abs(x))), 0) - k)
+            bumped = V.format_number(float(Decimal(text) + unit), path)
+            assert V._classify(text, bumped, tol)[0] != "different", (text, bumped)
+            same += V.format_number(x * (1 + 1e-13), path) == text
+        assert same >= 398, same  # a flip needs a number within 1e-13 of a rounding edge

@@ -962,6 +962,7 @@ class VaryingSlopesResults:
         self.priors = priors
         self.engine = engine
         self.factors = list(factors)
+        self._idata = None
         _run_gate(fit, engine)
 
     @property
@@ -992,7 +993,27 @@ class VaryingSlopesResults:
         """Posterior draws (``b``, ``sigma``, ``sd``, ``cor``, varying effects, ``effect``)."""
         return self.fit.idata
 
-    idata = draws
+    @property
+    def idata(self) -> az.InferenceData:
+        """:attr:`draws` with ``log_likelihood`` and ``observed_data`` groups (variable ``y``,
+        dimension ``obs``), so that ``arviz.loo`` works; built on first access (memory: one
+        draws x rows array)."""
+        if self._idata is None:
+            import arviz as az
+            import xarray as xr
+
+            post = self.fit.idata.posterior
+            n = len(self.fit.data.y)
+            obs = {"obs": np.arange(n)}
+            ll = varying_slopes_loglik(post, self.fit.data)
+            coords = {"chain": post["chain"].values, "draw": post["draw"].values, **obs}
+            groups = {g: self.fit.idata[g] for g in self.fit.idata.groups()}
+            groups["log_likelihood"] = xr.Dataset(
+                {"y": (("chain", "draw", "obs"), ll)}, coords=coords
+            )
+            groups["observed_data"] = xr.Dataset({"y": (("obs",), self.fit.data.y)}, coords=obs)
+            self._idata = az.InferenceData(**groups)
+        return self._idata
 
     def __repr__(self) -> str:
         n = len(self.fit.data.y)
@@ -1000,3 +1021,33 @@ class VaryingSlopesResults:
             f"<VaryingSlopesResults: {len(self.fit.data.profiles)} profiles of "
             f"{self.factors}, {n} rows, engine {self.engine}>"
         )
+
+
+def varying_slopes_loglik(posterior: xr.Dataset, data) -> np.ndarray:
+    """Pointwise Gaussian log-likelihood (chain x draw x row) of a varying-slopes posterior.
+
+    Parameters
+    ----------
+    posterior : xarray.Dataset
+        Draws of ``b`` (``control``), ``sigma`` and ``u_<factor>`` (level x (intercept,
+        slope)) per grouping factor, as :func:`hetfx.models.varying_slopes.fit_varying_slopes`
+        returns them.
+    data : hetfx.models.varying_slopes.VaryingSlopesData
+        The rows the model was fitted to (``y``, ``treat``, ``X``, level ``codes``).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``log N(y_i | X_i b + sum_k (u0_k[g] + u1_k[g] T_i), sigma)`` per draw and row.
+    """
+    from scipy import stats
+
+    C, D = posterior.sizes["chain"], posterior.sizes["draw"]
+    b = posterior["b"].transpose("chain", "draw", "control").values.reshape(C * D, -1)
+    mu = b @ data.X.to_numpy(dtype=float).T
+    treat = np.asarray(data.treat, dtype=float)
+    for f, codes in data.codes.items():
+        u = posterior[f"u_{f}"].transpose("chain", "draw", ...).values.reshape(C * D, -1, 2)
+        mu += u[:, codes, 0] + u[:, codes, 1] * treat
+    sigma = posterior["sigma"].values.reshape(C * D, 1)
+    return stats.norm.logpdf(np.asarray(data.y, dtype=float), mu, sigma).reshape(C, D, -1)

@@ -55,6 +55,7 @@ __all__ = [
     "fit_tomz_weeks",
     "fit_bush_prather",
     "lambda_priors",
+    "model_settings",
     "demographic_cells",
 ]
 
@@ -118,6 +119,16 @@ def bush_prather_frame(bp: pd.DataFrame, coding: str) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------------- Tomz-Weeks fits
+def model_settings(model: str, settings: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The settings a Tomz-Weeks model is fitted with: its base model's section of
+    ``params.yaml`` (``settings``), with ``main_effects`` True for the ``<model>_main_effects``
+    variants (what :func:`fit_tomz_weeks` uses, and what a stage log should print)."""
+    out = dict(settings or {})
+    if model.endswith(MAIN_EFFECTS_SUFFIX):
+        out["main_effects"] = True
+    return out
+
+
 def fit_tomz_weeks(
     tw: pd.DataFrame,
     model: str,
@@ -150,11 +161,9 @@ def fit_tomz_weeks(
     if model not in TW_MODELS:
         raise ValueError(f"model must be one of {TW_MODELS}, got {model!r}")
     df = coding_frame(tw, coding)
-    settings = dict(settings or {})
+    settings = model_settings(model, settings)
     sampler = sampler or Sampler()
-    if model.endswith(MAIN_EFFECTS_SUFFIX):
-        model = model.removesuffix(MAIN_EFFECTS_SUFFIX)
-        settings["main_effects"] = True
+    model = model.removesuffix(MAIN_EFFECTS_SUFFIX)
     if model == "m1":
         return _fit_m1(df, settings, sampler)
     if model == "m2":
