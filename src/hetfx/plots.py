@@ -192,7 +192,8 @@ def plot_coefs(
     >>> df = pd.DataFrame({"party": rng.choice(["Dem", "Ind", "Rep"], 600),
     ...                    "treat": rng.integers(0, 2, 600)})
     >>> df["y"] = np.where(df.party == "Rep", 0.8, 0.0) * df.treat + rng.normal(0, 1, 600)
-    >>> res = hetfx.fit(df, "y", "treat", ["party"], effect="1", chains=2, draws=200, seed=1)
+    >>> res = hetfx.fit(df, "y", "treat", ["party"], effect="1", baselines="additive",
+    ...                 chains=2, draws=200, seed=1)
     >>> p = plot_coefs(res, equation="control", labels={"partyRep": "Republican"})
     >>> p.data["label"].tolist()
     ['Intercept', 'partyInd', 'Republican']
@@ -241,9 +242,9 @@ def plot_shrinkage(
     >>> p = plot_shrinkage(res, ols, xlab="OLS", ylab="Hierarchical")
     >>> p.data[["cell", "estimate_o", "estimate_h"]].round(2)
       cell  estimate_o  estimate_h
-    0  Dem       -0.04       -0.03
+    0  Dem       -0.04       -0.07
     1  Ind       -0.11       -0.09
-    2  Rep        0.55        0.51
+    2  Rep        0.55        0.55
     """
     h = res.group_effects()[[res.group_name, "estimate"]]
     o = ols.group_effects() if hasattr(ols, "group_effects") else ols
