@@ -173,22 +173,7 @@ def fit_one(study: str, model: str, coding: str, data: pd.DataFrame, cfg, target
     else:
         aliased = coefs.loc[coefs["aliased"], "term"].tolist()
         log(stage, f"OLS in {wall:.3f} s; aliased columns: {aliased or 'none'}")
-        diagnostics = pd.DataFrame(
-            [
-                {
-                    "sampler": "ols",
-                    "chains": 0,
-                    "draws": 0,
-                    "max_r_hat": float("nan"),
-                    "min_ess_bulk": float("nan"),
-                    "min_ess_tail": float("nan"),
-                    "divergences": 0,
-                    "wall_seconds": wall,
-                    "n_aliased": len(aliased),
-                    "aliased": ";".join(aliased),
-                }
-            ]
-        )
+        diagnostics = fit.diagnostics()
     # run times to timings/ (not committed), the rest to the committed diagnostics.csv
     diagnostics = split_timings(diagnostics, f"{study}/{target.name}")
     target.mkdir(parents=True, exist_ok=True)

@@ -21,12 +21,29 @@ _LAZY = {
     "DesignError": "hetfx.validation",
     "Prior": "hetfx.priors",
     "Priors": "hetfx.priors",
+    **dict.fromkeys(
+        [
+            "BaseResults",
+            "Results",
+            "GaussianResults",
+            "BernoulliResults",
+            "OLSResults",
+            "VaryingSlopesResults",
+        ],
+        "hetfx.results",
+    ),
 }
 
 __all__ = [
+    "BaseResults",
+    "BernoulliResults",
     "DesignError",
+    "GaussianResults",
+    "OLSResults",
     "Prior",
     "Priors",
+    "Results",
+    "VaryingSlopesResults",
     "__version__",
     "fit",
     "fit_ols",

@@ -69,6 +69,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import time
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -959,6 +960,7 @@ def fit_ols(
     2   Rep      0.55   0.34   0.76
     """
     check_fit_ols(locals())
+    start = time.perf_counter()
     from hetfx.models.saturated_ols import fit_saturated_ols
     from hetfx.results import OLSResults
 
@@ -1003,7 +1005,7 @@ def fit_ols(
         if not saturated and baselines == "fixed":
             warnings.filterwarnings("ignore", message=rf".*aliased.*\['C\({label}\)")
         f = fit_saturated_ols(df, outcome, treatment, piece, ctl, group=label, keys=keys)
-    return OLSResults(f, d)
+    return OLSResults(f, d, wall_seconds=time.perf_counter() - start)
 
 
 # ------------------------------------------------------------------ varying slopes

@@ -37,6 +37,7 @@ True
 
 from __future__ import annotations
 
+import abc
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
@@ -55,6 +56,7 @@ if TYPE_CHECKING:  # imported where used: an OLS fit needs neither
     import xarray as xr
 
 __all__ = [
+    "BaseResults",
     "Results",
     "GaussianResults",
     "BernoulliResults",
@@ -213,7 +215,36 @@ class Summary:
     __str__ = __repr__
 
 
-class Results:
+class BaseResults(abc.ABC):
+    """Interface of every result of :mod:`hetfx` (:func:`hetfx.fit`, :func:`hetfx.fit_ols`,
+    :func:`hetfx.fit_varying_slopes`).
+
+    Every result answers :meth:`group_effects` (with an interval of probability ``level`` in
+    ``lower``/``upper``), :meth:`coefs`, :meth:`summary` and :meth:`diagnostics`; a Bayesian
+    result also has ``idata`` (an ``arviz.InferenceData`` with a ``log_likelihood`` group).
+    """
+
+    #: Likelihood (``gaussian``, ``bernoulli``) or ``ols``.
+    family: str
+
+    @abc.abstractmethod
+    def group_effects(self, level: float = 0.95) -> pd.DataFrame:
+        """One row per group: keys, ``n_obs``, ``estimate``, ``lower``, ``upper``, quantiles."""
+
+    @abc.abstractmethod
+    def coefs(self) -> pd.DataFrame:
+        """Coefficients, one row per term (``equation``, ``term``, ...)."""
+
+    @abc.abstractmethod
+    def summary(self, level: float = 0.95) -> Summary:
+        """Printable summary (``print(res.summary())``)."""
+
+    @abc.abstractmethod
+    def diagnostics(self) -> pd.DataFrame:
+        """One-row frame describing how the fit went (engine, draws, R-hat or its stand-in)."""
+
+
+class Results(BaseResults):
     """Base class of every Bayesian fit made by :func:`hetfx.fit`.
 
     Attributes
@@ -894,7 +925,7 @@ class BernoulliResults(Results):
         return out
 
 
-class OLSResults:
+class OLSResults(BaseResults):
     """OLS comparator fitted through the same front end (:func:`hetfx.fit_ols`).
 
     ``group_effects(level)`` has the columns of :meth:`Results.group_effects` (estimate,
@@ -904,9 +935,10 @@ class OLSResults:
 
     family = "ols"
 
-    def __init__(self, fit, design: Design) -> None:
+    def __init__(self, fit, design: Design, wall_seconds: float = float("nan")) -> None:
         self.fit = fit
         self.design = design
+        self.wall_seconds = wall_seconds
 
     @property
     def group_name(self) -> str:
@@ -938,6 +970,42 @@ class OLSResults:
         """OLS coefficients (``hetfx.models.saturated_ols`` layout)."""
         return self.fit.coefs()
 
+    def diagnostics(self) -> pd.DataFrame:
+        """One-row frame in the layout of the Bayesian fits' (``sampler`` is ``ols``, no
+        draws, R-hat and ESS missing), with the run time of :func:`hetfx.fit_ols` and the
+        aliased columns (``n_aliased``, ``aliased`` joined by ``;``)."""
+        c = self.coefs()
+        aliased = c.loc[c["aliased"], "term"].tolist()
+        row = {
+            "sampler": "ols",
+            "chains": 0,
+            "draws": 0,
+            "max_r_hat": float("nan"),
+            "min_ess_bulk": float("nan"),
+            "min_ess_tail": float("nan"),
+            "divergences": 0,
+            "wall_seconds": self.wall_seconds,
+            "n_aliased": len(aliased),
+            "aliased": ";".join(aliased),
+        }
+        return pd.DataFrame([row])
+
+    def summary(self, level: float = 0.95) -> Summary:
+        """Printable summary: model, coefficients (aliased ones left out), group effects."""
+        d = self.design
+        aliased = self.diagnostics().at[0, "aliased"]
+        header = [
+            f"hetfx OLS fit: baselines={d.baselines}",
+            f"outcome {d.outcome!r}, treatment {d.treatment!r}; {len(d.y)} rows "
+            f"({d.n_dropped} dropped), {len(d.cells)} groups",
+            f"effect equation: {d.effect_formula}",
+            f"aliased columns: {aliased.replace(';', ', ') or 'none'}",
+        ]
+        c = self.coefs()
+        c = c.loc[~c["aliased"], ["equation", "term", "mean", "sd", "q025", "q975"]]
+        g = self.group_effects(level)[[d.group_name, "n_obs", "estimate", "lower", "upper"]]
+        return Summary(header, c, g, None)
+
     def __repr__(self) -> str:
         d = self.design
         return (
@@ -946,7 +1014,7 @@ class OLSResults:
         )
 
 
-class VaryingSlopesResults:
+class VaryingSlopesResults(BaseResults):
     """Results of :func:`hetfx.fit_varying_slopes` (correlated varying intercepts and slopes).
 
     ``group_effects()`` gives the effect per profile (label, factors, modifiers, ``n_obs``,
@@ -971,9 +1039,27 @@ class VaryingSlopesResults:
         (``groups_mcse``); None for the NUTS engines."""
         return getattr(self.fit, "exact", None)
 
-    def group_effects(self) -> pd.DataFrame:
-        """Effect of the treatment per profile."""
-        return self.fit.group_effects()
+    def group_effects(self, level: float = 0.95) -> pd.DataFrame:
+        """Effect of the treatment per profile, with an interval of probability ``level``
+        (``lower``, ``upper``) after ``estimate``.
+
+        The interval's ends are the stored quantiles where ``level`` is 0.95 or 0.8 (exact
+        mixture quantiles with the ``qmc`` engine); other levels take them from the posterior
+        draws of ``effect`` (resampled draws with ``qmc``).
+        """
+        check_level(level)
+        g = self.fit.group_effects()
+        tail = round((1 - level) / 2, 12)
+        stored = {0.025: ("q025", "q975"), 0.1: ("q10", "q90")}
+        if tail in stored:
+            lower, upper = (g[c].to_numpy() for c in stored[tail])
+        else:
+            eff = self.fit.idata.posterior["effect"].transpose("chain", "draw", "profile")
+            lower, upper = np.quantile(eff.values.reshape(-1, len(g)), [tail, 1 - tail], axis=0)
+        at = g.columns.get_loc("estimate") + 1
+        g.insert(at, "upper", upper)
+        g.insert(at, "lower", lower)
+        return g
 
     def coefs(self) -> pd.DataFrame:
         """Population-level coefficients and the scales."""
@@ -987,6 +1073,19 @@ class VaryingSlopesResults:
     def diagnostics_record(self):
         """The fit's :class:`hetfx.inference.Diagnostics`."""
         return self.fit.diagnostics_record
+
+    def summary(self, level: float = 0.95) -> Summary:
+        """Printable summary: model, priors, coefficients, profile effects, diagnostics."""
+        data = self.fit.data
+        header = [
+            f"hetfx varying-slopes fit: family={self.family}, engine={self.engine}",
+            f"{len(data.y)} rows, {len(data.profiles)} profiles of {self.factors}",
+            "priors: " + ", ".join(f"{k} {v}" for k, v in self.priors.describe().items()),
+        ]
+        g = self.group_effects(level)
+        g = g[[g.columns[0], "n_obs", "estimate", "lower", "upper"]]
+        c = self.coefs()[["equation", "term", "mean", "sd", "q025", "q975"]]
+        return Summary(header, c, g, self.diagnostics())
 
     @property
     def draws(self) -> az.InferenceData:
