@@ -5,7 +5,9 @@ fit: ``group_effects``, ``coefs``, ``summary``, ``diagnostics``, ``predict`` (ne
 profiles), ``ame`` (average effects by a grouping variable), ``contrast`` (two groups, with the
 posterior probability that one is larger) and plots. ``idata`` carries ``log_likelihood``,
 ``posterior_predictive`` and ``observed_data`` groups, so ``arviz.loo``, ``arviz.compare`` and
-``arviz.plot_ppc`` work.
+``arviz.plot_ppc`` work. Every result type (:class:`Results`, :class:`OLSResults`,
+:class:`VaryingSlopesResults`) derives from :class:`BaseResults`: ``group_effects(level)``,
+``coefs``, ``summary`` and ``diagnostics`` everywhere.
 
 A group's *effect* is ``lambda_g`` for the Gaussian family and, for the Bernoulli family, its
 average marginal effect on the probability scale (mean over the group's rows of
