@@ -278,19 +278,10 @@ RULES: list[tuple[str, object]] = [
         ),
     ),
     (
-        r"m2_sigma_theta",
+        r"(?P<model>m[12])_sigma_theta",
         _fixed(
             FIT,
-            TW.format(model="m2", coding="{coding}", part="coefs"),
-            row="equation == 'scale' and term == 'sigma_theta'",
-            column="mean",
-        ),
-    ),
-    (
-        r"m1_sigma_theta",
-        _fixed(
-            FIT,
-            TW.format(model="m1", coding="{coding}", part="coefs"),
+            TW.format(model="{model}", coding="{coding}", part="coefs"),
             row="equation == 'scale' and term == 'sigma_theta'",
             column="mean",
         ),
