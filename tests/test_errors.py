@@ -303,3 +303,9 @@ def test_numbers_too_large_for_double_precision_ask_for_a_rescaling(df):
     assert "rescale it" in msg
     with pytest.raises(DesignError, match="rescale it"):
         hetfx.fit_varying_slopes(df.assign(y=df.y * 1e200), "y", "treat", ["regime"], **FIT)
+
+
+def test_ols_refuses_baselines_it_does_not_fit(df):
+    """Checked before any design is built, like every other argument."""
+    with pytest.raises(DesignError, match="fit_ols takes baselines='fixed' or 'additive'"):
+        hetfx.fit_ols(df, "y", "treat", MOD, baselines="pooled")

@@ -990,8 +990,6 @@ def fit_ols(
         full = np.prod([d.cells[m].nunique() for m in d.modifiers]) == len(d.cells)
         if not full:  # some combinations never occur: one effect per cell, by its label
             keys, piece = [label], label
-    if baselines not in ("fixed", "additive"):
-        raise DesignError(f"fit_ols takes baselines='fixed' or 'additive', got {baselines!r}")
     df = data.loc[d.rows, list(dict.fromkeys([outcome, treatment, *d.modifiers, *cl]))]
     df = _without_unused_categories(df).copy()
     df[label] = np.asarray(d.cells.index)[d.codes]

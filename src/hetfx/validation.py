@@ -566,6 +566,9 @@ def check_fit(args: Mapping[str, Any]) -> None:
 
 def check_fit_ols(args: Mapping[str, Any]) -> None:
     """Check the arguments of :func:`hetfx.fit_ols` (its ``locals()``) before any work."""
+    baselines = args.get("baselines", "fixed")
+    if baselines not in ("fixed", "additive"):
+        raise DesignError(f"fit_ols takes baselines='fixed' or 'additive', got {baselines!r}")
     data = _frame(args["data"])
     r = _roles(args, formula_controls=True)
     _check_roles(r, main_effects_in_x=True)
