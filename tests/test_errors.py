@@ -309,3 +309,13 @@ def test_ols_refuses_baselines_it_does_not_fit(df):
     """Checked before any design is built, like every other argument."""
     with pytest.raises(DesignError, match="fit_ols takes baselines='fixed' or 'additive'"):
         hetfx.fit_ols(df, "y", "treat", MOD, baselines="pooled")
+
+
+def test_misspelled_sampler_argument_gets_a_suggestion(df):
+    """A typo of fit's own argument reaches the engine-option check: it names the likely
+    argument, and options the front end sets itself are neither listed nor accepted."""
+    with pytest.raises(TypeError, match=r"did you mean 'chains' for 'chians'\?") as err:
+        hetfx.fit(df, "y", "treat", MOD, chians=2)
+    assert "'within'" not in str(err.value) and "sigma_alpha_prior" not in str(err.value)
+    with pytest.raises(TypeError, match=r"unknown engine option\(s\) \['within'\]"):
+        hetfx.fit(df, "y", "treat", MOD, within=True)

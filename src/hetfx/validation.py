@@ -41,6 +41,7 @@ integer ``seed``, ``target_accept`` and interval ``level`` in (0, 1).
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import inspect
 import numbers
@@ -86,7 +87,12 @@ SET_BY_FRONT_END = {
     "intercept_prior",
     "sd_prior",
     "baselines",
+    "within",  # the Gaussian front end sets these two from baselines= and priors=
+    "sigma_alpha_prior",
 }
+#: The sampler's settings, arguments of the front-end functions themselves (a misspelling
+#: of one of them arrives as an unknown engine option).
+SAMPLER_ARGUMENTS = {"seed", "chains", "draws", "tune", "target_accept"}
 #: Largest seed + 1 (the NUTS engines take an unsigned 64-bit seed; numpy any).
 SEED_LIMIT = 2**63
 _DEFAULT_EFFECTS = (None, "additive", "saturated")
@@ -164,8 +170,13 @@ def check_engine_options(caller: str, family: str | None, options: Mapping[str, 
     unknown = [k for k in options if k not in valid]
     if unknown:
         where = f"hetfx.{caller}" + (f"(family={family!r})" if family else "")
+        known = [*valid, *sorted(SAMPLER_ARGUMENTS)]
+        close = {k: difflib.get_close_matches(k, known, n=1) for k in unknown}
+        hint = "; ".join(f"did you mean {m[0]!r} for {k!r}?" for k, m in close.items() if m)
         raise TypeError(
-            f"{where} got unknown engine option(s) {unknown}; the engine options are "
+            f"{where} got unknown engine option(s) {unknown}"
+            + (f" ({hint})" if hint else "")
+            + "; the engine options are "
             f"{valid} (priors go in priors=hetfx.Priors(...), the sampler's settings in "
             "seed=, chains=, draws=, tune=, target_accept=)"
         )
