@@ -1101,7 +1101,36 @@ def build_report(inputs: ReportInputs) -> tuple[dict[str, str], dict[str, str], 
     tables: dict[str, str] = {}
     numbers |= tomz_weeks_facts(inputs.tw_checks)
     numbers |= bush_prather_facts(inputs.bp_checks)
+    _add_model_numbers(inputs, numbers, labels)
+    numbers |= _simulation_report_numbers(inputs)
+    numbers |= _settings_numbers(inputs.params)
+    comparison = compare_with_published(numbers)
+    for q in PUBLISHED:
+        numbers[f"pub_{q.name}"] = q.published
+    tables["published_vs_reproduced"] = markdown_table(
+        published_markdown(comparison),
+        "Every number the published paper quotes about its results, the reproduced value "
+        "(published coding; the simulation at its single-replicate design) and the "
+        "difference (reproduced − published), at the printed precision",
+        "published",
+        align="llrrr",
+    )
+    tables |= _coding_tables(inputs, numbers)
+    tables |= _diagnostics_tables(inputs, numbers)
+    tables |= _simulation_mc_tables(inputs, numbers)
+    tables |= _approach_and_prior_tables(inputs.params.get("models") or {})
+    variables = _report_variables(numbers, labels)
+    if inputs.specification is not None:
+        from hetfx.paper.verdict import specification_report
 
+        spec_variables, spec_tables = specification_report(inputs.specification)
+        variables = dict(sorted((variables | spec_variables).items()))
+        tables |= spec_tables
+    return variables, tables, comparison
+
+
+def _add_model_numbers(inputs: ReportInputs, numbers: dict, labels: dict) -> None:
+    """M1, M2, Figure 8's cells and the appendix models under both codings (``cor_`` prefix)."""
     for c, prefix in (("published", ""), ("corrected", "cor_")):
         m1, m1_labels = m1_numbers(
             inputs.fits[("m1", c)]["groups"],
@@ -1116,42 +1145,46 @@ def build_report(inputs: ReportInputs) -> tuple[dict[str, str], dict[str, str], 
         for d in (m1_labels, cn_labels):
             labels |= {prefix + k: v for k, v in d.items()}
 
-    # ---- simulation
+
+def _simulation_report_numbers(inputs: ReportInputs) -> dict[str, float]:
+    """The simulation's numbers: RMSEs, the bias of small and large groups, its design."""
     summaries, ones = inputs.summaries, inputs.ones
-    estimates = {"groupsize": inputs.groupsize_estimates}
-    bias = bias_small_large(estimates["groupsize"]) if estimates["groupsize"] is not None else None
+    estimates = inputs.groupsize_estimates
+    bias = bias_small_large(estimates) if estimates is not None else None
     if inputs.groupsize_bias is not None:
         bias = bias_small_large_binned(inputs.groupsize_bias)
-    numbers |= simulation_numbers(
+    numbers = simulation_numbers(
         summaries["spec"], ones["spec"], summaries["groupsize"], ones["groupsize"], bias
     )
     numbers |= design_numbers(inputs.design)
     numbers |= {"sim2_small": SMALL_GROUP, "sim2_large": LARGE_GROUP}
+    return numbers
 
-    # ---- settings
-    models = inputs.params.get("models") or {}
-    numbers |= {f"models_{k}": v for k, v in sampler_settings(models).items()}
-    simulation = inputs.params.get("simulation") or {}
+
+def _settings_numbers(params: Mapping) -> dict[str, float]:
+    """The sampler settings, the simulation's root seed and its baseline-shift SD."""
+    models = params.get("models") or {}
+    numbers = {f"models_{k}": v for k, v in sampler_settings(models).items()}
+    simulation = params.get("simulation") or {}
     if "root_seed" in simulation:
         numbers["sim_root_seed"] = simulation["root_seed"]
-    shifts = inputs.params.get("simulation_sensitivity") or {}
+    shifts = params.get("simulation_sensitivity") or {}
     if "baseline_sd" in shifts:  # the SD of the baseline shifts of the sensitivity simulation
         numbers["sim_shift_sd"] = float(shifts["baseline_sd"])
+    return numbers
 
-    # ---- published vs reproduced
-    comparison = compare_with_published(numbers)
-    for q in PUBLISHED:
-        numbers[f"pub_{q.name}"] = q.published
-    tables["published_vs_reproduced"] = markdown_table(
-        published_markdown(comparison),
-        "Every number the published paper quotes about its results, the reproduced value "
-        "(published coding; the simulation at its single-replicate design) and the "
-        "difference (reproduced − published), at the printed precision",
-        "published",
-        align="llrrr",
-    )
 
-    # ---- published vs corrected coding
+def _coding_tables(inputs: ReportInputs, numbers: dict) -> dict[str, str]:
+    """Published against corrected coding: M2, Figure 8's cells, M1 and Bush–Prather."""
+    tables = {"coding_m2": _coding_m2_table(inputs)}
+    tables["coding_cells"], numbers["coding_cells_max_change"] = _coding_cells_table(inputs)
+    tables["coding_m1"] = _coding_m1_table(inputs, numbers)
+    tables["coding_bp"], numbers["coding_bp_max_change"] = _coding_bp_table(inputs)
+    return tables
+
+
+def _coding_m2_table(inputs: ReportInputs) -> str:
+    """M2's effect and control coefficients under both codings."""
     m2_terms = []
     for c in CODINGS:
         coefs = inputs.fits[("m2", c)]["coefs"].copy()
@@ -1161,7 +1194,7 @@ def build_report(inputs: ReportInputs) -> tuple[dict[str, str], dict[str, str], 
     m2_cmp = compare_codings(*m2_terms, keys=["equation", "term"], extra=("q025", "q975"))
     m2_cmp["equation"] = pd.Categorical(m2_cmp["equation"], ["effect", "control"])
     m2_cmp = m2_cmp.sort_values(["equation"], kind="stable")
-    tables["coding_m2"] = markdown_table(
+    return markdown_table(
         pd.DataFrame(
             {
                 "Equation": m2_cmp["equation"]
@@ -1178,8 +1211,12 @@ def build_report(inputs: ReportInputs) -> tuple[dict[str, str], dict[str, str], 
         "coding-m2",
         align="llrrr",
     )
+
+
+def _coding_cells_table(inputs: ReportInputs) -> tuple[str, float]:
+    """Figure 8's cells under both codings, and the largest change of a cell."""
     cell_cmp = compare_codings(inputs.cells["published"], inputs.cells["corrected"], CELL_KEYS)
-    tables["coding_cells"] = markdown_table(
+    table = markdown_table(
         pd.DataFrame(
             {
                 "Party": cell_cmp["party"],
@@ -1197,7 +1234,11 @@ def build_report(inputs: ReportInputs) -> tuple[dict[str, str], dict[str, str], 
         "coding-cells",
         align="llllrrr",
     )
-    numbers["coding_cells_max_change"] = float(cell_cmp["change"].abs().max())
+    return table, float(cell_cmp["change"].abs().max())
+
+
+def _coding_m1_table(inputs: ReportInputs, numbers: dict) -> str:
+    """M1 and M1-OLS's condition effects under both codings; adds their largest changes."""
     m1_keys = ["regime", "stakes", "costs", "region"]
     m1_rows = []
     for model, label in (("m1", "hierarchical"), ("m1_ols", "OLS")):
@@ -1208,7 +1249,7 @@ def build_report(inputs: ReportInputs) -> tuple[dict[str, str], dict[str, str], 
         m1_rows.append(summary)
         numbers[f"coding_{model}_max_change"] = float(summary["corrected"].iloc[-1])
     m1_cmp = pd.concat(m1_rows, ignore_index=True)
-    tables["coding_m1"] = markdown_table(
+    return markdown_table(
         pd.DataFrame(
             {
                 "Model": m1_cmp["model"],
@@ -1223,6 +1264,10 @@ def build_report(inputs: ReportInputs) -> tuple[dict[str, str], dict[str, str], 
         "coding-m1",
         align="llrrr",
     )
+
+
+def _coding_bp_table(inputs: ReportInputs) -> tuple[str, float]:
+    """Bush–Prather's group effects under both codings, and the largest change."""
     bp_keys = ["w2_vote_hill", "woman", "invest_cond", "pol_engage"]
     bp_cmp = compare_codings(
         inputs.fits[("bp", "published")]["groups"],
@@ -1230,7 +1275,7 @@ def build_report(inputs: ReportInputs) -> tuple[dict[str, str], dict[str, str], 
         bp_keys,
         extra=("q025", "q975"),
     )
-    tables["coding_bp"] = markdown_table(
+    table = markdown_table(
         pd.DataFrame(
             {
                 "Vote": bp_cmp["w2_vote_hill"].map({1: "Clinton", 0: "Trump"}),
@@ -1248,9 +1293,11 @@ def build_report(inputs: ReportInputs) -> tuple[dict[str, str], dict[str, str], 
         "coding-bp",
         align="lllrrrr",
     )
-    numbers["coding_bp_max_change"] = float(bp_cmp["change"].abs().max())
+    return table, float(bp_cmp["change"].abs().max())
 
-    # ---- diagnostics
+
+def _diagnostics_tables(inputs: ReportInputs, numbers: dict) -> dict[str, str]:
+    """The sampler diagnostics of every Bayesian fit; adds their extremes to ``numbers``."""
     diag = diagnostics_table(
         {
             (name, c): inputs.fits[(name, c)]["diagnostics"]
@@ -1260,7 +1307,7 @@ def build_report(inputs: ReportInputs) -> tuple[dict[str, str], dict[str, str], 
     )
     names = {"m1": "M1", "m2": "M2", "a1": "A1", "bp": "Bush–Prather"}
     diag["model"] = diag["model"].map(names)
-    tables["diagnostics"] = markdown_table(
+    table = markdown_table(
         diagnostics_markdown(diag),
         "Sampler diagnostics of every Bayesian fit (from each fit's diagnostics.csv). The "
         "importance-sampling engine (qmc) has no chains: its ESS is that of the importance "
@@ -1272,98 +1319,105 @@ def build_report(inputs: ReportInputs) -> tuple[dict[str, str], dict[str, str], 
     numbers["diag_min_ess_bulk"] = float(diag["min_ess_bulk"].min())
     numbers["diag_divergences"] = float(diag["divergences"].sum())
     numbers["diag_fits"] = float(len(diag))
+    return {"diagnostics": table}
 
-    # ---- simulation Monte Carlo error
+
+def _simulation_mc_tables(inputs: ReportInputs, numbers: dict) -> dict[str, str]:
+    """The simulations' single replicate against the mean over replicates (Monte Carlo)."""
+    summaries, ones = inputs.summaries, inputs.ones
     spec_mc = simulation_mc_table(summaries["spec"], ones["spec"], "n_groups")
     size_mc = simulation_mc_table(summaries["groupsize"], ones["groupsize"], "scenario")
-    tables["sim_spec_mc"] = markdown_table(
-        simulation_mc_markdown(spec_mc, "n_groups", "Groups"),
-        "Simulation 1 (equal groups): RMSE of the single replicate (the published design) "
-        "and mean RMSE over replicates with its Monte Carlo standard error (MCSE); the "
-        "last column puts the single replicate in units of the between-replicate SD",
-        "sim-spec",
-    )
-    tables["sim_groupsize_mc"] = markdown_table(
-        simulation_mc_markdown(size_mc, "scenario", "Imbalance"),
-        "Simulation 2 (64 groups, unequal sizes): single replicate against the mean over "
-        "replicates, as in the previous table",
-        "sim-groupsize",
-        align="llrrrrrr",
-    )
-    numbers["sim_max_abs_z"] = float(pd.concat([spec_mc["z"], size_mc["z"]]).abs().max())
-
-    # ---- Table 1 and the priors
-    tables["table1"] = markdown_table(
-        table1(),
-        "Characteristics of three ways to estimate heterogeneous effects",
-        "approaches",
-        align="llll",
-    )
-    tables["priors"] = markdown_table(
-        priors_table(models),
-        "Prior distributions of the Bayesian models (from params.yaml, section models)",
-        "priors",
-        align="llll",
-    )
-
-    # ---- write
-    digits = {
-        k: 3
-        for k in numbers
-        if k.startswith(
-            (
-                "sim1_rmse",
-                "sim1_mcse",
-                "sim2_rmse",
-                "sim2_mcse",
-                "sim1_one",
-                "sim2_one",
-                "diag_max_r_hat",
-            )
-        )
+    tables = {
+        "sim_spec_mc": markdown_table(
+            simulation_mc_markdown(spec_mc, "n_groups", "Groups"),
+            "Simulation 1 (equal groups): RMSE of the single replicate (the published design) "
+            "and mean RMSE over replicates with its Monte Carlo standard error (MCSE); the "
+            "last column puts the single replicate in units of the between-replicate SD",
+            "sim-spec",
+        ),
+        "sim_groupsize_mc": markdown_table(
+            simulation_mc_markdown(size_mc, "scenario", "Imbalance"),
+            "Simulation 2 (64 groups, unequal sizes): single replicate against the mean over "
+            "replicates, as in the previous table",
+            "sim-groupsize",
+            align="llrrrrrr",
+        ),
     }
-    digits |= {"sim_tau_mean": 1, "sim_tau_sd": 1, "sim_max_abs_z": 1, "sim_shift_sd": 1}
+    numbers["sim_max_abs_z"] = float(pd.concat([spec_mc["z"], size_mc["z"]]).abs().max())
+    return tables
+
+
+def _approach_and_prior_tables(models: Mapping) -> dict[str, str]:
+    """Table 1 (the three approaches) and the table of priors."""
+    return {
+        "table1": markdown_table(
+            table1(),
+            "Characteristics of three ways to estimate heterogeneous effects",
+            "approaches",
+            align="llll",
+        ),
+        "priors": markdown_table(
+            priors_table(models),
+            "Prior distributions of the Bayesian models (from params.yaml, section models)",
+            "priors",
+            align="llll",
+        ),
+    }
+
+
+#: Numbers printed with three decimals (by prefix), and with one.
+THREE_DIGITS = (
+    "sim1_rmse",
+    "sim1_mcse",
+    "sim2_rmse",
+    "sim2_mcse",
+    "sim1_one",
+    "sim2_one",
+    "diag_max_r_hat",
+)
+ONE_DIGIT = ("sim_tau_mean", "sim_tau_sd", "sim_max_abs_z", "sim_shift_sd")
+#: Numbers also written as a percentage (``<name>_pct``).
+PERCENTS = (
+    "tw_ate",
+    "m1_ols_min",
+    "m1_max_drop",
+    "m1_hier_at_ols_min",
+    "m2_step_white",
+    "m2_step_dem",
+    "m2_step_rep",
+    "m2_cell_min",
+    "sim2_gain_balanced",
+    "sim2_gain_strong",
+    "pub_tw_ate",
+    "pub_m1_ols_min",
+    "pub_m1_drop_named",
+    "m1_drop_named",
+    "pub_m1_hier_at_ols_min",
+    "pub_m2_step_white",
+    "pub_m2_step_dem",
+    "pub_m2_step_rep",
+    "pub_m2_cell_min",
+    "cor_m2_step_white",
+    "cor_m2_step_dem",
+    "cor_m2_step_rep",
+    "cor_m2_cell_min",
+    "sim2_share_low",
+)
+
+
+def _report_variables(numbers: Mapping[str, float], labels: Mapping[str, str]) -> dict[str, str]:
+    """The formatted variables: digits per name, percentages, percentage points, levels."""
+    digits = {k: 3 for k in numbers if k.startswith(THREE_DIGITS)}
+    digits |= dict.fromkeys(ONE_DIGIT, 1)
     for k in numbers:
         if k.startswith(("sim2_gain", "sim1_ratio")):
             digits[k] = 2
-    percents = [
-        "tw_ate",
-        "m1_ols_min",
-        "m1_max_drop",
-        "m1_hier_at_ols_min",
-        "m2_step_white",
-        "m2_step_dem",
-        "m2_step_rep",
-        "m2_cell_min",
-        "sim2_gain_balanced",
-        "sim2_gain_strong",
-        "pub_tw_ate",
-        "pub_m1_ols_min",
-        "pub_m1_drop_named",
-        "m1_drop_named",
-        "pub_m1_hier_at_ols_min",
-        "pub_m2_step_white",
-        "pub_m2_step_dem",
-        "pub_m2_step_rep",
-        "pub_m2_cell_min",
-        "cor_m2_step_white",
-        "cor_m2_step_dem",
-        "cor_m2_step_rep",
-        "cor_m2_cell_min",
-        "sim2_share_low",
-    ]
     variables = to_variables(
-        numbers, labels, digits, percents=[p for p in percents if p in numbers]
+        numbers, labels, digits, percents=[p for p in PERCENTS if p in numbers]
     )
     # effects on a proportion, in percentage points (the text writes "percentage points")
-    points = [p for p in percents if p.endswith(POINTS) and p in numbers]
+    points = [p for p in PERCENTS if p.endswith(POINTS) and p in numbers]
     variables |= {f"{p}_pp": fmt_num(100 * numbers[p], 0) for p in points}
     provenance.note({f"{p}_pp": numbers[p] for p in points})  # shown x 100
     variables |= {"ci_level": "95%", "ci_inner": "10–90%", "ci_inner_level": "80%", "q_low": "10%"}
-    if inputs.specification is not None:
-        from hetfx.paper.verdict import specification_report
-
-        spec_variables, spec_tables = specification_report(inputs.specification)
-        variables = dict(sorted((variables | spec_variables).items()))
-        tables |= spec_tables
-    return variables, tables, comparison
+    return variables
