@@ -358,15 +358,60 @@ def fit_saturated_ols(
     if missing:
         raise KeyError(f"columns not in data: {missing}")
 
+    df, n_dropped = _complete_rows(data, sorted({outcome, *rhs_vars}))
+    _set_levels(df, reference or {}, rhs_vars)
+    tvals = pd.unique(df[treatment])
+    if not set(np.asarray(tvals, dtype=float)) <= {0.0, 1.0}:
+        raise ValueError(f"treatment {treatment!r} must be coded 0/1, found {sorted(tvals)}")
+
+    y_mm, X_mm = model_matrix(formula, df, na_action="raise")
+    terms = list(X_mm.columns)
+    X = np.asarray(X_mm, dtype=float)
+    y = np.asarray(y_mm, dtype=float).ravel()
+    ols = _fit_unaliased(X, y, terms, alias_tol)
+
+    label_col = group or "group"
+    _label_groups(df, group, keys, [m for m in mod_vars if m not in at])
+    firsts, D = _group_contrasts(df, X_mm.model_spec, treatment, at)
+    estimable = _estimability(X, ols, D, firsts["_label"])
+    return SaturatedOLSFit(
+        formula=formula,
+        outcome=outcome,
+        treatment=treatment,
+        group=label_col,
+        keys=keys,
+        at=at,
+        terms=terms,
+        params=ols.params,
+        bse=ols.bse,
+        cov=ols.cov,
+        kept=ols.kept,
+        aliased=ols.aliased,
+        df_resid=float(ols.results.df_resid),
+        sigma=float(np.sqrt(ols.results.scale)),
+        n_obs=len(y),
+        n_dropped=n_dropped,
+        results=ols.results,
+        profiles=_profiles(df, firsts, keys, label_col, treatment),
+        contrasts=D,
+        estimable=estimable,
+    )
+
+
+def _complete_rows(data: pd.DataFrame, model_vars: list[str]) -> tuple[pd.DataFrame, int]:
+    """A copy of the rows without a missing model variable, and how many were dropped."""
     df = data.copy()
-    model_vars = sorted({outcome, *rhs_vars})
     complete = df[model_vars].notna().all(axis=1)
     n_dropped = int((~complete).sum())
     df = df.loc[complete].reset_index(drop=True)
     if df.empty:
         raise ValueError("no complete observations for the model variables")
+    return df, n_dropped
 
-    for var, ref in (reference or {}).items():
+
+def _set_levels(df: pd.DataFrame, reference: Mapping[str, Any], rhs_vars) -> None:
+    """Make the reference level first; string columns categorical with sorted levels."""
+    for var, ref in reference.items():
         if var not in df.columns:
             raise KeyError(f"reference given for {var!r}, which is not in data")
         values = df[var]
@@ -387,17 +432,22 @@ def fit_saturated_ols(
         ):
             df[var] = pd.Categorical(df[var], categories=sorted(df[var].unique()))
 
-    tvals = pd.unique(df[treatment])
-    if not set(np.asarray(tvals, dtype=float)) <= {0.0, 1.0}:
-        raise ValueError(f"treatment {treatment!r} must be coded 0/1, found {sorted(tvals)}")
 
-    y_mm, X_mm = model_matrix(formula, df, na_action="raise")
-    spec = X_mm.model_spec
-    terms = list(X_mm.columns)
-    X = np.asarray(X_mm, dtype=float)
-    y = np.asarray(y_mm, dtype=float).ravel()
+@dataclass(frozen=True)
+class _UnaliasedFit:
+    """The OLS fit on the non-aliased columns, with coefficients aligned with every term."""
 
-    alias_mask = find_aliased_columns(X, tol=alias_tol)
+    results: Any
+    params: np.ndarray
+    bse: np.ndarray
+    cov: np.ndarray
+    kept: np.ndarray
+    aliased: list[str]
+
+
+def _fit_unaliased(X: np.ndarray, y: np.ndarray, terms: list[str], tol: float) -> _UnaliasedFit:
+    """Drop the aliased columns (warning about them) and fit OLS on the others."""
+    alias_mask = find_aliased_columns(X, tol=tol)
     kept = ~alias_mask
     aliased = [t for t, a in zip(terms, alias_mask, strict=True) if a]
     if aliased:
@@ -405,7 +455,7 @@ def fit_saturated_ols(
             f"{len(aliased)} aliased column(s) dropped from the fit (R reports them as NA): "
             f"{aliased}",
             UserWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
     # statsmodels' regression module only: statsmodels.api takes seconds to import
     from statsmodels.regression.linear_model import OLS
@@ -416,9 +466,11 @@ def fit_saturated_ols(
     bse = np.full(len(terms), np.nan)
     bse[kept] = results.bse
     cov = np.asarray(results.cov_params())
+    return _UnaliasedFit(results, params, bse, cov, kept, aliased)
 
-    # ---- groups and their profiles
-    label_col = group or "group"
+
+def _label_groups(df: pd.DataFrame, group: str | None, keys: list[str], free_mods) -> None:
+    """Add the group label column ``_label``; check that keys and modifiers are constant."""
     if group:
         labels = df[group].astype(str)
     else:
@@ -426,7 +478,7 @@ def fit_saturated_ols(
             df[keys].astype(str).agg("_".join, axis=1) if keys else pd.Series("all", index=df.index)
         )
     df["_label"] = labels.to_numpy()
-    check = [v for v in dict.fromkeys([*keys, *[m for m in mod_vars if m not in at]])]
+    check = list(dict.fromkeys([*keys, *free_mods]))
     if check:
         varying = df.groupby("_label", observed=True)[check].nunique(dropna=False).max()
         bad = sorted(varying.index[varying > 1])
@@ -438,36 +490,51 @@ def fit_saturated_ols(
                 else ""
             )
             raise ValueError(f"variables {bad} vary within groups{hint}")
+
+
+def _group_contrasts(
+    df: pd.DataFrame, spec, treatment: str, at: Mapping[str, Any]
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """Each group's first row (sorted by label) and its contrast: design at T = 1 minus T = 0."""
     firsts = df.groupby("_label", sort=True).head(1).sort_values("_label", kind="stable")
     prof = firsts.copy()
     for var, val in at.items():
         prof[var] = val
-    counts = df.groupby("_label", sort=True)[treatment].agg(["size", "sum"])
     p1 = prof.copy()
     p1[treatment] = 1
     p0 = prof.copy()
     p0[treatment] = 0
     X1 = np.asarray(spec.get_model_matrix(p1, na_action="raise"), dtype=float)
     X0 = np.asarray(spec.get_model_matrix(p0, na_action="raise"), dtype=float)
-    D = X1 - X0
+    return firsts, X1 - X0
 
-    # estimability: d'v = 0 for every null vector v = e_j - c_j of the aliased columns
+
+def _estimability(X: np.ndarray, ols: _UnaliasedFit, D: np.ndarray, labels) -> np.ndarray:
+    """Whether each contrast is estimable: ``d'v = 0`` for every null vector of the aliasing."""
     estimable = np.ones(len(D), dtype=bool)
-    if aliased:
-        Xk = X[:, kept]
-        C, *_ = np.linalg.lstsq(Xk, X[:, alias_mask], rcond=None)
-        gap = D[:, alias_mask] - D[:, kept] @ C
-        scale = np.maximum(1.0, np.abs(D).max(axis=1, keepdims=True))
-        estimable = (np.abs(gap) <= 1e-6 * scale).all(axis=1)
-        if not estimable.all():
-            warnings.warn(
-                f"the treatment effect is not estimable in {int((~estimable).sum())} group(s) "
-                f"{list(firsts['_label'][~estimable])}; their estimates set the aliased "
-                "coefficients to zero (as R's predict.lm does) and are flagged estimable=False",
-                UserWarning,
-                stacklevel=2,
-            )
+    if not ols.aliased:
+        return estimable
+    kept, alias_mask = ols.kept, ~ols.kept
+    C, *_ = np.linalg.lstsq(X[:, kept], X[:, alias_mask], rcond=None)
+    gap = D[:, alias_mask] - D[:, kept] @ C
+    scale = np.maximum(1.0, np.abs(D).max(axis=1, keepdims=True))
+    estimable = (np.abs(gap) <= 1e-6 * scale).all(axis=1)
+    if not estimable.all():
+        warnings.warn(
+            f"the treatment effect is not estimable in {int((~estimable).sum())} group(s) "
+            f"{list(labels[~estimable])}; their estimates set the aliased "
+            "coefficients to zero (as R's predict.lm does) and are flagged estimable=False",
+            UserWarning,
+            stacklevel=3,
+        )
+    return estimable
 
+
+def _profiles(
+    df: pd.DataFrame, firsts: pd.DataFrame, keys: list[str], label_col: str, treatment: str
+) -> pd.DataFrame:
+    """One row per group: its label, key columns and counts of observations by arm."""
+    counts = df.groupby("_label", sort=True)[treatment].agg(["size", "sum"])
     profiles = pd.DataFrame({label_col: firsts["_label"].to_numpy()})
     for k in keys:
         if k != label_col:
@@ -475,26 +542,4 @@ def fit_saturated_ols(
     profiles["n_obs"] = counts["size"].to_numpy().astype(int)
     profiles["n_treated"] = counts["sum"].to_numpy().astype(int)
     profiles["n_control"] = profiles["n_obs"] - profiles["n_treated"]
-
-    return SaturatedOLSFit(
-        formula=formula,
-        outcome=outcome,
-        treatment=treatment,
-        group=label_col,
-        keys=keys,
-        at=at,
-        terms=terms,
-        params=params,
-        bse=bse,
-        cov=cov,
-        kept=kept,
-        aliased=aliased,
-        df_resid=float(results.df_resid),
-        sigma=float(np.sqrt(results.scale)),
-        n_obs=len(y),
-        n_dropped=n_dropped,
-        results=results,
-        profiles=profiles,
-        contrasts=D,
-        estimable=estimable,
-    )
+    return profiles
