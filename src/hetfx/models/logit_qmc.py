@@ -308,11 +308,63 @@ def fit_qmc(
     h = nodes[1] - nodes[0]
     trap = np.full(n_nodes, h)
     trap[0] = 0.5 * h
+    C_all, lw = _importance_points(pb, nodes, qmc_m, seed)
+    t1 = time.perf_counter()
+    gate = _node_weights(lw, nodes, trap, prior, max_pareto_k)
+    mass, W = gate["mass"], gate["W"]
+    M = 2**qmc_m
+    keep = mass >= _NEGLIGIBLE
+    Ck = C_all[keep].reshape(-1, pb.dim)
+    wk = W[keep].ravel()
+    sk = np.repeat(nodes[keep], M)
+    p, q = pb.p, pb.q
+    beta, gamma, z = Ck[:, :p], Ck[:, p : p + q], Ck[:, p + q :]
+    theta = sk[:, None] * z
+    lam = gamma @ Z.T + theta
+    from hetfx.models.bernoulli import group_ame
+
+    ame = group_ame(beta, lam, X, group, weights=weights)
+    summ = _weighted_summaries(
+        {"ame": ame, "lambda": lam, "beta": beta, "gamma": gamma}, wk, sk, nodes, mass
+    )
+    # posterior draws: systematic resampling with fixed uniforms, in a fixed shuffled order
+    rng = np.random.default_rng([seed, 1])
+    idx = systematic_resample(wk, n_draws)[rng.permutation(n_draws)]
+    draws = {
+        "beta": beta[idx],
+        "gamma": gamma[idx],
+        "sigma_theta": sk[idx],
+        "theta": theta[idx],
+        "lambda": lam[idx],
+        "ame": ame[idx],
+    }
+    t2 = time.perf_counter()
+    info = {
+        "nodes": nodes,
+        "node_mass": mass,
+        "node_khat": gate["khat"],
+        "pareto_k": gate["k_max"],
+        "ess": gate["ess"],
+        "points": int(W.size),
+        "edge_mass": float(mass[-1]),
+        "setup_seconds": t_setup - t0,
+        "importance_seconds": t1 - t_setup,
+        "summary_seconds": t2 - t1,
+    }
+    # the weighted sample itself, for summaries at other probabilities (same interpolation)
+    weighted = {"w": wk, "ame": ame, "lambda": lam}
+    return {"draws": draws, "summaries": summ, "weighted": weighted, "info": info}
+
+
+def _importance_points(
+    pb: _Problem, nodes: np.ndarray, qmc_m: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every node's ``2**qmc_m`` proposal points and their log importance weights."""
     M = 2**qmc_m
     E, logq0 = _normals(pb.dim, qmc_m, seed, 0)
     E1, logq1 = _normals(pb.dim, qmc_m, seed, 1)
-    C_all = np.empty((n_nodes, M, pb.dim))
-    lw = np.empty((n_nodes, M))
+    C_all = np.empty((len(nodes), M, pb.dim))
+    lw = np.empty((len(nodes), M))
     c = np.zeros(pb.dim)
     for k, s in enumerate(nodes):
         A = pb.design(s)
@@ -333,8 +385,19 @@ def fit_qmc(
         # log p(y, c | s) - log q(c); constants common to every node dropped
         lw[k] = pb.logpost(C, A) - (logq0 + np.sum(np.log(np.diag(L))) - pb.dim * np.log(scale))
         C_all[k] = C
-    t1 = time.perf_counter()
-    khat = np.array([pareto_khat(lw[k]) for k in range(n_nodes)])
+    return C_all, lw
+
+
+def _node_weights(
+    lw: np.ndarray, nodes: np.ndarray, trap: np.ndarray, prior: ScalePrior, max_pareto_k: float
+) -> dict:
+    """Node masses and pooled self-normalised weights; fails when the k-hat gate does.
+
+    Returns ``mass``, ``W`` (the weights, shape of ``lw``), ``khat`` (per node), ``k_max``
+    (the gated, pooled k-hat) and ``ess`` (of the weights).
+    """
+    M = lw.shape[1]
+    khat = np.array([pareto_khat(lw[k]) for k in range(len(nodes))])
     log_ev = special.logsumexp(lw, axis=1) - np.log(M)  # node evidence, up to a constant
     log_mass = np.log(trap) + prior.logpdf(nodes) + log_ev
     mass = np.exp(log_mass - special.logsumexp(log_mass))
@@ -355,19 +418,15 @@ def fit_qmc(
             f"{W.size}); the Laplace proposal misses the conditional posterior. Advice: use "
             "engine='nutpie'."
         )
-    keep = mass >= _NEGLIGIBLE
-    Ck = C_all[keep].reshape(-1, pb.dim)
-    wk = W[keep].ravel()
-    sk = np.repeat(nodes[keep], M)
-    p, q = pb.p, pb.q
-    beta, gamma, z = Ck[:, :p], Ck[:, p : p + q], Ck[:, p + q :]
-    theta = sk[:, None] * z
-    lam = gamma @ Z.T + theta
-    from hetfx.models.bernoulli import group_ame
+    return {"mass": mass, "W": W, "khat": khat, "k_max": k_max, "ess": ess}
 
-    ame = group_ame(beta, lam, X, group, weights=weights)
+
+def _weighted_summaries(
+    values: dict, wk: np.ndarray, sk: np.ndarray, nodes: np.ndarray, mass: np.ndarray
+) -> dict:
+    """Quantiles, means and SDs (with MCSEs) of every quantity and of sigma_theta."""
     summ = {}
-    for name, x in (("ame", ame), ("lambda", lam), ("beta", beta), ("gamma", gamma)):
+    for name, x in values.items():
         qs, se = _summaries(x, wk, _PROBS)
         m = wk @ x
         summ[name] = {
@@ -389,30 +448,4 @@ def fit_qmc(
         "sd": np.array([np.sqrt(mass @ (nodes - s_mean) ** 2)]),
         "mean_se": np.array([np.sqrt((wk * wk) @ (sk - s_mean) ** 2)]),
     }
-    # posterior draws: systematic resampling with fixed uniforms, in a fixed shuffled order
-    rng = np.random.default_rng([seed, 1])
-    idx = systematic_resample(wk, n_draws)[rng.permutation(n_draws)]
-    draws = {
-        "beta": beta[idx],
-        "gamma": gamma[idx],
-        "sigma_theta": sk[idx],
-        "theta": theta[idx],
-        "lambda": lam[idx],
-        "ame": ame[idx],
-    }
-    t2 = time.perf_counter()
-    info = {
-        "nodes": nodes,
-        "node_mass": mass,
-        "node_khat": khat,
-        "pareto_k": k_max,
-        "ess": ess,
-        "points": int(W.size),
-        "edge_mass": float(mass[-1]),
-        "setup_seconds": t_setup - t0,
-        "importance_seconds": t1 - t_setup,
-        "summary_seconds": t2 - t1,
-    }
-    # the weighted sample itself, for summaries at other probabilities (same interpolation)
-    weighted = {"w": wk, "ame": ame, "lambda": lam}
-    return {"draws": draws, "summaries": summ, "weighted": weighted, "info": info}
+    return summ
