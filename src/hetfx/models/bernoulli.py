@@ -476,7 +476,27 @@ def fit_bernoulli_lambda(
             max_pareto_k,
             t0,
         )
-    key = (len(d.y), p, d.Z.shape[1], d.Z.shape[0], sigma_theta_prior, weights is None)
+    return _fit_nutpie(
+        d,
+        bsd,
+        gamma_sd,
+        sigma_theta_prior,
+        weights,
+        chains=chains,
+        draws=draws,
+        tune=tune,
+        seed=seed,
+        cores=cores,
+        target_accept=target_accept,
+        t0=t0,
+    )
+
+
+def _fit_nutpie(
+    d, bsd, gamma_sd, prior, weights, *, chains, draws, tune, seed, cores, target_accept, t0
+) -> BernoulliLambdaFit:
+    """The ``nutpie`` engine: NUTS on the compiled PyMC model, group AMEs from its draws."""
+    key = (len(d.y), bsd.size, d.Z.shape[1], d.Z.shape[0], prior, weights is None)
     data = {
         "X": d.X.to_numpy(dtype=float),
         "Z": d.Z.to_numpy(dtype=float),
@@ -491,7 +511,7 @@ def fit_bernoulli_lambda(
     tr, t1, t2 = sample_nutpie(
         _CACHE,
         key,
-        lambda: build_pymc_model(d, gamma_sd, bsd, sigma_theta_prior, weights),
+        lambda: build_pymc_model(d, gamma_sd, bsd, prior, weights),
         data,
         chains=chains,
         draws=draws,
