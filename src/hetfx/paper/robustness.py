@@ -20,6 +20,7 @@ Every function takes data frames and fitted objects; none reads or writes files.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -504,6 +505,36 @@ def run_checks(
     """
     from hetfx.paper.studies import coding_frame
 
+    _check_prior_variants(prior_variants)
+    fits, diags = {}, []
+    for v in CONDITION_VARIANTS:
+        fits[v.name] = fit_variant(tw, v, coding, settings.get(v.model, {}), sampler, logit)
+        if v.bayesian:
+            diags.append(_gate(fits[v.name], v.name, gate))
+        progress(f"fitted {v.label}")
+    effects = condition_variants(fits)
+    spread = spread_table(effects)
+    neg = spread.attrs["neg_conditions"]
+    spread = spread.assign(neg_conditions=";".join(neg))
+    refit = functools.partial(_refit, tw, coding, settings, sampler, gate, diags)
+    prior = _prior_rows(fits, sigma_theta_priors, prior_variants, refit, progress)
+    coarse_fits = {}
+    for v in COARSE_VARIANTS:
+        coarse_fits[v.name] = fit_variant(tw, v, coding, settings.get(v.model, {}), sampler)
+        if v.bayesian:
+            diags.append(_gate(coarse_fits[v.name], f"coarse {v.name}", gate))
+    coarse = condition_variants(coarse_fits, COARSE_VARIANTS)
+    progress("fitted the eight coarser conditions")
+    loo, ppc = _likelihood_checks(fits, coding_frame(tw, coding)["treat_group"], sampler, progress)
+    diagnostics = pd.concat(diags, ignore_index=True)
+    diagnostics = diagnostics[["fit", *[c for c in diagnostics.columns if c != "fit"]]]
+    return RobustnessResults(
+        effects, spread, sign_disagreements(effects), prior, coarse, loo, ppc, diagnostics
+    )
+
+
+def _check_prior_variants(prior_variants: Sequence[str]) -> None:
+    """Every variant refitted under the priors must be a Gaussian lambda-model variant."""
     by_name = {v.name: v for v in CONDITION_VARIANTS}
     unknown = [
         n
@@ -515,17 +546,20 @@ def run_checks(
         raise ValueError(
             f"prior variants {unknown} are not lambda-model variants; choose from {names}"
         )
-    fits, diags = {}, []
-    for v in CONDITION_VARIANTS:
-        fits[v.name] = fit_variant(tw, v, coding, settings.get(v.model, {}), sampler, logit)
-        if v.bayesian:
-            diags.append(_gate(fits[v.name], v.name, gate))
-        progress(f"fitted {v.label}")
-    effects = condition_variants(fits)
-    spread = spread_table(effects)
-    neg = spread.attrs["neg_conditions"]
-    spread = spread.assign(neg_conditions=";".join(neg))
 
+
+def _refit(tw, coding, settings, sampler, gate, diags: list, variant: Variant):
+    """Fit ``variant`` (a prior variant), gate it and record its diagnostics in ``diags``."""
+    fit = fit_variant(tw, variant, coding, settings[variant.model], sampler)
+    diags.append(_gate(fit, variant.name, gate))
+    return fit
+
+
+def _prior_rows(
+    fits: Mapping, sigma_theta_priors: Mapping, prior_variants: Sequence[str], refit, progress
+) -> pd.DataFrame:
+    """The prior sensitivity table: every prior variant refitted under every other prior."""
+    by_name = {v.name: v for v in CONDITION_VARIANTS}
     prior_default = next(iter(sigma_theta_priors))
     prior_rows = []
     for name in prior_variants:
@@ -541,24 +575,22 @@ def run_checks(
                     v.model,
                     {**dict(v.settings), "sigma_theta": dict(spec)},
                 )
-                fit = fit_variant(tw, pv, coding, settings[v.model], sampler)
-                diags.append(_gate(fit, pv.name, gate))
+                fit = refit(pv)
             groups[prior] = fit.group_effects()
         prior_rows.append(prior_sensitivity(groups, prior_default).assign(variant=name))
         progress(f"prior sensitivity of {v.label}: {len(sigma_theta_priors)} priors")
     prior = pd.concat(prior_rows, ignore_index=True)
-    prior = prior[["variant", *[c for c in prior.columns if c != "variant"]]]
+    return prior[["variant", *[c for c in prior.columns if c != "variant"]]]
 
-    coarse_fits = {}
-    for v in COARSE_VARIANTS:
-        coarse_fits[v.name] = fit_variant(tw, v, coding, settings.get(v.model, {}), sampler)
-        if v.bayesian:
-            diags.append(_gate(coarse_fits[v.name], f"coarse {v.name}", gate))
-    coarse = condition_variants(coarse_fits, COARSE_VARIANTS)
-    progress("fitted the eight coarser conditions")
 
-    # LOO and the predictive check compare Gaussian likelihoods only (a Bernoulli mass and a
-    # Gaussian density of the same 0/1 outcome are not on one scale)
+def _likelihood_checks(
+    fits: Mapping, conditions: pd.Series, sampler: Sampler, progress
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """PSIS-LOO and the predictive check of the Gaussian lambda-model variants.
+
+    They compare Gaussian likelihoods only (a Bernoulli mass and a Gaussian density of the
+    same 0/1 outcome are not on one scale).
+    """
     lambda_variants = [
         v for v in CONDITION_VARIANTS if v.model == "m1" and "family" not in v.settings
     ]
@@ -567,8 +599,6 @@ def run_checks(
         {v.name: v.label for v in lambda_variants},
     )
     progress("PSIS-LOO of the lambda-model specifications")
-
-    conditions = coding_frame(tw, coding)["treat_group"]
     ppc = pd.concat(
         [
             predictive_check(fits[v.name], conditions, seed=sampler.seed).assign(variant=v.name)
@@ -577,8 +607,4 @@ def run_checks(
         ignore_index=True,
     )
     ppc = ppc[["variant", *[c for c in ppc.columns if c != "variant"]]]
-    diagnostics = pd.concat(diags, ignore_index=True)
-    diagnostics = diagnostics[["fit", *[c for c in diagnostics.columns if c != "fit"]]]
-    return RobustnessResults(
-        effects, spread, sign_disagreements(effects), prior, coarse, loo, ppc, diagnostics
-    )
+    return loo, ppc
