@@ -136,6 +136,25 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def build(results: Path, clean: Path, params: dict, out: Path) -> int:
+    inputs = load_inputs(results, clean, params)
+    with provenance.Ledger() as ledger:
+        variables, tables, comparison = R.build_report(inputs)
+    # where each number comes from: the HTML's hover text and the appendix's last table
+    entries = provenance.provenance(variables, ledger.values)
+    quoted = quoted_variables(out) or set(variables)  # without documents: every variable
+    tables["provenance"] = provenance.provenance_table(entries, quoted)
+    write_outputs(out, variables, tables, entries)
+    differing = comparison.loc[comparison["difference"] != 0]
+    for row in differing.itertuples():
+        print(
+            f"  differs from the paper: {row.name}: published {row.published}, "
+            f"reproduced {row.reproduced} ({row.difference:+})"
+        )
+    return 0
+
+
+def load_inputs(results: Path, clean: Path, params: dict) -> R.ReportInputs:
+    """Every artifact the report reads (fits, simulation, checks, robustness), loaded."""
     fits = {
         (m, c): load_fit(results, "tomz_weeks", f"{m}_{c}") for m in TW_MODELS for c in R.CODINGS
     }
@@ -174,13 +193,11 @@ def build(results: Path, clean: Path, params: dict, out: Path) -> int:
         design=json.loads(design_path.read_text(encoding="utf-8")),
     )
     inputs.specification = load_specification(results)
-    with provenance.Ledger() as ledger:
-        variables, tables, comparison = R.build_report(inputs)
-    # where each number comes from: the HTML's hover text and the appendix's last table
-    entries = provenance.provenance(variables, ledger.values)
-    quoted = quoted_variables(out) or set(variables)  # without documents: every variable
-    tables["provenance"] = provenance.provenance_table(entries, quoted)
+    return inputs
 
+
+def write_outputs(out: Path, variables: dict, tables: dict, entries) -> None:
+    """``_variables.yml``, ``_provenance.json`` and ``tables/*.md`` (stale tables removed)."""
     header = (
         "# Written by analysis/report.py (DVC stage `report`); do not edit by hand.\n"
         "# Every number the manuscript quotes, formatted; used as {{< var name >}}.\n"
@@ -205,13 +222,6 @@ def build(results: Path, clean: Path, params: dict, out: Path) -> int:
         f"report: {len(variables)} variables -> {out / '_variables.yml'}; "
         f"{len(tables)} tables -> {tables_dir}"
     )
-    differing = comparison.loc[comparison["difference"] != 0]
-    for row in differing.itertuples():
-        print(
-            f"  differs from the paper: {row.name}: published {row.published}, "
-            f"reproduced {row.reproduced} ({row.difference:+})"
-        )
-    return 0
 
 
 if __name__ == "__main__":
