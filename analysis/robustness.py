@@ -24,7 +24,7 @@ import pandas as pd
 
 from _stage import MONTE_CARLO_DIGITS, load_params, log, run, split_timings, write_csv
 from hetfx.inference import SamplerDiagnosticsError
-from hetfx.paper import figures, robustness, studies
+from hetfx.paper import figures, robustness
 from hetfx.paper.params import ParamsError
 
 STAGE = "robustness"
@@ -35,20 +35,12 @@ FIGURE = Path("manuscript/figures/figure_robustness")
 def main() -> None:
     shutil.rmtree(OUT, ignore_errors=True)
     params = load_params()
-    cfg, rob = params.models, params.robustness
-    sampler = studies.Sampler(seed=cfg.seed, chains=cfg.chains, draws=cfg.draws, tune=cfg.tune)
+    if params.robustness is None:
+        raise ParamsError("params.yaml has no robustness section")
     tw = pd.read_parquet("data/clean/tomz_weeks.parquet")
-    log(STAGE, f"{len(tw)} rows, {rob.coding} coding")
+    log(STAGE, f"{len(tw)} rows, {params.robustness.coding} coding")
     res = robustness.run_checks(
-        tw,
-        rob.coding,
-        {"m1": cfg.m1.model_dump(), "a1": cfg.a1.model_dump()},
-        sampler,
-        {k: v.model_dump() for k, v in rob.sigma_theta_priors.items()},
-        rob.prior_variants,
-        cfg.gate.model_dump(),
-        logit=rob.logit.model_dump(),
-        progress=lambda m: log(STAGE, m),
+        tw, params.models, params.robustness, progress=lambda m: log(STAGE, m)
     )
     OUT.mkdir(parents=True, exist_ok=True)
     # run times to timings/robustness.csv (not committed): a rerun writes the same bytes

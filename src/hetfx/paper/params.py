@@ -48,6 +48,8 @@ class SimulationSensitivity(_Section):
 
 
 class ScaleSpec(_Section):
+    """Prior of a standard deviation: ``{kind: half_student_t, nu: 3, scale: 2.5}``."""
+
     kind: Literal["half_student_t", "half_normal"]
     scale: float = Field(gt=0)
     nu: float = Field(default=3.0, gt=0)
@@ -66,7 +68,19 @@ class Gate(_Section):
 
 
 class LambdaSettings(_Section):
+    """Settings of a two-equation (lambda) model: M1, M2 and their variants.
+
+    The pipeline passes this object itself to :func:`hetfx.paper.studies.fit_tomz_weeks`,
+    which turns it into the library's :class:`hetfx.Priors`
+    (:func:`hetfx.paper.studies.lambda_priors`) and engine settings.
+    """
+
     engine: Literal["quadrature", "nutpie"]
+    family: Literal["gaussian", "bernoulli"] = Field(
+        "gaussian",
+        description="likelihood: the published linear probability model, or a logit model "
+        "(gamma_sd and beta_sd then on the log-odds scale; fitted by the qmc engine)",
+    )
     gamma_sd: float = Field(gt=0)
     beta_sd: float = Field(gt=0)
     sigma: ScaleSpec
@@ -80,6 +94,22 @@ class LambdaSettings(_Section):
         description="M1's heterogeneity equation: the full factorial (published) "
         "or the additive conditions with a deviation per condition",
     )
+
+    def updated(self, **changes: Any) -> LambdaSettings:
+        """A copy with ``changes`` (names of fields, values of their types)."""
+        unknown = sorted(set(changes) - set(type(self).model_fields))
+        if unknown:
+            raise ValueError(f"unknown lambda-model settings {unknown}")
+        return self.model_copy(update=changes)
+
+    def with_logit(self, logit: LogitSettings) -> LambdaSettings:
+        """The logit variant: Bernoulli family with the logit section's priors and settings."""
+        return self.updated(
+            family="bernoulli",
+            gamma_sd=logit.gamma_sd,
+            beta_sd=logit.beta_sd,
+            target_accept=logit.target_accept,
+        )
 
 
 class VaryingSettings(_Section):

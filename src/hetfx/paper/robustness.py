@@ -1,4 +1,4 @@
-"""Specification and robustness checks of the Tomz-Weeks condition model (issue 9).
+"""Specification and robustness checks of the Tomz-Weeks condition model.
 
 The paper's M1 leaves the condition factors' main effects out of the outcome equation while
 its OLS comparator has them, so each group effect can absorb its condition's baseline
@@ -20,14 +20,24 @@ Every function takes data frames and fitted objects; none reads or writes files.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from hetfx.paper.studies import CONDITION_FACTORS, M1_CONTROLS, Sampler, fit_tomz_weeks
+from hetfx.paper.params import LambdaSettings, LogitSettings
+from hetfx.paper.studies import (
+    CONDITION_FACTORS,
+    M1_CONTROLS,
+    Sampler,
+    fit_tomz_weeks,
+    lambda_settings,
+)
+
+if TYPE_CHECKING:
+    from hetfx.paper.params import Gate, Models, Robustness, ScaleSpec
 
 __all__ = [
     "Variant",
@@ -62,14 +72,19 @@ class Variant:
         ``"m1"`` (lambda model), ``"ols"`` (fixed-effects interactions) or ``"a1"``
         (varying intercept and slope).
     settings : mapping
-        Overrides of the model's settings (``main_effects``, ``effect``, ``keys``) or, for
-        OLS, the modifiers formula under ``"modifiers"``.
+        Overrides of the model's settings: fields of
+        :class:`~hetfx.paper.params.LambdaSettings` (``main_effects``, ``effect``,
+        ``family``, ``sigma_theta``) for ``"m1"``, or, for OLS, the modifiers formula under
+        ``"modifiers"``.
+    keys : tuple of str, optional
+        The factors that define the groups (default the four condition factors).
     """
 
     name: str
     label: str
     model: str
-    settings: Mapping
+    settings: Mapping[str, Any]
+    keys: tuple[str, ...] | None = None
 
     @property
     def bayesian(self) -> bool:
@@ -122,28 +137,36 @@ def fit_variant(
     tw: pd.DataFrame,
     variant: Variant,
     coding: str,
-    settings: Mapping,
+    settings: LambdaSettings | Mapping | None,
     sampler: Sampler,
-    logit: Mapping | None = None,
+    logit: LogitSettings | Mapping | None = None,
 ):
     """Fit one :class:`Variant` on the cleaned Tomz-Weeks frame.
 
-    ``settings`` is the model's params section (``models.m1`` or ``models.a1``); the
-    variant's own settings override it, and for the logit variants (``family: bernoulli``)
-    ``logit`` overrides both (prior SDs on the log-odds scale, engine settings).
+    ``settings`` is the model's params section: ``models.m1`` as a
+    :class:`~hetfx.paper.params.LambdaSettings` (or a mapping of its fields) or
+    ``models.a1`` as a mapping. The variant's own settings override it, and for the logit
+    variants (``family: bernoulli``) ``logit`` (:class:`~hetfx.paper.params.LogitSettings`
+    or a mapping of its fields) overrides both (prior SDs on the log-odds scale, engine
+    settings).
     """
+    keys = list(variant.keys or CONDITION_FACTORS)
     if variant.model == "ols":
         from hetfx.paper.studies import coding_frame
 
-        keys = list(variant.settings.get("keys", CONDITION_FACTORS))
         frame = coding_frame(tw, coding)
         if keys != CONDITION_FACTORS:
             frame = frame.assign(treat_group=frame[keys].astype(str).agg("_".join, axis=1))
         return _ols(frame, variant.settings["modifiers"], keys, "treat_group")
-    merged = {**dict(settings), **dict(variant.settings)}
-    if merged.get("family") == "bernoulli":
-        merged |= dict(logit or {})
-    return fit_tomz_weeks(tw, variant.model, coding, merged, sampler)
+    if variant.model != "m1":  # A1: its section stays a mapping
+        merged = {**dict(settings or {}), **dict(variant.settings)}
+        return fit_tomz_weeks(tw, variant.model, coding, merged, sampler)
+    lam = lambda_settings(settings).updated(**variant.settings)
+    if lam.family == "bernoulli" and logit is not None:
+        if not isinstance(logit, LogitSettings):
+            logit = LogitSettings.model_validate(dict(logit))
+        lam = lam.with_logit(logit)
+    return fit_tomz_weeks(tw, "m1", coding, lam, sampler, keys=keys)
 
 
 def condition_variants(
@@ -419,18 +442,13 @@ def predictive_check(
 
 # --------------------------------------------------------------------------- the checks
 #: Coarser groups: the eight regime x stakes x costs conditions (region dropped).
-COARSE_KEYS = ["regime", "stakes", "costs"]
+COARSE_KEYS = ("regime", "stakes", "costs")
 COARSE_VARIANTS: tuple[Variant, ...] = (
     Variant(
-        "ols_saturated",
-        "Saturated OLS",
-        "ols",
-        {"modifiers": "regime*stakes*costs", "keys": COARSE_KEYS},
+        "ols_saturated", "Saturated OLS", "ols", {"modifiers": "regime*stakes*costs"}, COARSE_KEYS
     ),
-    Variant("m1_published", "M1 as published (no main effects)", "m1", {"keys": COARSE_KEYS}),
-    Variant(
-        "m1_main_effects", "M1 with main effects", "m1", {"keys": COARSE_KEYS, "main_effects": True}
-    ),
+    Variant("m1_published", "M1 as published (no main effects)", "m1", {}, COARSE_KEYS),
+    Variant("m1_main_effects", "M1 with main effects", "m1", {"main_effects": True}, COARSE_KEYS),
 )
 
 
@@ -452,29 +470,44 @@ class RobustnessResults:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
-def _gate(fit, name: str, gate: Mapping) -> pd.DataFrame:
+def _gate(fit, name: str, gate: Gate) -> pd.DataFrame:
     from hetfx.inference import check_diagnostics
 
     diag = fit.diagnostics_record
     check_diagnostics(
         diag,
-        max_r_hat=gate["max_r_hat"],
-        min_ess_bulk=gate["min_ess_bulk"],
-        allow_divergences=gate["max_divergences"],
+        max_r_hat=gate.max_r_hat,
+        min_ess_bulk=gate.min_ess_bulk,
+        allow_divergences=gate.max_divergences,
         advice=f"robustness fit {name!r}: raise models.draws or change its engine settings",
     )
     return fit.diagnostics().assign(fit=name)
 
 
+@dataclass
+class _Fitter:
+    """Fits variants under one coding and sampler; every Bayesian fit must pass ``gate``
+    (its diagnostics are collected in ``diagnostics``)."""
+
+    tw: pd.DataFrame
+    coding: str
+    settings: Mapping[str, Any]
+    sampler: Sampler
+    gate: Gate
+    diagnostics: list = dataclasses.field(default_factory=list)
+
+    def __call__(self, variant: Variant, name: str | None = None, logit=None):
+        settings = self.settings.get(variant.model)
+        fit = fit_variant(self.tw, variant, self.coding, settings, self.sampler, logit)
+        if variant.bayesian:
+            self.diagnostics.append(_gate(fit, name or variant.name, self.gate))
+        return fit
+
+
 def run_checks(
     tw: pd.DataFrame,
-    coding: str,
-    settings: Mapping[str, Mapping],
-    sampler: Sampler,
-    sigma_theta_priors: Mapping[str, Mapping],
-    prior_variants: Sequence[str],
-    gate: Mapping,
-    logit: Mapping | None = None,
+    models: Models,
+    checks: Robustness,
     progress=lambda message: None,
 ) -> RobustnessResults:
     """Fit every variant and build the robustness tables.
@@ -483,21 +516,16 @@ def run_checks(
     ----------
     tw : pandas.DataFrame
         The cleaned Tomz-Weeks frame.
-    coding : {"published", "corrected"}
-        Coding of the Democrat indicator.
-    settings : mapping
-        ``{"m1": ..., "a1": ...}``: the models' params sections.
-    sampler : Sampler
-        Seed and posterior layout.
-    sigma_theta_priors : mapping
-        Prior name to a scale prior spec (``{kind, scale, nu}``); the first is the default.
-    prior_variants : sequence of str
-        Names of lambda-model variants refitted under every prior.
-    gate : mapping
-        ``max_r_hat``, ``min_ess_bulk``, ``max_divergences``: every Bayesian fit must pass.
-    logit : mapping, optional
-        Settings of the logit variants (``gamma_sd``, ``beta_sd``, ``target_accept``). They
-        are fitted by the default engine of
+    models : hetfx.paper.params.Models
+        ``params.yaml``'s ``models`` section, validated: the sampler (``seed``, ``chains``,
+        ``draws``, ``tune``), the settings of M1 and A1, and the diagnostic ``gate`` every
+        Bayesian fit must pass.
+    checks : hetfx.paper.params.Robustness
+        ``params.yaml``'s ``robustness`` section, validated: the ``coding`` of the Democrat
+        indicator; ``sigma_theta_priors`` (name to scale prior; the first is the default)
+        under which every lambda-model variant of ``prior_variants`` is refitted; the
+        ``logit`` settings of the logit variants (``gamma_sd``, ``beta_sd``,
+        ``target_accept``), which are fitted by the default engine of
         :func:`hetfx.models.bernoulli.fit_bernoulli_lambda`, ``qmc`` (deterministic: the
         same summaries on any CPU to rounding), gated on its Pareto k-hat and weight ESS.
     progress : callable
@@ -505,28 +533,26 @@ def run_checks(
     """
     from hetfx.paper.studies import coding_frame
 
-    _check_prior_variants(prior_variants)
-    fits, diags = {}, []
+    _check_prior_variants(checks.prior_variants)
+    sampler = Sampler.from_params(models)
+    # A1's section travels as a mapping (the varying-slopes path of hetfx.paper.studies)
+    settings = {"m1": models.m1, "a1": models.a1.model_dump()}
+    fitter = _Fitter(tw, checks.coding, settings, sampler, models.gate)
+    fits = {}
     for v in CONDITION_VARIANTS:
-        fits[v.name] = fit_variant(tw, v, coding, settings.get(v.model, {}), sampler, logit)
-        if v.bayesian:
-            diags.append(_gate(fits[v.name], v.name, gate))
+        fits[v.name] = fitter(v, logit=checks.logit)
         progress(f"fitted {v.label}")
     effects = condition_variants(fits)
     spread = spread_table(effects)
     neg = spread.attrs["neg_conditions"]
     spread = spread.assign(neg_conditions=";".join(neg))
-    refit = functools.partial(_refit, tw, coding, settings, sampler, gate, diags)
-    prior = _prior_rows(fits, sigma_theta_priors, prior_variants, refit, progress)
-    coarse_fits = {}
-    for v in COARSE_VARIANTS:
-        coarse_fits[v.name] = fit_variant(tw, v, coding, settings.get(v.model, {}), sampler)
-        if v.bayesian:
-            diags.append(_gate(coarse_fits[v.name], f"coarse {v.name}", gate))
+    prior = _prior_rows(fits, checks.sigma_theta_priors, checks.prior_variants, fitter, progress)
+    coarse_fits = {v.name: fitter(v, f"coarse {v.name}") for v in COARSE_VARIANTS}
     coarse = condition_variants(coarse_fits, COARSE_VARIANTS)
     progress("fitted the eight coarser conditions")
-    loo, ppc = _likelihood_checks(fits, coding_frame(tw, coding)["treat_group"], sampler, progress)
-    diagnostics = pd.concat(diags, ignore_index=True)
+    conditions = coding_frame(tw, checks.coding)["treat_group"]
+    loo, ppc = _likelihood_checks(fits, conditions, sampler, progress)
+    diagnostics = pd.concat(fitter.diagnostics, ignore_index=True)
     diagnostics = diagnostics[["fit", *[c for c in diagnostics.columns if c != "fit"]]]
     return RobustnessResults(
         effects, spread, sign_disagreements(effects), prior, coarse, loo, ppc, diagnostics
@@ -548,15 +574,12 @@ def _check_prior_variants(prior_variants: Sequence[str]) -> None:
         )
 
 
-def _refit(tw, coding, settings, sampler, gate, diags: list, variant: Variant):
-    """Fit ``variant`` (a prior variant), gate it and record its diagnostics in ``diags``."""
-    fit = fit_variant(tw, variant, coding, settings[variant.model], sampler)
-    diags.append(_gate(fit, variant.name, gate))
-    return fit
-
-
 def _prior_rows(
-    fits: Mapping, sigma_theta_priors: Mapping, prior_variants: Sequence[str], refit, progress
+    fits: Mapping,
+    sigma_theta_priors: Mapping[str, ScaleSpec],
+    prior_variants: Sequence[str],
+    fitter: _Fitter,
+    progress,
 ) -> pd.DataFrame:
     """The prior sensitivity table: every prior variant refitted under every other prior."""
     by_name = {v.name: v for v in CONDITION_VARIANTS}
@@ -570,12 +593,9 @@ def _prior_rows(
                 fit = fits[name]
             else:
                 pv = Variant(
-                    f"{name}@{prior}",
-                    v.label,
-                    v.model,
-                    {**dict(v.settings), "sigma_theta": dict(spec)},
+                    f"{name}@{prior}", v.label, v.model, {**v.settings, "sigma_theta": spec}
                 )
-                fit = refit(pv)
+                fit = fitter(pv)
             groups[prior] = fit.group_effects()
         prior_rows.append(prior_sensitivity(groups, prior_default).assign(variant=name))
         progress(f"prior sensitivity of {v.label}: {len(sigma_theta_priors)} priors")

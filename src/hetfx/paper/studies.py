@@ -40,7 +40,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from hetfx.models.gaussian import ScalePrior
 from hetfx.paper.cells import demographic_cells  # re-exported: Figure 8's cells
+from hetfx.paper.params import LambdaSettings, ScaleSpec
 from hetfx.priors import Prior, Priors
 
 if TYPE_CHECKING:
@@ -55,6 +57,7 @@ __all__ = [
     "fit_tomz_weeks",
     "fit_bush_prather",
     "lambda_priors",
+    "lambda_settings",
     "model_settings",
     "demographic_cells",
 ]
@@ -83,6 +86,12 @@ class Sampler:
     chains: int = 4
     draws: int = 1000
     tune: int = 1000
+
+    @classmethod
+    def from_params(cls, models) -> Sampler:
+        """The layout of ``params.yaml``'s ``models`` section (a validated
+        :class:`hetfx.paper.params.Models`)."""
+        return cls(seed=models.seed, chains=models.chains, draws=models.draws, tune=models.tune)
 
 
 def _check_coding(coding: str) -> None:
@@ -119,22 +128,54 @@ def bush_prather_frame(bp: pd.DataFrame, coding: str) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------------- Tomz-Weeks fits
-def model_settings(model: str, settings: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The settings a Tomz-Weeks model is fitted with: its base model's section of
-    ``params.yaml`` (``settings``), with ``main_effects`` True for the ``<model>_main_effects``
-    variants (what :func:`fit_tomz_weeks` uses, and what a stage log should print)."""
-    out = dict(settings or {})
-    if model.endswith(MAIN_EFFECTS_SUFFIX):
-        out["main_effects"] = True
-    return out
+def scale_spec(prior: ScalePrior) -> ScaleSpec:
+    """The ``params.yaml`` form of a scale prior."""
+    return ScaleSpec(kind=prior.kind, scale=prior.scale, nu=prior.nu)
+
+
+def lambda_settings(settings: LambdaSettings | Mapping[str, Any] | None = None) -> LambdaSettings:
+    """A lambda model's settings as the validated :class:`~hetfx.paper.params.LambdaSettings`:
+    given as such (the pipeline), or a mapping of some of its fields, validated here once; the
+    others default to the quadrature engine, N(0, 1) coefficients, brms's default prior
+    (:meth:`ScalePrior.brms_default <hetfx.models.gaussian.ScalePrior.brms_default>`) on both
+    scales and ``target_accept`` 0.8."""
+    if isinstance(settings, LambdaSettings):
+        return settings
+    brms = scale_spec(ScalePrior.brms_default())
+    defaults = {
+        "engine": "quadrature",
+        "gamma_sd": 1.0,
+        "beta_sd": 1.0,
+        "sigma": brms,
+        "sigma_theta": brms,
+        "target_accept": 0.8,
+    }
+    return LambdaSettings.model_validate(defaults | dict(settings or {}))
+
+
+def model_settings(model: str, settings=None) -> LambdaSettings | dict[str, Any]:
+    """The settings a Tomz-Weeks model is fitted with (what :func:`fit_tomz_weeks` uses, and
+    what a stage log should print).
+
+    M1, M2 and their variants: :class:`~hetfx.paper.params.LambdaSettings` (see
+    :func:`lambda_settings`), with ``main_effects`` True for the ``<model>_main_effects``
+    variants. A1: its section as a mapping. The OLS comparators: an empty mapping.
+    """
+    base = model.removesuffix(MAIN_EFFECTS_SUFFIX)
+    if base in ("m1", "m2"):
+        out = lambda_settings(settings)
+        return out.updated(main_effects=True) if model.endswith(MAIN_EFFECTS_SUFFIX) else out
+    return dict(settings or {})
 
 
 def fit_tomz_weeks(
     tw: pd.DataFrame,
     model: str,
     coding: str,
-    settings: Mapping[str, Any] | None = None,
+    settings: LambdaSettings | Mapping[str, Any] | None = None,
     sampler: Sampler | None = None,
+    *,
+    keys: list[str] | None = None,
 ):
     """Fit one Tomz-Weeks model under one coding.
 
@@ -147,10 +188,15 @@ def fit_tomz_weeks(
         grouping variables' main effects in the outcome equation.
     coding : {"published", "corrected"}
         Coding of the Democrat indicator.
-    settings : mapping, optional
-        The model's section of ``params.yaml`` (priors, engine, target_accept).
+    settings : LambdaSettings or mapping, optional
+        The model's section of ``params.yaml``: for M1, M2 and their variants a validated
+        :class:`~hetfx.paper.params.LambdaSettings` (or a mapping of some of its fields),
+        for A1 a mapping (priors, engine, target_accept).
     sampler : Sampler, optional
         Seed and posterior layout.
+    keys : list of str, optional
+        M1 only: the factors that define the groups (default the four condition factors;
+        ``["regime", "stakes", "costs"]`` gives the eight coarser conditions).
 
     Returns
     -------
@@ -165,7 +211,7 @@ def fit_tomz_weeks(
     sampler = sampler or Sampler()
     model = model.removesuffix(MAIN_EFFECTS_SUFFIX)
     if model == "m1":
-        return _fit_m1(df, settings, sampler)
+        return _fit_m1(df, settings, sampler, keys or CONDITION_FACTORS)
     if model == "m2":
         return _fit_m2(df, settings, sampler)
     if model in ("m1_ols", "m2_ols"):
@@ -189,19 +235,27 @@ def fit_tomz_weeks(
     return _fit_a1(df, settings, sampler)
 
 
-def lambda_priors(settings: Mapping[str, Any]) -> Priors:
-    """The :class:`hetfx.Priors` of a lambda model's params.yaml section (``gamma_sd``,
-    ``beta_sd``, ``sigma``, ``sigma_theta``; brms's defaults where absent)."""
-    brms = Prior.half_student_t(3, 2.5)
+def scale_prior(spec: ScaleSpec) -> Prior:
+    """The library's :class:`hetfx.Prior` of a scale prior of ``params.yaml``."""
+    if spec.kind == "half_normal":
+        return Prior.half_normal(spec.scale)
+    return Prior.half_student_t(spec.nu, spec.scale)
+
+
+def lambda_priors(settings: LambdaSettings | Mapping[str, Any]) -> Priors:
+    """The :class:`hetfx.Priors` of a lambda model's settings: gamma ~ N(0, gamma_sd), beta ~
+    N(0, beta_sd), and the scale priors of ``sigma`` and ``sigma_theta`` (see
+    :func:`lambda_settings` for the defaults of a mapping)."""
+    settings = lambda_settings(settings)
     return Priors(
-        effect=Prior.normal(settings.get("gamma_sd", 1.0)),
-        control=Prior.normal(settings.get("beta_sd", 1.0)),
-        sigma=Prior.from_spec(settings.get("sigma", brms)),
-        sigma_theta=Prior.from_spec(settings.get("sigma_theta", brms)),
+        effect=Prior.normal(settings.gamma_sd),
+        control=Prior.normal(settings.beta_sd),
+        sigma=scale_prior(settings.sigma),
+        sigma_theta=scale_prior(settings.sigma_theta),
     )
 
 
-def _fit_lambda(df: pd.DataFrame, settings: Mapping[str, Any], sampler: Sampler, **spec):
+def _fit_lambda(df: pd.DataFrame, settings: LambdaSettings, sampler: Sampler, **spec):
     """:func:`hetfx.fit` of ``force`` on ``alliance`` with the paper's priors and sampler.
 
     The published specifications leave the modifiers' main effects out (M1 also has a
@@ -209,7 +263,7 @@ def _fit_lambda(df: pd.DataFrame, settings: Mapping[str, Any], sampler: Sampler,
     """
     from hetfx.api import fit
 
-    family = settings.get("family", "gaussian")
+    family = settings.family
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="main_effects=False", category=UserWarning)
         warnings.filterwarnings("ignore", message="Z has one column per cell", category=UserWarning)
@@ -219,14 +273,14 @@ def _fit_lambda(df: pd.DataFrame, settings: Mapping[str, Any], sampler: Sampler,
             "alliance",
             priors=lambda_priors(settings),
             family=family,
-            # the logit model is fitted by NUTS whatever the Gaussian model's engine
-            engine=settings.get("engine", "quadrature") if family == "gaussian" else "auto",
+            # the logit model is fitted by its default engine whatever the Gaussian model's
+            engine=settings.engine if family == "gaussian" else "auto",
             missing="raise",
             seed=sampler.seed,
             chains=sampler.chains,
             draws=sampler.draws,
             tune=sampler.tune,
-            target_accept=float(settings.get("target_accept", 0.8)),
+            target_accept=settings.target_accept,
             **spec,
         )
 
@@ -235,8 +289,8 @@ def _fit_lambda(df: pd.DataFrame, settings: Mapping[str, Any], sampler: Sampler,
 CONDITION_FACTORS = ["regime", "stakes", "costs", "region_txt"]
 
 
-def _fit_m1(df: pd.DataFrame, settings, sampler):
-    """M1 and its specification variants (``settings``):
+def _fit_m1(df: pd.DataFrame, settings: LambdaSettings, sampler: Sampler, keys: list[str]):
+    """M1 and its specification variants (``settings``, ``keys``):
 
     ``main_effects`` (default False, as published)
         Put the condition factors' main effects (the non-intercept columns of
@@ -247,14 +301,14 @@ def _fit_m1(df: pd.DataFrame, settings, sampler):
         The heterogeneity equation's design.
     ``family`` ("gaussian", default, or "bernoulli")
         The likelihood: the published linear probability model, or a logit model fitted by
-        NUTS with group effects as average marginal effects on the probability scale
-        (``gamma_sd`` and ``beta_sd`` are then prior SDs on the log-odds scale).
+        the qmc engine with group effects as average marginal effects on the probability
+        scale (``gamma_sd`` and ``beta_sd`` are then prior SDs on the log-odds scale).
     ``keys`` (default the four condition factors)
         The factors that define the groups; ``["regime", "stakes", "costs"]`` gives the eight
         coarser conditions (region then plays no part).
     """
-    keys = list(settings.get("keys", CONDITION_FACTORS))
-    effect = settings.get("effect", "saturated")
+    keys = list(keys)
+    effect = settings.effect
     if effect not in ("saturated", "additive"):
         raise ValueError(f"effect must be 'saturated' or 'additive', got {effect!r}")
     if keys != CONDITION_FACTORS:
@@ -268,11 +322,11 @@ def _fit_m1(df: pd.DataFrame, settings, sampler):
         effect=effect,
         group="treat_group",
         # main effects: one baseline per condition (all terms of regime*stakes*costs*region)
-        main_effects="saturated" if settings.get("main_effects", False) else False,
+        main_effects="saturated" if settings.main_effects else False,
     )
 
 
-def _fit_m2(df: pd.DataFrame, settings, sampler):
+def _fit_m2(df: pd.DataFrame, settings: LambdaSettings, sampler: Sampler):
     """M2; ``settings["main_effects"]`` (default False, as published) adds dem, rep,
     high_newsint, white and male to the outcome equation. ``party`` rides along as a
     modifier that no equation uses (it labels the groups of Figure 8)."""
@@ -285,7 +339,7 @@ def _fit_m2(df: pd.DataFrame, settings, sampler):
         controls=M2_CONTROLS,
         effect=additive,
         group="het_group",
-        main_effects=additive if settings.get("main_effects", False) else False,
+        main_effects=additive if settings.main_effects else False,
     )
 
 
