@@ -703,9 +703,10 @@ def fit(
         rest scaled to the outcome's and the treatment's SDs; recorded in ``res.priors`` and
         printed by ``summary()``); for the Bernoulli family the paper's (brms's) defaults on
         the logit scale (see :mod:`hetfx.priors`).
-    family : {"gaussian", "bernoulli"}
-        Likelihood. Bernoulli uses a logit link and reports effects on the probability scale
-        (average marginal effects).
+    family : {"gaussian", "bernoulli"} or hetfx.families.Family
+        Likelihood (a name, or :data:`hetfx.families.GAUSSIAN` /
+        :data:`~hetfx.families.BERNOULLI`). Bernoulli uses a logit link and reports effects
+        on the probability scale (average marginal effects).
     engine : {"auto", "quadrature", "qmc", "nutpie"}
         Posterior engine: ``"auto"`` is the exact quadrature engine for the Gaussian family
         and, for the Bernoulli family, ``"qmc"`` (quadrature over sigma_theta and
@@ -780,12 +781,13 @@ def fit(
     ``family="bernoulli"``) and a simulated conjoint.
     """
     check_fit(locals())
-    from hetfx.results import BernoulliResults
+    from hetfx.families import GAUSSIAN, get_family
 
+    fam = get_family(family)
     if priors is not None and not isinstance(priors, Priors):
         raise TypeError("priors must be a hetfx.Priors bundle")
     if baselines is None and main_effects is None:
-        baselines = "pooled" if family == "gaussian" else "additive"
+        baselines = fam.default_baselines
     d = build_design(
         data,
         outcome,
@@ -796,12 +798,12 @@ def fit(
         group=group,
         main_effects=main_effects,
         missing=missing,
-        family=family,
+        family=fam.name,
         weights=weights,
         baselines=baselines,
     )
-    if engine == "auto":
-        engine = "quadrature" if family == "gaussian" else "qmc"
+    engine = fam.resolve_engine(engine)
+    fam.check_baselines(d.baselines)
     common = dict(
         group_keys=d.cells,
         group_name=d.group_name,
@@ -812,30 +814,28 @@ def fit(
         seed=seed,
         **engine_options,
     )
-    if family == "gaussian":
+    if fam is GAUSSIAN:
         return _fit_gaussian(d, priors, engine, common)
-    if d.baselines in ("pooled", "fixed"):
-        raise DesignError(
-            f"baselines={d.baselines!r} is fitted for the Gaussian family only; the Bernoulli "
-            "family takes baselines='additive' (its default) or 'none'"
-        )
-    if engine not in ("qmc", "nutpie"):
-        raise DesignError(
-            f"family='bernoulli' is fitted by engine='qmc' or 'nutpie' only, got {engine!r}"
-        )
+    return _fit_bernoulli(d, priors, engine, common)
+
+
+def _fit_bernoulli(d: Design, priors: Priors | None, engine: str, common: dict):
+    """The Bernoulli family's engines (logit link; no residual SD, so ``priors.sigma`` is
+    not used); default priors: the paper's (brms's) on the logit scale."""
     from hetfx.models.bernoulli import fit_bernoulli_lambda
+    from hetfx.results import BernoulliResults
 
     priors = priors if priors is not None else Priors()
     kw = priors.lambda_kwargs(list(d.X.columns))
     kw.pop("sigma_prior")
     if priors.sigma != Priors().sigma:
         warnings.warn(
-            "priors.sigma is not used: a logit model has no residual SD", UserWarning, stacklevel=2
+            "priors.sigma is not used: a logit model has no residual SD", UserWarning, stacklevel=3
         )
     f = fit_bernoulli_lambda(
         d.y, d.treat, d.X, d.codes, d.Z, weights=d.weights, engine=engine, **kw, **common
     )
-    return BernoulliResults(f, d, priors, engine=engine, seed=seed)
+    return BernoulliResults(f, d, priors, engine=engine, seed=common["seed"])
 
 
 def _outcome_scale(d: Design, priors: Priors, defaulted: bool) -> tuple[float, float]:

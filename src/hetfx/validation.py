@@ -60,11 +60,10 @@ __all__ = [
     "cell_name",
 ]
 
-#: Engine functions whose keyword options each front-end function passes on, and the
+#: Engine functions whose keyword options each front-end function passes on (for
+#: :func:`hetfx.fit`, each family's :attr:`~hetfx.families.Family.engine_function`), and the
 #: arguments the front end sets itself (so they are not options a user may pass).
 ENGINE_FUNCTIONS = {
-    ("fit", "gaussian"): "hetfx.models.lambda_model:fit_lambda_model",
-    ("fit", "bernoulli"): "hetfx.models.bernoulli:fit_bernoulli_lambda",
     ("fit_varying_slopes", None): "hetfx.models.varying_slopes:fit_varying_slopes",
 }
 SET_BY_FRONT_END = {
@@ -146,7 +145,12 @@ def check_level(level) -> None:
 
 def engine_option_names(caller: str, family: str | None) -> list[str] | None:
     """Options a user may pass on to the engine of ``caller`` (None: not checkable)."""
-    target = ENGINE_FUNCTIONS.get((caller, family))
+    if caller == "fit":
+        from hetfx.families import get_family
+
+        target = get_family(family).engine_function
+    else:
+        target = ENGINE_FUNCTIONS.get((caller, family))
     if target is None:
         return None
     module, name = target.split(":")
@@ -508,6 +512,7 @@ def _check_data(
     dose_ok: bool,
     gaussian: bool,
     saturated: bool = False,
+    family=None,
 ):
     needed = [r["outcome"], r["treatment"], *r["modifiers"], *r["control_vars"]]
     needed += [c for c in (r.get("group"), r.get("weights")) if c]
@@ -519,6 +524,9 @@ def _check_data(
         return  # build_design counts the missing values by variable
     check_magnitudes(df, needed)
     t = numbers_of(r["treatment"], df[r["treatment"]], "treatment")
+    if family is not None:  # hetfx.fit: what the family's likelihood takes
+        y = numbers_of(r["outcome"], df[r["outcome"]], "outcome")
+        family.check_values(r["outcome"], y, r["treatment"], t)
     if coding:
         _check_treatment_coding(t, r["treatment"], dose_ok=dose_ok)
     _check_modifiers(df, r["modifiers"], default_effect)
@@ -551,11 +559,12 @@ def check_fit(args: Mapping[str, Any]) -> None:
     """Check the arguments of :func:`hetfx.fit` (its ``locals()``) before any work."""
     _check_priors(args.get("priors"))
     data = _frame(args["data"])
-    family = args.get("family", "gaussian")
-    if not isinstance(family, str) or family not in ("gaussian", "bernoulli"):
-        raise DesignError(f"family must be one of ('gaussian', 'bernoulli'), got {family!r}")
+    from hetfx.families import get_family
+
+    family = get_family(args.get("family", "gaussian"))
+    family.resolve_engine(args.get("engine", "auto"))
     check_sampler(args)
-    check_engine_options("fit", family, args.get("engine_options") or {})
+    check_engine_options("fit", family.name, args.get("engine_options") or {})
     r = _roles(args, formula_controls=True)
     main_effects = args.get("main_effects", True)
     in_x = main_effects is True or (
@@ -563,15 +572,15 @@ def check_fit(args: Mapping[str, Any]) -> None:
     )  # the modifiers' main effects go into X
     _check_roles(r, main_effects_in_x=in_x)
     _check_formulas(args.get("effect"), main_effects)
-    gaussian = family == "gaussian"
     _check_data(
         data,
         r,
         default_effect=args.get("effect") in _DEFAULT_EFFECTS,
-        coding=gaussian,  # the Bernoulli family refuses anything but 0/1 itself
+        coding=not family.binary_treatment,  # a 0/1 treatment is checked by the family
         dose_ok=True,
-        gaussian=gaussian,
+        gaussian=family.has_sigma,
         saturated="saturated" in (args.get("effect"), main_effects),
+        family=family,
     )
 
 
