@@ -583,7 +583,7 @@ HIERARCHICAL_BASELINES = {
 }
 #: Posterior layout of the study's fits. The estimators use only the exact summaries of
 #: ``group_effects`` (mixtures over the engine's grid), never draws, so the fewest draws
-#: the API takes will do.
+#: the API takes will do (no draws at all, ``{"draws": 0}``, once ``hetfx.fit`` takes it).
 FIT_LAYOUT = {"chains": 1, "draws": 4}
 #: Version of the hierarchical estimators' numerics, recorded in the work directory's
 #: manifest so that replicates computed by an older engine are refitted.
