@@ -170,7 +170,8 @@ def main() -> None:
     log(
         STAGE,
         f"{replicates} replicates x 9 conditions x 2 estimators, root seed "
-        f"{params.root_seed}, n = {params.n_obs}, exact posterior summaries, backend {where}, "
+        f"{params.root_seed}, n = {params.n_obs}, hierarchical model by hetfx.fit (exact "
+        f"posterior summaries), backend {where}, "
         f"n_jobs {params.n_jobs}",
     )
     cluster = None

@@ -1,4 +1,4 @@
-"""Stage `simulate_sensitivity`: the simulation under baseline shifts (issue 9, item 3).
+"""Stage `simulate_sensitivity`: the simulation under baseline shifts.
 
 Usage: python analysis/simulate_sensitivity.py
 
@@ -6,9 +6,11 @@ Reads `simulation_sensitivity:` (replicates, shift SD, models) and, from `simula
 root seed, sample size and workers. Both designs (replication spec §5) run under two DGPs:
 `published` (no baseline shifts, the paper's) and `shifted` (every cell's baseline, both arms,
 moves by N(0, baseline_sd)); the shifts come from their own random stream, so a replicate's
-other data are the same under both. Estimators: `ols` (the paper's OLS), `hierarchical` (as
-published: one common baseline), `hierarchical_fe` (the cells' baselines as fixed effects)
-and `hierarchical_pooled` (pooled baselines, alpha_g ~ N(0, sigma_alpha)). Under the published
+other data are the same under both. Estimators: `ols` (the paper's OLS) and the hierarchical
+model fitted by the public API, `hetfx.fit`, with the published priors: `hierarchical` (as
+published: one common baseline, baselines="none"), `hierarchical_fe` (the cells' baselines as
+fixed effects, baselines="fixed") and `hierarchical_pooled` (pooled baselines, alpha_g ~ N(0,
+sigma_alpha), baselines="pooled"). Under the published
 DGP, `ols` and `hierarchical` are the stage `simulate`'s fits of the same data sets with the
 same estimators, read from its estimates (results/simulation/{spec,groupsize}/
 estimates.parquet) rather than fitted again; they are fitted here only if that stage ran

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -328,7 +326,7 @@ def test_estimator_output_is_validated():
 def test_hierarchical_adapter_small():
     cond = S.conditions(1)[0]  # 8 groups
     data, truth = S.simulate_condition(3, 0, cond)
-    est = functools.partial(S.hierarchical_estimator, chains=2, draws=500)
+    est = S.hierarchical_estimator
     out = est(data, cond)
     assert list(out["group"]) == list(truth["group"])
     assert set(S.INTERVAL_COLUMNS) <= set(out.columns)
@@ -343,7 +341,7 @@ def test_hierarchical_adapter_small():
 def test_hierarchical_study_small_r():
     est = {
         "ols": S.ols_estimator,
-        "hierarchical": functools.partial(S.hierarchical_estimator, chains=2, draws=1000),
+        "hierarchical": S.hierarchical_estimator,
     }
     res = S.run_simulation(4, root_seed=12, estimators=est, n_jobs=2, progress=False)
     s = res.summary.set_index(["condition", "model"])["rmse_mean"]

@@ -35,24 +35,28 @@ Estimators are pluggable callables ``estimator(data, condition) -> frame`` with
 one row per group and columns ``group``, ``estimate``, ``q025``, ``q05``,
 ``q95``, ``q975`` (``std_error`` optional): :func:`ols_estimator` (fast numpy
 path), :func:`ols_estimator_statsmodels` (the generic
-:func:`hetfx.models.saturated_ols.fit_saturated_ols` path, the reference) and
-:func:`hierarchical_estimator` (the lambda model). The hierarchical estimator's
-default engine, :func:`lambda_quadrature_summary`, is the collapsed model of the quadrature
-engine of :mod:`hetfx.models.lambda_model` on a grid sized for the study (Gauss-Hermite
-nodes on ``log sigma``, a lattice on ``log sigma_theta``: :data:`SIM_HERMITE`) without draws:
-the posterior median and quantiles of every group effect are computed exactly from the
-grid's mixture of Gaussians, so the study's estimates and coverages carry no Monte Carlo
-error from the fits and agree across machines to rounding. It is tested against
-``fit_lambda_model(engine="quadrature")`` (within 5e-7) and full NUTS.
+:func:`hetfx.models.saturated_ols.fit_saturated_ols` path, the reference) and the
+hierarchical estimators, which call the public API, :func:`hetfx.fit`, as a user would
+(:func:`fit_condition`: modifiers ``x1..xk``, controls ``z1``, ``z2``, ``z3``, the cells'
+labels as ``group``, the published priors made explicit, :data:`PUBLISHED_PRIORS`), and
+report the exact posterior medians and quantiles of ``group_effects`` (mixtures of Gaussians
+over the engine's grid: no Monte Carlo error from the fits, the same on any machine to
+rounding). :func:`hierarchical_estimator` is the published model (``baselines="none"``: one
+baseline for all cells). ``hetfx.fit`` refuses cells whose treatment does not vary; the
+hierarchical estimators leave such cells out and report ``nan`` for them
+(:func:`fittable_rows`).
 
-Sensitivity to baseline shifts (issue 9, item 3): ``baseline_sd > 0`` (argument of
-:func:`simulate_condition`, :func:`run_replicate` and :func:`run_simulation`) adds to ``y`` a
-shift ``delta_g ~ N(0, baseline_sd)`` per cell, both arms (:func:`draw_baseline`; spawn key
-``(r, design, index,`` :data:`BASELINE_STREAM` ``)``, so every other draw of a replicate is
-unchanged). The published DGP has no shifts, and the published hierarchical model one common
-baseline; :func:`hierarchical_fe_estimator` gives every cell its own baseline (fixed effects,
-as the saturated OLS has them) and :func:`hierarchical_pooled_estimator` pools the baselines
-(``alpha_g ~ N(0, sigma_alpha)``), both exact (:mod:`hetfx.models.baselines`).
+Sensitivity to baseline shifts: ``baseline_sd > 0`` (argument of :func:`simulate_condition`,
+:func:`run_replicate` and :func:`run_simulation`) adds to ``y`` a shift ``delta_g ~ N(0,
+baseline_sd)`` per cell, both arms (:func:`draw_baseline`; spawn key ``(r, design, index,``
+:data:`BASELINE_STREAM` ``)``, so every other draw of a replicate is unchanged). The published
+DGP has no shifts, and the published hierarchical model one common baseline;
+:func:`hierarchical_fe_estimator` gives every cell its own baseline (fixed effects, as the
+saturated OLS has them: ``baselines="fixed"``) and :func:`hierarchical_pooled_estimator`
+pools the baselines (``alpha_g ~ N(0, sigma_alpha)``: ``baselines="pooled"``). With a
+baseline per cell the library reduces a saturated effect design to its intercept (``theta``
+then carries the cells' differences, every cell alike), and pooled baselines bring the
+moderators' main effects into the outcome equation of the additive conditions.
 
 Readings: (a) the published design is ``run_simulation(n_replicates=1)`` (one
 data set per condition; the published R code used seed 12, whose R random
@@ -67,51 +71,48 @@ import itertools
 import json
 import os
 import warnings
-import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from hetfx.models.baselines import (
-    ArrowScales,
-    MixturePosterior,
-    fixed_baseline_model,
-    lattice_grid_nd,
-)
-from hetfx.models.gaussian import ScalePrior, single_threaded_blas
-from hetfx.models.lambda_model import (
-    ArrowLambda,
-    design_from_factorial,
-    fit_lambda_model,
-    prepare_lambda_data,
-)
+import hetfx
+from hetfx.priors import Prior, Priors
+
+if TYPE_CHECKING:
+    from hetfx.results import GaussianResults
 
 __all__ = [
     "BASELINE_SD",
     "CONTROL_COEFS",
     "EQUAL_GROUP_K",
+    "FIT_LAYOUT",
+    "HIERARCHICAL_BASELINES",
     "IMBALANCE_SCENARIOS",
     "INTERVAL_COLUMNS",
     "N_OBS",
+    "PUBLISHED_PRIORS",
     "PUBLISHED_SEED",
     "TAU_MEAN",
     "TAU_SD",
     "Condition",
     "Estimator",
+    "api_estimator",
     "SimulationResult",
     "bias_by_group_size",
     "conditions",
     "draw_baseline",
     "draw_tau",
+    "fit_condition",
+    "fittable_rows",
     "group_labels",
     "hierarchical_estimator",
     "hierarchical_fe_estimator",
     "hierarchical_pooled_estimator",
-    "lambda_quadrature_summary",
     "ols_estimator",
     "ols_estimator_statsmodels",
     "replicate_rng",
@@ -140,7 +141,7 @@ IMBALANCE_SCENARIOS: dict[str, tuple[float, ...]] = {
 }
 #: Seed of the published R study (``set.seed(12)``); used as the default root seed.
 PUBLISHED_SEED = 12
-#: SD of the groups' baseline shifts of the sensitivity DGP (issue 9; the published DGP has none).
+#: SD of the groups' baseline shifts of the sensitivity DGP (the published DGP has none).
 BASELINE_SD = 0.3
 #: Last spawn-key entry of the baseline shifts' stream (:func:`draw_baseline`).
 BASELINE_STREAM = 9
@@ -562,140 +563,127 @@ def ols_estimator_statsmodels(data: pd.DataFrame, condition: Condition) -> pd.Da
     return ge[["group", *cols]].reset_index(drop=True)
 
 
-def _effect_terms(condition: Condition) -> list[tuple[str, ...]]:
-    """Terms of the hierarchical effect design ``Z`` (``()`` is the intercept)."""
-    xs = condition.moderators
-    if condition.effect_terms == "saturated":
-        return [t for r in range(len(xs) + 1) for t in itertools.combinations(xs, r)]
-    return [(), *((x,) for x in xs)]
-
-
-def _data_seed(data: pd.DataFrame) -> int:
-    """A fitting seed derived from the data (deterministic, independent of workers)."""
-    return zlib.crc32(np.ascontiguousarray(data["y"].to_numpy(float)).tobytes())
-
-
-@functools.lru_cache(maxsize=64)
-def _effect_design(condition: Condition, present: tuple[int, ...]) -> pd.DataFrame:
-    """The effect design of the cells ``present`` (built once per condition and set of cells:
-    every replicate of a condition shares it; callers must not modify it)."""
-    present = np.asarray(present, dtype=int)
-    labels = np.asarray(group_labels(condition.k), dtype=object)[present]
-    bits = (present[:, None] >> np.arange(condition.k - 1, -1, -1)) & 1
-    keys = pd.DataFrame(bits, columns=condition.moderators, index=pd.Index(labels, name="group"))
-    return design_from_factorial(keys, _effect_terms(condition))
-
-
-def _lambda_inputs(data: pd.DataFrame, condition: Condition):
-    """Inputs of the lambda model for one simulated data set.
-
-    Returns ``(y, treat, X, codes, Z)``: groups are the cells present in the data (in
-    index order), ``Z`` is the full factorial of the moderators (saturated) or
-    intercept + moderators (additive), ``X`` is intercept, z1, z2, z3.
-    """
-    codes, present = pd.factorize(data["group_index"].to_numpy(), sort=True)
-    Z = _effect_design(condition, tuple(int(g) for g in present))
-    X = pd.DataFrame(
-        {"Intercept": 1.0, "z1": data["z1"], "z2": data["z2"], "z3": data["z3"]}
-    ).reset_index(drop=True)
-    return data["y"].to_numpy(float), data["treat"].to_numpy(float), X, codes, Z
-
-
-#: Grid of the simulation's exact summaries (published and fixed-effects estimators): log sigma
-#: by Gauss-Hermite quadrature on SIM_HERMITE nodes around its mode (its posterior is close to
-#: Gaussian with 2,000 observations), log sigma_theta on a lattice of SIM_RESOLUTION[1] nodes
-#: per posterior SD down to SIM_DROP log units below the top, and nodes of normalised weight
-#: below SIM_PRUNE left out. Group-effect quantiles are within 2.3e-7 of a (3, 6) lattice of
-#: depth 40 (both designs, both baseline DGPs, replicates 0-1; 3 and 4 Hermite nodes: 1e-5 and
-#: 1.6e-6). The study reports RMSEs and coverages with Monte Carlo SEs near 3e-3; the 2-D
-#: lattice used before, (1.5, 3) nodes per SD at depth 32, bought 1e-10 for three times the time.
-SIM_RESOLUTION = (1.0, 2.0)
-SIM_HERMITE = 5
-SIM_DROP = 24.0
-SIM_PRUNE = 1e-12
-#: Version of the hierarchical estimator's numerics, recorded in the work directory's
+#: The published model's priors, made explicit: ``gamma`` and ``beta`` (the outcome
+#: equation's intercept included) ``N(0, 1)``, brms's default half-Student-t(3, 0, 2.5) on
+#: ``sigma``, ``sigma_theta`` and (pooled baselines) ``sigma_alpha``. Every hierarchical
+#: estimator of the study fits with them, whatever its baselines.
+PUBLISHED_PRIORS = Priors(
+    effect=Prior.normal(1.0),
+    control=Prior.normal(1.0),
+    intercept=Prior.normal(1.0),
+    sigma=Prior.half_student_t(3, 2.5),
+    sigma_theta=Prior.half_student_t(3, 2.5),
+    sigma_alpha=Prior.half_student_t(3, 2.5),
+)
+#: Baselines of each hierarchical estimator (``hetfx.fit(baselines=...)``).
+HIERARCHICAL_BASELINES = {
+    "hierarchical": "none",
+    "hierarchical_fe": "fixed",
+    "hierarchical_pooled": "pooled",
+}
+#: Posterior layout of the study's fits. The estimators use only the exact summaries of
+#: ``group_effects`` (mixtures over the engine's grid), never draws, so the fewest draws
+#: the API takes will do (no draws at all, ``{"draws": 0}``, once ``hetfx.fit`` takes it).
+FIT_LAYOUT = {"chains": 1, "draws": 4}
+#: Version of the hierarchical estimators' numerics, recorded in the work directory's
 #: manifest so that replicates computed by an older engine are refitted.
-HIERARCHICAL_VERSION = 5
+HIERARCHICAL_VERSION = 6
+#: Warnings of :func:`hetfx.fit` that the study's designs raise by construction: the
+#: published model's one baseline, and (equal groups, ``baselines="none"``) a saturated Z.
+_EXPECTED_WARNINGS = ("main_effects=False", "Z has one column per cell")
 
 
-def _exact_lambda(cm: ArrowLambda, y_sd: float, resolution) -> MixturePosterior:
-    """The exact posterior of the group effects of a 2-scale model on the simulation's grid."""
-    scales = ArrowScales(cm)
-    grid = lattice_grid_nd(
-        scales,
-        [np.log(y_sd), np.log(0.1 * y_sd)],
-        resolution=resolution,
-        drop=SIM_DROP,
-        prune=SIM_PRUNE,
-        hermite=SIM_HERMITE,
-    )
-    return MixturePosterior(scales, grid)
+def fit_condition(
+    data: pd.DataFrame, condition: Condition, baselines: str = "none", **options
+) -> GaussianResults:
+    """The study's one call of :func:`hetfx.fit`: the published model on a simulated data set.
 
-
-def lambda_quadrature_summary(
-    y,
-    treat,
-    X,
-    group,
-    Z,
-    *,
-    probs: Sequence[float] = (0.5, *_T_LEVELS.values()),
-    resolution: float | tuple[float, float] = SIM_RESOLUTION,
-) -> tuple[pd.DataFrame, dict[str, float]]:
-    """Exact posterior summaries of the group effects of the lambda model (no sampling).
-
-    The same model and priors as ``fit_lambda_model(engine="quadrature")`` (``gamma, beta ~
-    N(0, 1)``, brms-default scale priors) and the same collapse
-    (:class:`~hetfx.models.lambda_model.ArrowLambda`); the scales are integrated on the
-    simulation's grid (:data:`SIM_HERMITE` Gauss-Hermite nodes on ``log sigma``, a lattice on
-    ``log sigma_theta``: :func:`~hetfx.models.baselines.lattice_grid_nd`), the posterior of
-    each ``lambda_g`` is the grid's mixture of Gaussians and its quantiles solve the mixture
-    CDF (:class:`~hetfx.models.baselines.MixturePosterior`). Nothing is random, so results
-    agree across machines to rounding.
+    Modifiers are the condition's moderators ``x1..xk``, controls ``z1``, ``z2``, ``z3``, the
+    cells are the ``group`` labels, the effect design is the condition's
+    (``effect="saturated"`` or ``"additive"``), the priors :data:`PUBLISHED_PRIORS` and the
+    posterior layout :data:`FIT_LAYOUT`. The library's rules apply: with cell baselines
+    (``"fixed"``, ``"pooled"``) a saturated effect design keeps only its intercept (``theta``
+    carries the cells' differences), and pooled baselines add the moderators' main effects to
+    the outcome equation unless the effect design is saturated.
 
     Parameters
     ----------
-    y, treat, X, group, Z
-        As :func:`hetfx.models.lambda_model.fit_lambda_model`.
-    probs : sequence of float
-        Probabilities of the quantiles (default: median, .025, .05, .95, .975).
-    resolution : float or (float, float)
-        Grid nodes per posterior SD of each log scale (:data:`SIM_RESOLUTION`; the first is
-        unused: ``log sigma`` has Gauss-Hermite nodes).
+    data : pandas.DataFrame
+        A simulated data set (:func:`simulate_data`).
+    condition : Condition
+        Its condition.
+    baselines : {"none", "fixed", "pooled"}, default "none"
+        The cells' baselines: one for all (published), one free per cell, or pooled.
+    **options
+        Overrides of :func:`hetfx.fit`'s other arguments (e.g. ``engine="nutpie"``,
+        ``chains``, ``draws``, ``seed``).
 
     Returns
     -------
-    summary : pandas.DataFrame
-        One row per group (row order of ``Z``): ``mean``, ``sd`` and one column per
-        quantile (``q50``, ``q025``, ``q05``, ...).
-    info : dict
-        ``grid_edge_mass`` (posterior mass on the grid's boundary) and ``grid_points``.
+    hetfx.results.GaussianResults
     """
-    with single_threaded_blas():
-        d = prepare_lambda_data(y, treat, X, group, Z)
-        prior = ScalePrior.brms_default()
-        cm = ArrowLambda(d, 1.0, 1.0, prior, prior)
-        post = _exact_lambda(cm, float(np.std(d.y)) or 1.0, resolution)
-        out = post.summarise_lambda(probs=probs)
-    grid = post.grid
-    return out, {"grid_edge_mass": grid.edge_mass, "grid_points": int(grid.weights.size)}
+    kwargs = {
+        "effect": effect_formula(data, condition),
+        "group": "group",
+        "baselines": baselines,
+        "priors": PUBLISHED_PRIORS,
+        **FIT_LAYOUT,
+        **options,
+    }
+    with warnings.catch_warnings():
+        for message in _EXPECTED_WARNINGS:
+            warnings.filterwarnings("ignore", message=message, category=UserWarning)
+        return hetfx.fit(data, "y", "treat", condition.moderators, ["z1", "z2", "z3"], **kwargs)
 
 
-def hierarchical_estimator(
-    data: pd.DataFrame,
-    condition: Condition,
-    *,
-    chains: int = 4,
-    draws: int = 1000,
-    engine: str = "fast",
-    n_grid: tuple[int, int] | None = None,
+def effect_formula(data: pd.DataFrame, condition: Condition) -> str:
+    """The effect design of a data set, as ``hetfx.fit(effect=...)`` takes it.
+
+    The condition's (``"saturated"`` or ``"additive"``), unless the condition is saturated and
+    some of its ``2**k`` cells do not occur in ``data``: ``hetfx.fit`` refuses a saturated
+    formula then, so the full factorial's terms that the cells present leave unidentified are
+    left out, the highest-order ones first (the terms kept, from the intercept up, are those
+    that add to the rank). The design then still spans every function of the cells present,
+    as the full factorial did.
+    """
+    present = np.unique(data["group_index"].to_numpy())
+    if condition.effect_terms != "saturated" or len(present) == condition.n_groups:
+        return condition.effect_terms
+    xs = condition.moderators
+    bits = (present[:, None] >> np.arange(condition.k - 1, -1, -1)) & 1
+    terms = [t for r in range(1, len(xs) + 1) for t in itertools.combinations(range(len(xs)), r)]
+    kept: list[tuple[int, ...]] = []
+    basis = np.ones((len(present), 1))
+    for term in terms:
+        col = bits[:, list(term)].prod(axis=1, keepdims=True).astype(float)
+        trial = np.hstack([basis, col])
+        if np.linalg.matrix_rank(trial) > basis.shape[1]:
+            basis, kept = trial, [*kept, term]
+    return " + ".join(["1", *(":".join(xs[j] for j in term) for term in kept)])
+
+
+def fittable_rows(data: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the cells whose treatment varies (``hetfx.fit`` refuses the other cells).
+
+    A cell whose units are all treated or all controls has no contrast of its own; the
+    hierarchical model could still estimate its effect by pooling, but :func:`hetfx.fit`
+    refuses such cells, so the estimators leave them out and report no estimate (``nan``)
+    for them, as OLS does. They occur in the imbalance design's small cells.
+    """
+    treat = data["treat"].to_numpy()
+    codes, labels = pd.factorize(data["group"])
+    lo = np.full(len(labels), np.inf)
+    hi = np.full(len(labels), -np.inf)
+    np.minimum.at(lo, codes, treat)
+    np.maximum.at(hi, codes, treat)
+    varies = lo < hi
+    return data if varies.all() else data.loc[varies[codes]]
+
+
+def api_estimator(
+    data: pd.DataFrame, condition: Condition, baselines: str = "none", **options
 ) -> pd.DataFrame:
-    """Group effects by the hierarchical lambda model.
-
-    Groups are the cells that occur in the data, ``Z`` is the full factorial of the
-    moderators (saturated conditions) or intercept + moderators (additive), ``X`` is
-    intercept, z1, z2, z3, and both equations have ``N(0, 1)`` priors (scale priors:
-    brms defaults). Use :func:`functools.partial` to change ``chains``/``draws``/``engine``.
+    """Group effects of the hierarchical model through the public API (:func:`fit_condition`).
 
     Parameters
     ----------
@@ -703,175 +691,64 @@ def hierarchical_estimator(
         A simulated data set.
     condition : Condition
         Its condition.
-    chains, draws : int
-        Posterior draws of the reference engines (``chains * draws``); the default engine
-        draws nothing.
-    engine : {"fast", "quadrature", "nutpie"}
-        ``"fast"``: :func:`lambda_quadrature_summary`, the exact posterior median and
-        quantiles (no Monte Carlo error; the simulation's default); ``"quadrature"`` and
-        ``"nutpie"``: :func:`hetfx.models.lambda_model.fit_lambda_model` with that engine
-        (the references it is tested against; nutpie's quantiles come from its draws, with
-        a fitting seed derived from the data).
-    n_grid : (int, int), optional
-        Minimum quadrature nodes on ``log sigma`` and ``log sigma_theta`` of the
-        ``"quadrature"`` engine (the fast engine's grid is :data:`SIM_HERMITE` and
-        :data:`SIM_RESOLUTION`).
+    baselines : {"none", "fixed", "pooled"}, default "none"
+        The cells' baselines (:func:`fit_condition`).
+    **options
+        Passed to :func:`fit_condition`.
 
     Returns
     -------
     pandas.DataFrame
         ``group``, ``estimate`` (posterior median), the posterior quantiles
-        :data:`INTERVAL_COLUMNS` of ``lambda_g = Z_g gamma + theta_g`` and
-        ``grid_edge_mass`` (quadrature engines; ``nan`` for nutpie).
+        :data:`INTERVAL_COLUMNS` of the group effects (exact for the quadrature engine: the
+        90% interval of ``group_effects(level=0.9)`` and its 2.5% and 97.5% quantiles) and
+        ``grid_edge_mass`` (quadrature engine; ``nan`` otherwise). Cells left out by
+        :func:`fittable_rows` are absent.
     """
-    y, treat, X, codes, Z = _lambda_inputs(data, condition)
-    names = [str(v) for v in Z.index]
-    grid = None if n_grid is None else tuple(n_grid)
-    if engine == "fast":
-        if grid is not None:
-            raise ValueError("n_grid applies to engine='quadrature' only")
-        summ, info = lambda_quadrature_summary(y, treat, X, codes, Z)
-        return _summary_frame(names, summ, info["grid_edge_mass"])
-    if engine not in ("quadrature", "nutpie"):
-        raise ValueError(f"engine must be 'fast', 'quadrature' or 'nutpie', got {engine!r}")
-    fit = fit_lambda_model(
-        y,
-        treat,
-        X,
-        codes,
-        Z,
-        engine=engine,
-        gamma_sd=1.0,
-        beta_sd=1.0,
-        chains=chains,
-        draws=draws,
-        seed=_data_seed(data) % 2**31,
-        n_grid=grid,
+    res = fit_condition(fittable_rows(data), condition, baselines, **options)
+    ge = res.group_effects(level=0.9)
+    return pd.DataFrame(
+        {
+            "group": ge["group"].astype(str).to_numpy(),
+            "estimate": ge["estimate"].to_numpy(),
+            "q025": ge["q025"].to_numpy(),
+            "q05": ge["lower"].to_numpy(),
+            "q95": ge["upper"].to_numpy(),
+            "q975": ge["q975"].to_numpy(),
+            "grid_edge_mass": float(res.diagnostics_record.grid_edge_mass),
+        }
     )
-    ge = fit.group_effects(level=0.9)
-    out = pd.DataFrame({"group": names, "estimate": ge["estimate"].to_numpy()})
-    for name in _T_LEVELS:
-        out[name] = ge[name].to_numpy()
-    out["grid_edge_mass"] = float(fit.idata.attrs.get("grid_edge_mass", np.nan))
-    return out
 
 
-def _summary_frame(names: list[str], summ: pd.DataFrame, edge: float) -> pd.DataFrame:
-    cols = {"group": names, "estimate": summ["q50"].to_numpy()}
-    cols.update({name: summ[name].to_numpy() for name in _T_LEVELS})
-    return pd.DataFrame({**cols, "grid_edge_mass": np.full(len(names), float(edge))})
+def hierarchical_estimator(data: pd.DataFrame, condition: Condition) -> pd.DataFrame:
+    """Group effects by the hierarchical model as published: one baseline for all cells.
 
-
-#: Grid of the pooled-baselines estimator: nodes per posterior SD of (log sigma,
-#: log sigma_theta, log sigma_alpha) (the first is unused: log sigma has POOLED_HERMITE
-#: Gauss-Hermite nodes, as :data:`SIM_HERMITE`), the depth of the box (log units below the
-#: top) and the normalised weight below which nodes are left out of the mixtures. Against a
-#: lattice with (2, 3, 3) nodes per SD, depth 32 and no pruning, group-effect quantiles differ
-#: by at most 6.4e-5 (replicates 0-5 of design 2 and 0-1 of design 1, with and without
-#: shifts; 4.4e-5 with 4 Hermite nodes, for 25% more time). The lattice used before,
-#: (0.75, 1, 1) at depth 18 with 1e-9, took about twice as long and differed by up to 6e-4: its
-#: step was too coarse on the skewed log sigma_theta and log sigma_alpha axes, and its depth
-#: bought nothing. Both are far below the study's Monte Carlo error (about 3e-3), and
-#: deterministic.
-POOLED_RESOLUTION = (0.75, 1.5, 1.5)
-POOLED_DROP = 11.0
-POOLED_PRUNE = 1e-7
-POOLED_HERMITE = 3
-
-
-def hierarchical_fe_estimator(
-    data: pd.DataFrame,
-    condition: Condition,
-    *,
-    resolution: float | tuple[float, float] = SIM_RESOLUTION,
-) -> pd.DataFrame:
-    """Group effects by the lambda model with the cells' baselines as fixed effects.
-
-    The published hierarchical model (:func:`hierarchical_estimator`) with one baseline
-    ``alpha_g`` per cell under a flat prior (the cell main effects the OLS comparator also
-    has), in place of the common intercept. Integrating the baselines out is exact: the
-    lambda model on data demeaned within cell with ``n - G`` residual degrees of freedom
-    (:func:`hetfx.models.baselines.fixed_baseline_model`), on the same grid and with the same
-    exact mixture summaries as the published estimator.
-
-    Parameters
-    ----------
-    data : pandas.DataFrame
-        A simulated data set.
-    condition : Condition
-        Its condition.
-    resolution : float or (float, float)
-        Grid nodes per posterior SD (:data:`SIM_RESOLUTION`).
-
-    Returns
-    -------
-    pandas.DataFrame
-        As :func:`hierarchical_estimator`.
+    :func:`api_estimator` with ``baselines="none"``: ``Z`` is the full factorial of the
+    moderators (saturated conditions) or intercept + moderators (additive), ``X`` intercept,
+    z1, z2, z3, priors :data:`PUBLISHED_PRIORS`.
     """
-    y, treat, X, codes, Z = _lambda_inputs(data, condition)
-    d = prepare_lambda_data(y, treat, X.drop(columns="Intercept"), codes, Z)
-    with single_threaded_blas():
-        cm = fixed_baseline_model(d)
-        post = _exact_lambda(cm, float(np.sqrt(cm.E0 / max(cm.n, 1))) or 1.0, resolution)
-        summ = post.summarise_lambda(probs=(0.5, *_T_LEVELS.values()))
-    return _summary_frame([str(v) for v in Z.index], summ, post.grid.edge_mass)
+    return api_estimator(data, condition, "none")
 
 
-def hierarchical_pooled_estimator(
-    data: pd.DataFrame,
-    condition: Condition,
-    *,
-    resolution: tuple[float, float, float] = POOLED_RESOLUTION,
-    drop: float = POOLED_DROP,
-    prune: float = POOLED_PRUNE,
-    hermite: int | None = POOLED_HERMITE,
-) -> pd.DataFrame:
-    """Group effects by the lambda model with pooled baselines.
+def hierarchical_fe_estimator(data: pd.DataFrame, condition: Condition) -> pd.DataFrame:
+    """Group effects by the hierarchical model with the cells' baselines as fixed effects.
 
-    The published hierarchical model plus a varying intercept per cell, ``alpha_g ~ N(0,
-    sigma_alpha)`` (brms-default half-Student-t prior on ``sigma_alpha``), independent of the
-    varying effect (:class:`hetfx.models.baselines.PooledBaselineLambda`). The three log
-    scales are integrated on a lattice grid and the group effects' posterior medians and
-    quantiles solve the exact mixture CDF (nothing random).
-
-    Parameters
-    ----------
-    data : pandas.DataFrame
-        A simulated data set.
-    condition : Condition
-        Its condition.
-    resolution : (float, float, float)
-        Grid nodes per posterior SD of each log scale (:data:`POOLED_RESOLUTION`).
-    drop : float
-        Depth of the grid's box below its top, log units (:data:`POOLED_DROP`).
-    prune : float
-        Nodes of smaller normalised weight are left out (:data:`POOLED_PRUNE`).
-    hermite : int or None
-        Gauss-Hermite nodes on ``log sigma`` (:data:`POOLED_HERMITE`; None: its lattice).
-
-    Returns
-    -------
-    pandas.DataFrame
-        As :func:`hierarchical_estimator`.
+    :func:`api_estimator` with ``baselines="fixed"``: one free baseline per cell (the cell
+    main effects the OLS comparator also has), integrated out exactly by centring within the
+    cells. With a saturated effect design ``Z`` keeps only its intercept (the library's rule).
     """
-    from hetfx.models.baselines import PooledBaselineLambda
+    return api_estimator(data, condition, "fixed")
 
-    y, treat, X, codes, Z = _lambda_inputs(data, condition)
-    d = prepare_lambda_data(y, treat, X, codes, Z)
-    with single_threaded_blas():
-        cm = PooledBaselineLambda(d)
-        ls = float(np.log(np.std(y) or 1.0))
-        grid = lattice_grid_nd(
-            cm,
-            [ls, ls - 2.0, ls - 2.0],
-            resolution=resolution,
-            drop=drop,
-            prune=prune,
-            hermite=hermite,
-            moments=True,
-        )
-        summ = MixturePosterior(cm, grid).summarise_lambda(probs=(0.5, *_T_LEVELS.values()))
-    return _summary_frame([str(v) for v in Z.index], summ, grid.edge_mass)
+
+def hierarchical_pooled_estimator(data: pd.DataFrame, condition: Condition) -> pd.DataFrame:
+    """Group effects by the hierarchical model with pooled baselines.
+
+    :func:`api_estimator` with ``baselines="pooled"``: a baseline per cell, ``alpha_g ~ N(0,
+    sigma_alpha)``, independent of the varying effect, plus (additive conditions) the
+    moderators' main effects in ``X``. With a saturated effect design ``Z`` keeps only its
+    intercept and ``X`` no main effects (the library's rule).
+    """
+    return api_estimator(data, condition, "pooled")
 
 
 # ------------------------------------------------------------------------- runner
