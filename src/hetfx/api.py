@@ -1017,7 +1017,7 @@ def fit_varying_slopes(
     effect: str | bool = "1",
     keys: Sequence[str] | None = None,
     priors: Priors | None = None,
-    engine: str = "collapsed",
+    engine: str = "auto",
     missing: str = "drop",
     seed: int = 0,
     chains: int = 4,
@@ -1056,15 +1056,18 @@ def fit_varying_slopes(
         ``intercept`` (``Prior.flat()`` or a normal; default the ``control`` prior),
         ``sigma`` for the residual SD and ``sigma_theta`` for the SDs of the varying
         intercepts and slopes (default brms's half-Student-t(3, 2.5) for both).
-    engine : {"collapsed", "qmc", "nutpie"}
-        Posterior engine (see :mod:`hetfx.models.varying_slopes`).
+    engine : {"auto", "quadrature", "qmc", "collapsed", "nutpie"}
+        Posterior engine (see :mod:`hetfx.models.varying_slopes`). ``"auto"``: the exact
+        ``"quadrature"`` engine with one grouping factor (its 4 scale parameters on a grid),
+        ``"qmc"`` (quasi-Monte Carlo importance sampling) with more, whose 1 + 3K scale
+        parameters are too many for a grid (``"quadrature"`` refuses them).
     missing : {"drop", "raise"}
         Rows with a missing value in a used column: dropped with a warning, or an error.
     seed, chains, draws, tune, target_accept
         Posterior layout and NUTS settings: a non-negative integer seed, ``chains >= 1``
         (with one chain R-hat is reported as unavailable), ``draws >= 4``, ``tune >= 1``.
     **engine_options
-        Passed to the engine (``lkj_eta``, ``qmc_m``, ``maxdepth``, ``cores``, ...).
+        Passed to the engine (``lkj_eta``, ``grid``, ``qmc_m``, ``maxdepth``, ``cores``, ...).
 
     Returns
     -------
@@ -1180,4 +1183,4 @@ def fit_varying_slopes(
         seed=seed,
         **engine_options,
     )
-    return VaryingSlopesResults(f, priors, engine=engine, factors=factors)
+    return VaryingSlopesResults(f, priors, engine=f.engine, factors=factors)
