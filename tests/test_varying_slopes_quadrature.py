@@ -23,6 +23,7 @@ from hetfx.models.varying_slopes import (
 )
 from hetfx.paper import studies
 from hetfx.paper.data import tomz_weeks
+from hetfx.priors import Prior
 from test_varying_slopes import simulate
 
 FIXTURES = ROOT / "tests" / "fixtures" / "brms"
@@ -34,7 +35,7 @@ FINE = {"hermite": 7, "resolution": 2.0, "drop": 20.0, "prune": 1e-9}
 
 def _sim():
     y, treat, X, factors = simulate((12,), n=400, seed=7, sd=(0.4, 0.3))
-    kw = dict(contrast=pd.DataFrame({"treat": np.ones(12)}), intercept_prior=("flat",), b_sd=1.0)
+    kw = dict(contrast=pd.DataFrame({"treat": np.ones(12)}), intercept_prior=Prior.flat(), b_sd=1.0)
     return (y, treat, X, factors), kw
 
 

@@ -1163,7 +1163,6 @@ def fit_varying_slopes(
         else np.where(is_t, priors.effect.sd, priors.control.sd)
     )
     intercept = priors.intercept if priors.intercept is not None else priors.control
-    intercept_prior = ("flat",) if intercept.family == "flat" else ("normal", 0.0, intercept.sd)
     f = _engine(
         y,
         treat,
@@ -1173,7 +1172,7 @@ def fit_varying_slopes(
         contrast=contrast,
         engine=engine,
         b_sd=b_sd,
-        intercept_prior=intercept_prior,
+        intercept_prior=intercept,
         sd_prior=priors.sigma_theta.to_scale_prior(),
         sigma_prior=priors.sigma.to_scale_prior(),
         chains=chains,

@@ -69,6 +69,7 @@ from hetfx.models.gaussian import (
     single_threaded_blas,
     suff_stats,
 )
+from hetfx.priors import Prior
 
 if TYPE_CHECKING:  # imported where used: arviz and scipy.stats take seconds to import
     import arviz as az
@@ -194,16 +195,17 @@ def prepare_data(
 # factor), whose 2x2 group blocks of the precision are eliminated one group at a time
 # (Schur complement), so the cost is O(G q^2) rather than O((q + 2G)^3).
 _H_LEN, _H_NDIM, _H_Q, _H_G, _H_K, _H_BF, _H_N, _H_YTY, _H_M0PM0, _H_CONST = range(10)
-_H_SIGK, _H_SIGS, _H_SIGNU, _H_SDK, _H_SDS, _H_SDNU, _H_ETA, _H_DIM = range(10, 18)
-_H_OPB, _H_OPM0, _H_ODTD, _H_ODTB, _H_OBTB, _H_ODTY, _H_OBTY, _H_OFOFF, _H_OFG = range(18, 27)
-_NHDR = 27
+_H_SIGS, _H_SIGNU, _H_SDS, _H_SDNU, _H_ETA, _H_DIM = range(10, 16)
+_H_OPB, _H_OPM0, _H_ODTD, _H_ODTB, _H_OBTB, _H_ODTY, _H_OBTY, _H_OFOFF, _H_OFG = range(16, 25)
+_NHDR = 25
 
 
-def _scale_prior_log_py(kind, scale, nu, u):
-    """Log density of ``u = log x`` (Jacobian included, constant dropped), derivative."""
+def _scale_prior_log_py(scale, nu, u):
+    """Log density of ``u = log x`` (Jacobian included, constant dropped), derivative, for
+    a half-Student-t(nu, 0, scale) prior of x; ``nu = inf`` is the half-normal (its limit)."""
     x = np.exp(u)
     r = (x / scale) ** 2
-    if kind == 0.0:  # half-normal
+    if not np.isfinite(nu):  # half-normal
         return -0.5 * r + u, 1.0 - r
     return -(nu + 1) / 2 * np.log1p(r / nu) + u, 1.0 - (nu + 1) * (r / nu) / (1 + r / nu)
 
@@ -454,13 +456,13 @@ def _collapsed_kernel_py(h, buf, grad):
         gs01 = a00 * o01 + a01 * o11 - fG[k] * o01
         grad[3 + 3 * k] = np.exp(l1r[k]) * sd0[k] * sd1[k] * gs01
     # priors (Jacobians included) and LKJ on the 2x2 correlations
-    a, ga = _scale_prior_log(buf[_H_SIGK], buf[_H_SIGS], buf[_H_SIGNU], h[0])
+    a, ga = _scale_prior_log(buf[_H_SIGS], buf[_H_SIGNU], h[0])
     lp += a
     grad[0] += ga
     eta = buf[_H_ETA]
     for k in range(K):
         for j in range(2):
-            a, ga = _scale_prior_log(buf[_H_SDK], buf[_H_SDS], buf[_H_SDNU], h[1 + 3 * k + j])
+            a, ga = _scale_prior_log(buf[_H_SDS], buf[_H_SDNU], h[1 + 3 * k + j])
             lp += a
             grad[1 + 3 * k + j] += ga
         lp += eta * l1r[k]
@@ -812,6 +814,21 @@ class VaryingSlopesFit:
 
 
 # -------------------------------------------------------------------- collapsed model
+def _prior_nu(prior: ScalePrior) -> float:
+    """Degrees of freedom of a scale prior as the kernel takes them (``inf``: half-normal)."""
+    return float(prior.nu) if prior.kind == "half_student_t" else np.inf
+
+
+def _intercept_precision(prior: Prior) -> float:
+    """Prior precision of the (centred) intercept: 0 for ``Prior.flat()``, ``1 / sd^2`` for
+    ``Prior.normal(sd)``."""
+    if not isinstance(prior, Prior) or prior.family not in ("flat", "normal"):
+        raise TypeError(
+            f"intercept_prior must be hetfx.Prior.flat() or hetfx.Prior.normal(sd), got {prior!r}"
+        )
+    return 0.0 if prior.family == "flat" else 1.0 / prior.sd**2
+
+
 class CollapsedVaryingSlopes:
     """Collapsed log density of the hyperparameters and exact conditional draws.
 
@@ -821,8 +838,8 @@ class CollapsedVaryingSlopes:
         Inputs.
     b_sd : float or array-like
         Prior SD of the non-intercept coefficients.
-    intercept_prior : tuple
-        ``("normal", mu, sd)`` or ``("flat",)``.
+    intercept_prior : hetfx.priors.Prior
+        ``Prior.normal(sd)`` (mean 0) or ``Prior.flat()``.
     sd_prior, sigma_prior : ScalePrior
         Priors of the group SDs and of sigma.
     lkj_eta : float
@@ -866,18 +883,8 @@ class CollapsedVaryingSlopes:
         if np.any(bsd <= 0):
             raise ValueError("b_sd must be positive")
         pb = 1.0 / bsd**2
-        m0 = np.zeros(p)
-        kind = intercept_prior[0]
-        if kind == "flat":
-            pb[self.ic] = 0.0
-        elif kind == "normal":
-            m0[self.ic] = float(intercept_prior[1])
-            pb[self.ic] = 1.0 / float(intercept_prior[2]) ** 2
-        else:
-            raise ValueError(
-                "the collapsed engine needs a Gaussian or flat intercept prior "
-                f"(got {intercept_prior!r}); use ('flat',) or engine='nutpie'"
-            )
+        pb[self.ic] = _intercept_precision(intercept_prior)
+        m0 = np.zeros(p)  # every prior mean is 0 (the kernel takes any)
         self.pb, self.m0b = pb, m0
         self.m0 = np.concatenate([m0, np.zeros(off - p)])
         Pm0 = np.zeros(off)
@@ -937,7 +944,6 @@ class CollapsedVaryingSlopes:
         Dty = ss.Aty[dense]
         Bty = ss.Aty[bidx]
         const = float(self.sigma_prior.logpdf(0.0)) + 2 * K * float(self.sd_prior.logpdf(0.0))
-        kinds = {"half_normal": 0.0, "half_student_t": 1.0}
         arrays = [pb, Pm0, DtD, DtB, BtB, Dty, Bty, foff, np.asarray(self.sizes, float)]
         hdr = np.zeros(_NHDR)
         off = _NHDR
@@ -948,8 +954,8 @@ class CollapsedVaryingSlopes:
         hdr[_H_BF], hdr[_H_N], hdr[_H_YTY], hdr[_H_M0PM0] = bf, ss.n, ss.yty, self.m0Pm0
         hdr[_H_CONST] = const
         sg, sd = self.sigma_prior, self.sd_prior
-        hdr[_H_SIGK], hdr[_H_SIGS], hdr[_H_SIGNU] = kinds[sg.kind], sg.scale, sg.nu
-        hdr[_H_SDK], hdr[_H_SDS], hdr[_H_SDNU] = kinds[sd.kind], sd.scale, sd.nu
+        hdr[_H_SIGS], hdr[_H_SIGNU] = sg.scale, _prior_nu(sg)
+        hdr[_H_SDS], hdr[_H_SDNU] = sd.scale, _prior_nu(sd)
         hdr[_H_ETA], hdr[_H_DIM] = self.lkj_eta, self.dim
         buf = np.concatenate([hdr] + [np.ascontiguousarray(a, dtype=float).ravel() for a in arrays])
         buf.flags.writeable = False
@@ -1656,7 +1662,7 @@ _NUTPIE_CACHE: dict = {}
 def build_pymc_model(
     d: VaryingSlopesData,
     b_sd=0.5,
-    intercept_prior=("normal", 0.0, 0.5),
+    intercept_prior: Prior | None = None,
     sd_prior: ScalePrior | None = None,
     sigma_prior: ScalePrior | None = None,
     lkj_eta: float = 1.0,
@@ -1664,8 +1670,7 @@ def build_pymc_model(
 ):
     """Full varying-slopes model in PyMC (non-centred group coefficients).
 
-    Parameters are as in :func:`fit_varying_slopes`; ``intercept_prior`` may also be
-    ``("student_t", nu, mu, sd)`` (brms's default for the centred intercept).
+    Parameters are as in :func:`fit_varying_slopes`.
 
     Returns
     -------
@@ -1675,6 +1680,7 @@ def build_pymc_model(
     import pymc as pm
     import pytensor.tensor as pt
 
+    intercept_prior = intercept_prior or Prior.normal(0.5)
     sd_prior = sd_prior or ScalePrior("half_normal", 1.0)
     sigma_prior = sigma_prior or ScalePrior.brms_default()
     X = d.X.to_numpy(dtype=float)
@@ -1699,20 +1705,11 @@ def build_pymc_model(
         y = pm.Data("y", d.y, dims="obs")
         idx = {f: pm.Data(f"idx_{f}", d.codes[f], dims="obs") for f in d.factors}
         b_other = pm.Normal("b_other", 0.0, bsd[others], shape=len(others))
-        kind = intercept_prior[0]
-        if kind == "normal":
-            a = pm.Normal("Intercept_c", float(intercept_prior[1]), float(intercept_prior[2]))
-        elif kind == "student_t":
-            a = pm.StudentT(
-                "Intercept_c",
-                nu=float(intercept_prior[1]),
-                mu=float(intercept_prior[2]),
-                sigma=float(intercept_prior[3]),
-            )
-        elif kind == "flat":
+        prec = _intercept_precision(intercept_prior)
+        if prec == 0.0:
             a = pm.Flat("Intercept_c")
         else:
-            raise ValueError(f"unknown intercept prior {intercept_prior!r}")
+            a = pm.Normal("Intercept_c", 0.0, 1.0 / np.sqrt(prec))
         b_full = pt.zeros(p)
         b_full = pt.set_subtensor(b_full[others], b_other)
         b_full = pt.set_subtensor(b_full[ic], a - pt.dot(xm, b_other))
@@ -1890,7 +1887,7 @@ def fit_varying_slopes(
     contrast: pd.DataFrame | None = None,
     engine: str = "auto",
     b_sd: float | Sequence[float] = 0.5,
-    intercept_prior: tuple = ("normal", 0.0, 0.5),
+    intercept_prior: Prior | None = None,
     sd_prior: ScalePrior | None = None,
     sigma_prior: ScalePrior | None = None,
     lkj_eta: float = 1.0,
@@ -1929,9 +1926,9 @@ def fit_varying_slopes(
         one grouping factor, ``"qmc"`` with more (``"quadrature"`` refuses them).
     b_sd : float or array-like
         Prior SD of the non-intercept coefficients (spec: 0.5; brms fixture A1: 1).
-    intercept_prior : tuple
-        ``("normal", mu, sd)``, ``("flat",)`` or (nutpie only) ``("student_t", nu, mu, sd)``;
-        on the centred intercept when ``center``.
+    intercept_prior : hetfx.priors.Prior, optional
+        ``Prior.normal(sd)`` (mean 0; default ``Prior.normal(0.5)``, the spec) or
+        ``Prior.flat()``; on the centred intercept when ``center``.
     sd_prior : ScalePrior, optional
         Prior of the group SDs (default half-Normal(0, 1), the spec).
     sigma_prior : ScalePrior, optional
@@ -1964,6 +1961,8 @@ def fit_varying_slopes(
     -------
     VaryingSlopesFit
     """
+    intercept_prior = intercept_prior or Prior.normal(0.5)
+    _intercept_precision(intercept_prior)  # a wrong type fails before any work
     sd_prior = sd_prior or ScalePrior("half_normal", 1.0)
     sigma_prior = sigma_prior or ScalePrior.brms_default()
     if lkj_eta <= 0:
