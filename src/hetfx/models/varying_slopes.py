@@ -8,14 +8,24 @@ Model (formula-free; appendix models A1 and Bush-Prather of ``replication-spec.m
                      when ``center=True``, as brms does)
     s_k ~ sd_prior,  sigma ~ sigma_prior
 
-Engines (``engine`` of :func:`fit_varying_slopes`):
+Engines (``engine`` of :func:`fit_varying_slopes`; ``"auto"``, the default, is
+``"quadrature"`` with one grouping factor and ``"qmc"`` with more):
 
-``"collapsed"`` (default)
-    Given the 1 + 3K hyperparameters ``h = (log sigma, log s0_k, log s1_k, atanh rho_k)`` the
-    model is linear-Gaussian, so ``(b, u)`` integrate out exactly. NUTS (nutpie, Python
-    callback, no compile step) samples ``h`` using the analytic gradient of the collapsed
-    log density; ``(b, u)`` are then drawn exactly from their Gaussian conditional for each
-    draw of ``h``.
+Given the 1 + 3K hyperparameters ``h = (log sigma, log s0_k, log s1_k, atanh rho_k)`` the
+model is linear-Gaussian, so ``(b, u)`` integrate out exactly: the collapsed log density of
+``h`` eliminates the largest factor's 2 x 2 group blocks one at a time (a Schur complement,
+cost linear in its number of levels). The engines differ in how they integrate over ``h``.
+
+``"quadrature"`` (one grouping factor: 4 scale parameters)
+    Exact: ``h`` on :func:`~hetfx.models.baselines.lattice_grid_nd`'s grid
+    (:data:`QUADRATURE_GRID`, its quadrature error stated there), every effect and
+    coefficient the normal mixture over the nodes (quantiles solve the mixture CDF), the
+    scales' quantiles from their marginal density on the lattice
+    (:func:`lattice_quantiles`); nothing is random but the stored draws.
+``"collapsed"``
+    NUTS (nutpie, compiled callback) samples ``h`` using the analytic gradient of the
+    collapsed log density; ``(b, u)`` are then drawn exactly from their Gaussian
+    conditional for each draw of ``h``.
 ``"nutpie"``
     The full model in PyMC (non-centred ``u``), compiled and sampled by nutpie: the
     reference engine.
