@@ -1,8 +1,9 @@
-"""The exact ``quadrature`` engine of the varying-slopes models with one grouping factor (A1).
+"""The exact ``quadrature`` engine of the varying-slopes models with one grouping factor (A1):
+the block model of :mod:`hetfx.models.exact` (one correlated 2 x 2 block per level).
 
 Its grid's error against a finer grid, its agreement with the ``qmc`` engine within the latter's
-Monte Carlo error and with brms on A1, the interpolated quantiles of the scales, and the choice
-of engine. Every fit here is deterministic (a grid, fixed seeds for the draws).
+Monte Carlo error and with brms on A1, and the choice of engine. Every fit here is deterministic
+(a grid, fixed seeds for the draws).
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import stats
 
 import hetfx
 from conftest import RAW, ROOT, TW_FILE
@@ -18,7 +18,6 @@ from hetfx.inference import check_diagnostics
 from hetfx.models.varying_slopes import (
     QUADRATURE_GRID,
     fit_varying_slopes,
-    lattice_quantiles,
     resolve_engine,
 )
 from hetfx.paper import studies
@@ -45,27 +44,7 @@ def quad():
     return fit_varying_slopes(*args, engine="quadrature", seed=1, **kw)
 
 
-# ------------------------------------------------------------------ building blocks
-def test_lattice_quantiles_of_a_skewed_density():
-    """A log-gamma marginal (the shape of a log SD's posterior: a long left tail, a
-    doubly-exponential right one) on a sinh lattice as coarse as the engine's (one node per
-    SD): its quantiles within .02 SDs (measured: .016 at the 97.5% quantile; .0006 with two
-    nodes per SD), where the CDF interpolated linearly between the nodes misses by .43."""
-    dist = stats.loggamma(2.0)
-    sd = dist.std()
-    v = np.arange(-12, 13) * 0.25
-    u = dist.median() + 4 * sd * np.sinh(v)
-    w = dist.pdf(u) * 4 * sd * np.cosh(v)  # density times the map's Jacobian
-    probs = [0.025, 0.1, 0.5, 0.9, 0.975]
-    q = lattice_quantiles(u, w / w.sum(), probs)
-    assert np.abs(q - dist.ppf(probs)).max() < 0.02 * sd
-    cdf = np.cumsum(w) / w.sum() - 0.5 * w / w.sum()
-    assert np.abs(np.interp(probs, cdf, u) - dist.ppf(probs)).max() > 0.3 * sd
-    # a nodes' order and repeated values (a lattice seen along one axis) do not matter
-    rep = np.concatenate([u, u])[::-1]
-    np.testing.assert_allclose(lattice_quantiles(rep, np.tile(w, 2)[::-1] / 2 / w.sum(), probs), q)
-
-
+# ------------------------------------------------------------------ engine choice
 def test_engine_choice():
     assert resolve_engine("auto", 1) == "quadrature"
     assert resolve_engine("auto", 2) == "qmc"

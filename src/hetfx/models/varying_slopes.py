@@ -1434,16 +1434,22 @@ def _qmc_proposal(cm: CollapsedVaryingSlopes, qmc_m: int, seed: int):
     return mu, prop
 
 
+def _scale_names(d: VaryingSlopesData) -> list[str]:
+    """Terms of the ``scale`` rows of ``coefs()``, in the order of ``h``: sigma, then per
+    factor the SDs of the varying intercept and slope and their correlation."""
+    names = ["sigma"]
+    for f in d.factors:
+        names += [f"sd_{f}__{_COEF2[0]}", f"sd_{f}__{_COEF2[1]}", f"cor_{f}"]
+    return names
+
+
 def _scale_rows(d: VaryingSlopesData, H: np.ndarray, w: np.ndarray, quantiles) -> pd.DataFrame:
     """The ``scale`` rows of ``coefs()``: sigma, then per factor the SDs of the varying
     intercept and slope and their correlation, summarised over the weighted points ``H`` of
     ``h``. ``quantiles(j, tf, probs)`` gives the quantiles of ``tf(h_j)`` for coordinate j
     and its map ``tf`` (exp or tanh)."""
-    names = ["sigma"]
-    for f in d.factors:
-        names += [f"sd_{f}__{_COEF2[0]}", f"sd_{f}__{_COEF2[1]}", f"cor_{f}"]
     rows = []
-    for j, name in enumerate(names):
+    for j, name in enumerate(_scale_names(d)):
         tf = np.tanh if name.startswith("cor_") else np.exp
         x = tf(H[:, j])
         m = float(w @ x)
@@ -1461,23 +1467,10 @@ def _scale_rows(d: VaryingSlopesData, H: np.ndarray, w: np.ndarray, quantiles) -
     return pd.DataFrame(rows)
 
 
-def _mixture_tables(
-    d: VaryingSlopesData, cm: CollapsedVaryingSlopes, H: np.ndarray, w: np.ndarray, quantiles
-) -> dict:
-    """Exact summaries over the weighted points ``(H, w)`` of ``h``: every effect and
-    coefficient is a mixture of normals over the points (:func:`mixture_summaries`), the
-    scales come from :func:`_scale_rows`. Returns ``groups``, ``coefs`` and the
-    importance-sampling Monte Carlo standard errors ``groups_mcse``, ``coefs_mcse``."""
-    rows = _linear_rows(cm, d)
-    Ar, gidx, T = _packed_rows(cm, rows)
-    mean = np.empty((len(H), len(rows)))
-    var = np.empty_like(mean)
-    _moments(np.ascontiguousarray(H), cm.buf, Ar, gidx, T, mean, var)
-    if not (np.all(np.isfinite(mean)) and np.all(var >= 0.0)):
-        raise np.linalg.LinAlgError("conditional precision not positive definite")
-    P = len(d.profiles)
-    eff = mixture_summaries(w, mean[:, :P], var[:, :P], _GROUP_PROBS)
-    coef = mixture_summaries(w, mean[:, P:], var[:, P:], [0.025, 0.975])
+def _exact_frames(d: VaryingSlopesData, eff: dict, coef: dict, scales: pd.DataFrame) -> dict:
+    """``groups`` and ``coefs`` frames (and the importance-sampling Monte Carlo SEs
+    ``groups_mcse``, ``coefs_mcse``) from the mixture summaries of the effects (``eff``) and
+    the coefficients (``coef``) (:func:`mixture_summaries`) and the ``scale`` rows."""
     groups = d.profiles.reset_index(drop=True).copy()
     groups["n_obs"] = np.asarray(d.n_obs, dtype=int)
     groups_mcse = groups.copy()
@@ -1494,11 +1487,30 @@ def _mixture_tables(
             "q975": coef["quantiles"][1],
         }
     )
-    coefs = pd.concat([crow, _scale_rows(d, H, w, quantiles)], ignore_index=True)
+    coefs = pd.concat([crow, scales], ignore_index=True)
     coefs_mcse = crow.assign(
         mean=coef["mean_se"], sd=np.nan, q025=coef["quantiles_se"][0], q975=coef["quantiles_se"][1]
     )
     return {"groups": groups, "coefs": coefs, "groups_mcse": groups_mcse, "coefs_mcse": coefs_mcse}
+
+
+def _mixture_tables(
+    d: VaryingSlopesData, cm: CollapsedVaryingSlopes, H: np.ndarray, w: np.ndarray, quantiles
+) -> dict:
+    """Exact summaries over the weighted points ``(H, w)`` of ``h`` (:func:`_exact_frames`):
+    every effect and coefficient is a mixture of normals over the points (conditional
+    moments from the compiled kernel), the scales come from :func:`_scale_rows`."""
+    rows = _linear_rows(cm, d)
+    Ar, gidx, T = _packed_rows(cm, rows)
+    mean = np.empty((len(H), len(rows)))
+    var = np.empty_like(mean)
+    _moments(np.ascontiguousarray(H), cm.buf, Ar, gidx, T, mean, var)
+    if not (np.all(np.isfinite(mean)) and np.all(var >= 0.0)):
+        raise np.linalg.LinAlgError("conditional precision not positive definite")
+    P = len(d.profiles)
+    eff = mixture_summaries(w, mean[:, :P], var[:, :P], _GROUP_PROBS)
+    coef = mixture_summaries(w, mean[:, P:], var[:, P:], [0.025, 0.975])
+    return _exact_frames(d, eff, coef, _scale_rows(d, H, w, quantiles))
 
 
 def _resampled_idata(d, cm, H, w, chains, draws, seed) -> az.InferenceData:
@@ -1555,106 +1567,156 @@ def _fit_qmc(d, cm: CollapsedVaryingSlopes, chains, draws, seed, qmc_m, max_pare
 
 
 # ------------------------------------------------------------ exact quadrature engine
-#: Grid of the ``quadrature`` engine (:func:`~hetfx.models.baselines.lattice_grid_nd` over
-#: ``h = (log sigma, log s0, log s1, atanh rho)``): Gauss-Hermite nodes on ``log sigma``,
-#: lattice nodes per posterior SD of the other three, the box's depth below the top (log
-#: units) and the weight below which nodes leave the mixtures. Quadrature error, measured on
-#: A1 (params.yaml models.a1: 11,471 nodes) against a grid of 7 Hermite nodes, 2.5 lattice
-#: nodes per SD, depth 20 and prune 1e-9 (168,059 nodes): the effects' medians and 2.5-97.5%
+#: Grid of the ``quadrature`` engine (:func:`hetfx.models.exact.fit_block_model`'s settings,
+#: today those of :data:`hetfx.models.exact.GRIDS` for 4 scales, fixed here so that A1's
+#: numbers move only with this line): Gauss-Hermite nodes on ``log sigma``, lattice nodes per
+#: posterior SD of ``log s0``, ``log s1`` and ``atanh rho``, the box's depth below the top
+#: (log units), the weight below which nodes leave the mixtures. Quadrature error, measured on A1
+#: (params.yaml models.a1: 11,471 nodes) against a grid of 7 Hermite nodes, 2.5 lattice nodes
+#: per SD, depth 20 and prune 1e-9 (168,059 nodes): the effects' medians and 2.5-97.5%
 #: quantiles moved by at most 6.3e-5 (6e-4 posterior SDs; the qmc engine's Monte Carlo SEs
-#: there were 5e-4 to 1e-3), the coefficients' means and quantiles by 8e-6, the scales'
-#: means by 2e-5 and their 2.5% and 97.5% quantiles by 1.6e-4 (:func:`lattice_quantiles`;
-#: sigma's from its normal marginal, :func:`_hermite_quantiles`). On simulated data
+#: there were 5e-4 to 1e-3), the coefficients' means and quantiles by 8e-6, the scales' means
+#: by 2e-5 and their 2.5% and 97.5% quantiles by 1.6e-4. On simulated data
 #: (tests/test_varying_slopes_quadrature.py) against 7 Hermite nodes and 2 per SD: 1.3e-4
 #: posterior SDs.
-QUADRATURE_GRID = {"hermite": 3, "resolution": 1.0, "drop": 14.0, "prune": 1e-7}
+QUADRATURE_GRID = {"hermite": 3, "resolution": 1.0, "drop": 12.0, "prune": 1e-7}
 
 
-class _HyperDensity:
-    """The collapsed log density of ``h`` as :func:`~hetfx.models.baselines.lattice_grid_nd`
-    takes it (``ndim``, ``logpost`` of a batch of rows)."""
+class _ProfileBlocks:
+    """A1's :class:`~hetfx.models.exact.BlockModel` (one block ``(u0_g, u1_g)`` per level of
+    the grouping factor, correlated) as the grid sees it: the moments it keeps at every node
+    are those of the reported rows, each profile's effect ``contrast @ b + u1_g`` and the
+    uncentred coefficients ``b = Mt a`` (every other attribute is the model's).
 
-    def __init__(self, cm: CollapsedVaryingSlopes) -> None:
-        self.cm, self.ndim = cm, cm.ndim
-
-    def logpost(self, U: np.ndarray, chunk: int | None = None) -> np.ndarray:
-        U = np.ascontiguousarray(np.atleast_2d(U), dtype=float)
-        out = np.empty(len(U))
-        _logp_many(U, self.cm.buf, out)
-        return out
-
-
-def lattice_quantiles(x: np.ndarray, w: np.ndarray, probs, sub: int = 16) -> np.ndarray:
-    """Quantiles of one coordinate of a quadrature lattice's weighted nodes.
-
-    The nodes' weights summed per value of the coordinate are its marginal masses; divided
-    by the lattice's spacing there (central differences of the values) they are its
-    marginal density at the values. Its logarithm, smooth, is interpolated by a cubic
-    spline; the CDF is the trapezoid integral of the density on ``sub`` points per cell, and
-    the quantiles interpolate it. Measured on simulated data against a grid of 3 lattice
-    nodes per SD: the SDs' and correlation's 2.5-97.5% quantiles within 4e-4 (linear
-    interpolation of the CDF between the nodes: 1e-2).
+    Parameters
+    ----------
+    model : hetfx.models.exact.BlockModel
+        The block model (``a``: the coefficients of the centred design).
+    group : numpy.ndarray
+        Each profile's level (block).
+    Wa : numpy.ndarray
+        ``(P, k)`` loadings of the profiles' effects on ``a``.
+    Mt : numpy.ndarray
+        ``(p, k)``: ``b = Mt a``.
     """
-    from scipy.integrate import cumulative_trapezoid
-    from scipy.interpolate import CubicSpline
 
-    vals, inv = np.unique(x, return_inverse=True)
-    mass = np.bincount(inv, weights=w)
-    vals, mass = vals[mass > 0], mass[mass > 0]  # an outer value whose nodes all have weight 0
-    if len(vals) < 2:
-        return np.full(len(np.atleast_1d(probs)), float(vals[0]))
-    width = np.gradient(vals)
-    spline = CubicSpline(vals, np.log(mass / width))
-    edges = np.concatenate([[vals[0] - width[0] / 2], vals, [vals[-1] + width[-1] / 2]])
-    frac = np.arange(sub) / sub
-    u = np.append((edges[:-1, None] + np.diff(edges)[:, None] * frac).ravel(), edges[-1])
-    cdf = cumulative_trapezoid(np.exp(spline(u)), u, initial=0.0)
-    return np.interp(np.asarray(probs, dtype=float), cdf / cdf[-1], u)
+    def __init__(self, model, group: np.ndarray, Wa: np.ndarray, Mt: np.ndarray) -> None:
+        self.model, self.group, self.Wa, self.Mt = model, group, Wa, Mt
+
+    def __getattr__(self, name: str):
+        return getattr(self.model, name)
+
+    def row_moments(self, nd) -> tuple[np.ndarray, np.ndarray]:
+        """Conditional means and SDs ``(m, P + p)`` of the effects and ``b`` at factored
+        nodes: given the scales, ``u_g | a ~ N(m_g - H_g a, M_g^-1)``, so the effect is
+        ``m_g1 + (Wa - H_g1) a`` plus the block's own noise."""
+        mg, H = self.model._block_pieces(nd)
+        g = self.group
+        h = self.Wa[None] - H[:, g, 1, :]  # (m, P, k)
+        mean = mg[:, g, 1] + np.einsum("mrk,mk->mr", h, nd.mean_a)
+        V = h @ nd.LinvT
+        var = np.einsum("mrk,mrk->mr", V, V) + nd.Minv[:, g, 1, 1]
+        Vb = self.Mt[None] @ nd.LinvT
+        sd_b = np.sqrt(np.einsum("mpk,mpk->mp", Vb, Vb))
+        mean_b = nd.mean_a @ self.Mt.T
+        return np.hstack([mean, mean_b]), np.hstack([np.sqrt(np.maximum(var, 0.0)), sd_b])
+
+    def logpost_and_moments(self, u: np.ndarray, floor=-np.inf):
+        """The model's log density at rows ``u`` and :meth:`row_moments` where it is above
+        ``floor`` (NaN elsewhere), one factorisation per row."""
+        md = self.model
+        u = np.atleast_2d(np.asarray(u, dtype=float))
+        floor = np.broadcast_to(np.asarray(floor, dtype=float), (len(u),))
+        r = len(self.group) + self.Mt.shape[0]
+        lp = np.empty(len(u))
+        mean, sd = np.full((len(u), r), np.nan), np.full((len(u), r), np.nan)
+        step = md._chunk()
+        for i in range(0, len(u), step):
+            uu = u[i : i + step]
+            nd = md.factor(uu)
+            lp[i : i + step] = md._log_marginal(nd) + md.log_prior(uu)
+            rows = np.flatnonzero(lp[i : i + step] > floor[i : i + step])
+            if len(rows):
+                mean[i + rows], sd[i + rows] = self.row_moments(nd.take(rows))
+        return lp, mean, sd
 
 
-def _hermite_quantiles(x: np.ndarray, w: np.ndarray, probs) -> np.ndarray:
-    """Quantiles of a coordinate integrated by Gauss-Hermite nodes (a handful of values, too
-    few to interpolate): those of the normal with its exact mixture mean and SD (the
-    Hermite axis is chosen where the posterior is close to normal)."""
-    m = float(w @ x)
-    s = float(np.sqrt(w @ (x - m) ** 2))
-    return m + s * special.ndtri(np.asarray(probs, dtype=float))
+def block_model(
+    d: VaryingSlopesData, b_sd, intercept_prior, sd_prior, sigma_prior, lkj_eta, center
+) -> _ProfileBlocks:
+    """A model with one grouping factor as the exact engine's block model: global design
+    ``X`` (non-intercept columns centred when ``center``: the intercept prior is then on the
+    centred intercept, as brms), blocks ``R = [1, T]`` correlated with LKJ(``lkj_eta``),
+    reported rows the profiles' effects and the uncentred coefficients."""
+    from hetfx.models.exact import BlockModel
+
+    (f,) = d.factors
+    X = d.X.to_numpy(dtype=float)
+    p = X.shape[1]
+    ic = list(d.X.columns).index("Intercept")
+    xmean = X.mean(axis=0) if center else np.zeros(p)
+    xmean[ic] = 0.0
+    coef_sd = np.broadcast_to(np.asarray(b_sd, dtype=float), (p,)).copy()
+    if np.any(coef_sd <= 0):
+        raise ValueError("b_sd must be positive")
+    prec = _intercept_precision(intercept_prior)
+    coef_sd[ic] = np.inf if prec == 0.0 else 1.0 / np.sqrt(prec)
+    model = BlockModel(
+        d.y,
+        X - xmean,
+        d.codes[f],
+        np.column_stack([np.ones(len(d.y)), d.treat]),
+        n_groups=len(d.levels[f]),
+        coef_sd=coef_sd,
+        sigma_prior=sigma_prior,
+        block_priors=[sd_prior, sd_prior],
+        correlated=True,
+        lkj_eta=lkj_eta,
+    )
+    Mt = np.eye(p)
+    Mt[ic] -= xmean  # b = Mt @ a
+    return _ProfileBlocks(model, d.profile_codes[f], d.contrast @ Mt, Mt)
 
 
-def quadrature_grid(cm: CollapsedVaryingSlopes, grid: dict | None = None):
-    """The quadrature grid of the posterior of ``h`` (one grouping factor):
-    :func:`~hetfx.models.baselines.lattice_grid_nd` with :data:`QUADRATURE_GRID` updated by
-    ``grid``, started at the precise mode (:func:`precise_mode`). The log SDs reach down to
-    ``log 1e-14``; the correlation's ``atanh`` is unbounded."""
-    from hetfx.models.baselines import lattice_grid_nd
+def _fit_quadrature(d, model: _ProfileBlocks, chains, draws, seed, grid):
+    """The exact engine (:func:`hetfx.models.exact.fit_block_model`) on a model with one
+    grouping factor: the 4 scale parameters on a grid (:data:`QUADRATURE_GRID`), every effect
+    and coefficient the normal mixture over its nodes, the scales' quantiles from their
+    marginals on the grid, independent exact draws."""
+    from hetfx.models.exact import fit_block_model
 
-    settings = {**QUADRATURE_GRID, **(grid or {})}
-    mu, _ = precise_mode(cm)
-    low = float(np.log(1e-14))
-    return lattice_grid_nd(_HyperDensity(cm), mu, min_log=[None, low, low, None], **settings)
-
-
-def _fit_quadrature(d, cm: CollapsedVaryingSlopes, chains, draws, seed, grid):
-    """The exact engine of a model with one grouping factor: the 4 scale parameters on a
-    grid (:func:`quadrature_grid`), every effect and coefficient the exact normal mixture
-    over its nodes, independent exact draws."""
     t0 = time.perf_counter()
-    g = quadrature_grid(cm, grid)
+    settings = {**QUADRATURE_GRID, **(grid or {})}
+    fit = fit_block_model(model, draws=draws, chains=chains, seed=seed, grid=settings)
     t1 = time.perf_counter()
-    H, w = np.ascontiguousarray(g.nodes), g.weights
-    hermite = {**QUADRATURE_GRID, **(grid or {})}.get("hermite") is not None
-
-    def quantiles(j, tf, probs):
-        if j == 0 and hermite:
-            return tf(_hermite_quantiles(H[:, 0], w, probs))
-        return tf(lattice_quantiles(H[:, j], w, probs))
-
-    exact = _mixture_tables(d, cm, H, w, quantiles)
+    g, P = fit.grid, len(d.profiles)
+    eff = mixture_summaries(g.weights, g.means[:, :P], g.sds[:, :P] ** 2, _GROUP_PROBS)
+    coef = mixture_summaries(g.weights, g.means[:, P:], g.sds[:, P:] ** 2, [0.025, 0.975])
+    scales = fit.posterior.summarise_scales((0.025, 0.975))
+    scales.insert(0, "term", _scale_names(d))
+    scales.insert(0, "equation", "scale")
+    exact = _exact_frames(d, eff, coef, scales)
     del exact["groups_mcse"], exact["coefs_mcse"]  # no Monte Carlo error: nothing is random
-    idata = _resampled_idata(d, cm, H, w, chains, draws, seed)
-    idata.attrs = {"engine": "quadrature", "grid_points": len(w), "grid_edge_mass": g.edge_mass}
-    exact.update({"mode": g.mode, "points": H, "weights": w, "grid_shape": g.shape})
-    info = {"compile": t1 - t0, "sampling": time.perf_counter() - t1, "edge": g.edge_mass}
+    exact.update({"mode": g.mode, "points": g.nodes, "weights": g.weights, "grid_shape": g.shape})
+    u = fit.draws["u"]
+    idata = _assemble(
+        d,
+        np.zeros(model.Mt.shape[0]),  # the draws of b are uncentred already
+        0,
+        fit.draws["a"] @ model.Mt.T,
+        np.exp(u[:, 0]),
+        np.exp(u[:, 1:3])[:, None, :],
+        np.tanh(u[:, 3:4]),
+        {d.factors[0]: fit.draws["c"]},
+        chains,
+    )
+    idata.attrs = {
+        "engine": "quadrature",
+        "grid_points": len(g.weights),
+        "grid_edge_mass": g.edge_mass,
+    }
+    sampling = fit.seconds["draws"] + time.perf_counter() - t1
+    info = {"compile": t1 - t0 - fit.seconds["draws"], "sampling": sampling, "edge": g.edge_mass}
     return idata, exact, info
 
 
@@ -1981,15 +2043,15 @@ def fit_varying_slopes(
         idata, tm = _fit_nutpie(
             d, *priors, chains, draws, tune, seed, target_accept, cores, maxdepth
         )
+    elif engine == "quadrature":
+        idata, exact, tm = _fit_quadrature(d, block_model(d, *priors), chains, draws, seed, grid)
     else:
         with single_threaded_blas():
             cm = CollapsedVaryingSlopes(d, *priors)
             if engine == "collapsed":
                 idata, tm = _fit_collapsed(d, cm, chains, draws, tune, seed, target_accept, cores)
-            elif engine == "qmc":
-                idata, exact, tm = _fit_qmc(d, cm, chains, draws, seed, qmc_m, max_pareto_k)
             else:
-                idata, exact, tm = _fit_quadrature(d, cm, chains, draws, seed, grid)
+                idata, exact, tm = _fit_qmc(d, cm, chains, draws, seed, qmc_m, max_pareto_k)
     wall = time.perf_counter() - t0
     if exact is not None:
         diag = _exact_diagnostics(engine, idata, tm, wall)
