@@ -1571,14 +1571,16 @@ def _fit_qmc(d, cm: CollapsedVaryingSlopes, chains, draws, seed, qmc_m, max_pare
 #: today those of :data:`hetfx.models.exact.GRIDS` for 4 scales, fixed here so that A1's
 #: numbers move only with this line): Gauss-Hermite nodes on ``log sigma``, lattice nodes per
 #: posterior SD of ``log s0``, ``log s1`` and ``atanh rho``, the box's depth below the top
-#: (log units), the weight below which nodes leave the mixtures. Quadrature error, measured on A1
-#: (params.yaml models.a1: 11,471 nodes) against a grid of 7 Hermite nodes, 2.5 lattice nodes
-#: per SD, depth 20 and prune 1e-9 (168,059 nodes): the effects' medians and 2.5-97.5%
-#: quantiles moved by at most 6.3e-5 (6e-4 posterior SDs; the qmc engine's Monte Carlo SEs
-#: there were 5e-4 to 1e-3), the coefficients' means and quantiles by 8e-6, the scales' means
-#: by 2e-5 and their 2.5% and 97.5% quantiles by 1.6e-4. On simulated data
-#: (tests/test_varying_slopes_quadrature.py) against 7 Hermite nodes and 2 per SD: 1.3e-4
-#: posterior SDs.
+#: (log units), the weight below which nodes leave the mixtures. Quadrature error, measured on
+#: A1 (params.yaml models.a1: 11,471 nodes, edge mass 4.6e-5) against a grid of 7 Hermite
+#: nodes, 2.5 lattice nodes per SD, depth 20 and prune 1e-9 (168,059 nodes, 139 s): the
+#: effects' medians and 2.5-97.5% quantiles moved by at most 6.3e-5 (6.4e-4 posterior SDs;
+#: the qmc engine's Monte Carlo SEs there were 5e-4 to 1e-3), the coefficients' means and
+#: quantiles by 8e-6 (1.2e-4 SDs), the scales' means by 1.8e-5 and their 2.5% and 97.5%
+#: quantiles by 2.2e-4 (sigma's, from the normal through its three Hermite nodes, 9.4e-5).
+#: On simulated data (tests/test_varying_slopes_quadrature.py) against 7 Hermite nodes and 2
+#: per SD: effects and coefficients 1.3e-4 posterior SDs, sigma's quantiles 5.6e-4, the other
+#: scales' 1.6e-4.
 QUADRATURE_GRID = {"hermite": 3, "resolution": 1.0, "drop": 12.0, "prune": 1e-7}
 
 
