@@ -13,15 +13,17 @@ Engines (``engine`` of :func:`fit_varying_slopes`; ``"auto"``, the default, is
 
 Given the 1 + 3K hyperparameters ``h = (log sigma, log s0_k, log s1_k, atanh rho_k)`` the
 model is linear-Gaussian, so ``(b, u)`` integrate out exactly: the collapsed log density of
-``h`` eliminates the largest factor's 2 x 2 group blocks one at a time (a Schur complement,
-cost linear in its number of levels). The engines differ in how they integrate over ``h``.
+``h`` eliminates the 2 x 2 group blocks of the factor with most levels one group at a time (a
+Schur complement, cost linear in its number of levels; the other factors' blocks stay with
+the coefficients). The engines differ in how they integrate over ``h``.
 
 ``"quadrature"`` (one grouping factor: 4 scale parameters)
-    Exact: ``h`` on :func:`~hetfx.models.baselines.lattice_grid_nd`'s grid
-    (:data:`QUADRATURE_GRID`, its quadrature error stated there), every effect and
-    coefficient the normal mixture over the nodes (quantiles solve the mixture CDF), the
-    scales' quantiles from their marginal density on the lattice
-    (:func:`lattice_quantiles`); nothing is random but the stored draws.
+    Exact: the package's block engine (:mod:`hetfx.models.exact`, the engine of every
+    Gaussian model: one correlated ``(u0_g, u1_g)`` block per level, eliminated by a Schur
+    complement) integrates ``h`` on its grid (:data:`QUADRATURE_GRID`, its quadrature error
+    stated there); every effect and coefficient is the normal mixture over the nodes
+    (quantiles solve the mixture CDF), the scales' quantiles come from their marginals on the
+    grid; nothing is random but the stored draws.
 ``"collapsed"``
     NUTS (nutpie, compiled callback) samples ``h`` using the analytic gradient of the
     collapsed log density; ``(b, u)`` are then drawn exactly from their Gaussian
@@ -89,8 +91,11 @@ __all__ = [
     "VaryingSlopesFit",
     "CollapsedVaryingSlopes",
     "build_pymc_model",
+    "block_model",
     "fit_varying_slopes",
+    "resolve_engine",
     "ENGINES",
+    "QUADRATURE_GRID",
 ]
 
 ENGINES = ("quadrature", "qmc", "collapsed", "nutpie")
@@ -769,11 +774,11 @@ class VaryingSlopesFit:
     engine : str
         Engine used.
     exact : dict or None
-        ``qmc`` engine only: ``groups`` and ``coefs`` (the summaries returned by
-        :meth:`group_effects` and :meth:`coefs`), ``groups_mcse`` and ``coefs_mcse``
-        (Monte Carlo standard errors of the same cells, importance-sampling delta method;
-        NaN where not computed), ``mode``, ``points`` and ``weights`` (the weighted sample
-        of ``h``).
+        ``quadrature`` and ``qmc`` engines: ``groups`` and ``coefs`` (the summaries returned
+        by :meth:`group_effects` and :meth:`coefs`), ``mode``, ``points`` and ``weights``
+        (the grid's nodes or the weighted sample of ``h``); ``qmc`` also ``groups_mcse`` and
+        ``coefs_mcse`` (Monte Carlo standard errors of the same cells, importance-sampling
+        delta method; NaN where not computed), ``quadrature`` the grid's ``grid_shape``.
     """
 
     idata: az.InferenceData
@@ -785,8 +790,8 @@ class VaryingSlopesFit:
     def group_effects(self) -> pd.DataFrame:
         """Effect of the treatment per profile (posterior median and quantiles).
 
-        The ``qmc`` engine computes them from the weighted normal mixture (no sampling);
-        the other engines from the posterior draws.
+        The ``quadrature`` and ``qmc`` engines compute them from the normal mixture over
+        their points (no sampling); the NUTS engines from the posterior draws.
         """
         if self.exact is not None:
             return self.exact["groups"].copy()
@@ -796,6 +801,8 @@ class VaryingSlopesFit:
     def coefs(self) -> pd.DataFrame:
         """Coefficients: ``control`` (b) and ``scale`` (sigma, SDs, correlations).
 
+        ``quadrature`` engine: exact mixture summaries for b, the scales' from their
+        marginals on the grid; ``r_hat`` and ``ess_bulk`` those of the independent draws.
         ``qmc`` engine: exact mixture summaries for b, weighted summaries of the points for
         the scales; ``r_hat`` is NaN (no chains) and ``ess_bulk`` the weights' ESS.
         """
