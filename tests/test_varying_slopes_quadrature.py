@@ -188,3 +188,20 @@ def test_centring_does_not_matter_with_a_flat_intercept(quad):
     assert gap.max() < 1e-9
     num = ["mean", "sd", "q025", "q975"]
     assert np.abs(raw.coefs()[num].to_numpy() - quad.coefs()[num].to_numpy()).max() < 1e-9
+
+
+def test_profiles_may_share_a_level(quad):
+    """Effects are reported per profile, not per level: two profiles of one level with
+    different contrasts (the treatment's full effect, and its varying slope alone) get their
+    own mixtures; the first equals the level's row of the default profiles exactly, the second
+    agrees with the qmc engine within 3 of its Monte Carlo SEs."""
+    (y, treat, X, factors), kw = _sim()
+    profiles = pd.DataFrame({"f0": [3, 3, 5]})
+    kw = {**kw, "profiles": profiles, "contrast": pd.DataFrame({"treat": [1.0, 0.0, 1.0]})}
+    q = fit_varying_slopes(y, treat, X, factors, engine="quadrature", **kw)
+    g = q.group_effects()
+    ref = quad.group_effects().set_index("f0")
+    np.testing.assert_allclose(g.loc[[0, 2], COLS].to_numpy(), ref.loc[[3, 5], COLS].to_numpy())
+    m = fit_varying_slopes(y, treat, X, factors, engine="qmc", qmc_m=12, seed=3, **kw)
+    se = m.exact["groups_mcse"][COLS].to_numpy()
+    assert np.all(np.abs(m.group_effects()[COLS].to_numpy() - g[COLS].to_numpy()) < 3 * se)
