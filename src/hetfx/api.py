@@ -217,6 +217,16 @@ def check_levels(profiles: pd.DataFrame, levels: Mapping[str, list]) -> None:
 
 
 # ----------------------------------------------------------------------------- helpers
+def _aliased(M: pd.DataFrame) -> dict[str, str]:
+    """:func:`hetfx.design.aliased_columns` with BLAS on one thread: its QR of a few
+    thousand rows took 50-90 ms on two busy cores with BLAS threads, 0.1-0.5 ms without
+    (measured; most of a small fit's set-up time)."""
+    from hetfx.models.gaussian import single_threaded_blas
+
+    with single_threaded_blas():
+        return aliased_columns(M)
+
+
 def _names(arg, what: str) -> list[str]:
     if arg is None:
         return []
@@ -574,7 +584,7 @@ def build_design(
             UserWarning,
             stacklevel=3,
         )
-    bad_z = aliased_columns(Z)
+    bad_z = _aliased(Z)
     if bad_z:
         raise DesignError(
             f"Z (effect formula {eff!r}, {len(Z)} cells) has columns that are "
@@ -613,7 +623,7 @@ def build_design(
         M = M.drop(columns=["Intercept"], errors="ignore")
         Mrows = pd.DataFrame(M.to_numpy()[codes], columns=M.columns, index=df.index)
         X = pd.concat([Xc, Mrows], axis=1)
-    bad_x = aliased_columns(X)
+    bad_x = _aliased(X)
     if bad_x:
         raise DesignError(
             "X (intercept, controls, main effects) has columns that are not "
@@ -1133,7 +1143,7 @@ def fit_varying_slopes(
     df = df.assign(**{treatment: treat})  # as numbers: formulaic codes a boolean as a factor
     df = _without_unused_categories(df)
     X, spec = _spec(rhs, df)
-    bad_x = aliased_columns(X)
+    bad_x = _aliased(X)
     if bad_x:
         raise DesignError(
             "the population-level design has columns that are not identified: "

@@ -67,16 +67,16 @@ _LOG2PI = float(np.log(2 * np.pi))
 #: model and fixed baselines; 3: pooled baselines; 4: correlated baselines and effects):
 #: Gauss-Hermite nodes on ``log sigma`` (None: a lattice there too), lattice nodes per
 #: posterior SD of the other coordinates, the box's depth below the top (log units) and the
-#: weight below which nodes leave the mixtures. Against finer grids (4 lattice nodes per SD on
-#: every axis, depth 32, no pruning; for 4 scales 5 Hermite nodes, 2 per SD, depth 18), on
-#: simulated data with 8 to 512 cells, in posterior SDs (means, SDs, 2.5/50/97.5% quantiles):
-#: 2 scales, everything within 2.1e-6; 3 scales, group effects and coefficients within 3.1e-5,
-#: sigma's quantiles 1.8e-2 (its marginal is the normal through the 3 Hermite nodes), the
-#: other scales 1e-4; 4 scales, group effects and coefficients within 6.3e-5, sigma's
-#: quantiles 2.8e-2, the other scales and rho 1.1e-3. ``tests/test_exact_engine.py`` pins
-#: these bounds.
+#: weight below which nodes leave the mixtures. Against finer grids (4 lattice nodes per SD
+#: on every axis, depth 32, no pruning; for 4 scales 5 Hermite nodes, 2 per SD, depth 18),
+#: on simulated data with 8 to 512 cells, in posterior SDs (means, SDs, 2.5/50/97.5%
+#: quantiles): 2 scales, group effects and coefficients within 2e-6, scales 3.2e-5;
+#: 3 scales, group effects and coefficients within 3.1e-5, sigma's quantiles 1.8e-2 (its
+#: marginal is the normal through the 3 Hermite nodes), the other scales 1e-4; 4 scales,
+#: group effects and coefficients within 6.3e-5, sigma's quantiles 2.8e-2, the other
+#: scales and rho 1.1e-3. ``tests/test_exact_engine.py`` pins these bounds.
 GRIDS = {
-    2: {"hermite": None, "resolution": 2.0, "drop": 20.0, "prune": 1e-9},
+    2: {"hermite": None, "resolution": 1.5, "drop": 16.0, "prune": 1e-8},
     3: {"hermite": 3, "resolution": (1.0, 1.5, 1.5), "drop": 14.0, "prune": 1e-7},
     4: {"hermite": 3, "resolution": 1.0, "drop": 12.0, "prune": 1e-7},
 }
