@@ -441,7 +441,8 @@ def _check_cells(df, r: Mapping[str, Any], t: np.ndarray, *, gaussian: bool) -> 
         )
     if gaussian:
         y = numbers_of(r["outcome"], df[r["outcome"]], "outcome")
-        spread = pd.Series(y).groupby([codes, t]).agg(np.ptp).to_numpy()
+        by_arm = pd.Series(y).groupby([codes, t])  # max - min: cythonised (agg(np.ptp)
+        spread = (by_arm.max() - by_arm.min()).to_numpy()  # took 2 s on 8,192 cells)
         if np.all(spread == 0):
             raise DesignError(
                 f"outcome {r['outcome']!r} is constant within every cell and arm (treated, "
