@@ -67,16 +67,16 @@ _LOG2PI = float(np.log(2 * np.pi))
 #: model and fixed baselines; 3: pooled baselines; 4: correlated baselines and effects):
 #: Gauss-Hermite nodes on ``log sigma`` (None: a lattice there too), lattice nodes per
 #: posterior SD of the other coordinates, the box's depth below the top (log units) and the
-#: weight below which nodes leave the mixtures. Against finer grids (4 lattice nodes per SD on
-#: every axis, depth 32, no pruning; for 4 scales 5 Hermite nodes, 2 per SD, depth 18), on
-#: simulated data with 8 to 512 cells, in posterior SDs (means, SDs, 2.5/50/97.5% quantiles):
-#: 2 scales, everything within 2.1e-6; 3 scales, group effects and coefficients within 3.1e-5,
-#: sigma's quantiles 1.8e-2 (its marginal is the normal through the 3 Hermite nodes), the
-#: other scales 1e-4; 4 scales, group effects and coefficients within 6.3e-5, sigma's
-#: quantiles 2.8e-2, the other scales and rho 1.1e-3. ``tests/test_exact_engine.py`` pins
-#: these bounds.
+#: weight below which nodes leave the mixtures. Against finer grids (4 lattice nodes per SD
+#: on every axis, depth 32, no pruning; for 4 scales 5 Hermite nodes, 2 per SD, depth 18),
+#: on simulated data with 8 to 512 cells, in posterior SDs (means, SDs, 2.5/50/97.5%
+#: quantiles): 2 scales, group effects and coefficients within 2e-6, scales 3.2e-5;
+#: 3 scales, group effects and coefficients within 3.1e-5, sigma's quantiles 1.8e-2 (its
+#: marginal is the normal through the 3 Hermite nodes), the other scales 1e-4; 4 scales,
+#: group effects and coefficients within 6.3e-5, sigma's quantiles 2.8e-2, the other
+#: scales and rho 1.1e-3. ``tests/test_exact_engine.py`` pins these bounds.
 GRIDS = {
-    2: {"hermite": None, "resolution": 2.0, "drop": 20.0, "prune": 1e-9},
+    2: {"hermite": None, "resolution": 1.5, "drop": 16.0, "prune": 1e-8},
     3: {"hermite": 3, "resolution": (1.0, 1.5, 1.5), "drop": 14.0, "prune": 1e-7},
     4: {"hermite": 3, "resolution": 1.0, "drop": 12.0, "prune": 1e-7},
 }
@@ -95,18 +95,12 @@ def _as_2d(name: str, a, n: int) -> np.ndarray:
     return a
 
 
-def _inv_sym(K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Inverses and log determinants of a stack of 1 x 1 or 2 x 2 matrices (closed form)."""
-    if K.shape[-1] == 1:
-        return 1.0 / K, np.log(K[..., 0, 0])
-    a, b, c, d = K[..., 0, 0], K[..., 0, 1], K[..., 1, 0], K[..., 1, 1]
-    det = a * d - b * c
-    inv = np.empty_like(K)
-    inv[..., 0, 0] = d / det
-    inv[..., 0, 1] = -b / det
-    inv[..., 1, 0] = -c / det
-    inv[..., 1, 1] = a / det
-    return inv, np.log(det)
+def _matvec(M: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """``M @ v`` over the last axes of stacks of 1 x 1 or 2 x 2 matrices, elementwise."""
+    out = M[..., :, 0] * v[..., None, 0]
+    for j in range(1, M.shape[-1]):
+        out = out + M[..., :, j] * v[..., None, j]
+    return out
 
 
 def _chol_small(M: np.ndarray) -> np.ndarray:
@@ -306,12 +300,8 @@ class BlockModel:
         m, k = len(u), self.k
         s2 = np.exp(2 * u[:, 0])
         inv = 1.0 / s2
-        D = self._cov(u)
-        K = np.eye(self.b) + (D[:, None] @ self.RR[None]) * inv[:, None, None, None]
-        Kinv, logdet_k = _inv_sym(K)
-        Minv = Kinv @ D[:, None]
-        Minv = 0.5 * (Minv + np.swapaxes(Minv, 2, 3))
-        v = np.einsum("mgij,gj->mgi", Minv, self.Ry)
+        Minv, logdet_k = self._minv(u, inv)
+        v = _matvec(Minv, self.Ry[None])
         inv2 = inv * inv
         B = np.empty((m, k + 1, k + 1))
         if self._Q is not None:
@@ -321,12 +311,38 @@ class BlockModel:
             corr = np.einsum("gik,mgil->mkl", self.RA, Minv @ self.RA[None])
         B[:, :k, :k] = self.AtA[None] * inv[:, None, None] - corr * inv2[:, None, None]
         B[:, np.arange(k), np.arange(k)] += self.prec
-        r = self.Aty[None] * inv[:, None] - np.einsum("mgi,gik->mk", v, self.RA) * inv2[:, None]
+        vRA = sum(v[:, :, i] @ self.RA[:, i, :] for i in range(self.b))
+        r = self.Aty[None] * inv[:, None] - vRA * inv2[:, None]
         B[:, :k, k] = r
         B[:, k, :k] = r
-        quad = np.einsum("mgi,gi->m", v, self.Ry)
+        quad = sum(v[:, :, i] @ self.Ry[:, i] for i in range(self.b))
         B[:, k, k] = self.yty * inv - quad * inv2
-        return _Node(_batched_cholesky(B), Minv, logdet_k.sum(axis=1), s2)
+        return _Node(_batched_cholesky(B), Minv, logdet_k, s2)
+
+    def _minv(self, u: np.ndarray, inv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``M_g^-1 = (I + D R_g'R_g / sigma^2)^-1 D`` per node and group, ``(m, G, b, b)``,
+        and ``sum_g log|I + D R_g'R_g / sigma^2|``, in closed form (elementwise: numpy's
+        batched products of 2 x 2 matrices cost several times more)."""
+        D = self._cov(u)
+        w = inv[:, None]
+        RR = self.RR
+        if self.b == 1:
+            d = D[:, 0, 0][:, None]
+            K = 1.0 + d * RR[None, :, 0, 0] * w
+            return (d / K)[:, :, None, None], np.log(K).sum(axis=1)
+        d11, d12, d22 = (D[:, i, j][:, None] for i, j in ((0, 0), (0, 1), (1, 1)))
+        r11, r12, r22 = RR[None, :, 0, 0], RR[None, :, 0, 1], RR[None, :, 1, 1]
+        k11 = 1.0 + (d11 * r11 + d12 * r12) * w
+        k12 = (d11 * r12 + d12 * r22) * w
+        k21 = (d12 * r11 + d22 * r12) * w
+        k22 = 1.0 + (d12 * r12 + d22 * r22) * w
+        det = k11 * k22 - k12 * k21
+        Minv = np.empty((len(u), self.G, 2, 2))
+        Minv[:, :, 0, 0] = (k22 * d11 - k12 * d12) / det
+        Minv[:, :, 1, 1] = (k11 * d22 - k21 * d12) / det
+        off = 0.5 * ((k22 * d12 - k12 * d22) + (k11 * d12 - k21 * d11)) / det
+        Minv[:, :, 0, 1] = Minv[:, :, 1, 0] = off
+        return Minv, np.log(det).sum(axis=1)
 
     def _log_marginal(self, nd: _Node) -> np.ndarray:
         k = self.k
@@ -382,8 +398,12 @@ class BlockModel:
     def _block_pieces(self, nd: _Node):
         """``m_g`` (m, G, b) and ``H_g`` (m, G, b, k): ``c_g | a ~ N(m_g - H_g a, M_g^-1)``."""
         inv = (1.0 / nd.s2)[:, None, None]
-        mg = np.einsum("mgij,gj->mgi", nd.Minv, self.Ry) * inv
-        H = (nd.Minv @ self.RA[None]) * inv[..., None]
+        mg = _matvec(nd.Minv, self.Ry[None]) * inv
+        H = np.zeros((*nd.Minv.shape[:2], self.b, self.k))
+        for i in range(self.b):
+            for j in range(self.b):
+                H[:, :, i, :] += nd.Minv[:, :, i, j, None] * self.RA[None, :, j, :]
+        H *= inv[..., None]
         return mg, H
 
     def effect_moments(self, nd: _Node) -> tuple[np.ndarray, np.ndarray]:
@@ -444,7 +464,7 @@ class BlockModel:
         a = nd.mean_a[rows] + np.einsum("sij,sj->si", nd.LinvT[rows], z_a)
         mg, H = self._block_pieces(nd)
         c = mg[rows] - np.einsum("sgik,sk->sgi", H[rows], a)
-        c += np.einsum("sgij,sgj->sgi", _chol_small(nd.Minv)[rows], z_c)
+        c += _matvec(_chol_small(nd.Minv)[rows], z_c)
         return a, c
 
 
