@@ -50,7 +50,8 @@ ADVICE = {
     "m1": "raise models.m1.target_accept (the original used .95) or models.draws, or "
     "switch models.m1.engine",
     "m2": "raise models.m2.target_accept or models.draws, or switch models.m2.engine",
-    "a1": "raise models.a1.qmc_points_log2 (engine qmc), or models.a1.target_accept (the "
+    "a1": "widen hetfx.models.varying_slopes.QUADRATURE_GRID (engine quadrature: its edge "
+    "mass), raise models.a1.qmc_points_log2 (engine qmc), or models.a1.target_accept (the "
     "original used .95) or models.draws (engines collapsed, nutpie)",
     "bp": "raise models.bp.qmc_points_log2 (engine qmc), or models.bp.target_accept (the "
     "original used .99 with tree depth 15) or models.draws (engines collapsed, nutpie)",

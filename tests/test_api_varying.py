@@ -16,6 +16,7 @@ import hetfx
 from hetfx.api import DesignError
 from hetfx.models.gaussian import ScalePrior
 from hetfx.models.varying_slopes import fit_varying_slopes as engine
+from hetfx.priors import Prior
 
 QMC = dict(engine="qmc", qmc_m=10, seed=3)
 
@@ -60,7 +61,7 @@ def test_front_end_equals_the_engine_on_hand_built_inputs(sim):
         profiles=profiles,
         contrast=contrast,
         b_sd=1.0,
-        intercept_prior=("normal", 0.0, 1.0),
+        intercept_prior=Prior.normal(1.0),
         sd_prior=ScalePrior("half_student_t", 2.5, 3.0),
         sigma_prior=ScalePrior("half_student_t", 2.5, 3.0),
         **QMC,
@@ -119,7 +120,7 @@ def test_priors_reach_the_engine(sim):
         profiles=profiles,
         contrast=pd.DataFrame({"treat": np.ones(len(profiles))}),
         b_sd=[2.0, 2.0, 0.2],
-        intercept_prior=("flat",),
+        intercept_prior=Prior.flat(),
         sd_prior=ScalePrior("half_normal", 0.5),
         **QMC,
     )

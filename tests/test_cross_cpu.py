@@ -3,8 +3,9 @@
 
 One worker process (tests/cross_cpu_worker.py) fits every model the targets name: M1, M2 and
 replicate 0 of both simulation designs (exact quadrature summaries: within 1e-9), the
-robustness stage's two logit variants and A1 and Bush-Prather (deterministic ``qmc`` engines:
-within 1e-6). It runs twice: on this CPU with one BLAS thread (the reference), and as another
+robustness stage's two logit variants and Bush-Prather (deterministic ``qmc`` engines: within
+1e-6) and A1 (exact ``quadrature`` engine, within 1e-6: a node's weight near the grid's prune
+level may cross it). It runs twice: on this CPU with one BLAS thread (the reference), and as another
 CPU with every emulation at once, as an older x86-64 machine would differ: numpy's SIMD
 dispatch limited to the x86-64-v2 baseline (no AVX2/FMA3/AVX-512 kernels), OpenBLAS forced
 to an old kernel (Prescott), two BLAS threads, numba compiling for a generic CPU. The worker
@@ -41,8 +42,9 @@ TOL = {
     },
     **{f"{m}_{k}": 1e-6 for m in ("a1", "bp") for k in ("groups", "coefs")},
 }
-#: Columns compared relative to their size: the importance-sampling ESS of A1 and
-#: Bush-Prather (thousands; measured 6e-10 relative under the combined emulation).
+#: Columns compared relative to their size: the ESS of A1 (of its independent draws) and of
+#: Bush-Prather (importance sampling; thousands; measured 6e-10 relative under the combined
+#: emulation).
 RELATIVE = {"a1_coefs": ("ess_bulk",), "bp_coefs": ("ess_bulk",)}
 #: numpy >= 2.4 names its dispatch targets X86_V3 (AVX2, FMA3), X86_V4 and AVX512_*
 NO_SIMD_DISPATCH = "AVX512_SPR AVX512_ICL X86_V4 X86_V3"

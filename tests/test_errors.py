@@ -88,7 +88,14 @@ def test_sampler_arguments_are_checked(df, arg, value, exc, match):
 def test_misspelled_engine_option_names_it_and_the_valid_ones(df):
     with pytest.raises(TypeError, match=r"unknown engine option\(s\) \['n_gird'\]") as e:
         hetfx.fit(df, "y", "treat", MOD, n_gird=3, **FIT)
-    assert "'n_grid'" in str(e.value) and "fit_lambda_model" not in str(e.value)
+    assert "'grid'" in str(e.value) and "fit_exact_lambda" not in str(e.value)
+    # the exact engine takes exactly the options it uses (grid=, monitor_groups=): the old
+    # engine's n_grid, resolution and NUTS's cores are refused, not silently ignored
+    for opt in ("n_grid", "resolution", "cores"):
+        with pytest.raises(TypeError, match=rf"\['{opt}'\].*\['grid', 'monitor_groups'\]"):
+            hetfx.fit(df, "y", "treat", MOD, **{opt: 3}, **FIT)
+    with pytest.raises(TypeError, match=r"unknown grid settings \['n_grid'\]"):
+        hetfx.fit(df, "y", "treat", MOD, grid={"n_grid": 3}, **FIT)
     with pytest.raises(TypeError, match=r"\['lkj_etta'\].*'lkj_eta'"):
         hetfx.fit_varying_slopes(df, "y", "treat", ["regime"], lkj_etta=2.0, **FIT)
     with pytest.raises(TypeError, match=r"\['gamma_sd'\].*priors="):  # set by the front end

@@ -30,6 +30,7 @@ A1_FIXTURE = {
     "controls": ["white", "male", "hawk", "intl"],
     "sd": {"kind": "half_student_t", "nu": 3, "scale": 2.5},
     "target_accept": 0.8,
+    "engine": "collapsed",  # NUTS (the exact engine: test_varying_slopes_quadrature.py)
 }
 
 

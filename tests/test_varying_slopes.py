@@ -15,6 +15,7 @@ from hetfx.models.varying_slopes import (
     fit_varying_slopes,
     prepare_data,
 )
+from hetfx.priors import Prior
 
 
 def gradient_check(cm: CollapsedVaryingSlopes, h: np.ndarray, eps: float = 1e-6) -> float:
@@ -43,12 +44,12 @@ def simulate(sizes=(12,), n=300, seed=0, sd=(0.4, 0.3), rho=0.3, sigma=0.8):
     return y, treat, X, factors
 
 
-def collapsed(sizes, intercept_prior=("normal", 0.2, 1.0), seed=0, **kw):
+def collapsed(sizes, intercept_prior=None, seed=0, **kw):
     y, treat, X, factors = simulate(sizes, seed=seed)
     d = prepare_data(y, treat, X, factors, None, None)
     args = dict(
         b_sd=0.7,
-        intercept_prior=intercept_prior,
+        intercept_prior=intercept_prior or Prior.normal(1.0),
         sd_prior=kw.get("sd_prior", ScalePrior("half_normal", 1.0)),
         sigma_prior=kw.get("sigma_prior", ScalePrior.brms_default()),
         lkj_eta=kw.get("lkj_eta", 1.0),
@@ -85,7 +86,7 @@ def design(cm: CollapsedVaryingSlopes, d) -> None:
 
 
 @pytest.mark.parametrize("sizes", [(12,), (2, 7, 3)])
-@pytest.mark.parametrize("intercept_prior", [("flat",), ("normal", 0.2, 1.0)])
+@pytest.mark.parametrize("intercept_prior", [Prior.flat(), Prior.normal(1.0)])
 @pytest.mark.parametrize(
     "sd_prior", [ScalePrior("half_normal", 1.0), ScalePrior("half_student_t", 2.5, 3.0)]
 )
@@ -162,7 +163,9 @@ def test_collapsed_fit_runs_with_at_most_a_stray_divergence():
     of 125 runs (3.2%: "no divergence" failed that often), never two (a Poisson rate of
     0.032 puts three or more at 6e-6); R-hat at most 1.0053, bulk ESS at least 1234."""
     y, treat, X, factors = simulate((12,), n=300, seed=4)
-    fit = fit_varying_slopes(y, treat, X, factors, contrast=None, seed=1, intercept_prior=("flat",))
+    fit = fit_varying_slopes(
+        y, treat, X, factors, engine="collapsed", seed=1, intercept_prior=Prior.flat()
+    )
     diag = fit.diagnostics().iloc[0]
     assert diag["divergences"] <= 2
     assert diag["max_r_hat"] < 1.01
@@ -184,7 +187,7 @@ def test_collapsed_agrees_with_full_nutpie_engine():
     kw = dict(
         profiles=profiles,
         contrast=contrast,
-        intercept_prior=("normal", 0.0, 2.0),
+        intercept_prior=Prior.normal(2.0),
         b_sd=1.0,
         seed=2,
         target_accept=0.9,

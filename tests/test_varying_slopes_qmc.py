@@ -22,6 +22,7 @@ from hetfx.models.varying_slopes import (
 )
 from hetfx.paper import studies
 from hetfx.paper.data import tomz_weeks
+from hetfx.priors import Prior
 from test_varying_slopes import simulate
 
 FIXTURES = ROOT / "tests" / "fixtures" / "brms"
@@ -99,7 +100,7 @@ def sim_fits():
     profiles = factors.drop_duplicates().sort_values(list(factors.columns))
     contrast = pd.DataFrame({"treat": np.ones(len(profiles))})
     kw = dict(
-        profiles=profiles, contrast=contrast, intercept_prior=("normal", 0.0, 2.0), b_sd=1.0, seed=2
+        profiles=profiles, contrast=contrast, intercept_prior=Prior.normal(2.0), b_sd=1.0, seed=2
     )
     return (
         fit_varying_slopes(y, treat, X, factors, engine="qmc", **kw),
@@ -148,7 +149,7 @@ def test_qmc_is_reproducible_and_gated(sim_fits):
     kw = dict(
         profiles=profiles,
         contrast=contrast,
-        intercept_prior=("normal", 0.0, 2.0),
+        intercept_prior=Prior.normal(2.0),
         b_sd=1.0,
         seed=2,
         engine="qmc",
@@ -199,7 +200,7 @@ def test_qmc_monte_carlo_error_is_bounded_by_its_mcse(sim_fits):
         factors,
         profiles=profiles,
         contrast=contrast,
-        intercept_prior=("normal", 0.0, 2.0),
+        intercept_prior=Prior.normal(2.0),
         b_sd=1.0,
         seed=3,
         engine="qmc",

@@ -217,6 +217,16 @@ def check_levels(profiles: pd.DataFrame, levels: Mapping[str, list]) -> None:
 
 
 # ----------------------------------------------------------------------------- helpers
+def _aliased(M: pd.DataFrame) -> dict[str, str]:
+    """:func:`hetfx.design.aliased_columns` with BLAS on one thread: its QR of a few
+    thousand rows took 50-90 ms on two busy cores with BLAS threads, 0.1-0.5 ms without
+    (measured; most of a small fit's set-up time)."""
+    from hetfx.models.gaussian import single_threaded_blas
+
+    with single_threaded_blas():
+        return aliased_columns(M)
+
+
 def _names(arg, what: str) -> list[str]:
     if arg is None:
         return []
@@ -272,7 +282,11 @@ def _label_cells(cells: pd.DataFrame) -> pd.Index:
     return pd.Index(cols[0].str.cat(cols[1:], sep="_") if len(cols) > 1 else cols[0])
 
 
-BASELINES = ("pooled", "fixed", "additive", "none")
+BASELINES = ("pooled", "correlated", "fixed", "additive", "none")
+#: Baselines with one parameter per cell in the model (pooled, correlated or free).
+CELL_BASELINES = ("pooled", "correlated", "fixed")
+#: Baselines pooled across cells, ``alpha_g ~ N(0, sigma_alpha)`` (with ``theta_g``).
+POOLED_BASELINES = ("pooled", "correlated")
 
 
 def _resolve_baselines(baselines: str | None, main_effects) -> str:
@@ -350,7 +364,7 @@ def _effect_design(eff: str, cells: pd.DataFrame, baselines: str):
     model matrix, so thousands of cells never build a dense cells x cells matrix.
     """
     G = len(cells)
-    if baselines in ("pooled", "fixed") and G > 1:
+    if baselines in CELL_BASELINES and G > 1:
         q = _n_columns(eff, cells)
         if q >= G:
             Z, spec = design_spec("1", cells)
@@ -551,7 +565,7 @@ def build_design(
 
     # ------------------------------------------------------------------------- Z
     Z, z_spec, reduced = _effect_design(eff, cells, baselines)
-    if main is not None and baselines == "pooled" and len(cells) > 1:
+    if main is not None and baselines in POOLED_BASELINES and len(cells) > 1:
         if reduced or _n_columns(main, cells[modifiers]) >= len(cells):
             main = None  # one column per cell: the cells' baselines carry them, all alike
     if list(Z.columns[:1]) != ["Intercept"]:
@@ -570,7 +584,7 @@ def build_design(
             UserWarning,
             stacklevel=3,
         )
-    bad_z = aliased_columns(Z)
+    bad_z = _aliased(Z)
     if bad_z:
         raise DesignError(
             f"Z (effect formula {eff!r}, {len(Z)} cells) has columns that are "
@@ -609,7 +623,7 @@ def build_design(
         M = M.drop(columns=["Intercept"], errors="ignore")
         Mrows = pd.DataFrame(M.to_numpy()[codes], columns=M.columns, index=df.index)
         X = pd.concat([Xc, Mrows], axis=1)
-    bad_x = aliased_columns(X)
+    bad_x = _aliased(X)
     if bad_x:
         raise DesignError(
             "X (intercept, controls, main effects) has columns that are not "
@@ -712,12 +726,15 @@ def fit(
         and, for the Bernoulli family, ``"qmc"`` (quadrature over sigma_theta and
         quasi-Monte Carlo importance sampling, deterministic; see
         :func:`hetfx.models.bernoulli.fit_bernoulli_lambda`); ``"nutpie"`` is NUTS.
-    baselines : {"pooled", "fixed", "additive", "none"}, optional
+    baselines : {"pooled", "correlated", "fixed", "additive", "none"}, optional
         The cells' baselines (control-arm means; see the module docstring): ``"pooled"``
         (the Gaussian default) one per cell, ``alpha_g ~ N(0, sigma_alpha)``, plus the
-        modifiers' main effects in ``X``; ``"fixed"`` one free baseline per cell
-        (within-cell centring, the quadrature engine only); ``"additive"`` (the Bernoulli
-        default) the main effects only; ``"none"`` one baseline for all cells (warns).
+        modifiers' main effects in ``X``; ``"correlated"`` the same with ``(alpha_g,
+        theta_g)`` correlated (correlation ``rho``, LKJ prior of shape ``priors.lkj_eta``:
+        brms's ``(1 + treat | cell)``; the quadrature engine only); ``"fixed"`` one free
+        baseline per cell (within-cell centring, the quadrature engine only); ``"additive"``
+        (the Bernoulli default) the main effects only; ``"none"`` one baseline for all cells
+        (warns).
     main_effects : bool or str, optional
         The older spelling: ``True`` is ``baselines="additive"``, ``False`` is
         ``baselines="none"``, and a formula (or ``"saturated"``) ``"additive"`` with those
@@ -858,19 +875,21 @@ def _outcome_scale(d: Design, priors: Priors, defaulted: bool) -> tuple[float, f
 
 
 def _fit_gaussian(d: Design, priors: Priors | None, engine: str, common: dict):
-    """The Gaussian family's engines: pooled baselines, fixed baselines (within-cell
-    centring), or one baseline (``"additive"``, ``"none"``)."""
+    """The Gaussian family: every ``baselines`` through the exact engine
+    (:func:`hetfx.models.pooled.fit_exact_lambda`), or NUTS (``engine="nutpie"``)."""
     from hetfx.models.lambda_model import fit_lambda_model
-    from hetfx.models.pooled import fit_pooled_lambda
+    from hetfx.models.pooled import fit_exact_lambda
     from hetfx.results import GaussianResults
 
     defaulted = priors is None
     if defaulted:
         priors = Priors.scaled_to(d.y, d.treat)
-    if d.baselines == "fixed" and engine != "quadrature":
-        raise DesignError("baselines='fixed' is fitted by engine='quadrature' only")
+    if d.baselines in ("fixed", "correlated") and engine != "quadrature":
+        raise DesignError(f"baselines={d.baselines!r} is fitted by engine='quadrature' only")
     if d.baselines == "pooled" and engine != "quadrature" and d.weights is not None:
         raise DesignError("weights= with pooled baselines need engine='quadrature'")
+    if d.weights is not None and d.baselines == "fixed":
+        raise DesignError("weights= needs baselines='pooled', 'additive' or 'none'")
     loc, scale = _outcome_scale(d, priors, defaulted)
     ps = priors.rescaled(1.0 / scale)
     exact = engine == "quadrature"
@@ -878,19 +897,19 @@ def _fit_gaussian(d: Design, priors: Priors | None, engine: str, common: dict):
     y, treat, X = (d.y - loc) / scale, d.treat, d.X
     r = None
     if d.weights is not None:  # N(y | mu, sigma / sqrt(w)) = rows scaled by sqrt(w)
-        if d.baselines == "fixed":
-            raise DesignError("weights= needs baselines='pooled', 'additive' or 'none'")
         r = np.sqrt(d.weights)
         y, treat, X = y * r, treat * r, X.mul(r, axis=0)
-    if d.baselines == "pooled":
+    if d.baselines in POOLED_BASELINES:
         kw["sigma_alpha_prior"] = ps.sigma_alpha.to_scale_prior()
-    if d.baselines == "pooled" and exact:
-        f = fit_pooled_lambda(y, treat, X, d.codes, d.Z, base=r, **kw, **common)
-    else:
-        within = d.baselines == "fixed"
-        f = fit_lambda_model(
-            y, treat, X, d.codes, d.Z, engine=engine, within=within, **kw, **common
+    if exact:
+        common = {k: v for k, v in common.items() if k not in ("tune", "target_accept")}
+        if d.baselines == "correlated":
+            kw["lkj_eta"] = ps.lkj_eta
+        f = fit_exact_lambda(
+            y, treat, X, d.codes, d.Z, baselines=d.baselines, base=r, **kw, **common
         )
+    else:
+        f = fit_lambda_model(y, treat, X, d.codes, d.Z, engine=engine, **kw, **common)
     if (loc, scale) != (0.0, 1.0):
         _rescale_fit(f, loc, scale)
     return GaussianResults(f, d, priors, engine=engine, seed=common["seed"])
@@ -900,12 +919,14 @@ def _rescale_fit(f, loc: float, scale: float) -> None:
     """Put a fit of ``(y - loc) / scale`` back on the outcome's scale, in place."""
     from hetfx.models.lambda_model import ScaledPosterior
 
-    post = f.idata.posterior
-    for v in post.data_vars:
-        post[v].values *= scale  # in place: the draws can be large
-    controls = [str(c) for c in post["beta"].coords["control"].values]
-    if "Intercept" in controls:
-        post["beta"].values[..., controls.index("Intercept")] += loc
+    if f.idata is not None:
+        post = f.idata.posterior
+        for v in post.data_vars:
+            if v != "rho":  # a correlation has no scale
+                post[v].values *= scale  # in place: the draws can be large
+        controls = [str(c) for c in post["beta"].coords["control"].values]
+        if "Intercept" in controls:
+            post["beta"].values[..., controls.index("Intercept")] += loc
     if f.posterior is not None:
         names = [str(c) for c in f.data.X.columns]
         shift = np.array([loc if c == "Intercept" else 0.0 for c in names])
@@ -1017,7 +1038,7 @@ def fit_varying_slopes(
     effect: str | bool = "1",
     keys: Sequence[str] | None = None,
     priors: Priors | None = None,
-    engine: str = "collapsed",
+    engine: str = "auto",
     missing: str = "drop",
     seed: int = 0,
     chains: int = 4,
@@ -1056,15 +1077,18 @@ def fit_varying_slopes(
         ``intercept`` (``Prior.flat()`` or a normal; default the ``control`` prior),
         ``sigma`` for the residual SD and ``sigma_theta`` for the SDs of the varying
         intercepts and slopes (default brms's half-Student-t(3, 2.5) for both).
-    engine : {"collapsed", "qmc", "nutpie"}
-        Posterior engine (see :mod:`hetfx.models.varying_slopes`).
+    engine : {"auto", "quadrature", "qmc", "collapsed", "nutpie"}
+        Posterior engine (see :mod:`hetfx.models.varying_slopes`). ``"auto"``: the exact
+        ``"quadrature"`` engine with one grouping factor (its 4 scale parameters on a grid),
+        ``"qmc"`` (quasi-Monte Carlo importance sampling) with more, whose 1 + 3K scale
+        parameters are too many for a grid (``"quadrature"`` refuses them).
     missing : {"drop", "raise"}
         Rows with a missing value in a used column: dropped with a warning, or an error.
     seed, chains, draws, tune, target_accept
         Posterior layout and NUTS settings: a non-negative integer seed, ``chains >= 1``
         (with one chain R-hat is reported as unavailable), ``draws >= 4``, ``tune >= 1``.
     **engine_options
-        Passed to the engine (``lkj_eta``, ``qmc_m``, ``maxdepth``, ``cores``, ...).
+        Passed to the engine (``lkj_eta``, ``grid``, ``qmc_m``, ``maxdepth``, ``cores``, ...).
 
     Returns
     -------
@@ -1122,7 +1146,7 @@ def fit_varying_slopes(
     df = df.assign(**{treatment: treat})  # as numbers: formulaic codes a boolean as a factor
     df = _without_unused_categories(df)
     X, spec = _spec(rhs, df)
-    bad_x = aliased_columns(X)
+    bad_x = _aliased(X)
     if bad_x:
         raise DesignError(
             "the population-level design has columns that are not identified: "
@@ -1160,7 +1184,6 @@ def fit_varying_slopes(
         else np.where(is_t, priors.effect.sd, priors.control.sd)
     )
     intercept = priors.intercept if priors.intercept is not None else priors.control
-    intercept_prior = ("flat",) if intercept.family == "flat" else ("normal", 0.0, intercept.sd)
     f = _engine(
         y,
         treat,
@@ -1170,7 +1193,7 @@ def fit_varying_slopes(
         contrast=contrast,
         engine=engine,
         b_sd=b_sd,
-        intercept_prior=intercept_prior,
+        intercept_prior=intercept,
         sd_prior=priors.sigma_theta.to_scale_prior(),
         sigma_prior=priors.sigma.to_scale_prior(),
         chains=chains,
@@ -1180,4 +1203,4 @@ def fit_varying_slopes(
         seed=seed,
         **engine_options,
     )
-    return VaryingSlopesResults(f, priors, engine=engine, factors=factors)
+    return VaryingSlopesResults(f, priors, engine=f.engine, factors=factors)

@@ -14,7 +14,8 @@ link            identity                     logit
 ``sigma``       yes                          no
 outcome         any number                   0/1
 treatment       0/1, two values or a dose    0/1
-baselines       pooled (default), fixed,     additive (default), none
+baselines       pooled (default),            additive (default), none
+                correlated, fixed,
                 additive, none
 engines         quadrature (default), nutpie qmc (default), nutpie
 effects         on the outcome's scale       average marginal effects (probability)
@@ -68,9 +69,12 @@ class Family:
         What ``engine="auto"`` runs.
     engines : tuple of str
         The engines that fit it.
-    engine_function : str
-        ``"module:function"`` of the engine whose keyword options :func:`hetfx.fit` passes
-        on (checked by :func:`hetfx.validation.check_engine_options`).
+    engine_functions : dict of str to str
+        Per engine, ``"module:function"`` of the function whose keyword options
+        :func:`hetfx.fit` passes on (checked by
+        :func:`hetfx.validation.check_engine_options`).
+    exact_engine : str or None
+        The engine that computes its summaries exactly (no draws needed: ``draws=0``).
     effect_scale : str
         The scale of the group effects it reports.
     """
@@ -85,11 +89,16 @@ class Family:
     baselines: tuple[str, ...]
     default_engine: str
     engines: tuple[str, ...]
-    engine_function: str
+    engine_functions: dict[str, str]
+    exact_engine: str | None
     effect_scale: str
 
     def __repr__(self) -> str:
         return f"Family({self.name!r}, link={self.link!r})"
+
+    def engine_function(self, engine: str | None = None) -> str:
+        """``"module:function"`` of ``engine`` (``None`` or ``"auto"``: the default's)."""
+        return self.engine_functions[self.resolve_engine(engine or "auto")]
 
     def resolve_engine(self, engine: str) -> str:
         """The engine that runs for ``engine=`` (``"auto"``: :attr:`default_engine`).
@@ -146,10 +155,14 @@ GAUSSIAN = Family(
     binary_outcome=False,
     binary_treatment=False,
     default_baselines="pooled",
-    baselines=("pooled", "fixed", "additive", "none"),
+    baselines=("pooled", "correlated", "fixed", "additive", "none"),
     default_engine="quadrature",
     engines=("quadrature", "nutpie"),
-    engine_function="hetfx.models.lambda_model:fit_lambda_model",
+    engine_functions={
+        "quadrature": "hetfx.models.pooled:fit_exact_lambda",
+        "nutpie": "hetfx.models.lambda_model:fit_lambda_model",
+    },
+    exact_engine="quadrature",
     effect_scale="outcome",
 )
 
@@ -165,7 +178,11 @@ BERNOULLI = Family(
     baselines=("additive", "none"),
     default_engine="qmc",
     engines=("qmc", "nutpie"),
-    engine_function="hetfx.models.bernoulli:fit_bernoulli_lambda",
+    engine_functions={
+        "qmc": "hetfx.models.bernoulli:fit_bernoulli_lambda",
+        "nutpie": "hetfx.models.bernoulli:fit_bernoulli_lambda",
+    },
+    exact_engine=None,
     effect_scale="probability",
 )
 

@@ -12,6 +12,7 @@ part            parameter                        default (as brms / the paper)
 ``sigma``       residual SD (Gaussian only)      ``Prior.half_student_t(3, 2.5)``
 ``sigma_theta`` SD of the group deviations       ``Prior.half_student_t(3, 2.5)``
 ``sigma_alpha`` SD of the cells' baselines        ``Prior.half_student_t(3, 2.5)``
+``lkj_eta``     LKJ shape of rho (correlated)    ``1`` (uniform correlation, brms ``lkj(1)``)
 ==============  ===============================  ==========================================
 
 These are the paper's priors, for a 0/1 outcome. :func:`hetfx.fit` without ``priors=`` uses
@@ -196,6 +197,11 @@ class Priors:
         Residual SD (Gaussian family).
     sigma_theta : Prior
         SD of the group deviations theta.
+    sigma_alpha : Prior
+        SD of the cells' baselines (``baselines="pooled"`` or ``"correlated"``).
+    lkj_eta : float
+        Shape of the LKJ prior of the correlation of each cell's baseline and effect
+        (``baselines="correlated"``; 1: uniform on (-1, 1), as brms's default ``lkj(1)``).
 
     Examples
     --------
@@ -226,10 +232,14 @@ class Priors:
     sigma: Prior = Prior.half_student_t(3, 2.5)
     sigma_theta: Prior = Prior.half_student_t(3, 2.5)
     sigma_alpha: Prior = Prior.half_student_t(3, 2.5)
+    lkj_eta: float = 1.0
     #: How the priors were set (``""``: given; else the data scales they were derived from).
     origin: str = dataclasses.field(default="", compare=False)
 
     def __post_init__(self) -> None:
+        eta = self.lkj_eta
+        if isinstance(eta, bool) or not isinstance(eta, int | float) or not eta > 0:
+            raise ValueError(f"Priors.lkj_eta must be a positive number, got {eta!r}")
         for part in ("effect", "control", "intercept", "sigma", "sigma_theta", "sigma_alpha"):
             p = getattr(self, part)
             if part == "intercept" and p is None:

@@ -78,6 +78,7 @@ warnings.filterwarnings(
 
 _BASELINES_TEXT = {
     "pooled": "pooled, alpha_g ~ N(0, sigma_alpha) per cell",
+    "correlated": "correlated, (alpha_g, theta_g) ~ N(0, Sigma) per cell, LKJ prior on rho",
     "fixed": "fixed, one free baseline per cell (within-cell centring)",
     "additive": "additive, the modifiers' main effects only",
     "none": "none, one baseline for all cells (the published model)",
@@ -141,7 +142,9 @@ def diagnostics_text(dg: Mapping) -> str:
 
     fields = {f.name for f in dataclasses.fields(Diagnostics)}
     record = Diagnostics(**{k: v for k, v in dict(dg).items() if k in fields})
-    if np.isfinite(record.pareto_k):
+    if record.draws == 0:
+        what = "no draws (draws=0; every summary is exact)"
+    elif np.isfinite(record.pareto_k):
         what = (
             f"Pareto k-hat {record.pareto_k:.2f} (gate {GATE['max_pareto_k']}), weight ESS "
             f"{record.min_ess_bulk:.0f} of {record.draws} importance-sampling points"
@@ -168,7 +171,7 @@ def _gate_advice(engine: str) -> str:
     """What to change when a fit of ``engine`` fails the diagnostics gate."""
     return {
         "qmc": "Advice: more points (qmc_m=) or engine='nutpie'",
-        "quadrature": "Advice: widen the grid (grid_width=) or use more nodes",
+        "quadrature": "Advice: a deeper or finer grid (grid={'drop': 24, 'resolution': 3})",
     }.get(engine, "Advice: raise target_accept (e.g. 0.95) or draw more (draws=, tune=, chains=)")
 
 
@@ -304,7 +307,13 @@ class Results(BaseResults):
 
     @property
     def posterior(self) -> xr.Dataset:
-        """Posterior draws of the engine."""
+        """Posterior draws of the engine (a fit with ``draws=0`` has none: ``ValueError``)."""
+        if self.fit.idata is None:
+            raise ValueError(
+                "this fit has no posterior draws (draws=0): group_effects(), coefs(), "
+                "summary() and diagnostics() are exact without them; refit with draws > 0 "
+                "(e.g. draws=1000) for ame(), contrast(), predict(), idata and plots"
+            )
         return self.fit.idata.posterior
 
     @property
@@ -414,28 +423,38 @@ class Results(BaseResults):
         """Raise :class:`hetfx.inference.SamplerDiagnosticsError` if the fit fails the
         convergence gate (R-hat, bulk ESS, divergences, quadrature grid edge); return self.
 
-        Keyword arguments go to :func:`hetfx.inference.check_diagnostics`.
+        The same gate as the warning every fit runs: an exact engine's
+        (:data:`hetfx.inference.EXACT_ENGINES`) summaries do not come from its draws, so
+        R-hat and ESS are not checked there (its grid edge is). Keyword arguments
+        (``advice``, ``min_ess_tail``, ``max_grid_edge_mass``, ``max_pareto_k``) as
+        :func:`hetfx.inference.check_diagnostics`.
         """
         import dataclasses
 
-        from hetfx.inference import Diagnostics, check_diagnostics
-
-        advice = (
-            "draw more (draws=, chains=)"
-            if self.engine == "quadrature"
-            else "raise target_accept (e.g. 0.95) or draw more (draws=, tune=)"
+        from hetfx.inference import (
+            EXACT_ENGINES,
+            Diagnostics,
+            SamplerDiagnosticsError,
+            diagnostic_problems,
         )
-        kwargs.setdefault("advice", advice)
+
+        advice = kwargs.pop("advice", _gate_advice(self.engine).removeprefix("Advice: "))
         row = self.diagnostics().iloc[0].to_dict()
         fields = {f.name for f in dataclasses.fields(Diagnostics)}
         record = Diagnostics(**{k: v for k, v in row.items() if k in fields})
-        check_diagnostics(
+        problems = diagnostic_problems(
             record,
-            max_r_hat=max_r_hat,
-            min_ess_bulk=min_ess_bulk,
-            allow_divergences=allow_divergences,
+            max_r_hat,
+            min_ess_bulk,
+            allow_divergences,
+            draws_checked=record.sampler not in EXACT_ENGINES,
             **kwargs,
         )
+        if problems:
+            raise SamplerDiagnosticsError(
+                f"{record.sampler} fit failed diagnostics ({record.chains} chains x "
+                f"{record.draws} draws): " + "; ".join(problems) + f". Advice: {advice}."
+            )
         return self
 
     def summary(self, level: float = 0.95) -> Summary:
@@ -461,8 +480,10 @@ class Results(BaseResults):
 
     def _prior_parts(self) -> dict[str, str]:
         parts = {k: v for k, v in self.priors.describe().items() if k not in self._unused_priors}
-        if self.design.baselines == "pooled":
+        if self.design.baselines in ("pooled", "correlated"):
             parts["sigma_alpha"] = repr(self.priors.sigma_alpha)
+        if self.design.baselines == "correlated":
+            parts["lkj_eta"] = f"LKJ({self.priors.lkj_eta:g})"
         return parts
 
     def __repr__(self) -> str:
@@ -480,7 +501,9 @@ class Results(BaseResults):
     def idata(self) -> az.InferenceData:
         """Posterior with ``log_likelihood``, ``posterior_predictive`` and ``observed_data``
         (variable named after the outcome), built on first access (memory: two
-        draws x rows arrays)."""
+        draws x rows arrays); None for a fit with ``draws=0`` (exact summaries only)."""
+        if self.fit.idata is None:  # draws=0: nothing to build on
+            return None
         if self._idata is None:
             import arviz as az
             import xarray as xr
@@ -1099,6 +1122,8 @@ class VaryingSlopesResults(BaseResults):
         """:attr:`draws` with ``log_likelihood`` and ``observed_data`` groups (variable ``y``,
         dimension ``obs``), so that ``arviz.loo`` works; built on first access (memory: one
         draws x rows array)."""
+        if self.fit.idata is None:  # draws=0: nothing to build on
+            return None
         if self._idata is None:
             import arviz as az
             import xarray as xr

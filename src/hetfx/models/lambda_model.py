@@ -1218,8 +1218,17 @@ class ScaledPosterior:
         return self._scaled(out, shift)
 
     def summarise_scales(self, probs: Sequence[float] = _SUMMARY_PROBS) -> pd.DataFrame:
+        """As the wrapped posterior's, on the outcome's scale (a correlation unchanged)."""
+        out = self.inner.summarise_scales(probs=probs)
+        scaled = self._scaled(out)
+        names = list(getattr(self.inner, "scale_names", []))
+        if "rho" in names:
+            scaled.iloc[names.index("rho")] = out.iloc[names.index("rho")]
+        return scaled
+
+    def summarise_alpha(self, probs: Sequence[float] = _SUMMARY_PROBS) -> pd.DataFrame:
         """As the wrapped posterior's, on the outcome's scale."""
-        return self._scaled(self.inner.summarise_scales(probs=probs))
+        return self._scaled(self.inner.summarise_alpha(probs=probs))
 
 
 def _fit_quadrature(

@@ -1,16 +1,23 @@
-"""The lambda model with pooled cell baselines as a fit: :func:`fit_pooled_lambda`.
+"""The lambda model through the exact engine: :func:`fit_exact_lambda`.
 
-``y_i = alpha_g[i] + lambda_g[i] T_i + X_i beta + e_i`` with ``alpha_g ~ N(0, sigma_alpha)``
-and ``lambda_g = Z_g gamma + theta_g``, ``theta_g ~ N(0, sigma_theta)``: the default model of
-:func:`hetfx.fit`. Given the three scales the coefficients are Gaussian and each group's
-``(alpha_g, theta_g)`` is a 2 x 2 block coupled to the rest only through ``a = (beta,
-gamma)``, so :class:`~hetfx.models.baselines.PooledBaselineLambda` collapses them by
-Woodbury (a Schur complement over the block-diagonal part): a scale node costs ``O(G k^2 +
-k^3)``, linear in the number of groups. The log scales are integrated on
-:func:`~hetfx.models.baselines.lattice_grid_nd`'s lattice (Gauss-Hermite nodes on ``log
-sigma``), and every summary of the group effects and coefficients is the exact mixture of
-normals over the grid's nodes (:class:`BaselinePosterior`); draws (for arviz) are exact
-draws from that mixture.
+``y_i = [alpha_g[i]] + lambda_g[i] T_i + X_i beta + e_i`` with ``lambda_g = Z_g gamma +
+theta_g``, ``theta_g ~ N(0, sigma_theta)``, for each way of giving the cells their
+baselines (the ``baselines`` of :func:`hetfx.fit`):
+
+``"none"``, ``"additive"``
+    One block column, ``c_g = theta_g`` (``R = T``), ``a = (beta, gamma)``, ``A = [X, T Z_g]``.
+``"fixed"``
+    The same on data centred within the cells (a flat-prior baseline per cell integrates out
+    exactly so; ``X`` has no constant column), with ``G`` residual degrees of freedom removed.
+``"pooled"``
+    Two block columns, ``c_g = (alpha_g, theta_g)`` (``R = [1, T]``, or ``[sqrt(w), T]`` for
+    weighted rows), ``alpha_g ~ N(0, sigma_alpha)`` independent of ``theta_g``.
+``"correlated"``
+    As ``"pooled"`` with ``(alpha_g, theta_g) ~ N(0, Sigma)``, correlation ``rho`` with an
+    LKJ(``lkj_eta``) prior (brms's ``(1 + T | cell)``).
+
+Every model is a :class:`~hetfx.models.exact.BlockModel`, integrated by
+:func:`~hetfx.models.exact.fit_block_model`; every summary is the exact mixture over the grid.
 """
 
 from __future__ import annotations
@@ -21,184 +28,256 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+from scipy import sparse
 
-from hetfx.inference import (
-    compute_diagnostics,
-    mixture_moments,
-    mixture_quantiles,
-    quantile_name,
-    summarise_coefs,
-)
-from hetfx.models.baselines import PooledBaselineLambda, lattice_grid_nd
-from hetfx.models.gaussian import ScalePrior, single_threaded_blas
+from hetfx.inference import Diagnostics, compute_diagnostics, summarise_coefs
+from hetfx.models.exact import BlockModel, BlockPosterior, fit_block_model
+from hetfx.models.gaussian import ScalePrior
 from hetfx.models.lambda_model import (
     _SUMMARY_PROBS,
+    LambdaData,
     LambdaFit,
     _idata_from_draws,
     _quantise,
     prepare_lambda_data,
 )
 
-__all__ = ["BaselinePosterior", "PooledFit", "fit_pooled_lambda", "POOLED_GRID"]
+__all__ = [
+    "BASELINE_MODELS",
+    "ExactLambdaFit",
+    "LambdaPosterior",
+    "PooledFit",
+    "fit_exact_lambda",
+    "fit_pooled_lambda",
+    "lambda_block_model",
+]
 
-#: Grid of :func:`fit_pooled_lambda`: Gauss-Hermite nodes on ``log sigma``, lattice nodes per
-#: posterior SD of ``log sigma_theta`` and ``log sigma_alpha``, the box's depth below the top
-#: (log units) and the weight below which nodes leave the mixtures. Against a grid of 9
-#: Hermite nodes, 4 lattice nodes per SD, depth 32 and no pruning, the group effects' and
-#: coefficients' means, SDs and 2.5-97.5% quantiles differed by at most 4.7e-5 posterior SDs
-#: (simulated factorial data with 24 cells, three groups of 200, 512 cells of 40 rows), with
-#: 700-1,400 nodes (a grid of 5 Hermite nodes, 2 per SD and depth 20 had about 3,000).
-POOLED_GRID = {"hermite": 3, "resolution": (1.0, 1.5, 1.5), "drop": 14.0, "prune": 1e-7}
-
-SCALES = ("sigma", "sigma_theta", "sigma_alpha")
+#: The ``baselines`` values :func:`fit_exact_lambda` fits.
+BASELINE_MODELS = ("none", "additive", "fixed", "pooled", "correlated")
 
 
-class BaselinePosterior:
-    """Exact posterior of the pooled-baselines model: a mixture of normals over the grid.
+def _demean(a: np.ndarray, ind: sparse.csr_matrix, cnt: np.ndarray, group: np.ndarray):
+    """``a`` (vector or matrix) minus its group means."""
+    a = np.asarray(a, dtype=float)
+    if a.ndim == 2 and a.shape[1] == 0:
+        return a.copy()
+    means = (ind @ a) / (cnt if a.ndim == 1 else cnt[:, None])
+    return a - means[group]
+
+
+def lambda_block_model(
+    d: LambdaData,
+    baselines: str = "pooled",
+    *,
+    gamma_sd: float = 1.0,
+    beta_sd=1.0,
+    sigma_prior: ScalePrior | None = None,
+    sigma_theta_prior: ScalePrior | None = None,
+    sigma_alpha_prior: ScalePrior | None = None,
+    lkj_eta: float = 1.0,
+    base: np.ndarray | None = None,
+) -> BlockModel:
+    """The :class:`~hetfx.models.exact.BlockModel` of the lambda model with ``baselines``.
+
+    ``base`` is each row's regressor of its baseline (1, or ``sqrt(w)`` for weighted rows).
+    The block columns are ``(alpha, theta)`` with baselines in the model, else ``theta``.
+    """
+    if baselines not in BASELINE_MODELS:
+        raise ValueError(f"baselines must be one of {BASELINE_MODELS}, got {baselines!r}")
+    default = ScalePrior.brms_default()
+    X = d.X.to_numpy(dtype=float)
+    Z = d.Z.to_numpy(dtype=float)
+    G, (n, p) = len(Z), X.shape
+    y, t, g = d.y, d.treat, d.group
+    dof = 0
+    if baselines == "fixed":
+        if p and np.any(np.ptp(X, axis=0) == 0):
+            raise ValueError("X has a constant column; the group baselines replace the intercept")
+        ind = sparse.csr_matrix((np.ones(n), (g, np.arange(n))), shape=(G, n))
+        cnt = np.bincount(g, minlength=G).astype(float)
+        y, t, X = _demean(y, ind, cnt, g), _demean(t, ind, cnt, g), _demean(X, ind, cnt, g)
+        dof = G
+    A = np.hstack([X, t[:, None] * Z[g]])
+    coef_sd = np.concatenate(
+        [np.broadcast_to(np.asarray(beta_sd, dtype=float), (p,)), np.full(Z.shape[1], gamma_sd)]
+    )
+    E = np.hstack([np.zeros((G, p)), Z])
+    st_prior = sigma_theta_prior or default
+    if baselines in ("pooled", "correlated"):
+        b0 = np.ones(n) if base is None else np.asarray(base, dtype=float)
+        R, priors = np.column_stack([b0, t]), [sigma_alpha_prior or default, st_prior]
+    else:
+        R, priors = t, [st_prior]
+    return BlockModel(
+        y,
+        A,
+        g,
+        R,
+        n_groups=G,
+        coef_sd=coef_sd,
+        sigma_prior=sigma_prior or default,
+        block_priors=priors,
+        correlated=baselines == "correlated",
+        lkj_eta=lkj_eta,
+        dof_offset=dof,
+        effect_coefs=E,
+    )
+
+
+class LambdaPosterior:
+    """The exact posterior of the lambda model in its own terms (``beta``, ``gamma``,
+    ``lambda``, ``alpha``, the scales): the interface of the quadrature posteriors that
+    :class:`~hetfx.models.lambda_model.LambdaFit` and :class:`ScaledPosterior
+    <hetfx.models.lambda_model.ScaledPosterior>` use.
 
     Parameters
     ----------
-    cm : PooledBaselineLambda
-        The collapsed model.
-    grid : hetfx.models.baselines.NDGrid
-        Its grid (built with ``moments=True``, so the group effects' moments are kept).
+    post : BlockPosterior
+        The engine's posterior.
+    p : int
+        Number of controls (``a = (beta, gamma)``, ``beta`` first).
     """
 
-    def __init__(self, cm: PooledBaselineLambda, grid) -> None:
-        self.cm, self.grid = cm, grid
-        self.nodes, self.weights = grid.nodes, grid.weights
-        self._coefs: tuple[np.ndarray, np.ndarray] | None = None
+    def __init__(self, post: BlockPosterior, p: int) -> None:
+        self.post, self.model, self.p = post, post.model, int(p)
+        self.grid, self.nodes, self.weights = post.grid, post.nodes, post.weights
 
-    def _chunks(self):
-        size = max(8, int(2.5e5 // max(self.cm.k * (self.cm.G + self.cm.k), 1)))
-        for i in range(0, len(self.weights), size):
-            yield slice(i, i + size)
+    @property
+    def scale_names(self) -> list[str]:
+        """Scales in :meth:`summarise_scales`'s order."""
+        md = self.model
+        names = ["sigma", "sigma_theta"] + (["sigma_alpha"] if md.b == 2 else [])
+        return names + (["rho"] if md.correlated else [])
 
-    @staticmethod
-    def _frame(w, m, s, probs) -> pd.DataFrame:
-        mean, sd = mixture_moments(w, m, s)
-        out = pd.DataFrame({"mean": mean, "sd": sd})
-        # the quantiles of a few thousand columns at a time: the root finder's work arrays
-        # are (probabilities x columns x nodes)
-        step = max(1, int(4e7 // max(len(w) * len(probs), 1)))
-        qs = np.concatenate(
-            [
-                mixture_quantiles(w, m[:, i : i + step], s[:, i : i + step], probs)
-                for i in range(0, m.shape[1], step)
-            ],
-            axis=1,
-        )
-        for p, q in zip(probs, qs, strict=True):
-            out[quantile_name(p)] = q
-        return out
-
-    def summarise_lambda(
-        self, W: np.ndarray | None = None, probs: Sequence[float] = _SUMMARY_PROBS
-    ) -> pd.DataFrame:
-        """Exact summaries of every ``lambda_g`` or of the combinations ``W @ lambda``."""
+    def summarise_lambda(self, W=None, probs: Sequence[float] = _SUMMARY_PROBS) -> pd.DataFrame:
+        """Exact summaries of every ``lambda_g``, or of the combinations ``W @ lambda``."""
         if W is None:
-            m, s = self.grid.means, self.grid.sds
-        else:
-            W = np.atleast_2d(np.asarray(W, dtype=float))
-            parts = [self.cm.combo_moments(self.nodes[sl], W) for sl in self._chunks()]
-            m = np.concatenate([a for a, _ in parts])
-            s = np.concatenate([b for _, b in parts])
-        return self._frame(self.weights, m, s, probs)
+            return self.post.summarise("effects", probs=probs)
+        md = self.model
+        W = np.atleast_2d(np.asarray(W, dtype=float))
+        Wc = [sparse.csr_matrix(W.shape) for _ in range(md.b)]
+        Wc[md.effect_col] = sparse.csr_matrix(W)
+        return self.post.summarise("combo", (W @ md.effect_coefs, Wc), probs)
 
     def summarise_coefs(self, probs: Sequence[float] = _SUMMARY_PROBS) -> pd.DataFrame:
         """Exact summaries of ``beta`` then ``gamma``."""
-        if self._coefs is None:
-            parts = [self.cm.coef_moments(self.nodes[sl]) for sl in self._chunks()]
-            self._coefs = (
-                np.concatenate([a for a, _ in parts]),
-                np.concatenate([b for _, b in parts]),
-            )
-        return self._frame(self.weights, *self._coefs, probs)
+        return self.post.summarise("coefs", probs=probs)
+
+    def summarise_alpha(self, probs: Sequence[float] = _SUMMARY_PROBS) -> pd.DataFrame:
+        """Exact summaries of the cells' baselines ``alpha_g`` (pooled models only)."""
+        if self.model.b != 2:
+            raise ValueError("the model has no pooled cell baselines")
+        return self.post.summarise("block0", probs=probs)
 
     def summarise_scales(self, probs: Sequence[float] = _SUMMARY_PROBS) -> pd.DataFrame:
-        """``sigma``, ``sigma_theta``, ``sigma_alpha``: weighted means, SDs and quantiles of
-        the nodes' values (the CDF interpolated linearly between the sorted nodes)."""
-        rows = []
-        for j in range(self.nodes.shape[1]):
-            x = np.exp(self.nodes[:, j])
-            mean = float(self.weights @ x)
-            row = {"mean": mean, "sd": float(np.sqrt(self.weights @ (x - mean) ** 2))}
-            vals, inv = np.unique(x, return_inverse=True)
-            mass = np.bincount(inv, weights=self.weights)
-            cdf = np.cumsum(mass) - 0.5 * mass
-            for p in probs:
-                row[quantile_name(p)] = float(np.interp(p, cdf, vals))
-            rows.append(row)
-        return pd.DataFrame(rows)
+        """``sigma``, ``sigma_theta`` (then ``sigma_alpha`` and ``rho``)."""
+        s = self.post.summarise_scales(probs)
+        order = [0, 2, 1, *range(3, len(s))] if self.model.b == 2 else [0, 1]
+        return s.iloc[order].reset_index(drop=True)
 
     def draws(self, n: int, seed: int) -> dict[str, np.ndarray]:
-        """Independent exact draws from the mixture: a node by its weight, then the
-        coefficients and the groups' ``(alpha_g, theta_g)`` from their Gaussian conditional.
-
-        The draws are made in blocks of the node order (one factorisation per node and
-        block) from one stream of ``seed`` and put back in the order of the picks, which are
-        independent uniforms; the coefficients and scales are rounded to 40 bits as
-        :meth:`hetfx.models.lambda_model.QuadraturePosterior.draws` (their R-hat and ESS are
-        then the same on any CPU).
-        """
-        cm = self.cm
-        rng = np.random.default_rng(seed)
-        cum = np.cumsum(self.weights)
-        idx = np.minimum(np.searchsorted(cum, rng.random(n) * cum[-1], side="right"), len(cum) - 1)
-        order = np.argsort(idx, kind="stable")
-        out: dict[str, np.ndarray] = {
-            "beta": np.empty((n, cm.p)),
-            "gamma": np.empty((n, cm.q)),
-            "alpha": np.empty((n, cm.G)),
-            "theta": np.empty((n, cm.G)),
-            "lambda": np.empty((n, cm.G)),
+        """Exact draws in the lambda model's names."""
+        md = self.model
+        dr = self.post.draws(n, seed)
+        p = self.p
+        out = {
+            "beta": dr["a"][:, :p],
+            "gamma": dr["a"][:, p:],
+            "theta": dr["c"][:, :, -1],
+            "lambda": dr["effect"],
         }
-        block = max(1, min(256, int(4e6 // max(cm.G, 1))))
-        for i in range(0, n, block):
-            rows = order[i : i + block]
-            nodes, inv = np.unique(idx[rows], return_inverse=True)
-            z_a = rng.standard_normal((len(rows), cm.k))
-            z_g = rng.standard_normal((len(rows), cm.G, 2))
-            d = cm.draw(self.nodes[nodes], z_a, z_g, rows=inv)
-            for key in out:
-                out[key][rows] = _quantise(d[key]) if key in ("beta", "gamma") else d[key]
-        for j, name in enumerate(SCALES):
-            out[name] = _quantise(np.exp(self.nodes[idx, j]))
+        if md.b == 2:
+            out["alpha"] = dr["c"][:, :, 0]
+        for name in self.scale_names:
+            col = {"sigma": 0, "sigma_theta": md.b, "sigma_alpha": 1, "rho": 3}[name]
+            x = dr["u"][:, col]
+            out[name] = _quantise(np.tanh(x) if name == "rho" else np.exp(x))
         return out
 
 
 @dataclasses.dataclass
+class ExactLambdaFit(LambdaFit):
+    """:class:`~hetfx.models.lambda_model.LambdaFit` of the exact engine. With ``draws=0``
+    ``idata`` is None: the exact summaries (:meth:`group_effects`, :meth:`coefs`,
+    :meth:`summarise_lambda`, :meth:`diagnostics`) work, anything that needs draws raises."""
+
+    baselines: str = "pooled"
+
+    def _lambda_draws(self) -> np.ndarray:
+        if self.idata is None:
+            raise ValueError("this fit has no draws (draws=0): refit with draws > 0")
+        return super()._lambda_draws()
+
+    def coefs(self) -> pd.DataFrame:
+        """Coefficient table (``effect``, ``control``, ``scale``): exact ``mean`` to
+        ``q975``; ``r_hat`` and ``ess_bulk`` of the draws (NaN without draws)."""
+        probs = (0.025, 0.975)
+        post = self.posterior
+        co = post.summarise_coefs(probs=probs)
+        p = self.data.X.shape[1]
+        scales = post.summarise_scales(probs)
+        names = post.scale_names
+        table = pd.concat(
+            [
+                co.iloc[p:].assign(equation="effect", term=[str(c) for c in self.data.Z.columns]),
+                co.iloc[:p].assign(equation="control", term=[str(c) for c in self.data.X.columns]),
+                scales.assign(equation="scale", term=names),
+            ],
+            ignore_index=True,
+        )
+        if self.idata is not None:
+            post_ = self.idata.posterior
+            eq = {"effect": ["gamma"], "control": ["beta"], "scale": names}
+            eq = {k: [v for v in vs if post_[v].size] for k, vs in eq.items()}
+            d = summarise_coefs(self.idata, {k: vs for k, vs in eq.items() if vs})
+            table["r_hat"], table["ess_bulk"] = d["r_hat"].to_numpy(), d["ess_bulk"].to_numpy()
+        else:
+            table["r_hat"] = table["ess_bulk"] = np.nan
+        cols = ["equation", "term", "mean", "sd", "q025", "q975", "r_hat", "ess_bulk"]
+        return table[cols]
+
+
+@dataclasses.dataclass
 class PooledFit(LambdaFit):
-    """:class:`~hetfx.models.lambda_model.LambdaFit` of the pooled-baselines model: the
-    posterior also holds ``alpha[group]`` and ``sigma_alpha``, and :meth:`coefs` reports
-    ``sigma_alpha`` among the scales."""
+    """:class:`~hetfx.models.lambda_model.LambdaFit` of the pooled-baselines model sampled by
+    NUTS: the posterior also holds ``alpha[group]`` and ``sigma_alpha``, which :meth:`coefs`
+    reports among the scales (from the draws)."""
 
     def coefs(self) -> pd.DataFrame:
         """Coefficient table as :meth:`LambdaFit.coefs`, with ``sigma_alpha``."""
-        out = summarise_coefs(
-            self.idata,
-            {"effect": ["gamma"], "control": ["beta"], "scale": list(SCALES)},
+        scales = ["sigma", "sigma_theta", "sigma_alpha"]
+        return summarise_coefs(
+            self.idata, {"effect": ["gamma"], "control": ["beta"], "scale": scales}
         )
-        if self.posterior is None:  # NUTS: from the draws
-            return out
-        probs = (0.025, 0.975)
-        co = self.posterior.summarise_coefs(probs=probs)
-        p = self.data.X.shape[1]
-        exact = pd.concat(
-            [co.iloc[p:], co.iloc[:p], self.posterior.summarise_scales(probs)], ignore_index=True
-        )
-        for col in ("mean", "sd", "q025", "q975"):
-            out[col] = exact[col].to_numpy()
-        return out
 
 
-def fit_pooled_lambda(
+def _no_draws_record(chains: int, wall: float, t_grid: float, edge: float) -> Diagnostics:
+    return Diagnostics(
+        sampler="quadrature",
+        chains=chains,
+        draws=0,
+        max_r_hat=float("nan"),
+        min_ess_bulk=float("nan"),
+        min_ess_tail=float("nan"),
+        divergences=0,
+        wall_seconds=wall,
+        compile_seconds=0.0,
+        sampling_seconds=t_grid,
+        worst_r_hat_param="no draws (exact summaries)",
+        worst_ess_bulk_param="no draws (exact summaries)",
+        worst_ess_tail_param="no draws (exact summaries)",
+        grid_edge_mass=edge,
+    )
+
+
+def fit_exact_lambda(
     y,
     treat,
     X,
     group,
     Z,
     *,
+    baselines: str = "pooled",
     group_keys: pd.DataFrame | None = None,
     group_name: str = "group",
     gamma_sd: float = 1.0,
@@ -206,66 +285,78 @@ def fit_pooled_lambda(
     sigma_prior: ScalePrior | None = None,
     sigma_theta_prior: ScalePrior | None = None,
     sigma_alpha_prior: ScalePrior | None = None,
+    lkj_eta: float = 1.0,
     base: np.ndarray | None = None,
     chains: int = 4,
     draws: int = 1000,
     seed: int = 0,
     grid: dict | None = None,
     monitor_groups: bool | None = None,
-    **ignored,
-) -> PooledFit:
-    """Fit the lambda model with pooled baselines (see the module docstring).
+) -> ExactLambdaFit:
+    """Fit the lambda model with ``baselines`` by the exact engine (see the module notes).
 
     Parameters are those of :func:`hetfx.models.lambda_model.fit_lambda_model` (``beta_sd``
-    may be ``inf``: a flat prior), plus ``sigma_alpha_prior`` (the baselines' SD), ``base``
-    (each row's regressor of its baseline: 1, or ``sqrt(w)`` for weighted rows), ``grid``
-    (overrides of :data:`POOLED_GRID`) and ``monitor_groups`` (R-hat and ESS of every group
-    effect as well as of the coefficients; default: up to 1,000 groups). ``tune``,
-    ``target_accept``, ``cores`` and the like are ignored: the engine draws independently.
+    may be ``inf``: a flat prior), plus ``baselines`` (:data:`BASELINE_MODELS`),
+    ``sigma_alpha_prior`` and ``lkj_eta`` (pooled and correlated baselines), ``base`` (each
+    row's regressor of its baseline: 1, or ``sqrt(w)`` for weighted rows), ``grid``
+    (overrides of :data:`hetfx.models.exact.GRIDS`) and ``monitor_groups`` (R-hat and ESS of
+    every group effect as well as of the coefficients; default: up to 1,000 groups).
+    ``draws=0`` makes no draws: ``idata`` is None and only the exact summaries are there.
 
     Returns
     -------
-    PooledFit
+    ExactLambdaFit
     """
-    if chains < 1 or draws < 1:
-        raise ValueError("chains and draws must be positive")
     t0 = time.perf_counter()
     d = prepare_lambda_data(y, treat, X, group, Z, group_keys, group_name)
-    settings = {**POOLED_GRID, **(grid or {})}
-    with single_threaded_blas():
-        cm = PooledBaselineLambda(
-            d,
-            gamma_sd,
-            beta_sd,
-            sigma_prior,
-            sigma_theta_prior,
-            sigma_alpha_prior,
-            saturated=False,
-            base=base,
-        )
-        t1 = time.perf_counter()
-        ls = float(np.log(np.std(d.y) or 1.0))
-        g = lattice_grid_nd(cm, [ls, ls - 2.0, ls - 2.0], moments=True, **settings)
-        post = BaselinePosterior(cm, g)
-        dr = post.draws(chains * draws, seed)
+    model = lambda_block_model(
+        d,
+        baselines,
+        gamma_sd=gamma_sd,
+        beta_sd=beta_sd,
+        sigma_prior=sigma_prior,
+        sigma_theta_prior=sigma_theta_prior,
+        sigma_alpha_prior=sigma_alpha_prior,
+        lkj_eta=lkj_eta,
+        base=base,
+    )
+    t1 = time.perf_counter()
+    bf = fit_block_model(model, draws=0, chains=chains, seed=seed, grid=grid)
+    post = LambdaPosterior(bf.posterior, d.X.shape[1])
+    idata = None
+    edge = bf.grid.edge_mass
+    if draws:
+        idata = _idata_from_draws(post.draws(chains * draws, seed), d, chains)
+        idata.attrs = {
+            "engine": "quadrature",
+            "grid_edge_mass": edge,
+            "grid_points": len(bf.grid.weights),
+        }
     t2 = time.perf_counter()
-    idata = _idata_from_draws(dr, d, chains)
-    idata.attrs = {
-        "engine": "quadrature",
-        "grid_edge_mass": g.edge_mass,
-        "grid_points": len(g.weights),
-    }
-    if monitor_groups is None:
-        monitor_groups = cm.G <= 1000
-    diag = compute_diagnostics(
-        idata,
-        "quadrature",
-        var_names=["beta", "gamma", *SCALES, *(["lambda"] if monitor_groups else [])],
-        wall_seconds=time.perf_counter() - t0,
-        compile_seconds=t1 - t0,
-        sampling_seconds=t2 - t1,
-        grid_edge_mass=g.edge_mass,
+    if idata is None:
+        diag = _no_draws_record(chains, t2 - t0, t2 - t1, edge)
+    else:
+        monitor = model.G <= 1000 if monitor_groups is None else monitor_groups
+        diag = compute_diagnostics(
+            idata,
+            "quadrature",
+            var_names=["beta", "gamma", *post.scale_names, *(["lambda"] if monitor else [])],
+            wall_seconds=time.perf_counter() - t0,
+            compile_seconds=t1 - t0,
+            sampling_seconds=t2 - t1,
+            grid_edge_mass=edge,
+        )
+    return ExactLambdaFit(
+        idata=idata,
+        data=d,
+        diagnostics_record=diag,
+        engine="quadrature",
+        posterior=post,
+        baselines=baselines,
     )
-    return PooledFit(
-        idata=idata, data=d, diagnostics_record=diag, engine="quadrature", posterior=post
-    )
+
+
+def fit_pooled_lambda(y, treat, X, group, Z, *, tune=None, target_accept=None, cores=None, **kw):
+    """:func:`fit_exact_lambda` with ``baselines="pooled"`` (the former pooled engine's
+    name; NUTS settings are accepted and ignored)."""
+    return fit_exact_lambda(y, treat, X, group, Z, baselines="pooled", **kw)

@@ -8,14 +8,26 @@ Model (formula-free; appendix models A1 and Bush-Prather of ``replication-spec.m
                      when ``center=True``, as brms does)
     s_k ~ sd_prior,  sigma ~ sigma_prior
 
-Engines (``engine`` of :func:`fit_varying_slopes`):
+Engines (``engine`` of :func:`fit_varying_slopes`; ``"auto"``, the default, is
+``"quadrature"`` with one grouping factor and ``"qmc"`` with more):
 
-``"collapsed"`` (default)
-    Given the 1 + 3K hyperparameters ``h = (log sigma, log s0_k, log s1_k, atanh rho_k)`` the
-    model is linear-Gaussian, so ``(b, u)`` integrate out exactly. NUTS (nutpie, Python
-    callback, no compile step) samples ``h`` using the analytic gradient of the collapsed
-    log density; ``(b, u)`` are then drawn exactly from their Gaussian conditional for each
-    draw of ``h``.
+Given the 1 + 3K hyperparameters ``h = (log sigma, log s0_k, log s1_k, atanh rho_k)`` the
+model is linear-Gaussian, so ``(b, u)`` integrate out exactly: the collapsed log density of
+``h`` eliminates the 2 x 2 group blocks of the factor with most levels one group at a time (a
+Schur complement, cost linear in its number of levels; the other factors' blocks stay with
+the coefficients). The engines differ in how they integrate over ``h``.
+
+``"quadrature"`` (one grouping factor: 4 scale parameters)
+    Exact: the package's block engine (:mod:`hetfx.models.exact`, the engine of every
+    Gaussian model: one correlated ``(u0_g, u1_g)`` block per level, eliminated by a Schur
+    complement) integrates ``h`` on its grid (:data:`QUADRATURE_GRID`, its quadrature error
+    stated there); every effect and coefficient is the normal mixture over the nodes
+    (quantiles solve the mixture CDF), the scales' quantiles come from their marginals on the
+    grid; nothing is random but the stored draws.
+``"collapsed"``
+    NUTS (nutpie, compiled callback) samples ``h`` using the analytic gradient of the
+    collapsed log density; ``(b, u)`` are then drawn exactly from their Gaussian
+    conditional for each draw of ``h``.
 ``"nutpie"``
     The full model in PyMC (non-centred ``u``), compiled and sampled by nutpie: the
     reference engine.
@@ -69,6 +81,7 @@ from hetfx.models.gaussian import (
     single_threaded_blas,
     suff_stats,
 )
+from hetfx.priors import Prior
 
 if TYPE_CHECKING:  # imported where used: arviz and scipy.stats take seconds to import
     import arviz as az
@@ -78,11 +91,14 @@ __all__ = [
     "VaryingSlopesFit",
     "CollapsedVaryingSlopes",
     "build_pymc_model",
+    "block_model",
     "fit_varying_slopes",
+    "resolve_engine",
     "ENGINES",
+    "QUADRATURE_GRID",
 ]
 
-ENGINES = ("collapsed", "nutpie", "qmc")
+ENGINES = ("quadrature", "qmc", "collapsed", "nutpie")
 _COEF2 = ["Intercept", "treat"]
 
 
@@ -194,16 +210,17 @@ def prepare_data(
 # factor), whose 2x2 group blocks of the precision are eliminated one group at a time
 # (Schur complement), so the cost is O(G q^2) rather than O((q + 2G)^3).
 _H_LEN, _H_NDIM, _H_Q, _H_G, _H_K, _H_BF, _H_N, _H_YTY, _H_M0PM0, _H_CONST = range(10)
-_H_SIGK, _H_SIGS, _H_SIGNU, _H_SDK, _H_SDS, _H_SDNU, _H_ETA, _H_DIM = range(10, 18)
-_H_OPB, _H_OPM0, _H_ODTD, _H_ODTB, _H_OBTB, _H_ODTY, _H_OBTY, _H_OFOFF, _H_OFG = range(18, 27)
-_NHDR = 27
+_H_SIGS, _H_SIGNU, _H_SDS, _H_SDNU, _H_ETA, _H_DIM = range(10, 16)
+_H_OPB, _H_OPM0, _H_ODTD, _H_ODTB, _H_OBTB, _H_ODTY, _H_OBTY, _H_OFOFF, _H_OFG = range(16, 25)
+_NHDR = 25
 
 
-def _scale_prior_log_py(kind, scale, nu, u):
-    """Log density of ``u = log x`` (Jacobian included, constant dropped), derivative."""
+def _scale_prior_log_py(scale, nu, u):
+    """Log density of ``u = log x`` (Jacobian included, constant dropped), derivative, for
+    a half-Student-t(nu, 0, scale) prior of x; ``nu = inf`` is the half-normal (its limit)."""
     x = np.exp(u)
     r = (x / scale) ** 2
-    if kind == 0.0:  # half-normal
+    if not np.isfinite(nu):  # half-normal
         return -0.5 * r + u, 1.0 - r
     return -(nu + 1) / 2 * np.log1p(r / nu) + u, 1.0 - (nu + 1) * (r / nu) / (1 + r / nu)
 
@@ -454,13 +471,13 @@ def _collapsed_kernel_py(h, buf, grad):
         gs01 = a00 * o01 + a01 * o11 - fG[k] * o01
         grad[3 + 3 * k] = np.exp(l1r[k]) * sd0[k] * sd1[k] * gs01
     # priors (Jacobians included) and LKJ on the 2x2 correlations
-    a, ga = _scale_prior_log(buf[_H_SIGK], buf[_H_SIGS], buf[_H_SIGNU], h[0])
+    a, ga = _scale_prior_log(buf[_H_SIGS], buf[_H_SIGNU], h[0])
     lp += a
     grad[0] += ga
     eta = buf[_H_ETA]
     for k in range(K):
         for j in range(2):
-            a, ga = _scale_prior_log(buf[_H_SDK], buf[_H_SDS], buf[_H_SDNU], h[1 + 3 * k + j])
+            a, ga = _scale_prior_log(buf[_H_SDS], buf[_H_SDNU], h[1 + 3 * k + j])
             lp += a
             grad[1 + 3 * k + j] += ga
         lp += eta * l1r[k]
@@ -757,11 +774,11 @@ class VaryingSlopesFit:
     engine : str
         Engine used.
     exact : dict or None
-        ``qmc`` engine only: ``groups`` and ``coefs`` (the summaries returned by
-        :meth:`group_effects` and :meth:`coefs`), ``groups_mcse`` and ``coefs_mcse``
-        (Monte Carlo standard errors of the same cells, importance-sampling delta method;
-        NaN where not computed), ``mode``, ``points`` and ``weights`` (the weighted sample
-        of ``h``).
+        ``quadrature`` and ``qmc`` engines: ``groups`` and ``coefs`` (the summaries returned
+        by :meth:`group_effects` and :meth:`coefs`), ``mode``, ``points`` and ``weights``
+        (the grid's nodes or the weighted sample of ``h``); ``qmc`` also ``groups_mcse`` and
+        ``coefs_mcse`` (Monte Carlo standard errors of the same cells, importance-sampling
+        delta method; NaN where not computed), ``quadrature`` the grid's ``grid_shape``.
     """
 
     idata: az.InferenceData
@@ -773,8 +790,8 @@ class VaryingSlopesFit:
     def group_effects(self) -> pd.DataFrame:
         """Effect of the treatment per profile (posterior median and quantiles).
 
-        The ``qmc`` engine computes them from the weighted normal mixture (no sampling);
-        the other engines from the posterior draws.
+        The ``quadrature`` and ``qmc`` engines compute them from the normal mixture over
+        their points (no sampling); the NUTS engines from the posterior draws.
         """
         if self.exact is not None:
             return self.exact["groups"].copy()
@@ -784,6 +801,8 @@ class VaryingSlopesFit:
     def coefs(self) -> pd.DataFrame:
         """Coefficients: ``control`` (b) and ``scale`` (sigma, SDs, correlations).
 
+        ``quadrature`` engine: exact mixture summaries for b, the scales' from their
+        marginals on the grid; ``r_hat`` and ``ess_bulk`` those of the independent draws.
         ``qmc`` engine: exact mixture summaries for b, weighted summaries of the points for
         the scales; ``r_hat`` is NaN (no chains) and ``ess_bulk`` the weights' ESS.
         """
@@ -812,6 +831,21 @@ class VaryingSlopesFit:
 
 
 # -------------------------------------------------------------------- collapsed model
+def _prior_nu(prior: ScalePrior) -> float:
+    """Degrees of freedom of a scale prior as the kernel takes them (``inf``: half-normal)."""
+    return float(prior.nu) if prior.kind == "half_student_t" else np.inf
+
+
+def _intercept_precision(prior: Prior) -> float:
+    """Prior precision of the (centred) intercept: 0 for ``Prior.flat()``, ``1 / sd^2`` for
+    ``Prior.normal(sd)``."""
+    if not isinstance(prior, Prior) or prior.family not in ("flat", "normal"):
+        raise TypeError(
+            f"intercept_prior must be hetfx.Prior.flat() or hetfx.Prior.normal(sd), got {prior!r}"
+        )
+    return 0.0 if prior.family == "flat" else 1.0 / prior.sd**2
+
+
 class CollapsedVaryingSlopes:
     """Collapsed log density of the hyperparameters and exact conditional draws.
 
@@ -821,8 +855,8 @@ class CollapsedVaryingSlopes:
         Inputs.
     b_sd : float or array-like
         Prior SD of the non-intercept coefficients.
-    intercept_prior : tuple
-        ``("normal", mu, sd)`` or ``("flat",)``.
+    intercept_prior : hetfx.priors.Prior
+        ``Prior.normal(sd)`` (mean 0) or ``Prior.flat()``.
     sd_prior, sigma_prior : ScalePrior
         Priors of the group SDs and of sigma.
     lkj_eta : float
@@ -866,18 +900,8 @@ class CollapsedVaryingSlopes:
         if np.any(bsd <= 0):
             raise ValueError("b_sd must be positive")
         pb = 1.0 / bsd**2
-        m0 = np.zeros(p)
-        kind = intercept_prior[0]
-        if kind == "flat":
-            pb[self.ic] = 0.0
-        elif kind == "normal":
-            m0[self.ic] = float(intercept_prior[1])
-            pb[self.ic] = 1.0 / float(intercept_prior[2]) ** 2
-        else:
-            raise ValueError(
-                "the collapsed engine needs a Gaussian or flat intercept prior "
-                f"(got {intercept_prior!r}); use ('flat',) or engine='nutpie'"
-            )
+        pb[self.ic] = _intercept_precision(intercept_prior)
+        m0 = np.zeros(p)  # every prior mean is 0 (the kernel takes any)
         self.pb, self.m0b = pb, m0
         self.m0 = np.concatenate([m0, np.zeros(off - p)])
         Pm0 = np.zeros(off)
@@ -937,7 +961,6 @@ class CollapsedVaryingSlopes:
         Dty = ss.Aty[dense]
         Bty = ss.Aty[bidx]
         const = float(self.sigma_prior.logpdf(0.0)) + 2 * K * float(self.sd_prior.logpdf(0.0))
-        kinds = {"half_normal": 0.0, "half_student_t": 1.0}
         arrays = [pb, Pm0, DtD, DtB, BtB, Dty, Bty, foff, np.asarray(self.sizes, float)]
         hdr = np.zeros(_NHDR)
         off = _NHDR
@@ -948,8 +971,8 @@ class CollapsedVaryingSlopes:
         hdr[_H_BF], hdr[_H_N], hdr[_H_YTY], hdr[_H_M0PM0] = bf, ss.n, ss.yty, self.m0Pm0
         hdr[_H_CONST] = const
         sg, sd = self.sigma_prior, self.sd_prior
-        hdr[_H_SIGK], hdr[_H_SIGS], hdr[_H_SIGNU] = kinds[sg.kind], sg.scale, sg.nu
-        hdr[_H_SDK], hdr[_H_SDS], hdr[_H_SDNU] = kinds[sd.kind], sd.scale, sd.nu
+        hdr[_H_SIGS], hdr[_H_SIGNU] = sg.scale, _prior_nu(sg)
+        hdr[_H_SDS], hdr[_H_SDNU] = sd.scale, _prior_nu(sd)
         hdr[_H_ETA], hdr[_H_DIM] = self.lkj_eta, self.dim
         buf = np.concatenate([hdr] + [np.ascontiguousarray(a, dtype=float).ravel() for a in arrays])
         buf.flags.writeable = False
@@ -1036,39 +1059,11 @@ def _assemble(
     return az.from_dict(posterior=post, coords=coords, dims=dims, sample_stats=sample_stats)
 
 
-def _fit_collapsed(
-    d,
-    b_sd,
-    intercept_prior,
-    sd_prior,
-    sigma_prior,
-    lkj_eta,
-    center,
-    chains,
-    draws,
-    tune,
-    seed,
-    target_accept,
-    cores,
-):
-    from nutpie.compiled_pyfunc import from_pyfunc
-
-    t0 = time.perf_counter()
-    cm = CollapsedVaryingSlopes(d, b_sd, intercept_prior, sd_prior, sigma_prior, lkj_eta, center)
-    h_mode = cm.mode()
+def _collapsed_nutpie_model(cm: CollapsedVaryingSlopes, h_mode: np.ndarray):
+    """nutpie's model of the collapsed density of ``h``: the compiled C callbacks where numba
+    is there (nutpie's threads evaluate the density without the GIL), else a Python
+    callback; chains start near ``h_mode``."""
     ndim = cm.ndim
-
-    def safe_logp(x, **_):
-        try:
-            return cm.logp_and_grad(x)
-        except (ArithmeticError, ValueError, np.linalg.LinAlgError):
-            return -np.inf, np.zeros(ndim)
-
-    def make_logp():
-        return safe_logp
-
-    def make_expand(seed1, seed2, chain):
-        return lambda x, **_: {"h": np.asarray(x, dtype=np.float64).copy()}
 
     def make_init(s):
         r = np.random.default_rng(s)
@@ -1076,11 +1071,10 @@ def _fit_collapsed(
 
     callbacks = _nutpie_callbacks()
     if callbacks is not None:
-        # compiled C callbacks: nutpie's threads evaluate the density without the GIL
         from nutpie.compile_pymc import CompiledPyMCModel
 
         _logp_cfunc, _expand_cfunc = callbacks
-        model = CompiledPyMCModel(
+        return CompiledPyMCModel(
             dims={},
             _coords={},
             _n_dim=ndim,
@@ -1095,16 +1089,30 @@ def _fit_collapsed(
             logp_func=None,
             expand_func=None,
         )
-    else:  # pragma: no cover - Python callback
-        model = from_pyfunc(
-            ndim,
-            make_logp,
-            make_expand,
-            [np.dtype("float64")],
-            [(ndim,)],
-            ["h"],
-            make_initial_point_fn=make_init,
-        )
+    from nutpie.compiled_pyfunc import from_pyfunc  # pragma: no cover - Python callback
+
+    def safe_logp(x, **_):  # pragma: no cover
+        try:
+            return cm.logp_and_grad(x)
+        except (ArithmeticError, ValueError, np.linalg.LinAlgError):
+            return -np.inf, np.zeros(ndim)
+
+    return from_pyfunc(  # pragma: no cover
+        ndim,
+        lambda: safe_logp,
+        lambda seed1, seed2, chain: lambda x, **_: {"h": np.asarray(x, dtype=np.float64).copy()},
+        [np.dtype("float64")],
+        [(ndim,)],
+        ["h"],
+        make_initial_point_fn=make_init,
+    )
+
+
+def _fit_collapsed(d, cm, chains, draws, tune, seed, target_accept, cores):
+    """NUTS (nutpie) on the collapsed density of ``h``, then ``(b, u)`` exactly from their
+    Gaussian conditional at each draw."""
+    t0 = time.perf_counter()
+    model = _collapsed_nutpie_model(cm, cm.mode())
     t1 = time.perf_counter()
     # low-rank-modified mass matrix: h is low-dimensional and correlated (log sigma with
     # the SDs); measured min bulk ESS over 6 seeds 770-1080 (A1) and 1800-2600
@@ -1119,29 +1127,22 @@ def _fit_collapsed(
         cores=cores,
         low_rank_modified_mass_matrix=True,
     )
-    H = tr.posterior["h"].values.reshape(chains * draws, ndim)
-    rng = np.random.default_rng(seed + 7919)
-    c = cm.draw_coefficients(H, rng)
+    H = tr.posterior["h"].values.reshape(chains * draws, cm.ndim)
+    c = cm.draw_coefficients(H, np.random.default_rng(seed + 7919))
     t2 = time.perf_counter()
-    sigma, s0, s1, rho = (
-        np.exp(H[:, 0]),
-        np.exp(H[:, 1::3]),
-        np.exp(H[:, 2::3]),
-        np.tanh(H[:, 3::3]),
-    )
-    sd = np.stack([s0, s1], axis=-1)
     us = {
         f: c[:, o : o + 2 * G].reshape(len(c), G, 2)
         for f, o, G in zip(d.factors, cm.offsets, cm.sizes, strict=True)
     }
+    sd = np.stack([np.exp(H[:, 1::3]), np.exp(H[:, 2::3])], axis=-1)
     idata = _assemble(
         d,
         cm.xmean,
         cm.ic,
         c[:, : cm.p],
-        sigma,
+        np.exp(H[:, 0]),
         sd,
-        rho,
+        np.tanh(H[:, 3::3]),
         us,
         chains,
         sample_stats={"diverging": tr.sample_stats["diverging"].values},
@@ -1423,27 +1424,13 @@ def mixture_summaries(
     }
 
 
-def _fit_qmc(
-    d,
-    b_sd,
-    intercept_prior,
-    sd_prior,
-    sigma_prior,
-    lkj_eta,
-    center,
-    chains,
-    draws,
-    seed,
-    qmc_m,
-    max_pareto_k,
-):
-    t0 = time.perf_counter()
-    cm = CollapsedVaryingSlopes(d, b_sd, intercept_prior, sd_prior, sigma_prior, lkj_eta, center)
+def _qmc_proposal(cm: CollapsedVaryingSlopes, qmc_m: int, seed: int):
+    """Split-t proposal of the ``qmc`` engine: the Laplace approximation at the precise mode,
+    then Geweke's split-t, its two scales per coordinate matched to the weighted sample in
+    ``QMC_ADAPT`` rounds (the log SDs have long left tails)."""
     mu, A = precise_mode(cm)
     cov = np.linalg.inv(A)
     sd = np.sqrt(np.diag(cov))
-    # start from the Laplace approximation; then Geweke's split-t, its two scales per
-    # coordinate matched to the weighted sample (the log SDs have long left tails)
     prop = (mu, sd, sd, np.linalg.cholesky(cov / np.outer(sd, sd)))
     for _ in range(QMC_ADAPT):
         H, w, _ = _importance(cm, prop, max(qmc_m - QMC_ADAPT_SHIFT, 8), seed)
@@ -1451,6 +1438,110 @@ def _fit_qmc(
             prop = (mu, *_fit_split(H, w, mu))
         except np.linalg.LinAlgError:
             break
+    return mu, prop
+
+
+def _scale_names(d: VaryingSlopesData) -> list[str]:
+    """Terms of the ``scale`` rows of ``coefs()``, in the order of ``h``: sigma, then per
+    factor the SDs of the varying intercept and slope and their correlation."""
+    names = ["sigma"]
+    for f in d.factors:
+        names += [f"sd_{f}__{_COEF2[0]}", f"sd_{f}__{_COEF2[1]}", f"cor_{f}"]
+    return names
+
+
+def _scale_rows(d: VaryingSlopesData, H: np.ndarray, w: np.ndarray, quantiles) -> pd.DataFrame:
+    """The ``scale`` rows of ``coefs()``: sigma, then per factor the SDs of the varying
+    intercept and slope and their correlation, summarised over the weighted points ``H`` of
+    ``h``. ``quantiles(j, tf, probs)`` gives the quantiles of ``tf(h_j)`` for coordinate j
+    and its map ``tf`` (exp or tanh)."""
+    rows = []
+    for j, name in enumerate(_scale_names(d)):
+        tf = np.tanh if name.startswith("cor_") else np.exp
+        x = tf(H[:, j])
+        m = float(w @ x)
+        q = quantiles(j, tf, [0.025, 0.975])
+        rows.append(
+            {
+                "equation": "scale",
+                "term": name,
+                "mean": m,
+                "sd": float(np.sqrt(w @ (x - m) ** 2)),
+                "q025": q[0],
+                "q975": q[1],
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _exact_frames(d: VaryingSlopesData, eff: dict, coef: dict, scales: pd.DataFrame) -> dict:
+    """``groups`` and ``coefs`` frames (and the importance-sampling Monte Carlo SEs
+    ``groups_mcse``, ``coefs_mcse``) from the mixture summaries of the effects (``eff``) and
+    the coefficients (``coef``) (:func:`mixture_summaries`) and the ``scale`` rows."""
+    groups = d.profiles.reset_index(drop=True).copy()
+    groups["n_obs"] = np.asarray(d.n_obs, dtype=int)
+    groups_mcse = groups.copy()
+    for i, name in enumerate(["estimate", *GROUP_QUANTILES]):
+        groups[name] = eff["quantiles"][i]
+        groups_mcse[name] = eff["quantiles_se"][i]
+    crow = pd.DataFrame(
+        {
+            "equation": "control",
+            "term": [str(c) for c in d.X.columns],
+            "mean": coef["mean"],
+            "sd": coef["sd"],
+            "q025": coef["quantiles"][0],
+            "q975": coef["quantiles"][1],
+        }
+    )
+    coefs = pd.concat([crow, scales], ignore_index=True)
+    coefs_mcse = crow.assign(
+        mean=coef["mean_se"], sd=np.nan, q025=coef["quantiles_se"][0], q975=coef["quantiles_se"][1]
+    )
+    return {"groups": groups, "coefs": coefs, "groups_mcse": groups_mcse, "coefs_mcse": coefs_mcse}
+
+
+def _mixture_tables(
+    d: VaryingSlopesData, cm: CollapsedVaryingSlopes, H: np.ndarray, w: np.ndarray, quantiles
+) -> dict:
+    """Exact summaries over the weighted points ``(H, w)`` of ``h`` (:func:`_exact_frames`):
+    every effect and coefficient is a mixture of normals over the points (conditional
+    moments from the compiled kernel), the scales come from :func:`_scale_rows`."""
+    rows = _linear_rows(cm, d)
+    Ar, gidx, T = _packed_rows(cm, rows)
+    mean = np.empty((len(H), len(rows)))
+    var = np.empty_like(mean)
+    _moments(np.ascontiguousarray(H), cm.buf, Ar, gidx, T, mean, var)
+    if not (np.all(np.isfinite(mean)) and np.all(var >= 0.0)):
+        raise np.linalg.LinAlgError("conditional precision not positive definite")
+    P = len(d.profiles)
+    eff = mixture_summaries(w, mean[:, :P], var[:, :P], _GROUP_PROBS)
+    coef = mixture_summaries(w, mean[:, P:], var[:, P:], [0.025, 0.975])
+    return _exact_frames(d, eff, coef, _scale_rows(d, H, w, quantiles))
+
+
+def _resampled_idata(d, cm, H, w, chains, draws, seed) -> az.InferenceData:
+    """Posterior draws (posterior.nc) from weighted points of ``h``: systematic resampling
+    with fixed uniforms, shuffled by a fixed permutation, then ``(b, u)`` exactly from their
+    Gaussian conditional."""
+    n = chains * draws
+    rng = np.random.default_rng(seed + 7919)
+    idx = systematic_resample(w, n)[rng.permutation(n)]
+    Hs = H[idx]
+    c = cm.draw_coefficients(Hs, rng)
+    sd = np.stack([np.exp(Hs[:, 1::3]), np.exp(Hs[:, 2::3])], axis=-1)
+    us = {
+        f: c[:, o : o + 2 * G].reshape(len(c), G, 2)
+        for f, o, G in zip(d.factors, cm.offsets, cm.sizes, strict=True)
+    }
+    return _assemble(
+        d, cm.xmean, cm.ic, c[:, : cm.p], np.exp(Hs[:, 0]), sd, np.tanh(Hs[:, 3::3]), us, chains
+    )
+
+
+def _fit_qmc(d, cm: CollapsedVaryingSlopes, chains, draws, seed, qmc_m, max_pareto_k):
+    t0 = time.perf_counter()
+    mu, prop = _qmc_proposal(cm, qmc_m, seed)
     t1 = time.perf_counter()
     H, w, lw = _importance(cm, prop, qmc_m, seed)
     khat = pareto_khat(lw)
@@ -1464,75 +1555,12 @@ def _fit_qmc(
         )
     keep = w > 0.0
     Hk, wk = H[keep], w[keep]
-    # exact summaries: every effect and coefficient is a mixture of normals over the points
-    rows = _linear_rows(cm, d)
-    Ar, gidx, T = _packed_rows(cm, rows)
-    mean = np.empty((len(Hk), len(rows)))
-    var = np.empty_like(mean)
-    _moments(Hk, cm.buf, Ar, gidx, T, mean, var)
-    if not (np.all(np.isfinite(mean)) and np.all(var >= 0.0)):
-        raise np.linalg.LinAlgError("conditional precision not positive definite")
-    P = len(d.profiles)
-    eff = mixture_summaries(wk, mean[:, :P], var[:, :P], _GROUP_PROBS)
-    coef = mixture_summaries(wk, mean[:, P:], var[:, P:], [0.025, 0.975])
-    groups = d.profiles.reset_index(drop=True).copy()
-    groups["n_obs"] = np.asarray(d.n_obs, dtype=int)
-    groups["estimate"] = eff["quantiles"][0]
-    for i, name in enumerate(GROUP_QUANTILES):
-        groups[name] = eff["quantiles"][i + 1]
-    groups_mcse = groups.copy()
-    for i, name in enumerate(["estimate", *GROUP_QUANTILES]):
-        groups_mcse[name] = eff["quantiles_se"][i]
-    terms = [str(c) for c in d.X.columns]
-    crow = pd.DataFrame(
-        {
-            "equation": "control",
-            "term": terms,
-            "mean": coef["mean"],
-            "sd": coef["sd"],
-            "q025": coef["quantiles"][0],
-            "q975": coef["quantiles"][1],
-        }
-    )
-    scale = {"sigma": np.exp(Hk[:, 0])}
-    for k, f in enumerate(d.factors):
-        scale[f"sd_{f}__{_COEF2[0]}"] = np.exp(Hk[:, 1 + 3 * k])
-        scale[f"sd_{f}__{_COEF2[1]}"] = np.exp(Hk[:, 2 + 3 * k])
-        scale[f"cor_{f}"] = np.tanh(Hk[:, 3 + 3 * k])
-    srows = []
-    for name, x in scale.items():
-        m = float(wk @ x)
-        q = weighted_quantiles(x, wk, [0.025, 0.975])
-        srows.append(
-            {
-                "equation": "scale",
-                "term": name,
-                "mean": m,
-                "sd": float(np.sqrt(wk @ (x - m) ** 2)),
-                "q025": q[0],
-                "q975": q[1],
-            }
-        )
-    coefs = pd.concat([crow, pd.DataFrame(srows)], ignore_index=True)
+    exact = _mixture_tables(d, cm, Hk, wk, lambda j, tf, p: weighted_quantiles(tf(Hk[:, j]), wk, p))
     # no chains: R-hat is undefined; the effective sample size is that of the weights
-    coefs["r_hat"] = np.nan
-    coefs["ess_bulk"] = ess
-    # posterior draws (posterior.nc): systematic resampling with fixed uniforms, shuffled
-    # by a fixed permutation, then (b, u) exactly from their Gaussian conditional
-    n = chains * draws
-    rng = np.random.default_rng(seed + 7919)
-    idx = systematic_resample(w, n)[rng.permutation(n)]
-    Hs = H[idx]
-    c = cm.draw_coefficients(Hs, rng)
+    exact["coefs"]["r_hat"] = np.nan
+    exact["coefs"]["ess_bulk"] = ess
+    idata = _resampled_idata(d, cm, H, w, chains, draws, seed)
     t2 = time.perf_counter()
-    sd = np.stack([np.exp(Hs[:, 1::3]), np.exp(Hs[:, 2::3])], axis=-1)
-    us = {
-        f: c[:, o : o + 2 * G].reshape(len(c), G, 2)
-        for f, o, G in zip(d.factors, cm.offsets, cm.sizes, strict=True)
-    }
-    idata = _assemble(
-        d, cm.xmean, cm.ic, c[:, : cm.p], np.exp(Hs[:, 0]), sd, np.tanh(Hs[:, 3::3]), us, chains
-    )
     idata.attrs = {
         "engine": "qmc",
         "qmc_points": len(w),
@@ -1540,20 +1568,165 @@ def _fit_qmc(
         "weight_ess": ess,
         "proposal_df": QMC_NU,
     }
-    coefs_mcse = crow.assign(
-        mean=coef["mean_se"], sd=np.nan, q025=coef["quantiles_se"][0], q975=coef["quantiles_se"][1]
-    )
-    summaries = {
-        "groups": groups,
-        "coefs": coefs,
-        "groups_mcse": groups_mcse,
-        "coefs_mcse": coefs_mcse,
-        "mode": mu,
-        "points": H,
-        "weights": w,
-    }
+    exact.update({"mode": mu, "points": H, "weights": w})
     info = {"compile": t1 - t0, "sampling": t2 - t1, "pareto_k": khat, "ess": ess, "points": len(w)}
-    return idata, summaries, info
+    return idata, exact, info
+
+
+# ------------------------------------------------------------ exact quadrature engine
+#: Grid of the ``quadrature`` engine (:func:`hetfx.models.exact.fit_block_model`'s settings,
+#: today those of :data:`hetfx.models.exact.GRIDS` for 4 scales, fixed here so that A1's
+#: numbers move only with this line): Gauss-Hermite nodes on ``log sigma``, lattice nodes per
+#: posterior SD of ``log s0``, ``log s1`` and ``atanh rho``, the box's depth below the top
+#: (log units), the weight below which nodes leave the mixtures. Quadrature error, measured on
+#: A1 (params.yaml models.a1: 11,471 nodes, edge mass 4.6e-5) against a grid of 7 Hermite
+#: nodes, 2.5 lattice nodes per SD, depth 20 and prune 1e-9 (168,059 nodes, 139 s): the
+#: effects' medians and 2.5-97.5% quantiles moved by at most 6.3e-5 (6.4e-4 posterior SDs;
+#: the qmc engine's Monte Carlo SEs there were 5e-4 to 1e-3), the coefficients' means and
+#: quantiles by 8e-6 (1.2e-4 SDs), the scales' means by 1.8e-5 and their 2.5% and 97.5%
+#: quantiles by 2.2e-4 (sigma's, from the normal through its three Hermite nodes, 9.4e-5).
+#: On simulated data (tests/test_varying_slopes_quadrature.py) against 7 Hermite nodes and 2
+#: per SD: effects and coefficients 1.3e-4 posterior SDs, sigma's quantiles 5.6e-4, the other
+#: scales' 1.6e-4.
+QUADRATURE_GRID = {"hermite": 3, "resolution": 1.0, "drop": 12.0, "prune": 1e-7}
+
+
+class _ProfileBlocks:
+    """A1's :class:`~hetfx.models.exact.BlockModel` (one block ``(u0_g, u1_g)`` per level of
+    the grouping factor, correlated) as the grid sees it: the moments it keeps at every node
+    are those of the reported rows, each profile's effect ``contrast @ b + u1_g`` and the
+    uncentred coefficients ``b = Mt a`` (every other attribute is the model's).
+
+    Parameters
+    ----------
+    model : hetfx.models.exact.BlockModel
+        The block model (``a``: the coefficients of the centred design).
+    group : numpy.ndarray
+        Each profile's level (block).
+    Wa : numpy.ndarray
+        ``(P, k)`` loadings of the profiles' effects on ``a``.
+    Mt : numpy.ndarray
+        ``(p, k)``: ``b = Mt a``.
+    """
+
+    def __init__(self, model, group: np.ndarray, Wa: np.ndarray, Mt: np.ndarray) -> None:
+        self.model, self.group, self.Wa, self.Mt = model, group, Wa, Mt
+
+    def __getattr__(self, name: str):
+        return getattr(self.model, name)
+
+    def row_moments(self, nd) -> tuple[np.ndarray, np.ndarray]:
+        """Conditional means and SDs ``(m, P + p)`` of the effects and ``b`` at factored
+        nodes: given the scales, ``u_g | a ~ N(m_g - H_g a, M_g^-1)``, so the effect is
+        ``m_g1 + (Wa - H_g1) a`` plus the block's own noise."""
+        mg, H = self.model._block_pieces(nd)
+        g = self.group
+        h = self.Wa[None] - H[:, g, 1, :]  # (m, P, k)
+        mean = mg[:, g, 1] + np.einsum("mrk,mk->mr", h, nd.mean_a)
+        V = h @ nd.LinvT
+        var = np.einsum("mrk,mrk->mr", V, V) + nd.Minv[:, g, 1, 1]
+        Vb = self.Mt[None] @ nd.LinvT
+        sd_b = np.sqrt(np.einsum("mpk,mpk->mp", Vb, Vb))
+        mean_b = nd.mean_a @ self.Mt.T
+        return np.hstack([mean, mean_b]), np.hstack([np.sqrt(np.maximum(var, 0.0)), sd_b])
+
+    def logpost_and_moments(self, u: np.ndarray, floor=-np.inf):
+        """The model's log density at rows ``u`` and :meth:`row_moments` where it is above
+        ``floor`` (NaN elsewhere), one factorisation per row."""
+        md = self.model
+        u = np.atleast_2d(np.asarray(u, dtype=float))
+        floor = np.broadcast_to(np.asarray(floor, dtype=float), (len(u),))
+        r = len(self.group) + self.Mt.shape[0]
+        lp = np.empty(len(u))
+        mean, sd = np.full((len(u), r), np.nan), np.full((len(u), r), np.nan)
+        step = md._chunk()
+        for i in range(0, len(u), step):
+            uu = u[i : i + step]
+            nd = md.factor(uu)
+            lp[i : i + step] = md._log_marginal(nd) + md.log_prior(uu)
+            rows = np.flatnonzero(lp[i : i + step] > floor[i : i + step])
+            if len(rows):
+                mean[i + rows], sd[i + rows] = self.row_moments(nd.take(rows))
+        return lp, mean, sd
+
+
+def block_model(
+    d: VaryingSlopesData, b_sd, intercept_prior, sd_prior, sigma_prior, lkj_eta, center
+) -> _ProfileBlocks:
+    """A model with one grouping factor as the exact engine's block model: global design
+    ``X`` (non-intercept columns centred when ``center``: the intercept prior is then on the
+    centred intercept, as brms), blocks ``R = [1, T]`` correlated with LKJ(``lkj_eta``),
+    reported rows the profiles' effects and the uncentred coefficients."""
+    from hetfx.models.exact import BlockModel
+
+    (f,) = d.factors
+    X = d.X.to_numpy(dtype=float)
+    p = X.shape[1]
+    ic = list(d.X.columns).index("Intercept")
+    xmean = X.mean(axis=0) if center else np.zeros(p)
+    xmean[ic] = 0.0
+    coef_sd = np.broadcast_to(np.asarray(b_sd, dtype=float), (p,)).copy()
+    if np.any(coef_sd <= 0):
+        raise ValueError("b_sd must be positive")
+    prec = _intercept_precision(intercept_prior)
+    coef_sd[ic] = np.inf if prec == 0.0 else 1.0 / np.sqrt(prec)
+    model = BlockModel(
+        d.y,
+        X - xmean,
+        d.codes[f],
+        np.column_stack([np.ones(len(d.y)), d.treat]),
+        n_groups=len(d.levels[f]),
+        coef_sd=coef_sd,
+        sigma_prior=sigma_prior,
+        block_priors=[sd_prior, sd_prior],
+        correlated=True,
+        lkj_eta=lkj_eta,
+    )
+    Mt = np.eye(p)
+    Mt[ic] -= xmean  # b = Mt @ a
+    return _ProfileBlocks(model, d.profile_codes[f], d.contrast @ Mt, Mt)
+
+
+def _fit_quadrature(d, model: _ProfileBlocks, chains, draws, seed, grid):
+    """The exact engine (:func:`hetfx.models.exact.fit_block_model`) on a model with one
+    grouping factor: the 4 scale parameters on a grid (:data:`QUADRATURE_GRID`), every effect
+    and coefficient the normal mixture over its nodes, the scales' quantiles from their
+    marginals on the grid, independent exact draws."""
+    from hetfx.models.exact import fit_block_model
+
+    t0 = time.perf_counter()
+    settings = {**QUADRATURE_GRID, **(grid or {})}
+    fit = fit_block_model(model, draws=draws, chains=chains, seed=seed, grid=settings)
+    t1 = time.perf_counter()
+    g, P = fit.grid, len(d.profiles)
+    eff = mixture_summaries(g.weights, g.means[:, :P], g.sds[:, :P] ** 2, _GROUP_PROBS)
+    coef = mixture_summaries(g.weights, g.means[:, P:], g.sds[:, P:] ** 2, [0.025, 0.975])
+    scales = fit.posterior.summarise_scales((0.025, 0.975))
+    scales.insert(0, "term", _scale_names(d))
+    scales.insert(0, "equation", "scale")
+    exact = _exact_frames(d, eff, coef, scales)
+    del exact["groups_mcse"], exact["coefs_mcse"]  # no Monte Carlo error: nothing is random
+    exact.update({"mode": g.mode, "points": g.nodes, "weights": g.weights, "grid_shape": g.shape})
+    u = fit.draws["u"]
+    idata = _assemble(
+        d,
+        np.zeros(model.Mt.shape[0]),  # the draws of b are uncentred already
+        0,
+        fit.draws["a"] @ model.Mt.T,
+        np.exp(u[:, 0]),
+        np.exp(u[:, 1:3])[:, None, :],
+        np.tanh(u[:, 3:4]),
+        {d.factors[0]: fit.draws["c"]},
+        chains,
+    )
+    idata.attrs = {
+        "engine": "quadrature",
+        "grid_points": len(g.weights),
+        "grid_edge_mass": g.edge_mass,
+    }
+    sampling = fit.seconds["draws"] + time.perf_counter() - t1
+    info = {"compile": t1 - t0 - fit.seconds["draws"], "sampling": sampling, "edge": g.edge_mass}
+    return idata, exact, info
 
 
 # ---------------------------------------------------------------- full PyMC reference
@@ -1563,7 +1736,7 @@ _NUTPIE_CACHE: dict = {}
 def build_pymc_model(
     d: VaryingSlopesData,
     b_sd=0.5,
-    intercept_prior=("normal", 0.0, 0.5),
+    intercept_prior: Prior | None = None,
     sd_prior: ScalePrior | None = None,
     sigma_prior: ScalePrior | None = None,
     lkj_eta: float = 1.0,
@@ -1571,8 +1744,7 @@ def build_pymc_model(
 ):
     """Full varying-slopes model in PyMC (non-centred group coefficients).
 
-    Parameters are as in :func:`fit_varying_slopes`; ``intercept_prior`` may also be
-    ``("student_t", nu, mu, sd)`` (brms's default for the centred intercept).
+    Parameters are as in :func:`fit_varying_slopes`.
 
     Returns
     -------
@@ -1582,6 +1754,7 @@ def build_pymc_model(
     import pymc as pm
     import pytensor.tensor as pt
 
+    intercept_prior = intercept_prior or Prior.normal(0.5)
     sd_prior = sd_prior or ScalePrior("half_normal", 1.0)
     sigma_prior = sigma_prior or ScalePrior.brms_default()
     X = d.X.to_numpy(dtype=float)
@@ -1606,20 +1779,11 @@ def build_pymc_model(
         y = pm.Data("y", d.y, dims="obs")
         idx = {f: pm.Data(f"idx_{f}", d.codes[f], dims="obs") for f in d.factors}
         b_other = pm.Normal("b_other", 0.0, bsd[others], shape=len(others))
-        kind = intercept_prior[0]
-        if kind == "normal":
-            a = pm.Normal("Intercept_c", float(intercept_prior[1]), float(intercept_prior[2]))
-        elif kind == "student_t":
-            a = pm.StudentT(
-                "Intercept_c",
-                nu=float(intercept_prior[1]),
-                mu=float(intercept_prior[2]),
-                sigma=float(intercept_prior[3]),
-            )
-        elif kind == "flat":
+        prec = _intercept_precision(intercept_prior)
+        if prec == 0.0:
             a = pm.Flat("Intercept_c")
         else:
-            raise ValueError(f"unknown intercept prior {intercept_prior!r}")
+            a = pm.Normal("Intercept_c", 0.0, 1.0 / np.sqrt(prec))
         b_full = pt.zeros(p)
         b_full = pt.set_subtensor(b_full[others], b_other)
         b_full = pt.set_subtensor(b_full[ic], a - pt.dot(xm, b_other))
@@ -1724,6 +1888,69 @@ def _fit_nutpie(
 
 
 # ----------------------------------------------------------------------------- public
+def resolve_engine(engine: str, n_factors: int) -> str:
+    """The engine that runs: ``"auto"`` is ``"quadrature"`` (exact) for one grouping factor
+    and ``"qmc"`` for more (their 1 + 3K scale parameters are too many for a grid)."""
+    if engine not in ("auto", *ENGINES):
+        raise ValueError(f"engine must be 'auto' or one of {ENGINES}, got {engine!r}")
+    if engine == "auto":
+        return "quadrature" if n_factors == 1 else "qmc"
+    if engine == "quadrature" and n_factors != 1:
+        raise ValueError(
+            f"engine='quadrature' integrates the 4 scale parameters of one grouping factor on "
+            f"a grid; {n_factors} factors have {1 + 3 * n_factors}, too many for a grid: use "
+            "engine='qmc'"
+        )
+    return engine
+
+
+def _exact_diagnostics(engine: str, idata, info: dict, wall: float) -> Diagnostics:
+    """Diagnostics of the engines with exact summaries: the importance sample's (``qmc``)
+    or, for ``quadrature``, R-hat and ESS of its independent draws with the grid's edge
+    mass."""
+    if engine == "qmc":
+        return Diagnostics.importance_sampling(
+            info["points"],
+            info["ess"],
+            info["pareto_k"],
+            wall_seconds=wall,
+            compile_seconds=info["compile"],
+            sampling_seconds=info["sampling"],
+        )
+    return compute_diagnostics(
+        idata,
+        "quadrature",
+        var_names=["b", "sigma", "sd", "cor", "effect"],
+        wall_seconds=wall,
+        compile_seconds=info["compile"],
+        sampling_seconds=info["sampling"],
+        grid_edge_mass=info["edge"],
+    )
+
+
+def _draw_statistics(exact: dict, idata) -> None:
+    """R-hat and bulk ESS of the quadrature engine's independent draws beside its exact
+    summaries in ``exact["coefs"]`` (the columns the sampling engines report)."""
+    post = idata.posterior
+    names = {"b": post["b"], "sigma": post["sigma"]}
+    coefs = exact["coefs"]
+    for name in coefs.loc[coefs["equation"] == "scale", "term"]:
+        if name.startswith("sd_"):
+            f, c = name[3:].rsplit("__", 1)
+            da = post["sd"].sel(factor=f).isel(coef=_COEF2.index(c))
+            names[name] = da.drop_vars(["factor", "coef"], errors="ignore")
+        elif name.startswith("cor_"):
+            names[name] = post["cor"].sel(factor=name[4:]).drop_vars("factor", errors="ignore")
+    import arviz as az
+    import xarray as xr
+
+    idt = az.InferenceData(posterior=xr.Dataset(names))
+    scale = [n for n in names if n != "b"]
+    stats = summarise_coefs(idt, {"control": ["b"], "scale": scale})
+    exact["coefs"]["r_hat"] = stats["r_hat"].to_numpy()
+    exact["coefs"]["ess_bulk"] = stats["ess_bulk"].to_numpy()
+
+
 def fit_varying_slopes(
     y,
     treat,
@@ -1732,9 +1959,9 @@ def fit_varying_slopes(
     *,
     profiles: pd.DataFrame | None = None,
     contrast: pd.DataFrame | None = None,
-    engine: str = "collapsed",
+    engine: str = "auto",
     b_sd: float | Sequence[float] = 0.5,
-    intercept_prior: tuple = ("normal", 0.0, 0.5),
+    intercept_prior: Prior | None = None,
     sd_prior: ScalePrior | None = None,
     sigma_prior: ScalePrior | None = None,
     lkj_eta: float = 1.0,
@@ -1748,6 +1975,7 @@ def fit_varying_slopes(
     cores: int | None = None,
     qmc_m: int = 14,
     max_pareto_k: float = 0.7,
+    grid: dict | None = None,
 ) -> VaryingSlopesFit:
     """Fit a linear model with correlated varying intercepts and treatment slopes.
 
@@ -1767,13 +1995,14 @@ def fit_varying_slopes(
     contrast : pandas.DataFrame, optional
         Per profile, ``x(T=1) - x(T=0)`` over (a subset of) the columns of ``X``; missing
         columns are 0. Effect = ``contrast @ b + sum_k u1_k[level]``.
-    engine : {"collapsed", "nutpie", "qmc"}
-        Posterior engine (see module docstring).
+    engine : {"auto", "quadrature", "qmc", "collapsed", "nutpie"}
+        Posterior engine (see module docstring). ``"auto"``: ``"quadrature"`` (exact) with
+        one grouping factor, ``"qmc"`` with more (``"quadrature"`` refuses them).
     b_sd : float or array-like
         Prior SD of the non-intercept coefficients (spec: 0.5; brms fixture A1: 1).
-    intercept_prior : tuple
-        ``("normal", mu, sd)``, ``("flat",)`` or (nutpie only) ``("student_t", nu, mu, sd)``;
-        on the centred intercept when ``center``.
+    intercept_prior : hetfx.priors.Prior, optional
+        ``Prior.normal(sd)`` (mean 0; default ``Prior.normal(0.5)``, the spec) or
+        ``Prior.flat()``; on the centred intercept when ``center``.
     sd_prior : ScalePrior, optional
         Prior of the group SDs (default half-Normal(0, 1), the spec).
     sigma_prior : ScalePrior, optional
@@ -1783,7 +2012,8 @@ def fit_varying_slopes(
     center : bool
         Centre the non-intercept columns of X, as brms.
     chains, draws, tune : int
-        NUTS layout.
+        NUTS layout; the exact engines (``quadrature``, ``qmc``) return ``chains x draws``
+        independent draws and ignore ``tune``.
     target_accept : float
         NUTS target acceptance (original: .95 for A1, .99 for Bush-Prather).
     maxdepth : int
@@ -1797,88 +2027,54 @@ def fit_varying_slopes(
     max_pareto_k : float
         ``qmc`` engine: the fit fails (:class:`~hetfx.inference.SamplerDiagnosticsError`)
         when the Pareto k-hat of the importance weights exceeds this.
+    grid : dict, optional
+        ``quadrature`` engine: overrides of :data:`QUADRATURE_GRID` (``hermite``,
+        ``resolution``, ``drop``, ``prune``).
 
     Returns
     -------
     VaryingSlopesFit
     """
-    if engine not in ENGINES:
-        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    intercept_prior = intercept_prior or Prior.normal(0.5)
+    _intercept_precision(intercept_prior)  # a wrong type fails before any work
     sd_prior = sd_prior or ScalePrior("half_normal", 1.0)
     sigma_prior = sigma_prior or ScalePrior.brms_default()
     if lkj_eta <= 0:
         raise ValueError("lkj_eta must be positive")
+    if engine not in ("auto", *ENGINES):
+        raise ValueError(f"engine must be 'auto' or one of {ENGINES}, got {engine!r}")
     t0 = time.perf_counter()
     d = prepare_data(y, treat, X, factors, profiles, contrast)
-    if engine == "qmc":
-        with single_threaded_blas():
-            idata, exact, info = _fit_qmc(
-                d,
-                b_sd,
-                intercept_prior,
-                sd_prior,
-                sigma_prior,
-                lkj_eta,
-                center,
-                chains,
-                draws,
-                seed,
-                qmc_m,
-                max_pareto_k,
-            )
-        wall = time.perf_counter() - t0
-        diag = Diagnostics.importance_sampling(
-            info["points"],
-            info["ess"],
-            info["pareto_k"],
-            wall_seconds=wall,
-            compile_seconds=info["compile"],
-            sampling_seconds=info["sampling"],
-        )
-        return VaryingSlopesFit(
-            idata=idata, data=d, diagnostics_record=diag, engine=engine, exact=exact
-        )
-    if engine == "collapsed":
-        with single_threaded_blas():
-            idata, tm = _fit_collapsed(
-                d,
-                b_sd,
-                intercept_prior,
-                sd_prior,
-                sigma_prior,
-                lkj_eta,
-                center,
-                chains,
-                draws,
-                tune,
-                seed,
-                target_accept,
-                cores,
-            )
-    else:
+    engine = resolve_engine(engine, len(d.factors))
+    priors = (b_sd, intercept_prior, sd_prior, sigma_prior, lkj_eta, center)
+    exact = None
+    if engine == "nutpie":
         idata, tm = _fit_nutpie(
-            d,
-            b_sd,
-            intercept_prior,
-            sd_prior,
-            sigma_prior,
-            lkj_eta,
-            center,
-            chains,
-            draws,
-            tune,
-            seed,
-            target_accept,
-            cores,
-            maxdepth,
+            d, *priors, chains, draws, tune, seed, target_accept, cores, maxdepth
         )
+    elif engine == "quadrature":
+        idata, exact, tm = _fit_quadrature(d, block_model(d, *priors), chains, draws, seed, grid)
+    else:
+        with single_threaded_blas():
+            cm = CollapsedVaryingSlopes(d, *priors)
+            if engine == "collapsed":
+                idata, tm = _fit_collapsed(d, cm, chains, draws, tune, seed, target_accept, cores)
+            else:
+                idata, exact, tm = _fit_qmc(d, cm, chains, draws, seed, qmc_m, max_pareto_k)
     wall = time.perf_counter() - t0
-    diag = compute_diagnostics(
-        idata,
-        engine,
-        var_names=["b", "sigma", "sd", "cor", "effect"],
-        wall_seconds=wall,
-        compile_seconds=tm["compile"],
-        sampling_seconds=tm["sampling"],
+    if exact is not None:
+        diag = _exact_diagnostics(engine, idata, tm, wall)
+        if engine == "quadrature":
+            _draw_statistics(exact, idata)
+    else:
+        diag = compute_diagnostics(
+            idata,
+            engine,
+            var_names=["b", "sigma", "sd", "cor", "effect"],
+            wall_seconds=wall,
+            compile_seconds=tm["compile"],
+            sampling_seconds=tm["sampling"],
+        )
+    return VaryingSlopesFit(
+        idata=idata, data=d, diagnostics_record=diag, engine=engine, exact=exact
     )
-    return VaryingSlopesFit(idata=idata, data=d, diagnostics_record=diag, engine=engine)

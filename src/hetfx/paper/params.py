@@ -113,7 +113,7 @@ class LambdaSettings(_Section):
 
 
 class VaryingSettings(_Section):
-    engine: Literal["collapsed", "nutpie", "qmc"]
+    engine: Literal["quadrature", "qmc", "collapsed", "nutpie"]
     b_sd: float = Field(gt=0)
     intercept: Literal["flat"] | NormalSpec = "flat"
     sd: ScaleSpec

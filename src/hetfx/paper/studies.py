@@ -372,7 +372,7 @@ def _fit_varying(df: pd.DataFrame, settings: Mapping[str, Any], sampler: Sampler
     return fit_varying_slopes(
         df,
         priors=varying_priors(settings),
-        engine=settings.get("engine", "collapsed"),
+        engine=settings.get("engine", "auto"),
         missing="raise",
         seed=sampler.seed,
         chains=sampler.chains,

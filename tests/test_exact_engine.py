@@ -1,0 +1,212 @@
+"""The exact engine of every Gaussian model (:mod:`hetfx.models.exact`): its collapse against
+dense linear algebra, its conditional moments and draws, and its grid's quadrature error.
+
+The engine is deterministic (no random numbers anywhere but the draws), so every bound here
+is a bound on rounding or quadrature error, not on Monte Carlo noise.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import sparse
+from scipy.stats import multivariate_normal
+
+from hetfx.models.exact import GRIDS, BlockModel, fit_block_model
+from hetfx.models.gaussian import ScalePrior
+
+PRIOR = ScalePrior.brms_default()
+
+
+def _data(G=12, per=30, seed=0):
+    rng = np.random.default_rng(seed)
+    n = G * per
+    g = np.repeat(np.arange(G), per)
+    T = rng.integers(0, 2, n).astype(float)
+    Z = np.column_stack([np.ones(G), rng.integers(0, 2, G)]).astype(float)
+    X = np.column_stack([np.ones(n), rng.normal(size=n)])
+    lam = Z @ [0.2, 0.3] + rng.normal(0, 0.2, G)
+    y = X @ [0.4, 0.1] + rng.normal(0, 0.3, G)[g] + lam[g] * T + rng.normal(size=n)
+    A = np.hstack([X, T[:, None] * Z[g]])
+    E = np.hstack([np.zeros((G, 2)), Z])
+    return y, A, g, T, E
+
+
+def _model(kind, y, A, g, T, E, coef_sd=(3.0, 2.0, 1.0, 1.5)):
+    G = len(E)
+    if kind == "b1":
+        return BlockModel(
+            y,
+            A,
+            g,
+            T,
+            n_groups=G,
+            coef_sd=coef_sd,
+            sigma_prior=PRIOR,
+            block_priors=[PRIOR],
+            effect_coefs=E,
+        )
+    R = np.column_stack([np.ones(len(y)), T])
+    return BlockModel(
+        y,
+        A,
+        g,
+        R,
+        n_groups=G,
+        coef_sd=coef_sd,
+        sigma_prior=PRIOR,
+        block_priors=[PRIOR, PRIOR],
+        correlated=kind == "corr",
+        lkj_eta=2.0,
+        effect_coefs=E,
+    )
+
+
+def _dense(model, R, A, y, g, u):
+    """The joint Gaussian of (a, c) given the scales and the marginal likelihood, densely."""
+    n, G, b, k = len(y), model.G, model.b, model.k
+    Rf = np.zeros((n, G * b))
+    for i in range(b):
+        Rf[np.arange(n), b * g + i] = R[:, i]
+    D = model._cov(np.atleast_2d(u))[0]
+    P = np.block(
+        [
+            [np.diag(1 / np.asarray([3.0, 2.0, 1.0, 1.5]) ** 2), np.zeros((k, G * b))],
+            [np.zeros((G * b, k)), np.kron(np.eye(G), np.linalg.inv(D))],
+        ]
+    )
+    F = np.hstack([A, Rf])
+    s2 = np.exp(2 * u[0])
+    Q = F.T @ F / s2 + P
+    cov = np.linalg.inv(Q)
+    mean = cov @ F.T @ y / s2
+    prior_cov = np.linalg.inv(P)
+    marg = multivariate_normal(np.zeros(n), s2 * np.eye(n) + F @ prior_cov @ F.T).logpdf(y)
+    return mean, cov, marg
+
+
+@pytest.mark.parametrize("kind", ["b1", "b2", "corr"])
+def test_collapse_equals_dense_algebra(kind):
+    y, A, g, T, E = _data()
+    model = _model(kind, y, A, g, T, E)
+    R = T[:, None] if kind == "b1" else np.column_stack([np.ones(len(y)), T])
+    u = np.array([0.05, -1.2, -0.9, 0.5][: model.ndim])
+    mean, cov, marg = _dense(model, R, A, y, g, u)
+    lp = model.logpost(u[None])[0] - model.log_prior(u[None])[0]
+    assert lp == pytest.approx(marg, abs=1e-8)
+    nd = model.factor(u[None])
+    ma, sa = model.coef_moments(nd)
+    np.testing.assert_allclose(ma[0], mean[:4], atol=1e-10)
+    np.testing.assert_allclose(sa[0], np.sqrt(np.diag(cov)[:4]), atol=1e-10)
+    # the group effects and an arbitrary sparse combination of a and the blocks
+    G, b = model.G, model.b
+    W = np.hstack([E, np.kron(np.eye(G), np.eye(b)[-1])])
+    me, se = model.effect_moments(nd)
+    np.testing.assert_allclose(me[0], W @ mean, atol=1e-10)
+    np.testing.assert_allclose(se[0], np.sqrt(np.diag(W @ cov @ W.T)), atol=1e-10)
+    rng = np.random.default_rng(1)
+    V = sparse.random(5, W.shape[1], density=0.3, random_state=2).toarray() + rng.normal(
+        size=(5, 1)
+    ) * (np.arange(W.shape[1]) < 4)
+    mc, sc = model.combo_moments(nd, V)
+    np.testing.assert_allclose(mc[0], V @ mean, atol=1e-10)
+    np.testing.assert_allclose(sc[0], np.sqrt(np.diag(V @ cov @ V.T)), atol=1e-10)
+    # draws with zero noise are the conditional means; with unit noise they have its covariance
+    a, c = model.draw(nd, np.zeros((1, 4)), np.zeros((1, G, b)), np.array([0]))
+    np.testing.assert_allclose(np.concatenate([a[0], c[0].ravel()]), mean, atol=1e-10)
+
+
+def test_draw_covariance_is_exact():
+    """Draw ``i`` is linear in its normals: the map's Jacobian times its transpose is the
+    conditional covariance (checked column by column with unit vectors)."""
+    y, A, g, T, E = _data(G=4, per=20)
+    model = _model("corr", y, A, g, T, E)
+    R = np.column_stack([np.ones(len(y)), T])
+    u = np.array([0.0, -1.0, -1.5, -0.4])
+    mean, cov, _ = _dense(model, R, A, y, g, u)
+    nd = model.factor(u[None])
+    dim = 4 + 4 * 2
+    cols = []
+    for j in range(dim):
+        z = np.zeros(dim)
+        z[j] = 1.0
+        a, c = model.draw(nd, z[None, :4], z[None, 4:].reshape(1, 4, 2), np.array([0]))
+        cols.append(np.concatenate([a[0], c[0].ravel()]) - mean)
+    J = np.array(cols).T
+    np.testing.assert_allclose(J @ J.T, cov, atol=1e-10)
+
+
+def test_correlated_reduces_to_independent_at_rho_zero():
+    y, A, g, T, E = _data()
+    ind, cor = _model("b2", y, A, g, T, E), _model("corr", y, A, g, T, E)
+    u = np.array([[0.0, -1.0, -1.3]])
+    lp_i = ind.logpost(u) - ind.log_prior(u)
+    lp_c = cor.logpost(np.hstack([u, [[0.0]]])) - cor.log_prior(np.hstack([u, [[0.0]]]))
+    assert lp_i[0] == pytest.approx(lp_c[0], abs=1e-10)
+
+
+def test_lkj_prior_density():
+    """exp(eta log(1 - rho^2)) in atanh(rho) integrates to the normalised LKJ density."""
+    y, A, g, T, E = _data()
+    m = _model("corr", y, A, g, T, E)
+    z = np.linspace(-12, 12, 20001)
+    u = np.column_stack([np.zeros_like(z), np.zeros_like(z), np.zeros_like(z), z])
+    dens = np.exp(m.log_prior(u) - m.log_prior(u[:1]))
+    rho = np.tanh(z)
+    # eta = 2: the density of rho is (3/4) (1 - rho^2), so E(rho^2) = 1/5
+    m2 = np.trapezoid(dens * rho**2, z) / np.trapezoid(dens, z)
+    assert m2 == pytest.approx(1 / 5, abs=1e-8)
+
+
+# The grid settings of GRIDS against finer grids (a lattice with 4 nodes per SD on every axis,
+# depth 32, nothing pruned; for 4 scales 5 Hermite nodes and 2 per SD, depth 18), measured on
+# simulated data (24 cells x 125 rows, 128 x 16, 512 x 40, 8 x 50, 24 x 40) in posterior SDs,
+# the largest over means, SDs, medians, 2.5% and 97.5% quantiles:
+#   2 scales: group effects and coefficients <= 2e-6, scales <= 3.2e-5;
+#   3 scales: group effects and coefficients <= 3.1e-5; sigma's quantiles <= 1.8e-2 (the
+#     Gauss-Hermite axis: its marginal is taken as the normal through its 3 nodes), the
+#     other scales <= 1e-4;
+#   4 scales: group effects <= 6.3e-5, coefficients <= 3.7e-5, sigma's quantiles <= 2.8e-2,
+#     the other scales and rho <= 1.1e-3.
+# The tests pin the same on one data set each (bounds about 3 times the measured errors).
+@pytest.mark.parametrize(
+    ("kind", "fine", "bound_effects", "bound_scales"),
+    [
+        ("b1", {"hermite": None, "resolution": 4.0, "drop": 32.0, "prune": 0.0}, 6e-6, 1e-4),
+        ("b2", {"hermite": None, "resolution": 2.5, "drop": 24.0, "prune": 0.0}, 1e-4, 3e-2),
+        ("corr", {"hermite": 5, "resolution": 2.0, "drop": 18.0, "prune": 0.0}, 2e-4, 3e-3),
+    ],
+)
+def test_grid_quadrature_error(kind, fine, bound_effects, bound_scales):
+    y, A, g, T, E = _data(G=24, per=40, seed=5)
+    model = _model(kind, y, A, g, T, E, coef_sd=(np.inf, 2.0, 1.0, 1.5))
+    probs = (0.5, 0.025, 0.975)
+    f = fit_block_model(model, draws=0)
+    ff = fit_block_model(model, draws=0, grid=fine)
+    assert f.grid.edge_mass < 1e-4
+    for what in ("effects", "coefs"):
+        a, b = f.posterior.summarise(what, probs=probs), ff.posterior.summarise(what, probs=probs)
+        assert float((abs(a - b).div(b["sd"], axis=0)).max().max()) < bound_effects
+    a, b = f.posterior.summarise_scales(probs), ff.posterior.summarise_scales(probs)
+    err = (abs(a - b).div(b["sd"], axis=0)).max(axis=1).to_numpy()
+    # sigma's quantiles (Gauss-Hermite axis) are pinned by the 3-scale bound
+    sigma_bound = 3e-2 if kind == "b2" else (bound_scales if kind == "b1" else 4e-2)
+    assert err[0] < sigma_bound and err[1:].max() < bound_scales
+    assert model.ndim in GRIDS
+
+
+def test_draws_zero_and_draws():
+    y, A, g, T, E = _data()
+    model = _model("b2", y, A, g, T, E)
+    f0 = fit_block_model(model, draws=0)
+    assert f0.draws is None
+    f = fit_block_model(model, draws=500, chains=2, seed=3)
+    assert f.draws["a"].shape == (1000, 4) and f.draws["c"].shape == (1000, 12, 2)
+    again = fit_block_model(model, draws=500, chains=2, seed=3)
+    np.testing.assert_array_equal(f.draws["effect"], again.draws["effect"])
+    # the draws' means against the exact means: 1000 independent draws, 5 standard errors
+    s = f.posterior.summarise("effects", probs=())
+    z = (f.draws["effect"].mean(axis=0) - s["mean"]) / (s["sd"] / np.sqrt(1000))
+    assert np.abs(z).max() < 5  # false-failure rate for 12 groups: about 7e-6
+    with pytest.raises(TypeError, match="unknown grid settings"):
+        fit_block_model(model, draws=0, grid={"n_grid": 3})
