@@ -48,7 +48,6 @@ __all__ = [
     "LambdaPosterior",
     "PooledFit",
     "fit_exact_lambda",
-    "fit_pooled_lambda",
     "lambda_block_model",
 ]
 
@@ -354,9 +353,3 @@ def fit_exact_lambda(
         posterior=post,
         baselines=baselines,
     )
-
-
-def fit_pooled_lambda(y, treat, X, group, Z, *, tune=None, target_accept=None, cores=None, **kw):
-    """:func:`fit_exact_lambda` with ``baselines="pooled"`` (the former pooled engine's
-    name; NUTS settings are accepted and ignored)."""
-    return fit_exact_lambda(y, treat, X, group, Z, baselines="pooled", **kw)
