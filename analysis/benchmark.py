@@ -32,9 +32,10 @@ CPU seconds of the fit and of ``group_effects()`` and ``coefs()``, and the peak 
 of the process (one fresh process per row, the data built before the clock starts).
 
 Measured
-on the project's shared 2-core machine (load about 12, so wall times were inflated; CPU is the
-better guide): 4,096 cells 2.8 s CPU to fit, 4.1 s with the summaries, 1.3 GB peak; 65,536
-cells 47 s and 70 s, 8.3 GB (the 4,000 draws of alpha, theta and lambda take 2.1 GB each).
+on the project's shared 2-core machine (load about 2.5) with the exact engine of
+:mod:`hetfx.models.exact`: 4,096 cells 3.9 s to fit (3.9 s CPU), 4.8 s with the summaries,
+1.3 GB peak; 65,536 cells 57 s and 77 s, 8.3 GB (the 4,000 draws of alpha, theta and lambda
+take 2.1 GB each).
 
 ``--per-call`` times ``hetfx.fit(..., draws=0)`` (exact summaries, no draws; what a
 simulation study calls thousands of times), design building included, on one simulated data
