@@ -6,6 +6,7 @@ Usage::
     python analysis/benchmark.py --fast-only  # the pipeline's engines only
     python analysis/benchmark.py --many-groups  # the quadrature engine on many groups
     python analysis/benchmark.py --many-cells   # hetfx.fit's default on one column of cells
+    python analysis/benchmark.py --per-call     # hetfx.fit(draws=0) on a simulated data set
     python analysis/benchmark_bambi.py          # hetfx.fit's default against bambi
 
 Prints one row per model and engine: compile and sampling seconds (the total includes data
@@ -31,9 +32,17 @@ CPU seconds of the fit and of ``group_effects()`` and ``coefs()``, and the peak 
 of the process (one fresh process per row, the data built before the clock starts).
 
 Measured
-on the project's shared 2-core machine (load about 12, so wall times were inflated; CPU is the
-better guide): 4,096 cells 2.8 s CPU to fit, 4.1 s with the summaries, 1.3 GB peak; 65,536
-cells 47 s and 70 s, 8.3 GB (the 4,000 draws of alpha, theta and lambda take 2.1 GB each).
+on the project's shared 2-core machine (load about 2.5) with the exact engine of
+:mod:`hetfx.models.exact`: 4,096 cells 3.9 s to fit (3.9 s CPU), 4.8 s with the summaries,
+1.3 GB peak; 65,536 cells 57 s and 77 s, 8.3 GB (the 4,000 draws of alpha, theta and lambda
+take 2.1 GB each).
+
+``--per-call`` times ``hetfx.fit(..., draws=0)`` (exact summaries, no draws; what a
+simulation study calls thousands of times), design building included, on one simulated data
+set of the simulation study (2,000 rows, 128 cells of 7 binary modifiers, controls z1-z3) for
+``baselines`` "none", "fixed" and "pooled", and ``build_design`` alone: the fastest of 7 calls
+after a warm-up call. Measured on the shared 2-core machine: 49, 49 and 167 ms per fit,
+17-22 ms of it the design.
 
 ``analysis/benchmark_bambi.py`` compares :func:`hetfx.fit` (its defaults: pooled cell
 baselines, scale-aware priors) with bambi, with priors matched to those hetfx records, and
@@ -219,6 +228,41 @@ def many_cells() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def per_call(repeats: int = 7) -> pd.DataFrame:
+    """Time ``hetfx.fit(..., draws=0)`` and ``build_design`` (see the module notes)."""
+    import warnings
+
+    import hetfx
+    from hetfx.api import build_design
+    from hetfx.paper import simulation as S
+
+    cond = next(c for c in S.conditions(1) if c.n_groups == 128)
+    data, _ = S.simulate_condition(12, 0, cond, baseline_sd=0.3)
+    mods = [f"x{i}" for i in range(1, 8)]
+    rows = []
+    for baselines in ("none", "fixed", "pooled"):
+        kw = dict(controls=["z1", "z2", "z3"], group="group", baselines=baselines)
+        times = {"fit": [], "design": []}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # baselines="none" warns
+            hetfx.fit(data, "y", "treat", mods, draws=0, **kw)
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                hetfx.fit(data, "y", "treat", mods, draws=0, **kw)
+                t1 = time.perf_counter()
+                build_design(data, "y", "treat", mods, **kw)
+                times["fit"].append(t1 - t0)
+                times["design"].append(time.perf_counter() - t1)
+        rows.append(
+            {
+                "baselines": baselines,
+                "fit_ms": 1e3 * min(times["fit"]),
+                "build_design_ms": 1e3 * min(times["design"]),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
 def many_groups(nutpie: bool = True) -> pd.DataFrame:
     """Time :func:`many_groups_child` for every row of :data:`MANY_GROUPS` (quadrature) and,
     with ``nutpie``, for :data:`MANY_GROUPS_NUTPIE` with full NUTS."""
@@ -253,6 +297,9 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="time hetfx.fit's default on a million rows in thousands of cells",
     )
+    parser.add_argument(
+        "--per-call", action="store_true", help="time hetfx.fit(draws=0) on a simulated data set"
+    )
     parser.add_argument("--child-many", nargs=2, type=int, help=argparse.SUPPRESS)
     parser.add_argument("--child-cells", nargs=2, type=int, help=argparse.SUPPRESS)
     parser.add_argument("--engine", default="quadrature", help=argparse.SUPPRESS)
@@ -262,6 +309,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.child_cells:
         print(json.dumps(many_cells_child(*args.child_cells)))
+        return 0
+    if args.per_call:
+        print(per_call().to_string(index=False, float_format=lambda v: f"{v:.1f}"))
         return 0
     if args.many_cells:
         table = many_cells()

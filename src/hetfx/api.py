@@ -729,12 +729,12 @@ def fit(
     baselines : {"pooled", "correlated", "fixed", "additive", "none"}, optional
         The cells' baselines (control-arm means; see the module docstring): ``"pooled"``
         (the Gaussian default) one per cell, ``alpha_g ~ N(0, sigma_alpha)``, plus the
-        modifiers' main effects in ``X``; ``"correlated"`` the same with ``(alpha_g,
-        theta_g)`` correlated (correlation ``rho``, LKJ prior of shape ``priors.lkj_eta``:
-        brms's ``(1 + treat | cell)``; the quadrature engine only); ``"fixed"`` one free
-        baseline per cell (within-cell centring, the quadrature engine only); ``"additive"``
-        (the Bernoulli default) the main effects only; ``"none"`` one baseline for all cells
-        (warns).
+        modifiers' main effects in ``X``; ``"correlated"`` the same with each cell's
+        baseline and effect correlated (``rho``, with an LKJ prior of shape
+        ``priors.lkj_eta``: brms's ``(1 + treat | cell)``; the quadrature engine only);
+        ``"fixed"`` one free baseline per cell (within-cell centring, the quadrature engine
+        only); ``"additive"`` (the Bernoulli default) the main effects only; ``"none"`` one
+        baseline for all cells (warns).
     main_effects : bool or str, optional
         The older spelling: ``True`` is ``baselines="additive"``, ``False`` is
         ``baselines="none"``, and a formula (or ``"saturated"``) ``"additive"`` with those
@@ -752,7 +752,12 @@ def fit(
         Posterior layout and NUTS settings: a non-negative integer seed, ``chains >= 1``
         (with one chain R-hat is reported as unavailable), ``draws >= 4``, ``tune >= 1``.
     **engine_options
-        Passed to the engine (e.g. ``n_grid`` or ``cores``).
+        Passed to the engine: for the Gaussian quadrature engine ``grid`` (overrides of the
+        integration grid's settings, :data:`hetfx.models.exact.GRIDS`) and
+        ``monitor_groups``; for NUTS e.g. ``cores``. ``draws=0`` is allowed for the Gaussian
+        quadrature engine: exact summaries only (``group_effects``, ``coefs``, ``summary``,
+        ``diagnostics``), no draws (``res.idata`` is None; ``ame``, ``contrast``,
+        ``predict`` and plots raise).
 
     Returns
     -------

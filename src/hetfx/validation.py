@@ -585,7 +585,7 @@ def check_fit(args: Mapping[str, Any]) -> None:
     r = _roles(args, formula_controls=True)
     main_effects = args.get("main_effects", True)
     in_x = main_effects is True or (
-        main_effects is None and args.get("baselines") in (None, "pooled", "additive")
+        main_effects is None and args.get("baselines") in (None, "pooled", "correlated", "additive")
     )  # the modifiers' main effects go into X
     _check_roles(r, main_effects_in_x=in_x)
     _check_formulas(args.get("effect"), main_effects)

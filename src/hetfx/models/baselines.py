@@ -41,7 +41,14 @@ import numpy as np
 import pandas as pd
 
 from hetfx.inference import mixture_moments, mixture_quantiles, quantile_name
-from hetfx.models.exact import NDGrid, lattice_grid_nd
+from hetfx.models.exact import (  # noqa: F401  (moved to exact; re-exported for old imports)
+    NDGrid,
+    _grad_hess,
+    _mode_and_sd,
+    _newton_mode,
+    _stencil,
+    lattice_grid_nd,
+)
 from hetfx.models.gaussian import ScalePrior
 from hetfx.models.lambda_model import (
     ArrowLambda,

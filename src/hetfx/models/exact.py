@@ -457,15 +457,22 @@ class BlockModel:
         var = var.T + np.einsum("mrk,mrk->mr", V, V)
         return mean, np.sqrt(np.maximum(var, 0.0))
 
-    def draw(self, nd: _Node, z_a: np.ndarray, z_c: np.ndarray, rows: np.ndarray):
+    def draw(self, nd: _Node, z_a: np.ndarray, z_c: np.ndarray, rows: np.ndarray, pieces=None):
         """Exact draws: ``a`` from its Gaussian conditional, then each group's block given
         ``a``. ``z_a`` (s, k) and ``z_c`` (s, G, b) are standard normals; draw ``i`` is at
-        node ``rows[i]`` of ``nd``. Returns ``(a, c)``: ``(s, k)`` and ``(s, G, b)``."""
-        a = nd.mean_a[rows] + np.einsum("sij,sj->si", nd.LinvT[rows], z_a)
-        mg, H = self._block_pieces(nd)
+        node ``rows[i]`` of ``nd``. ``pieces``: :meth:`draw_pieces` of ``nd`` (computed here
+        when not given). Returns ``(a, c)``: ``(s, k)`` and ``(s, G, b)``."""
+        mean_a, LinvT, mg, H, C = self.draw_pieces(nd) if pieces is None else pieces
+        a = mean_a[rows] + np.einsum("sij,sj->si", LinvT[rows], z_a)
         c = mg[rows] - np.einsum("sgik,sk->sgi", H[rows], a)
-        c += _matvec(_chol_small(nd.Minv)[rows], z_c)
+        c += _matvec(C[rows], z_c)
         return a, c
+
+    def draw_pieces(self, nd: _Node):
+        """What :meth:`draw` needs of the factored nodes: ``a``'s mean and ``L^-T``, the
+        blocks' conditional pieces and the Cholesky factors of ``M_g^-1``."""
+        mg, H = self._block_pieces(nd)
+        return nd.mean_a, nd.LinvT, mg, H, _chol_small(nd.Minv)
 
 
 class BlockPosterior:
@@ -546,23 +553,32 @@ class BlockPosterior:
     def draws(self, n: int, seed: int) -> dict[str, np.ndarray]:
         """``n`` independent exact draws: a node by its weight, then ``a`` and the blocks
         from their Gaussian conditionals. Keys ``a`` (n, k), ``c`` (n, G, b), ``effect``
-        (n, G) and ``u`` (n, ndim). Drawn in blocks of the node order from one stream of
-        ``seed`` and put back in the order of the picks; ``a`` and ``u`` rounded to 40 bits
-        (their R-hat and ESS are then the same on any CPU)."""
+        (n, G) and ``u`` (n, ndim). The draws are made in the order of their nodes (each
+        node factored once), in blocks, from one stream of ``seed``, and put back in the
+        order of the picks; ``a`` and ``u`` rounded to 40 bits (their R-hat and ESS are
+        then the same on any CPU)."""
         md = self.model
         rng = np.random.default_rng(seed)
         cum = np.cumsum(self.weights)
         idx = np.minimum(np.searchsorted(cum, rng.random(n) * cum[-1], side="right"), len(cum) - 1)
         order = np.argsort(idx, kind="stable")
+        sidx = idx[order]
         a_out, c_out = np.empty((n, md.k)), np.empty((n, md.G, md.b))
-        block = max(1, min(256, int(2e6 // max(md.G * md.b * (md.k + 1), 1))))
-        for i in range(0, n, block):
-            rows = order[i : i + block]
-            nodes, inv = np.unique(idx[rows], return_inverse=True)
-            z_a = rng.standard_normal((len(rows), md.k))
-            z_c = rng.standard_normal((len(rows), md.G, md.b))
-            a, c = md.draw(md.factor(self.nodes[nodes]), z_a, z_c, inv)
-            a_out[rows], c_out[rows] = _quantise(a), c
+        size = max(1, int(2e6 // max(md.G * md.b * (md.k + 1), 1)))
+        block = min(256, size)
+        used = np.unique(idx)
+        for j in range(0, len(used), size):  # nodes factored together
+            nodes = used[j : j + size]
+            pieces = md.draw_pieces(md.factor(self.nodes[nodes]))
+            lo = np.searchsorted(sidx, nodes[0], side="left")
+            hi = np.searchsorted(sidx, nodes[-1], side="right")
+            for i in range(lo, hi, block):
+                rows = order[i : min(i + block, hi)]
+                z_a = rng.standard_normal((len(rows), md.k))
+                z_c = rng.standard_normal((len(rows), md.G, md.b))
+                inv = np.searchsorted(nodes, idx[rows])
+                a, c = md.draw(None, z_a, z_c, inv, pieces)
+                a_out[rows], c_out[rows] = _quantise(a), c
         effect = a_out @ md.effect_coefs.T + c_out[:, :, md.effect_col]
         return {"a": a_out, "c": c_out, "effect": effect, "u": _quantise(self.nodes[idx])}
 

@@ -1548,7 +1548,7 @@ def fit_lambda_model(
     sigma_alpha_prior : ScalePrior, optional
         nutpie engine: pooled baselines ``alpha_g ~ N(0, sigma_alpha)`` with this prior (the
         quadrature engine's pooled baselines are
-        :func:`hetfx.models.pooled.fit_pooled_lambda`).
+        :func:`hetfx.models.pooled.fit_exact_lambda`).
 
     Returns
     -------

@@ -48,7 +48,6 @@ __all__ = [
     "LambdaPosterior",
     "PooledFit",
     "fit_exact_lambda",
-    "fit_pooled_lambda",
     "lambda_block_model",
 ]
 
@@ -251,6 +250,23 @@ class PooledFit(LambdaFit):
         )
 
 
+def _record(idata, post, chains: int, edge: float, monitor: bool, clock) -> Diagnostics:
+    """The fit's diagnostics: R-hat and ESS of the draws (of the groups' effects too where
+    ``monitor``), or, without draws, a record of the grid alone."""
+    t0, t1, t2 = clock
+    if idata is None:
+        return _no_draws_record(chains, t2 - t0, t2 - t1, edge)
+    return compute_diagnostics(
+        idata,
+        "quadrature",
+        var_names=["beta", "gamma", *post.scale_names, *(["lambda"] if monitor else [])],
+        wall_seconds=time.perf_counter() - t0,
+        compile_seconds=t1 - t0,
+        sampling_seconds=t2 - t1,
+        grid_edge_mass=edge,
+    )
+
+
 def _no_draws_record(chains: int, wall: float, t_grid: float, edge: float) -> Diagnostics:
     return Diagnostics(
         sampler="quadrature",
@@ -332,20 +348,8 @@ def fit_exact_lambda(
             "grid_edge_mass": edge,
             "grid_points": len(bf.grid.weights),
         }
-    t2 = time.perf_counter()
-    if idata is None:
-        diag = _no_draws_record(chains, t2 - t0, t2 - t1, edge)
-    else:
-        monitor = model.G <= 1000 if monitor_groups is None else monitor_groups
-        diag = compute_diagnostics(
-            idata,
-            "quadrature",
-            var_names=["beta", "gamma", *post.scale_names, *(["lambda"] if monitor else [])],
-            wall_seconds=time.perf_counter() - t0,
-            compile_seconds=t1 - t0,
-            sampling_seconds=t2 - t1,
-            grid_edge_mass=edge,
-        )
+    monitor = model.G <= 1000 if monitor_groups is None else monitor_groups
+    diag = _record(idata, post, chains, edge, monitor, (t0, t1, time.perf_counter()))
     return ExactLambdaFit(
         idata=idata,
         data=d,
@@ -354,9 +358,3 @@ def fit_exact_lambda(
         posterior=post,
         baselines=baselines,
     )
-
-
-def fit_pooled_lambda(y, treat, X, group, Z, *, tune=None, target_accept=None, cores=None, **kw):
-    """:func:`fit_exact_lambda` with ``baselines="pooled"`` (the former pooled engine's
-    name; NUTS settings are accepted and ignored)."""
-    return fit_exact_lambda(y, treat, X, group, Z, baselines="pooled", **kw)
