@@ -60,8 +60,10 @@ def test_values_each_family_takes():
 
 def test_engine_options_are_those_of_the_family_engine():
     gauss, bern = engine_option_names("fit", "gaussian"), engine_option_names("fit", "bernoulli")
-    assert "n_grid" in gauss and "n_grid" not in bern
+    nuts = engine_option_names("fit", "gaussian", "nutpie")
+    assert "grid" in gauss and "grid" not in bern and "grid" not in nuts
     assert "qmc_m" in bern and "qmc_m" not in gauss
+    assert "cores" in nuts and "cores" not in gauss
 
 
 def test_fit_takes_a_family_object_and_checks_it_before_any_work(monkeypatch):
