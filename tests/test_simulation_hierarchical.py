@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import warnings
 import zlib
 
 import numpy as np
@@ -15,6 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 
+import hetfx
 from conftest import ROOT
 from hetfx.paper import simulation as S
 
@@ -22,7 +24,8 @@ HIER = S.hierarchical_estimator
 COLS = ["estimate", "q025", "q05", "q95", "q975"]
 
 #: Group effects of the bespoke exact engine the study used before it called hetfx.fit
-#: (HIERARCHICAL_VERSION 5), for three groups of two data sets: (design, condition index,
+#: (HIERARCHICAL_VERSION 5, on every cell, those without treatment variation included), for
+#: three groups of two data sets: (design, condition index,
 #: replicate, baseline SD) -> estimator -> group -> (median, q025, q05, q95, q975).
 RETIRED = {
     (1, 1, 0, 0.0): {
@@ -34,14 +37,14 @@ RETIRED = {
     },
     (2, 3, 1, 0.3): {
         "hierarchical": {
-            "0_0_0_0_0_0": (-0.52995484, -1.05077843, -0.96628775, -0.10039002, -0.01866615),
-            "1_0_0_0_0_0": (-0.58071649, -1.6089518, -1.43303205, 0.21244962, 0.36389957),
-            "1_1_1_1_1_1": (0.01079956, -0.65265636, -0.54504913, 0.56621792, 0.67362706),
+            "0_0_0_0_0_0": (-0.52826195, -1.04861559, -0.96420223, -0.09908281, -0.01743434),
+            "1_0_0_0_0_0": (-0.56746869, -1.59155847, -1.41640749, 0.22265489, 0.37347685),
+            "1_1_1_1_1_1": (0.01333334, -0.64920698, -0.54174033, 0.56781394, 0.67501837),
         },
         "hierarchical_fe": {
-            "0_0_0_0_0_0": (0.12818721, -0.36276529, -0.27484412, 0.46253056, 0.52798861),
-            "1_0_0_0_0_0": (0.19780752, -0.39188678, -0.27860874, 0.65925551, 0.76453346),
-            "1_1_1_1_1_1": (0.26507638, -0.21081925, -0.12622996, 0.7157878, 0.81877249),
+            "0_0_0_0_0_0": (0.12826923, -0.36255115, -0.27464454, 0.46250514, 0.52794529),
+            "1_0_0_0_0_0": (0.19769678, -0.39180347, -0.27855499, 0.65894238, 0.76417683),
+            "1_1_1_1_1_1": (0.26505092, -0.21067553, -0.12611319, 0.71559443, 0.81855222),
         },
     },
 }
@@ -83,14 +86,10 @@ def test_fit_condition_is_the_one_public_call():
     assert res.design.modifiers == cond.moderators and res.design.group_column == "group"
     assert list(res.X.columns) == ["Intercept", "z1", "z2", "z3"]
     assert res.Z.shape == (16, 16)  # the full factorial of x1..x4
-    post = res.draws.posterior
-    assert (post.sizes["chain"], post.sizes["draw"]) == (
-        S.FIT_LAYOUT["chains"],
-        S.FIT_LAYOUT["draws"],
-    )
+    assert S.FIT_LAYOUT["draws"] == 0 and res.idata is None  # exact summaries, no draws
     a, b = res.group_effects(level=0.9), res.group_effects(level=0.95)
-    np.testing.assert_array_equal(a["q025"], b["lower"])
-    np.testing.assert_array_equal(a["q975"], b["upper"])
+    np.testing.assert_allclose(a["q025"], b["lower"], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(a["q975"], b["upper"], rtol=0, atol=1e-12)
     est = HIER(data, cond)
     np.testing.assert_array_equal(est["q05"], a["lower"])
     np.testing.assert_array_equal(est["estimate"], a["estimate"])
@@ -106,22 +105,25 @@ def test_fit_condition_is_the_one_public_call():
     }
 
 
-def test_cells_without_treatment_variation_are_left_out():
-    """hetfx.fit refuses a cell whose units are all treated or all controls: the estimators
-    leave exactly those cells out (nan in the study's estimates, as OLS without a contrast)."""
+def test_cells_without_treatment_variation_are_estimated_by_pooling():
+    """A cell whose units are all treated or all controls has no contrast of its own; the
+    published model still estimates it from the pooling, and so do the estimators
+    (``single_arm_cells="pool"``), with no warning leaking out of the study; hetfx.fit's
+    default refuses such a cell."""
     cond, data, truth = _data(2, 3)  # strong imbalance, replicate 0: two such cells
     spread = data.groupby("group")["treat"].agg(["min", "max"])
     flat = set(spread.index[spread["min"] == spread["max"]])
     assert len(flat) == 2
-    kept = S.fittable_rows(data)
-    assert set(data["group"]) - set(kept["group"]) == flat
-    pd.testing.assert_frame_equal(kept, data.loc[~data["group"].isin(flat)])
-    _, full, _ = _data(2, 0)  # balanced: every cell has both arms
-    assert S.fittable_rows(full) is full
-    rows = S.run_replicate(2, 0, 12, {"hierarchical_pooled": S.hierarchical_pooled_estimator})
+    with pytest.raises(hetfx.DesignError, match="single_arm_cells='pool'"):
+        S.fit_condition(data, cond, "pooled", single_arm_cells="raise")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rows = S.run_replicate(2, 0, 12, {"hierarchical_pooled": S.hierarchical_pooled_estimator})
     strong = rows.loc[rows["condition"] == "strong"].set_index("group")
-    assert set(strong.index[strong["estimate"].isna()]) == flat
-    assert strong["estimate"].notna().sum() == 64 - 2
+    assert strong["estimate"].notna().sum() == strong["n"].gt(0).sum()
+    assert strong.loc[sorted(flat), "estimate"].notna().all()
+    wide = strong.loc[sorted(flat), "q95"] - strong.loc[sorted(flat), "q05"]
+    assert (wide > (strong["q95"] - strong["q05"]).median()).all()  # no contrast: wider
 
 
 def test_effect_formula_spans_the_cells_present():
@@ -138,7 +140,7 @@ def test_effect_formula_spans_the_cells_present():
     assert Z.shape == (13, 13) and np.linalg.matrix_rank(Z) == 13
     assert "x1:x2:x3:x4" not in formula and formula.startswith("1 + x1 + x2 + x3 + x4 +")
     strong, strong_data, _ = _data(2, 3)
-    assert S.effect_formula(S.fittable_rows(strong_data), strong) == "additive"
+    assert S.effect_formula(strong_data, strong) == "additive"
     est = HIER(part, cond)
     assert len(est) == 13 and est["estimate"].notna().all()
 
@@ -148,7 +150,6 @@ def test_exact_summaries_agree_with_the_engine_draws(design, index):
     """The exact summaries the estimators report and the same fit's draws (8,000) agree
     within Monte Carlo error (means: z-scores; quantiles: 5 Monte Carlo SEs)."""
     cond, data, _ = _data(design, index, replicate=1)
-    data = S.fittable_rows(data)
     n = 8000
     res = S.fit_condition(data, cond, "none", chains=4, draws=n // 4, seed=4)
     est = HIER(data, cond)

@@ -392,6 +392,7 @@ def build_design(
     family: str = "gaussian",
     weights: str | None = None,
     baselines: str | None = None,
+    single_arm_cells: str = "raise",
 ) -> Design:
     """Build cells, Z and X from a data frame (the first half of :func:`fit`).
 
@@ -556,11 +557,18 @@ def build_design(
     flat = np.where(tmin == tmax)[0]
     if len(flat):
         desc = [f"{cells.index[g]} (n={n_g[g]}, treatment always {tmin[g]:g})" for g in flat]
-        raise DesignError(
-            f"the treatment does not vary within {len(flat)} cell(s), whose "
-            f"effects cannot be estimated: {desc[:10]}"
-            + (" ..." if len(desc) > 10 else "")
-            + "; drop these cells or coarsen the modifiers"
+        listing = f"{desc[:10]}" + (" ..." if len(desc) > 10 else "")
+        if single_arm_cells != "pool":
+            raise DesignError(
+                f"the treatment does not vary within {len(flat)} cell(s), whose effects "
+                f"have no contrast of their own: {listing}; drop these cells or coarsen "
+                "the modifiers"
+            )
+        warnings.warn(
+            f"the treatment does not vary within {len(flat)} cell(s): {listing}; their "
+            "effects rest on the pooling alone (the effect equation and sigma_theta)",
+            UserWarning,
+            stacklevel=3,
         )
 
     # ------------------------------------------------------------------------- Z
@@ -681,6 +689,7 @@ def fit(
     main_effects: bool | str | None = None,
     missing: str = "drop",
     weights: str | None = None,
+    single_arm_cells: str = "raise",
     seed: int = 0,
     chains: int = 4,
     draws: int = 1000,
@@ -748,6 +757,12 @@ def fit(
         Gaussian family the same as ``lm(weights=)``, residual SD ``sigma / sqrt(w_i)``).
         Bernoulli group effects then average over a cell's rows with these weights, and
         :meth:`~hetfx.results.Results.ame` weights cells by their sums of weights.
+    single_arm_cells : {"raise", "pool"}
+        Cells whose treatment does not vary (all treated or all controls) have no contrast
+        of their own: ``"raise"`` (default) refuses them, as :func:`fit_ols` does;
+        ``"pool"`` (Gaussian family) fits them with a warning that names them, their effects
+        resting on the pooling alone (``Z_g gamma`` and the prior of ``theta_g``), as brms
+        would.
     seed, chains, draws, tune, target_accept
         Posterior layout and NUTS settings: a non-negative integer seed, ``chains >= 1``
         (with one chain R-hat is reported as unavailable), ``draws >= 4``, ``tune >= 1``.
@@ -823,6 +838,7 @@ def fit(
         family=fam.name,
         weights=weights,
         baselines=baselines,
+        single_arm_cells=single_arm_cells,
     )
     engine = fam.resolve_engine(engine)
     fam.check_baselines(d.baselines)

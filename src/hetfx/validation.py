@@ -397,8 +397,11 @@ def _listing(cells: pd.DataFrame, labels: pd.Series, idx, detail) -> str:
     return "; ".join(shown) + (" ..." if len(idx) > 10 else "")
 
 
-def _check_cells(df, r: Mapping[str, Any], t: np.ndarray, *, gaussian: bool) -> None:
-    """Treatment variation, rows enough for the noise, an outcome not fitted exactly."""
+def _check_cells(
+    df, r: Mapping[str, Any], t: np.ndarray, *, gaussian: bool, single_arm: str = "raise"
+) -> None:
+    """Treatment variation (unless ``single_arm="pool"``), rows enough for the noise, an
+    outcome not fitted exactly."""
     group, modifiers = r.get("group"), list(r["modifiers"])
     by = [group] if group else modifiers
     codes, first = _cells(df, by)
@@ -411,12 +414,13 @@ def _check_cells(df, r: Mapping[str, Any], t: np.ndarray, *, gaussian: bool) -> 
     tmin = pd.Series(t).groupby(codes).min().to_numpy()
     tmax = pd.Series(t).groupby(codes).max().to_numpy()
     flat = np.flatnonzero(tmin == tmax)
-    if len(flat):
+    if len(flat) and single_arm != "pool":
         raise DesignError(
-            f"the treatment does not vary within {len(flat)} cell(s), whose effects cannot "
-            "be estimated: "
+            f"the treatment does not vary within {len(flat)} cell(s), whose effects have no "
+            "contrast of their own: "
             + _listing(cells, labels, flat, lambda g: f"n={n_g[g]}, treatment always {tmin[g]:g}")
-            + "; drop these cells or coarsen the modifiers"
+            + "; drop these cells, coarsen the modifiers, or (Gaussian family) pass "
+            "single_arm_cells='pool' to estimate them from the pooling alone"
         )
     k = 0
     for c in r["control_vars"]:
@@ -530,6 +534,7 @@ def _check_data(
     gaussian: bool,
     saturated: bool = False,
     family=None,
+    single_arm: str = "raise",
 ):
     needed = [r["outcome"], r["treatment"], *r["modifiers"], *r["control_vars"]]
     needed += [c for c in (r.get("group"), r.get("weights")) if c]
@@ -549,7 +554,7 @@ def _check_data(
     _check_modifiers(df, r["modifiers"], default_effect)
     if saturated:
         _check_combinations(df, r["modifiers"])
-    _check_cells(df, r, t, gaussian=gaussian)
+    _check_cells(df, r, t, gaussian=gaussian, single_arm=single_arm)
 
 
 def _check_formulas(effect, main_effects) -> None:
@@ -570,6 +575,18 @@ def _check_priors(priors) -> None:
 
     if priors is not None and not isinstance(priors, Priors):
         raise TypeError("priors must be a hetfx.Priors bundle")
+
+
+def _single_arm(value, family) -> str:
+    """``single_arm_cells=`` of :func:`hetfx.fit`: ``"raise"`` or (Gaussian) ``"pool"``."""
+    if value not in ("raise", "pool"):
+        raise DesignError(f"single_arm_cells must be 'raise' or 'pool', got {value!r}")
+    if value == "pool" and not family.has_sigma:
+        raise DesignError(
+            f"single_arm_cells='pool' is fitted for the Gaussian family only, got "
+            f"family={family.name!r}"
+        )
+    return value
 
 
 def check_fit(args: Mapping[str, Any]) -> None:
@@ -598,6 +615,7 @@ def check_fit(args: Mapping[str, Any]) -> None:
         gaussian=family.has_sigma,
         saturated="saturated" in (args.get("effect"), main_effects),
         family=family,
+        single_arm=_single_arm(args.get("single_arm_cells", "raise"), family),
     )
 
 

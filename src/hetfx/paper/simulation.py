@@ -42,9 +42,9 @@ labels as ``group``, the published priors made explicit, :data:`PUBLISHED_PRIORS
 report the exact posterior medians and quantiles of ``group_effects`` (mixtures of Gaussians
 over the engine's grid: no Monte Carlo error from the fits, the same on any machine to
 rounding). :func:`hierarchical_estimator` is the published model (``baselines="none"``: one
-baseline for all cells). ``hetfx.fit`` refuses cells whose treatment does not vary; the
-hierarchical estimators leave such cells out and report ``nan`` for them
-(:func:`fittable_rows`).
+baseline for all cells). Cells whose treatment does not vary (the imbalance design's small
+cells) are fitted as the published model fits them: their effects rest on the pooling alone
+(``hetfx.fit(single_arm_cells="pool")``).
 
 Sensitivity to baseline shifts: ``baseline_sd > 0`` (argument of :func:`simulate_condition`,
 :func:`run_replicate` and :func:`run_simulation`) adds to ``y`` a shift ``delta_g ~ N(0,
@@ -108,7 +108,6 @@ __all__ = [
     "draw_baseline",
     "draw_tau",
     "fit_condition",
-    "fittable_rows",
     "group_labels",
     "hierarchical_estimator",
     "hierarchical_fe_estimator",
@@ -583,14 +582,19 @@ HIERARCHICAL_BASELINES = {
 }
 #: Posterior layout of the study's fits. The estimators use only the exact summaries of
 #: ``group_effects`` (mixtures over the engine's grid), never draws, so the fewest draws
-#: the API takes will do (no draws at all, ``{"draws": 0}``, once ``hetfx.fit`` takes it).
-FIT_LAYOUT = {"chains": 1, "draws": 4}
+#: the API takes will do: none (``draws=0``, exact summaries only).
+FIT_LAYOUT = {"chains": 1, "draws": 0}
 #: Version of the hierarchical estimators' numerics, recorded in the work directory's
 #: manifest so that replicates computed by an older engine are refitted.
-HIERARCHICAL_VERSION = 6
+HIERARCHICAL_VERSION = 7
 #: Warnings of :func:`hetfx.fit` that the study's designs raise by construction: the
-#: published model's one baseline, and (equal groups, ``baselines="none"``) a saturated Z.
-_EXPECTED_WARNINGS = ("main_effects=False", "Z has one column per cell")
+#: published model's one baseline, (equal groups, ``baselines="none"``) a saturated Z, and
+#: (imbalance design) cells whose treatment does not vary.
+_EXPECTED_WARNINGS = (
+    "main_effects=False",
+    "Z has one column per cell",
+    "the treatment does not vary within",
+)
 
 
 def fit_condition(
@@ -627,6 +631,7 @@ def fit_condition(
         "group": "group",
         "baselines": baselines,
         "priors": PUBLISHED_PRIORS,
+        "single_arm_cells": "pool",
         **FIT_LAYOUT,
         **options,
     }
@@ -662,24 +667,6 @@ def effect_formula(data: pd.DataFrame, condition: Condition) -> str:
     return " + ".join(["1", *(":".join(xs[j] for j in term) for term in kept)])
 
 
-def fittable_rows(data: pd.DataFrame) -> pd.DataFrame:
-    """The rows of the cells whose treatment varies (``hetfx.fit`` refuses the other cells).
-
-    A cell whose units are all treated or all controls has no contrast of its own; the
-    hierarchical model could still estimate its effect by pooling, but :func:`hetfx.fit`
-    refuses such cells, so the estimators leave them out and report no estimate (``nan``)
-    for them, as OLS does. They occur in the imbalance design's small cells.
-    """
-    treat = data["treat"].to_numpy()
-    codes, labels = pd.factorize(data["group"])
-    lo = np.full(len(labels), np.inf)
-    hi = np.full(len(labels), -np.inf)
-    np.minimum.at(lo, codes, treat)
-    np.maximum.at(hi, codes, treat)
-    varies = lo < hi
-    return data if varies.all() else data.loc[varies[codes]]
-
-
 def api_estimator(
     data: pd.DataFrame, condition: Condition, baselines: str = "none", **options
 ) -> pd.DataFrame:
@@ -702,10 +689,9 @@ def api_estimator(
         ``group``, ``estimate`` (posterior median), the posterior quantiles
         :data:`INTERVAL_COLUMNS` of the group effects (exact for the quadrature engine: the
         90% interval of ``group_effects(level=0.9)`` and its 2.5% and 97.5% quantiles) and
-        ``grid_edge_mass`` (quadrature engine; ``nan`` otherwise). Cells left out by
-        :func:`fittable_rows` are absent.
+        ``grid_edge_mass`` (quadrature engine; ``nan`` otherwise).
     """
-    res = fit_condition(fittable_rows(data), condition, baselines, **options)
+    res = fit_condition(data, condition, baselines, **options)
     ge = res.group_effects(level=0.9)
     return pd.DataFrame(
         {
