@@ -253,6 +253,11 @@ def _is_categorical(s: pd.Series) -> bool:
     return not (pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s))
 
 
+def _is_plain_number(s: pd.Series) -> bool:
+    """A numeric column that formulaic takes as one column (not boolean, not a category)."""
+    return pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s)
+
+
 def _numeric(name: str, s: pd.Series, role: str) -> np.ndarray:
     if pd.api.types.is_bool_dtype(s):
         return s.to_numpy(dtype=float)
@@ -347,6 +352,8 @@ def _n_columns(eff: str, cells: pd.DataFrame) -> int:
         return 1 + sum(1 if k is None else k - 1 for k in n_lev)
     if eff == " * ".join(mods) and None not in n_lev:
         return int(np.prod(n_lev))
+    if eff == " * ".join(mods) and all(_is_plain_number(cells[m]) for m in mods):
+        return 2 ** len(mods)  # one column per term of the full factorial
     from formulaic import model_matrix
 
     return model_matrix(eff, cells, output="sparse").shape[1]

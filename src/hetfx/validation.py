@@ -405,20 +405,25 @@ def _check_cells(
     group, modifiers = r.get("group"), list(r["modifiers"])
     by = [group] if group else modifiers
     codes, first = _cells(df, by)
-    cells = df[modifiers].iloc[first].reset_index(drop=True)
-    # the labels of group_effects' cell column: the group's, or the values joined by "_"
-    labels = df[by].iloc[first].astype(str).agg("_".join, axis=1).reset_index(drop=True)
-    G = len(cells)
+    G = len(first)
+
+    def listing(idx, detail) -> str:  # the cells named in a message (built only to raise)
+        cells = df[modifiers].iloc[first].reset_index(drop=True)
+        # the labels of group_effects' cell column: the group's, or the values joined by "_"
+        labels = df[by].iloc[first].astype(str).agg("_".join, axis=1).reset_index(drop=True)
+        return _listing(cells, labels, idx, detail)
+
     n_g = np.bincount(codes, minlength=G)
     n_t = np.bincount(codes, weights=(t != 0).astype(float), minlength=G)
-    tmin = pd.Series(t).groupby(codes).min().to_numpy()
-    tmax = pd.Series(t).groupby(codes).max().to_numpy()
+    tmin, tmax = np.full(G, np.inf), np.full(G, -np.inf)
+    np.minimum.at(tmin, codes, t)
+    np.maximum.at(tmax, codes, t)
     flat = np.flatnonzero(tmin == tmax)
     if len(flat) and single_arm != "pool":
         raise DesignError(
             f"the treatment does not vary within {len(flat)} cell(s), whose effects have no "
             "contrast of their own: "
-            + _listing(cells, labels, flat, lambda g: f"n={n_g[g]}, treatment always {tmin[g]:g}")
+            + listing(flat, lambda g: f"n={n_g[g]}, treatment always {tmin[g]:g}")
             + "; drop these cells, coarsen the modifiers, or (Gaussian family) pass "
             "single_arm_cells='pool' to estimate them from the pooling alone"
         )
@@ -438,7 +443,7 @@ def _check_cells(
             + " are fitted"
             + (
                 "; cells with only a treated and a control row: "
-                + _listing(cells, labels, small, lambda g: f"{n_g[g]} rows, {int(n_t[g])} treated")
+                + listing(small, lambda g: f"{n_g[g]} rows, {int(n_t[g])} treated")
                 if len(small)
                 else ""
             )
@@ -512,7 +517,10 @@ def _check_combinations(df: pd.DataFrame, modifiers: Sequence[str]) -> None:
     if len(modifiers) < 2:
         return
     seen = df[list(modifiers)].drop_duplicates()
-    full = pd.MultiIndex.from_product([pd.unique(seen[m]) for m in modifiers], names=modifiers)
+    uniques = [pd.unique(seen[m]) for m in modifiers]
+    if len(seen) == np.prod([len(u) for u in uniques], dtype=float):
+        return  # distinct combinations as many as the product: every one occurs
+    full = pd.MultiIndex.from_product(uniques, names=modifiers)
     lacking = full.difference(pd.MultiIndex.from_frame(seen))
     if len(lacking):
         shown = "; ".join(cell_name(dict(zip(modifiers, v, strict=True))) for v in lacking[:10])
