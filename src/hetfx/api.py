@@ -608,7 +608,9 @@ def build_design(
         )
 
     # ------------------------------------------------------------------------- X
-    Xc, _ = design_spec(controls_formula, df)
+    # the controls' own columns (the rest of df would only keep the matrix off the numeric
+    # fast path of design_spec)
+    Xc, _ = design_spec(controls_formula, df[control_vars] if control_vars else df)
     if baselines == "fixed":  # the cells' free baselines replace the intercept
         Xc = Xc.drop(columns=["Intercept"], errors="ignore")
     elif "Intercept" not in Xc.columns:
