@@ -68,6 +68,7 @@ Examples
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import time
 import warnings
@@ -246,7 +247,15 @@ def _without_unused_categories(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _formula_vars(formula: str) -> list[str]:
-    return sorted(Formula(formula).required_variables)
+    if not isinstance(formula, str):
+        return sorted(Formula(formula).required_variables)
+    return list(_required_variables(formula))
+
+
+@functools.lru_cache(maxsize=256)
+def _required_variables(formula: str) -> tuple[str, ...]:
+    """The variables of a formula, sorted (parsed once per formula)."""
+    return tuple(sorted(Formula(formula).required_variables))
 
 
 def _is_categorical(s: pd.Series) -> bool:
@@ -469,12 +478,12 @@ def build_design(
 
     # ---------------------------------------------------------------- missing values
     df = data[needed].copy()
-    bad = pd.DataFrame({c: df[c].isna() for c in needed})
+    bad = {c: df[c].isna().to_numpy() for c in needed}
     for c in needed:
         if pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]):
-            bad[c] |= ~np.isfinite(df[c].to_numpy(dtype=float, na_value=np.nan))
+            bad[c] = bad[c] | ~np.isfinite(df[c].to_numpy(dtype=float, na_value=np.nan))
     counts = {c: int(bad[c].sum()) for c in needed if bad[c].any()}
-    drop = bad.any(axis=1).to_numpy()
+    drop = np.logical_or.reduce([bad[c] for c in needed])
     n_dropped = int(drop.sum())
     if n_dropped:
         listing = ", ".join(f"{c} {k}" for c, k in counts.items())
@@ -536,7 +545,7 @@ def build_design(
         if group_name in modifiers:
             group_name = "cell_label"
     if group:
-        codes = pd.Categorical(row_labels, categories=labels.to_numpy()).codes
+        codes = pd.Index(labels.to_numpy()).get_indexer(row_labels)  # the labels are unique
     else:  # match rows to cells by their modifier values (vectorised; no per-row strings)
         codes = pd.MultiIndex.from_frame(cells[modifiers]).get_indexer(
             pd.MultiIndex.from_frame(df[modifiers])

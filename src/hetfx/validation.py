@@ -293,7 +293,7 @@ def _complete(data: pd.DataFrame, used: Sequence[str]) -> pd.DataFrame:
         s = df[c]
         if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
             keep &= np.isfinite(s.to_numpy(dtype=float, na_value=np.nan))
-    return df.loc[keep]
+    return df if keep.all() else df.loc[keep]
 
 
 def _is_number_column(s: pd.Series) -> bool:
