@@ -478,10 +478,12 @@ def build_design(
 
     # ---------------------------------------------------------------- missing values
     df = data[needed].copy()
-    bad = {c: df[c].isna().to_numpy() for c in needed}
+    bad = {}
     for c in needed:
-        if pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]):
-            bad[c] = bad[c] | ~np.isfinite(df[c].to_numpy(dtype=float, na_value=np.nan))
+        s = df[c]
+        bad[c] = s.isna().to_numpy()
+        if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
+            bad[c] = bad[c] | ~np.isfinite(s.to_numpy(dtype=float, na_value=np.nan))
     counts = {c: int(bad[c].sum()) for c in needed if bad[c].any()}
     drop = np.logical_or.reduce([bad[c] for c in needed])
     n_dropped = int(drop.sum())
@@ -501,8 +503,8 @@ def build_design(
         df = df.loc[~drop]
     if len(df) == 0:
         raise DesignError("no rows left after dropping missing values")
-    for c in df.columns:
-        if isinstance(df[c].dtype, pd.CategoricalDtype):
+    for c, dtype in df.dtypes.items():
+        if isinstance(dtype, pd.CategoricalDtype):
             df[c] = df[c].cat.remove_unused_categories()
 
     w = None
