@@ -23,6 +23,7 @@ Examples
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -120,8 +121,12 @@ def _cached_numeric(formula: str, data: pd.DataFrame):
     mat = _numeric_matrix(spec, data)
     if mat is None:
         return None
-    names = [r_name(c) for c in spec.column_names]
-    return pd.DataFrame(mat, columns=names, index=data.index), spec
+    return pd.DataFrame(mat, columns=_r_names(tuple(spec.column_names)), index=data.index), spec
+
+
+@functools.lru_cache(maxsize=256)
+def _r_names(columns: tuple[str, ...]) -> list[str]:
+    return [r_name(c) for c in columns]
 
 
 def design_spec(formula: str, data: pd.DataFrame):

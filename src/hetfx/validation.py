@@ -299,22 +299,25 @@ def _complete(data: pd.DataFrame, used: Sequence[str]) -> pd.DataFrame:
     return df if keep.all() else df.loc[keep]
 
 
-def _is_number_column(s: pd.Series) -> bool:
+def _is_number_column(s) -> bool:
+    """A column (or its dtype) of numbers, not booleans."""
     return pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s)
 
 
 def check_value_types(df: pd.DataFrame, columns: Sequence[str], labels: Sequence[str]) -> None:
     """Columns must hold numbers, booleans or labels; ``labels`` (modifiers, factors) must
     not mix types (``"a"`` and ``1``), which cannot be sorted into levels."""
+    dtypes = df.dtypes  # the columns are present and named once (_columns_present)
     for c in columns:
-        s = df[c]
-        kind = getattr(s.dtype, "kind", "O")
-        if kind in "mMc" or isinstance(s.dtype, pd.PeriodDtype | pd.IntervalDtype):
+        dtype = dtypes[c]
+        kind = getattr(dtype, "kind", "O")
+        if kind in "mMc" or isinstance(dtype, pd.PeriodDtype | pd.IntervalDtype):
             raise DesignError(
-                f"column {c!r} holds {s.dtype} values, which the model cannot use; convert it "
+                f"column {c!r} holds {dtype} values, which the model cannot use; convert it "
                 f"to labels (data[{c!r}] = data[{c!r}].astype(str)) or to numbers"
             )
-        if c in labels and s.dtype == object:
+        if c in labels and pd.api.types.is_object_dtype(dtype):
+            s = df[c]
             if pd.api.types.infer_dtype(s, skipna=True) not in ("mixed", "mixed-integer"):
                 continue  # one type (or numbers of several: ints and floats)
             types = sorted({t.__name__ for t in s.dropna().map(type).unique()})
@@ -332,11 +335,11 @@ MAX_MAGNITUDE, MIN_MAGNITUDE = 1e100, 1e-100
 
 def check_magnitudes(df: pd.DataFrame, columns: Sequence[str]) -> None:
     """Numbers whose squares overflow or underflow double precision: ask for a rescaling."""
+    dtypes = df.dtypes
     for c in columns:
-        s = df[c]
-        if not _is_number_column(s):
+        if not _is_number_column(dtypes[c]):  # a column's dtype, as its Series'
             continue
-        a = np.abs(s.to_numpy(dtype=float, na_value=np.nan))
+        a = np.abs(df[c].to_numpy(dtype=float, na_value=np.nan))
         a = a[np.isfinite(a) & (a > 0)]
         if len(a) and (a.max() > MAX_MAGNITUDE or a.min() < MIN_MAGNITUDE):
             raise DesignError(
