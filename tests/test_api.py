@@ -570,3 +570,55 @@ def test_main_effects_cover_modifiers_left_out_of_effect(sim):
     d1 = build_design(df, "force", "alliance", ["region"], effect="1")
     assert d1.Z.columns.tolist() == ["Intercept"]
     assert d1.X.columns.tolist() == ["Intercept", "regionAsia", "regionEurope"]
+
+
+@pytest.mark.parametrize(
+    "formula", ["1 + a + b + c", "a * b * c * d", "0 + a:b + c", "c * a * b", "1"]
+)
+def test_numeric_designs_from_a_cached_spec_are_formulaics(formula):
+    """design_spec's numpy path (a spec reused for plain numeric columns) gives formulaic's
+    matrix bit for bit: names, order, index and values (products in formulaic's order)."""
+    from formulaic import model_matrix
+
+    from hetfx import design as hd
+
+    rng = np.random.default_rng(7)
+    for _ in range(5):
+        n = 40
+        d = pd.DataFrame(
+            {
+                "a": rng.normal(size=n) * 10.0 ** rng.integers(-3, 5),
+                "b": rng.integers(-1000, 1000, n),
+                "c": rng.normal(size=n),
+                "d": rng.integers(0, 2, n),
+            }
+        )
+        hd._NUMERIC_SPECS.clear()
+        hd.design_spec(formula, d)  # formulaic's, its spec kept
+        d2 = d.sample(frac=1, random_state=1)
+        assert hd._cached_numeric(formula, d2) is not None  # the numpy path
+        got, spec = hd.design_spec(formula, d2)
+        ref = model_matrix(formula, d2)
+        assert list(got.columns) == [hd.r_name(c) for c in ref.columns]
+        assert got.index.equals(d2.index)
+        assert got.to_numpy().tobytes() == np.asarray(ref, dtype=float).tobytes()
+        assert spec.column_names == ref.model_spec.column_names
+
+
+def test_numeric_design_path_leaves_transforms_and_labels_to_formulaic():
+    from hetfx import design as hd
+
+    d = pd.DataFrame({"a": [1.0, 2.0, 3.0], "b": [4, 5, 7], "g": ["x", "y", "x"]})
+    for formula, data in [("a + np.log(b)", d[["a", "b"]]), ("a + g", d)]:
+        hd.design_spec(formula, data)
+        assert hd._cached_numeric(formula, data) is None
+
+
+def test_effect_columns_counted_without_a_matrix_are_formulaics():
+    from formulaic import model_matrix
+
+    from hetfx.api import _n_columns
+
+    cells = pd.DataFrame({"x1": [0, 1, 0, 1], "x2": [0, 0, 1, 1], "x3": [1.5, 2, 3, 4]})
+    for eff in ["x1 * x2 * x3", "1 + x1 * x2 * x3", "x1 + x2 + x3"]:
+        assert _n_columns(eff, cells) == model_matrix(eff, cells).shape[1]

@@ -68,6 +68,7 @@ Examples
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import time
 import warnings
@@ -246,11 +247,24 @@ def _without_unused_categories(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _formula_vars(formula: str) -> list[str]:
-    return sorted(Formula(formula).required_variables)
+    if not isinstance(formula, str):
+        return sorted(Formula(formula).required_variables)
+    return list(_required_variables(formula))
+
+
+@functools.lru_cache(maxsize=256)
+def _required_variables(formula: str) -> tuple[str, ...]:
+    """The variables of a formula, sorted (parsed once per formula)."""
+    return tuple(sorted(Formula(formula).required_variables))
 
 
 def _is_categorical(s: pd.Series) -> bool:
     return not (pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s))
+
+
+def _is_plain_number(s: pd.Series) -> bool:
+    """A numeric column that formulaic takes as one column (not boolean, not a category)."""
+    return pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s)
 
 
 def _numeric(name: str, s: pd.Series, role: str) -> np.ndarray:
@@ -347,6 +361,8 @@ def _n_columns(eff: str, cells: pd.DataFrame) -> int:
         return 1 + sum(1 if k is None else k - 1 for k in n_lev)
     if eff == " * ".join(mods) and None not in n_lev:
         return int(np.prod(n_lev))
+    if eff == " * ".join(mods) and all(_is_plain_number(cells[m]) for m in mods):
+        return 2 ** len(mods)  # one column per term of the full factorial
     from formulaic import model_matrix
 
     return model_matrix(eff, cells, output="sparse").shape[1]
@@ -462,12 +478,14 @@ def build_design(
 
     # ---------------------------------------------------------------- missing values
     df = data[needed].copy()
-    bad = pd.DataFrame({c: df[c].isna() for c in needed})
+    bad = {}
     for c in needed:
-        if pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]):
-            bad[c] |= ~np.isfinite(df[c].to_numpy(dtype=float, na_value=np.nan))
+        s = df[c]
+        bad[c] = s.isna().to_numpy()
+        if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
+            bad[c] = bad[c] | ~np.isfinite(s.to_numpy(dtype=float, na_value=np.nan))
     counts = {c: int(bad[c].sum()) for c in needed if bad[c].any()}
-    drop = bad.any(axis=1).to_numpy()
+    drop = np.logical_or.reduce([bad[c] for c in needed])
     n_dropped = int(drop.sum())
     if n_dropped:
         listing = ", ".join(f"{c} {k}" for c, k in counts.items())
@@ -485,8 +503,8 @@ def build_design(
         df = df.loc[~drop]
     if len(df) == 0:
         raise DesignError("no rows left after dropping missing values")
-    for c in df.columns:
-        if isinstance(df[c].dtype, pd.CategoricalDtype):
+    for c, dtype in df.dtypes.items():
+        if isinstance(dtype, pd.CategoricalDtype):
             df[c] = df[c].cat.remove_unused_categories()
 
     w = None
@@ -529,7 +547,7 @@ def build_design(
         if group_name in modifiers:
             group_name = "cell_label"
     if group:
-        codes = pd.Categorical(row_labels, categories=labels.to_numpy()).codes
+        codes = pd.Index(labels.to_numpy()).get_indexer(row_labels)  # the labels are unique
     else:  # match rows to cells by their modifier values (vectorised; no per-row strings)
         codes = pd.MultiIndex.from_frame(cells[modifiers]).get_indexer(
             pd.MultiIndex.from_frame(df[modifiers])
@@ -601,7 +619,9 @@ def build_design(
         )
 
     # ------------------------------------------------------------------------- X
-    Xc, _ = design_spec(controls_formula, df)
+    # the controls' own columns (the rest of df would only keep the matrix off the numeric
+    # fast path of design_spec)
+    Xc, _ = design_spec(controls_formula, df[control_vars] if control_vars else df)
     if baselines == "fixed":  # the cells' free baselines replace the intercept
         Xc = Xc.drop(columns=["Intercept"], errors="ignore")
     elif "Intercept" not in Xc.columns:

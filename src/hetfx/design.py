@@ -23,6 +23,7 @@ Examples
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -74,6 +75,60 @@ def labels_as_objects(data: pd.DataFrame) -> pd.DataFrame:
     return data.assign(**{c: data[c].astype(object) for c in strings})
 
 
+#: formulaic's specs of formulas on plain numeric columns, by formula, column names and
+#: dtypes: such a spec holds nothing of the data's values, so one serves every data set of
+#: that shape (:func:`design_spec` then builds the matrix with numpy, as formulaic does).
+_NUMERIC_SPECS: dict[tuple, object] = {}
+
+
+def _numeric_key(formula: str, data: pd.DataFrame) -> tuple | None:
+    """The key of :data:`_NUMERIC_SPECS` (None: a column is not a plain finite number)."""
+    if not data.columns.is_unique or not all(isinstance(c, str) for c in data.columns):
+        return None
+    dtypes = data.dtypes
+    if not all(t.kind in "iuf" and isinstance(t, np.dtype) for t in dtypes):
+        return None  # booleans, categories, labels, extension types: formulaic's coding
+    return formula, tuple(data.columns), tuple(t.str for t in dtypes)
+
+
+def _numeric_matrix(spec, data: pd.DataFrame) -> np.ndarray | None:
+    """The matrix of a plain numeric spec as formulaic builds it: the intercept, each
+    column, each product of columns (multiplied left to right in the native dtype), as
+    floats. None when a column is anything else (a transform, a constant) or a value is
+    not finite (formulaic drops rows with missing values)."""
+    values = {c: data[c].to_numpy() for c in data.columns}
+    out = np.empty((len(data), len(spec.column_names)))
+    for j, name in enumerate(spec.column_names):
+        if name == "Intercept":
+            out[:, j] = 1.0
+            continue
+        parts = name.split(":")
+        if any(p not in values for p in parts):
+            return None
+        col = values[parts[0]]
+        for p in parts[1:]:
+            col = np.multiply(col, values[p])
+        out[:, j] = col
+    return out if np.isfinite(out).all() else None
+
+
+def _cached_numeric(formula: str, data: pd.DataFrame):
+    """(matrix, spec) from a cached spec of plain numeric columns, or None."""
+    key = _numeric_key(formula, data)
+    spec = _NUMERIC_SPECS.get(key) if key is not None else None
+    if spec is None:
+        return None
+    mat = _numeric_matrix(spec, data)
+    if mat is None:
+        return None
+    return pd.DataFrame(mat, columns=_r_names(tuple(spec.column_names)), index=data.index), spec
+
+
+@functools.lru_cache(maxsize=256)
+def _r_names(columns: tuple[str, ...]) -> list[str]:
+    return [r_name(c) for c in columns]
+
+
 def design_spec(formula: str, data: pd.DataFrame):
     """Model matrix and its formulaic spec (to rebuild the same coding on new rows).
 
@@ -82,7 +137,15 @@ def design_spec(formula: str, data: pd.DataFrame):
     (pandas.DataFrame, formulaic.ModelSpec)
         The matrix (float, R-style names, index of ``data``) and the spec.
     """
+    cached = _cached_numeric(formula, data)
+    if cached is not None:
+        return cached
     mm = model_matrix(formula, labels_as_objects(data))
+    key = _numeric_key(formula, data)
+    if key is not None and len(mm) == len(data):
+        if len(_NUMERIC_SPECS) >= 256:
+            _NUMERIC_SPECS.clear()
+        _NUMERIC_SPECS[key] = mm.model_spec
     names = [r_name(c) for c in mm.columns]
     return (
         pd.DataFrame(np.asarray(mm, dtype=float), columns=names, index=data.index),

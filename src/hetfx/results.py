@@ -826,7 +826,9 @@ class GaussianResults(Results):
                 probs.append(p)
         lo, hi = (next(q for q in probs if abs(q - p) < 1e-12) for p in (lo, hi))
         s = self.fit.summarise_lambda(quantiles=probs)
-        s = s.loc[[str(v) for v in self.design.cells.index]]  # by label, in the design's order
+        labels = [str(v) for v in self.design.cells.index]
+        if list(s.index) != labels:
+            s = s.loc[labels]  # by label, in the design's order
         out = pd.DataFrame(
             {
                 "estimate": s["q50"].to_numpy(),
@@ -834,10 +836,9 @@ class GaussianResults(Results):
                 "upper": s[quantile_name(hi)].to_numpy(),
                 "mean": s["mean"].to_numpy(),
                 "sd": s["sd"].to_numpy(),
+                **{name: s[quantile_name(p)].to_numpy() for name, p in QUANTILES.items()},
             }
         )
-        for name, p in QUANTILES.items():
-            out[name] = s[quantile_name(p)].to_numpy()
         return pd.concat([self._keys(), out], axis=1)
 
     group_effects.__doc__ = Results.group_effects.__doc__

@@ -586,9 +586,8 @@ class BlockPosterior:
 def mixture_frame(w, m, s, probs) -> pd.DataFrame:
     """``mean``, ``sd`` and quantile columns of the mixtures ``sum_j w_j N(m[j, i], s[j, i])``."""
     mean, sd = mixture_moments(w, m, s)
-    out = pd.DataFrame({"mean": mean, "sd": sd})
     if not len(probs):
-        return out
+        return pd.DataFrame({"mean": mean, "sd": sd})
     # a few thousand columns at a time: the root finder's work arrays are
     # (probabilities x columns x nodes)
     step = max(1, int(4e7 // max(len(w) * len(probs), 1)))
@@ -599,9 +598,10 @@ def mixture_frame(w, m, s, probs) -> pd.DataFrame:
         ],
         axis=1,
     )
+    columns = {"mean": mean, "sd": sd}
     for p, q in zip(probs, qs, strict=True):
-        out[quantile_name(p)] = q
-    return out
+        columns[quantile_name(p)] = q
+    return pd.DataFrame(columns)
 
 
 def _axis_quantiles(g: NDGrid, j: int, u: np.ndarray, w: np.ndarray, probs) -> np.ndarray:
