@@ -200,6 +200,27 @@ def test_treatment_without_variation_names_the_cell_by_its_values(df):
     assert "cell democracy_low (n=" in msg and "regime=democracy, stakes=low" in msg
 
 
+def test_single_arm_cells_are_pooled_on_request(df):
+    """single_arm_cells='pool' fits a cell whose treatment does not vary (Gaussian), warns
+    naming it, and its interval is wider than the cells with a contrast; the default and the
+    Bernoulli family refuse, and a bad value is named."""
+    flat = df.copy()
+    m = (flat.regime == "democracy") & (flat.stakes == "low")
+    flat.loc[m, "treat"] = 1
+    with pytest.warns(UserWarning, match=r"does not vary within 1 cell\(s\).*democracy_low"):
+        res = hetfx.fit(flat, "y", "treat", MOD, single_arm_cells="pool", draws=0)
+    ge = res.group_effects(level=0.9).set_index("cell")
+    width = ge["upper"] - ge["lower"]
+    assert np.isfinite(ge.loc["democracy_low", "estimate"])
+    assert width["democracy_low"] > width.drop("democracy_low").max()
+    with pytest.raises(DesignError, match="single_arm_cells='pool'"):
+        hetfx.fit(flat, "y", "treat", MOD, draws=0)
+    with pytest.raises(DesignError, match="Gaussian family only"):
+        hetfx.fit(flat, "y", "treat", MOD, family="bernoulli", single_arm_cells="pool")
+    with pytest.raises(DesignError, match="single_arm_cells must be 'raise' or 'pool'"):
+        hetfx.fit(flat, "y", "treat", MOD, single_arm_cells="yes")
+
+
 def test_constant_outcome_is_refused_by_both(df):
     assert_both_raise(df.assign(y=2.0), DesignError, "outcome 'y' is constant.*always equals 2")
 
