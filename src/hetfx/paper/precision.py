@@ -30,8 +30,9 @@ class Rule:
 
 
 #: The stated tolerances, first match wins. Deterministic computations (cleaning, OLS, the
-#: quadrature engine of M1/M2 and the simulation) must agree within 1e-9; A1 and
-#: Bush-Prather (NUTS on their scale parameters) within 1e-6 (issue 11's targets).
+#: quadrature engine of M1/M2 and the simulation) must agree within 1e-9; A1 (a
+#: four-dimensional quadrature grid) and Bush-Prather (importance sampling of its scale
+#: parameters) within 1e-6.
 TOLERANCES: tuple[Rule, ...] = (
     Rule("*", "wall_seconds", None, "time of the run"),
     Rule("*", "compile_seconds", None, "time of the run"),
