@@ -423,6 +423,58 @@ def build_design(
         raise DesignError(f"family must be one of {FAMILIES}, got {family!r}")
     if missing not in ("drop", "raise"):
         raise DesignError(f"missing must be 'drop' or 'raise', got {missing!r}")
+    r = _design_roles(
+        outcome, treatment, modifiers, controls, effect, main_effects, baselines, weights
+    )
+    modifiers, baselines = r["modifiers"], r["baselines"]
+    needed = list(
+        dict.fromkeys(
+            [outcome, treatment, *modifiers, *r["control_vars"]]
+            + ([group] if group else [])
+            + ([weights] if weights else [])
+        )
+    )
+    absent = [c for c in needed if c not in data.columns]
+    if absent:
+        raise KeyError(f"data has no columns {absent}")
+    df, counts, n_dropped = _complete_rows(data, needed, missing)
+    y, treat, w = _outcome_arrays(df, outcome, treatment, weights, family)
+    cells, codes, group_name, levels = _cells_of(df, group, modifiers)
+    _check_single_arm(cells, codes, treat, single_arm_cells)
+    Z, z_spec, reduced, main = _z_design(r["effect"], cells, baselines, r["main"], modifiers)
+    X, n_ctrl, main_spec = _x_design(df, r, main, cells, codes, treat)
+    return Design(
+        y=y,
+        treat=treat,
+        X=X,
+        codes=codes,
+        cells=cells,
+        Z=Z,
+        rows=df.index,
+        dropped=counts,
+        n_dropped=n_dropped,
+        outcome=outcome,
+        treatment=treatment,
+        modifiers=modifiers,
+        group_name=group_name,
+        group_column=group,
+        effect_formula=r["effect"],
+        main_formula=main,
+        n_control_columns=n_ctrl,
+        z_spec=z_spec,
+        main_spec=main_spec,
+        levels=levels,
+        weights=w,
+        baselines=baselines,
+        reduced=reduced,
+    )
+
+
+def _design_roles(
+    outcome, treatment, modifiers, controls, effect, main_effects, baselines, weights
+) -> dict:
+    """The variables' roles and formulas: modifiers, the controls' formula and variables, the
+    effect formula, the baselines and the main effects' formula (checked, no data read)."""
     modifiers = _names(modifiers, "modifiers")
     if not modifiers:
         raise DesignError("name at least one effect modifier (modifiers=[...])")
@@ -459,24 +511,25 @@ def build_design(
             "mean are told apart only by their priors, and lambda is no longer the "
             "group's effect",
             UserWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
     if weights is not None and not isinstance(weights, str):
         raise DesignError("weights must name a column of data")
     if weights is not None and weights in (outcome, treatment, *modifiers, *control_vars):
         raise DesignError(f"weights column {weights!r} is also used in the model")
-    needed = list(
-        dict.fromkeys(
-            [outcome, treatment, *modifiers, *control_vars]
-            + ([group] if group else [])
-            + ([weights] if weights else [])
-        )
-    )
-    absent = [c for c in needed if c not in data.columns]
-    if absent:
-        raise KeyError(f"data has no columns {absent}")
+    return {
+        "modifiers": modifiers,
+        "controls_formula": controls_formula,
+        "control_vars": control_vars,
+        "effect": eff,
+        "baselines": baselines,
+        "main": main,
+    }
 
-    # ---------------------------------------------------------------- missing values
+
+def _complete_rows(data: pd.DataFrame, needed: list[str], missing: str):
+    """The rows without missing or infinite values in a used column: ``(frame, counts by
+    variable, rows dropped)``; warns (``missing="drop"``) or raises (``"raise"``)."""
     df = data[needed].copy()
     bad = {}
     for c in needed:
@@ -498,7 +551,7 @@ def build_design(
             f"dropped {n_dropped} of {len(df)} rows with missing or infinite "
             f"values (by variable: {listing}); see result.dropped",
             UserWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
         df = df.loc[~drop]
     if len(df) == 0:
@@ -506,7 +559,12 @@ def build_design(
     for c, dtype in df.dtypes.items():
         if isinstance(dtype, pd.CategoricalDtype):
             df[c] = df[c].cat.remove_unused_categories()
+    return df, counts, n_dropped
 
+
+def _outcome_arrays(df: pd.DataFrame, outcome, treatment, weights, family: str):
+    """The outcome, the treatment and the weights (normalised to mean 1, or None) as
+    arrays, checked for the family."""
     w = None
     if weights is not None:
         w = _numeric(weights, df[weights], "weights")
@@ -524,8 +582,12 @@ def build_design(
                 raise DesignError(
                     f"family='bernoulli' needs a 0/1 {nm!r}; it holds {np.unique(arr)[:6].tolist()}"
                 )
+    return y, treat, w
 
-    # ---------------------------------------------------------------------- cells
+
+def _cells_of(df: pd.DataFrame, group: str | None, modifiers: list[str]):
+    """The cells (one row per cell, its modifier values, indexed by its label), each row's
+    cell code, the label column's name and each modifier's levels."""
     cells_cols = [group, *modifiers] if group else modifiers
     # cells in a fixed order whatever the row order: by the label column when there is one
     # (as the paper's own fits), else by the modifiers
@@ -539,16 +601,12 @@ def build_design(
                 f"groups {sorted(set(labels[dup]))[:10]}"
             )
         cells = cells.drop(columns=[group])
-        row_labels = df[group].astype(str)
         group_name = group
+        codes = pd.Index(labels.to_numpy()).get_indexer(df[group].astype(str))  # unique labels
     else:
         labels = _label_cells(cells)
-        group_name = "cell"
-        if group_name in modifiers:
-            group_name = "cell_label"
-    if group:
-        codes = pd.Index(labels.to_numpy()).get_indexer(row_labels)  # the labels are unique
-    else:  # match rows to cells by their modifier values (vectorised; no per-row strings)
+        group_name = "cell_label" if "cell" in modifiers else "cell"
+        # match rows to cells by their modifier values (vectorised; no per-row strings)
         codes = pd.MultiIndex.from_frame(cells[modifiers]).get_indexer(
             pd.MultiIndex.from_frame(df[modifiers])
         )
@@ -565,31 +623,38 @@ def build_design(
         else []
         for m in modifiers
     }
+    return cells, codes, group_name, levels
 
-    # -------------------------------------------------------------- treatment variation
+
+def _check_single_arm(cells: pd.DataFrame, codes, treat, single_arm_cells: str) -> None:
+    """Cells whose treatment does not vary: refused, or (``"pool"``) named in a warning."""
     n_g = np.bincount(codes, minlength=len(cells))
     tmin = np.full(len(cells), np.inf)
     tmax = np.full(len(cells), -np.inf)
     np.minimum.at(tmin, codes, treat)
     np.maximum.at(tmax, codes, treat)
     flat = np.where(tmin == tmax)[0]
-    if len(flat):
-        desc = [f"{cells.index[g]} (n={n_g[g]}, treatment always {tmin[g]:g})" for g in flat]
-        listing = f"{desc[:10]}" + (" ..." if len(desc) > 10 else "")
-        if single_arm_cells != "pool":
-            raise DesignError(
-                f"the treatment does not vary within {len(flat)} cell(s), whose effects "
-                f"have no contrast of their own: {listing}; drop these cells or coarsen "
-                "the modifiers"
-            )
-        warnings.warn(
-            f"the treatment does not vary within {len(flat)} cell(s): {listing}; their "
-            "effects rest on the pooling alone (the effect equation and sigma_theta)",
-            UserWarning,
-            stacklevel=3,
+    if not len(flat):
+        return
+    desc = [f"{cells.index[g]} (n={n_g[g]}, treatment always {tmin[g]:g})" for g in flat]
+    listing = f"{desc[:10]}" + (" ..." if len(desc) > 10 else "")
+    if single_arm_cells != "pool":
+        raise DesignError(
+            f"the treatment does not vary within {len(flat)} cell(s), whose effects "
+            f"have no contrast of their own: {listing}; drop these cells or coarsen "
+            "the modifiers"
         )
+    warnings.warn(
+        f"the treatment does not vary within {len(flat)} cell(s): {listing}; their "
+        "effects rest on the pooling alone (the effect equation and sigma_theta)",
+        UserWarning,
+        stacklevel=4,
+    )
 
-    # ------------------------------------------------------------------------- Z
+
+def _z_design(eff: str, cells: pd.DataFrame, baselines: str, main, modifiers):
+    """Z, its spec, the note of a reduced design, and the main effects' formula (None where
+    the cells' baselines carry them)."""
     Z, z_spec, reduced = _effect_design(eff, cells, baselines)
     if main is not None and baselines in POOLED_BASELINES and len(cells) > 1:
         if reduced or _n_columns(main, cells[modifiers]) >= len(cells):
@@ -599,7 +664,7 @@ def build_design(
             f"effect formula {eff!r} has no intercept: every cell's expected "
             "effect is then pulled toward 0 instead of toward a common mean",
             UserWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
     if Z.shape[1] == len(Z) and len(Z) > 1:
         warnings.warn(
@@ -608,7 +673,7 @@ def build_design(
             "pooling rests on the prior of gamma; an additive effect "
             "formula pools toward a model of the cells",
             UserWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
     bad_z = _aliased(Z)
     if bad_z:
@@ -617,11 +682,26 @@ def build_design(
             "not identified by the cells that occur: "
             + "; ".join(f"{k}: {v}" for k, v in bad_z.items())
         )
+    return Z, z_spec, reduced, main
 
-    # ------------------------------------------------------------------------- X
+
+_NONE_WARNING = (
+    "main_effects=False (baselines='none', the published model): the outcome "
+    "equation has one baseline for all cells, so each group effect also absorbs "
+    "its cell's baseline (control-arm) deviation. On simulated data with baseline "
+    "shifts this cut the 90% coverage of the group effects from 0.91 to 0.48 and "
+    "of gamma from 0.90 to 0.34; baselines='pooled' (the default) gives each "
+    "cell its own baseline."
+)
+
+
+def _x_design(df: pd.DataFrame, r: dict, main, cells, codes, treat):
+    """X (intercept, controls, the modifiers' main effects), the number of its control
+    columns and the main effects' spec, checked for aliasing."""
+    baselines, controls_formula = r["baselines"], r["controls_formula"]
     # the controls' own columns (the rest of df would only keep the matrix off the numeric
     # fast path of design_spec)
-    Xc, _ = design_spec(controls_formula, df[control_vars] if control_vars else df)
+    Xc, _ = design_spec(controls_formula, df[r["control_vars"]] if r["control_vars"] else df)
     if baselines == "fixed":  # the cells' free baselines replace the intercept
         Xc = Xc.drop(columns=["Intercept"], errors="ignore")
     elif "Intercept" not in Xc.columns:
@@ -629,22 +709,12 @@ def build_design(
             f"the outcome equation has no intercept (controls {controls_formula!r})"
             ": the baseline is then forced through 0",
             UserWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
-    n_ctrl = Xc.shape[1]
+    main_spec = None
     if main is None:
-        main_spec = None
         if baselines == "none":
-            warnings.warn(
-                "main_effects=False (baselines='none', the published model): the outcome "
-                "equation has one baseline for all cells, so each group effect also absorbs "
-                "its cell's baseline (control-arm) deviation. On simulated data with baseline "
-                "shifts this cut the 90% coverage of the group effects from 0.91 to 0.48 and "
-                "of gamma from 0.90 to 0.34; baselines='pooled' (the default) gives each "
-                "cell its own baseline.",
-                UserWarning,
-                stacklevel=3,
-            )
+            warnings.warn(_NONE_WARNING, UserWarning, stacklevel=4)
         X = Xc
     else:
         M, main_spec = design_spec(main, cells)
@@ -664,32 +734,8 @@ def build_design(
         _check_within(X, codes, len(cells))
     for c in X.columns:
         if np.array_equal(X[c].to_numpy(), treat):
-            warnings.warn(f"column {c!r} of X equals the treatment", UserWarning, stacklevel=3)
-    return Design(
-        y=y,
-        treat=treat,
-        X=X,
-        codes=codes,
-        cells=cells,
-        Z=Z,
-        rows=df.index,
-        dropped=counts,
-        n_dropped=n_dropped,
-        outcome=outcome,
-        treatment=treatment,
-        modifiers=modifiers,
-        group_name=group_name,
-        group_column=group,
-        effect_formula=eff,
-        main_formula=main,
-        n_control_columns=n_ctrl,
-        z_spec=z_spec,
-        main_spec=main_spec,
-        levels=levels,
-        weights=w,
-        baselines=baselines,
-        reduced=reduced,
-    )
+            warnings.warn(f"column {c!r} of X equals the treatment", UserWarning, stacklevel=4)
+    return X, Xc.shape[1], main_spec
 
 
 # ----------------------------------------------------------------------------- fit
