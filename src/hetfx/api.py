@@ -1185,7 +1185,6 @@ def fit_varying_slopes(
         ``n_obs``, ``estimate`` and quantiles.
     """
     check_fit_varying_slopes(locals())
-    from hetfx.design import design_spec as _spec
     from hetfx.models.varying_slopes import fit_varying_slopes as _engine
     from hetfx.results import VaryingSlopesResults
 
@@ -1200,70 +1199,19 @@ def fit_varying_slopes(
     if not factors:
         raise DesignError("name at least one grouping factor (factors=[...])")
     controls = _names(controls, "controls")
-    keys = _names(keys, "keys")
-    if effect is False or effect is None:
-        modifiers: list[str] = []
-        rhs = " + ".join(["1", *controls])
-    else:
-        found = [v for v in _formula_vars(str(effect)) if v != treatment]
-        modifiers = sorted(found, key=lambda v: re.search(rf"\b{re.escape(v)}\b", effect).start())
-        slope = treatment if str(effect).strip() == "1" else f"{treatment} * ({effect})"
-        rhs = " + ".join(["1", *controls, slope])
+    modifiers, rhs = _slopes_formula(treatment, controls, effect)
     if treatment in (*factors, *controls, *modifiers) or outcome in (*factors, *controls):
         raise DesignError("the outcome and the treatment cannot be factors, controls or modifiers")
-    reported = list(dict.fromkeys([*keys, *modifiers]))
+    reported = list(dict.fromkeys([*_names(keys, "keys"), *modifiers]))
     needed = list(dict.fromkeys([outcome, treatment, *factors, *controls, *reported]))
     absent = [c for c in needed if c not in data.columns]
     if absent:
         raise KeyError(f"data has no columns {absent}")
-    df = data[needed]
-    bad = df.isna().any(axis=1).to_numpy()
-    if bad.any():
-        counts = {c: int(n) for c, n in df.isna().sum().items() if n}
-        if missing == "raise":
-            raise DesignError(f"{int(bad.sum())} rows have missing values ({counts})")
-        warnings.warn(
-            f"dropped {int(bad.sum())} of {len(df)} rows with missing values ({counts})",
-            UserWarning,
-            stacklevel=2,
-        )
-        df = df.loc[~bad]
-    y = _numeric(outcome, df[outcome], "outcome")
-    treat = _numeric(treatment, df[treatment], "treatment")
-    df = df.assign(**{treatment: treat})  # as numbers: formulaic codes a boolean as a factor
-    df = _without_unused_categories(df)
-    X, spec = _spec(rhs, df)
-    bad_x = _aliased(X)
-    if bad_x:
-        raise DesignError(
-            "the population-level design has columns that are not identified: "
-            + "; ".join(f"{k}: {v}" for k, v in bad_x.items())
-        )
-
-    # profiles: observed combinations of the factors, sorted by them (one factor: its label)
-    profiles = df[[*factors, *[c for c in reported if c not in factors]]].drop_duplicates()
-    profiles = profiles.sort_values(factors).reset_index(drop=True)
-    if profiles[factors].duplicated().any():
-        varying = [c for c in reported if c not in factors]
-        raise DesignError(f"columns {varying} are not constant within the profiles of {factors}")
-    if len(factors) > 1:
-        label = "profile"
-        profiles.insert(0, label, profiles[factors].astype(str).agg("_".join, axis=1))
-
+    df, y, treat, X, spec = _slopes_rows(data[needed], outcome, treatment, rhs, missing)
+    profiles = _slopes_profiles(df, factors, reported)
     contrast = None
     if effect is not False and effect is not None:
-        # x(T=1) - x(T=0) of each profile, from the design's own coding; the controls (set
-        # to a row of the profile) cancel exactly
-        rows = profiles[factors].merge(df.drop_duplicates(factors), on=factors, how="left")
-        mm = [
-            np.asarray(
-                spec.get_model_matrix(labels_as_objects(rows.assign(**{treatment: t}))),
-                dtype=float,
-            )
-            for t in (1.0, 0.0)
-        ]
-        contrast = pd.DataFrame(mm[0] - mm[1], columns=X.columns)
-        contrast = contrast.loc[:, [c for c in X.columns if treatment in c.split(":")]]
+        contrast = _slopes_contrast(profiles, df, factors, spec, treatment, X)
     is_t = np.array([treatment in c.split(":") for c in X.columns])
     b_sd = (
         float(priors.control.sd)
@@ -1291,3 +1239,71 @@ def fit_varying_slopes(
         **engine_options,
     )
     return VaryingSlopesResults(f, priors, engine=f.engine, factors=factors)
+
+
+def _slopes_formula(treatment: str, controls: list[str], effect) -> tuple[list[str], str]:
+    """The modifiers of the treatment's slope (in the effect formula's order) and the
+    population-level right-hand side."""
+    if effect is False or effect is None:
+        return [], " + ".join(["1", *controls])
+    found = [v for v in _formula_vars(str(effect)) if v != treatment]
+    modifiers = sorted(found, key=lambda v: re.search(rf"\b{re.escape(v)}\b", effect).start())
+    slope = treatment if str(effect).strip() == "1" else f"{treatment} * ({effect})"
+    return modifiers, " + ".join(["1", *controls, slope])
+
+
+def _slopes_rows(df: pd.DataFrame, outcome: str, treatment: str, rhs: str, missing: str):
+    """Complete rows, the outcome and treatment as numbers, and the population-level design
+    (checked for aliasing) with its spec."""
+    from hetfx.design import design_spec
+
+    bad = df.isna().any(axis=1).to_numpy()
+    if bad.any():
+        counts = {c: int(n) for c, n in df.isna().sum().items() if n}
+        if missing == "raise":
+            raise DesignError(f"{int(bad.sum())} rows have missing values ({counts})")
+        warnings.warn(
+            f"dropped {int(bad.sum())} of {len(df)} rows with missing values ({counts})",
+            UserWarning,
+            stacklevel=3,
+        )
+        df = df.loc[~bad]
+    y = _numeric(outcome, df[outcome], "outcome")
+    treat = _numeric(treatment, df[treatment], "treatment")
+    df = df.assign(**{treatment: treat})  # as numbers: formulaic codes a boolean as a factor
+    df = _without_unused_categories(df)
+    X, spec = design_spec(rhs, df)
+    bad_x = _aliased(X)
+    if bad_x:
+        raise DesignError(
+            "the population-level design has columns that are not identified: "
+            + "; ".join(f"{k}: {v}" for k, v in bad_x.items())
+        )
+    return df, y, treat, X, spec
+
+
+def _slopes_profiles(df: pd.DataFrame, factors: list[str], reported: list[str]) -> pd.DataFrame:
+    """Observed combinations of the factors, sorted by them, with the reported columns (and
+    a ``profile`` label for more than one factor)."""
+    profiles = df[[*factors, *[c for c in reported if c not in factors]]].drop_duplicates()
+    profiles = profiles.sort_values(factors).reset_index(drop=True)
+    if profiles[factors].duplicated().any():
+        varying = [c for c in reported if c not in factors]
+        raise DesignError(f"columns {varying} are not constant within the profiles of {factors}")
+    if len(factors) > 1:
+        profiles.insert(0, "profile", profiles[factors].astype(str).agg("_".join, axis=1))
+    return profiles
+
+
+def _slopes_contrast(profiles, df, factors, spec, treatment: str, X) -> pd.DataFrame:
+    """``x(T=1) - x(T=0)`` of each profile from the design's own coding, over the columns
+    that hold the treatment (the controls, set to a row of the profile, cancel exactly)."""
+    rows = profiles[factors].merge(df.drop_duplicates(factors), on=factors, how="left")
+    mm = [
+        np.asarray(
+            spec.get_model_matrix(labels_as_objects(rows.assign(**{treatment: t}))), dtype=float
+        )
+        for t in (1.0, 0.0)
+    ]
+    contrast = pd.DataFrame(mm[0] - mm[1], columns=X.columns)
+    return contrast.loc[:, [c for c in X.columns if treatment in c.split(":")]]
