@@ -117,10 +117,12 @@ MANY_GROUPS_NUTPIE = (10_000, 256)
 
 
 def many_groups_child(n: int, G: int, seed: int = 1, engine: str = "quadrature") -> dict:
-    """One many-groups fit (run in a fresh process by :func:`many_groups`)."""
+    """One many-groups fit of the published model (run in a fresh process by
+    :func:`many_groups`): the exact engine (``"quadrature"``) or NUTS (``"nutpie"``)."""
     import resource
 
     from hetfx.models.lambda_model import fit_lambda_model
+    from hetfx.models.pooled import fit_exact_lambda
 
     rng = np.random.default_rng(seed)
     mods = rng.integers(0, 2, (G, 4))
@@ -143,7 +145,10 @@ def many_groups_child(n: int, G: int, seed: int = 1, engine: str = "quadrature")
         return r.ru_utime + r.ru_stime
 
     start, cpu0 = time.perf_counter(), cpu()
-    fit = fit_lambda_model(y, treat, X, group, Z, seed=seed, engine=engine)
+    if engine == "quadrature":
+        fit = fit_exact_lambda(y, treat, X, group, Z, baselines="none", seed=seed)
+    else:
+        fit = fit_lambda_model(y, treat, X, group, Z, seed=seed, engine=engine)
     fitted = time.perf_counter()
     groups = fit.group_effects()
     fit.coefs()

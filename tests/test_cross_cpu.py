@@ -132,15 +132,14 @@ def test_summaries_agree_across_emulated_cpus(runs, setting):
 
 @pytest.mark.parametrize("seed", [1, 2])
 def test_draws_do_not_shift_when_the_weights_change_in_the_last_bits(seed):
-    """Random numbers are drawn before the grid weights are used: perturbing the weights
-    by a few ulps leaves every draw in place to rounding (no stream shift)."""
-    from hetfx.models.gaussian import ScalePrior
-    from hetfx.models.lambda_model import (
-        ArrowLambda,
-        QuadraturePosterior,
-        lattice_grid,
-        prepare_lambda_data,
-    )
+    """The picks' uniforms are drawn before the grid weights are used: perturbing the weights
+    by a few ulps leaves every draw of the exact engine in place to rounding (no stream
+    shift)."""
+    import dataclasses
+
+    from hetfx.models.exact import BlockPosterior, fit_block_model
+    from hetfx.models.lambda_model import prepare_lambda_data
+    from hetfx.models.pooled import lambda_block_model
 
     rng = np.random.default_rng(seed)
     G, n = 12, 800
@@ -149,12 +148,10 @@ def test_draws_do_not_shift_when_the_weights_change_in_the_last_bits(seed):
     t = rng.integers(0, 2, n).astype(float)
     X = pd.DataFrame({"Intercept": 1.0, "x": rng.normal(size=n)})
     y = (0.2 + 0.3 * rng.normal(size=G))[g] * t + 0.5 * X["x"].to_numpy() + rng.normal(size=n)
-    d = prepare_lambda_data(y, t, X, g, Z)
-    prior = ScalePrior.brms_default()
-    cm = ArrowLambda(d, 1.0, 1.0, prior, prior)
-    grid = lattice_grid(cm, float(np.std(y)))
-    a = QuadraturePosterior(cm, grid).draws(2000, 7)
-    grid.w *= 1 + 4e-16 * rng.standard_normal(grid.w.shape)
-    b = QuadraturePosterior(cm, grid).draws(2000, 7)
+    model = lambda_block_model(prepare_lambda_data(y, t, X, g, Z), "none")
+    grid = fit_block_model(model, draws=0).grid
+    a = BlockPosterior(model, grid).draws(2000, 7)
+    w = grid.weights * (1 + 4e-16 * rng.standard_normal(grid.weights.shape))
+    b = BlockPosterior(model, dataclasses.replace(grid, weights=w)).draws(2000, 7)
     for key in a:
         np.testing.assert_allclose(a[key], b[key], rtol=0, atol=1e-9)

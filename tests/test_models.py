@@ -14,7 +14,7 @@ import pytest
 from conftest import BP_FILE, RAW, ROOT, TW_FILE
 from hetfx.inference import SamplerDiagnosticsError, check_diagnostics, compute_diagnostics
 from hetfx.models.gaussian import ScalePrior
-from hetfx.models.lambda_model import fit_lambda_model
+from hetfx.models.pooled import fit_exact_lambda
 from hetfx.paper import studies
 from hetfx.paper.data import bush_prather, tomz_weeks
 
@@ -191,7 +191,7 @@ def simulate_lambda(rng: np.random.Generator, G: int = 12, n: int = 600):
 
 def test_interval_coverage_on_data_drawn_from_the_prior():
     """Truth drawn from the prior => posterior intervals are calibrated on average.
-    Deterministic (quadrature engine, fixed seeds): the same on any CPU
+    Deterministic (exact engine, fixed seeds): the same on any CPU
     (tests/test_cross_cpu.py)."""
     rng = np.random.default_rng(2026)
     priors = dict(
@@ -204,7 +204,7 @@ def test_interval_coverage_on_data_drawn_from_the_prior():
     for r in range(60):
         data, lam, *_ = simulate_lambda(rng)
         # sigma's prior is shifted by .2 in the simulation; a half-normal(1) still covers it
-        fit = fit_lambda_model(**data, chains=2, draws=500, seed=r, **priors)
+        fit = fit_exact_lambda(**data, baselines="none", chains=2, draws=500, seed=r, **priors)
         ge = fit.group_effects(level=0.9)  # exact posterior quantiles
         lo, hi = ge["q05"].to_numpy(), ge["q95"].to_numpy()
         hits += int(((lo <= lam) & (lam <= hi)).sum())
@@ -216,7 +216,7 @@ def test_interval_coverage_on_data_drawn_from_the_prior():
 def test_parameter_recovery_with_many_observations():
     rng = np.random.default_rng(7)
     data, lam, gamma, sigma_theta, sigma = simulate_lambda(rng, G=8, n=20000)
-    fit = fit_lambda_model(**data, chains=2, draws=500, seed=1)
+    fit = fit_exact_lambda(**data, baselines="none", chains=2, draws=500, seed=1)
     est = fit.group_effects()["estimate"].to_numpy()
     assert np.abs(est - lam).max() < 4 * 2 * sigma / np.sqrt(20000 / 8 / 2)
     scale = fit.coefs().query("equation == 'scale'").set_index("term")

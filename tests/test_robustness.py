@@ -12,8 +12,14 @@ import pandas as pd
 import pytest
 from formulaic import model_matrix
 
-from hetfx.models.lambda_model import fit_lambda_model
+from hetfx.models.pooled import fit_exact_lambda
 from hetfx.paper import robustness as R
+
+
+def fit_published(*args, **kw):
+    """The published lambda model (one baseline for all cells) by the exact engine."""
+    return fit_exact_lambda(*args, baselines="none", **kw)
+
 
 K = 4  # binary modifiers -> 16 cells
 GAMMA = np.array([0.2, 0.15, -0.1, 0.1, 0.05])  # intercept + one per modifier
@@ -52,7 +58,7 @@ def _coverage(main_effects: bool, reps: int, seed: int = 3):
             full = model_matrix("*".join(cells.columns), cells)
             X = pd.concat([X, pd.DataFrame(np.asarray(full)[:, 1:])], axis=1)
             X.columns = [f"c{j}" for j in range(X.shape[1])]
-        fit = fit_lambda_model(y, t, X, code, Z, draws=500, seed=1)
+        fit = fit_published(y, t, X, code, Z, draws=500, seed=1)
         g = fit.group_effects()
         q05 = np.quantile(fit.idata.posterior["lambda"].values.reshape(-1, len(lam)), 0.05, axis=0)
         q95 = np.quantile(fit.idata.posterior["lambda"].values.reshape(-1, len(lam)), 0.95, axis=0)
@@ -73,7 +79,7 @@ def _mean_mcse(per_replicate: np.ndarray) -> tuple[float, float]:
 
 
 def test_main_effects_recover_group_effects_and_gamma_under_baseline_shifts() -> None:
-    """Deterministic (quadrature engine, its draws resampled at a fixed seed): the same
+    """Deterministic (exact engine, its draws made at a fixed seed): the same
     coverage on any CPU (tests/test_cross_cpu.py)."""
     cov_l, cov_g = (_mean_mcse(a) for a in _coverage(main_effects=True, reps=24))
     for cov, mcse in (cov_l, cov_g):
@@ -89,7 +95,7 @@ def small_fits():
     rng = np.random.default_rng(5)
     y, t, z1, code, Z, cells, lam = _factorial(rng, 800, 0.0)  # no baseline shifts
     X = pd.DataFrame({"Intercept": 1.0, "z1": z1})
-    fit = fit_lambda_model(y, t, X, code, Z, draws=250, seed=2)
+    fit = fit_published(y, t, X, code, Z, draws=250, seed=2)
     return fit, pd.Series(code)
 
 
@@ -126,7 +132,7 @@ def test_predictive_check_covers_a_well_specified_model(small_fits) -> None:
     # baseline shifts the outcome equation ignores: the check flags the control arms
     rng = np.random.default_rng(5)
     y, t, z1, code2, Z, _, _ = _factorial(rng, 800, 0.5)
-    bad = fit_lambda_model(
+    bad = fit_published(
         y, t, pd.DataFrame({"Intercept": 1.0, "z1": z1}), code2, Z, draws=250, seed=2
     )
     flagged = R.predictive_check(bad, pd.Series(code2), seed=1)

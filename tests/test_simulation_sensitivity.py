@@ -1,6 +1,6 @@
 """Simulation sensitivity to baseline shifts: DGP, the baseline-aware hierarchical estimators
 (hetfx.fit with baselines "fixed" and "pooled") against brute force, and their coverage; the
-pooled and fixed-baselines engines on the simulation's data."""
+exact engine's pooled and fixed-baselines models on the simulation's data."""
 
 import itertools
 import json
@@ -11,26 +11,11 @@ import pytest
 from scipy import stats
 
 from hetfx.api import build_design
-from hetfx.models.baselines import (
-    MixturePosterior,
-    PooledBaselineLambda,
-    fixed_baseline_model,
-    lattice_grid_nd,
-)
+from hetfx.models.exact import GRIDS, BlockPosterior, fit_block_model, lattice_grid_nd
 from hetfx.models.gaussian import ScalePrior
-from hetfx.models.lambda_model import (
-    ArrowLambda,
-    CollapsedLambda,
-    QuadraturePosterior,
-    design_from_factorial,
-    lattice_grid,
-    prepare_lambda_data,
-)
+from hetfx.models.lambda_model import prepare_lambda_data
+from hetfx.models.pooled import fit_exact_lambda, lambda_block_model
 from hetfx.paper import simulation as S
-
-#: The pooled engine's grid the simulation used before it called hetfx.fit (resolution per
-#: log scale, depth, prune level), kept for the engine tests below.
-POOLED_RESOLUTION, POOLED_DROP, POOLED_PRUNE = (0.75, 1.5, 1.5), 11.0, 1e-7
 
 
 def _lambda_inputs(data, cond):
@@ -45,7 +30,10 @@ def _lambda_inputs(data, cond):
         terms = [(), *((x,) for x in xs)]
     bits = (present[:, None] >> np.arange(cond.k - 1, -1, -1)) & 1
     keys = pd.DataFrame(bits, columns=xs, index=[S.group_labels(cond.k)[i] for i in present])
-    Z = design_from_factorial(keys, terms)
+    Z = pd.DataFrame(
+        {":".join(t) or "Intercept": keys[list(t)].prod(axis=1).astype(float) for t in terms},
+        index=keys.index,
+    )
     X = pd.DataFrame({"Intercept": 1.0, "z1": data["z1"], "z2": data["z2"], "z3": data["z3"]})
     return data["y"].to_numpy(float), data["treat"].to_numpy(float), X, codes, Z
 
@@ -172,8 +160,7 @@ def test_pooled_baselines_against_dense_brute_force(saturated):
     y, t, z, g, Z = _small_problem(saturated=saturated)
     G, q = Z.shape
     X = pd.DataFrame({"Intercept": 1.0, "z1": z[:, 0], "z2": z[:, 1]})
-    cm = PooledBaselineLambda(prepare_lambda_data(y, t, X, g, Z))
-    assert cm.saturated == saturated
+    model = lambda_block_model(prepare_lambda_data(y, t, X, g, Z), "pooled")
     oh = np.eye(G)[g]
     F = np.hstack([X.to_numpy(), t[:, None] * Z.to_numpy()[g], oh, t[:, None] * oh])
     Lmap = np.hstack([np.zeros((G, 3)), Z.to_numpy(), np.zeros((G, G)), np.eye(G)])
@@ -185,8 +172,9 @@ def test_pooled_baselines_against_dense_brute_force(saturated):
         pv = np.concatenate([np.ones(3), np.ones(q), np.full(G, sa**2), np.full(G, st**2)])
         ll, m, sd = _dense_lambda(y, t, F, pv, Lmap, s)
         lp_dense = ll + sum(pr.logpdf_log(np.array([v]))[0][0] for v in u)
-        lps.append((cm.logpost(u[None])[0], lp_dense))
-        m2, sd2 = cm.lambda_moments(u[None])
+        # the engine's scales: log sigma, then the blocks' (alpha, theta) log SDs
+        lp, m2, sd2 = model.logpost_and_moments(u[None, [0, 2, 1]])
+        lps.append((lp[0], lp_dense))
         np.testing.assert_allclose(m2[0], m, atol=1e-10)
         np.testing.assert_allclose(sd2[0], sd, atol=1e-10)
     lps = np.array(lps)
@@ -210,14 +198,11 @@ def test_pooled_estimator_is_the_api_model_on_a_converged_grid(design, index, re
     else:
         assert list(d.Z.columns) == ["Intercept", *cond.moderators]
         assert list(d.X.columns) == ["Intercept", "z1", "z2", "z3", *cond.moderators]
-    cm = PooledBaselineLambda(
-        prepare_lambda_data(d.y, d.treat, d.X, d.codes, d.Z), 1.0, 1.0, saturated=False
-    )
-    ls = float(np.log(np.std(d.y)))
     cols = ["q50", "q025", "q05", "q95", "q975"]
-    fine = MixturePosterior(
-        cm, lattice_grid_nd(cm, [ls, ls - 2, ls - 2], resolution=(2, 3, 3), drop=32)
-    ).summarise_lambda()
+    fine_grid = {"hermite": None, "resolution": (2.0, 3.0, 3.0), "drop": 32.0, "prune": 0.0}
+    fine = fit_exact_lambda(
+        d.y, d.treat, d.X, d.codes, d.Z, baselines="pooled", draws=0, grid=fine_grid
+    ).posterior.summarise_lambda(probs=(0.5, 0.025, 0.05, 0.95, 0.975))
     est = S.hierarchical_pooled_estimator(data, cond)
     assert list(est["group"]) == [str(v) for v in d.Z.index]
     np.testing.assert_allclose(
@@ -227,31 +212,27 @@ def test_pooled_estimator_is_the_api_model_on_a_converged_grid(design, index, re
 
 
 def test_fixed_effects_equal_dense_cell_dummies():
+    """The fixed-baselines model (within-cell centring) against brute force with one dummy
+    per cell under a wide N(0, 1e4) prior: the log posterior up to a constant and the
+    group effects' conditional moments."""
     y, t, z, g, Z = _small_problem(seed=2)
     G = Z.shape[0]
     Xz = pd.DataFrame({"z1": z[:, 0], "z2": z[:, 1]})
-    fe = fixed_baseline_model(prepare_lambda_data(y, t, Xz, g, Z))
-    oh = pd.DataFrame(np.eye(G)[g], columns=[f"cell{j}" for j in range(G)])
+    fe = lambda_block_model(prepare_lambda_data(y, t, Xz, g, Z), "fixed")
+    oh = np.eye(G)[g]
     wide = np.r_[np.full(G, 1e4), 1.0, 1.0]
-    pr = ScalePrior.brms_default()
-    dense = CollapsedLambda(
-        prepare_lambda_data(y, t, pd.concat([oh, Xz], axis=1), g, Z), 1.0, wide, pr, pr
-    )
-    u = np.array([[0.0, -1.0], [0.2, -0.5], [-0.1, -3.0], [0.3, 0.4]])
-    a, b = fe.logpost(u), dense.logpost(u)
-    np.testing.assert_allclose(a - a[0], b - b[0], atol=1e-6)  # equal up to a constant
-    # conditional moments of lambda against the dense Gaussian
-    F = np.hstack(
-        [oh.to_numpy(), Xz.to_numpy(), t[:, None] * Z.to_numpy()[g], t[:, None] * np.eye(G)[g]]
-    )
+    F = np.hstack([oh, Xz.to_numpy(), t[:, None] * Z.to_numpy()[g], t[:, None] * oh])
     Lmap = np.hstack([np.zeros((G, G + 2)), Z.to_numpy(), np.eye(G)])
-    cond = fe.conditional(u[:, 0], u[:, 1])
-    m, sd = fe.lambda_moments(cond)
+    u = np.array([[0.0, -1.0], [0.2, -0.5], [-0.1, -3.0], [0.3, 0.4]])
+    lp, m, sd = fe.logpost_and_moments(u)
+    a = lp - fe.log_prior(u)
+    b = np.empty(len(u))
     for j, (us, ut) in enumerate(u):
         pv = np.concatenate([wide**2, np.ones(Z.shape[1]), np.full(G, np.exp(2 * ut))])
-        _, m_d, sd_d = _dense_lambda(y, t, F, pv, Lmap, np.exp(us))
+        b[j], m_d, sd_d = _dense_lambda(y, t, F, pv, Lmap, np.exp(us))
         np.testing.assert_allclose(m[j], m_d, atol=1e-6)
         np.testing.assert_allclose(sd[j], sd_d, atol=1e-6)
+    np.testing.assert_allclose(a - a[0], b - b[0], atol=1e-6)  # equal up to a constant
 
 
 @pytest.mark.parametrize("design,index", [(1, 0), (2, 0)])
@@ -267,16 +248,17 @@ def test_fixed_effects_estimator_equals_wide_prior_fit(design, index):
     G = d.Z.shape[0]
     oh = pd.DataFrame(np.eye(G)[d.codes], columns=[f"cell{j}" for j in range(G)])
     Xw = pd.concat([oh, d.X.reset_index(drop=True)], axis=1)
-    pr = ScalePrior.brms_default()
-    cm = ArrowLambda(
-        prepare_lambda_data(d.y, d.treat, Xw, d.codes, d.Z),
-        1.0,
-        np.r_[np.full(G, 1e4), np.ones(3)],
-        pr,
-        pr,
+    fit = fit_exact_lambda(
+        d.y,
+        d.treat,
+        Xw,
+        d.codes,
+        d.Z,
+        baselines="none",
+        beta_sd=np.r_[np.full(G, 1e4), np.ones(3)],
+        draws=0,
     )
-    grid = lattice_grid(cm, float(np.std(d.y)), resolution=3.0)
-    ref = QuadraturePosterior(cm, grid).summarise_lambda(probs=(0.5, 0.025, 0.05, 0.95, 0.975))
+    ref = fit.posterior.summarise_lambda(probs=(0.5, 0.025, 0.05, 0.95, 0.975))
     np.testing.assert_allclose(
         est[["estimate", "q025", "q05", "q95", "q975"]].to_numpy(),
         ref[["q50", "q025", "q05", "q95", "q975"]].to_numpy(),
@@ -303,7 +285,7 @@ def test_fixed_effects_refuses_an_intercept():
     y, t, z, g, Z = _small_problem()
     X = pd.DataFrame({"Intercept": 1.0, "z1": z[:, 0]})
     with pytest.raises(ValueError, match="constant column"):
-        fixed_baseline_model(prepare_lambda_data(y, t, X, g, Z))
+        lambda_block_model(prepare_lambda_data(y, t, X, g, Z), "fixed")
 
 
 # ---------------------------------------------------------------------- coverage
@@ -431,8 +413,7 @@ def test_flood_fill_keeps_every_node_above_the_prune_level():
     cm = _Quadratic()
     grid = lattice_grid_nd(cm, [0.0, -0.5, -1.0], resolution=1.0, drop=18.0, prune=1e-9)
     # the lattice of the grid: recover steps and centre from the kept nodes' axes
-    from hetfx.models.baselines import _mode_and_sd
-    from hetfx.models.lambda_model import _lattice_step
+    from hetfx.models.exact import _lattice_step, _mode_and_sd
 
     mode, sd = _mode_and_sd(cm, np.array([0.0, -0.5, -1.0]))
 
@@ -474,36 +455,41 @@ def test_pooled_results_do_not_depend_on_chunks():
     cond = S.conditions(1)[2]  # 32 cells
     data, _ = S.simulate_condition(12, 1, cond, baseline_sd=0.3)
     y, treat, X, codes, Z = _lambda_inputs(data, cond)
-    cm = PooledBaselineLambda(prepare_lambda_data(y, treat, X, codes, Z))
-    u = np.column_stack([np.linspace(-0.2, 0.2, 60), np.linspace(-5, 0, 60), np.zeros(60) - 1])
-    ref = cm.logpost(u, chunk=1000)
+    model = lambda_block_model(prepare_lambda_data(y, treat, X, codes, Z), "pooled")
+    u = np.column_stack([np.linspace(-0.2, 0.2, 60), np.zeros(60) - 1, np.linspace(-5, 0, 60)])
+    ref = model.logpost(u, chunk=1000)
     for chunk in (1, 9):
-        np.testing.assert_allclose(cm.logpost(u, chunk=chunk), ref, rtol=1e-14, atol=0)
-    ls = float(np.log(np.std(y)))
-    grid = lattice_grid_nd(cm, [ls, ls - 2, ls - 2], resolution=POOLED_RESOLUTION, drop=18)
-    a = MixturePosterior(cm, grid).summarise_lambda().to_numpy()
-    b = MixturePosterior(cm, grid, chunk_elems=1.0).summarise_lambda().to_numpy()
-    np.testing.assert_allclose(a, b, rtol=0, atol=1e-13)
+        np.testing.assert_allclose(model.logpost(u, chunk=chunk), ref, rtol=1e-14, atol=0)
+    grid = fit_block_model(model, draws=0).grid
+    a, b = BlockPosterior(model, grid), BlockPosterior(model, grid)
+    for post in (a, b):
+        post._cache.clear()  # not the grid's moments: computed again over the kept nodes
+    b._chunks = lambda: (slice(i, i + 3) for i in range(0, len(grid.weights), 3))
+    for what in ("effects", "coefs", "block0"):
+        np.testing.assert_allclose(
+            a.summarise(what).to_numpy(), b.summarise(what).to_numpy(), rtol=0, atol=1e-13
+        )
 
 
 def test_pooled_moments_from_the_grid_equal_a_second_pass():
     """lattice_grid_nd(moments=True) keeps the conditional moments of the nodes it factors
     for its weights; the mixture summaries from them equal those of a second pass over the
-    kept nodes (MixturePosterior's own), and the grid itself is the same."""
+    kept nodes (BlockPosterior's own), and the grid itself is the same."""
     cond = S.conditions(1)[3]  # 64 cells
     data, _ = S.simulate_condition(12, 2, cond, baseline_sd=0.3)
     y, treat, X, codes, Z = _lambda_inputs(data, cond)
-    cm = PooledBaselineLambda(prepare_lambda_data(y, treat, X, codes, Z))
+    model = lambda_block_model(prepare_lambda_data(y, treat, X, codes, Z), "pooled")
     ls = float(np.log(np.std(y)))
-    kw = dict(resolution=POOLED_RESOLUTION, drop=POOLED_DROP, prune=POOLED_PRUNE)
-    with_m = lattice_grid_nd(cm, [ls, ls - 2, ls - 2], hermite=3, moments=True, **kw)
-    without = lattice_grid_nd(cm, [ls, ls - 2, ls - 2], hermite=3, **kw)
-    assert without.means is None and with_m.means.shape == (len(with_m.weights), cm.G)
+    kw = GRIDS[3]
+    with_m = lattice_grid_nd(model, [ls, ls - 2, ls - 2], moments=True, **kw)
+    without = lattice_grid_nd(model, [ls, ls - 2, ls - 2], **kw)
+    assert without.means is None and with_m.means.shape == (len(with_m.weights), model.G)
     np.testing.assert_array_equal(with_m.nodes, without.nodes)
     # the two evaluate the nodes in batches of different sizes: equal up to rounding
     np.testing.assert_allclose(with_m.weights, without.weights, rtol=1e-11, atol=0)
-    a = MixturePosterior(cm, with_m).summarise_lambda().to_numpy()
-    b = MixturePosterior(cm, without).summarise_lambda().to_numpy()
+    probs = (0.5, 0.025, 0.975)
+    a = BlockPosterior(model, with_m).summarise(probs=probs).to_numpy()
+    b = BlockPosterior(model, without).summarise(probs=probs).to_numpy()
     np.testing.assert_allclose(a, b, rtol=0, atol=1e-11)
 
 
@@ -527,8 +513,7 @@ def test_newton_mode_search_finds_the_mode_in_a_few_batched_calls(model):
     away (3 log units) changes the mode by less than 1e-8."""
     from scipy import optimize
 
-    from hetfx.models.baselines import ArrowScales, _mode_and_sd
-    from hetfx.models.lambda_model import ArrowLambda
+    from hetfx.models.exact import _mode_and_sd
 
     cond = S.conditions(1)[4] if model == "pooled" else S.conditions(2)[1]
     data, _ = S.simulate_condition(12, 1, cond, baseline_sd=0.3)
@@ -536,11 +521,9 @@ def test_newton_mode_search_finds_the_mode_in_a_few_batched_calls(model):
     d = prepare_lambda_data(y, treat, X, codes, Z)
     ls = float(np.log(np.std(y)))
     if model == "pooled":
-        cm, u0 = PooledBaselineLambda(d), np.array([ls, ls - 2, ls - 2])
+        cm, u0 = lambda_block_model(d, "pooled"), np.array([ls, ls - 2, ls - 2])
     else:
-        prior = ScalePrior.brms_default()
-        cm = ArrowScales(ArrowLambda(d, 1.0, 1.0, prior, prior))
-        u0 = np.array([ls, ls + np.log(0.1)])
+        cm, u0 = lambda_block_model(d, "none"), np.array([ls, ls + np.log(0.1)])
     counted = _Counting(cm)
     mode, sd = _mode_and_sd(counted, u0)
     assert counted.calls <= 12
@@ -581,12 +564,12 @@ def test_single_threaded_blas_limits_every_blas_library_and_restores_them():
 
 def test_logpost_and_moments_skips_rows_below_the_floor():
     """Rows whose log density is at or below the floor get NaN moments; the others equal
-    lambda_moments, and the log densities equal logpost, whatever the floor."""
+    the effects' conditional moments, and the log densities equal logpost, whatever the floor."""
     cond = S.conditions(1)[2]
     data, _ = S.simulate_condition(12, 0, cond, baseline_sd=0.3)
     y, treat, X, codes, Z = _lambda_inputs(data, cond)
-    cm = PooledBaselineLambda(prepare_lambda_data(y, treat, X, codes, Z))
-    u = np.column_stack([np.zeros(20), np.linspace(-4, 0, 20), np.linspace(-3, 0, 20)])
+    cm = lambda_block_model(prepare_lambda_data(y, treat, X, codes, Z), "pooled")
+    u = np.column_stack([np.zeros(20), np.linspace(-3, 0, 20), np.linspace(-4, 0, 20)])
     lp_all, mean_all, sd_all = cm.logpost_and_moments(u)
     floor = np.median(lp_all)
     lp, mean, sd = cm.logpost_and_moments(u, floor)
@@ -595,7 +578,7 @@ def test_logpost_and_moments_skips_rows_below_the_floor():
     above = lp > floor
     assert 0 < above.sum() < len(u)
     assert np.isnan(mean[~above]).all() and np.isnan(sd[~above]).all()
-    ref_mean, ref_sd = cm.lambda_moments(u[above])
+    ref_mean, ref_sd = cm.effect_moments(cm.factor(u[above]))
     np.testing.assert_allclose(mean[above], ref_mean, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(sd[above], ref_sd, rtol=1e-12, atol=0)
     np.testing.assert_allclose(mean_all[above], ref_mean, rtol=1e-12, atol=1e-14)
@@ -604,7 +587,7 @@ def test_logpost_and_moments_skips_rows_below_the_floor():
 def test_mode_search_falls_back_to_the_simplex_where_newton_cannot_start():
     """Where the log density is not finite on Newton's stencil (a support edge right at the
     start), _mode_and_sd falls back to Nelder-Mead and still finds the mode and its SDs."""
-    from hetfx.models.baselines import _mode_and_sd, _newton_mode
+    from hetfx.models.exact import _mode_and_sd, _newton_mode
 
     class _Edged(_Quadratic):
         def logpost(self, u, chunk=None):

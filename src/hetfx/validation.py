@@ -85,8 +85,7 @@ SET_BY_FRONT_END = {
     "b_sd",
     "intercept_prior",
     "sd_prior",
-    "baselines",
-    "within",  # the Gaussian front end sets these from baselines= and priors=
+    "baselines",  # the Gaussian front end sets these from baselines= and priors=
     "sigma_alpha_prior",
 }
 #: Further arguments a front-end function sets itself (:func:`hetfx.fit` sets the LKJ shape

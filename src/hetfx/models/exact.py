@@ -46,10 +46,10 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 from scipy import optimize, sparse
+from scipy.linalg import lapack
 
 from hetfx.inference import mixture_moments, mixture_quantiles, quantile_name, sinc_quantiles
 from hetfx.models.gaussian import ScalePrior, single_threaded_blas
-from hetfx.models.lambda_model import _batched_cholesky, _batched_tri_inv, _lattice_step, _quantise
 
 __all__ = [
     "GRIDS",
@@ -82,6 +82,53 @@ GRIDS = {
 }
 #: The finer grid the settings of :data:`GRIDS` are measured against.
 FINE_GRID = {"hermite": None, "resolution": 4.0, "drop": 32.0, "prune": 0.0}
+
+
+# ---------------------------------------------------------------- numerical helpers
+def _batched_cholesky(B: np.ndarray) -> np.ndarray:
+    """Lower Cholesky factors of a stack of symmetric positive definite matrices.
+
+    Small matrices go through numpy's batched routine; from 24 rows on, one LAPACK call per
+    matrix (on Fortran-ordered views, so nothing is copied) is several times faster. The
+    result is a view whose matrices are Fortran-contiguous.
+    """
+    if B.shape[-1] < 24:
+        return np.linalg.cholesky(B)
+    outT = np.empty_like(B)
+    for i, b in enumerate(B):
+        c, info = lapack.dpotrf(b.T, lower=1, clean=1, overwrite_a=1)  # b is symmetric
+        if info != 0:
+            raise np.linalg.LinAlgError("matrix is not positive definite")
+        outT[i] = c.T
+    return outT.transpose(0, 2, 1)
+
+
+def _batched_tri_inv(L: np.ndarray) -> np.ndarray:
+    """Inverses of a stack of lower-triangular matrices (see :func:`_batched_cholesky`)."""
+    if L.shape[-1] < 24:
+        return np.linalg.inv(L)
+    outT = np.empty(L.shape)
+    for i, m in enumerate(L):
+        inv, _ = lapack.dtrtri(m, lower=1)
+        outT[i] = inv.T
+    return outT.transpose(0, 2, 1)
+
+
+def _lattice_step(x: float) -> float:
+    """Largest ``2^(m/4) <= x`` (integer ``m``): a step that last-bit changes of ``x``
+    leave unchanged (except when ``x`` sits on a boundary)."""
+    return float(2.0 ** (np.floor(4 * np.log2(x)) / 4))
+
+
+def _quantise(x: np.ndarray, bits: int = 40) -> np.ndarray:
+    """Round to ``bits`` significant bits (see :meth:`BlockPosterior.draws`).
+
+    Veltkamp's splitting: with ``c = (2^(53 - bits) + 1) x``, ``c - (c - x)`` is ``x``
+    rounded to nearest at ``bits`` bits; three IEEE operations, exact on every CPU.
+    """
+    c = np.multiply(x, 2.0 ** (53 - bits) + 1.0)
+    t = np.subtract(c, x)
+    return np.subtract(c, t, out=c)
 
 
 def _as_2d(name: str, a, n: int) -> np.ndarray:
@@ -710,8 +757,7 @@ _GRID_KEYS = {"hermite", "resolution", "drop", "prune", "max_step", "stretch", "
 
 @dataclasses.dataclass
 class NDGrid:
-    """Lattice grid of ``d`` log scales (the N-D analogue of
-    :class:`~hetfx.models.lambda_model.QuadratureGrid`).
+    """Lattice grid of ``d`` log scales (:func:`lattice_grid_nd`).
 
     Attributes
     ----------
@@ -868,8 +914,9 @@ def lattice_grid_nd(
     """Lattice grid of the log scales of ``cm`` (anything with ``logpost`` and ``ndim``).
 
     Each axis is ``u = c + a sinh(v)``, ``v = h i`` with ``a`` and ``h`` powers of
-    ``2^(1/4)`` and ``c`` a multiple of ``a h`` chosen from the mode and the posterior SDs,
-    as :func:`hetfx.models.lambda_model.lattice_grid`. From a box of 3 posterior SDs around
+    ``2^(1/4)`` (:func:`_lattice_step`: last-bit changes of the mode and SDs leave them
+    unchanged) and ``c`` a multiple of ``a h`` chosen from the mode and the posterior SDs.
+    From a box of 3 posterior SDs around
     the mode the grid grows by flood fill: every face neighbour of a node less than ``drop``
     log units below the top is evaluated, so the nodes left out are all deeper than that and
     lie outside the region above it. Nodes of normalised weight below ``prune`` are then
@@ -903,7 +950,7 @@ def lattice_grid_nd(
         lattices and flood fill; the first axis has no shell.
     moments : bool, default False
         Keep the group effects' conditional moments of the nodes, from
-        ``cm.logpost_and_moments`` (one factorisation per node where :class:`MixturePosterior`
+        ``cm.logpost_and_moments`` (one factorisation per node where :class:`BlockPosterior`
         would factor the kept nodes again); nodes already below the prune level when they are
         evaluated get none.
 

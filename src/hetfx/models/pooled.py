@@ -31,14 +31,13 @@ import pandas as pd
 from scipy import sparse
 
 from hetfx.inference import Diagnostics, compute_diagnostics, summarise_coefs
-from hetfx.models.exact import BlockModel, BlockPosterior, fit_block_model
+from hetfx.models.exact import BlockModel, BlockPosterior, _quantise, fit_block_model
 from hetfx.models.gaussian import ScalePrior
 from hetfx.models.lambda_model import (
     _SUMMARY_PROBS,
     LambdaData,
     LambdaFit,
     _idata_from_draws,
-    _quantise,
     prepare_lambda_data,
 )
 
