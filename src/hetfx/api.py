@@ -80,6 +80,8 @@ import pandas as pd
 from formulaic import Formula
 
 from hetfx.design import aliased_columns, design_spec, labels_as_objects
+from hetfx.families import FAMILIES as _FAMILIES
+from hetfx.families import GAUSSIAN, get_family
 from hetfx.priors import FLAT_SD, Priors
 from hetfx.validation import (
     DesignError,
@@ -99,7 +101,7 @@ __all__ = [
     "FAMILIES",
 ]
 
-FAMILIES = ("gaussian", "bernoulli")
+FAMILIES = tuple(_FAMILIES)
 
 
 @dataclasses.dataclass
@@ -419,8 +421,7 @@ def build_design(
     """
     if not isinstance(data, pd.DataFrame):
         raise TypeError(f"data must be a pandas DataFrame, got {type(data).__name__}")
-    if family not in FAMILIES:
-        raise DesignError(f"family must be one of {FAMILIES}, got {family!r}")
+    fam = get_family(family)
     if missing not in ("drop", "raise"):
         raise DesignError(f"missing must be 'drop' or 'raise', got {missing!r}")
     r = _design_roles(
@@ -438,7 +439,7 @@ def build_design(
     if absent:
         raise KeyError(f"data has no columns {absent}")
     df, counts, n_dropped = _complete_rows(data, needed, missing)
-    y, treat, w = _outcome_arrays(df, outcome, treatment, weights, family)
+    y, treat, w = _outcome_arrays(df, outcome, treatment, weights, fam)
     cells, codes, group_name, levels = _cells_of(df, group, modifiers)
     _check_single_arm(cells, codes, treat, single_arm_cells)
     Z, z_spec, reduced, main = _z_design(r["effect"], cells, baselines, r["main"], modifiers)
@@ -562,7 +563,7 @@ def _complete_rows(data: pd.DataFrame, needed: list[str], missing: str):
     return df, counts, n_dropped
 
 
-def _outcome_arrays(df: pd.DataFrame, outcome, treatment, weights, family: str):
+def _outcome_arrays(df: pd.DataFrame, outcome, treatment, weights, family):
     """The outcome, the treatment and the weights (normalised to mean 1, or None) as
     arrays, checked for the family."""
     w = None
@@ -576,12 +577,7 @@ def _outcome_arrays(df: pd.DataFrame, outcome, treatment, weights, family: str):
         w = w / w.mean()
     y = _numeric(outcome, df[outcome], "outcome")
     treat = _numeric(treatment, df[treatment], "treatment")
-    if family == "bernoulli":
-        for nm, arr in ((outcome, y), (treatment, treat)):
-            if not np.all(np.isin(arr, (0.0, 1.0))):
-                raise DesignError(
-                    f"family='bernoulli' needs a 0/1 {nm!r}; it holds {np.unique(arr)[:6].tolist()}"
-                )
+    family.check_values(outcome, y, treatment, treat)
     return y, treat, w
 
 
@@ -884,8 +880,6 @@ def fit(
     ``family="bernoulli"``) and a simulated conjoint.
     """
     check_fit(locals())
-    from hetfx.families import GAUSSIAN, get_family
-
     fam = get_family(family)
     if priors is not None and not isinstance(priors, Priors):
         raise TypeError("priors must be a hetfx.Priors bundle")

@@ -417,14 +417,21 @@ class BlockModel:
             out[i : i + chunk] = self._log_marginal(self.factor(uu)) + self.log_prior(uu)
         return out
 
-    def logpost_and_moments(self, u: np.ndarray, floor=-np.inf):
-        """:meth:`logpost` and the groups' effects' conditional means and SDs (``(m, G)``;
-        NaN at rows whose log density is not above ``floor``), one factorisation per row."""
+    def logpost_and_moments(self, u: np.ndarray, floor=-np.inf, moments=None, width=None):
+        """:meth:`logpost` and conditional means and SDs (``(m, width)``; NaN at rows whose
+        log density is not above ``floor``), one factorisation per row.
+
+        ``moments(node) -> (mean, sd)`` gives them from a factorised node (default
+        :meth:`effect_moments`, the groups' effects: ``width`` G); a caller that reports
+        other combinations (e.g. profile effects) passes its own, with their ``width``.
+        """
+        moments = self.effect_moments if moments is None else moments
+        width = self.G if width is None else width
         u = np.atleast_2d(np.asarray(u, dtype=float))
         floor = np.broadcast_to(np.asarray(floor, dtype=float), (len(u),))
         lp = np.empty(len(u))
-        mean = np.full((len(u), self.G), np.nan)
-        sd = np.full((len(u), self.G), np.nan)
+        mean = np.full((len(u), width), np.nan)
+        sd = np.full((len(u), width), np.nan)
         chunk = self._chunk()
         for i in range(0, len(u), chunk):
             uu = u[i : i + chunk]
@@ -432,8 +439,7 @@ class BlockModel:
             lp[i : i + chunk] = self._log_marginal(nd) + self.log_prior(uu)
             rows = np.flatnonzero(lp[i : i + chunk] > floor[i : i + chunk])
             if len(rows):
-                m, s = self.effect_moments(nd.take(rows))
-                mean[i + rows], sd[i + rows] = m, s
+                mean[i + rows], sd[i + rows] = moments(nd.take(rows))
         return lp, mean, sd
 
     # -- conditional moments ----------------------------------------------------------

@@ -1633,21 +1633,8 @@ class _ProfileBlocks:
     def logpost_and_moments(self, u: np.ndarray, floor=-np.inf):
         """The model's log density at rows ``u`` and :meth:`row_moments` where it is above
         ``floor`` (NaN elsewhere), one factorisation per row."""
-        md = self.model
-        u = np.atleast_2d(np.asarray(u, dtype=float))
-        floor = np.broadcast_to(np.asarray(floor, dtype=float), (len(u),))
-        r = len(self.group) + self.Mt.shape[0]
-        lp = np.empty(len(u))
-        mean, sd = np.full((len(u), r), np.nan), np.full((len(u), r), np.nan)
-        step = md._chunk()
-        for i in range(0, len(u), step):
-            uu = u[i : i + step]
-            nd = md.factor(uu)
-            lp[i : i + step] = md._log_marginal(nd) + md.log_prior(uu)
-            rows = np.flatnonzero(lp[i : i + step] > floor[i : i + step])
-            if len(rows):
-                mean[i + rows], sd[i + rows] = self.row_moments(nd.take(rows))
-        return lp, mean, sd
+        width = len(self.group) + self.Mt.shape[0]
+        return self.model.logpost_and_moments(u, floor, self.row_moments, width)
 
 
 def block_model(
