@@ -5,7 +5,8 @@ Usage: python tests/cross_cpu_worker.py OUT_DIR
 
 Writes to OUT_DIR, at full precision:
 
-- ``{m1,m2}_{groups,coefs}.csv``: M1 and M2 (published coding, quadrature engine) and
+- ``{m1,m2}_{groups,coefs,diagnostics}.csv``: M1 and M2 (published coding, quadrature
+  engine; the diagnostics without their run times) and
   ``sim.csv``: replicate 0 of both simulation designs (OLS and hierarchical);
 - ``{logit_published,logit_additive_main_effects}_{groups,logit,coefs}.csv``: the robustness
   stage's two logit variants (params.yaml settings, the default ``qmc`` engine);
@@ -62,6 +63,8 @@ def lambda_models(tw: pd.DataFrame, out: Path) -> None:
         fit = studies.fit_tomz_weeks(tw, model, "published", settings, sampler)
         fit.group_effects(level=0.9).to_csv(out / f"{model}_groups.csv", **CSV)
         fit.coefs().to_csv(out / f"{model}_coefs.csv", **CSV)
+        times = ["wall_seconds", "compile_seconds", "sampling_seconds"]
+        fit.diagnostics().drop(columns=times).to_csv(out / f"{model}_diagnostics.csv", **CSV)
     est = {"ols": S.ols_estimator, "hierarchical": S.hierarchical_estimator}
     sim = [S.run_replicate(design, 0, 12, est) for design in (1, 2)]
     pd.concat(sim, ignore_index=True).to_csv(out / "sim.csv", **CSV)

@@ -131,6 +131,20 @@ def _quantise(x: np.ndarray, bits: int = 40) -> np.ndarray:
     return np.subtract(c, t, out=c)
 
 
+def _quantise_columns(x: np.ndarray, bits: int = 40) -> np.ndarray:
+    """Round each column (the draws ``x[:, j, ...]`` of one quantity) to a binary grid of
+    step ``2^(e - bits)``, where ``2^e`` bounds the column's largest absolute value.
+
+    Unlike :func:`_quantise`, the step is the same for every draw of a quantity, so the two
+    middle draws of an even number lie at exactly equal distances from their median on every
+    CPU: the folded ranks behind R-hat and the tail ESS do not then depend on how another
+    CPU rounds that tie. Scaling by a power of two and rounding are exact.
+    """
+    big = np.max(np.abs(x), axis=0, keepdims=True)
+    step = np.ldexp(1.0, np.frexp(big)[1] - bits)
+    return np.round(x / step) * step
+
+
 def _as_2d(name: str, a, n: int) -> np.ndarray:
     a = np.asarray(a, dtype=float)
     if a.ndim == 1:
@@ -608,8 +622,9 @@ class BlockPosterior:
         from their Gaussian conditionals. Keys ``a`` (n, k), ``c`` (n, G, b), ``effect``
         (n, G) and ``u`` (n, ndim). The draws are made in the order of their nodes (each
         node factored once), in blocks, from one stream of ``seed``, and put back in the
-        order of the picks; ``a`` and ``u`` rounded to 40 bits (their R-hat and ESS are
-        then the same on any CPU)."""
+        order of the picks; ``u`` rounded to 40 bits, ``a``, the blocks and the effects to a
+        grid of 40 bits per quantity (:func:`_quantise_columns`: their R-hat and ESS are then
+        the same on any CPU)."""
         md = self.model
         rng = np.random.default_rng(seed)
         cum = np.cumsum(self.weights)
@@ -631,8 +646,9 @@ class BlockPosterior:
                 z_c = rng.standard_normal((len(rows), md.G, md.b))
                 inv = np.searchsorted(nodes, idx[rows])
                 a, c = md.draw(None, z_a, z_c, inv, pieces)
-                a_out[rows], c_out[rows] = _quantise(a), c
-        effect = a_out @ md.effect_coefs.T + c_out[:, :, md.effect_col]
+                a_out[rows], c_out[rows] = a, c
+        a_out, c_out = _quantise_columns(a_out), _quantise_columns(c_out)
+        effect = _quantise_columns(a_out @ md.effect_coefs.T + c_out[:, :, md.effect_col])
         return {"a": a_out, "c": c_out, "effect": effect, "u": _quantise(self.nodes[idx])}
 
 
