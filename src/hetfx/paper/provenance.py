@@ -506,9 +506,16 @@ def title(entry: Entry) -> str:
 
 
 def as_json(entries: Mapping[str, Entry]) -> dict[str, dict]:
-    """``name -> {shown, value, title, stage, file, row, column, computation}``."""
+    """``name -> {shown, value, title, stage, file, row, column, computation}``; numbers to
+    12 significant digits (a value computed here, e.g. a correlation, moves in its last bits
+    on another CPU; a committed cell is written with fewer digits and stays exact)."""
     return {
-        name: {"shown": e.shown, "value": e.value, "title": title(e), **asdict(e.source)}
+        name: {
+            "shown": e.shown,
+            "value": float(f"{e.value:.12g}") if isinstance(e.value, float) else e.value,
+            "title": title(e),
+            **asdict(e.source),
+        }
         for name, e in sorted(entries.items())
     }
 
