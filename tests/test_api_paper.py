@@ -198,8 +198,8 @@ def test_the_pipeline_fits_through_the_front_end(tw):
     assert isinstance(a1, VaryingSlopesResults) and a1.draws is a1.fit.idata
 
 
-def test_issue9_specification_numbers_through_the_front_end(tw):
-    """Issue 9's measurements, refitted with one argument changed each: M1 with the 31
+def test_specification_numbers_through_the_front_end(tw):
+    """The specification measurements, refitted with one argument changed each: M1 with the 31
     condition main effects (SD .180, range [-.15, .61], r = .21 with published M1 and .995
     with saturated OLS); additive Z with them (SD .122, [.04, .52]) and without (SD .064,
     [.21, .47])."""

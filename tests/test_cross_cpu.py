@@ -1,5 +1,4 @@
-"""Another machine, emulated: the fits' summaries must not depend on how the CPU rounds
-(issue 11, item 3).
+"""Another machine, emulated: the fits' summaries must not depend on how the CPU rounds.
 
 One worker process (tests/cross_cpu_worker.py) fits every model the targets name: M1, M2 and
 replicate 0 of both simulation designs (exact quadrature summaries: within 1e-9), the
@@ -32,7 +31,7 @@ import pytest
 
 from conftest import ROOT
 
-#: Largest acceptable difference of any number of each output, by the targets of issue 11.
+#: Largest acceptable difference of any number of each output.
 TOL = {
     **{f: 1e-9 for f in ("m1_groups", "m1_coefs", "m2_groups", "m2_coefs", "sim")},
     **{

@@ -1,4 +1,4 @@
-"""Quoted numbers from Monte Carlo outputs are printed no finer than 4 x their MCSE (issue 11).
+"""Quoted numbers from Monte Carlo outputs are printed no finer than 4 x their MCSE.
 
 Bush-Prather is fitted by the ``qmc`` engine (importance sampling): its group medians and
 bounds carry Monte Carlo SEs (``fit.exact["groups_mcse"]``; the fit stage writes the largest

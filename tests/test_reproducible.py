@@ -1,4 +1,4 @@
-"""A rebuild on the same machine changes no committed byte (issue 11): no committed artifact
+"""A rebuild on the same machine changes no committed byte: no committed artifact
 holds a run time or a time stamp. The fit stage end to end, run twice, is in test_stages.py."""
 
 from __future__ import annotations

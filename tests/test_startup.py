@@ -2,7 +2,7 @@
 
 Each DVC stage is a fresh Python process; ArviZ (with matplotlib, numba and scipy.stats),
 PyMC, nutpie and statsmodels.api take seconds of CPU to import, so an OLS stage or a data
-stage must not pay for them (issue 11 item 8). Fresh interpreters, so the test sees exactly
+stage must not pay for them. Fresh interpreters, so the test sees exactly
 what an import loads.
 """
 

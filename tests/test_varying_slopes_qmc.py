@@ -1,4 +1,4 @@
-"""Deterministic ``qmc`` engine of the varying-slopes models (issue 11 item 2).
+"""Deterministic ``qmc`` engine of the varying-slopes models.
 
 Exact mixture summaries, the weighted quantiles, the Pareto k-hat gate, agreement with the
 NUTS-based engine and with brms. Agreement across emulated CPUs within 1e-6:

@@ -113,6 +113,12 @@ class Prior:
         return cls("half_student_t", float(scale), float(nu))
 
     @classmethod
+    def brms_default(cls) -> Prior:
+        """brms's default prior of a standard deviation, half-Student-t(3, 0, 2.5)
+        (:meth:`hetfx.models.gaussian.ScalePrior.brms_default`)."""
+        return cls.from_spec(ScalePrior.brms_default())
+
+    @classmethod
     def from_spec(cls, spec) -> Prior:
         """A prior from its ``params.yaml`` form, a :class:`ScalePrior`, or a Prior.
 
@@ -229,9 +235,9 @@ class Priors:
     effect: Prior = Prior.normal(1.0)
     control: Prior = Prior.normal(1.0)
     intercept: Prior | None = None
-    sigma: Prior = Prior.half_student_t(3, 2.5)
-    sigma_theta: Prior = Prior.half_student_t(3, 2.5)
-    sigma_alpha: Prior = Prior.half_student_t(3, 2.5)
+    sigma: Prior = Prior.brms_default()
+    sigma_theta: Prior = Prior.brms_default()
+    sigma_alpha: Prior = Prior.brms_default()
     lkj_eta: float = 1.0
     #: How the priors were set (``""``: given; else the data scales they were derived from).
     origin: str = dataclasses.field(default="", compare=False)

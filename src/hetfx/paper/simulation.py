@@ -570,9 +570,9 @@ PUBLISHED_PRIORS = Priors(
     effect=Prior.normal(1.0),
     control=Prior.normal(1.0),
     intercept=Prior.normal(1.0),
-    sigma=Prior.half_student_t(3, 2.5),
-    sigma_theta=Prior.half_student_t(3, 2.5),
-    sigma_alpha=Prior.half_student_t(3, 2.5),
+    sigma=Prior.brms_default(),
+    sigma_theta=Prior.brms_default(),
+    sigma_alpha=Prior.brms_default(),
 )
 #: Baselines of each hierarchical estimator (``hetfx.fit(baselines=...)``).
 HIERARCHICAL_BASELINES = {
