@@ -84,6 +84,7 @@ from hetfx.families import FAMILIES as _FAMILIES
 from hetfx.families import GAUSSIAN, get_family
 from hetfx.priors import FLAT_SD, Priors
 from hetfx.validation import (
+    bad_values,
     DesignError,
     check_fit,
     check_fit_ols,
@@ -438,6 +439,7 @@ def build_design(
     absent = [c for c in needed if c not in data.columns]
     if absent:
         raise KeyError(f"data has no columns {absent}")
+    r["needed"] = needed
     df, counts, n_dropped = _complete_rows(data, needed, missing)
     y, treat, w = _outcome_arrays(df, outcome, treatment, weights, fam)
     cells, codes, group_name, levels = _cells_of(df, group, modifiers)
@@ -531,15 +533,15 @@ def _design_roles(
 def _complete_rows(data: pd.DataFrame, needed: list[str], missing: str):
     """The rows without missing or infinite values in a used column: ``(frame, counts by
     variable, rows dropped)``; warns (``missing="drop"``) or raises (``"raise"``)."""
+    columns = {c: data[c] for c in needed}
+    bad = {c: bad_values(s) for c, s in columns.items()}
+    bad = {c: b for c, b in bad.items() if b is not None}
+    counts = {c: int(b.sum()) for c, b in bad.items()}
+    categorical = any(isinstance(s.dtype, pd.CategoricalDtype) for s in columns.values())
+    if not bad and not categorical and len(data):  # nothing to drop or change: ``data``
+        return data, counts, 0  # itself (its columns are read by name)
     df = data[needed].copy()
-    bad = {}
-    for c in needed:
-        s = df[c]
-        bad[c] = s.isna().to_numpy()
-        if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
-            bad[c] = bad[c] | ~np.isfinite(s.to_numpy(dtype=float, na_value=np.nan))
-    counts = {c: int(bad[c].sum()) for c in needed if bad[c].any()}
-    drop = np.logical_or.reduce([bad[c] for c in needed])
+    drop = np.logical_or.reduce(list(bad.values())) if bad else np.zeros(len(df), dtype=bool)
     n_dropped = int(drop.sum())
     if n_dropped:
         listing = ", ".join(f"{c} {k}" for c, k in counts.items())
@@ -581,9 +583,44 @@ def _outcome_arrays(df: pd.DataFrame, outcome, treatment, weights, family):
     return y, treat, w
 
 
+def _labelled_cells(df: pd.DataFrame, group: str, modifiers: list[str]):
+    """:func:`_cells_of` by a label column of strings or integers and modifiers of numpy
+    dtypes, read from arrays: ``(cells, codes)``, or None where that does not apply (other
+    dtypes, or modifiers that vary within a label: the frames' way names the groups)."""
+    s = df[group]
+    numbers = isinstance(s.dtype, np.dtype) and s.dtype.kind in "iu"
+    if not (numbers or isinstance(s.dtype, pd.StringDtype)):
+        return None
+    mods = {m: df[m].to_numpy() for m in modifiers}
+    if not all(isinstance(v.dtype, np.dtype) and v.dtype.kind in "iufbO" for v in mods.values()):
+        return None
+    seen, uniq = pd.factorize(s)
+    first = np.empty(len(uniq), dtype=np.int64)
+    first[seen[::-1]] = np.arange(len(seen) - 1, -1, -1)  # each label's first row
+    if not all(np.array_equal(v, v[first][seen]) for v in mods.values()):
+        return None
+    order = np.asarray(uniq.argsort())  # by the label (unique), as the frames' sort
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    rows = first[order]
+    dtypes = {v.dtype for v in mods.values()}
+    if len(dtypes) == 1:  # one block
+        values = np.column_stack([v[rows] for v in mods.values()]).astype(dtypes.pop())
+        cells = pd.DataFrame(values, columns=modifiers)
+    else:
+        cells = pd.DataFrame({m: v[rows] for m, v in mods.items()}, columns=modifiers)
+    labels = uniq[order].astype(str).to_numpy()
+    cells.index = pd.Index(labels, name=group)
+    return cells, rank[seen].astype(np.int64)
+
+
 def _cells_of(df: pd.DataFrame, group: str | None, modifiers: list[str]):
     """The cells (one row per cell, its modifier values, indexed by its label), each row's
     cell code, the label column's name and each modifier's levels."""
+    fast = _labelled_cells(df, group, modifiers) if group else None
+    if fast is not None:
+        cells, codes = fast
+        return cells, codes, group, _levels(cells, modifiers)
     cells_cols = [group, *modifiers] if group else modifiers
     # cells in a fixed order whatever the row order: by the label column when there is one
     # (as the paper's own fits), else by the modifiers
@@ -611,7 +648,12 @@ def _cells_of(df: pd.DataFrame, group: str | None, modifiers: list[str]):
     cells.index = pd.Index(labels.to_numpy(), name=group_name)
     if not cells.index.is_unique:
         raise DesignError("two cells print to the same label; rename the modifier levels")
-    levels = {
+    return cells, codes, group_name, _levels(cells, modifiers)
+
+
+def _levels(cells: pd.DataFrame, modifiers: list[str]) -> dict[str, list]:
+    """Each modifier's levels (its categories, its sorted labels; none for numbers)."""
+    return {
         m: list(cells[m].cat.categories)
         if isinstance(cells[m].dtype, pd.CategoricalDtype)
         else sorted(pd.unique(cells[m]))
@@ -619,7 +661,6 @@ def _cells_of(df: pd.DataFrame, group: str | None, modifiers: list[str]):
         else []
         for m in modifiers
     }
-    return cells, codes, group_name, levels
 
 
 def _check_single_arm(cells: pd.DataFrame, codes, treat, single_arm_cells: str) -> None:
@@ -697,7 +738,7 @@ def _x_design(df: pd.DataFrame, r: dict, main, cells, codes, treat):
     baselines, controls_formula = r["baselines"], r["controls_formula"]
     # the controls' own columns (the rest of df would only keep the matrix off the numeric
     # fast path of design_spec)
-    Xc, _ = design_spec(controls_formula, df[r["control_vars"]] if r["control_vars"] else df)
+    Xc, _ = design_spec(controls_formula, df[r["control_vars"] or r["needed"]])
     if baselines == "fixed":  # the cells' free baselines replace the intercept
         Xc = Xc.drop(columns=["Intercept"], errors="ignore")
     elif "Intercept" not in Xc.columns:

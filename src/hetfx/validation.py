@@ -286,16 +286,31 @@ def numbers_of(name: str, s: pd.Series, role: str) -> np.ndarray:
     )
 
 
-def _complete(data: pd.DataFrame, used: Sequence[str]) -> pd.DataFrame:
-    """The rows :func:`hetfx.api.build_design` keeps: no missing or infinite value."""
-    df = data[list(used)]
-    keep = np.ones(len(df), dtype=bool)
-    for c in used:
-        s = df[c]
-        keep &= ~s.isna().to_numpy()
+def bad_values(s: pd.Series) -> np.ndarray | None:
+    """Rows of a column holding a missing or (a number column) infinite value; None where
+    there are none. Read from the column's numpy values where it has a numpy dtype (a
+    float column's are its non-finite values, an integer or boolean column has none)."""
+    dtype = s.dtype
+    if isinstance(dtype, np.dtype) and dtype.kind in "iub":
+        return None
+    if isinstance(dtype, np.dtype) and dtype.kind == "f":
+        bad = ~np.isfinite(s.to_numpy())
+    else:
+        bad = s.isna().to_numpy()
         if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
-            keep &= np.isfinite(s.to_numpy(dtype=float, na_value=np.nan))
-    return df if keep.all() else df.loc[keep]
+            bad = bad | ~np.isfinite(s.to_numpy(dtype=float, na_value=np.nan))
+    return bad if bad.any() else None
+
+
+def _complete(data: pd.DataFrame, used: Sequence[str]) -> pd.DataFrame:
+    """The rows :func:`hetfx.api.build_design` keeps: no missing or infinite value (``data``
+    itself where every row is complete; its columns are then read by name)."""
+    keep = None
+    for c in used:
+        bad = bad_values(data[c])
+        if bad is not None:
+            keep = ~bad if keep is None else keep & ~bad
+    return data if keep is None else data[list(used)].loc[keep]
 
 
 def _is_number_column(s) -> bool:
