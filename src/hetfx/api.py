@@ -84,8 +84,8 @@ from hetfx.families import FAMILIES as _FAMILIES
 from hetfx.families import GAUSSIAN, get_family
 from hetfx.priors import FLAT_SD, Priors
 from hetfx.validation import (
-    bad_values,
     DesignError,
+    bad_values,
     check_fit,
     check_fit_ols,
     check_fit_varying_slopes,
