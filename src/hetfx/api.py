@@ -89,6 +89,7 @@ from hetfx.validation import (
     check_fit,
     check_fit_ols,
     check_fit_varying_slopes,
+    first_rows,
     is_formula,
 )
 
@@ -595,8 +596,7 @@ def _labelled_cells(df: pd.DataFrame, group: str, modifiers: list[str]):
     if not all(isinstance(v.dtype, np.dtype) and v.dtype.kind in "iufbO" for v in mods.values()):
         return None
     seen, uniq = pd.factorize(s)
-    first = np.empty(len(uniq), dtype=np.int64)
-    first[seen[::-1]] = np.arange(len(seen) - 1, -1, -1)  # each label's first row
+    first = first_rows(seen, len(uniq))
     if not all(np.array_equal(v, v[first][seen]) for v in mods.values()):
         return None
     order = np.asarray(uniq.argsort())  # by the label (unique), as the frames' sort

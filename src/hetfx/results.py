@@ -355,6 +355,17 @@ class Results(BaseResults):
         k["n_obs"] = self.n_obs
         return k
 
+    def _keyed(self, columns: Mapping[str, np.ndarray]) -> pd.DataFrame:
+        """``pd.concat([self._keys(), pd.DataFrame(columns)], axis=1)``, built from arrays
+        in one step (the cells' label and modifiers copied, so the frame owns them)."""
+        d = self.design
+        names = [d.group_name, *d.cells.columns, "n_obs", *columns]
+        if len(set(names)) < len(names) or not all(isinstance(c, str) for c in names):
+            return pd.concat([self._keys(), pd.DataFrame(columns)], axis=1)
+        keys = {d.group_name: d.cells.index.array.copy()}
+        keys.update({m: d.cells[m].array.copy() for m in d.cells.columns})
+        return pd.DataFrame({**keys, "n_obs": self.n_obs, **columns}, copy=False)
+
     def group_effects(self, level: float = 0.95) -> pd.DataFrame:
         """Posterior of each group's effect.
 
@@ -829,17 +840,11 @@ class GaussianResults(Results):
         labels = [str(v) for v in self.design.cells.index]
         if list(s.index) != labels:
             s = s.loc[labels]  # by label, in the design's order
-        out = pd.DataFrame(
-            {
-                "estimate": s["q50"].to_numpy(),
-                "lower": s[quantile_name(lo)].to_numpy(),
-                "upper": s[quantile_name(hi)].to_numpy(),
-                "mean": s["mean"].to_numpy(),
-                "sd": s["sd"].to_numpy(),
-                **{name: s[quantile_name(p)].to_numpy() for name, p in QUANTILES.items()},
-            }
-        )
-        return pd.concat([self._keys(), out], axis=1)
+        names = ["q50", quantile_name(lo), quantile_name(hi), "mean", "sd"]
+        names += [quantile_name(p) for p in QUANTILES.values()]
+        values = s.to_numpy()[:, s.columns.get_indexer(names)]  # one writable copy
+        out = ["estimate", "lower", "upper", "mean", "sd", *QUANTILES]
+        return self._keyed({c: values[:, j] for j, c in enumerate(out)})
 
     group_effects.__doc__ = Results.group_effects.__doc__
 

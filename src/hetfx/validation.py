@@ -313,6 +313,24 @@ def _complete(data: pd.DataFrame, used: Sequence[str]) -> pd.DataFrame:
     return data if keep is None else data[list(used)].loc[keep]
 
 
+class Columns(dict):
+    """The columns of a frame, each read once (``frame[name]`` is pandas' slowest common
+    step): ``Columns(frame)[name]`` is ``frame[name]``, kept; ``.frame`` is the frame."""
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        super().__init__()
+        self.frame = frame
+
+    def __missing__(self, name: str) -> pd.Series:
+        self[name] = s = self.frame[name]
+        return s
+
+
+def columns_of(df) -> Columns:
+    """``df``'s :class:`Columns` (``df`` itself where it is one)."""
+    return df if isinstance(df, Columns) else Columns(df)
+
+
 def _is_number_column(s) -> bool:
     """A column (or its dtype) of numbers, not booleans."""
     return pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s)
@@ -347,13 +365,16 @@ def check_value_types(df: pd.DataFrame, columns: Sequence[str], labels: Sequence
 MAX_MAGNITUDE, MIN_MAGNITUDE = 1e100, 1e-100
 
 
-def check_magnitudes(df: pd.DataFrame, columns: Sequence[str]) -> None:
+def check_magnitudes(df: pd.DataFrame | Columns, columns: Sequence[str]) -> None:
     """Numbers whose squares overflow or underflow double precision: ask for a rescaling."""
-    dtypes = df.dtypes
+    cols = columns_of(df)
     for c in columns:
-        if not _is_number_column(dtypes[c]):  # a column's dtype, as its Series'
+        s = cols[c]
+        if not _is_number_column(s.dtype):
             continue
-        a = np.abs(df[c].to_numpy(dtype=float, na_value=np.nan))
+        if isinstance(s.dtype, np.dtype) and s.dtype.kind in "iu":
+            continue  # numpy integers: below 2**64 and, but for 0, at least 1 in magnitude
+        a = np.abs(s.to_numpy(dtype=float, na_value=np.nan))
         a = a[np.isfinite(a) & (a > 0)]
         if len(a) and (a.max() > MAX_MAGNITUDE or a.min() < MIN_MAGNITUDE):
             raise DesignError(
@@ -381,15 +402,16 @@ def _check_treatment_coding(t: np.ndarray, treatment: str, *, dose_ok: bool) -> 
         )
 
 
-def _check_modifiers(df: pd.DataFrame, modifiers: Sequence[str], default_effect: bool) -> None:
+def _check_modifiers(df, modifiers: Sequence[str], default_effect: bool) -> None:
+    cols = columns_of(df)
     for m in modifiers:
-        vals = pd.unique(df[m])
+        vals = pd.unique(cols[m])
         if len(vals) == 1:
             raise DesignError(
                 f"modifier {m!r} takes a single value ({_plain(vals[0])!r}) in the rows "
                 "used, so it cannot modify the effect; remove it from modifiers="
             )
-        if default_effect and _is_number_column(df[m]) and len(vals) > 2:
+        if default_effect and _is_number_column(cols[m]) and len(vals) > 2:
             shown = ", ".join(f"{v:g}" for v in sorted(vals)[:5]) + (
                 ", ..." if len(vals) > 5 else ""
             )
@@ -402,14 +424,23 @@ def _check_modifiers(df: pd.DataFrame, modifiers: Sequence[str], default_effect:
             )
 
 
-def _cells(df: pd.DataFrame, by: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Cell code of each row (cells: the combinations of ``by``) and each cell's first row."""
+def _cells(df, by: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Cell code of each row (cells: the combinations of ``by``, numbered in order of
+    appearance) and each cell's first row."""
+    cols = columns_of(df)
     if len(by) == 1:  # numbered in order of appearance, as the groupby's
-        codes = pd.factorize(df[by[0]], use_na_sentinel=False)[0]
+        codes = pd.factorize(cols[by[0]], use_na_sentinel=False)[0]
     else:
-        codes = df.groupby(list(by), sort=False, observed=True, dropna=False).ngroup().to_numpy()
-    first = pd.Series(np.arange(len(df))).groupby(codes).first().to_numpy()
-    return codes, first
+        codes = cols.frame.groupby(list(by), sort=False, observed=True, dropna=False).ngroup()
+        codes = codes.to_numpy()
+    return codes, first_rows(codes, int(codes.max()) + 1 if len(codes) else 0)
+
+
+def first_rows(codes: np.ndarray, n_codes: int) -> np.ndarray:
+    """The first row holding each code ``0..n_codes-1`` (``len(codes)`` for an absent one)."""
+    first = np.full(n_codes, len(codes), dtype=np.int64)
+    np.minimum.at(first, codes, np.arange(len(codes), dtype=np.int64))
+    return first
 
 
 def _listing(cells: pd.DataFrame, labels: pd.Series, idx, detail) -> str:
@@ -428,7 +459,9 @@ def _check_cells(
     outcome not fitted exactly."""
     group, modifiers = r.get("group"), list(r["modifiers"])
     by = [group] if group else modifiers
-    codes, first = _cells(df, by)
+    cols = columns_of(df)
+    df = cols.frame
+    codes, first = _cells(cols, by)
     G = len(first)
 
     def listing(idx, detail) -> str:  # the cells named in a message (built only to raise)
@@ -455,8 +488,8 @@ def _check_cells(
     for c in r["control_vars"]:
         k += (
             1
-            if _is_number_column(df[c]) or pd.api.types.is_bool_dtype(df[c])
-            else max(df[c].nunique() - 1, 0)
+            if _is_number_column(cols[c]) or pd.api.types.is_bool_dtype(cols[c])
+            else max(cols[c].nunique() - 1, 0)
         )
     if len(df) - 2 * G - k < 1:
         small = np.flatnonzero(n_g < 3)
@@ -474,7 +507,7 @@ def _check_cells(
             + ". Add rows, or merge cells (fewer or coarser modifiers)"
         )
     if gaussian:
-        y = numbers_of(r["outcome"], df[r["outcome"]], "outcome")
+        y = numbers_of(r["outcome"], cols[r["outcome"]], "outcome")
         # each cell and arm: every value its first (rows complete: no missing value)
         arm = np.unique(t, return_inverse=True)[1].reshape(-1)
         _, first_row, inv = np.unique(
@@ -543,7 +576,9 @@ def _check_combinations(df: pd.DataFrame, modifiers: Sequence[str]) -> None:
     """A saturated formula needs every combination of the modifiers' values."""
     if len(modifiers) < 2:
         return
-    factors = [pd.factorize(df[m], use_na_sentinel=False) for m in modifiers]
+    cols = columns_of(df)
+    df = cols.frame
+    factors = [pd.factorize(cols[m], use_na_sentinel=False) for m in modifiers]
     sizes = [len(u) for _, u in factors]
     if np.prod(sizes, dtype=float) < 2.0**62:
         key = np.zeros(len(df), dtype=np.int64)
@@ -585,17 +620,18 @@ def _check_data(
     df = _complete(data, needed)
     if df.empty:
         return  # build_design counts the missing values by variable
-    check_magnitudes(df, needed)
-    t = numbers_of(r["treatment"], df[r["treatment"]], "treatment")
+    cols = Columns(df)  # each column read once
+    check_magnitudes(cols, needed)
+    t = numbers_of(r["treatment"], cols[r["treatment"]], "treatment")
     if family is not None:  # hetfx.fit: what the family's likelihood takes
-        y = numbers_of(r["outcome"], df[r["outcome"]], "outcome")
+        y = numbers_of(r["outcome"], cols[r["outcome"]], "outcome")
         family.check_values(r["outcome"], y, r["treatment"], t)
     if coding:
         _check_treatment_coding(t, r["treatment"], dose_ok=dose_ok)
-    _check_modifiers(df, r["modifiers"], default_effect)
+    _check_modifiers(cols, r["modifiers"], default_effect)
     if saturated:
-        _check_combinations(df, r["modifiers"])
-    _check_cells(df, r, t, gaussian=gaussian, single_arm=single_arm)
+        _check_combinations(cols, r["modifiers"])
+    _check_cells(cols, r, t, gaussian=gaussian, single_arm=single_arm)
 
 
 def _check_formulas(effect, main_effects) -> None:

@@ -693,17 +693,11 @@ def api_estimator(
     """
     res = fit_condition(data, condition, baselines, **options)
     ge = res.group_effects(level=0.9)
-    return pd.DataFrame(
-        {
-            "group": ge["group"].astype(str).to_numpy(),
-            "estimate": ge["estimate"].to_numpy(),
-            "q025": ge["q025"].to_numpy(),
-            "q05": ge["lower"].to_numpy(),
-            "q95": ge["upper"].to_numpy(),
-            "q975": ge["q975"].to_numpy(),
-            "grid_edge_mass": float(res.diagnostics_record.grid_edge_mass),
-        }
-    )
+    names = {"estimate": "estimate", "q025": "q025", "q05": "lower", "q95": "upper"}
+    columns = {c: ge[g].to_numpy().copy() for c, g in {**names, "q975": "q975"}.items()}
+    edge = np.full(len(ge), float(res.diagnostics_record.grid_edge_mass))
+    group = ge["group"].astype(str).to_numpy().copy()
+    return pd.DataFrame({"group": group, **columns, "grid_edge_mass": edge}, copy=False)
 
 
 def hierarchical_estimator(data: pd.DataFrame, condition: Condition) -> pd.DataFrame:
