@@ -755,9 +755,13 @@ def _x_design(df: pd.DataFrame, r: dict, main, cells, codes, treat):
         X = Xc
     else:
         M, main_spec = design_spec(main, cells)
-        M = M.drop(columns=["Intercept"], errors="ignore")
-        Mrows = pd.DataFrame(M.to_numpy()[codes], columns=M.columns, index=df.index)
-        X = pd.concat([Xc, Mrows], axis=1)
+        keep = [j for j, c in enumerate(M.columns) if c != "Intercept"]
+        rows = M.to_numpy()[:, keep][codes]  # each row's cell's main effects
+        X = pd.DataFrame(
+            np.hstack([Xc.to_numpy(), rows]),
+            columns=[*Xc.columns, *M.columns[keep]],
+            index=df.index,
+        )
     bad_x = _aliased(X)
     if bad_x:
         raise DesignError(
@@ -769,8 +773,9 @@ def _x_design(df: pd.DataFrame, r: dict, main, cells, codes, treat):
         )
     if baselines == "fixed" and X.shape[1]:
         _check_within(X, codes, len(cells))
-    for c in X.columns:
-        if np.array_equal(X[c].to_numpy(), treat):
+    values = X.to_numpy()
+    for j, c in enumerate(X.columns):
+        if np.array_equal(values[:, j], treat):
             warnings.warn(f"column {c!r} of X equals the treatment", UserWarning, stacklevel=4)
     return X, Xc.shape[1], main_spec
 
