@@ -359,13 +359,14 @@ def _n_columns(eff: str, cells: pd.DataFrame) -> int:
     """Columns of the effect design: counted from the levels for the additive and the
     saturated formula of the modifiers, else from a sparse model matrix."""
     mods = list(cells.columns)
-    n_lev = [cells[m].nunique() if _is_categorical(cells[m]) else None for m in mods]
+    columns = [cells[m] for m in mods]
+    n_lev = [s.nunique() if _is_categorical(s) else None for s in columns]
     eff = eff.removeprefix("1 + ")
     if eff == " + ".join(mods):
         return 1 + sum(1 if k is None else k - 1 for k in n_lev)
     if eff == " * ".join(mods) and None not in n_lev:
         return int(np.prod(n_lev))
-    if eff == " * ".join(mods) and all(_is_plain_number(cells[m]) for m in mods):
+    if eff == " * ".join(mods) and all(_is_plain_number(s) for s in columns):
         return 2 ** len(mods)  # one column per term of the full factorial
     from formulaic import model_matrix
 
@@ -653,14 +654,17 @@ def _cells_of(df: pd.DataFrame, group: str | None, modifiers: list[str]):
 
 def _levels(cells: pd.DataFrame, modifiers: list[str]) -> dict[str, list]:
     """Each modifier's levels (its categories, its sorted labels; none for numbers)."""
-    return {
-        m: list(cells[m].cat.categories)
-        if isinstance(cells[m].dtype, pd.CategoricalDtype)
-        else sorted(pd.unique(cells[m]))
-        if _is_categorical(cells[m])
-        else []
-        for m in modifiers
-    }
+    levels = {}
+    for m in modifiers:
+        s = cells[m]
+        levels[m] = (
+            list(s.cat.categories)
+            if isinstance(s.dtype, pd.CategoricalDtype)
+            else sorted(pd.unique(s))
+            if _is_categorical(s)
+            else []
+        )
+    return levels
 
 
 def _check_single_arm(cells: pd.DataFrame, codes, treat, single_arm_cells: str) -> None:

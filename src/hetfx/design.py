@@ -96,7 +96,12 @@ def _numeric_matrix(spec, data: pd.DataFrame) -> np.ndarray | None:
     column, each product of columns (multiplied left to right in the native dtype), as
     floats. None when a column is anything else (a transform, a constant) or a value is
     not finite (formulaic drops rows with missing values)."""
-    values = {c: data[c].to_numpy() for c in data.columns}
+    names = list(data.columns)
+    if len(set(data.dtypes)) == 1:  # one dtype: the columns of one array, as they are
+        block = data.to_numpy()
+        values = {c: block[:, j] for j, c in enumerate(names)}
+    else:
+        values = {c: data[c].to_numpy() for c in names}
     out = np.empty((len(data), len(spec.column_names)))
     for j, name in enumerate(spec.column_names):
         if name == "Intercept":
