@@ -79,7 +79,14 @@ import numpy as np
 import pandas as pd
 from formulaic import Formula
 
-from hetfx.design import aliased_columns, design_spec, labels_as_objects
+from hetfx.design import (
+    _frame_values,
+    aliased_columns,
+    aliased_values,
+    design_spec,
+    labels_as_objects,
+    numeric_design,
+)
 from hetfx.families import FAMILIES as _FAMILIES
 from hetfx.families import GAUSSIAN, get_family
 from hetfx.priors import FLAT_SD, Priors
@@ -222,14 +229,17 @@ def check_levels(profiles: pd.DataFrame, levels: Mapping[str, list]) -> None:
 
 
 # ----------------------------------------------------------------------------- helpers
-def _aliased(M: pd.DataFrame) -> dict[str, str]:
-    """:func:`hetfx.design.aliased_columns` with BLAS on one thread: its QR of a few
-    thousand rows took 50-90 ms on two busy cores with BLAS threads, 0.1-0.5 ms without
-    (measured; most of a small fit's set-up time)."""
+def _aliased(M: pd.DataFrame | np.ndarray, names: Sequence[str] | None = None) -> dict[str, str]:
+    """:func:`hetfx.design.aliased_columns` (of a frame, or of an array whose columns are
+    ``names``) with BLAS on one thread: its QR of a few thousand rows took 50-90 ms on two
+    busy cores with BLAS threads, 0.1-0.5 ms without (measured; most of a small fit's set-up
+    time)."""
     from hetfx.models.gaussian import single_threaded_blas
 
     with single_threaded_blas():
-        return aliased_columns(M)
+        if names is None:
+            return aliased_columns(M)
+        return aliased_values(np.asarray(M, dtype=float), names)
 
 
 def _names(arg, what: str) -> list[str]:
@@ -736,37 +746,54 @@ _NONE_WARNING = (
 )
 
 
+def _controls_matrix(df: pd.DataFrame, r: dict) -> tuple[np.ndarray, pd.Index]:
+    """The controls' design (the intercept, the controls' columns) and its column names."""
+    formula, variables = r["controls_formula"], r["control_vars"]
+    got = numeric_design(formula, {c: df[c].to_numpy() for c in variables})
+    if got is not None:
+        return got[0], pd.Index(got[1])
+    # only the controls' own columns (the rest of df would keep the matrix off the numeric
+    # path of design_spec)
+    Xc, _ = design_spec(formula, df[variables or r["needed"]])
+    return Xc.to_numpy(), Xc.columns
+
+
+def _main_matrix(main: str, cells: pd.DataFrame):
+    """The main effects' design on the cells, without its intercept: (matrix, names, spec)."""
+    got = numeric_design(main, _frame_values(cells))
+    if got is None:
+        M, spec = design_spec(main, cells)
+        got = M.to_numpy(), M.columns, spec
+    values, names, spec = got
+    keep = [j for j, c in enumerate(names) if c != "Intercept"]
+    return values[:, keep], pd.Index(names)[keep], spec
+
+
 def _x_design(df: pd.DataFrame, r: dict, main, cells, codes, treat):
     """X (intercept, controls, the modifiers' main effects), the number of its control
     columns and the main effects' spec, checked for aliasing."""
     baselines, controls_formula = r["baselines"], r["controls_formula"]
-    # the controls' own columns (the rest of df would only keep the matrix off the numeric
-    # fast path of design_spec)
-    Xc, _ = design_spec(controls_formula, df[r["control_vars"] or r["needed"]])
+    xc, names = _controls_matrix(df, r)
     if baselines == "fixed":  # the cells' free baselines replace the intercept
-        Xc = Xc.drop(columns=["Intercept"], errors="ignore")
-    elif "Intercept" not in Xc.columns:
+        keep = [j for j, c in enumerate(names) if c != "Intercept"]
+        xc, names = xc[:, keep], names[keep]
+    elif "Intercept" not in names:
         warnings.warn(
             f"the outcome equation has no intercept (controls {controls_formula!r})"
             ": the baseline is then forced through 0",
             UserWarning,
             stacklevel=4,
         )
-    main_spec = None
+    main_spec, n_ctrl = None, len(names)
     if main is None:
         if baselines == "none":
             warnings.warn(_NONE_WARNING, UserWarning, stacklevel=4)
-        X = Xc
+        values = xc
     else:
-        M, main_spec = design_spec(main, cells)
-        keep = [j for j, c in enumerate(M.columns) if c != "Intercept"]
-        rows = M.to_numpy()[:, keep][codes]  # each row's cell's main effects
-        X = pd.DataFrame(
-            np.hstack([Xc.to_numpy(), rows]),
-            columns=[*Xc.columns, *M.columns[keep]],
-            index=df.index,
-        )
-    bad_x = _aliased(X)
+        m, m_names, main_spec = _main_matrix(main, cells)
+        values, names = np.hstack([xc, m[codes]]), names.append(m_names)  # each row's cell's
+    X = pd.DataFrame(values, columns=names, index=df.index)
+    bad_x = _aliased(values, names)
     if bad_x:
         raise DesignError(
             "X (intercept, controls, main effects) has columns that are not "
@@ -777,11 +804,10 @@ def _x_design(df: pd.DataFrame, r: dict, main, cells, codes, treat):
         )
     if baselines == "fixed" and X.shape[1]:
         _check_within(X, codes, len(cells))
-    values = X.to_numpy()
-    for j, c in enumerate(X.columns):
+    for j, c in enumerate(names):
         if np.array_equal(values[:, j], treat):
             warnings.warn(f"column {c!r} of X equals the treatment", UserWarning, stacklevel=4)
-    return X, Xc.shape[1], main_spec
+    return X, n_ctrl, main_spec
 
 
 # ----------------------------------------------------------------------------- fit

@@ -24,7 +24,7 @@ Examples
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -32,6 +32,7 @@ from formulaic import model_matrix
 
 __all__ = [
     "aliased_columns",
+    "aliased_values",
     "design",
     "design_spec",
     "groups",
@@ -91,18 +92,12 @@ def _numeric_key(formula: str, data: pd.DataFrame) -> tuple | None:
     return formula, tuple(data.columns), tuple(t.str for t in dtypes)
 
 
-def _numeric_matrix(spec, data: pd.DataFrame) -> np.ndarray | None:
+def _numeric_matrix(spec, values: Mapping[str, np.ndarray], n: int) -> np.ndarray | None:
     """The matrix of a plain numeric spec as formulaic builds it: the intercept, each
     column, each product of columns (multiplied left to right in the native dtype), as
     floats. None when a column is anything else (a transform, a constant) or a value is
     not finite (formulaic drops rows with missing values)."""
-    names = list(data.columns)
-    if len(set(data.dtypes)) == 1:  # one dtype: the columns of one array, as they are
-        block = data.to_numpy()
-        values = {c: block[:, j] for j, c in enumerate(names)}
-    else:
-        values = {c: data[c].to_numpy() for c in names}
-    out = np.empty((len(data), len(spec.column_names)))
+    out = np.empty((n, len(spec.column_names)))
     for j, name in enumerate(spec.column_names):
         if name == "Intercept":
             out[:, j] = 1.0
@@ -117,13 +112,41 @@ def _numeric_matrix(spec, data: pd.DataFrame) -> np.ndarray | None:
     return out if np.isfinite(out).all() else None
 
 
+def _frame_values(data: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The columns of a frame as arrays (of one array where they share a dtype)."""
+    names = list(data.columns)
+    if len(set(data.dtypes)) == 1:
+        block = data.to_numpy()
+        return {c: block[:, j] for j, c in enumerate(names)}
+    return {c: data[c].to_numpy() for c in names}
+
+
+def numeric_design(formula: str, columns: Mapping[str, np.ndarray]):
+    """:func:`design_spec` of plain numeric columns given as arrays, from the spec cached
+    for that formula, names and dtypes: ``(matrix, R-style names, spec)``, or None (no
+    spec cached, not plain numbers, or :func:`design_spec` would go to formulaic). The
+    names are shared: copy them before changing them."""
+    if not columns or not all(isinstance(c, str) for c in columns):
+        return None
+    dtypes = [v.dtype for v in columns.values()]
+    if not all(isinstance(t, np.dtype) and t.kind in "iuf" for t in dtypes):
+        return None
+    spec = _NUMERIC_SPECS.get((formula, tuple(columns), tuple(t.str for t in dtypes)))
+    if spec is None:
+        return None
+    mat = _numeric_matrix(spec, columns, len(next(iter(columns.values()))))
+    if mat is None:
+        return None
+    return mat, _r_names(tuple(spec.column_names)), spec
+
+
 def _cached_numeric(formula: str, data: pd.DataFrame):
     """(matrix, spec) from a cached spec of plain numeric columns, or None."""
     key = _numeric_key(formula, data)
     spec = _NUMERIC_SPECS.get(key) if key is not None else None
     if spec is None:
         return None
-    mat = _numeric_matrix(spec, data)
+    mat = _numeric_matrix(spec, _frame_values(data), len(data))
     if mat is None:
         return None
     return pd.DataFrame(mat, columns=_r_names(tuple(spec.column_names)), index=data.index), spec
@@ -241,17 +264,20 @@ def aliased_columns(M: pd.DataFrame, tol: float = 1e-8) -> dict[str, str]:
     >>> aliased_columns(M)
     {'b': 'linear combination of Intercept, a'}
     """
+    return aliased_values(np.asarray(M, dtype=float), [str(c) for c in M.columns], tol)
+
+
+def aliased_values(A: np.ndarray, names: Sequence[str], tol: float = 1e-8) -> dict[str, str]:
+    """:func:`aliased_columns` of a matrix ``A`` (n x p) whose columns are ``names``."""
     out: dict[str, str] = {}
-    names = [str(c) for c in M.columns]
     seen: set[str] = set()
     for nm in names:
         if nm in seen:
             out[nm] = "duplicated name"
         seen.add(nm)
-    A = np.asarray(M, dtype=float)
     if A.shape[1] == 0:
         return out
-    if _clearly_independent(A):
+    if _clearly_independent(A, margin=max(1e-4, 1e4 * tol)):
         return out
     norms = np.linalg.norm(A, axis=0)
     # |R_jj| of an unpivoted QR is the distance of column j from the span of the columns
