@@ -149,19 +149,32 @@ def prepare_lambda_data(
         raise ValueError(f"group codes must lie in 0..{G - 1} (Z has {G} rows)")
     if len(Zf.index.unique()) != G:
         raise ValueError("Z index (group labels) must be unique")
+    labels = [str(v) for v in Zf.index]
     if group_keys is None:
-        keys = pd.DataFrame({group_name: [str(v) for v in Zf.index]})
+        keys = pd.DataFrame({group_name: labels})
+    elif len(group_keys) != G:
+        raise ValueError(f"group_keys has {len(group_keys)} rows, Z has {G}")
     else:
-        gk = group_keys.copy()
-        if len(gk) != G:
-            raise ValueError(f"group_keys has {len(gk)} rows, Z has {G}")
-        if gk.index.equals(Zf.index) or isinstance(gk.index, pd.RangeIndex):
-            gk = gk.reset_index(drop=True)
-        else:
-            gk = gk.loc[Zf.index].reset_index(drop=True)
-        gk = gk.drop(columns=[group_name], errors="ignore")
-        keys = pd.concat([pd.DataFrame({group_name: [str(v) for v in Zf.index]}), gk], axis=1)
+        keys = _keys_frame(group_keys, Zf.index, labels, group_name)
     return LambdaData(y, treat, Xf, g.astype(np.int64), Zf, keys, group_name)
+
+
+def _keys_frame(group_keys: pd.DataFrame, index: pd.Index, labels: list[str], group_name: str):
+    """The labels, then the key columns of ``group_keys`` (rows matched to ``index``) but the
+    label's own: built from the columns' arrays where the rows are already in order (as
+    ``pd.concat`` of the label frame and the keys would build it), else by that concat."""
+    gk = group_keys
+    in_order = gk.index.equals(index) or isinstance(gk.index, pd.RangeIndex)
+    if in_order and gk.columns.is_unique:
+        kept = gk.columns[gk.columns != group_name]
+        keys = pd.DataFrame(
+            {group_name: labels, **{c: gk[c].array.copy() for c in kept}}, copy=False
+        )
+        keys.columns = pd.Index([group_name]).append(kept)
+        return keys
+    gk = gk.reset_index(drop=True) if in_order else gk.loc[index].reset_index(drop=True)
+    gk = gk.drop(columns=[group_name], errors="ignore")
+    return pd.concat([pd.DataFrame({group_name: labels}), gk], axis=1)
 
 
 # ------------------------------------------------------------------------- fit object
