@@ -665,7 +665,11 @@ def _cells_of(df: pd.DataFrame, group: str | None, modifiers: list[str]):
 def _levels(cells: pd.DataFrame, modifiers: list[str]) -> dict[str, list]:
     """Each modifier's levels (its categories, its sorted labels; none for numbers)."""
     levels = {}
+    dtypes = cells.dtypes
     for m in modifiers:
+        if isinstance(dtypes[m], np.dtype) and dtypes[m].kind in "iufcb":
+            levels[m] = []  # numbers and booleans have no levels
+            continue
         s = cells[m]
         levels[m] = (
             list(s.cat.categories)

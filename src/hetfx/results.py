@@ -836,10 +836,11 @@ class GaussianResults(Results):
             if not any(abs(p - q) < 1e-12 for q in probs):
                 probs.append(p)
         lo, hi = (next(q for q in probs if abs(q - p) < 1e-12) for p in (lo, hi))
-        s = self.fit.summarise_lambda(quantiles=probs)
-        labels = [str(v) for v in self.design.cells.index]
-        if list(s.index) != labels:
-            s = s.loc[labels]  # by label, in the design's order
+        if self.fit.data.Z.index.equals(self.design.cells.index):  # the design's order
+            s = self.fit.posterior.summarise_lambda(None, probs=probs)
+        else:
+            s = self.fit.summarise_lambda(quantiles=probs)
+            s = s.loc[[str(v) for v in self.design.cells.index]]  # by label
         names = ["q50", quantile_name(lo), quantile_name(hi), "mean", "sd"]
         names += [quantile_name(p) for p in QUANTILES.values()]
         values = s.to_numpy()[:, s.columns.get_indexer(names)]  # one writable copy
