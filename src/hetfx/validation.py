@@ -302,12 +302,14 @@ def bad_values(s: pd.Series) -> np.ndarray | None:
     return bad if bad.any() else None
 
 
-def _complete(data: pd.DataFrame, used: Sequence[str]) -> pd.DataFrame:
+def _complete(data: pd.DataFrame | Columns, used: Sequence[str]) -> pd.DataFrame:
     """The rows :func:`hetfx.api.build_design` keeps: no missing or infinite value (``data``
     itself where every row is complete; its columns are then read by name)."""
+    cols = columns_of(data)
+    data = cols.frame
     keep = None
     for c in used:
-        bad = bad_values(data[c])
+        bad = bad_values(cols[c])
         if bad is not None:
             keep = ~bad if keep is None else keep & ~bad
     return data if keep is None else data[list(used)].loc[keep]
@@ -617,10 +619,12 @@ def _check_data(
     needed = list(dict.fromkeys(needed))
     _columns_present(data, needed)
     check_value_types(data, needed, [*r["modifiers"], *([r["group"]] if r.get("group") else [])])
-    df = _complete(data, needed)
+    cols = Columns(data)  # each column read once
+    df = _complete(cols, needed)
     if df.empty:
         return  # build_design counts the missing values by variable
-    cols = Columns(df)  # each column read once
+    if df is not data:  # rows dropped
+        cols = Columns(df)
     check_magnitudes(cols, needed)
     t = numbers_of(r["treatment"], cols[r["treatment"]], "treatment")
     if family is not None:  # hetfx.fit: what the family's likelihood takes
