@@ -91,6 +91,7 @@ from hetfx.families import FAMILIES as _FAMILIES
 from hetfx.families import GAUSSIAN, get_family
 from hetfx.priors import FLAT_SD, Priors
 from hetfx.validation import (
+    Columns,
     DesignError,
     bad_values,
     check_fit,
@@ -409,6 +410,18 @@ def _effect_design(eff: str, cells: pd.DataFrame, baselines: str):
     return Z, spec, None
 
 
+_DESIGN_DEFAULTS = dict(
+    effect=None,
+    group=None,
+    main_effects=None,
+    missing="drop",
+    family="gaussian",
+    weights=None,
+    baselines=None,
+    single_arm_cells="raise",
+)
+
+
 def build_design(
     data: pd.DataFrame,
     outcome: str,
@@ -432,6 +445,33 @@ def build_design(
     ``ValueError``) on any input the model cannot use; warns (``UserWarning``) on dropped
     rows, a missing intercept, the treatment among the controls, and ``baselines="none"``.
     """
+    return _build_design(
+        data,
+        outcome,
+        treatment,
+        modifiers,
+        controls,
+        effect=effect,
+        group=group,
+        main_effects=main_effects,
+        missing=missing,
+        family=family,
+        weights=weights,
+        baselines=baselines,
+        single_arm_cells=single_arm_cells,
+    )
+
+
+def _build_design(
+    data, outcome, treatment, modifiers, controls=None, *, columns: Columns | None = None, **kw
+) -> Design:
+    """:func:`build_design` (its warnings point at the caller of this function's caller),
+    reading ``data``'s columns through ``columns`` (those :func:`hetfx.validation.check_fit`
+    read) where they are ``data``'s."""
+    kw = {**_DESIGN_DEFAULTS, **kw}
+    effect, group, main_effects = kw["effect"], kw["group"], kw["main_effects"]
+    missing, family, weights = kw["missing"], kw["family"], kw["weights"]
+    baselines, single_arm_cells = kw["baselines"], kw["single_arm_cells"]
     if not isinstance(data, pd.DataFrame):
         raise TypeError(f"data must be a pandas DataFrame, got {type(data).__name__}")
     fam = get_family(family)
@@ -452,12 +492,15 @@ def build_design(
     if absent:
         raise KeyError(f"data has no columns {absent}")
     r["needed"] = needed
-    df, counts, n_dropped = _complete_rows(data, needed, missing)
-    y, treat, w = _outcome_arrays(df, outcome, treatment, weights, fam)
-    cells, codes, group_name, levels = _cells_of(df, group, modifiers)
+    if columns is None or columns.frame is not data:
+        columns = Columns(data)
+    df, counts, n_dropped = _complete_rows(columns, needed, missing)
+    cols = columns if df is data else Columns(df)
+    y, treat, w = _outcome_arrays(cols, outcome, treatment, weights, fam)
+    cells, codes, group_name, levels = _cells_of(cols, group, modifiers)
     _check_single_arm(cells, codes, treat, single_arm_cells)
     Z, z_spec, reduced, main = _z_design(r["effect"], cells, baselines, r["main"], modifiers)
-    X, n_ctrl, main_spec = _x_design(df, r, main, cells, codes, treat)
+    X, n_ctrl, main_spec = _x_design(cols, r, main, cells, codes, treat)
     return Design(
         y=y,
         treat=treat,
@@ -542,10 +585,11 @@ def _design_roles(
     }
 
 
-def _complete_rows(data: pd.DataFrame, needed: list[str], missing: str):
+def _complete_rows(columns: Columns, needed: list[str], missing: str):
     """The rows without missing or infinite values in a used column: ``(frame, counts by
     variable, rows dropped)``; warns (``missing="drop"``) or raises (``"raise"``)."""
-    columns = {c: data[c] for c in needed}
+    data = columns.frame
+    columns = {c: columns[c] for c in needed}
     bad = {c: bad_values(s) for c, s in columns.items()}
     bad = {c: b for c, b in bad.items() if b is not None}
     counts = {c: int(b.sum()) for c, b in bad.items()}
@@ -595,7 +639,7 @@ def _outcome_arrays(df: pd.DataFrame, outcome, treatment, weights, family):
     return y, treat, w
 
 
-def _labelled_cells(df: pd.DataFrame, group: str, modifiers: list[str]):
+def _labelled_cells(df: Columns, group: str, modifiers: list[str]):
     """:func:`_cells_of` by a label column of strings or integers and modifiers of numpy
     dtypes, read from arrays: ``(cells, codes)``, or None where that does not apply (other
     dtypes, or modifiers that vary within a label: the frames' way names the groups)."""
@@ -606,7 +650,7 @@ def _labelled_cells(df: pd.DataFrame, group: str, modifiers: list[str]):
     mods = {m: df[m].to_numpy() for m in modifiers}
     if not all(isinstance(v.dtype, np.dtype) and v.dtype.kind in "iufbO" for v in mods.values()):
         return None
-    seen, uniq = pd.factorize(s)
+    seen, uniq = df.factorized(group)  # (no missing label: the rows are complete)
     first = first_rows(seen, len(uniq))
     if not all(np.array_equal(v, v[first][seen]) for v in mods.values()):
         return None
@@ -625,13 +669,14 @@ def _labelled_cells(df: pd.DataFrame, group: str, modifiers: list[str]):
     return cells, rank[seen].astype(np.int64)
 
 
-def _cells_of(df: pd.DataFrame, group: str | None, modifiers: list[str]):
+def _cells_of(cols: Columns, group: str | None, modifiers: list[str]):
     """The cells (one row per cell, its modifier values, indexed by its label), each row's
     cell code, the label column's name and each modifier's levels."""
-    fast = _labelled_cells(df, group, modifiers) if group else None
+    fast = _labelled_cells(cols, group, modifiers) if group else None
     if fast is not None:
         cells, codes = fast
         return cells, codes, group, _levels(cells, modifiers)
+    df = cols.frame
     cells_cols = [group, *modifiers] if group else modifiers
     # cells in a fixed order whatever the row order: by the label column when there is one
     # (as the paper's own fits), else by the modifiers
@@ -750,15 +795,15 @@ _NONE_WARNING = (
 )
 
 
-def _controls_matrix(df: pd.DataFrame, r: dict) -> tuple[np.ndarray, pd.Index]:
+def _controls_matrix(cols: Columns, r: dict) -> tuple[np.ndarray, pd.Index]:
     """The controls' design (the intercept, the controls' columns) and its column names."""
     formula, variables = r["controls_formula"], r["control_vars"]
-    got = numeric_design(formula, {c: df[c].to_numpy() for c in variables})
+    got = numeric_design(formula, {c: cols[c].to_numpy() for c in variables})
     if got is not None:
         return got[0], pd.Index(got[1])
     # only the controls' own columns (the rest of df would keep the matrix off the numeric
     # path of design_spec)
-    Xc, _ = design_spec(formula, df[variables or r["needed"]])
+    Xc, _ = design_spec(formula, cols.frame[variables or r["needed"]])
     return Xc.to_numpy(), Xc.columns
 
 
@@ -773,11 +818,11 @@ def _main_matrix(main: str, cells: pd.DataFrame):
     return values[:, keep], pd.Index(names)[keep], spec
 
 
-def _x_design(df: pd.DataFrame, r: dict, main, cells, codes, treat):
+def _x_design(cols: Columns, r: dict, main, cells, codes, treat):
     """X (intercept, controls, the modifiers' main effects), the number of its control
     columns and the main effects' spec, checked for aliasing."""
     baselines, controls_formula = r["baselines"], r["controls_formula"]
-    xc, names = _controls_matrix(df, r)
+    xc, names = _controls_matrix(cols, r)
     if baselines == "fixed":  # the cells' free baselines replace the intercept
         keep = [j for j, c in enumerate(names) if c != "Intercept"]
         xc, names = xc[:, keep], names[keep]
@@ -796,7 +841,7 @@ def _x_design(df: pd.DataFrame, r: dict, main, cells, codes, treat):
     else:
         m, m_names, main_spec = _main_matrix(main, cells)
         values, names = np.hstack([xc, m[codes]]), names.append(m_names)  # each row's cell's
-    X = pd.DataFrame(values, columns=names, index=df.index)
+    X = pd.DataFrame(values, columns=names, index=cols.frame.index)
     bad_x = _aliased(values, names)
     if bad_x:
         raise DesignError(
@@ -959,18 +1004,19 @@ def fit(
     ``docs/worked-examples.qmd`` fits a real survey experiment (with a binary outcome too,
     ``family="bernoulli"``) and a simulated conjoint.
     """
-    check_fit(locals())
+    columns = check_fit(locals())
     fam = get_family(family)
     if priors is not None and not isinstance(priors, Priors):
         raise TypeError("priors must be a hetfx.Priors bundle")
     if baselines is None and main_effects is None:
         baselines = fam.default_baselines
-    d = build_design(
+    d = _build_design(
         data,
         outcome,
         treatment,
         modifiers,
         controls,
+        columns=columns,
         effect=effect,
         group=group,
         main_effects=main_effects,
@@ -1155,7 +1201,7 @@ def fit_ols(
     with warnings.catch_warnings():  # no pooling in OLS: a saturated Z is its point
         warnings.filterwarnings("ignore", message="Z has one column per cell")
         warnings.filterwarnings("ignore", message="main_effects=False")
-        d = build_design(
+        d = _build_design(
             data,
             outcome,
             treatment,

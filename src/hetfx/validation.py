@@ -322,10 +322,18 @@ class Columns(dict):
     def __init__(self, frame: pd.DataFrame) -> None:
         super().__init__()
         self.frame = frame
+        self._factorized: dict[str, tuple] = {}
 
     def __missing__(self, name: str) -> pd.Series:
         self[name] = s = self.frame[name]
         return s
+
+    def factorized(self, name: str) -> tuple[np.ndarray, Any]:
+        """``pd.factorize(self[name], use_na_sentinel=False)`` (codes in order of
+        appearance, uniques), computed once."""
+        if name not in self._factorized:
+            self._factorized[name] = pd.factorize(self[name], use_na_sentinel=False)
+        return self._factorized[name]
 
 
 def columns_of(df) -> Columns:
@@ -431,7 +439,7 @@ def _cells(df, by: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     appearance) and each cell's first row."""
     cols = columns_of(df)
     if len(by) == 1:  # numbered in order of appearance, as the groupby's
-        codes = pd.factorize(cols[by[0]], use_na_sentinel=False)[0]
+        codes = cols.factorized(by[0])[0]
     else:
         codes = cols.frame.groupby(list(by), sort=False, observed=True, dropna=False).ngroup()
         codes = codes.to_numpy()
@@ -622,7 +630,7 @@ def _check_data(
     cols = Columns(data)  # each column read once
     df = _complete(cols, needed)
     if df.empty:
-        return  # build_design counts the missing values by variable
+        return None  # build_design counts the missing values by variable
     if df is not data:  # rows dropped
         cols = Columns(df)
     check_magnitudes(cols, needed)
@@ -636,6 +644,7 @@ def _check_data(
     if saturated:
         _check_combinations(cols, r["modifiers"])
     _check_cells(cols, r, t, gaussian=gaussian, single_arm=single_arm)
+    return cols
 
 
 def _check_formulas(effect, main_effects) -> None:
@@ -670,8 +679,11 @@ def _single_arm(value, family) -> str:
     return value
 
 
-def check_fit(args: Mapping[str, Any]) -> None:
-    """Check the arguments of :func:`hetfx.fit` (its ``locals()``) before any work."""
+def check_fit(args: Mapping[str, Any]) -> Columns | None:
+    """Check the arguments of :func:`hetfx.fit` (its ``locals()``) before any work.
+
+    Returns the :class:`Columns` of the rows checked (``data``'s own where none has a
+    missing value), for the design to read again without a second lookup."""
     _check_priors(args.get("priors"))
     data = _frame(args["data"])
     from hetfx.families import get_family
@@ -687,7 +699,7 @@ def check_fit(args: Mapping[str, Any]) -> None:
     )  # the modifiers' main effects go into X
     _check_roles(r, main_effects_in_x=in_x)
     _check_formulas(args.get("effect"), main_effects)
-    _check_data(
+    return _check_data(
         data,
         r,
         default_effect=args.get("effect") in _DEFAULT_EFFECTS,
