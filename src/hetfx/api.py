@@ -366,18 +366,31 @@ def _check_within(X: pd.DataFrame, codes: np.ndarray, G: int) -> None:
         )
 
 
+def _n_levels(s: pd.Series) -> int | None:
+    """A label column's number of levels (None: a column of numbers or booleans)."""
+    return s.nunique() if _is_categorical(s) else None
+
+
 def _n_columns(eff: str, cells: pd.DataFrame) -> int:
     """Columns of the effect design: counted from the levels for the additive and the
     saturated formula of the modifiers, else from a sparse model matrix."""
     mods = list(cells.columns)
-    columns = [cells[m] for m in mods]
-    n_lev = [s.nunique() if _is_categorical(s) else None for s in columns]
+    kinds = [t.kind if isinstance(t, np.dtype) else None for t in cells.dtypes]
+    # numpy numbers and booleans are one column each, without a look at their values
+    n_lev = [
+        None if k is not None and k in "iufcb" else _n_levels(cells[m])
+        for m, k in zip(mods, kinds, strict=True)
+    ]
     eff = eff.removeprefix("1 + ")
     if eff == " + ".join(mods):
         return 1 + sum(1 if k is None else k - 1 for k in n_lev)
     if eff == " * ".join(mods) and None not in n_lev:
         return int(np.prod(n_lev))
-    if eff == " * ".join(mods) and all(_is_plain_number(s) for s in columns):
+    plain = [
+        k in "iufc" if k is not None else _is_plain_number(cells[m])
+        for m, k in zip(mods, kinds, strict=True)
+    ]
+    if eff == " * ".join(mods) and all(plain):
         return 2 ** len(mods)  # one column per term of the full factorial
     from formulaic import model_matrix
 
@@ -757,7 +770,8 @@ def _z_design(eff: str, cells: pd.DataFrame, baselines: str, main, modifiers):
     the cells' baselines carry them)."""
     Z, z_spec, reduced = _effect_design(eff, cells, baselines)
     if main is not None and baselines in POOLED_BASELINES and len(cells) > 1:
-        if reduced or _n_columns(main, cells[modifiers]) >= len(cells):
+        mods = cells if list(cells.columns) == list(modifiers) else cells[modifiers]
+        if reduced or _n_columns(main, mods) >= len(cells):
             main = None  # one column per cell: the cells' baselines carry them, all alike
     if list(Z.columns[:1]) != ["Intercept"]:
         warnings.warn(
