@@ -824,8 +824,18 @@ class GaussianResults(Results):
     family = "gaussian"
 
     def group_effects(self, level: float = 0.95) -> pd.DataFrame:
-        if getattr(self.fit, "posterior", None) is None:
+        columns = self._effect_columns(level)
+        if columns is None:
             return super().group_effects(level)
+        return self._keyed(columns)
+
+    group_effects.__doc__ = Results.group_effects.__doc__
+
+    def _effect_columns(self, level: float) -> dict[str, np.ndarray] | None:
+        """The exact summary columns of :meth:`group_effects` (``estimate`` ... ``q975``) as
+        arrays, cells in the design's order; None without an exact posterior (NUTS)."""
+        if getattr(self.fit, "posterior", None) is None:
+            return None
         check_level(level)
         lo, hi = (1 - level) / 2, 1 - (1 - level) / 2
         # the engine's own list (median, the fixed quantiles, then the interval's ends unless
@@ -845,9 +855,7 @@ class GaussianResults(Results):
         names += [quantile_name(p) for p in QUANTILES.values()]
         values = s.to_numpy()[:, s.columns.get_indexer(names)]  # one writable copy
         out = ["estimate", "lower", "upper", "mean", "sd", *QUANTILES]
-        return self._keyed({c: values[:, j] for j, c in enumerate(out)})
-
-    group_effects.__doc__ = Results.group_effects.__doc__
+        return {c: values[:, j] for j, c in enumerate(out)}
 
     def _pointwise(self, rng):
         from hetfx.models.baselines import demean_within

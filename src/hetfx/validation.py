@@ -415,23 +415,27 @@ def _check_treatment_coding(t: np.ndarray, treatment: str, *, dose_ok: bool) -> 
 def _check_modifiers(df, modifiers: Sequence[str], default_effect: bool) -> None:
     cols = columns_of(df)
     for m in modifiers:
-        vals = pd.unique(cols[m])
-        if len(vals) == 1:
-            raise DesignError(
-                f"modifier {m!r} takes a single value ({_plain(vals[0])!r}) in the rows "
-                "used, so it cannot modify the effect; remove it from modifiers="
-            )
-        if default_effect and _is_number_column(cols[m]) and len(vals) > 2:
-            shown = ", ".join(f"{v:g}" for v in sorted(vals)[:5]) + (
-                ", ..." if len(vals) > 5 else ""
-            )
-            raise DesignError(
-                f"modifier {m!r} is numeric with {len(vals)} values ({shown}): its cells are "
-                "its values, but the effect formula would take it as one linear term. "
-                f"Convert it to labels for one effect per value (data[{m!r}] = "
-                f"data[{m!r}].astype('category')), or write the effect formula yourself "
-                f"(effect='{m} + ...') to keep the linear term"
-            )
+        n_values = len(cols.factorized(m)[1])
+        if n_values == 1 or (default_effect and _is_number_column(cols[m]) and n_values > 2):
+            _modifier_error(m, pd.unique(cols[m]), cols[m], default_effect)
+
+
+def _modifier_error(m: str, vals, s: pd.Series, default_effect: bool) -> None:
+    """Raise for a modifier with one value, or (default effect) numeric with more than two."""
+    if len(vals) == 1:
+        raise DesignError(
+            f"modifier {m!r} takes a single value ({_plain(vals[0])!r}) in the rows "
+            "used, so it cannot modify the effect; remove it from modifiers="
+        )
+    if default_effect and _is_number_column(s) and len(vals) > 2:
+        shown = ", ".join(f"{v:g}" for v in sorted(vals)[:5]) + (", ..." if len(vals) > 5 else "")
+        raise DesignError(
+            f"modifier {m!r} is numeric with {len(vals)} values ({shown}): its cells are "
+            "its values, but the effect formula would take it as one linear term. "
+            f"Convert it to labels for one effect per value (data[{m!r}] = "
+            f"data[{m!r}].astype('category')), or write the effect formula yourself "
+            f"(effect='{m} + ...') to keep the linear term"
+        )
 
 
 def _cells(df, by: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -520,10 +524,8 @@ def _check_cells(
         y = numbers_of(r["outcome"], cols[r["outcome"]], "outcome")
         # each cell and arm: every value its first (rows complete: no missing value)
         arm = np.unique(t, return_inverse=True)[1].reshape(-1)
-        _, first_row, inv = np.unique(
-            codes * (arm.max() + 1) + arm, return_index=True, return_inverse=True
-        )
-        if np.array_equal(y, y[first_row][inv.reshape(-1)]):
+        key = codes * (arm.max() + 1) + arm
+        if np.array_equal(y, y[first_rows(key, int(key.max()) + 1)[key]]):
             raise DesignError(
                 f"outcome {r['outcome']!r} is constant within every cell and arm (treated, "
                 "control)"
@@ -588,7 +590,7 @@ def _check_combinations(df: pd.DataFrame, modifiers: Sequence[str]) -> None:
         return
     cols = columns_of(df)
     df = cols.frame
-    factors = [pd.factorize(cols[m], use_na_sentinel=False) for m in modifiers]
+    factors = [cols.factorized(m) for m in modifiers]
     sizes = [len(u) for _, u in factors]
     if np.prod(sizes, dtype=float) < 2.0**62:
         key = np.zeros(len(df), dtype=np.int64)

@@ -692,11 +692,15 @@ def api_estimator(
         ``grid_edge_mass`` (quadrature engine; ``nan`` otherwise).
     """
     res = fit_condition(data, condition, baselines, **options)
-    ge = res.group_effects(level=0.9)
-    names = {"estimate": "estimate", "q025": "q025", "q05": "lower", "q95": "upper"}
-    columns = {c: ge[g].to_numpy().copy() for c, g in {**names, "q975": "q975"}.items()}
-    edge = np.full(len(ge), float(res.diagnostics_record.grid_edge_mass))
-    group = ge["group"].astype(str).to_numpy().copy()
+    summary = res._effect_columns(0.9)  # group_effects(level=0.9)'s columns, as arrays
+    if summary is None:  # NUTS: from the draws
+        ge = res.group_effects(level=0.9)
+        summary = {c: ge[c].to_numpy().copy() for c in ("estimate", "q025", "lower", "upper")}
+        summary["q975"] = ge["q975"].to_numpy().copy()
+    names = {"estimate": "estimate", "q025": "q025", "q05": "lower", "q95": "upper", "q975": "q975"}
+    columns = {c: summary[g] for c, g in names.items()}
+    group = res.design.cells.index.astype(str).to_numpy().copy()
+    edge = np.full(len(group), float(res.diagnostics_record.grid_edge_mass))
     return pd.DataFrame({"group": group, **columns, "grid_edge_mass": edge}, copy=False)
 
 
