@@ -264,7 +264,7 @@ def aliased_columns(M: pd.DataFrame, tol: float = 1e-8) -> dict[str, str]:
     >>> aliased_columns(M)
     {'b': 'linear combination of Intercept, a'}
     """
-    return aliased_values(np.asarray(M, dtype=float), [str(c) for c in M.columns], tol)
+    return aliased_values(M.to_numpy(dtype=float), [str(c) for c in M.columns], tol)
 
 
 def aliased_values(A: np.ndarray, names: Sequence[str], tol: float = 1e-8) -> dict[str, str]:

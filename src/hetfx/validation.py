@@ -323,6 +323,7 @@ class Columns(dict):
         super().__init__()
         self.frame = frame
         self._factorized: dict[str, tuple] = {}
+        self._value_codes: dict[str, tuple] = {}
 
     def __missing__(self, name: str) -> pd.Series:
         self[name] = s = self.frame[name]
@@ -334,6 +335,28 @@ class Columns(dict):
         if name not in self._factorized:
             self._factorized[name] = pd.factorize(self[name], use_na_sentinel=False)
         return self._factorized[name]
+
+    def value_codes(self, name: str) -> tuple[np.ndarray, int]:
+        """Codes of the column's distinct values (numbered in some order) and their number:
+        for numpy integers or booleans of a small range read from a table of that range
+        (in the values' order), else :meth:`factorized`."""
+        if name not in self._value_codes:
+            s = self[name]
+            kind = s.dtype.kind if isinstance(s.dtype, np.dtype) else None
+            v = s.to_numpy()
+            if kind is not None and kind in "iub" and len(v):
+                if not (kind == "u" and v.dtype.itemsize == 8):  # (no overflow of v - lo)
+                    v = v.astype(np.int64, copy=False)
+                lo, hi = v.min(), v.max()
+                if int(hi) - int(lo) <= 4 * len(v) + 1024:
+                    present = np.zeros(int(hi) - int(lo) + 1, dtype=bool)
+                    present[v - lo] = True
+                    rank = np.cumsum(present) - 1
+                    self._value_codes[name] = rank[v - lo], int(rank[-1]) + 1
+                    return self._value_codes[name]
+            codes, uniques = self.factorized(name)
+            self._value_codes[name] = codes, len(uniques)
+        return self._value_codes[name]
 
 
 def columns_of(df) -> Columns:
@@ -415,7 +438,7 @@ def _check_treatment_coding(t: np.ndarray, treatment: str, *, dose_ok: bool) -> 
 def _check_modifiers(df, modifiers: Sequence[str], default_effect: bool) -> None:
     cols = columns_of(df)
     for m in modifiers:
-        n_values = len(cols.factorized(m)[1])
+        n_values = cols.value_codes(m)[1]
         if n_values == 1 or (default_effect and _is_number_column(cols[m]) and n_values > 2):
             _modifier_error(m, pd.unique(cols[m]), cols[m], default_effect)
 
@@ -590,8 +613,8 @@ def _check_combinations(df: pd.DataFrame, modifiers: Sequence[str]) -> None:
         return
     cols = columns_of(df)
     df = cols.frame
-    factors = [cols.factorized(m) for m in modifiers]
-    sizes = [len(u) for _, u in factors]
+    factors = [cols.value_codes(m) for m in modifiers]
+    sizes = [n for _, n in factors]
     if np.prod(sizes, dtype=float) < 2.0**62:
         key = np.zeros(len(df), dtype=np.int64)
         for (c, _), n in zip(factors, sizes, strict=True):

@@ -166,7 +166,7 @@ def _keys_frame(group_keys: pd.DataFrame, index: pd.Index, labels: list[str], gr
     gk = group_keys
     in_order = gk.index.equals(index) or isinstance(gk.index, pd.RangeIndex)
     if in_order and gk.columns.is_unique:
-        kept = gk.columns[gk.columns != group_name]
+        kept = pd.Index([c for c in gk.columns if c != group_name], dtype=gk.columns.dtype)
         keys = pd.DataFrame(
             {group_name: labels, **{c: gk[c].array.copy() for c in kept}}, copy=False
         )

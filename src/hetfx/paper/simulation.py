@@ -626,8 +626,10 @@ def fit_condition(
     -------
     hetfx.results.GaussianResults
     """
+    # (effect_formula only changes a saturated condition's)
+    saturated = condition.effect_terms == "saturated"
     kwargs = {
-        "effect": effect_formula(data, condition),
+        "effect": effect_formula(data, condition) if saturated else condition.effect_terms,
         "group": "group",
         "baselines": baselines,
         "priors": PUBLISHED_PRIORS,
