@@ -853,7 +853,8 @@ class GaussianResults(Results):
             s = s.loc[[str(v) for v in self.design.cells.index]]  # by label
         names = ["q50", quantile_name(lo), quantile_name(hi), "mean", "sd"]
         names += [quantile_name(p) for p in QUANTILES.values()]
-        values = s.to_numpy()[:, s.columns.get_indexer(names)]  # one writable copy
+        position = {c: j for j, c in enumerate(s.columns)}  # (no hash engine of the columns)
+        values = s.to_numpy()[:, [position[c] for c in names]]  # one writable copy
         out = ["estimate", "lower", "upper", "mean", "sd", *QUANTILES]
         return {c: values[:, j] for j, c in enumerate(out)}
 
