@@ -83,6 +83,7 @@ from hetfx.design import (
     _frame_values,
     aliased_columns,
     aliased_values,
+    column_index,
     design_spec,
     labels_as_objects,
     numeric_design,
@@ -654,8 +655,9 @@ def _outcome_arrays(df: pd.DataFrame, outcome, treatment, weights, family):
 
 def _labelled_cells(df: Columns, group: str, modifiers: list[str]):
     """:func:`_cells_of` by a label column of strings or integers and modifiers of numpy
-    dtypes, read from arrays: ``(cells, codes)``, or None where that does not apply (other
-    dtypes, or modifiers that vary within a label: the frames' way names the groups)."""
+    dtypes, read from arrays: ``(cells, codes, the modifiers' dtypes)``, or None where that
+    does not apply (other dtypes, or modifiers that vary within a label: the frames' way
+    names the groups)."""
     s = df[group]
     numbers = isinstance(s.dtype, np.dtype) and s.dtype.kind in "iu"
     if not (numbers or isinstance(s.dtype, pd.StringDtype)):
@@ -674,12 +676,18 @@ def _labelled_cells(df: Columns, group: str, modifiers: list[str]):
     dtypes = {v.dtype for v in mods.values()}
     if len(dtypes) == 1:  # one block
         values = np.column_stack([v[rows] for v in mods.values()]).astype(dtypes.pop())
-        cells = pd.DataFrame(values, columns=modifiers)
+        cells = pd.DataFrame(values, columns=column_index(tuple(modifiers)))
     else:
         cells = pd.DataFrame({m: v[rows] for m, v in mods.items()}, columns=modifiers)
-    labels = uniq[order].astype(str).to_numpy()
-    cells.index = pd.Index(labels, name=group)
-    return cells, rank[seen].astype(np.int64)
+    labels = uniq[order]
+    if labels.dtype != _LABELS_DTYPE:  # numbers: as strings
+        labels = pd.Index(labels.astype(str).to_numpy())
+    cells.index = labels.rename(group)
+    return cells, rank[seen].astype(np.int64), {m: v.dtype for m, v in mods.items()}
+
+
+#: The dtype of an index of labels made from Python strings.
+_LABELS_DTYPE = pd.Index(np.array(["a"], dtype=object)).dtype
 
 
 def _cells_of(cols: Columns, group: str | None, modifiers: list[str]):
@@ -687,8 +695,8 @@ def _cells_of(cols: Columns, group: str | None, modifiers: list[str]):
     cell code, the label column's name and each modifier's levels."""
     fast = _labelled_cells(cols, group, modifiers) if group else None
     if fast is not None:
-        cells, codes = fast
-        return cells, codes, group, _levels(cells, modifiers)
+        cells, codes, dtypes = fast
+        return cells, codes, group, _levels(cells, modifiers, dtypes)
     df = cols.frame
     cells_cols = [group, *modifiers] if group else modifiers
     # cells in a fixed order whatever the row order: by the label column when there is one
@@ -720,10 +728,10 @@ def _cells_of(cols: Columns, group: str | None, modifiers: list[str]):
     return cells, codes, group_name, _levels(cells, modifiers)
 
 
-def _levels(cells: pd.DataFrame, modifiers: list[str]) -> dict[str, list]:
+def _levels(cells: pd.DataFrame, modifiers: list[str], dtypes=None) -> dict[str, list]:
     """Each modifier's levels (its categories, its sorted labels; none for numbers)."""
     levels = {}
-    dtypes = cells.dtypes
+    dtypes = cells.dtypes if dtypes is None else dtypes
     for m in modifiers:
         if isinstance(dtypes[m], np.dtype) and dtypes[m].kind in "iufcb":
             levels[m] = []  # numbers and booleans have no levels
@@ -814,7 +822,7 @@ def _controls_matrix(cols: Columns, r: dict) -> tuple[np.ndarray, pd.Index]:
     formula, variables = r["controls_formula"], r["control_vars"]
     got = numeric_design(formula, {c: cols[c].to_numpy() for c in variables})
     if got is not None:
-        return got[0], pd.Index(got[1])
+        return got[0], got[1]
     # only the controls' own columns (the rest of df would keep the matrix off the numeric
     # path of design_spec)
     Xc, _ = design_spec(formula, cols.frame[variables or r["needed"]])

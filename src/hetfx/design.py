@@ -125,7 +125,7 @@ def numeric_design(formula: str, columns: Mapping[str, np.ndarray]):
     """:func:`design_spec` of plain numeric columns given as arrays, from the spec cached
     for that formula, names and dtypes: ``(matrix, R-style names, spec)``, or None (no
     spec cached, not plain numbers, or :func:`design_spec` would go to formulaic). The
-    names are shared: copy them before changing them."""
+    names (a :class:`pandas.Index`) are shared, as every index."""
     if not columns or not all(isinstance(c, str) for c in columns):
         return None
     dtypes = [v.dtype for v in columns.values()]
@@ -137,7 +137,7 @@ def numeric_design(formula: str, columns: Mapping[str, np.ndarray]):
     mat = _numeric_matrix(spec, columns, len(next(iter(columns.values()))))
     if mat is None:
         return None
-    return mat, _r_names(tuple(spec.column_names)), spec
+    return mat, column_index(tuple(_r_names(tuple(spec.column_names)))), spec
 
 
 def _cached_numeric(formula: str, data: pd.DataFrame):
@@ -149,7 +149,15 @@ def _cached_numeric(formula: str, data: pd.DataFrame):
     mat = _numeric_matrix(spec, _frame_values(data), len(data))
     if mat is None:
         return None
-    return pd.DataFrame(mat, columns=_r_names(tuple(spec.column_names)), index=data.index), spec
+    columns = column_index(tuple(_r_names(tuple(spec.column_names))))
+    return pd.DataFrame(mat, columns=columns, index=data.index), spec
+
+
+@functools.lru_cache(maxsize=256)
+def column_index(names: tuple[str, ...]) -> pd.Index:
+    """``pd.Index(list(names))``, made once per tuple of names (an index is immutable, so
+    frames share it; making one of strings costs as much as a small frame)."""
+    return pd.Index(list(names))
 
 
 @functools.lru_cache(maxsize=256)
