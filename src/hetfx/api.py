@@ -837,7 +837,7 @@ def _main_matrix(main: str, cells: pd.DataFrame):
         got = M.to_numpy(), M.columns, spec
     values, names, spec = got
     keep = [j for j, c in enumerate(names) if c != "Intercept"]
-    return values[:, keep], pd.Index(names)[keep], spec
+    return values[:, keep], names[keep], spec
 
 
 def _x_design(cols: Columns, r: dict, main, cells, codes, treat):
@@ -862,7 +862,11 @@ def _x_design(cols: Columns, r: dict, main, cells, codes, treat):
         values = xc
     else:
         m, m_names, main_spec = _main_matrix(main, cells)
-        values, names = np.hstack([xc, m[codes]]), names.append(m_names)  # each row's cell's
+        values = np.hstack([xc, m[codes]])  # each row's cell's main effects
+        if len(names) and names.dtype == m_names.dtype:  # names.append(m_names), made once
+            names = column_index((*names, *m_names))
+        else:
+            names = names.append(m_names)
     X = pd.DataFrame(values, columns=names, index=cols.frame.index)
     bad_x = _aliased(values, names)
     if bad_x:
