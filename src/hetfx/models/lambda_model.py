@@ -149,22 +149,36 @@ def prepare_lambda_data(
         raise ValueError(f"group codes must lie in 0..{G - 1} (Z has {G} rows)")
     if len(Zf.index.unique()) != G:
         raise ValueError("Z index (group labels) must be unique")
-    labels = [str(v) for v in Zf.index]
     if group_keys is None:
-        keys = pd.DataFrame({group_name: labels})
+        keys = pd.DataFrame({group_name: [str(v) for v in Zf.index]})
     elif len(group_keys) != G:
         raise ValueError(f"group_keys has {len(group_keys)} rows, Z has {G}")
     else:
-        keys = _keys_frame(group_keys, Zf.index, labels, group_name)
+        keys = _keys_frame(group_keys, Zf.index, group_name)
     return LambdaData(y, treat, Xf, g.astype(np.int64), Zf, keys, group_name)
 
 
-def _keys_frame(group_keys: pd.DataFrame, index: pd.Index, labels: list[str], group_name: str):
-    """The labels, then the key columns of ``group_keys`` (rows matched to ``index``) but the
-    label's own: built from the columns' arrays where the rows are already in order (as
-    ``pd.concat`` of the label frame and the keys would build it), else by that concat."""
+#: The dtype of a column made from a list of Python strings.
+_STRINGS = pd.Index(np.array(["a"], dtype=object)).dtype
+
+
+def _keys_frame(group_keys: pd.DataFrame, index: pd.Index, group_name: str):
+    """The labels (``index`` as strings), then the key columns of ``group_keys`` (rows
+    matched to ``index``) but the label's own, as ``pd.concat`` of the label frame and the
+    keys builds it: by ``reset_index`` where ``group_keys`` is indexed by these very labels
+    (strings), from the columns' arrays where its rows are in order, else by that concat."""
     gk = group_keys
-    in_order = gk.index.equals(index) or isinstance(gk.index, pd.RangeIndex)
+    same = gk.index.equals(index)
+    in_order = same or isinstance(gk.index, pd.RangeIndex)
+    # an index of strings holds the labels as str(v) makes them
+    labels_as_index = same and gk.index.dtype == _STRINGS and not gk.index.hasnans
+    if labels_as_index and gk.columns.is_unique:
+        names = {group_name, gk.index.name}
+        if gk.index.name is not None and not any(c in names for c in gk.columns):
+            keys = gk.reset_index()
+            keys.columns = pd.Index([group_name]).append(gk.columns)
+            return keys
+    labels = [str(v) for v in index]
     if in_order and gk.columns.is_unique:
         kept = pd.Index([c for c in gk.columns if c != group_name], dtype=gk.columns.dtype)
         keys = pd.DataFrame(
