@@ -98,16 +98,23 @@ def _numeric_matrix(spec, values: Mapping[str, np.ndarray], n: int) -> np.ndarra
     floats. None when a column is anything else (a transform, a constant) or a value is
     not finite (formulaic drops rows with missing values)."""
     out = np.empty((n, len(spec.column_names)))
+    products: dict[tuple[str, ...], np.ndarray] = {}  # each product's left part, made once
     for j, name in enumerate(spec.column_names):
         if name == "Intercept":
             out[:, j] = 1.0
             continue
-        parts = name.split(":")
+        parts = tuple(name.split(":"))
         if any(p not in values for p in parts):
             return None
-        col = values[parts[0]]
-        for p in parts[1:]:
-            col = np.multiply(col, values[p])
+        col = products.get(parts[:-1]) if len(parts) > 1 else None
+        if col is None:
+            col = values[parts[0]]
+            for p in parts[1:-1]:
+                col = np.multiply(col, values[p])
+        if len(parts) > 1:
+            products[parts[:-1]] = col
+            col = np.multiply(col, values[parts[-1]])
+        products[parts] = col
         out[:, j] = col
     return out if np.isfinite(out).all() else None
 
