@@ -1124,7 +1124,7 @@ def _fit_gaussian(d: Design, priors: Priors | None, engine: str, common: dict):
     if d.weights is not None and d.baselines == "fixed":
         raise DesignError("weights= needs baselines='pooled', 'additive' or 'none'")
     loc, scale = _outcome_scale(d, priors, defaulted)
-    ps = priors.rescaled(1.0 / scale)
+    ps = priors if scale == 1.0 else priors.rescaled(1.0 / scale)  # (x * 1.0 is x)
     exact = engine == "quadrature"
     kw = ps.lambda_kwargs(list(d.X.columns), flat=np.inf if exact else FLAT_SD)
     y, treat, X = (d.y - loc) / scale, d.treat, d.X
