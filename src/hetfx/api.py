@@ -79,15 +79,26 @@ import numpy as np
 import pandas as pd
 from formulaic import Formula
 
-from hetfx.design import aliased_columns, design_spec, labels_as_objects
+from hetfx.design import (
+    _frame_values,
+    aliased_columns,
+    aliased_values,
+    column_index,
+    design_spec,
+    labels_as_objects,
+    numeric_design,
+)
 from hetfx.families import FAMILIES as _FAMILIES
 from hetfx.families import GAUSSIAN, get_family
 from hetfx.priors import FLAT_SD, Priors
 from hetfx.validation import (
+    Columns,
     DesignError,
+    bad_values,
     check_fit,
     check_fit_ols,
     check_fit_varying_slopes,
+    first_rows,
     is_formula,
 )
 
@@ -220,14 +231,17 @@ def check_levels(profiles: pd.DataFrame, levels: Mapping[str, list]) -> None:
 
 
 # ----------------------------------------------------------------------------- helpers
-def _aliased(M: pd.DataFrame) -> dict[str, str]:
-    """:func:`hetfx.design.aliased_columns` with BLAS on one thread: its QR of a few
-    thousand rows took 50-90 ms on two busy cores with BLAS threads, 0.1-0.5 ms without
-    (measured; most of a small fit's set-up time)."""
+def _aliased(M: pd.DataFrame | np.ndarray, names: Sequence[str] | None = None) -> dict[str, str]:
+    """:func:`hetfx.design.aliased_columns` (of a frame, or of an array whose columns are
+    ``names``) with BLAS on one thread: its QR of a few thousand rows took 50-90 ms on two
+    busy cores with BLAS threads, 0.1-0.5 ms without (measured; most of a small fit's set-up
+    time)."""
     from hetfx.models.gaussian import single_threaded_blas
 
     with single_threaded_blas():
-        return aliased_columns(M)
+        if names is None:
+            return aliased_columns(M)
+        return aliased_values(np.asarray(M, dtype=float), names)
 
 
 def _names(arg, what: str) -> list[str]:
@@ -353,17 +367,31 @@ def _check_within(X: pd.DataFrame, codes: np.ndarray, G: int) -> None:
         )
 
 
+def _n_levels(s: pd.Series) -> int | None:
+    """A label column's number of levels (None: a column of numbers or booleans)."""
+    return s.nunique() if _is_categorical(s) else None
+
+
 def _n_columns(eff: str, cells: pd.DataFrame) -> int:
     """Columns of the effect design: counted from the levels for the additive and the
     saturated formula of the modifiers, else from a sparse model matrix."""
     mods = list(cells.columns)
-    n_lev = [cells[m].nunique() if _is_categorical(cells[m]) else None for m in mods]
+    kinds = [t.kind if isinstance(t, np.dtype) else None for t in cells.dtypes]
+    # numpy numbers and booleans are one column each, without a look at their values
+    n_lev = [
+        None if k is not None and k in "iufcb" else _n_levels(cells[m])
+        for m, k in zip(mods, kinds, strict=True)
+    ]
     eff = eff.removeprefix("1 + ")
     if eff == " + ".join(mods):
         return 1 + sum(1 if k is None else k - 1 for k in n_lev)
     if eff == " * ".join(mods) and None not in n_lev:
         return int(np.prod(n_lev))
-    if eff == " * ".join(mods) and all(_is_plain_number(cells[m]) for m in mods):
+    plain = [
+        k in "iufc" if k is not None else _is_plain_number(cells[m])
+        for m, k in zip(mods, kinds, strict=True)
+    ]
+    if eff == " * ".join(mods) and all(plain):
         return 2 ** len(mods)  # one column per term of the full factorial
     from formulaic import model_matrix
 
@@ -396,6 +424,18 @@ def _effect_design(eff: str, cells: pd.DataFrame, baselines: str):
     return Z, spec, None
 
 
+_DESIGN_DEFAULTS = dict(
+    effect=None,
+    group=None,
+    main_effects=None,
+    missing="drop",
+    family="gaussian",
+    weights=None,
+    baselines=None,
+    single_arm_cells="raise",
+)
+
+
 def build_design(
     data: pd.DataFrame,
     outcome: str,
@@ -419,6 +459,33 @@ def build_design(
     ``ValueError``) on any input the model cannot use; warns (``UserWarning``) on dropped
     rows, a missing intercept, the treatment among the controls, and ``baselines="none"``.
     """
+    return _build_design(
+        data,
+        outcome,
+        treatment,
+        modifiers,
+        controls,
+        effect=effect,
+        group=group,
+        main_effects=main_effects,
+        missing=missing,
+        family=family,
+        weights=weights,
+        baselines=baselines,
+        single_arm_cells=single_arm_cells,
+    )
+
+
+def _build_design(
+    data, outcome, treatment, modifiers, controls=None, *, columns: Columns | None = None, **kw
+) -> Design:
+    """:func:`build_design` (its warnings point at the caller of this function's caller),
+    reading ``data``'s columns through ``columns`` (those :func:`hetfx.validation.check_fit`
+    read) where they are ``data``'s."""
+    kw = {**_DESIGN_DEFAULTS, **kw}
+    effect, group, main_effects = kw["effect"], kw["group"], kw["main_effects"]
+    missing, family, weights = kw["missing"], kw["family"], kw["weights"]
+    baselines, single_arm_cells = kw["baselines"], kw["single_arm_cells"]
     if not isinstance(data, pd.DataFrame):
         raise TypeError(f"data must be a pandas DataFrame, got {type(data).__name__}")
     fam = get_family(family)
@@ -438,12 +505,16 @@ def build_design(
     absent = [c for c in needed if c not in data.columns]
     if absent:
         raise KeyError(f"data has no columns {absent}")
-    df, counts, n_dropped = _complete_rows(data, needed, missing)
-    y, treat, w = _outcome_arrays(df, outcome, treatment, weights, fam)
-    cells, codes, group_name, levels = _cells_of(df, group, modifiers)
+    r["needed"] = needed
+    if columns is None or columns.frame is not data:
+        columns = Columns(data)
+    df, counts, n_dropped = _complete_rows(columns, needed, missing)
+    cols = columns if df is data else Columns(df)
+    y, treat, w = _outcome_arrays(cols, outcome, treatment, weights, fam)
+    cells, codes, group_name, levels = _cells_of(cols, group, modifiers)
     _check_single_arm(cells, codes, treat, single_arm_cells)
     Z, z_spec, reduced, main = _z_design(r["effect"], cells, baselines, r["main"], modifiers)
-    X, n_ctrl, main_spec = _x_design(df, r, main, cells, codes, treat)
+    X, n_ctrl, main_spec = _x_design(cols, r, main, cells, codes, treat)
     return Design(
         y=y,
         treat=treat,
@@ -528,18 +599,19 @@ def _design_roles(
     }
 
 
-def _complete_rows(data: pd.DataFrame, needed: list[str], missing: str):
+def _complete_rows(columns: Columns, needed: list[str], missing: str):
     """The rows without missing or infinite values in a used column: ``(frame, counts by
     variable, rows dropped)``; warns (``missing="drop"``) or raises (``"raise"``)."""
+    data = columns.frame
+    columns = {c: columns[c] for c in needed}
+    bad = {c: bad_values(s) for c, s in columns.items()}
+    bad = {c: b for c, b in bad.items() if b is not None}
+    counts = {c: int(b.sum()) for c, b in bad.items()}
+    categorical = any(isinstance(s.dtype, pd.CategoricalDtype) for s in columns.values())
+    if not bad and not categorical and len(data):  # nothing to drop or change: ``data``
+        return data, counts, 0  # itself (its columns are read by name)
     df = data[needed].copy()
-    bad = {}
-    for c in needed:
-        s = df[c]
-        bad[c] = s.isna().to_numpy()
-        if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
-            bad[c] = bad[c] | ~np.isfinite(s.to_numpy(dtype=float, na_value=np.nan))
-    counts = {c: int(bad[c].sum()) for c in needed if bad[c].any()}
-    drop = np.logical_or.reduce([bad[c] for c in needed])
+    drop = np.logical_or.reduce(list(bad.values())) if bad else np.zeros(len(df), dtype=bool)
     n_dropped = int(drop.sum())
     if n_dropped:
         listing = ", ".join(f"{c} {k}" for c, k in counts.items())
@@ -581,9 +653,51 @@ def _outcome_arrays(df: pd.DataFrame, outcome, treatment, weights, family):
     return y, treat, w
 
 
-def _cells_of(df: pd.DataFrame, group: str | None, modifiers: list[str]):
+def _labelled_cells(df: Columns, group: str, modifiers: list[str]):
+    """:func:`_cells_of` by a label column of strings or integers and modifiers of numpy
+    dtypes, read from arrays: ``(cells, codes, the modifiers' dtypes)``, or None where that
+    does not apply (other dtypes, or modifiers that vary within a label: the frames' way
+    names the groups)."""
+    s = df[group]
+    numbers = isinstance(s.dtype, np.dtype) and s.dtype.kind in "iu"
+    if not (numbers or isinstance(s.dtype, pd.StringDtype)):
+        return None
+    mods = {m: df[m].to_numpy() for m in modifiers}
+    if not all(isinstance(v.dtype, np.dtype) and v.dtype.kind in "iufbO" for v in mods.values()):
+        return None
+    seen, uniq = df.factorized(group)  # (no missing label: the rows are complete)
+    first = first_rows(seen, len(uniq))
+    if not all(np.array_equal(v, v[first][seen]) for v in mods.values()):
+        return None
+    order = np.asarray(uniq.argsort())  # by the label (unique), as the frames' sort
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    rows = first[order]
+    dtypes = {v.dtype for v in mods.values()}
+    if len(dtypes) == 1:  # one block
+        values = np.column_stack([v[rows] for v in mods.values()]).astype(dtypes.pop())
+        cells = pd.DataFrame(values, columns=column_index(tuple(modifiers)))
+    else:
+        cells = pd.DataFrame({m: v[rows] for m, v in mods.items()}, columns=modifiers)
+    labels = uniq[order]
+    if labels.dtype != _LABELS_DTYPE:  # numbers: as strings
+        labels = pd.Index(labels.astype(str).to_numpy())
+    cells.index = labels.rename(group)
+    return cells, rank[seen].astype(np.int64), {m: v.dtype for m, v in mods.items()}
+
+
+#: The dtype of an index of labels made from Python strings.
+_LABELS_DTYPE = pd.Index(np.array(["a"], dtype=object)).dtype
+
+
+def _cells_of(cols: Columns, group: str | None, modifiers: list[str]):
     """The cells (one row per cell, its modifier values, indexed by its label), each row's
     cell code, the label column's name and each modifier's levels."""
+    fast = _labelled_cells(cols, group, modifiers) if group else None
+    if fast is not None:
+        cells, codes, dtypes = fast
+        return cells, codes, group, _levels(cells, modifiers, dtypes)
+    df = cols.frame
     cells_cols = [group, *modifiers] if group else modifiers
     # cells in a fixed order whatever the row order: by the label column when there is one
     # (as the paper's own fits), else by the modifiers
@@ -611,15 +725,26 @@ def _cells_of(df: pd.DataFrame, group: str | None, modifiers: list[str]):
     cells.index = pd.Index(labels.to_numpy(), name=group_name)
     if not cells.index.is_unique:
         raise DesignError("two cells print to the same label; rename the modifier levels")
-    levels = {
-        m: list(cells[m].cat.categories)
-        if isinstance(cells[m].dtype, pd.CategoricalDtype)
-        else sorted(pd.unique(cells[m]))
-        if _is_categorical(cells[m])
-        else []
-        for m in modifiers
-    }
-    return cells, codes, group_name, levels
+    return cells, codes, group_name, _levels(cells, modifiers)
+
+
+def _levels(cells: pd.DataFrame, modifiers: list[str], dtypes=None) -> dict[str, list]:
+    """Each modifier's levels (its categories, its sorted labels; none for numbers)."""
+    levels = {}
+    dtypes = cells.dtypes if dtypes is None else dtypes
+    for m in modifiers:
+        if isinstance(dtypes[m], np.dtype) and dtypes[m].kind in "iufcb":
+            levels[m] = []  # numbers and booleans have no levels
+            continue
+        s = cells[m]
+        levels[m] = (
+            list(s.cat.categories)
+            if isinstance(s.dtype, pd.CategoricalDtype)
+            else sorted(pd.unique(s))
+            if _is_categorical(s)
+            else []
+        )
+    return levels
 
 
 def _check_single_arm(cells: pd.DataFrame, codes, treat, single_arm_cells: str) -> None:
@@ -653,7 +778,8 @@ def _z_design(eff: str, cells: pd.DataFrame, baselines: str, main, modifiers):
     the cells' baselines carry them)."""
     Z, z_spec, reduced = _effect_design(eff, cells, baselines)
     if main is not None and baselines in POOLED_BASELINES and len(cells) > 1:
-        if reduced or _n_columns(main, cells[modifiers]) >= len(cells):
+        mods = cells if list(cells.columns) == list(modifiers) else cells[modifiers]
+        if reduced or _n_columns(main, mods) >= len(cells):
             main = None  # one column per cell: the cells' baselines carry them, all alike
     if list(Z.columns[:1]) != ["Intercept"]:
         warnings.warn(
@@ -691,33 +817,58 @@ _NONE_WARNING = (
 )
 
 
-def _x_design(df: pd.DataFrame, r: dict, main, cells, codes, treat):
+def _controls_matrix(cols: Columns, r: dict) -> tuple[np.ndarray, pd.Index]:
+    """The controls' design (the intercept, the controls' columns) and its column names."""
+    formula, variables = r["controls_formula"], r["control_vars"]
+    got = numeric_design(formula, {c: cols[c].to_numpy() for c in variables})
+    if got is not None:
+        return got[0], got[1]
+    # only the controls' own columns (the rest of df would keep the matrix off the numeric
+    # path of design_spec)
+    Xc, _ = design_spec(formula, cols.frame[variables or r["needed"]])
+    return Xc.to_numpy(), Xc.columns
+
+
+def _main_matrix(main: str, cells: pd.DataFrame):
+    """The main effects' design on the cells, without its intercept: (matrix, names, spec)."""
+    got = numeric_design(main, _frame_values(cells))
+    if got is None:
+        M, spec = design_spec(main, cells)
+        got = M.to_numpy(), M.columns, spec
+    values, names, spec = got
+    keep = [j for j, c in enumerate(names) if c != "Intercept"]
+    return values[:, keep], names[keep], spec
+
+
+def _x_design(cols: Columns, r: dict, main, cells, codes, treat):
     """X (intercept, controls, the modifiers' main effects), the number of its control
     columns and the main effects' spec, checked for aliasing."""
     baselines, controls_formula = r["baselines"], r["controls_formula"]
-    # the controls' own columns (the rest of df would only keep the matrix off the numeric
-    # fast path of design_spec)
-    Xc, _ = design_spec(controls_formula, df[r["control_vars"]] if r["control_vars"] else df)
+    xc, names = _controls_matrix(cols, r)
     if baselines == "fixed":  # the cells' free baselines replace the intercept
-        Xc = Xc.drop(columns=["Intercept"], errors="ignore")
-    elif "Intercept" not in Xc.columns:
+        keep = [j for j, c in enumerate(names) if c != "Intercept"]
+        xc, names = xc[:, keep], names[keep]
+    elif "Intercept" not in names:
         warnings.warn(
             f"the outcome equation has no intercept (controls {controls_formula!r})"
             ": the baseline is then forced through 0",
             UserWarning,
             stacklevel=4,
         )
-    main_spec = None
+    main_spec, n_ctrl = None, len(names)
     if main is None:
         if baselines == "none":
             warnings.warn(_NONE_WARNING, UserWarning, stacklevel=4)
-        X = Xc
+        values = xc
     else:
-        M, main_spec = design_spec(main, cells)
-        M = M.drop(columns=["Intercept"], errors="ignore")
-        Mrows = pd.DataFrame(M.to_numpy()[codes], columns=M.columns, index=df.index)
-        X = pd.concat([Xc, Mrows], axis=1)
-    bad_x = _aliased(X)
+        m, m_names, main_spec = _main_matrix(main, cells)
+        values = np.hstack([xc, m[codes]])  # each row's cell's main effects
+        if len(names) and names.dtype == m_names.dtype:  # names.append(m_names), made once
+            names = column_index((*names, *m_names))
+        else:
+            names = names.append(m_names)
+    X = pd.DataFrame(values, columns=names, index=cols.frame.index)
+    bad_x = _aliased(values, names)
     if bad_x:
         raise DesignError(
             "X (intercept, controls, main effects) has columns that are not "
@@ -728,10 +879,10 @@ def _x_design(df: pd.DataFrame, r: dict, main, cells, codes, treat):
         )
     if baselines == "fixed" and X.shape[1]:
         _check_within(X, codes, len(cells))
-    for c in X.columns:
-        if np.array_equal(X[c].to_numpy(), treat):
+    for j, c in enumerate(names):
+        if np.array_equal(values[:, j], treat):
             warnings.warn(f"column {c!r} of X equals the treatment", UserWarning, stacklevel=4)
-    return X, Xc.shape[1], main_spec
+    return X, n_ctrl, main_spec
 
 
 # ----------------------------------------------------------------------------- fit
@@ -879,18 +1030,19 @@ def fit(
     ``docs/worked-examples.qmd`` fits a real survey experiment (with a binary outcome too,
     ``family="bernoulli"``) and a simulated conjoint.
     """
-    check_fit(locals())
+    columns = check_fit(locals())
     fam = get_family(family)
     if priors is not None and not isinstance(priors, Priors):
         raise TypeError("priors must be a hetfx.Priors bundle")
     if baselines is None and main_effects is None:
         baselines = fam.default_baselines
-    d = build_design(
+    d = _build_design(
         data,
         outcome,
         treatment,
         modifiers,
         controls,
+        columns=columns,
         effect=effect,
         group=group,
         main_effects=main_effects,
@@ -972,7 +1124,7 @@ def _fit_gaussian(d: Design, priors: Priors | None, engine: str, common: dict):
     if d.weights is not None and d.baselines == "fixed":
         raise DesignError("weights= needs baselines='pooled', 'additive' or 'none'")
     loc, scale = _outcome_scale(d, priors, defaulted)
-    ps = priors.rescaled(1.0 / scale)
+    ps = priors if scale == 1.0 else priors.rescaled(1.0 / scale)  # (x * 1.0 is x)
     exact = engine == "quadrature"
     kw = ps.lambda_kwargs(list(d.X.columns), flat=np.inf if exact else FLAT_SD)
     y, treat, X = (d.y - loc) / scale, d.treat, d.X
@@ -1075,7 +1227,7 @@ def fit_ols(
     with warnings.catch_warnings():  # no pooling in OLS: a saturated Z is its point
         warnings.filterwarnings("ignore", message="Z has one column per cell")
         warnings.filterwarnings("ignore", message="main_effects=False")
-        d = build_design(
+        d = _build_design(
             data,
             outcome,
             treatment,

@@ -24,7 +24,7 @@ Examples
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -32,6 +32,7 @@ from formulaic import model_matrix
 
 __all__ = [
     "aliased_columns",
+    "aliased_values",
     "design",
     "design_spec",
     "groups",
@@ -91,25 +92,59 @@ def _numeric_key(formula: str, data: pd.DataFrame) -> tuple | None:
     return formula, tuple(data.columns), tuple(t.str for t in dtypes)
 
 
-def _numeric_matrix(spec, data: pd.DataFrame) -> np.ndarray | None:
+def _numeric_matrix(spec, values: Mapping[str, np.ndarray], n: int) -> np.ndarray | None:
     """The matrix of a plain numeric spec as formulaic builds it: the intercept, each
     column, each product of columns (multiplied left to right in the native dtype), as
     floats. None when a column is anything else (a transform, a constant) or a value is
     not finite (formulaic drops rows with missing values)."""
-    values = {c: data[c].to_numpy() for c in data.columns}
-    out = np.empty((len(data), len(spec.column_names)))
+    out = np.empty((n, len(spec.column_names)))
+    products: dict[tuple[str, ...], np.ndarray] = {}  # each product's left part, made once
     for j, name in enumerate(spec.column_names):
         if name == "Intercept":
             out[:, j] = 1.0
             continue
-        parts = name.split(":")
+        parts = tuple(name.split(":"))
         if any(p not in values for p in parts):
             return None
-        col = values[parts[0]]
-        for p in parts[1:]:
-            col = np.multiply(col, values[p])
+        col = products.get(parts[:-1]) if len(parts) > 1 else None
+        if col is None:
+            col = values[parts[0]]
+            for p in parts[1:-1]:
+                col = np.multiply(col, values[p])
+        if len(parts) > 1:
+            products[parts[:-1]] = col
+            col = np.multiply(col, values[parts[-1]])
+        products[parts] = col
         out[:, j] = col
     return out if np.isfinite(out).all() else None
+
+
+def _frame_values(data: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The columns of a frame as arrays (of one array where they share a dtype)."""
+    names = list(data.columns)
+    if len(set(data.dtypes)) == 1:
+        block = data.to_numpy()
+        return {c: block[:, j] for j, c in enumerate(names)}
+    return {c: data[c].to_numpy() for c in names}
+
+
+def numeric_design(formula: str, columns: Mapping[str, np.ndarray]):
+    """:func:`design_spec` of plain numeric columns given as arrays, from the spec cached
+    for that formula, names and dtypes: ``(matrix, R-style names, spec)``, or None (no
+    spec cached, not plain numbers, or :func:`design_spec` would go to formulaic). The
+    names (a :class:`pandas.Index`) are shared, as every index."""
+    if not columns or not all(isinstance(c, str) for c in columns):
+        return None
+    dtypes = [v.dtype for v in columns.values()]
+    if not all(isinstance(t, np.dtype) and t.kind in "iuf" for t in dtypes):
+        return None
+    spec = _NUMERIC_SPECS.get((formula, tuple(columns), tuple(t.str for t in dtypes)))
+    if spec is None:
+        return None
+    mat = _numeric_matrix(spec, columns, len(next(iter(columns.values()))))
+    if mat is None:
+        return None
+    return mat, column_index(tuple(_r_names(tuple(spec.column_names)))), spec
 
 
 def _cached_numeric(formula: str, data: pd.DataFrame):
@@ -118,10 +153,18 @@ def _cached_numeric(formula: str, data: pd.DataFrame):
     spec = _NUMERIC_SPECS.get(key) if key is not None else None
     if spec is None:
         return None
-    mat = _numeric_matrix(spec, data)
+    mat = _numeric_matrix(spec, _frame_values(data), len(data))
     if mat is None:
         return None
-    return pd.DataFrame(mat, columns=_r_names(tuple(spec.column_names)), index=data.index), spec
+    columns = column_index(tuple(_r_names(tuple(spec.column_names))))
+    return pd.DataFrame(mat, columns=columns, index=data.index), spec
+
+
+@functools.lru_cache(maxsize=256)
+def column_index(names: tuple[str, ...]) -> pd.Index:
+    """``pd.Index(list(names))``, made once per tuple of names (an index is immutable, so
+    frames share it; making one of strings costs as much as a small frame)."""
+    return pd.Index(list(names))
 
 
 @functools.lru_cache(maxsize=256)
@@ -236,15 +279,20 @@ def aliased_columns(M: pd.DataFrame, tol: float = 1e-8) -> dict[str, str]:
     >>> aliased_columns(M)
     {'b': 'linear combination of Intercept, a'}
     """
+    return aliased_values(M.to_numpy(dtype=float), [str(c) for c in M.columns], tol)
+
+
+def aliased_values(A: np.ndarray, names: Sequence[str], tol: float = 1e-8) -> dict[str, str]:
+    """:func:`aliased_columns` of a matrix ``A`` (n x p) whose columns are ``names``."""
     out: dict[str, str] = {}
-    names = [str(c) for c in M.columns]
     seen: set[str] = set()
     for nm in names:
         if nm in seen:
             out[nm] = "duplicated name"
         seen.add(nm)
-    A = np.asarray(M, dtype=float)
     if A.shape[1] == 0:
+        return out
+    if _clearly_independent(A, margin=max(1e-4, 1e4 * tol)):
         return out
     norms = np.linalg.norm(A, axis=0)
     # |R_jj| of an unpivoted QR is the distance of column j from the span of the columns
@@ -269,3 +317,21 @@ def aliased_columns(M: pd.DataFrame, tol: float = 1e-8) -> dict[str, str]:
         used = [names[i] for i, c in zip(kept, coef, strict=True) if abs(c) > 1e-8]
         out.setdefault(names[j], "linear combination of " + ", ".join(used))
     return out
+
+
+def _clearly_independent(A: np.ndarray, margin: float = 1e-4) -> bool:
+    """Whether every column of ``A`` is far from the span of those before it: each
+    ``|R_jj|`` (the Cholesky factor of ``A'A``, the R of a QR in exact arithmetic) at least
+    ``margin`` times its column's norm. Rounding moves the Gram matrix's ``R_jj**2`` by about
+    ``p * eps * norm**2`` (~1e-15 of it), so where this holds the QR's own test (``|R_jj| >=
+    tol * norm``, tol 1e-8) passes for every column too; otherwise (or where the Cholesky
+    fails) the QR decides. A Gram matrix costs a third of a QR of a few thousand rows."""
+    gram = A.T @ A
+    norms = np.sqrt(np.diag(gram))
+    if not np.all(norms > 0) or not np.all(np.isfinite(gram)):
+        return False
+    try:
+        L = np.linalg.cholesky(gram)
+    except np.linalg.LinAlgError:
+        return False
+    return bool(np.all(np.diag(L) >= margin * norms))

@@ -355,6 +355,17 @@ class Results(BaseResults):
         k["n_obs"] = self.n_obs
         return k
 
+    def _keyed(self, columns: Mapping[str, np.ndarray]) -> pd.DataFrame:
+        """``pd.concat([self._keys(), pd.DataFrame(columns)], axis=1)``, built from arrays
+        in one step (the cells' label and modifiers copied, so the frame owns them)."""
+        d = self.design
+        names = [d.group_name, *d.cells.columns, "n_obs", *columns]
+        if len(set(names)) < len(names) or not all(isinstance(c, str) for c in names):
+            return pd.concat([self._keys(), pd.DataFrame(columns)], axis=1)
+        keys = {d.group_name: d.cells.index.array.copy()}
+        keys.update({m: d.cells[m].array.copy() for m in d.cells.columns})
+        return pd.DataFrame({**keys, "n_obs": self.n_obs, **columns}, copy=False)
+
     def group_effects(self, level: float = 0.95) -> pd.DataFrame:
         """Posterior of each group's effect.
 
@@ -813,8 +824,18 @@ class GaussianResults(Results):
     family = "gaussian"
 
     def group_effects(self, level: float = 0.95) -> pd.DataFrame:
-        if getattr(self.fit, "posterior", None) is None:
+        columns = self._effect_columns(level)
+        if columns is None:
             return super().group_effects(level)
+        return self._keyed(columns)
+
+    group_effects.__doc__ = Results.group_effects.__doc__
+
+    def _effect_columns(self, level: float) -> dict[str, np.ndarray] | None:
+        """The exact summary columns of :meth:`group_effects` (``estimate`` ... ``q975``) as
+        arrays, cells in the design's order; None without an exact posterior (NUTS)."""
+        if getattr(self.fit, "posterior", None) is None:
+            return None
         check_level(level)
         lo, hi = (1 - level) / 2, 1 - (1 - level) / 2
         # the engine's own list (median, the fixed quantiles, then the interval's ends unless
@@ -825,23 +846,17 @@ class GaussianResults(Results):
             if not any(abs(p - q) < 1e-12 for q in probs):
                 probs.append(p)
         lo, hi = (next(q for q in probs if abs(q - p) < 1e-12) for p in (lo, hi))
-        s = self.fit.summarise_lambda(quantiles=probs)
-        labels = [str(v) for v in self.design.cells.index]
-        if list(s.index) != labels:
-            s = s.loc[labels]  # by label, in the design's order
-        out = pd.DataFrame(
-            {
-                "estimate": s["q50"].to_numpy(),
-                "lower": s[quantile_name(lo)].to_numpy(),
-                "upper": s[quantile_name(hi)].to_numpy(),
-                "mean": s["mean"].to_numpy(),
-                "sd": s["sd"].to_numpy(),
-                **{name: s[quantile_name(p)].to_numpy() for name, p in QUANTILES.items()},
-            }
-        )
-        return pd.concat([self._keys(), out], axis=1)
-
-    group_effects.__doc__ = Results.group_effects.__doc__
+        if self.fit.data.Z.index.equals(self.design.cells.index):  # the design's order
+            s = self.fit.posterior.summarise_lambda(None, probs=probs)
+        else:
+            s = self.fit.summarise_lambda(quantiles=probs)
+            s = s.loc[[str(v) for v in self.design.cells.index]]  # by label
+        names = ["q50", quantile_name(lo), quantile_name(hi), "mean", "sd"]
+        names += [quantile_name(p) for p in QUANTILES.values()]
+        position = {c: j for j, c in enumerate(s.columns)}  # (no hash engine of the columns)
+        values = s.to_numpy()[:, [position[c] for c in names]]  # one writable copy
+        out = ["estimate", "lower", "upper", "mean", "sd", *QUANTILES]
+        return {c: values[:, j] for j, c in enumerate(out)}
 
     def _pointwise(self, rng):
         from hetfx.models.baselines import demean_within

@@ -286,16 +286,82 @@ def numbers_of(name: str, s: pd.Series, role: str) -> np.ndarray:
     )
 
 
-def _complete(data: pd.DataFrame, used: Sequence[str]) -> pd.DataFrame:
-    """The rows :func:`hetfx.api.build_design` keeps: no missing or infinite value."""
-    df = data[list(used)]
-    keep = np.ones(len(df), dtype=bool)
-    for c in used:
-        s = df[c]
-        keep &= ~s.isna().to_numpy()
+def bad_values(s: pd.Series) -> np.ndarray | None:
+    """Rows of a column holding a missing or (a number column) infinite value; None where
+    there are none. Read from the column's numpy values where it has a numpy dtype (a
+    float column's are its non-finite values, an integer or boolean column has none)."""
+    dtype = s.dtype
+    if isinstance(dtype, np.dtype) and dtype.kind in "iub":
+        return None
+    if isinstance(dtype, np.dtype) and dtype.kind == "f":
+        bad = ~np.isfinite(s.to_numpy())
+    else:
+        bad = s.isna().to_numpy()
         if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
-            keep &= np.isfinite(s.to_numpy(dtype=float, na_value=np.nan))
-    return df if keep.all() else df.loc[keep]
+            bad = bad | ~np.isfinite(s.to_numpy(dtype=float, na_value=np.nan))
+    return bad if bad.any() else None
+
+
+def _complete(data: pd.DataFrame | Columns, used: Sequence[str]) -> pd.DataFrame:
+    """The rows :func:`hetfx.api.build_design` keeps: no missing or infinite value (``data``
+    itself where every row is complete; its columns are then read by name)."""
+    cols = columns_of(data)
+    data = cols.frame
+    keep = None
+    for c in used:
+        bad = bad_values(cols[c])
+        if bad is not None:
+            keep = ~bad if keep is None else keep & ~bad
+    return data if keep is None else data[list(used)].loc[keep]
+
+
+class Columns(dict):
+    """The columns of a frame, each read once (``frame[name]`` is pandas' slowest common
+    step): ``Columns(frame)[name]`` is ``frame[name]``, kept; ``.frame`` is the frame."""
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        super().__init__()
+        self.frame = frame
+        self._factorized: dict[str, tuple] = {}
+        self._value_codes: dict[str, tuple] = {}
+
+    def __missing__(self, name: str) -> pd.Series:
+        self[name] = s = self.frame[name]
+        return s
+
+    def factorized(self, name: str) -> tuple[np.ndarray, Any]:
+        """``pd.factorize(self[name], use_na_sentinel=False)`` (codes in order of
+        appearance, uniques), computed once."""
+        if name not in self._factorized:
+            self._factorized[name] = pd.factorize(self[name], use_na_sentinel=False)
+        return self._factorized[name]
+
+    def value_codes(self, name: str) -> tuple[np.ndarray, int]:
+        """Codes of the column's distinct values (numbered in some order) and their number:
+        for numpy integers or booleans of a small range read from a table of that range
+        (in the values' order), else :meth:`factorized`."""
+        if name not in self._value_codes:
+            s = self[name]
+            kind = s.dtype.kind if isinstance(s.dtype, np.dtype) else None
+            v = s.to_numpy()
+            if kind is not None and kind in "iub" and len(v):
+                if not (kind == "u" and v.dtype.itemsize == 8):  # (no overflow of v - lo)
+                    v = v.astype(np.int64, copy=False)
+                lo, hi = v.min(), v.max()
+                if int(hi) - int(lo) <= 4 * len(v) + 1024:
+                    present = np.zeros(int(hi) - int(lo) + 1, dtype=bool)
+                    present[v - lo] = True
+                    rank = np.cumsum(present) - 1
+                    self._value_codes[name] = rank[v - lo], int(rank[-1]) + 1
+                    return self._value_codes[name]
+            codes, uniques = self.factorized(name)
+            self._value_codes[name] = codes, len(uniques)
+        return self._value_codes[name]
+
+
+def columns_of(df) -> Columns:
+    """``df``'s :class:`Columns` (``df`` itself where it is one)."""
+    return df if isinstance(df, Columns) else Columns(df)
 
 
 def _is_number_column(s) -> bool:
@@ -332,13 +398,16 @@ def check_value_types(df: pd.DataFrame, columns: Sequence[str], labels: Sequence
 MAX_MAGNITUDE, MIN_MAGNITUDE = 1e100, 1e-100
 
 
-def check_magnitudes(df: pd.DataFrame, columns: Sequence[str]) -> None:
+def check_magnitudes(df: pd.DataFrame | Columns, columns: Sequence[str]) -> None:
     """Numbers whose squares overflow or underflow double precision: ask for a rescaling."""
-    dtypes = df.dtypes
+    cols = columns_of(df)
     for c in columns:
-        if not _is_number_column(dtypes[c]):  # a column's dtype, as its Series'
+        s = cols[c]
+        if not _is_number_column(s.dtype):
             continue
-        a = np.abs(df[c].to_numpy(dtype=float, na_value=np.nan))
+        if isinstance(s.dtype, np.dtype) and s.dtype.kind in "iu":
+            continue  # numpy integers: below 2**64 and, but for 0, at least 1 in magnitude
+        a = np.abs(s.to_numpy(dtype=float, na_value=np.nan))
         a = a[np.isfinite(a) & (a > 0)]
         if len(a) and (a.max() > MAX_MAGNITUDE or a.min() < MIN_MAGNITUDE):
             raise DesignError(
@@ -366,35 +435,49 @@ def _check_treatment_coding(t: np.ndarray, treatment: str, *, dose_ok: bool) -> 
         )
 
 
-def _check_modifiers(df: pd.DataFrame, modifiers: Sequence[str], default_effect: bool) -> None:
+def _check_modifiers(df, modifiers: Sequence[str], default_effect: bool) -> None:
+    cols = columns_of(df)
     for m in modifiers:
-        vals = pd.unique(df[m])
-        if len(vals) == 1:
-            raise DesignError(
-                f"modifier {m!r} takes a single value ({_plain(vals[0])!r}) in the rows "
-                "used, so it cannot modify the effect; remove it from modifiers="
-            )
-        if default_effect and _is_number_column(df[m]) and len(vals) > 2:
-            shown = ", ".join(f"{v:g}" for v in sorted(vals)[:5]) + (
-                ", ..." if len(vals) > 5 else ""
-            )
-            raise DesignError(
-                f"modifier {m!r} is numeric with {len(vals)} values ({shown}): its cells are "
-                "its values, but the effect formula would take it as one linear term. "
-                f"Convert it to labels for one effect per value (data[{m!r}] = "
-                f"data[{m!r}].astype('category')), or write the effect formula yourself "
-                f"(effect='{m} + ...') to keep the linear term"
-            )
+        n_values = cols.value_codes(m)[1]
+        if n_values == 1 or (default_effect and _is_number_column(cols[m]) and n_values > 2):
+            _modifier_error(m, pd.unique(cols[m]), cols[m], default_effect)
 
 
-def _cells(df: pd.DataFrame, by: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Cell code of each row (cells: the combinations of ``by``) and each cell's first row."""
+def _modifier_error(m: str, vals, s: pd.Series, default_effect: bool) -> None:
+    """Raise for a modifier with one value, or (default effect) numeric with more than two."""
+    if len(vals) == 1:
+        raise DesignError(
+            f"modifier {m!r} takes a single value ({_plain(vals[0])!r}) in the rows "
+            "used, so it cannot modify the effect; remove it from modifiers="
+        )
+    if default_effect and _is_number_column(s) and len(vals) > 2:
+        shown = ", ".join(f"{v:g}" for v in sorted(vals)[:5]) + (", ..." if len(vals) > 5 else "")
+        raise DesignError(
+            f"modifier {m!r} is numeric with {len(vals)} values ({shown}): its cells are "
+            "its values, but the effect formula would take it as one linear term. "
+            f"Convert it to labels for one effect per value (data[{m!r}] = "
+            f"data[{m!r}].astype('category')), or write the effect formula yourself "
+            f"(effect='{m} + ...') to keep the linear term"
+        )
+
+
+def _cells(df, by: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Cell code of each row (cells: the combinations of ``by``, numbered in order of
+    appearance) and each cell's first row."""
+    cols = columns_of(df)
     if len(by) == 1:  # numbered in order of appearance, as the groupby's
-        codes = pd.factorize(df[by[0]], use_na_sentinel=False)[0]
+        codes = cols.factorized(by[0])[0]
     else:
-        codes = df.groupby(list(by), sort=False, observed=True, dropna=False).ngroup().to_numpy()
-    first = pd.Series(np.arange(len(df))).groupby(codes).first().to_numpy()
-    return codes, first
+        codes = cols.frame.groupby(list(by), sort=False, observed=True, dropna=False).ngroup()
+        codes = codes.to_numpy()
+    return codes, first_rows(codes, int(codes.max()) + 1 if len(codes) else 0)
+
+
+def first_rows(codes: np.ndarray, n_codes: int) -> np.ndarray:
+    """The first row holding each code ``0..n_codes-1`` (``len(codes)`` for an absent one)."""
+    first = np.full(n_codes, len(codes), dtype=np.int64)
+    np.minimum.at(first, codes, np.arange(len(codes), dtype=np.int64))
+    return first
 
 
 def _listing(cells: pd.DataFrame, labels: pd.Series, idx, detail) -> str:
@@ -413,7 +496,9 @@ def _check_cells(
     outcome not fitted exactly."""
     group, modifiers = r.get("group"), list(r["modifiers"])
     by = [group] if group else modifiers
-    codes, first = _cells(df, by)
+    cols = columns_of(df)
+    df = cols.frame
+    codes, first = _cells(cols, by)
     G = len(first)
 
     def listing(idx, detail) -> str:  # the cells named in a message (built only to raise)
@@ -440,8 +525,8 @@ def _check_cells(
     for c in r["control_vars"]:
         k += (
             1
-            if _is_number_column(df[c]) or pd.api.types.is_bool_dtype(df[c])
-            else max(df[c].nunique() - 1, 0)
+            if _is_number_column(cols[c]) or pd.api.types.is_bool_dtype(cols[c])
+            else max(cols[c].nunique() - 1, 0)
         )
     if len(df) - 2 * G - k < 1:
         small = np.flatnonzero(n_g < 3)
@@ -459,13 +544,11 @@ def _check_cells(
             + ". Add rows, or merge cells (fewer or coarser modifiers)"
         )
     if gaussian:
-        y = numbers_of(r["outcome"], df[r["outcome"]], "outcome")
+        y = numbers_of(r["outcome"], cols[r["outcome"]], "outcome")
         # each cell and arm: every value its first (rows complete: no missing value)
         arm = np.unique(t, return_inverse=True)[1].reshape(-1)
-        _, first_row, inv = np.unique(
-            codes * (arm.max() + 1) + arm, return_index=True, return_inverse=True
-        )
-        if np.array_equal(y, y[first_row][inv.reshape(-1)]):
+        key = codes * (arm.max() + 1) + arm
+        if np.array_equal(y, y[first_rows(key, int(key.max()) + 1)[key]]):
             raise DesignError(
                 f"outcome {r['outcome']!r} is constant within every cell and arm (treated, "
                 "control)"
@@ -528,8 +611,10 @@ def _check_combinations(df: pd.DataFrame, modifiers: Sequence[str]) -> None:
     """A saturated formula needs every combination of the modifiers' values."""
     if len(modifiers) < 2:
         return
-    factors = [pd.factorize(df[m], use_na_sentinel=False) for m in modifiers]
-    sizes = [len(u) for _, u in factors]
+    cols = columns_of(df)
+    df = cols.frame
+    factors = [cols.value_codes(m) for m in modifiers]
+    sizes = [n for _, n in factors]
     if np.prod(sizes, dtype=float) < 2.0**62:
         key = np.zeros(len(df), dtype=np.int64)
         for (c, _), n in zip(factors, sizes, strict=True):
@@ -567,20 +652,24 @@ def _check_data(
     needed = list(dict.fromkeys(needed))
     _columns_present(data, needed)
     check_value_types(data, needed, [*r["modifiers"], *([r["group"]] if r.get("group") else [])])
-    df = _complete(data, needed)
+    cols = Columns(data)  # each column read once
+    df = _complete(cols, needed)
     if df.empty:
-        return  # build_design counts the missing values by variable
-    check_magnitudes(df, needed)
-    t = numbers_of(r["treatment"], df[r["treatment"]], "treatment")
+        return None  # build_design counts the missing values by variable
+    if df is not data:  # rows dropped
+        cols = Columns(df)
+    check_magnitudes(cols, needed)
+    t = numbers_of(r["treatment"], cols[r["treatment"]], "treatment")
     if family is not None:  # hetfx.fit: what the family's likelihood takes
-        y = numbers_of(r["outcome"], df[r["outcome"]], "outcome")
+        y = numbers_of(r["outcome"], cols[r["outcome"]], "outcome")
         family.check_values(r["outcome"], y, r["treatment"], t)
     if coding:
         _check_treatment_coding(t, r["treatment"], dose_ok=dose_ok)
-    _check_modifiers(df, r["modifiers"], default_effect)
+    _check_modifiers(cols, r["modifiers"], default_effect)
     if saturated:
-        _check_combinations(df, r["modifiers"])
-    _check_cells(df, r, t, gaussian=gaussian, single_arm=single_arm)
+        _check_combinations(cols, r["modifiers"])
+    _check_cells(cols, r, t, gaussian=gaussian, single_arm=single_arm)
+    return cols
 
 
 def _check_formulas(effect, main_effects) -> None:
@@ -615,8 +704,11 @@ def _single_arm(value, family) -> str:
     return value
 
 
-def check_fit(args: Mapping[str, Any]) -> None:
-    """Check the arguments of :func:`hetfx.fit` (its ``locals()``) before any work."""
+def check_fit(args: Mapping[str, Any]) -> Columns | None:
+    """Check the arguments of :func:`hetfx.fit` (its ``locals()``) before any work.
+
+    Returns the :class:`Columns` of the rows checked (``data``'s own where none has a
+    missing value), for the design to read again without a second lookup."""
     _check_priors(args.get("priors"))
     data = _frame(args["data"])
     from hetfx.families import get_family
@@ -632,7 +724,7 @@ def check_fit(args: Mapping[str, Any]) -> None:
     )  # the modifiers' main effects go into X
     _check_roles(r, main_effects_in_x=in_x)
     _check_formulas(args.get("effect"), main_effects)
-    _check_data(
+    return _check_data(
         data,
         r,
         default_effect=args.get("effect") in _DEFAULT_EFFECTS,

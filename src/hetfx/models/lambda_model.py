@@ -151,17 +151,44 @@ def prepare_lambda_data(
         raise ValueError("Z index (group labels) must be unique")
     if group_keys is None:
         keys = pd.DataFrame({group_name: [str(v) for v in Zf.index]})
+    elif len(group_keys) != G:
+        raise ValueError(f"group_keys has {len(group_keys)} rows, Z has {G}")
     else:
-        gk = group_keys.copy()
-        if len(gk) != G:
-            raise ValueError(f"group_keys has {len(gk)} rows, Z has {G}")
-        if gk.index.equals(Zf.index) or isinstance(gk.index, pd.RangeIndex):
-            gk = gk.reset_index(drop=True)
-        else:
-            gk = gk.loc[Zf.index].reset_index(drop=True)
-        gk = gk.drop(columns=[group_name], errors="ignore")
-        keys = pd.concat([pd.DataFrame({group_name: [str(v) for v in Zf.index]}), gk], axis=1)
+        keys = _keys_frame(group_keys, Zf.index, group_name)
     return LambdaData(y, treat, Xf, g.astype(np.int64), Zf, keys, group_name)
+
+
+#: The dtype of a column made from a list of Python strings.
+_STRINGS = pd.Index(np.array(["a"], dtype=object)).dtype
+
+
+def _keys_frame(group_keys: pd.DataFrame, index: pd.Index, group_name: str):
+    """The labels (``index`` as strings), then the key columns of ``group_keys`` (rows
+    matched to ``index``) but the label's own, as ``pd.concat`` of the label frame and the
+    keys builds it: by ``reset_index`` where ``group_keys`` is indexed by these very labels
+    (strings), from the columns' arrays where its rows are in order, else by that concat."""
+    gk = group_keys
+    same = gk.index.equals(index)
+    in_order = same or isinstance(gk.index, pd.RangeIndex)
+    # an index of strings holds the labels as str(v) makes them
+    labels_as_index = same and gk.index.dtype == _STRINGS and not gk.index.hasnans
+    if labels_as_index and gk.columns.is_unique:
+        names = {group_name, gk.index.name}
+        if gk.index.name is not None and not any(c in names for c in gk.columns):
+            keys = gk.reset_index()
+            keys.columns = pd.Index([group_name]).append(gk.columns)
+            return keys
+    labels = [str(v) for v in index]
+    if in_order and gk.columns.is_unique:
+        kept = pd.Index([c for c in gk.columns if c != group_name], dtype=gk.columns.dtype)
+        keys = pd.DataFrame(
+            {group_name: labels, **{c: gk[c].array.copy() for c in kept}}, copy=False
+        )
+        keys.columns = pd.Index([group_name]).append(kept)
+        return keys
+    gk = gk.reset_index(drop=True) if in_order else gk.loc[index].reset_index(drop=True)
+    gk = gk.drop(columns=[group_name], errors="ignore")
+    return pd.concat([pd.DataFrame({group_name: labels}), gk], axis=1)
 
 
 # ------------------------------------------------------------------------- fit object

@@ -626,8 +626,10 @@ def fit_condition(
     -------
     hetfx.results.GaussianResults
     """
+    # (effect_formula only changes a saturated condition's)
+    saturated = condition.effect_terms == "saturated"
     kwargs = {
-        "effect": effect_formula(data, condition),
+        "effect": effect_formula(data, condition) if saturated else condition.effect_terms,
         "group": "group",
         "baselines": baselines,
         "priors": PUBLISHED_PRIORS,
@@ -692,18 +694,16 @@ def api_estimator(
         ``grid_edge_mass`` (quadrature engine; ``nan`` otherwise).
     """
     res = fit_condition(data, condition, baselines, **options)
-    ge = res.group_effects(level=0.9)
-    return pd.DataFrame(
-        {
-            "group": ge["group"].astype(str).to_numpy(),
-            "estimate": ge["estimate"].to_numpy(),
-            "q025": ge["q025"].to_numpy(),
-            "q05": ge["lower"].to_numpy(),
-            "q95": ge["upper"].to_numpy(),
-            "q975": ge["q975"].to_numpy(),
-            "grid_edge_mass": float(res.diagnostics_record.grid_edge_mass),
-        }
-    )
+    summary = res._effect_columns(0.9)  # group_effects(level=0.9)'s columns, as arrays
+    if summary is None:  # NUTS: from the draws
+        ge = res.group_effects(level=0.9)
+        summary = {c: ge[c].to_numpy().copy() for c in ("estimate", "q025", "lower", "upper")}
+        summary["q975"] = ge["q975"].to_numpy().copy()
+    names = {"estimate": "estimate", "q025": "q025", "q05": "lower", "q95": "upper", "q975": "q975"}
+    columns = {c: summary[g] for c, g in names.items()}
+    group = res.design.cells.index.astype(str).to_numpy().copy()
+    edge = np.full(len(group), float(res.diagnostics_record.grid_edge_mass))
+    return pd.DataFrame({"group": group, **columns, "grid_edge_mass": edge}, copy=False)
 
 
 def hierarchical_estimator(data: pd.DataFrame, condition: Condition) -> pd.DataFrame:
