@@ -462,10 +462,17 @@ class BlockModel:
     def effect_moments(self, nd: _Node) -> tuple[np.ndarray, np.ndarray]:
         """Conditional means and SDs of every group's effect (``effect_coefs[g] @ a +
         c_g[effect_col]``), ``(m, G)``."""
+        # row e of _block_pieces only: c_g[e] | a ~ N(m_g[e] - H_g[e] a, M_g^-1[e, e])
         e = self.effect_col
-        mg, H = self._block_pieces(nd)
-        h = self.effect_coefs[None] - H[:, :, e, :]  # (m, G, k)
-        mean = mg[:, :, e] + np.einsum("mgk,mk->mg", h, nd.mean_a)
+        inv = (1.0 / nd.s2)[:, None]
+        Me = nd.Minv[:, :, e, :]  # (m, G, b)
+        mg = (Me * self.Ry[None]).sum(axis=2) * inv
+        He = Me[:, :, 0, None] * self.RA[None, :, 0, :]
+        for j in range(1, self.b):
+            He += Me[:, :, j, None] * self.RA[None, :, j, :]
+        He *= inv[:, :, None]
+        h = np.subtract(self.effect_coefs[None], He, out=He)  # (m, G, k)
+        mean = mg + np.einsum("mgk,mk->mg", h, nd.mean_a)
         V = h @ nd.LinvT
         var = np.einsum("mgk,mgk->mg", V, V) + nd.Minv[:, :, e, e]
         return mean, np.sqrt(var)
