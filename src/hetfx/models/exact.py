@@ -285,26 +285,39 @@ class BlockModel:
         self.Ry = ind @ (R * y[:, None])  # (G, b)
         self.AtA, self.Aty, self.yty = A.T @ A, A.T @ y, float(y @ y)
         self.y_sd = float(np.std(y)) if n else 1.0
-        # per-group outer products of the rows of R_g'A_g (the Schur correction as one
-        # matrix product per pair of block columns), where they fit in memory
         self._pairs = [(i, j) for i in range(b) for j in range(i, b)]
-        self._Q = None
-        if G * k * k * len(self._pairs) <= 3e7:
-            self._Q = np.stack(
-                [
-                    np.einsum("gi,gj->gij", self.RA[:, i], self.RA[:, j]).reshape(G, k * k)
-                    for i, j in self._pairs
-                ]
-            )
-            for p, (i, j) in enumerate(self._pairs):
-                if i != j:
-                    Qp = self._Q[p].reshape(G, k, k)
-                    self._Q[p] = (Qp + np.swapaxes(Qp, 1, 2)).reshape(G, k * k)
+        self._Q = self._schur_products()
         E = np.zeros((G, k)) if effect_coefs is None else np.asarray(effect_coefs, float)
         if E.shape != (G, k):
             raise ValueError(f"effect_coefs must be ({G}, {k})")
         self.effect_coefs = E
         self.effect_col = b - 1 if effect_col is None else int(effect_col)
+
+    def _schur_products(self) -> np.ndarray | None:
+        """Per-group products of the rows of ``R_g'A_g`` for the Schur correction, one
+        ``(G, k (k + 1) / 2)`` matrix per pair of block columns (the upper triangle, row by
+        row: the correction is symmetric), so that a batch of nodes needs one matrix product
+        per pair; None where they would not fit in memory."""
+        G, k = self.G, self.k
+        iu, ju = np.triu_indices(k)
+        nk = len(iu)
+        # the bordered (k + 1)-square system [[S, r], [r', q]] as one gather from the packed
+        # values [S's upper triangle, r, q] (a gather is twice as fast as two scatters)
+        pos = np.empty((k + 1, k + 1), dtype=np.intp)
+        pos[iu, ju] = pos[ju, iu] = np.arange(nk)
+        pos[:k, k] = pos[k, :k] = nk + np.arange(k)
+        pos[k, k] = nk + k
+        self._border = pos.ravel()
+        self._diag = np.flatnonzero(iu == ju)
+        self._AtA_packed = self.AtA[iu, ju]
+        if G * nk * len(self._pairs) > 1.5e7:
+            return None
+        Q = np.empty((len(self._pairs), G, len(iu)))
+        for p, (i, j) in enumerate(self._pairs):
+            Q[p] = self.RA[:, i, iu] * self.RA[:, j, ju]
+            if i != j:
+                Q[p] += self.RA[:, j, iu] * self.RA[:, i, ju]
+        return Q
 
     # -- coordinates ------------------------------------------------------------------
     @property
@@ -350,20 +363,23 @@ class BlockModel:
         Minv, logdet_k = self._minv(u, inv)
         v = _matvec(Minv, self.Ry[None])
         inv2 = inv * inv
-        B = np.empty((m, k + 1, k + 1))
-        if self._Q is not None:
-            corr = sum(Minv[:, :, i, j] @ self._Q[p] for p, (i, j) in enumerate(self._pairs))
-            corr = corr.reshape(m, k, k)
-        else:
-            corr = np.einsum("gik,mgil->mkl", self.RA, Minv @ self.RA[None])
-        B[:, :k, :k] = self.AtA[None] * inv[:, None, None] - corr * inv2[:, None, None]
-        B[:, np.arange(k), np.arange(k)] += self.prec
         vRA = sum(v[:, :, i] @ self.RA[:, i, :] for i in range(self.b))
         r = self.Aty[None] * inv[:, None] - vRA * inv2[:, None]
-        B[:, :k, k] = r
-        B[:, k, :k] = r
         quad = sum(v[:, :, i] @ self.Ry[:, i] for i in range(self.b))
-        B[:, k, k] = self.yty * inv - quad * inv2
+        q = self.yty * inv - quad * inv2
+        if self._Q is not None:  # the upper triangle, packed
+            corr = sum(Minv[:, :, i, j] @ self._Q[p] for p, (i, j) in enumerate(self._pairs))
+            Sp = self._AtA_packed[None] * inv[:, None] - corr * inv2[:, None]
+            Sp[:, self._diag] += self.prec
+            packed = np.concatenate([Sp, r, q[:, None]], axis=1)
+            B = np.take(packed, self._border, axis=1).reshape(m, k + 1, k + 1)
+        else:
+            corr = np.einsum("gik,mgil->mkl", self.RA, Minv @ self.RA[None])
+            B = np.empty((m, k + 1, k + 1))
+            B[:, :k, :k] = self.AtA[None] * inv[:, None, None] - corr * inv2[:, None, None]
+            B[:, np.arange(k), np.arange(k)] += self.prec
+            B[:, :k, k] = B[:, k, :k] = r
+            B[:, k, k] = q
         return _Node(_batched_cholesky(B), Minv, logdet_k, s2)
 
     def _minv(self, u: np.ndarray, inv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
