@@ -46,7 +46,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 from scipy import optimize, sparse
-from scipy.linalg import lapack
+from scipy.linalg import lapack, solve_triangular
 
 from hetfx.inference import mixture_moments, mixture_quantiles, quantile_name, sinc_quantiles
 from hetfx.models.gaussian import ScalePrior, single_threaded_blas
@@ -193,6 +193,26 @@ class _Node:
     def take(self, rows: np.ndarray) -> _Node:
         inv = None if self._LinvT is None else self._LinvT[rows]
         return _Node(self.L[rows], self.Minv[rows], self.logdet_k[rows], self.s2[rows], inv)
+
+
+def _gaussian_forms(nd: _Node, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``h @ E(a)`` and the diagonal of ``h Cov(a) h'`` at every node of ``nd`` (``h``:
+    ``(m, r, k)``). From 24 coefficients on, by one triangular solve per node with the
+    Cholesky factor (``k^2 r / 2`` flops, where ``L^-T`` costs ``k^3 / 3`` more and the
+    product with it ``k^2 r``)."""
+    k = nd.k
+    if k < 24 or nd._LinvT is not None:
+        mean = np.einsum("mgk,mk->mg", h, nd.mean_a)
+        V = h @ nd.LinvT
+        return mean, np.einsum("mgk,mgk->mg", V, V)
+    mean, var = np.empty(h.shape[:2]), np.empty(h.shape[:2])
+    for j in range(len(h)):
+        Lk = nd.L[j, :k, :k]
+        ma = solve_triangular(Lk, nd.L[j, k, :k], lower=True, trans="T", check_finite=False)
+        W = solve_triangular(Lk, h[j].T, lower=True, check_finite=False)
+        mean[j] = h[j] @ ma
+        var[j] = np.einsum("kg,kg->g", W, W)
+    return mean, var
 
 
 class BlockModel:
@@ -488,10 +508,8 @@ class BlockModel:
             He += Me[:, :, j, None] * self.RA[None, :, j, :]
         He *= inv[:, :, None]
         h = np.subtract(self.effect_coefs[None], He, out=He)  # (m, G, k)
-        mean = mg + np.einsum("mgk,mk->mg", h, nd.mean_a)
-        V = h @ nd.LinvT
-        var = np.einsum("mgk,mgk->mg", V, V) + nd.Minv[:, :, e, e]
-        return mean, np.sqrt(var)
+        mean, var = _gaussian_forms(nd, h)
+        return mg + mean, np.sqrt(var + nd.Minv[:, :, e, e])
 
     def split_weights(self, W) -> tuple[np.ndarray, list]:
         """``W`` (r, k + G b) as its coefficient part (r, k, dense) and one sparse (r, G)
