@@ -872,6 +872,12 @@ def _grad_hess(f: np.ndarray, d: int, h: float) -> tuple[np.ndarray, np.ndarray]
     return g, H
 
 
+def _clamped(H: np.ndarray) -> np.ndarray:
+    """``-H`` with its eigenvalues made positive (at least ``1e-3`` in size)."""
+    lam, V = np.linalg.eigh(-H)
+    return (V * np.maximum(np.abs(lam), 1e-3)) @ V.T
+
+
 def _newton_mode(cm, u0: np.ndarray, h: float, max_iter: int = 60):
     """Mode of ``cm.logpost`` by Newton's method on central differences.
 
@@ -912,16 +918,76 @@ def _newton_mode(cm, u0: np.ndarray, h: float, max_iter: int = 60):
     return None
 
 
+def _quasi_newton_mode(cm, u0: np.ndarray, h: float, max_iter: int = 60):
+    """Mode of ``cm.logpost`` by a quasi-Newton search on central differences.
+
+    The whole stencil (``1 + 2 d^2 + 2 d`` rows, one batched call) gives the gradient and
+    Hessian at the start; each step then evaluates only the gradient's rows (``1 + 2 d``)
+    and updates the Hessian by BFGS. A step is at most one log unit long, and one longer
+    than ``1e-3`` is halved while it would lower the density. Where a step falls below
+    ``1e-5`` the whole stencil is evaluated there and one Newton step taken from it: the
+    mode is then within about ``1e-10`` of the fixed point whichever path led there (Newton's
+    quadratic convergence), and the stencil gives the Laplace SDs. About 35% fewer rows than
+    :func:`_newton_mode` (in 8 to 14 calls where it needs 6 or 7): the cheaper search where a
+    row costs more than a call. Returns ``(mode, values on the last whole stencil)``, or
+    None when a value is not finite or the search does not settle.
+    """
+    d = len(u0)
+    offs = _stencil(d, h)
+    grad_rows = np.r_[0, np.arange(len(offs) - 2 * d, len(offs))]
+    u = np.asarray(u0, dtype=float)
+    f = cm.logpost(u[None, :] + offs)
+    if not np.all(np.isfinite(f)):
+        return None
+    g, H = _grad_hess(f, d, h)
+    B, top = _clamped(H), f[0]
+    for _ in range(max_iter):
+        step = np.linalg.solve(B, g)
+        length = float(np.sqrt(step @ step))
+        if length > 1.0:
+            step, length = step / length, 1.0
+        if length < 1e-5:
+            f = cm.logpost(u[None, :] + offs)
+            if not np.all(np.isfinite(f)):
+                return None
+            g, H = _grad_hess(f, d, h)
+            B = _clamped(H)
+            step = np.linalg.solve(B, g)
+            if float(np.sqrt(step @ step)) < 1e-4:
+                return u + step, f
+            top = f[0]
+            continue
+        while True:
+            ft = cm.logpost((u + step)[None, :] + offs[grad_rows])
+            if length < 1e-3 or (np.isfinite(ft[0]) and ft[0] >= top):
+                break
+            step, length = step / 2, length / 2
+        if not np.all(np.isfinite(ft)):
+            return None
+        g_new = (ft[1::2] - ft[2::2]) / (2 * h / 10)
+        y = g - g_new  # B approximates -H: B step ~ g - g_new
+        ys = float(y @ step)
+        if ys > 0:
+            Bs = B @ step
+            B = B + np.outer(y, y) / ys - np.outer(Bs, Bs) / float(step @ Bs)
+        u, g, top = u + step, g_new, ft[0]
+    return None
+
+
 def _mode_and_sd(cm, u0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mode of the log scales' posterior and the SDs of its Laplace approximation.
 
-    Newton's method (:func:`_newton_mode`); where it fails, a Nelder-Mead search. The SDs
+    Newton's method (:func:`_newton_mode`, or :func:`_quasi_newton_mode` for models of 48
+    coefficients or more); where it fails, a Nelder-Mead search. The SDs
     come from a central-difference Hessian with step ``1e-2`` at the mode (capped at 3;
     0.5 where the Hessian is not negative definite).
     """
     d = len(u0)
     h = 1e-2
-    found = _newton_mode(cm, u0, h)
+    # from about 48 coefficients on a row costs more than a call (measured: 34 -> 25 ms for
+    # the published model at 128 cells, 9 -> 6 ms at 64; 0.3 ms more for small models)
+    search = _quasi_newton_mode if getattr(cm, "k", 0) >= 48 else _newton_mode
+    found = search(cm, u0, h)
     if found is None:
         res = optimize.minimize(
             lambda u: -cm.logpost(u[None, :])[0],
