@@ -250,3 +250,22 @@ def test_quasi_newton_mode_search_agrees_with_newton_in_fewer_rows():
         options={"xatol": 1e-9, "fatol": 1e-12, "maxiter": 5000},
     ).x
     np.testing.assert_allclose(quasi, ref, rtol=0, atol=1e-5)
+
+
+def test_one_sided_widths_resolve_a_skewed_scale():
+    """128 cells of 16 rows: sigma_theta's posterior has a long tail towards zero and a steep
+    fall on the other side. Spaced by its Laplace SD, the 3-scale lattice is too coarse on the
+    steep side (effects 1.6e-3 SDs from a grid of 3 nodes per SD, depth 20); spaced by the
+    narrower one-sided width (GRIDS' default), 2.2e-5."""
+    y, A, g, T, E = _data(G=128, per=16, seed=2)
+    model = _model("b2", y, A, g, T, E, coef_sd=(np.inf, 2.0, 1.0, 1.5))
+    assert GRIDS[model.ndim]["one_sided"]
+    probs = (0.5, 0.025, 0.975)
+    fine = {"hermite": 3, "resolution": 3.0, "drop": 20.0, "prune": 0.0}
+    b = fit_block_model(model, draws=0, grid=fine).posterior.summarise("effects", probs=probs)
+    errs = []
+    for one_sided in (False, True):
+        f = fit_block_model(model, draws=0, grid={"one_sided": one_sided})
+        a = f.posterior.summarise("effects", probs=probs)
+        errs.append(float((abs(a - b).div(b["sd"], axis=0)).max().max()))
+    assert errs[0] > 1e-3 and errs[1] < 1e-4

@@ -66,18 +66,25 @@ _LOG2PI = float(np.log(2 * np.pi))
 #: Grid of :func:`fit_block_model` by number of scales (2: one block column, the published
 #: model and fixed baselines; 3: pooled baselines; 4: correlated baselines and effects):
 #: Gauss-Hermite nodes on ``log sigma`` (None: a lattice there too), lattice nodes per
-#: posterior SD of the other coordinates, the box's depth below the top (log units) and the
-#: weight below which nodes leave the mixtures. Against finer grids (4 lattice nodes per SD
-#: on every axis, depth 32, no pruning; for 4 scales 5 Hermite nodes, 2 per SD, depth 18),
-#: on simulated data with 8 to 512 cells, in posterior SDs (means, SDs, 2.5/50/97.5%
-#: quantiles): 2 scales, group effects and coefficients within 2e-6, scales 3.2e-5;
-#: 3 scales, group effects and coefficients within 3.1e-5, sigma's quantiles 1.8e-2 (its
-#: marginal is the normal through the 3 Hermite nodes), the other scales 1e-4; 4 scales,
-#: group effects and coefficients within 6.3e-5, sigma's quantiles 2.8e-2, the other
-#: scales and rho 1.1e-3. ``tests/test_exact_engine.py`` pins these bounds.
+#: posterior SD of the other coordinates (3 scales: per the narrower one-sided width, see
+#: :func:`lattice_grid_nd`'s ``one_sided``), the box's depth below the top (log units) and
+#: the weight below which nodes leave the mixtures. Against :data:`FINE_GRID` (4 lattice
+#: nodes per SD on every axis, depth 32, no pruning; for 4 scales 5 Hermite nodes, 2 per SD,
+#: depth 18), on the simulation's data sets (8 to 128 cells, 2,000 rows, two replicates,
+#: baseline SD 0.3 and 0), Tomz-Weeks M1, M2 and M1 with main effects, and simulated data
+#: (24 cells x 125 rows, 128 x 16, 512 x 40, 8 x 50, 24 x 40), in posterior SDs, the largest
+#: over means, SDs, medians, 2.5, 5, 95 and 97.5% quantiles: 2 scales (42 to 95 nodes), group
+#: effects within 7.9e-5, coefficients 3.0e-5, sigma's quantiles 4.1e-2 (its marginal is the
+#: normal through the 3 Hermite nodes: 1.6e-2 to 2.2e-2 but for 400 rows), sigma_theta's
+#: 5.1e-3; 3 scales (360 to 1,210 nodes), group effects within 1.5e-4, coefficients
+#: 5.7e-5, sigma's quantiles 4.4e-2, the other scales 3.8e-3; 4 scales, group effects 1.9e-3
+#: (1.8e-4 but for 128 cells of 16 rows, whose sigma_theta is skewed: ``one_sided=True``
+#: gives 3.9e-4 there, with 1.5 times the nodes), coefficients 3.9e-4, sigma's quantiles
+#: 1.4e-2, the other scales and rho 1.2e-2. (4,000 NUTS draws have quantile Monte Carlo
+#: errors of 0.02 to 0.04 SDs.) ``tests/test_exact_engine.py`` pins these bounds.
 GRIDS = {
-    2: {"hermite": None, "resolution": 1.5, "drop": 16.0, "prune": 1e-8},
-    3: {"hermite": 3, "resolution": (1.0, 1.5, 1.5), "drop": 14.0, "prune": 1e-7},
+    2: {"hermite": 3, "resolution": 1.5, "drop": 14.0, "prune": 1e-7},
+    3: {"hermite": 3, "resolution": 1.25, "drop": 14.0, "prune": 1e-7, "one_sided": True},
     4: {"hermite": 3, "resolution": 1.0, "drop": 12.0, "prune": 1e-7},
 }
 #: The finer grid the settings of :data:`GRIDS` are measured against.
@@ -771,7 +778,8 @@ def fit_block_model(
         Seed of the draws.
     grid : dict, optional
         Overrides of :data:`GRIDS` (keys of :func:`lattice_grid_nd`: ``hermite``,
-        ``resolution``, ``drop``, ``prune``, ``max_step``, ``stretch``, ``max_points``).
+        ``resolution``, ``drop``, ``prune``, ``max_step``, ``stretch``, ``max_points``,
+        ``one_sided``).
     y_sd : float, optional
         Scale of the outcome (start of the mode search; default from the model's sums).
 
@@ -799,7 +807,16 @@ def fit_block_model(
     return BlockFit(model, g, post, dr, {"grid": t1 - t0, "draws": t2 - t1})
 
 
-_GRID_KEYS = {"hermite", "resolution", "drop", "prune", "max_step", "stretch", "max_points"}
+_GRID_KEYS = {
+    "hermite",
+    "resolution",
+    "drop",
+    "prune",
+    "max_step",
+    "stretch",
+    "max_points",
+    "one_sided",
+}
 
 
 @dataclasses.dataclass
@@ -1010,6 +1027,26 @@ def _mode_and_sd(cm, u0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mode, np.minimum(sd, 3.0)
 
 
+def _one_sided_widths(cm, mode: np.ndarray, sd: np.ndarray, axes) -> np.ndarray:
+    """The narrower of each axis's two one-sided widths, from the log density at the mode
+    and at ``mode +- sd`` along the axis (a normal of SD ``s`` drops by ``sd^2 / 2 s^2``
+    there), between ``sd / 4`` and ``sd`` (``sd`` on the other axes)."""
+    width = sd.copy()
+    axes = np.asarray(axes, dtype=int)
+    if not len(axes):
+        return width
+    offs = np.zeros((2 * len(axes), len(sd)))
+    offs[np.arange(len(axes)), axes] = sd[axes]
+    offs[len(axes) + np.arange(len(axes)), axes] = -sd[axes]
+    f = cm.logpost(np.vstack([mode[None, :], mode[None, :] + offs]))
+    drop = np.maximum(f[0] - f[1:], 1e-300).reshape(2, -1)
+    with np.errstate(invalid="ignore"):
+        s = sd[axes] / np.sqrt(2.0 * drop)
+    s = np.where(np.isfinite(s), s, sd[axes]).min(axis=0)
+    width[axes] = np.clip(s, 0.25 * sd[axes], sd[axes])
+    return width
+
+
 def lattice_grid_nd(
     cm,
     u0: Sequence[float],
@@ -1022,6 +1059,7 @@ def lattice_grid_nd(
     prune: float = 1e-13,
     max_points: int = 2_000_000,
     hermite: int | None = None,
+    one_sided: bool = False,
     moments: bool = False,
 ) -> NDGrid:
     """Lattice grid of the log scales of ``cm`` (anything with ``logpost`` and ``ndim``).
@@ -1061,6 +1099,11 @@ def lattice_grid_nd(
         whose posterior is close to Gaussian (``log sigma`` with many observations), three
         nodes integrate what a lattice needs seven or more for. The other axes keep their
         lattices and flood fill; the first axis has no shell.
+    one_sided : bool, default False
+        Space each lattice axis by the narrower of its posterior SD and its two one-sided
+        widths, measured from the log density at the mode +- 1 SD (2 rows per axis): a
+        skewed posterior (a scale near zero: a long tail on one side, a steep fall on the
+        other) gets nodes as fine as its steep side needs.
     moments : bool, default False
         Keep the group effects' conditional moments of the nodes, from
         ``cm.logpost_and_moments`` (one factorisation per node where :class:`BlockPosterior`
@@ -1083,7 +1126,10 @@ def lattice_grid_nd(
         gh_lj = np.log(gh_w) + gh_x**2 + np.log(np.sqrt(2.0) * sd[0])
     res = np.broadcast_to(np.asarray(resolution, dtype=float), (d,))
     a = np.array([_lattice_step(stretch * sd[i]) for i in range(d)])
-    hv = np.array([_lattice_step(min(sd[i] / res[i], max_step) / a[i]) for i in range(d)])
+    width = sd
+    if one_sided:
+        width = _one_sided_widths(cm, mode, sd, range(0 if hermite is None else 1, d))
+    hv = np.array([_lattice_step(min(width[i] / res[i], max_step) / a[i]) for i in range(d)])
     c = np.round(mode / (a * hv)) * (a * hv)
     if min_log is None:
         min_log = [None] + [float(np.log(1e-14))] * (d - 1)
