@@ -420,16 +420,25 @@ class BlockModel:
         RR = self.RR
         if self.b == 1:
             d = D[:, 0, 0][:, None]
-            K = 1.0 + d * RR[None, :, 0, 0] * w
+            K = 1.0 + (d * w) * RR[None, :, 0, 0]
             return (d / K)[:, :, None, None], np.log(K).sum(axis=1)
         d11, d12, d22 = (D[:, i, j][:, None] for i, j in ((0, 0), (0, 1), (1, 1)))
         r11, r12, r22 = RR[None, :, 0, 0], RR[None, :, 0, 1], RR[None, :, 1, 1]
+        Minv = np.empty((len(u), self.G, 2, 2))
+        if not self.correlated:  # d12 = 0: half the operations
+            a, c = d11 * w, d22 * w
+            k11, k22 = 1.0 + a * r11, 1.0 + c * r22
+            det = k11 * k22 - (a * c) * (r12 * r12)
+            idet = 1.0 / det
+            Minv[:, :, 0, 0] = d11 * k22 * idet
+            Minv[:, :, 1, 1] = d22 * k11 * idet
+            Minv[:, :, 0, 1] = Minv[:, :, 1, 0] = -(d11 * c) * r12 * idet
+            return Minv, np.log(det).sum(axis=1)
         k11 = 1.0 + (d11 * r11 + d12 * r12) * w
         k12 = (d11 * r12 + d12 * r22) * w
         k21 = (d12 * r11 + d22 * r12) * w
         k22 = 1.0 + (d12 * r12 + d22 * r22) * w
         det = k11 * k22 - k12 * k21
-        Minv = np.empty((len(u), self.G, 2, 2))
         Minv[:, :, 0, 0] = (k22 * d11 - k12 * d12) / det
         Minv[:, :, 1, 1] = (k11 * d22 - k21 * d12) / det
         off = 0.5 * ((k22 * d12 - k12 * d22) + (k11 * d12 - k21 * d11)) / det
