@@ -45,7 +45,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import optimize, sparse
+from scipy import optimize, sparse, special
 from scipy.linalg import lapack, solve_triangular
 
 from hetfx.inference import mixture_moments, mixture_quantiles, quantile_name, sinc_quantiles
@@ -76,14 +76,15 @@ _LOG2PI = float(np.log(2 * np.pi))
 #: main effects, and simulated data (24 cells x 125 rows, 128 x 16, 512 x 40, 8 x 50, 24 x
 #: 40), in posterior SDs, the largest over means, SDs, medians, 2.5, 5, 95 and 97.5%
 #: quantiles: 2 scales (42 to 95 nodes), group
-#: effects within 7.9e-5, coefficients 3.0e-5, sigma's quantiles 4.1e-2 (its marginal is the
-#: normal through the 3 Hermite nodes: 1.6e-2 to 2.2e-2 but for 400 rows), sigma_theta's
-#: 5.1e-3; 3 scales (360 to 1,210 nodes), group effects within 1.5e-4, coefficients
-#: 5.7e-5, sigma's quantiles 4.4e-2, the other scales 3.8e-3; 4 scales, group effects 1.9e-3
-#: (1.8e-4 but for 128 cells of 16 rows, whose sigma_theta is skewed: ``one_sided=True``
-#: gives 3.9e-4 there, with 1.5 times the nodes), coefficients 3.9e-4, sigma's quantiles
-#: 1.4e-2, the other scales and rho 1.2e-2. (4,000 NUTS draws have quantile Monte Carlo
-#: errors of 0.02 to 0.04 SDs.) ``tests/test_exact_engine.py`` pins these bounds.
+#: effects within 7.9e-5, coefficients 3.0e-5, sigma's quantiles 5.5e-3 (see
+#: :meth:`BlockPosterior.summarise_scales`; without its skewness correction 4.1e-2),
+#: sigma_theta's 5.1e-3; 3 scales (360 to 1,210 nodes), group effects within 1.5e-4,
+#: coefficients 5.7e-5, sigma's quantiles 8.3e-3, the other scales 3.8e-3; 4 scales, group
+#: effects 1.9e-3 (1.8e-4 but for 128 cells of 16 rows, whose sigma_theta is skewed:
+#: ``one_sided=True`` gives 3.9e-4 there, with 1.5 times the nodes), coefficients 3.9e-4,
+#: sigma's quantiles 9e-3 (8 cells of 50 rows, against a lattice on all four axes), the
+#: other scales and rho 1.2e-2. (4,000 NUTS draws have quantile Monte Carlo errors of 0.02
+#: to 0.04 SDs.) ``tests/test_exact_engine.py`` pins these bounds.
 GRIDS = {
     2: {"hermite": 3, "resolution": 1.5, "drop": 14.0, "prune": 1e-7, "layers": 2},
     3: {"hermite": 3, "resolution": 1.25, "drop": 14.0, "prune": 1e-7, "one_sided": True},
@@ -648,15 +649,22 @@ class BlockPosterior:
         """``sigma``, the block SDs (and ``rho``): means and SDs over the nodes; quantiles of
         each coordinate's marginal, transformed. A lattice axis's marginal is the sinc
         interpolant of its masses (as :func:`hetfx.inference.sinc_quantiles`); the
-        Gauss-Hermite axis's is the normal whose log density passes through the marginal's log
-        density at the three central nodes."""
+        Gauss-Hermite axis's (``log sigma``) is the normal of its mean and SD over the nodes,
+        corrected (Cornish-Fisher) by the skewness of ``log sigma`` given the rest,
+        ``-psi2(n / 2) / psi1(n / 2)^1.5`` (``sigma^2`` scaled inverse chi-squared on the
+        ``n`` residual degrees of freedom), which its three nodes cannot see."""
         g, rows = self.grid, []
+        # log sigma given the rest is close to -log(Gamma(n / 2)) / 2 (sigma^2 scaled
+        # inverse chi-squared): its skewness, -psi''(n / 2) / psi'(n / 2)^1.5, about
+        # sqrt(2 / n), corrects the normal of the Gauss-Hermite axis's mean and SD
+        a = self.model.n / 2
+        skew = float(-special.polygamma(2, a) / special.polygamma(1, a) ** 1.5) if a > 1 else 0.0
         for j in range(self.nodes.shape[1]):
             u = self.nodes[:, j]
             x = np.tanh(u) if (self.model.correlated and j == 3) else np.exp(u)
             mean = float(self.weights @ x)
             row = {"mean": mean, "sd": float(np.sqrt(self.weights @ (x - mean) ** 2))}
-            qu = _axis_quantiles(g, j, u, self.weights, probs)
+            qu = _axis_quantiles(g, j, u, self.weights, probs, skew)
             qx = np.tanh(qu) if (self.model.correlated and j == 3) else np.exp(qu)
             row.update({quantile_name(p): float(q) for p, q in zip(probs, qx, strict=True)})
             rows.append(row)
@@ -716,26 +724,20 @@ def mixture_frame(w, m, s, probs) -> pd.DataFrame:
     return pd.DataFrame(columns)
 
 
-def _axis_quantiles(g: NDGrid, j: int, u: np.ndarray, w: np.ndarray, probs) -> np.ndarray:
-    """Quantiles of coordinate ``j``'s marginal (see :meth:`BlockPosterior.summarise_scales`)."""
+def _axis_quantiles(
+    g: NDGrid, j: int, u: np.ndarray, w: np.ndarray, probs, skew: float = 0.0
+) -> np.ndarray:
+    """Quantiles of coordinate ``j``'s marginal (see :meth:`BlockPosterior.summarise_scales`);
+    ``skew``: the Gauss-Hermite axis's skewness."""
     vals, inv = np.unique(u, return_inverse=True)
     mass = np.bincount(inv, weights=w)
     if g.hermite is not None and j == 0:
-        x, wq = np.polynomial.hermite.hermgauss(g.hermite)
-        sd = (vals[-1] - vals[0]) / (x[-1] - x[0]) if len(vals) > 1 else 1.0
-        xs = (vals - g.mode[0]) / sd
-        pos = np.abs(xs[:, None] - x[None]).argmin(axis=1)
-        logf = np.log(mass) - np.log(wq[pos]) - x[pos] ** 2
-        if len(vals) < 3:
-            return np.full(len(probs), float(w @ u))
-        mid = np.argsort(np.abs(xs))[:3]  # the normal through the three central nodes
-        c2, c1, _ = np.polyfit(xs[mid], logf[mid], 2)
-        if not c2 < 0:
-            return np.full(len(probs), float(w @ u))
         from scipy.special import ndtri
 
-        mu, var = -c1 / (2 * c2), -1 / (2 * c2)
-        return g.mode[0] + sd * (mu + np.sqrt(var) * ndtri(np.asarray(probs, dtype=float)))
+        mean = float(w @ u)
+        sd = float(np.sqrt(w @ (u - mean) ** 2))
+        z = ndtri(np.asarray(probs, dtype=float))
+        return mean + sd * (z + (z * z - 1) * skew / 6)
     v = np.rint(np.arcsinh((vals - g.centre[j]) / g.scale[j]) / g.step[j]).astype(int)
     full = np.zeros(v.max() - v.min() + 1)
     np.add.at(full, v - v.min(), mass)
