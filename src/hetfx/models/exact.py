@@ -1132,140 +1132,156 @@ def lattice_grid_nd(
     -------
     NDGrid
     """
-    d = cm.ndim
     mode, sd = _mode_and_sd(cm, np.asarray(u0, dtype=float))
-    if hermite is not None:
-        if int(hermite) < 1:
-            raise ValueError("hermite needs at least one node")
-        gh_x, gh_w = np.polynomial.hermite.hermgauss(int(hermite))
-        # int f(u) du = sqrt(2) sd sum_i w_i e^{x_i^2} f(mode + sqrt(2) sd x_i) for a Gaussian
-        # weight; the e^{x^2} undoes the weight function, so f is the density itself
-        gh_u = mode[0] + np.sqrt(2.0) * sd[0] * gh_x
-        gh_lj = np.log(gh_w) + gh_x**2 + np.log(np.sqrt(2.0) * sd[0])
-    res = np.broadcast_to(np.asarray(resolution, dtype=float), (d,))
-    a = np.array([_lattice_step(stretch * sd[i]) for i in range(d)])
+    if hermite is not None and int(hermite) < 1:
+        raise ValueError("hermite needs at least one node")
     width = sd
     if one_sided:
-        width = _one_sided_widths(cm, mode, sd, range(0 if hermite is None else 1, d))
-    hv = np.array([_lattice_step(min(width[i] / res[i], max_step) / a[i]) for i in range(d)])
-    c = np.round(mode / (a * hv)) * (a * hv)
-    if min_log is None:
-        min_log = [None] + [float(np.log(1e-14))] * (d - 1)
-    lo_lim = [
-        None if m is None else int(np.ceil(np.arcsinh((m - c[i]) / a[i]) / hv[i]))
-        for i, m in enumerate(min_log)
-    ]
-    start = [int(np.ceil(np.arcsinh(3.0 * sd[i] / a[i]) / hv[i])) for i in range(d)]
-    lo = [-s if lo_lim[i] is None else max(-s, lo_lim[i]) for i, s in enumerate(start)]
-    hi = list(start)
-    steps = np.vstack([np.eye(d, dtype=int), -np.eye(d, dtype=int)])
-    reach = np.vstack([steps * j for j in range(1, int(layers) + 1)])
-    floor = np.array([np.iinfo(int).min if m is None else m for m in lo_lim])
-    ceil = np.full(d, np.iinfo(int).max)
-    if hermite is not None:  # the first axis: node numbers 0 .. hermite - 1, all evaluated
-        lo[0], hi[0] = 0, int(hermite) - 1
-        floor[0], ceil[0] = 0, int(hermite) - 1
+        width = _one_sided_widths(cm, mode, sd, range(0 if hermite is None else 1, cm.ndim))
+    lat = _Lattice(mode, sd, width, resolution, stretch, max_step, min_log, hermite, layers)
+    done: dict[str, list] = {"idx": [], "lw": [], "mom": []}
 
-    def to_u(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Log scales of lattice nodes and the log of their quadrature weight factor."""
-        v = idx * hv
-        u = c + a * np.sinh(v)
-        lj = np.log(a * np.cosh(v))
-        if hermite is not None:
-            u[:, 0] = gh_u[idx[:, 0]]
-            lj[:, 0] = gh_lj[idx[:, 0]]
-        return u, lj.sum(axis=1)
-
-    # node indices are encoded as one integer each, in lexicographic order (the bookkeeping
-    # of the flood fill is then array operations: sorted codes and searchsorted)
-    bits = max(1, 62 // d)
-    off = 1 << (bits - 1)
-
-    def encode(idx: np.ndarray) -> np.ndarray:
-        if np.any(np.abs(idx) >= off):
-            raise RuntimeError("quadrature grid index out of range")
-        code = np.zeros(len(idx), dtype=np.int64)
-        for j in range(d):
-            code = (code << bits) + (idx[:, j] + off)
-        return code
-
-    def member(code: np.ndarray, known: np.ndarray) -> np.ndarray:
-        pos = np.minimum(np.searchsorted(known, code), max(len(known) - 1, 0))
-        return known[pos] == code if len(known) else np.zeros(len(code), dtype=bool)
-
-    done_idx: list[np.ndarray] = []
-    done_lw: list[np.ndarray] = []
-    done_mom: list[tuple[np.ndarray, np.ndarray]] = []
-    n_done = 0
-    top = -np.inf
-
-    def evaluate(idx: np.ndarray) -> np.ndarray:
-        nonlocal n_done
-        if n_done + len(idx) > max_points:
+    def evaluate(idx: np.ndarray, top: float) -> np.ndarray:
+        if sum(len(i) for i in done["idx"]) + len(idx) > max_points:
             raise RuntimeError(f"quadrature grid would need more than {max_points} points")
-        u, lj = to_u(idx)
+        u, lj = lat.to_u(idx)
         if moments:
             # a node whose weight is below prune * exp(top) now stays below the prune level
             # (the top only rises and the normalising sum is at least exp(top)): its
             # moments are never needed
             floor = top + np.log(prune) - lj if prune > 0 and np.isfinite(top) else -np.inf
-            lp, mean, sd = cm.logpost_and_moments(u, floor)
-            done_mom.append((mean, sd))
+            lp, mean, sd_ = cm.logpost_and_moments(u, floor)
+            done["mom"].append((mean, sd_))
         else:
             lp = cm.logpost(u)
-        lw = lp + lj
-        done_idx.append(idx)
-        done_lw.append(lw)
-        n_done += len(idx)
-        return lw
+        done["idx"].append(idx)
+        done["lw"].append(lp + lj)
+        return done["lw"][-1]
 
-    # flood fill: start with a box of +-3 SDs, then evaluate the face neighbours of every
-    # node above the threshold until none is left unevaluated
-    idx = np.stack(
-        np.meshgrid(*[np.arange(a_, b + 1) for a_, b in zip(lo, hi, strict=True)], indexing="ij"),
-        axis=-1,
-    ).reshape(-1, d)
-    lw = evaluate(idx)
-    known = np.sort(encode(idx))
+    known = _flood_fill(lat, evaluate, drop)
+    return _assemble_grid(lat, done, known, prune, moments)
+
+
+class _Lattice:
+    """The lattice of :func:`lattice_grid_nd`: each axis ``u = c + a sinh(h i)`` (the first
+    Gauss-Hermite nodes where ``hermite``), node indices in range, their integer codes."""
+
+    def __init__(self, mode, sd, width, resolution, stretch, max_step, min_log, hermite, layers):
+        d = len(mode)
+        self.d, self.mode, self.sd, self.hermite = d, mode, sd, hermite
+        if hermite is not None:
+            gh_x, gh_w = np.polynomial.hermite.hermgauss(int(hermite))
+            # int f(u) du = sqrt(2) sd sum_i w_i e^{x_i^2} f(mode + sqrt(2) sd x_i) for a
+            # Gaussian weight; the e^{x^2} undoes the weight function: f is the density itself
+            self.gh_u = mode[0] + np.sqrt(2.0) * sd[0] * gh_x
+            self.gh_lj = np.log(gh_w) + gh_x**2 + np.log(np.sqrt(2.0) * sd[0])
+        res = np.broadcast_to(np.asarray(resolution, dtype=float), (d,))
+        a = np.array([_lattice_step(stretch * sd[i]) for i in range(d)])
+        hv = np.array([_lattice_step(min(width[i] / res[i], max_step) / a[i]) for i in range(d)])
+        self.a, self.hv = a, hv
+        self.c = c = np.round(mode / (a * hv)) * (a * hv)
+        if min_log is None:
+            min_log = [None] + [float(np.log(1e-14))] * (d - 1)
+        lo_lim = [
+            None if m is None else int(np.ceil(np.arcsinh((m - c[i]) / a[i]) / hv[i]))
+            for i, m in enumerate(min_log)
+        ]
+        self.floor = np.array([np.iinfo(int).min if m is None else m for m in lo_lim])
+        self.ceil = np.full(d, np.iinfo(int).max)
+        start = [int(np.ceil(np.arcsinh(3.0 * sd[i] / a[i]) / hv[i])) for i in range(d)]
+        self.lo = [-s if lo_lim[i] is None else max(-s, lo_lim[i]) for i, s in enumerate(start)]
+        self.hi = list(start)
+        if hermite is not None:  # the first axis: node numbers 0 .. hermite - 1, all evaluated
+            self.lo[0], self.hi[0] = 0, int(hermite) - 1
+            self.floor[0], self.ceil[0] = 0, int(hermite) - 1
+        self.steps = np.vstack([np.eye(d, dtype=int), -np.eye(d, dtype=int)])
+        self.reach = np.vstack([self.steps * j for j in range(1, int(layers) + 1)])
+        # node indices are encoded as one integer each, in lexicographic order (the
+        # bookkeeping of the flood fill is then array operations: sorted codes, searchsorted)
+        self.bits = max(1, 62 // d)
+        self.off = 1 << (self.bits - 1)
+
+    def to_u(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Log scales of lattice nodes and the log of their quadrature weight factor."""
+        v = idx * self.hv
+        u = self.c + self.a * np.sinh(v)
+        lj = np.log(self.a * np.cosh(v))
+        if self.hermite is not None:
+            u[:, 0] = self.gh_u[idx[:, 0]]
+            lj[:, 0] = self.gh_lj[idx[:, 0]]
+        return u, lj.sum(axis=1)
+
+    def encode(self, idx: np.ndarray) -> np.ndarray:
+        if np.any(np.abs(idx) >= self.off):
+            raise RuntimeError("quadrature grid index out of range")
+        code = np.zeros(len(idx), dtype=np.int64)
+        for j in range(self.d):
+            code = (code << self.bits) + (idx[:, j] + self.off)
+        return code
+
+    def inside(self, idx: np.ndarray) -> np.ndarray:
+        return ((idx >= self.floor) & (idx <= self.ceil)).all(axis=1)
+
+    def box(self) -> np.ndarray:
+        """Indices of the starting box (+-3 posterior SDs on the lattice axes)."""
+        axes = [np.arange(lo, hi + 1) for lo, hi in zip(self.lo, self.hi, strict=True)]
+        return np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, self.d)
+
+
+def _member(code: np.ndarray, known: np.ndarray) -> np.ndarray:
+    pos = np.minimum(np.searchsorted(known, code), max(len(known) - 1, 0))
+    return known[pos] == code if len(known) else np.zeros(len(code), dtype=bool)
+
+
+def _flood_fill(lat: _Lattice, evaluate, drop: float) -> np.ndarray:
+    """Evaluate the starting box, then the neighbours (``lat.reach``) of every node above
+    ``top - drop`` until none is left unevaluated; returns the sorted codes evaluated."""
+    idx = lat.box()
+    lw = evaluate(idx, -np.inf)
+    known = np.sort(lat.encode(idx))
     top = float(lw.max())
     for _ in range(10_000):
-        thr = top - drop
-        above = idx[lw > thr]
+        above = idx[lw > top - drop]
         if not len(above):
             break
-        cand = (above[:, None, :] + reach[None]).reshape(-1, d)
-        cand = cand[((cand >= floor) & (cand <= ceil)).all(axis=1)]
-        code, first = np.unique(encode(cand), return_index=True)
-        new = ~member(code, known)
+        cand = (above[:, None, :] + lat.reach[None]).reshape(-1, lat.d)
+        cand = cand[lat.inside(cand)]
+        code, first = np.unique(lat.encode(cand), return_index=True)
+        new = ~_member(code, known)
         if not new.any():
             break
         idx = cand[first[new]]
-        lw = evaluate(idx)
+        lw = evaluate(idx, top)
         top = max(top, float(lw.max()))
         known = np.union1d(known, code[new])
-    keys = np.concatenate(done_idx)
-    order = np.argsort(encode(keys), kind="stable")  # lexicographic: a fixed node order
+    return known
+
+
+def _assemble_grid(lat: _Lattice, done: dict, known: np.ndarray, prune, moments) -> NDGrid:
+    """The :class:`NDGrid` of the evaluated nodes: a fixed (lexicographic) order, normalised
+    weights, the shell's mass, the nodes above ``prune`` (and their moments)."""
+    d = lat.d
+    keys = np.concatenate(done["idx"])
+    order = np.argsort(lat.encode(keys), kind="stable")
     keys = keys[order]
-    lw = np.concatenate(done_lw)[order]
+    lw = np.concatenate(done["lw"])[order]
     w = np.exp(lw - lw.max())
     w /= w.sum()
     # the shell: evaluated nodes with a face neighbour that was not evaluated
-    nb = (keys[:, None, :] + steps[None]).reshape(-1, d)
-    ok = ((nb >= floor) & (nb <= ceil)).all(axis=1)
+    nb = (keys[:, None, :] + lat.steps[None]).reshape(-1, d)
+    ok = lat.inside(nb)
     missing = np.zeros(len(nb), dtype=bool)
-    missing[ok] = ~member(encode(nb[ok]), known)
-    shell = missing.reshape(len(keys), 2 * d).any(axis=1)
-    edge = float(w[shell].sum())
+    missing[ok] = ~_member(lat.encode(nb[ok]), known)
+    edge = float(w[missing.reshape(len(keys), 2 * d).any(axis=1)].sum())
     keep = w > prune
-    nodes = to_u(keys[keep])[0]
     shape = tuple(int(x) for x in keys.max(axis=0) - keys.min(axis=0) + 1)
-    grid = NDGrid(nodes, w[keep] / w[keep].sum(), edge, mode, shape)
-    grid.centre, grid.scale, grid.step = c, a, hv
-    grid.hermite = None if hermite is None else int(hermite)
+    grid = NDGrid(lat.to_u(keys[keep])[0], w[keep] / w[keep].sum(), edge, lat.mode, shape)
+    grid.centre, grid.scale, grid.step = lat.c, lat.a, lat.hv
+    grid.hermite = None if lat.hermite is None else int(lat.hermite)
     if moments:
         rows = order[keep]
-        grid.means = np.concatenate([m for m, _ in done_mom])[rows]
-        grid.sds = np.concatenate([s_ for _, s_ in done_mom])[rows]
+        grid.means = np.concatenate([m for m, _ in done["mom"]])[rows]
+        grid.sds = np.concatenate([s_ for _, s_ in done["mom"]])[rows]
         if not np.all(np.isfinite(grid.sds)):  # pragma: no cover - excluded by the floor's bound
             raise RuntimeError("a kept node has no moments")
     return grid
