@@ -64,16 +64,20 @@ def _data(design, index, replicate=0, shift=0.0, root=12):
 @pytest.mark.parametrize("key", list(RETIRED))
 def test_api_estimators_reproduce_the_retired_engine(key):
     """Through hetfx.fit the published model (and, where the library keeps its design, the
-    fixed-baselines model) gives the numbers of the bespoke engine it replaces, within 1e-6
-    (measured: 2.3e-7 at most over all nine conditions of replicate 0, both DGPs; the two
-    engines' grids differ)."""
+    fixed-baselines model) gives the numbers of the bespoke engine it replaces, within 2e-6
+    (measured: 1.2e-6 at most on these values; the two engines' grids differ. The bound was
+    1e-6, and the difference 2.3e-7 over all nine conditions of replicate 0, both DGPs, while
+    the library's 2-scale grid was a lattice on both axes (200 to 440 nodes); with 3
+    Gauss-Hermite nodes on log sigma (42 to 95 nodes) its results moved from that grid's by at
+    most 5.4e-6 (published model) and 1.6e-5 (fixed baselines) over those conditions, 5.5e-5
+    posterior SDs)."""
     design, index, replicate, shift = key
     cond, data, _ = _data(design, index, replicate, shift)
     models = {"hierarchical": HIER, "hierarchical_fe": S.hierarchical_fe_estimator}
     for name, pinned in RETIRED[key].items():
         est = models[name](data, cond).set_index("group")
         for group, values in pinned.items():
-            np.testing.assert_allclose(est.loc[group, COLS].to_numpy(float), values, atol=1e-6)
+            np.testing.assert_allclose(est.loc[group, COLS].to_numpy(float), values, atol=2e-6)
 
 
 def test_fit_condition_is_the_one_public_call():

@@ -713,8 +713,10 @@ def mixture_quantiles(
     Each column ``i`` of ``means`` and ``sds`` defines the mixture
     ``sum_j weights[j] N(means[j, i], sds[j, i]^2)``; its quantile ``x`` at ``p`` solves
     ``sum_j weights[j] Phi((x - means[j, i]) / sds[j, i]) = p``. The equation is solved by
-    Newton's method safeguarded by bisection (the CDF is increasing, its derivative is the
-    mixture density), vectorised over columns and probabilities, to ``xtol * (1 + |x|)``.
+    Halley's method safeguarded by bisection (the CDF is increasing, its derivatives are the
+    mixture density's), vectorised over columns and probabilities, to ``xtol * (1 + |x|)``:
+    from a Cornish-Fisher start the iteration usually ends after one or two passes over the
+    components, where the error bound of Halley's cubic convergence meets the tolerance.
 
     Parameters
     ----------
@@ -744,17 +746,25 @@ def mixture_quantiles(
     if np.any((p <= 0) | (p >= 1)):
         raise ValueError("probabilities must lie in (0, 1)")
     N = mu.shape[1]
+    # columns are independent: blocks of about 1e5 work elements (probabilities x columns x
+    # components) stay in cache (measured at 710 components and 128 columns, 7
+    # probabilities: 34 ms in one block, 23 ms in blocks of 20 columns); large problems
+    # spread their blocks over threads. The same numbers either way.
+    size = max(4, int(1.2e5 // max(mu.shape[0] * len(p), 1)))
+
+    def solve(cols: np.ndarray) -> np.ndarray:
+        blocks = [cols[i : i + size] for i in range(0, len(cols), size)]
+        res = [_mixture_quantiles(w, mu[:, c], sd[:, c], p, xtol, max_iter) for c in blocks]
+        return np.concatenate(res, axis=1) if res else np.empty((len(p), 0))
+
     workers = _threads(mu.size * len(p))
-    if workers > 1:  # columns are independent: the same numbers, computed in parallel
+    if workers > 1:
         from concurrent.futures import ThreadPoolExecutor
 
         parts = np.array_split(np.arange(N), workers)
         with ThreadPoolExecutor(workers) as pool:
-            res = pool.map(
-                lambda c: _mixture_quantiles(w, mu[:, c], sd[:, c], p, xtol, max_iter), parts
-            )
-            return np.concatenate(list(res), axis=1)
-    return _mixture_quantiles(w, mu, sd, p, xtol, max_iter)
+            return np.concatenate(list(pool.map(solve, parts)), axis=1)
+    return solve(np.arange(N))
 
 
 def _threads(work: int) -> int:
@@ -766,18 +776,20 @@ def _threads(work: int) -> int:
 
 
 def _mixture_quantiles(w, mu, sd, p, xtol, max_iter):
-    from scipy.special import ndtr, ndtri
+    from scipy.special import ndtri
 
     P, N = len(p), mu.shape[1]
     mean = w @ mu
     d = mu - mean
     s2 = sd * sd
-    var = w @ (s2 + d * d)
+    d2 = d * d
+    var = w @ (s2 + d2)
     # start: Cornish-Fisher expansion with the mixture's skewness and excess kurtosis (closed
-    # form), so that two Newton steps usually reach the tolerance
+    # form), so that two Halley steps usually reach the tolerance (d2 * d2, not d**4: numpy's
+    # power is many times slower than a product)
     with np.errstate(divide="ignore", invalid="ignore"):
-        g1 = (w @ (d * (d * d + 3 * s2))) / var**1.5
-        g2 = (w @ (d**4 + 6 * d * d * s2 + 3 * s2 * s2)) / var**2 - 3
+        g1 = (w @ (d * (d2 + 3 * s2))) / var**1.5
+        g2 = (w @ (d2 * (d2 + 6 * s2) + 3 * s2 * s2)) / var**2 - 3
     g1 = np.where(np.isfinite(g1), g1, 0.0)
     g2 = np.where(np.isfinite(g2), g2, 0.0)
     z0 = ndtri(p)[:, None]
@@ -789,40 +801,74 @@ def _mixture_quantiles(w, mu, sd, p, xtol, max_iter):
     hi = np.tile((mu + 40 * sd).max(axis=0), P)
     x = np.clip(x, lo, hi)
     active = np.arange(P * N)
-    c_norm = 1.0 / np.sqrt(2 * np.pi)
+    pred = np.zeros(P * N)  # the error the previous step predicted for its iterate
     # columns of the mixtures as rows (a gather of active columns copies contiguous rows)
     muT = np.ascontiguousarray(mu.T)
     isdT = np.ascontiguousarray((1.0 / sd).T)
     for _ in range(max_iter):
         if active.size == 0:
             break
-        c = col[active]
         xa = x[active]
-        isd = isdT[c]
-        z = xa[:, None] - muT[c]
-        z *= isd
-        F = ndtr(z) @ w
-        z *= z
-        z *= -0.5
-        np.exp(z, out=z)
-        z *= isd
-        f = (z @ w) * c_norm
-        below = F < target[active]
+        if active.size == P * N:  # every column: broadcast, no gather
+            parts = _mixture_cdf_derivatives(xa.reshape(P, N), muT, isdT, w)
+            g, f, f1, f2 = (a.ravel() for a in parts)
+        else:
+            c = col[active]
+            g, f, f1, f2 = _mixture_cdf_derivatives(xa, muT[c], isdT[c], w)
+        g -= target[active]
+        below = g < 0
         lo[active] = np.where(below, xa, lo[active])
         hi[active] = np.where(below, hi[active], xa)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            xn = xa - (F - target[active]) / f
-        # a Newton step below the tolerance ends the iteration even where rounding puts it on
-        # (or a hair beyond) the end of the bracket it has just set: bisecting from there
-        # would only halve the bracket to the tolerance, some 40 more passes
-        conv = np.abs(xn - xa) <= xtol * (1.0 + np.abs(xa))
-        bad = ~(((xn > lo[active]) & (xn < hi[active])) | conv)
-        xn = np.where(bad, 0.5 * (lo[active] + hi[active]), xn)
-        tol = xtol * (1.0 + np.abs(xn))
-        done = conv | (hi[active] - lo[active] <= tol)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            # Halley's step where its correction of Newton's is small (near the root), else
+            # Newton's; the error of its iterate, |(f1 / 2 f)^2 - f2 / 6 f| |step|^3 where
+            # the iteration converges cubically
+            newton = g / f
+            t = newton * f1 / (2 * f)
+            step = np.where(np.abs(t) <= 0.5, newton / (1 - t), newton)
+            xn = xa - step
+            err = np.abs((f1 / (2 * f)) ** 2 - f2 / (6 * f)) * np.abs(step) ** 3
+        inside = (xn > lo[active]) & (xn < hi[active])
+        tol = xtol * (1.0 + np.abs(xa))
+        # a step below the tolerance ends the iteration even where rounding puts it on (or a
+        # hair beyond) the end of the bracket it has just set: bisecting from there would
+        # only halve the bracket to the tolerance, some 40 passes. So does a step inside
+        # the bracket whose predicted error is below the tolerance, where the previous
+        # step's prediction held (the iteration is in its cubic regime): a pass saved.
+        cubic = inside & (np.abs(step) <= 10 * pred[active]) & (10 * err <= tol)
+        conv = (np.abs(newton) <= tol) | cubic
+        xn = np.where(inside | conv, xn, 0.5 * (lo[active] + hi[active]))
+        done = conv | (hi[active] - lo[active] <= xtol * (1.0 + np.abs(xn)))
         x[active] = xn
+        pred[active] = np.where(inside, err, 0.0)
         active = active[~done]
     return x.reshape(P, N)
+
+
+def _mixture_cdf_derivatives(x, muT, isdT, w):
+    """CDF and its first three derivatives of mixtures (rows of ``muT``, ``isdT``: component
+    means and inverse SDs, broadcast against ``x[..., None]``) at ``x``: ``sum_j w_j
+    Phi(z_j)``, ``sum_j w_j phi(z_j) / s_j``, ``-sum_j w_j phi(z_j) z_j / s_j^2`` and
+    ``sum_j w_j phi(z_j) (z_j^2 - 1) / s_j^3``."""
+    from scipy.special import ndtr
+
+    wc = w / np.sqrt(2 * np.pi)
+    z = x[..., None] - muT
+    z *= isdT
+    F = ndtr(z) @ w
+    a = z * z
+    a *= -0.5
+    np.exp(a, out=a)
+    a *= isdT
+    f = a @ wc
+    a *= isdT
+    f2 = -((a * isdT) @ wc)
+    a *= z
+    f1 = -(a @ wc)
+    a *= z
+    a *= isdT
+    f2 += a @ wc
+    return F, f, f1, f2
 
 
 def mixture_moments(

@@ -322,6 +322,11 @@ def fit_exact_lambda(
     -------
     ExactLambdaFit
     """
+    if draws:
+        # the draws become an arviz InferenceData: arviz's first import in a process costs
+        # about 2 s of CPU (matplotlib, scipy.stats and a numba compilation of its own), which
+        # is not the fit's time (the first fit of a stage, M1's, reported 1.6 s for 0.07 s)
+        import arviz  # noqa: F401
     t0 = time.perf_counter()
     d = prepare_lambda_data(y, treat, X, group, Z, group_keys, group_name)
     model = lambda_block_model(
