@@ -272,6 +272,21 @@ def test_resume_refits_only_missing_replicates(tmp_path):
     assert len(list((tmp_path / "design1").glob("*.parquet"))) == 2
 
 
+def test_other_library_code_is_not_resumed(tmp_path, monkeypatch):
+    """Replicates fitted by other library code (an engine change) are refitted, not read back."""
+    est = _CountingOLS()
+    kw = {"designs": (1,), "root_seed": 6, "estimators": {"ols": est}, "progress": False}
+    S.run_simulation(1, work_dir=tmp_path, **kw)
+    fingerprint = S.code_fingerprint()
+    assert len(fingerprint) == 64 and fingerprint == S.code_fingerprint()
+    monkeypatch.setattr(S, "code_fingerprint", lambda: "another engine")
+    with pytest.raises(ValueError, match="different run"):
+        S.run_simulation(1, work_dir=tmp_path, **kw)
+    est.calls = 0
+    S.run_simulation(1, work_dir=tmp_path, on_mismatch="restart", **kw)
+    assert est.calls == 5
+
+
 def test_ols_coverage_is_nominal():
     """OLS on simulated replicates at fixed seeds: exact arithmetic, the same on any CPU."""
     res = S.run_simulation(20, designs=(1,), root_seed=21, estimators=OLS, progress=False)

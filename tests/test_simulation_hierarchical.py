@@ -24,7 +24,7 @@ HIER = S.hierarchical_estimator
 COLS = ["estimate", "q025", "q05", "q95", "q975"]
 
 #: Group effects of the bespoke exact engine the study used before it called hetfx.fit
-#: (HIERARCHICAL_VERSION 5, on every cell, those without treatment variation included), for
+#: (on every cell, those without treatment variation included), for
 #: three groups of two data sets: (design, condition index,
 #: replicate, baseline SD) -> estimator -> group -> (median, q025, q05, q95, q975).
 RETIRED = {

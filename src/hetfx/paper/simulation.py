@@ -584,9 +584,22 @@ HIERARCHICAL_BASELINES = {
 #: ``group_effects`` (mixtures over the engine's grid), never draws, so the fewest draws
 #: the API takes will do: none (``draws=0``, exact summaries only).
 FIT_LAYOUT = {"chains": 1, "draws": 0}
-#: Version of the hierarchical estimators' numerics, recorded in the work directory's
-#: manifest so that replicates computed by an older engine are refitted.
-HIERARCHICAL_VERSION = 7
+
+
+def code_fingerprint() -> str:
+    """SHA-256 of the library code the estimators run: every module of :mod:`hetfx` outside
+    :mod:`hetfx.paper`, and this one. Recorded in the work directory's manifest, so that
+    replicates computed by other code (an engine or grid change) are refitted, not resumed."""
+    import hashlib
+
+    root = Path(hetfx.__file__).parent
+    files = sorted(p for p in root.rglob("*.py") if "paper" not in p.relative_to(root).parts)
+    digest = hashlib.sha256()
+    for path in [*files, Path(__file__)]:
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
 #: Warnings of :func:`hetfx.fit` that the study's designs raise by construction: the
 #: published model's one baseline, (equal groups, ``baselines="none"``) a saturated Z, and
 #: (imbalance design) cells whose treatment does not vary.
@@ -923,9 +936,9 @@ def run_simulation(
         resumes; files are written by the calling process as results arrive
         (so the directory need not be visible to remote workers). A
         ``manifest.json`` records the root seed, sample size and estimators
-        (names and their functions/arguments) and the version of the hierarchical
-        estimator's numerics (:data:`HIERARCHICAL_VERSION`), and a run with different
-        settings is refused; other changes of an estimator's code are not detected.
+        (names and their functions/arguments) and the fingerprint of the library code
+        (:func:`code_fingerprint`), and a run with different settings or code is refused
+        (or restarted: ``on_mismatch``).
         ``n_replicates`` may grow between runs.
     n_jobs : int, default 1
         Parallel workers (joblib); ``-1`` uses all cores.
@@ -972,7 +985,7 @@ def run_simulation(
     if work_dir is not None:
         wd = Path(work_dir)
         manifest = {
-            "hierarchical_version": HIERARCHICAL_VERSION,
+            "code": code_fingerprint(),
             "root_seed": int(root_seed),
             "n_obs": int(n_obs),
             "models": {name: _describe(est) for name, est in sorted(estimators.items())},
