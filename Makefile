@@ -7,11 +7,13 @@ VENV_BIN := $(CURDIR)/.venv/bin
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/.venv
 export OPENBLAS_NUM_THREADS ?= 1
-# compile the environment's modules to bytecode when installing them (0.35 s when nothing
-# changed; about 10 s on 2 cores the first time): with PYTHONDONTWRITEBYTECODE set, as on
-# this project's machines, every stage, worker and test process otherwise compiled scipy,
-# pandas, arviz, ... from source again (2.5 s of a stage's 3 s start-up, measured)
-export UV_COMPILE_BYTECODE := 1
+# let Python write the bytecode of the modules it imports (once, by the first process that
+# imports them): with PYTHONDONTWRITEBYTECODE set, as on this project's machines, every
+# stage, worker and test process otherwise compiled scipy, pandas, arviz, ... from source
+# again (2.5 s of a stage's 3 s start-up, measured). Compiling the whole environment at
+# install time instead (UV_COMPILE_BYTECODE) cost about 17 s of a fresh clone's install,
+# for the 1.5 GB of modules of which the stages import a tenth (about 5 s to compile).
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: env repro verify timing test test-fast lint benchmark
 
