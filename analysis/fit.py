@@ -7,7 +7,8 @@ Usage::
     python analysis/fit.py bush_prather corrected
 
 Every model of a study and coding is fitted in one process (one interpreter start-up and one
-import of the libraries, not one per model). Each writes
+import of the libraries, not one per model); each model's posterior.nc is written by a forked
+child process (``_stage.Background``) while the next model is fitted. Each writes
 results/<study>/<model>_<coding>/{groups.csv, coefs.csv, diagnostics.csv}, the numeric
 diagnostics as DVC metrics (diagnostics.json) and, for Bayesian fits, posterior.nc: the draws
 and their pointwise log-likelihood (so ``az.loo(az.from_netcdf(path))`` works), without
@@ -36,7 +37,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from _stage import load_params, log, run, split_timings, write_csv
+from _stage import Background, load_params, log, run, split_timings, write_csv
 from hetfx.inference import SamplerDiagnosticsError, check_diagnostics, without_timestamps
 from hetfx.paper import studies
 from hetfx.paper.params import LambdaSettings, ParamsError
@@ -104,22 +105,50 @@ def archive(fit) -> az.InferenceData:
     return without_timestamps(az.InferenceData(**groups))
 
 
+def warm_writer() -> None:
+    """Write a one-number netCDF file with the writer of ``posterior.nc``: the modules that
+    takes (xarray's netCDF backend, h5netcdf, dask's check for a distributed scheduler:
+    about 0.3 s) are then imported once, in this process, not once per child process."""
+    import tempfile
+
+    import numpy as np
+    import xarray
+
+    with tempfile.TemporaryDirectory() as tmp:
+        xarray.Dataset({"x": ("i", np.zeros(1))}).to_netcdf(
+            Path(tmp) / "warm.nc", engine="h5netcdf", encoding={"x": {"zlib": True}}
+        )
+
+
 def main(study: str, coding: str, models: list[str]) -> None:
     params = load_params()
     cfg = params.models
     if coding not in cfg.codings:
         raise ParamsError(f"coding {coding!r} is not listed in models.codings {cfg.codings}")
     data = pd.read_parquet(CLEAN / f"{study}.parquet")
-    for model in models:
-        target = out_dir(study, model, coding)
-        try:
-            fit_one(study, model, coding, data, cfg, target)
-        except BaseException:
-            shutil.rmtree(target, ignore_errors=True)  # never leave a partial fit behind
-            raise
+    # each posterior.nc is written by a child process while the next model is fitted
+    warm_writer()
+    with Background() as background:
+        for model in models:
+            target = out_dir(study, model, coding)
+            try:
+                fit_one(study, model, coding, data, cfg, target, background)
+            except BaseException:
+                shutil.rmtree(target, ignore_errors=True)  # never leave a partial fit behind
+                raise
 
 
-def fit_one(study: str, model: str, coding: str, data: pd.DataFrame, cfg, target: Path) -> None:
+def fit_one(
+    study: str,
+    model: str,
+    coding: str,
+    data: pd.DataFrame,
+    cfg,
+    target: Path,
+    background: Background | None = None,
+) -> None:
+    """Fit one model and write its folder; ``posterior.nc`` through ``background`` (in a
+    child process) when given, else here."""
     from hetfx.results import OLSResults
 
     stage = f"fit_{study}@{coding}: {model}"
@@ -189,7 +218,10 @@ def fit_one(study: str, model: str, coding: str, data: pd.DataFrame, cfg, target
         encoding="utf-8",
     )
     if bayesian:
-        archive(fit).to_netcdf(str(target / "posterior.nc"))
+        posterior = target / "posterior.nc"
+        (background or Background(limit=0)).submit(
+            target, lambda: archive(fit).to_netcdf(str(posterior))
+        )
     log(stage, f"wrote {target}/ ({len(groups)} groups, {len(coefs)} coefficients)")
 
 
