@@ -130,11 +130,12 @@ class Background:
             and threading.active_count() == 1
         )
 
-    def submit(self, folder: Path, job: Callable[[], None]) -> None:
-        """Run ``job`` (which writes into ``folder``) in a child process, or here and now."""
+    def submit(self, folder: Path | None, job: Callable[[], None]) -> object | None:
+        """Run ``job`` (which writes into ``folder``, if any) in a child process, or here and
+        now; returns a handle for :meth:`wait` (None when the job ran here)."""
         if self.limit < 1 or not self.can_fork():
             job()
-            return
+            return None
         import multiprocessing
 
         while len(self.running) >= self.limit:
@@ -143,16 +144,25 @@ class Background:
         sys.stderr.flush()
         child = multiprocessing.get_context("fork").Process(target=job, daemon=False)
         child.start()
-        self.running.append((Path(folder), child))
+        self.running.append((folder and Path(folder), child))
+        return child
+
+    def wait(self, handle: object | None) -> None:
+        """Wait for the job of ``handle`` (:meth:`submit`'s); raise if it failed."""
+        for i, (_, child) in enumerate(self.running):
+            if child is handle:
+                self._wait(i)
+                return
 
     def _wait(self, i: int) -> None:
         folder, child = self.running.pop(i)
         child.join()
         if child.exitcode != 0:
-            shutil.rmtree(folder, ignore_errors=True)
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
             raise RuntimeError(
-                f"writing {folder}/ failed in a child process (exit code {child.exitcode}); "
-                "its traceback is above"
+                f"a child process {f'writing {folder}/ ' if folder else ''}failed (exit code "
+                f"{child.exitcode}); its traceback is above"
             )
 
     def close(self) -> None:

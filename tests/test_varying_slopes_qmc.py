@@ -224,3 +224,21 @@ def test_qmc_monte_carlo_error_is_bounded_by_its_mcse(sim_fits):
     assert np.all(gap < 4 * np.sqrt(2) * mcse), (gap / mcse).max()
     cm = sim_fits[0].exact["coefs_mcse"]
     assert (cm["equation"] == "control").all() and np.all(cm[["mean", "q025", "q975"]] > 0)
+
+
+def test_compile_kernels_compiles_what_the_engine_calls(sim_fits):
+    """The fit stage compiles the qmc kernels ahead of use (some in a child process, into
+    numba's cache): for the types the engine calls them with, or the fit would compile them
+    again."""
+    import hetfx.models.varying_slopes as vs
+
+    if vs.numba is None:
+        pytest.skip("numba is not installed")
+    # the kernels the engine calls itself (their callee _factor is compiled with them, or
+    # comes with them from the cache)
+    names = [name for name in vs._kernel_signatures() if name != "_factor"]
+    assert {"_logp_many", "_moments", "_draw"} <= set(names)
+    compiled = {name: list(getattr(vs, name).signatures) for name in names}
+    assert all(compiled.values())  # sim_fits's qmc fit has compiled each
+    vs.compile_kernels([*names, "_factor"])  # adds no other signature
+    assert {name: list(getattr(vs, name).signatures) for name in names} == compiled

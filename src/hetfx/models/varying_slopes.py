@@ -758,6 +758,39 @@ except ImportError:  # pragma: no cover
         return None
 
 
+def _kernel_signatures() -> dict:
+    """The argument types the engines call each compiled kernel with (the buffer of
+    ``CollapsedVaryingSlopes`` is read-only)."""
+    f8, i8 = numba.float64, numba.int64
+    v, m, c = f8[::1], f8[:, ::1], f8[:, :, ::1]
+    buf = numba.types.Array(f8, 1, "C", readonly=True)
+    return {
+        "_factor": (v, buf, m, v, m, c, m, v, v, v, v, v, m),
+        "_collapsed_kernel": (v, buf, v),
+        "_logp_many": (m, buf, v, i8, i8),
+        "_moments": (m, buf, m, i8[::1], m, m, m, i8, i8),
+        "_mixture_quantiles": (v, m, m, v, m, f8, m, m, i8, i8),
+        "_draw": (m, buf, m, m),
+    }
+
+
+def compile_kernels(names: Sequence[str]) -> None:
+    """Compile the named kernels (``"_factor"``, ``"_collapsed_kernel"``, ``"_logp_many"``,
+    ``"_moments"``, ``"_mixture_quantiles"``, ``"_draw"``) now rather than on first use, or
+    load them from numba's cache.
+
+    Without the cache (a fresh clone) the ``qmc`` engine spends about 8 s compiling them; a
+    caller with a second core can compile some in a child process (which writes them to the
+    cache) while it compiles the others, as the fit stage does. Nothing happens without
+    numba.
+    """
+    if numba is None:  # pragma: no cover
+        return
+    signatures = _kernel_signatures()
+    for name in names:
+        globals()[name].compile(signatures[name])
+
+
 def _threads() -> int:
     """Threads of the kernels that :func:`_in_parallel` splits: numba's ``NUMBA_NUM_THREADS``
     (by default the CPUs this process may use); 1 without numba (the Python fallbacks hold the
