@@ -121,20 +121,28 @@ def warm_writer() -> None:
 
 
 def compile_qmc_kernels(background: Background) -> None:
-    """Compile the numba kernels of Bush-Prather's ``qmc`` engine, on two cores: without
-    numba's cache (a fresh clone) they take about 8 s on one. The kernel they all call first,
-    then the three the engine needs last in a child process (it writes them to the cache,
-    where the fit finds them) while this one compiles the other two. With the cache, each is
-    a load (0.1 s)."""
+    """Compile the numba kernels of Bush-Prather's ``qmc`` engine on two cores: without
+    numba's cache (a fresh clone) they take about 10 s on one. First the kernel every other
+    one calls, then the others in two child processes (they write them to the cache, where
+    the fit finds them) while this one imports what the fit needs (arviz, scipy.stats,
+    hetfx's front end: about 2 s). With the cache, each kernel is a load (0.05 s)."""
     from hetfx.models import varying_slopes
 
-    varying_slopes.compile_kernels(["_factor"])  # the child inherits it
-    child = background.submit(
-        None,
-        lambda: varying_slopes.compile_kernels(["_moments", "_mixture_quantiles", "_draw"]),
-    )
-    varying_slopes.compile_kernels(["_collapsed_kernel", "_logp_many"])
-    background.wait(child)
+    varying_slopes.compile_kernels(["_factor"])  # the children inherit it
+    children = [
+        background.submit(None, lambda names=names: varying_slopes.compile_kernels(names))
+        for names in (
+            ["_collapsed_kernel", "_logp_many"],
+            ["_moments", "_mixture_quantiles", "_draw"],
+        )
+    ]
+    import arviz  # noqa: F401
+    import scipy.stats  # noqa: F401
+
+    import hetfx.api  # noqa: F401
+
+    for child in children:
+        background.wait(child)
 
 
 def main(study: str, coding: str, models: list[str]) -> None:
