@@ -122,25 +122,31 @@ def warm_writer() -> None:
 
 def compile_qmc_kernels(background: Background) -> None:
     """Compile the numba kernels of Bush-Prather's ``qmc`` engine on two cores: without
-    numba's cache (a fresh clone) they take about 10 s on one. First the kernel every other
-    one calls, then the others in two child processes (they write them to the cache, where
-    the fit finds them) while this one imports what the fit needs (arviz, scipy.stats,
-    hetfx's front end: about 2 s). With the cache, each kernel is a load (0.05 s)."""
+    numba's cache (a fresh clone) they take about 10 s on one. A child process compiles the
+    kernel every other one calls (into the cache) while this one imports what the fit needs
+    (arviz, scipy.stats, hetfx's front end: about 2 s) and then loads it; two more children
+    compile the others from there, and the fit loads them from the cache. With the cache,
+    each kernel is a load (0.05 s)."""
     from hetfx.models import varying_slopes
 
-    varying_slopes.compile_kernels(["_factor"])  # the children inherit it
-    children = [
-        background.submit(None, lambda names=names: varying_slopes.compile_kernels(names))
-        for names in (
-            ["_collapsed_kernel", "_logp_many"],
-            ["_moments", "_mixture_quantiles", "_draw"],
-        )
-    ]
+    def compile_(names: list[str]):
+        return lambda: varying_slopes.compile_kernels(names)
+
+    first = background.submit(None, compile_(["_factor"]))
     import arviz  # noqa: F401
     import scipy.stats  # noqa: F401
 
     import hetfx.api  # noqa: F401
 
+    background.wait(first)
+    varying_slopes.compile_kernels(["_factor"])  # a load; the children inherit it
+    children = [
+        background.submit(None, compile_(names))
+        for names in (
+            ["_collapsed_kernel", "_logp_many"],
+            ["_moments", "_mixture_quantiles", "_draw"],
+        )
+    ]
     for child in children:
         background.wait(child)
 
