@@ -120,6 +120,15 @@ def warm_writer() -> None:
         )
 
 
+def precompile(background: Background, names: list[str]):
+    """Compile (or load from numba's cache) the named kernels of
+    :mod:`hetfx.models.varying_slopes` in a child process, which writes them to the cache
+    where the fit finds them; returns the job's handle (:meth:`Background.wait`)."""
+    from hetfx.models import varying_slopes
+
+    return background.submit(None, lambda: varying_slopes.compile_kernels(names))
+
+
 def compile_qmc_kernels(background: Background) -> None:
     """Compile the numba kernels of Bush-Prather's ``qmc`` engine on two cores: without
     numba's cache (a fresh clone) they take about 10 s on one. A child process compiles the
@@ -129,10 +138,7 @@ def compile_qmc_kernels(background: Background) -> None:
     each kernel is a load (0.05 s)."""
     from hetfx.models import varying_slopes
 
-    def compile_(names: list[str]):
-        return lambda: varying_slopes.compile_kernels(names)
-
-    first = background.submit(None, compile_(["_factor"]))
+    first = precompile(background, ["_factor"])
     import arviz  # noqa: F401
     import scipy.stats  # noqa: F401
 
@@ -141,7 +147,7 @@ def compile_qmc_kernels(background: Background) -> None:
     background.wait(first)
     varying_slopes.compile_kernels(["_factor"])  # a load; the children inherit it
     children = [
-        background.submit(None, compile_(names))
+        precompile(background, names)
         for names in (
             ["_collapsed_kernel", "_logp_many"],
             ["_moments", "_mixture_quantiles", "_draw"],
@@ -160,10 +166,15 @@ def main(study: str, coding: str, models: list[str]) -> None:
     # each posterior.nc is written by a child process while the next model is fitted
     warm_writer()
     with Background() as background:
+        pending = None
         if study == "bush_prather":
             compile_qmc_kernels(background)
+        elif "a1" in models:  # A1's quantiles come from a compiled kernel (about 1 s to compile)
+            pending = precompile(background, ["_mixture_quantiles"])
         for model in models:
             target = out_dir(study, model, coding)
+            if model == "a1":
+                background.wait(pending)
             try:
                 fit_one(study, model, coding, data, cfg, target, background)
             except BaseException:
@@ -242,6 +253,20 @@ def fit_one(
         diagnostics = fit.diagnostics()
     # run times to timings/ (not committed), the rest to the committed diagnostics.csv
     diagnostics = split_timings(diagnostics, f"{study}/{target.name}")
+    write_model(target, groups, coefs, diagnostics, fit if bayesian else None, background)
+    log(stage, f"wrote {target}/ ({len(groups)} groups, {len(coefs)} coefficients)")
+
+
+def write_model(
+    target: Path,
+    groups: pd.DataFrame,
+    coefs: pd.DataFrame,
+    diagnostics: pd.DataFrame,
+    fit=None,
+    background: Background | None = None,
+) -> None:
+    """Write a model's folder: the CSVs and diagnostics.json, and for a Bayesian ``fit``
+    posterior.nc (through ``background`` when given, else here)."""
     target.mkdir(parents=True, exist_ok=True)
     write_csv(groups, target / "groups.csv")
     write_csv(coefs, target / "coefs.csv")
@@ -250,12 +275,11 @@ def fit_one(
         json.dumps(metrics(diagnostics, (target / "diagnostics.json").as_posix()), indent=2) + "\n",
         encoding="utf-8",
     )
-    if bayesian:
+    if fit is not None:
         posterior = target / "posterior.nc"
         (background or Background(limit=0)).submit(
             target, lambda: archive(fit).to_netcdf(str(posterior))
         )
-    log(stage, f"wrote {target}/ ({len(groups)} groups, {len(coefs)} coefficients)")
 
 
 if __name__ == "__main__":
