@@ -45,7 +45,9 @@ the coefficients). The engines differ in how they integrate over ``h``.
     data, so another CPU's last-bit differences stay last-bit (measured: below 1e-10)
     instead of being amplified by chaotic NUTS trajectories. Posterior draws (for arviz)
     come from systematic resampling with fixed uniforms and exact conditional draws of
-    ``(b, u)``.
+    ``(b, u)``. The compiled kernels split the points and the mixtures over numba's
+    ``NUMBA_NUM_THREADS`` threads, each computed on its own: the same bits whatever the
+    number of threads.
 
 Effects are reported per *profile*: a row with a level of every grouping factor and a
 contrast row ``x(T=1) - x(T=0)`` over the columns of ``X``; the effect is
