@@ -167,9 +167,10 @@ def main(study: str, coding: str, models: list[str]) -> None:
     warm_writer()
     with Background() as background:
         pending = None
-        if study == "bush_prather":
+        if study == "bush_prather" and cfg.bp.engine == "qmc":
             compile_qmc_kernels(background)
-        elif "a1" in models:  # A1's quantiles come from a compiled kernel (about 1 s to compile)
+        elif "a1" in models and cfg.a1.engine in ("quadrature", "qmc"):
+            # A1's quantiles come from a compiled kernel (about 1 s to compile)
             pending = precompile(background, ["_mixture_quantiles"])
         for model in models:
             target = out_dir(study, model, coding)
