@@ -157,6 +157,11 @@ def compile_qmc_kernels(background: Background) -> None:
         background.wait(child)
 
 
+def engine(cfg, model: str) -> str | None:
+    """The engine of a model's section of ``params.yaml`` (``models.<model>.engine``)."""
+    return getattr(cfg, model).model_dump().get("engine")
+
+
 def main(study: str, coding: str, models: list[str]) -> None:
     params = load_params()
     cfg = params.models
@@ -167,9 +172,9 @@ def main(study: str, coding: str, models: list[str]) -> None:
     warm_writer()
     with Background() as background:
         pending = None
-        if study == "bush_prather" and cfg.bp.engine == "qmc":
+        if study == "bush_prather" and engine(cfg, "bp") == "qmc":
             compile_qmc_kernels(background)
-        elif "a1" in models and cfg.a1.engine in ("quadrature", "qmc"):
+        elif "a1" in models and engine(cfg, "a1") in ("quadrature", "qmc"):
             # A1's quantiles come from a compiled kernel (about 1 s to compile)
             pending = precompile(background, ["_mixture_quantiles"])
         for model in models:
