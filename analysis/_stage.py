@@ -7,7 +7,9 @@ is no DVC output (so ``dvc.lock`` does not hash it either).
 
 from __future__ import annotations
 
+import shutil
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -100,3 +102,88 @@ def split_timings(frame: pd.DataFrame, name: str, key: str = "fit") -> pd.DataFr
     path.parent.mkdir(parents=True, exist_ok=True)
     write_csv(frame[[c for c in [key] if c in frame] + seconds], path)
     return frame.drop(columns=seconds)
+
+
+class Background:
+    """Jobs run in forked child processes while the stage goes on (at most ``limit`` at a
+    time; 0 runs every job at once, in this process): the fit stages write each model's
+    ``posterior.nc`` (its log-likelihood and the compressed netCDF, about a second) on the
+    second core while the next model is fitted.
+
+    A child runs the same code on the same numbers, so it writes the same bytes. Where
+    forking is not safe (not Linux, or another thread is running) a job runs at once, in
+    this process. :meth:`close` waits for every job; a job that failed has its ``folder``
+    removed (no partial output survives) and fails the stage.
+    """
+
+    def __init__(self, limit: int = 2) -> None:
+        self.limit = limit
+        self.running: list[tuple[Path, object]] = []
+
+    @staticmethod
+    def can_fork() -> bool:
+        import multiprocessing
+
+        return (
+            sys.platform.startswith("linux")
+            and "fork" in multiprocessing.get_all_start_methods()
+            and threading.active_count() == 1
+        )
+
+    def submit(self, folder: Path | None, job: Callable[[], None]) -> object | None:
+        """Run ``job`` (which writes into ``folder``, if any) in a child process, or here and
+        now; returns a handle for :meth:`wait` (None when the job ran here)."""
+        if self.limit < 1 or not self.can_fork():
+            job()
+            return None
+        import multiprocessing
+
+        while len(self.running) >= self.limit:
+            self._wait(0)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        child = multiprocessing.get_context("fork").Process(target=job, daemon=False)
+        child.start()
+        self.running.append((folder and Path(folder), child))
+        return child
+
+    def wait(self, handle: object | None) -> None:
+        """Wait for the job of ``handle`` (:meth:`submit`'s); raise if it failed."""
+        for i, (_, child) in enumerate(self.running):
+            if child is handle:
+                self._wait(i)
+                return
+
+    def _wait(self, i: int) -> None:
+        folder, child = self.running.pop(i)
+        child.join()
+        if child.exitcode != 0:
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
+            raise RuntimeError(
+                f"a child process {f'writing {folder}/ ' if folder else ''}failed (exit code "
+                f"{child.exitcode}); its traceback is above"
+            )
+
+    def close(self) -> None:
+        """Wait for every job (the first failure is raised after all have ended)."""
+        error = None
+        while self.running:
+            try:
+                self._wait(0)
+            except RuntimeError as exc:
+                error = error or exc
+        if error is not None:
+            raise error
+
+    def __enter__(self) -> Background:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        try:  # the stage failed already: wait for the jobs, report that failure
+            self.close()
+        except RuntimeError:
+            pass

@@ -7,7 +7,8 @@ Usage::
     python analysis/fit.py bush_prather corrected
 
 Every model of a study and coding is fitted in one process (one interpreter start-up and one
-import of the libraries, not one per model). Each writes
+import of the libraries, not one per model); each model's posterior.nc is written by a forked
+child process (``_stage.Background``) while the next model is fitted. Each writes
 results/<study>/<model>_<coding>/{groups.csv, coefs.csv, diagnostics.csv}, the numeric
 diagnostics as DVC metrics (diagnostics.json) and, for Bayesian fits, posterior.nc: the draws
 and their pointwise log-likelihood (so ``az.loo(az.from_netcdf(path))`` works), without
@@ -36,7 +37,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from _stage import load_params, log, run, split_timings, write_csv
+from _stage import Background, load_params, log, run, split_timings, write_csv
 from hetfx.inference import SamplerDiagnosticsError, check_diagnostics, without_timestamps
 from hetfx.paper import studies
 from hetfx.paper.params import LambdaSettings, ParamsError
@@ -104,22 +105,100 @@ def archive(fit) -> az.InferenceData:
     return without_timestamps(az.InferenceData(**groups))
 
 
+def warm_writer() -> None:
+    """Write a one-number netCDF file with the writer of ``posterior.nc``: the modules that
+    takes (xarray's netCDF backend, h5netcdf, dask's check for a distributed scheduler:
+    about 0.3 s) are then imported once, in this process, not once per child process."""
+    import tempfile
+
+    import numpy as np
+    import xarray
+
+    with tempfile.TemporaryDirectory() as tmp:
+        xarray.Dataset({"x": ("i", np.zeros(1))}).to_netcdf(
+            Path(tmp) / "warm.nc", engine="h5netcdf", encoding={"x": {"zlib": True}}
+        )
+
+
+def precompile(background: Background, names: list[str]):
+    """Compile (or load from numba's cache) the named kernels of
+    :mod:`hetfx.models.varying_slopes` in a child process, which writes them to the cache
+    where the fit finds them; returns the job's handle (:meth:`Background.wait`)."""
+    from hetfx.models import varying_slopes
+
+    return background.submit(None, lambda: varying_slopes.compile_kernels(names))
+
+
+def compile_qmc_kernels(background: Background) -> None:
+    """Compile the numba kernels of Bush-Prather's ``qmc`` engine on two cores: without
+    numba's cache (a fresh clone) they take about 10 s on one. A child process compiles the
+    kernel every other one calls (into the cache) while this one imports what the fit needs
+    (arviz, scipy.stats, hetfx's front end: about 2 s) and then loads it; two more children
+    compile the others from there, and the fit loads them from the cache. With the cache,
+    each kernel is a load (0.05 s)."""
+    from hetfx.models import varying_slopes
+
+    first = precompile(background, ["_factor"])
+    import arviz  # noqa: F401
+    import scipy.stats  # noqa: F401
+
+    import hetfx.api  # noqa: F401
+
+    background.wait(first)
+    varying_slopes.compile_kernels(["_factor"])  # a load; the children inherit it
+    children = [
+        precompile(background, names)
+        for names in (
+            ["_collapsed_kernel", "_logp_many"],
+            ["_moments", "_mixture_quantiles", "_draw"],
+        )
+    ]
+    for child in children:
+        background.wait(child)
+
+
+def engine(cfg, model: str) -> str | None:
+    """The engine of a model's section of ``params.yaml`` (``models.<model>.engine``)."""
+    return getattr(cfg, model).model_dump().get("engine")
+
+
 def main(study: str, coding: str, models: list[str]) -> None:
     params = load_params()
     cfg = params.models
     if coding not in cfg.codings:
         raise ParamsError(f"coding {coding!r} is not listed in models.codings {cfg.codings}")
     data = pd.read_parquet(CLEAN / f"{study}.parquet")
-    for model in models:
-        target = out_dir(study, model, coding)
-        try:
-            fit_one(study, model, coding, data, cfg, target)
-        except BaseException:
-            shutil.rmtree(target, ignore_errors=True)  # never leave a partial fit behind
-            raise
+    # each posterior.nc is written by a child process while the next model is fitted
+    warm_writer()
+    with Background() as background:
+        pending = None
+        if study == "bush_prather" and engine(cfg, "bp") == "qmc":
+            compile_qmc_kernels(background)
+        elif "a1" in models and engine(cfg, "a1") in ("quadrature", "qmc"):
+            # A1's quantiles come from a compiled kernel (about 1 s to compile)
+            pending = precompile(background, ["_mixture_quantiles"])
+        for model in models:
+            target = out_dir(study, model, coding)
+            if model == "a1":
+                background.wait(pending)
+            try:
+                fit_one(study, model, coding, data, cfg, target, background)
+            except BaseException:
+                shutil.rmtree(target, ignore_errors=True)  # never leave a partial fit behind
+                raise
 
 
-def fit_one(study: str, model: str, coding: str, data: pd.DataFrame, cfg, target: Path) -> None:
+def fit_one(
+    study: str,
+    model: str,
+    coding: str,
+    data: pd.DataFrame,
+    cfg,
+    target: Path,
+    background: Background | None = None,
+) -> None:
+    """Fit one model and write its folder; ``posterior.nc`` through ``background`` (in a
+    child process) when given, else here."""
     from hetfx.results import OLSResults
 
     stage = f"fit_{study}@{coding}: {model}"
@@ -180,6 +259,20 @@ def fit_one(study: str, model: str, coding: str, data: pd.DataFrame, cfg, target
         diagnostics = fit.diagnostics()
     # run times to timings/ (not committed), the rest to the committed diagnostics.csv
     diagnostics = split_timings(diagnostics, f"{study}/{target.name}")
+    write_model(target, groups, coefs, diagnostics, fit if bayesian else None, background)
+    log(stage, f"wrote {target}/ ({len(groups)} groups, {len(coefs)} coefficients)")
+
+
+def write_model(
+    target: Path,
+    groups: pd.DataFrame,
+    coefs: pd.DataFrame,
+    diagnostics: pd.DataFrame,
+    fit=None,
+    background: Background | None = None,
+) -> None:
+    """Write a model's folder: the CSVs and diagnostics.json, and for a Bayesian ``fit``
+    posterior.nc (through ``background`` when given, else here)."""
     target.mkdir(parents=True, exist_ok=True)
     write_csv(groups, target / "groups.csv")
     write_csv(coefs, target / "coefs.csv")
@@ -188,9 +281,11 @@ def fit_one(study: str, model: str, coding: str, data: pd.DataFrame, cfg, target
         json.dumps(metrics(diagnostics, (target / "diagnostics.json").as_posix()), indent=2) + "\n",
         encoding="utf-8",
     )
-    if bayesian:
-        archive(fit).to_netcdf(str(target / "posterior.nc"))
-    log(stage, f"wrote {target}/ ({len(groups)} groups, {len(coefs)} coefficients)")
+    if fit is not None:
+        posterior = target / "posterior.nc"
+        (background or Background(limit=0)).submit(
+            target, lambda: archive(fit).to_netcdf(str(posterior))
+        )
 
 
 if __name__ == "__main__":

@@ -142,7 +142,13 @@ def test_qmc_agrees_with_collapsed_nuts(sim_fits):
     )
 
 
-def test_qmc_is_reproducible_and_gated(sim_fits):
+def test_qmc_is_reproducible_and_gated(sim_fits, monkeypatch):
+    """The same numbers on a rerun and with any number of threads (the compiled kernels split
+    their points and mixtures over threads: bit for bit the same results)."""
+    import hetfx.models.varying_slopes as vs
+
+    threads = vs._threads()
+    monkeypatch.setattr(vs, "_threads", lambda: 3 if threads != 3 else 1)
     y, treat, X, factors = simulate((6, 3), n=240, seed=5, sd=(0.5, 0.5))
     profiles = factors.drop_duplicates().sort_values(list(factors.columns))
     contrast = pd.DataFrame({"treat": np.ones(len(profiles))})
@@ -155,8 +161,12 @@ def test_qmc_is_reproducible_and_gated(sim_fits):
         engine="qmc",
     )
     again = fit_varying_slopes(y, treat, X, factors, **kw)
-    pd.testing.assert_frame_equal(again.group_effects(), sim_fits[0].group_effects())
-    pd.testing.assert_frame_equal(again.coefs(), sim_fits[0].coefs())
+    first = sim_fits[0]
+    pd.testing.assert_frame_equal(again.group_effects(), first.group_effects(), check_exact=True)
+    pd.testing.assert_frame_equal(again.coefs(), first.coefs(), check_exact=True)
+    for key in ("points", "weights"):
+        assert np.array_equal(again.exact[key], first.exact[key])
+    assert again.idata.posterior.equals(first.idata.posterior)
     with pytest.raises(SamplerDiagnosticsError, match="Pareto k-hat"):
         fit_varying_slopes(y, treat, X, factors, max_pareto_k=-1.0, **kw)
 
@@ -214,3 +224,21 @@ def test_qmc_monte_carlo_error_is_bounded_by_its_mcse(sim_fits):
     assert np.all(gap < 4 * np.sqrt(2) * mcse), (gap / mcse).max()
     cm = sim_fits[0].exact["coefs_mcse"]
     assert (cm["equation"] == "control").all() and np.all(cm[["mean", "q025", "q975"]] > 0)
+
+
+def test_compile_kernels_compiles_what_the_engine_calls(sim_fits):
+    """The fit stage compiles the qmc kernels ahead of use (some in a child process, into
+    numba's cache): for the types the engine calls them with, or the fit would compile them
+    again."""
+    import hetfx.models.varying_slopes as vs
+
+    if vs.numba is None:
+        pytest.skip("numba is not installed")
+    # the kernels the engine calls itself (their callee _factor is compiled with them, or
+    # comes with them from the cache)
+    names = [name for name in vs._kernel_signatures() if name != "_factor"]
+    assert {"_logp_many", "_moments", "_draw"} <= set(names)
+    compiled = {name: list(getattr(vs, name).signatures) for name in names}
+    assert all(compiled.values())  # sim_fits's qmc fit has compiled each
+    vs.compile_kernels([*names, "_factor"])  # adds no other signature
+    assert {name: list(getattr(vs, name).signatures) for name in names} == compiled

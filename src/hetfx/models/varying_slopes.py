@@ -45,7 +45,9 @@ the coefficients). The engines differ in how they integrate over ``h``.
     data, so another CPU's last-bit differences stay last-bit (measured: below 1e-10)
     instead of being amplified by chaotic NUTS trajectories. Posterior draws (for arviz)
     come from systematic resampling with fixed uniforms and exact conditional draws of
-    ``(b, u)``.
+    ``(b, u)``. The compiled kernels split the points and the mixtures over numba's
+    ``NUMBA_NUM_THREADS`` threads, each computed on its own: the same bits whatever the
+    number of threads.
 
 Effects are reported per *profile*: a row with a level of every grouping factor and a
 contrast row ``x(T=1) - x(T=0)`` over the columns of ``X``; the effect is
@@ -539,16 +541,16 @@ def _draw_py(H, buf, Z, out):
             out[t, q + 2 * g + 1] = m1 + c10 * z0 + c11 * z1
 
 
-def _logp_many_py(H, buf, out):
-    """Collapsed log posterior at every row of ``H`` (gradient discarded)."""
+def _logp_many_py(H, buf, out, t0, t1):
+    """Collapsed log posterior at rows ``t0`` to ``t1 - 1`` of ``H`` (gradient discarded)."""
     grad = np.empty(H.shape[1])
-    for t in range(H.shape[0]):
+    for t in range(t0, t1):
         out[t] = _collapsed_kernel(H[t], buf, grad)
 
 
-def _moments_py(H, buf, A, gidx, T, mean, var):
-    """Conditional mean and variance, given each row of ``H``, of linear combinations of the
-    coefficients.
+def _moments_py(H, buf, A, gidx, T, mean, var, t0, t1):
+    """Conditional mean and variance, given rows ``t0`` to ``t1 - 1`` of ``H``, of linear
+    combinations of the coefficients.
 
     Row ``r`` is ``A[r] @ b_dense + T[r] @ u_g`` with ``g = gidx[r]`` a group of the block
     factor (no block term when ``g < 0``), in the packed coordinates of ``_draw``. Given
@@ -575,7 +577,7 @@ def _moments_py(H, buf, A, gidx, T, mean, var):
     mb = np.empty(q)
     w = np.empty(q)
     y = np.empty(q)
-    for t in range(H.shape[0]):
+    for t in range(t0, t1):
         ok, _, _ = _factor(H[t], buf, L, rhs, Mi, C, e, sd0, sd1, rr, l1r, ldsig, om)
         if not ok:
             for r in range(R):
@@ -620,8 +622,9 @@ def _moments_py(H, buf, A, gidx, T, mean, var):
             var[t, r] = vd + vb
 
 
-def _mixture_quantiles_py(W, M, V, probs, x0, tol, out, se):
-    """Quantiles of the normal mixtures ``sum_t W[t] N(M[t, r], V[t, r])`` per column r.
+def _mixture_quantiles_py(W, M, S, probs, x0, tol, out, se, r0, r1):
+    """Quantiles of the normal mixtures ``sum_t W[t] N(M[r, t], S[r, t]^2)`` for the rows
+    ``r0`` to ``r1 - 1`` of ``M`` and ``S`` (one mixture per row, its components contiguous).
 
     Safeguarded Newton on the mixture CDF from ``x0[k, r]`` inside a bracket (bisection
     whenever a Newton step leaves it), until the bracket or the step is below ``tol``.
@@ -630,15 +633,14 @@ def _mixture_quantiles_py(W, M, V, probs, x0, tol, out, se):
     ``sqrt(sum_t W_t^2 (F_t(x) - p)^2) / f(x)`` (independent points; randomised QMC
     points do at least as well).
     """
-    N, R = M.shape
-    S = np.sqrt(V)
-    for r in range(R):
+    N = M.shape[1]
+    for r in range(r0, r1):
         lo0 = np.inf
         hi0 = -np.inf
         for t in range(N):
             if W[t] > 0.0:
-                lo0 = min(lo0, M[t, r] - 40.0 * S[t, r])
-                hi0 = max(hi0, M[t, r] + 40.0 * S[t, r])
+                lo0 = min(lo0, M[r, t] - 40.0 * S[r, t])
+                hi0 = max(hi0, M[r, t] + 40.0 * S[r, t])
         for k in range(probs.shape[0]):
             p = probs[k]
             lo = lo0
@@ -649,9 +651,9 @@ def _mixture_quantiles_py(W, M, V, probs, x0, tol, out, se):
                 f = 0.0
                 for t in range(N):
                     if W[t] > 0.0:
-                        z = (x - M[t, r]) / S[t, r]
+                        z = (x - M[r, t]) / S[r, t]
                         F += W[t] * 0.5 * math.erfc(-z / math.sqrt(2.0))
-                        f += W[t] * math.exp(-0.5 * z * z) / S[t, r]
+                        f += W[t] * math.exp(-0.5 * z * z) / S[r, t]
                 f *= 1.0 / math.sqrt(2.0 * math.pi)
                 if F < p:
                     lo = x
@@ -670,10 +672,10 @@ def _mixture_quantiles_py(W, M, V, probs, x0, tol, out, se):
             f = 0.0
             for t in range(N):
                 if W[t] > 0.0:
-                    z = (x - M[t, r]) / S[t, r]
+                    z = (x - M[r, t]) / S[r, t]
                     d = 0.5 * math.erfc(-z / math.sqrt(2.0)) - p
                     acc += W[t] * W[t] * d * d
-                    f += W[t] * math.exp(-0.5 * z * z) / S[t, r]
+                    f += W[t] * math.exp(-0.5 * z * z) / S[r, t]
             se[k, r] = math.sqrt(acc) / (f / math.sqrt(2.0 * math.pi))
 
 
@@ -684,9 +686,10 @@ try:  # numba ships with pytensor; fall back to Python if it is missing
     _factor = numba.njit(cache=True)(_factor_py)
     _collapsed_kernel = numba.njit(cache=True)(_collapsed_kernel_py)
     _draw = numba.njit(cache=True)(_draw_py)
-    _logp_many = numba.njit(cache=True)(_logp_many_py)
-    _moments = numba.njit(cache=True)(_moments_py)
-    _mixture_quantiles = numba.njit(cache=True)(_mixture_quantiles_py)
+    # the kernels that :func:`_in_parallel` splits over threads release the GIL
+    _logp_many = numba.njit(cache=True, nogil=True)(_logp_many_py)
+    _moments = numba.njit(cache=True, nogil=True)(_moments_py)
+    _mixture_quantiles = numba.njit(cache=True, nogil=True)(_mixture_quantiles_py)
 
     @functools.cache
     def _nutpie_callbacks():
@@ -755,6 +758,71 @@ except ImportError:  # pragma: no cover
 
     def _nutpie_callbacks():
         return None
+
+
+def _kernel_signatures() -> dict:
+    """The argument types the engines call each compiled kernel with (the buffer of
+    ``CollapsedVaryingSlopes`` is read-only)."""
+    f8, i8 = numba.float64, numba.int64
+    v, m, c = f8[::1], f8[:, ::1], f8[:, :, ::1]
+    buf = numba.types.Array(f8, 1, "C", readonly=True)
+    return {
+        "_factor": (v, buf, m, v, m, c, m, v, v, v, v, v, m),
+        "_collapsed_kernel": (v, buf, v),
+        "_logp_many": (m, buf, v, i8, i8),
+        "_moments": (m, buf, m, i8[::1], m, m, m, i8, i8),
+        "_mixture_quantiles": (v, m, m, v, m, f8, m, m, i8, i8),
+        "_draw": (m, buf, m, m),
+    }
+
+
+def compile_kernels(names: Sequence[str]) -> None:
+    """Compile the named kernels (``"_factor"``, ``"_collapsed_kernel"``, ``"_logp_many"``,
+    ``"_moments"``, ``"_mixture_quantiles"``, ``"_draw"``) now rather than on first use, or
+    load them from numba's cache.
+
+    Without the cache (a fresh clone) the ``qmc`` engine spends about 8 s compiling them; a
+    caller with a second core can compile some in a child process (which writes them to the
+    cache) while it compiles the others, as the fit stage does. Nothing happens without
+    numba.
+    """
+    if numba is None:  # pragma: no cover
+        return
+    signatures = _kernel_signatures()
+    for name in names:
+        globals()[name].compile(signatures[name])
+
+
+def _threads() -> int:
+    """Threads of the kernels that :func:`_in_parallel` splits: numba's ``NUMBA_NUM_THREADS``
+    (by default the CPUs this process may use); 1 without numba (the Python fallbacks hold the
+    GIL)."""
+    return max(1, int(numba.config.NUMBA_NUM_THREADS)) if numba is not None else 1
+
+
+def _in_parallel(kernel, n: int, args: tuple, min_chunk: int = 1) -> None:
+    """``kernel(*args, start, stop)`` over ``range(n)``, in chunks of at least ``min_chunk``
+    items on up to :func:`_threads` threads (the kernels release the GIL).
+
+    Each item is computed on its own, in a fixed order, and written to its own slots of the
+    outputs, so the results are the same bits whatever the number of threads (every sum over
+    items happens afterwards, in numpy).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    workers = min(_threads(), n // max(min_chunk, 1))
+    if workers <= 1:
+        kernel(*args, 0, n)
+        return
+    # a few chunks per thread even out their costs (a mixture's quantiles take more Newton
+    # steps in some columns than in others)
+    edges = np.linspace(0, n, min(n, 4 * workers) + 1).astype(np.int64)
+    with ThreadPoolExecutor(workers) as pool:
+        list(
+            pool.map(
+                lambda i: kernel(*args, int(edges[i]), int(edges[i + 1])), range(len(edges) - 1)
+            )
+        )
 
 
 # ------------------------------------------------------------------------- fit object
@@ -1300,7 +1368,7 @@ def _importance(cm: CollapsedVaryingSlopes, prop, m: int, seed: int):
         np.log1p(-f1) + _split_logpdf(H, mu, QMC_WIDE * sp, QMC_WIDE * sm, cholR, QMC_NU),
     )
     lp = np.empty(len(H))
-    _logp_many(H, cm.buf, lp)
+    _in_parallel(_logp_many, len(H), (H, cm.buf, lp), min_chunk=256)
     lw = np.where(np.isfinite(lp), lp - logq, -np.inf)
     w = np.exp(lw - np.max(lw))
     return H, w / np.sum(w), lw
@@ -1405,16 +1473,18 @@ def mixture_summaries(
     qs = np.empty((len(probs), mean.shape[1]))
     qse = np.empty_like(qs)
     x0 = mu + sd * special.ndtri(probs)[:, None]  # normal approximation as the start
-    _mixture_quantiles(
+    # one mixture per row, its components contiguous (the Newton steps sweep them)
+    args = (
         w,
-        np.ascontiguousarray(mean),
-        np.ascontiguousarray(var),
+        np.ascontiguousarray(mean.T),
+        np.sqrt(np.ascontiguousarray(var.T)),
         probs,
         np.ascontiguousarray(x0),
         tol,
         qs,
         qse,
     )
+    _in_parallel(_mixture_quantiles, mean.shape[1], args)
     return {
         "mean": mu,
         "sd": sd,
@@ -1511,7 +1581,9 @@ def _mixture_tables(
     Ar, gidx, T = _packed_rows(cm, rows)
     mean = np.empty((len(H), len(rows)))
     var = np.empty_like(mean)
-    _moments(np.ascontiguousarray(H), cm.buf, Ar, gidx, T, mean, var)
+    _in_parallel(
+        _moments, len(H), (np.ascontiguousarray(H), cm.buf, Ar, gidx, T, mean, var), min_chunk=256
+    )
     if not (np.all(np.isfinite(mean)) and np.all(var >= 0.0)):
         raise np.linalg.LinAlgError("conditional precision not positive definite")
     P = len(d.profiles)
