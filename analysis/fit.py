@@ -40,7 +40,7 @@ import pandas as pd
 from _stage import Background, load_params, log, run, split_timings, write_csv
 from hetfx.inference import SamplerDiagnosticsError, check_diagnostics, without_timestamps
 from hetfx.paper import studies
-from hetfx.paper.params import LambdaSettings, ParamsError
+from hetfx.paper.params import LambdaSettings, ParamsError, VaryingSettings
 
 if TYPE_CHECKING:
     import arviz as az
@@ -205,13 +205,14 @@ def fit_one(
     shutil.rmtree(target, ignore_errors=True)  # never leave a previous run's files behind
     sampler = studies.Sampler(seed=cfg.seed, chains=cfg.chains, draws=cfg.draws, tune=cfg.tune)
     base = model.removesuffix(studies.MAIN_EFFECTS_SUFFIX)
-    # M1 and M2: the validated LambdaSettings itself; A1 and Bush-Prather: a mapping
+    # the validated settings themselves (LambdaSettings: M1, M2; VaryingSettings: A1, BP)
     settings = getattr(cfg, base, None)
-    if base in ("a1", "bp"):
-        settings = settings.model_dump()
     if study == "tomz_weeks":  # what the model is fitted with (main_effects of the variants)
         settings = studies.model_settings(model, settings)
-    shown = settings.model_dump() if isinstance(settings, LambdaSettings) else settings
+    if isinstance(settings, VaryingSettings):
+        shown = settings.for_engine()
+    else:
+        shown = settings.model_dump() if isinstance(settings, LambdaSettings) else settings
     log(stage, f"{len(data)} rows; settings {shown or '(OLS: none)'}")
     start = time.perf_counter()
     if study == "tomz_weeks":

@@ -273,3 +273,20 @@ def test_gate_fails_on_a_starved_sampler(tw):
     )
     with pytest.raises(SamplerDiagnosticsError, match="ESS"):
         check_diagnostics(fit.diagnostics_record)
+
+
+def test_varying_settings_are_typed_and_show_what_their_engine_reads():
+    """A1's and Bush-Prather's settings travel validated (a mapping gets the defaults); the
+    stage log prints the fields the engine reads."""
+    from hetfx.paper.params import VaryingSettings
+
+    a1 = studies.varying_settings(A1_FIXTURE)
+    assert isinstance(a1, VaryingSettings) and a1.controls == tuple(A1_FIXTURE["controls"])
+    assert studies.varying_settings(a1) is a1
+    assert studies.varying_priors(a1) == studies.varying_priors(A1_FIXTURE)
+    shown = {e: set(a1.model_copy(update={"engine": e}).for_engine()) for e in ("qmc", "nutpie")}
+    assert "qmc_points_log2" in shown["qmc"] and "target_accept" not in shown["qmc"]
+    assert {"target_accept", "max_treedepth"} <= shown["nutpie"]
+    assert "qmc_points_log2" not in shown["nutpie"]
+    with pytest.raises(ValueError, match="qmc_points"):
+        studies.varying_settings({"qmc_points": 10})

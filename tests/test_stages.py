@@ -234,6 +234,9 @@ def test_posterior_on_disk_supports_loo_and_the_log_prints_the_settings_used(cle
         assert np.isfinite(loo.elpd_loo) and (loo.pareto_k.values < 0.7).mean() > 0.99, model
     settings = [line for line in done.stdout.splitlines() if "settings" in line]
     assert len(settings) == 2 and "'main_effects': True" in settings[0], settings
+    # A1 (quadrature engine): only what its engine reads, not the NUTS or qmc settings
+    assert "'engine': 'quadrature'" in settings[1], settings
+    assert "qmc_points_log2" not in settings[1] and "target_accept" not in settings[1]
     assert "warning" not in (done.stdout + done.stderr).lower(), done.stderr
 
 

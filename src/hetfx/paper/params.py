@@ -113,17 +113,38 @@ class LambdaSettings(_Section):
 
 
 class VaryingSettings(_Section):
-    engine: Literal["quadrature", "qmc", "collapsed", "nutpie"]
+    """Settings of a varying-slopes model: A1 and Bush-Prather.
+
+    The pipeline passes this object itself to :func:`hetfx.paper.studies.fit_tomz_weeks` and
+    :func:`hetfx.paper.studies.fit_bush_prather` (:func:`hetfx.paper.studies.varying_settings`
+    validates a mapping of some of its fields with defaults).
+    """
+
+    engine: Literal["auto", "quadrature", "qmc", "collapsed", "nutpie"]
     b_sd: float = Field(gt=0)
     intercept: Literal["flat"] | NormalSpec = "flat"
     sd: ScaleSpec
     sigma: ScaleSpec
     lkj_eta: float = Field(gt=0)
-    target_accept: float = Field(gt=0, lt=1)
-    max_treedepth: int = Field(default=10, ge=1, le=20)
+    target_accept: float = Field(gt=0, lt=1, description="NUTS engines (collapsed, nutpie)")
+    max_treedepth: int = Field(default=10, ge=1, le=20, description="nutpie engine")
     qmc_points_log2: int = Field(
         default=14, ge=8, le=20, description="qmc engine: 2**k scrambled Sobol points"
     )
+    controls: tuple[str, ...] | None = Field(
+        None, description="A1: its additive controls (default: the paper's)"
+    )
+
+    def for_engine(self) -> dict[str, Any]:
+        """The fields its engine reads (what a stage log prints): without the NUTS settings
+        for the quadrature and qmc engines, without the qmc points for the others."""
+        reads = {
+            "target_accept": ("auto", "collapsed", "nutpie"),
+            "max_treedepth": ("auto", "nutpie"),
+            "qmc_points_log2": ("auto", "qmc"),
+        }
+        out = self.model_dump(exclude_none=True)
+        return {k: v for k, v in out.items() if self.engine in reads.get(k, (self.engine,))}
 
 
 class Models(_Section):

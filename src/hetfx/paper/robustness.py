@@ -27,13 +27,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from hetfx.paper.params import LambdaSettings, LogitSettings
+from hetfx.paper.params import LambdaSettings, LogitSettings, VaryingSettings
 from hetfx.paper.studies import (
     CONDITION_FACTORS,
     M1_CONTROLS,
     Sampler,
     fit_tomz_weeks,
     lambda_settings,
+    varying_settings,
 )
 
 if TYPE_CHECKING:
@@ -137,18 +138,18 @@ def fit_variant(
     tw: pd.DataFrame,
     variant: Variant,
     coding: str,
-    settings: LambdaSettings | Mapping | None,
+    settings: LambdaSettings | VaryingSettings | Mapping | None,
     sampler: Sampler,
     logit: LogitSettings | Mapping | None = None,
 ):
     """Fit one :class:`Variant` on the cleaned Tomz-Weeks frame.
 
     ``settings`` is the model's params section: ``models.m1`` as a
-    :class:`~hetfx.paper.params.LambdaSettings` (or a mapping of its fields) or
-    ``models.a1`` as a mapping. The variant's own settings override it, and for the logit
-    variants (``family: bernoulli``) ``logit`` (:class:`~hetfx.paper.params.LogitSettings`
-    or a mapping of its fields) overrides both (prior SDs on the log-odds scale, engine
-    settings).
+    :class:`~hetfx.paper.params.LambdaSettings` or ``models.a1`` as a
+    :class:`~hetfx.paper.params.VaryingSettings` (or a mapping of their fields). The
+    variant's own settings override it, and for the logit variants (``family: bernoulli``)
+    ``logit`` (:class:`~hetfx.paper.params.LogitSettings` or a mapping of its fields)
+    overrides both (prior SDs on the log-odds scale, engine settings).
     """
     keys = list(variant.keys or CONDITION_FACTORS)
     if variant.model == "ols":
@@ -158,8 +159,9 @@ def fit_variant(
         if keys != CONDITION_FACTORS:
             frame = frame.assign(treat_group=frame[keys].astype(str).agg("_".join, axis=1))
         return _ols(frame, variant.settings["modifiers"], keys, "treat_group")
-    if variant.model != "m1":  # A1: its section stays a mapping
-        merged = {**dict(settings or {}), **dict(variant.settings)}
+    if variant.model != "m1":  # A1
+        a1 = varying_settings(settings).model_dump(exclude_none=True)
+        merged = varying_settings(a1 | dict(variant.settings))
         return fit_tomz_weeks(tw, variant.model, coding, merged, sampler)
     lam = lambda_settings(settings).updated(**variant.settings)
     if lam.family == "bernoulli" and logit is not None:
@@ -535,8 +537,7 @@ def run_checks(
 
     _check_prior_variants(checks.prior_variants)
     sampler = Sampler.from_params(models)
-    # A1's section travels as a mapping (the varying-slopes path of hetfx.paper.studies)
-    settings = {"m1": models.m1, "a1": models.a1.model_dump()}
+    settings = {"m1": models.m1, "a1": models.a1}
     fitter = _Fitter(tw, checks.coding, settings, sampler, models.gate)
     fits = {}
     for v in CONDITION_VARIANTS:

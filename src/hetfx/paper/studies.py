@@ -42,7 +42,7 @@ import pandas as pd
 
 from hetfx.models.gaussian import ScalePrior
 from hetfx.paper.cells import demographic_cells  # re-exported: Figure 8's cells
-from hetfx.paper.params import LambdaSettings, ScaleSpec
+from hetfx.paper.params import LambdaSettings, ScaleSpec, VaryingSettings
 from hetfx.priors import Prior, Priors
 
 if TYPE_CHECKING:
@@ -59,6 +59,8 @@ __all__ = [
     "lambda_priors",
     "lambda_settings",
     "model_settings",
+    "varying_priors",
+    "varying_settings",
     "demographic_cells",
 ]
 
@@ -153,18 +155,21 @@ def lambda_settings(settings: LambdaSettings | Mapping[str, Any] | None = None) 
     return LambdaSettings.model_validate(defaults | dict(settings or {}))
 
 
-def model_settings(model: str, settings=None) -> LambdaSettings | dict[str, Any]:
+def model_settings(model: str, settings=None) -> LambdaSettings | VaryingSettings | dict[str, Any]:
     """The settings a Tomz-Weeks model is fitted with (what :func:`fit_tomz_weeks` uses, and
     what a stage log should print).
 
     M1, M2 and their variants: :class:`~hetfx.paper.params.LambdaSettings` (see
     :func:`lambda_settings`), with ``main_effects`` True for the ``<model>_main_effects``
-    variants. A1: its section as a mapping. The OLS comparators: an empty mapping.
+    variants. A1: :class:`~hetfx.paper.params.VaryingSettings` (see :func:`varying_settings`).
+    The OLS comparators: an empty mapping.
     """
     base = model.removesuffix(MAIN_EFFECTS_SUFFIX)
     if base in ("m1", "m2"):
         out = lambda_settings(settings)
         return out.updated(main_effects=True) if model.endswith(MAIN_EFFECTS_SUFFIX) else out
+    if base == "a1":
+        return varying_settings(settings)
     return dict(settings or {})
 
 
@@ -343,45 +348,62 @@ def _fit_m2(df: pd.DataFrame, settings: LambdaSettings, sampler: Sampler):
     )
 
 
-def varying_priors(settings: Mapping[str, Any]) -> Priors:
-    """The :class:`hetfx.Priors` of a varying-slopes model's params.yaml section: ``b_sd``
-    for every population-level coefficient, ``intercept`` (``flat`` or a zero-mean normal),
-    ``sd`` for the varying intercepts' and slopes' SDs, ``sigma``."""
-    intercept = settings.get("intercept", "flat")
-    ok = intercept == "flat" or (
-        isinstance(intercept, Mapping)
-        and intercept.get("kind") == "normal"
-        and float(intercept.get("loc", 0.0)) == 0.0
-    )
-    if not ok:
+def varying_settings(
+    settings: VaryingSettings | Mapping[str, Any] | None = None,
+) -> VaryingSettings:
+    """A varying-slopes model's settings as the validated
+    :class:`~hetfx.paper.params.VaryingSettings`: given as such (the pipeline), or a mapping of
+    some of its fields, validated here once; the others default to the ``auto`` engine,
+    N(0, 0.5) coefficients, a flat intercept, half-normal(1) SDs of the varying intercepts
+    and slopes, brms's default prior on ``sigma``, LKJ(1) and ``target_accept`` 0.8."""
+    if isinstance(settings, VaryingSettings):
+        return settings
+    defaults = {
+        "engine": "auto",
+        "b_sd": 0.5,
+        "sd": ScaleSpec(kind="half_normal", scale=1.0),
+        "sigma": scale_spec(ScalePrior.brms_default()),
+        "lkj_eta": 1.0,
+        "target_accept": 0.8,
+    }
+    return VaryingSettings.model_validate(defaults | dict(settings or {}))
+
+
+def varying_priors(settings: VaryingSettings | Mapping[str, Any]) -> Priors:
+    """The :class:`hetfx.Priors` of a varying-slopes model's settings: ``b_sd`` for every
+    population-level coefficient, ``intercept`` (``flat`` or a zero-mean normal), ``sd`` for
+    the varying intercepts' and slopes' SDs, ``sigma``."""
+    settings = varying_settings(settings)
+    intercept = settings.intercept
+    if intercept != "flat" and intercept.loc != 0.0:
         raise ValueError(f"intercept prior must be 'flat' or a zero-mean normal, got {intercept!r}")
-    b = Prior.normal(settings.get("b_sd", 0.5))
+    b = Prior.normal(settings.b_sd)
     return Priors(
         effect=b,
         control=b,
-        intercept=Prior.from_spec(intercept),
-        sigma=Prior.from_spec(settings.get("sigma", Prior.half_student_t(3, 2.5))),
-        sigma_theta=Prior.from_spec(settings.get("sd", Prior.half_normal(1.0))),
+        intercept=Prior.flat() if intercept == "flat" else Prior.normal(intercept.scale),
+        sigma=scale_prior(settings.sigma),
+        sigma_theta=scale_prior(settings.sd),
     )
 
 
-def _fit_varying(df: pd.DataFrame, settings: Mapping[str, Any], sampler: Sampler, **spec):
+def _fit_varying(df: pd.DataFrame, settings: VaryingSettings, sampler: Sampler, **spec):
     """:func:`hetfx.fit_varying_slopes` with the paper's priors, engine and sampler."""
     from hetfx.api import fit_varying_slopes
 
     return fit_varying_slopes(
         df,
         priors=varying_priors(settings),
-        engine=settings.get("engine", "auto"),
+        engine=settings.engine,
         missing="raise",
         seed=sampler.seed,
         chains=sampler.chains,
         draws=sampler.draws,
         tune=sampler.tune,
-        target_accept=float(settings.get("target_accept", 0.8)),
-        lkj_eta=float(settings.get("lkj_eta", 1.0)),
-        maxdepth=int(settings.get("max_treedepth", 10)),
-        qmc_m=int(settings.get("qmc_points_log2", 14)),
+        target_accept=settings.target_accept,
+        lkj_eta=settings.lkj_eta,
+        maxdepth=settings.max_treedepth,
+        qmc_m=settings.qmc_points_log2,
         **spec,
     )
 
@@ -390,10 +412,11 @@ def _fit_a1(df: pd.DataFrame, settings, sampler):
     """Appendix A1: ``force ~ controls + alliance*(regime+stakes+costs+region) +
     (1 + alliance | treat_group)``; the effect of alliance per treat_group.
 
-    ``settings["controls"]`` overrides the additive controls (the brms fixture omits
+    ``settings.controls`` overrides the additive controls (the brms fixture omits
     ``natl_sup``). The controls enter additively, so the effect does not depend on the
     values they are held at (the spec's sample medians).
     """
+    settings = varying_settings(settings)
     return _fit_varying(
         df,
         settings,
@@ -401,7 +424,7 @@ def _fit_a1(df: pd.DataFrame, settings, sampler):
         outcome="force",
         treatment="alliance",
         factors=["treat_group"],
-        controls=list(settings.get("controls", A1_CONTROLS)),
+        controls=list(settings.controls or A1_CONTROLS),
         effect=" + ".join(CONDITION_FACTORS),
     )
 
@@ -410,7 +433,7 @@ def _fit_a1(df: pd.DataFrame, settings, sampler):
 def fit_bush_prather(
     bp: pd.DataFrame,
     coding: str,
-    settings: Mapping[str, Any] | None = None,
+    settings: VaryingSettings | Mapping[str, Any] | None = None,
     sampler: Sampler | None = None,
 ) -> VaryingSlopesResults:
     """Appendix A2: ``ipe_support ~ 1 + college_educ + employ_dum + sum_k (1 +
@@ -424,7 +447,7 @@ def fit_bush_prather(
     df = df.assign(**{f: df[f].astype("int64") for f in BP_FACTORS})
     return _fit_varying(
         df,
-        dict(settings or {}),
+        varying_settings(settings),
         sampler or Sampler(),
         outcome="ipe_support",
         treatment="treat_germrus",
