@@ -148,11 +148,15 @@ def _quantise_columns(x: np.ndarray, bits: int = 40) -> np.ndarray:
     Unlike :func:`_quantise`, the step is the same for every draw of a quantity, so the two
     middle draws of an even number lie at exactly equal distances from their median on every
     CPU: the folded ranks behind R-hat and the tail ESS do not then depend on how another
-    CPU rounds that tie. Scaling by a power of two and rounding are exact.
+    CPU rounds that tie. Scaling by a power of two and rounding are exact. ``x`` (a float
+    array the caller owns) is rounded in place and returned.
     """
-    big = np.max(np.abs(x), axis=0, keepdims=True)
+    big = np.maximum(np.max(x, axis=0, keepdims=True), -np.min(x, axis=0, keepdims=True))
     step = np.ldexp(1.0, np.frexp(big)[1] - bits)
-    return np.round(x / step) * step
+    # in place (x is the caller's own array; no temporaries of its size)
+    np.divide(x, step, out=x)
+    np.rint(x, out=x)
+    return np.multiply(x, step, out=x)
 
 
 def _as_2d(name: str, a, n: int) -> np.ndarray:
