@@ -32,9 +32,9 @@ CPU seconds of the fit and of ``group_effects()`` and ``coefs()``, and the peak 
 of the process (one fresh process per row, the data built before the clock starts).
 
 Measured
-on the project's shared 2-core machine (load about 2.5) with the exact engine of
-:mod:`hetfx.models.exact`: 4,096 cells 3.9 s to fit (3.9 s CPU), 4.8 s with the summaries,
-1.3 GB peak; 65,536 cells 57 s and 77 s, 8.3 GB (the 4,000 draws of alpha, theta and lambda
+on the project's 2-core machine (2026-12-05, final code) with the exact engine of
+:mod:`hetfx.models.exact`: 4,096 cells 3.6 s to fit (3.6 s CPU), 3.9 s with the summaries,
+0.94 GB peak; 65,536 cells 56 s and 63 s, 7.3 GB (the 4,000 draws of alpha, theta and lambda
 take 2.1 GB each).
 
 ``--per-call`` times ``hetfx.fit(..., draws=0)`` (exact summaries, no draws; what a
