@@ -1656,7 +1656,9 @@ def _fit_qmc(d, cm: CollapsedVaryingSlopes, chains, draws, seed, qmc_m, max_pare
 #: effects' medians and 2.5-97.5% quantiles moved by at most 6.3e-5 (6.4e-4 posterior SDs;
 #: the qmc engine's Monte Carlo SEs there were 5e-4 to 1e-3), the coefficients' means and
 #: quantiles by 8e-6 (1.2e-4 SDs), the scales' means by 1.8e-5 and their 2.5% and 97.5%
-#: quantiles by 2.2e-4 (sigma's, from the normal through its three Hermite nodes, 9.4e-5).
+#: quantiles by 2.2e-4 (sigma's 9.4e-5, then read from the normal through its three Hermite
+#: nodes; the skewness correction of :meth:`hetfx.models.exact.BlockPosterior.summarise_scales`
+#: has since moved its 2.5% quantile by 1.6e-4, towards a 5-node grid's).
 #: On simulated data (tests/test_varying_slopes_quadrature.py) against 7 Hermite nodes and 2
 #: per SD: effects and coefficients 1.3e-4 posterior SDs, sigma's quantiles 5.6e-4, the other
 #: scales' 1.6e-4.
