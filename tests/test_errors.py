@@ -347,3 +347,8 @@ def test_misspelled_sampler_argument_gets_a_suggestion(df):
     assert "'within'" not in str(err.value) and "sigma_alpha_prior" not in str(err.value)
     with pytest.raises(TypeError, match=r"unknown engine option\(s\) \['within'\]"):
         hetfx.fit(df, "y", "treat", MOD, within=True)
+    # any of fit's own arguments, not only the sampler's
+    with pytest.raises(TypeError, match=r"did you mean 'baselines' for 'baseline'\?"):
+        hetfx.fit(df, "y", "treat", MOD, baseline="pooled")
+    with pytest.raises(TypeError, match=r"did you mean 'priors' for 'prior'\?"):
+        hetfx.fit_varying_slopes(df, "y", "treat", MOD, prior=hetfx.Priors())

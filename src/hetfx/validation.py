@@ -177,6 +177,16 @@ def engine_option_names(
     ]
 
 
+def _own_arguments(caller: str) -> list[str]:
+    """The named arguments of ``hetfx.<caller>`` (a misspelling of one of them, e.g.
+    ``baseline=``, arrives as an unknown engine option)."""
+    function = getattr(importlib.import_module("hetfx.api"), caller, None)
+    if function is None:
+        return []
+    params = inspect.signature(function).parameters.values()
+    return [p.name for p in params if p.kind is not inspect.Parameter.VAR_KEYWORD]
+
+
 def check_engine_options(
     caller: str, family: str | None, options: Mapping[str, Any], engine: str | None = None
 ) -> None:
@@ -189,7 +199,7 @@ def check_engine_options(
     unknown = [k for k in options if k not in valid]
     if unknown:
         where = f"hetfx.{caller}" + (f"(family={family!r})" if family else "")
-        known = [*valid, *sorted(SAMPLER_ARGUMENTS)]
+        known = [*valid, *sorted(SAMPLER_ARGUMENTS), *_own_arguments(caller)]
         close = {k: difflib.get_close_matches(k, known, n=1) for k in unknown}
         hint = "; ".join(f"did you mean {m[0]!r} for {k!r}?" for k, m in close.items() if m)
         raise TypeError(
