@@ -239,7 +239,6 @@ def _factor_py(h, buf, L, rhs, Mi, C, e, sd0, sd1, rr, l1r, ldsig, om):
     """
     ndim = int(buf[_H_NDIM])
     q = int(buf[_H_Q])
-    G = int(buf[_H_G])
     K = int(buf[_H_K])
     bf = int(buf[_H_BF])
     # support: the collapsed density is finite everywhere; these bounds only keep the
@@ -251,21 +250,26 @@ def _factor_py(h, buf, L, rhs, Mi, C, e, sd0, sd1, rr, l1r, ldsig, om):
         lo = -30.0 if i % 3 == 0 else -150.0
         if not (h[i] >= lo and h[i] <= 30.0):
             return False, 0.0, 0.0
-    pb = buf[int(buf[_H_OPB]) : int(buf[_H_OPB]) + q]
-    Pm0 = buf[int(buf[_H_OPM0]) : int(buf[_H_OPM0]) + q]
-    DtD = buf[int(buf[_H_ODTD]) : int(buf[_H_ODTD]) + q * q]
-    DtB = buf[int(buf[_H_ODTB]) : int(buf[_H_ODTB]) + G * 2 * q]
-    BtB = buf[int(buf[_H_OBTB]) : int(buf[_H_OBTB]) + G * 3]
-    Dty = buf[int(buf[_H_ODTY]) : int(buf[_H_ODTY]) + q]
-    Bty = buf[int(buf[_H_OBTY]) : int(buf[_H_OBTY]) + G * 2]
-    foff = buf[int(buf[_H_OFOFF]) : int(buf[_H_OFOFF]) + K]
-    fG = buf[int(buf[_H_OFG]) : int(buf[_H_OFG]) + K]
-
     s2 = np.exp(2.0 * h[0])
     is2 = 1.0 / s2
-    # per factor: Sigma = [[s0^2, r s0 s1], [., s1^2]] and Omega = Sigma^-1, with
-    # 1 - r^2 = 1 / cosh(z)^2 and log det Sigma computed without cancellation
+    # per factor: Sigma = [[s0^2, r s0 s1], [., s1^2]] and Omega = Sigma^-1
     sig = np.empty((K, 3))
+    _factor_scales(h, K, sig, sd0, sd1, rr, l1r, ldsig, om)
+    S = np.empty((q, q))
+    _dense_system(buf, is2, om, S, rhs)
+    # eliminate the block factor's groups
+    logdet, bm = _eliminate_blocks(buf, is2, sig[bf], ldsig[bf], S, rhs, Mi, C, e)
+    # Cholesky of the Schur complement, its log determinant added to the blocks'
+    ok, logdet = _cholesky(S, L, logdet)
+    if not ok:
+        return False, 0.0, 0.0
+    return True, logdet, bm
+
+
+def _factor_scales_py(h, K, sig, sd0, sd1, rr, l1r, ldsig, om):
+    """Per factor ``k`` of hyperparameters ``h``: the SDs, correlation, ``log(1 - r^2)``
+    (without cancellation: ``1 - r^2 = 1 / cosh(z)^2``), ``log det Sigma``, ``Sigma`` and
+    ``Omega = Sigma^-1`` (both packed 00/01/11)."""
     for k in range(K):
         u0, u1, z = h[1 + 3 * k], h[2 + 3 * k], h[3 + 3 * k]
         s0 = np.exp(u0)
@@ -280,8 +284,20 @@ def _factor_py(h, buf, L, rhs, Mi, C, e, sd0, sd1, rr, l1r, ldsig, om):
         om[k, 0] = np.exp(-2.0 * u0) / one_r2
         om[k, 1] = -r * np.exp(-u0 - u1) / one_r2
         om[k, 2] = np.exp(-2.0 * u1) / one_r2
-    # dense precision S = D'D / s2 + prior, right-hand side
-    S = np.empty((q, q))
+
+
+def _dense_system_py(buf, is2, om, S, rhs):
+    """The dense precision ``S = D'D / s2 + prior`` (with the non-block factors' ``Omega``
+    on their groups' diagonal blocks) and its right-hand side ``D'y / s2 + P m0``."""
+    q = int(buf[_H_Q])
+    K = int(buf[_H_K])
+    bf = int(buf[_H_BF])
+    pb = buf[int(buf[_H_OPB]) : int(buf[_H_OPB]) + q]
+    Pm0 = buf[int(buf[_H_OPM0]) : int(buf[_H_OPM0]) + q]
+    DtD = buf[int(buf[_H_ODTD]) : int(buf[_H_ODTD]) + q * q]
+    Dty = buf[int(buf[_H_ODTY]) : int(buf[_H_ODTY]) + q]
+    foff = buf[int(buf[_H_OFOFF]) : int(buf[_H_OFOFF]) + K]
+    fG = buf[int(buf[_H_OFG]) : int(buf[_H_OFG]) + K]
     for i in range(q):
         for j in range(q):
             S[i, j] = DtD[i * q + j] * is2
@@ -300,12 +316,22 @@ def _factor_py(h, buf, L, rhs, Mi, C, e, sd0, sd1, rr, l1r, ldsig, om):
             S[i0, i0 + 1] += om[k, 1]
             S[i0 + 1, i0] += om[k, 1]
             S[i0 + 1, i0 + 1] += om[k, 2]
-    # eliminate the block factor's groups
+
+
+def _eliminate_blocks_py(buf, is2, sig_b, ldsig_b, S, rhs, Mi, C, e):
+    """Eliminate the block factor's groups from ``S`` and ``rhs`` (in place), filling
+    ``Mi``, ``C`` and ``e``; returns ``(log|M| - log|P|`` over the blocks, the blocks' part
+    of ``b'm)``. ``sig_b`` and ``ldsig_b``: the block factor's ``Sigma`` and log det."""
+    q = int(buf[_H_Q])
+    G = int(buf[_H_G])
+    DtB = buf[int(buf[_H_ODTB]) : int(buf[_H_ODTB]) + G * 2 * q]
+    BtB = buf[int(buf[_H_OBTB]) : int(buf[_H_OBTB]) + G * 3]
+    Bty = buf[int(buf[_H_OBTY]) : int(buf[_H_OBTY]) + G * 2]
     W = np.empty((2, q))
-    logdet = 0.0  # log|M| - log|P| over the random-effect blocks, plus log|S|
+    logdet = 0.0
     bm = 0.0
-    S00, S01, S11 = sig[bf, 0], sig[bf, 1], sig[bf, 2]
-    dsig = np.exp(ldsig[bf])
+    S00, S01, S11 = sig_b[0], sig_b[1], sig_b[2]
+    dsig = np.exp(ldsig_b)
     for g in range(G):
         # M_g = Omega + D_g with D_g = B_g'B_g / s2: M_g^-1 = Sigma (I + D_g Sigma)^-1 and
         # det M_g / det Omega = det(I + D_g Sigma) = 1 + tr(D_g Sigma) + det D_g det Sigma,
@@ -337,14 +363,21 @@ def _factor_py(h, buf, L, rhs, Mi, C, e, sd0, sd1, rr, l1r, ldsig, om):
             w0, w1 = W[0, j], W[1, j]
             for m in range(j + 1):
                 S[j, m] -= w0 * C[g, 0, m] + w1 * C[g, 1, m]
-    # Cholesky of the Schur complement (lower triangle), then its inverse
+    return logdet, bm
+
+
+def _cholesky_py(S, L, logdet):
+    """Lower Cholesky factor ``L`` of ``S`` (its lower triangle); returns ``(ok, logdet +
+    log|S|)`` (the sum accumulated term by term; ``ok`` false, ``0.0``, where ``S`` is not
+    positive definite)."""
+    q = S.shape[0]
     L[:, :] = 0.0
     for j in range(q):
         d = S[j, j]
         for m in range(j):
             d -= L[j, m] * L[j, m]
         if not d > 0.0:
-            return False, 0.0, 0.0
+            return False, 0.0
         d = np.sqrt(d)
         L[j, j] = d
         logdet += 2.0 * np.log(d)
@@ -353,7 +386,7 @@ def _factor_py(h, buf, L, rhs, Mi, C, e, sd0, sd1, rr, l1r, ldsig, om):
             for m in range(j):
                 v -= L[i, m] * L[j, m]
             L[i, j] = v / d
-    return True, logdet, bm
+    return True, logdet
 
 
 def _collapsed_kernel_py(h, buf, grad):
@@ -386,25 +419,10 @@ def _collapsed_kernel_py(h, buf, grad):
         return -np.inf
     pb = buf[int(buf[_H_OPB]) : int(buf[_H_OPB]) + q]
     Pm0 = buf[int(buf[_H_OPM0]) : int(buf[_H_OPM0]) + q]
-    foff = buf[int(buf[_H_OFOFF]) : int(buf[_H_OFOFF]) + K]
     fG = buf[int(buf[_H_OFG]) : int(buf[_H_OFG]) + K]
     is2 = np.exp(-2.0 * h[0])
-    Li = np.zeros((q, q))  # L^-1 (lower)
-    for j in range(q):
-        Li[j, j] = 1.0 / L[j, j]
-        for i in range(j + 1, q):
-            v = 0.0
-            for m in range(j, i):
-                v -= L[i, m] * Li[m, j]
-            Li[i, j] = v / L[i, i]
-    Sinv = np.empty((q, q))  # L^-T L^-1
-    for i in range(q):
-        for j in range(i + 1):
-            v = 0.0
-            for m in range(i, q):
-                v += Li[m, i] * Li[m, j]
-            Sinv[i, j] = v
-            Sinv[j, i] = v
+    Sinv = np.empty((q, q))
+    _chol_inverse(L, Sinv)
     mb = np.zeros(q)
     for i in range(q):
         v = 0.0
@@ -419,6 +437,53 @@ def _collapsed_kernel_py(h, buf, grad):
         tr_mPm += pb[j] * (Sinv[j, j] + mb[j] * mb[j])
     # second moments sum_g E[u_g u_g'] per factor
     mom = np.zeros((K, 3))
+    _second_moments(buf, Sinv, mb, Mi, C, e, mom)
+    # log density: -n log s + log|P|/2 - log|M|/2 - (y'y/s2 + m0'P m0 - b'm)/2 + priors
+    lp = -0.5 * n * 2.0 * h[0] - 0.5 * logdet - 0.5 * (yty * is2 + buf[_H_M0PM0] - bm)
+    lp += buf[_H_CONST]
+    for k in range(K):
+        if k != bf:  # the block factor's log|P| cancelled against its log|M_g| above
+            lp -= 0.5 * fG[k] * ldsig[k]
+        tr_mPm += om[k, 0] * mom[k, 0] + 2.0 * om[k, 1] * mom[k, 1] + om[k, 2] * mom[k, 2]
+    grad[0] = -n + yty * is2 - bm + 2.0 * mPm0 + buf[_H_DIM] - tr_mPm
+    _factor_gradients(om, mom, fG, l1r, sd0, sd1, grad)
+    lp = _add_priors(buf, h, rr, l1r, lp, grad)
+    if not np.isfinite(lp):
+        for i in range(ndim):
+            grad[i] = 0.0
+        return -np.inf
+    return lp
+
+
+def _chol_inverse_py(L, Sinv):
+    """``Sinv = L^-T L^-1`` (the inverse of ``L L'``) from the lower factor ``L``."""
+    q = L.shape[0]
+    Li = np.zeros((q, q))  # L^-1 (lower)
+    for j in range(q):
+        Li[j, j] = 1.0 / L[j, j]
+        for i in range(j + 1, q):
+            v = 0.0
+            for m in range(j, i):
+                v -= L[i, m] * Li[m, j]
+            Li[i, j] = v / L[i, i]
+    for i in range(q):
+        for j in range(i + 1):
+            v = 0.0
+            for m in range(i, q):
+                v += Li[m, i] * Li[m, j]
+            Sinv[i, j] = v
+            Sinv[j, i] = v
+
+
+def _second_moments_py(buf, Sinv, mb, Mi, C, e, mom):
+    """Add each factor's summed second moments ``sum_g E[u_g u_g']`` (packed 00/01/11) to
+    ``mom``, given the dense part's posterior mean ``mb`` and covariance ``Sinv``."""
+    q = int(buf[_H_Q])
+    G = int(buf[_H_G])
+    K = int(buf[_H_K])
+    bf = int(buf[_H_BF])
+    foff = buf[int(buf[_H_OFOFF]) : int(buf[_H_OFOFF]) + K]
+    fG = buf[int(buf[_H_OFG]) : int(buf[_H_OFG]) + K]
     for k in range(K):
         if k == bf:
             continue
@@ -450,18 +515,14 @@ def _collapsed_kernel_py(h, buf, grad):
         mom[bf, 0] += v00 + mu0 * mu0
         mom[bf, 1] += v01 + mu0 * mu1
         mom[bf, 2] += v11 + mu1 * mu1
-    # log density: -n log s + log|P|/2 - log|M|/2 - (y'y/s2 + m0'P m0 - b'm)/2 + priors
-    lp = -0.5 * n * 2.0 * h[0] - 0.5 * logdet - 0.5 * (yty * is2 + buf[_H_M0PM0] - bm)
-    lp += buf[_H_CONST]
-    for k in range(K):
-        if k != bf:  # the block factor's log|P| cancelled against its log|M_g| above
-            lp -= 0.5 * fG[k] * ldsig[k]
-        tr_mPm += om[k, 0] * mom[k, 0] + 2.0 * om[k, 1] * mom[k, 1] + om[k, 2] * mom[k, 2]
-    grad[0] = -n + yty * is2 - bm + 2.0 * mPm0 + buf[_H_DIM] - tr_mPm
-    for k in range(K):
-        # d lp / d Sigma = (Omega S Omega - G Omega) / 2 with S the summed second moments;
-        # chain rule through Sigma = diag(s) R diag(s): d/du_j = (Omega S)_jj - G, and
-        # d/dz = (1 - r^2) s0 s1 (Omega S Omega - G Omega)_01
+
+
+def _factor_gradients_py(om, mom, fG, l1r, sd0, sd1, grad):
+    """The gradient's entries of every factor's two log SDs and ``atanh`` correlation
+    (without the priors): ``d lp / d Sigma = (Omega S Omega - G Omega) / 2`` with ``S`` the
+    summed second moments ``mom``; through ``Sigma = diag(s) R diag(s)``, ``d/du_j = (Omega
+    S)_jj - G`` and ``d/dz = (1 - r^2) s0 s1 (Omega S Omega - G Omega)_01``."""
+    for k in range(om.shape[0]):
         o00, o01, o11 = om[k, 0], om[k, 1], om[k, 2]
         m00, m01, m11 = mom[k, 0], mom[k, 1], mom[k, 2]
         a00 = o00 * m00 + o01 * m01
@@ -472,22 +533,22 @@ def _collapsed_kernel_py(h, buf, grad):
         # (Omega S Omega)_01 = (Omega S)_00 Omega_01 + (Omega S)_01 Omega_11
         gs01 = a00 * o01 + a01 * o11 - fG[k] * o01
         grad[3 + 3 * k] = np.exp(l1r[k]) * sd0[k] * sd1[k] * gs01
-    # priors (Jacobians included) and LKJ on the 2x2 correlations
+
+
+def _add_priors_py(buf, h, rr, l1r, lp, grad):
+    """``lp`` plus the log priors of the SDs (Jacobians included) and LKJ on the 2x2
+    correlations, in that order; their derivatives are added to ``grad``."""
     a, ga = _scale_prior_log(buf[_H_SIGS], buf[_H_SIGNU], h[0])
     lp += a
     grad[0] += ga
     eta = buf[_H_ETA]
-    for k in range(K):
+    for k in range(rr.shape[0]):
         for j in range(2):
             a, ga = _scale_prior_log(buf[_H_SDS], buf[_H_SDNU], h[1 + 3 * k + j])
             lp += a
             grad[1 + 3 * k + j] += ga
         lp += eta * l1r[k]
         grad[3 + 3 * k] += -2.0 * eta * rr[k]
-    if not np.isfinite(lp):
-        for i in range(ndim):
-            grad[i] = 0.0
-        return -np.inf
     return lp
 
 
@@ -683,6 +744,17 @@ try:  # numba ships with pytensor; fall back to Python if it is missing
     import numba
 
     _scale_prior_log = numba.njit(cache=True, inline="always")(_scale_prior_log_py)
+    # the kernels' parts, inlined where they are called (the same operations in the same
+    # order as one function)
+    _inline = numba.njit(cache=True, inline="always")
+    _factor_scales = _inline(_factor_scales_py)
+    _dense_system = _inline(_dense_system_py)
+    _eliminate_blocks = _inline(_eliminate_blocks_py)
+    _cholesky = _inline(_cholesky_py)
+    _chol_inverse = _inline(_chol_inverse_py)
+    _second_moments = _inline(_second_moments_py)
+    _factor_gradients = _inline(_factor_gradients_py)
+    _add_priors = _inline(_add_priors_py)
     _factor = numba.njit(cache=True)(_factor_py)
     _collapsed_kernel = numba.njit(cache=True)(_collapsed_kernel_py)
     _draw = numba.njit(cache=True)(_draw_py)
@@ -749,6 +821,14 @@ try:  # numba ships with pytensor; fall back to Python if it is missing
 except ImportError:  # pragma: no cover
     numba = None
     _scale_prior_log = _scale_prior_log_py
+    _factor_scales = _factor_scales_py
+    _dense_system = _dense_system_py
+    _eliminate_blocks = _eliminate_blocks_py
+    _cholesky = _cholesky_py
+    _chol_inverse = _chol_inverse_py
+    _second_moments = _second_moments_py
+    _factor_gradients = _factor_gradients_py
+    _add_priors = _add_priors_py
     _factor = _factor_py
     _collapsed_kernel = _collapsed_kernel_py
     _draw = _draw_py
