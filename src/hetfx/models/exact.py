@@ -49,6 +49,7 @@ from scipy import optimize, sparse, special
 from scipy.linalg import lapack, solve_triangular
 
 from hetfx.inference import mixture_moments, mixture_quantiles, quantile_name, sinc_quantiles
+from hetfx.models import _block_kernel
 from hetfx.models.gaussian import ScalePrior, single_threaded_blas
 
 __all__ = [
@@ -90,6 +91,12 @@ GRIDS = {
     3: {"hermite": 3, "resolution": 1.25, "drop": 14.0, "prune": 1e-7, "one_sided": True},
     4: {"hermite": 3, "resolution": 1.0, "drop": 12.0, "prune": 1e-7},
 }
+#: Largest number of coefficients ``k`` for which :class:`BlockModel` evaluates its log
+#: density and the effects' moments with the compiled per-node kernel
+#: (:mod:`hetfx.models._block_kernel`); above it the numpy path (BLAS products).
+KERNEL_MAX_COEFS = 56
+#: Largest size (doubles) of the groups' precomputed products in the compiled kernel.
+KERNEL_MAX_PRODUCTS = 1 << 18
 #: The finer grid the settings of :data:`GRIDS` are measured against.
 FINE_GRID = {"hermite": None, "resolution": 4.0, "drop": 32.0, "prune": 0.0}
 
@@ -340,6 +347,59 @@ class BlockModel:
             raise ValueError(f"effect_coefs must be ({G}, {k})")
         self.effect_coefs = E
         self.effect_col = b - 1 if effect_col is None else int(effect_col)
+        self._kernel_args = self._kernel_arrays()
+
+    def _kernel_arrays(self) -> tuple | None:
+        """The arrays of the compiled per-node kernel (:mod:`hetfx.models._block_kernel`),
+        or None where the numpy path is used (no numba, or more coefficients than
+        :data:`KERNEL_MAX_COEFS`: BLAS then does the products faster)."""
+        if not _block_kernel.AVAILABLE or self.k > KERNEL_MAX_COEFS:
+            return None
+        k = self.k
+        AtAy = np.empty((k + 1, k + 1))
+        AtAy[:k, :k], AtAy[:k, k], AtAy[k, :k], AtAy[k, k] = self.AtA, self.Aty, self.Aty, self.yty
+        RAy = np.ascontiguousarray(np.concatenate([self.RA, self.Ry[:, :, None]], axis=2))
+        consts = np.array([float(self.n), self.logdet_prior])
+        # the groups' products of the rows of [R_g'A_g, R_g'y_g] (packed lower triangle, one
+        # per pair of block columns) where they stay in cache; else the kernel forms them
+        iu, ju = np.tril_indices(k + 1)
+        if len(self._pairs) * self.G * len(iu) <= KERNEL_MAX_PRODUCTS:
+            Q = np.empty((len(self._pairs), self.G, len(iu)))
+            for p, (i, j) in enumerate(self._pairs):
+                Q[p] = RAy[:, i, iu] * RAy[:, j, ju]
+                if i != j:
+                    Q[p] += RAy[:, j, iu] * RAy[:, i, ju]
+        else:
+            Q = np.empty((0, 0, 0))
+        return (
+            np.ascontiguousarray(self.RR),
+            RAy,
+            np.ascontiguousarray(RAy.transpose(1, 2, 0)),
+            Q,
+            AtAy,
+            np.ascontiguousarray(self.prec),
+            np.ascontiguousarray(self.effect_coefs.T),
+            consts,
+        )
+
+    def _kernel(self, u: np.ndarray, floor: np.ndarray | None):
+        """The compiled kernel at rows ``u``: ``(lp, mean, sd)`` (the moments where
+        ``floor`` is given, NaN at rows not above it), or None where a factorisation failed
+        (the numpy path then raises as it always did)."""
+        RR, RAy, RAt, Q, AtAy, prec, Et, consts = self._kernel_args
+        u = np.ascontiguousarray(u, dtype=float)
+        m = len(u)
+        lprior = np.ascontiguousarray(self.log_prior(u), dtype=float)
+        want = floor is not None
+        flags = np.array([int(self.correlated), self.effect_col, int(want)], dtype=np.int64)
+        shape = (m, self.G) if want else (0, 0)
+        mean, sd = np.full(shape, np.nan), np.full(shape, np.nan)
+        floor = np.array(np.broadcast_to(floor if want else np.inf, (m,)), dtype=float)
+        lp = np.empty(m)
+        ok = _block_kernel.kernel()(
+            u, lprior, floor, RR, RAy, RAt, Q, AtAy, prec, Et, consts, flags, lp, mean, sd
+        )
+        return (lp, mean, sd) if ok else None
 
     def _schur_products(self) -> np.ndarray | None:
         """Per-group products of the rows of ``R_g'A_g`` for the Schur correction, one
@@ -483,6 +543,10 @@ class BlockModel:
     def logpost(self, u: np.ndarray, chunk: int | None = None) -> np.ndarray:
         """Log posterior density (up to a constant) of the coordinates, rows of ``u``."""
         u = np.atleast_2d(np.asarray(u, dtype=float))
+        if self._kernel_args is not None:
+            res = self._kernel(u, None)
+            if res is not None:
+                return res[0]
         chunk = chunk or self._chunk()
         out = np.empty(len(u))
         for i in range(0, len(u), chunk):
@@ -498,10 +562,14 @@ class BlockModel:
         :meth:`effect_moments`, the groups' effects: ``width`` G); a caller that reports
         other combinations (e.g. profile effects) passes its own, with their ``width``.
         """
-        moments = self.effect_moments if moments is None else moments
-        width = self.G if width is None else width
         u = np.atleast_2d(np.asarray(u, dtype=float))
         floor = np.broadcast_to(np.asarray(floor, dtype=float), (len(u),))
+        if moments is None and self._kernel_args is not None:
+            res = self._kernel(u, floor)
+            if res is not None:
+                return res
+        moments = self.effect_moments if moments is None else moments
+        width = self.G if width is None else width
         lp = np.empty(len(u))
         mean = np.full((len(u), width), np.nan)
         sd = np.full((len(u), width), np.nan)
