@@ -172,3 +172,20 @@ def test_generic_cpu_gives_the_same_bits(tmp_path):
     for i in range(len(CASES)):
         for a, b in zip(res["host"][str(i)], res["generic"][str(i)], strict=True):
             np.testing.assert_array_equal(np.array(a, dtype=float), np.array(b, dtype=float))
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_direct_schur_products_match_the_precomputed_ones(case, monkeypatch):
+    """``BlockModel.factor`` without precomputed products (many coefficients: one matrix
+    product per node) factors the same systems to rounding."""
+    model, u, _ = _problem(*case, seed=4)
+    monkeypatch.setattr(exact, "SCHUR_DIRECT_COEFS", 0)
+    direct, _, _ = _problem(*case, seed=4)
+    assert model._Q is not None and direct._Q is None
+    a, b = model.factor(u), direct.factor(u)
+    scale = np.abs(a.L).max(axis=(1, 2), keepdims=True)
+    assert np.max(np.abs(a.L - b.L) / scale) < 1e-12
+    np.testing.assert_array_equal(a.logdet_k, b.logdet_k)
+    mean, sd = model.effect_moments(a)
+    mean_d, sd_d = direct.effect_moments(b)
+    assert np.max(np.abs(mean - mean_d) / sd) < 1e-12 and np.max(np.abs(sd - sd_d) / sd) < 1e-12

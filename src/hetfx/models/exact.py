@@ -93,10 +93,22 @@ GRIDS = {
 }
 #: Largest number of coefficients ``k`` for which :class:`BlockModel` evaluates its log
 #: density and the effects' moments with the compiled per-node kernel
-#: (:mod:`hetfx.models._block_kernel`); above it the numpy path (BLAS products).
+#: (:mod:`hetfx.models._block_kernel`); above it the numpy path (BLAS products). Measured
+#: (CPU per node, 80 nodes a call, b = 1, G = k - 4): log density and moments 3-5 times
+#: faster than numpy up to k = 36, 3 times at 52, slower at 68 (194 against 163 us); for
+#: G = 16 to 128 and b = 1 or 2 faster at every k up to 48 (the log density alone is
+#: slower from k = 36 at 128 groups, but the grid's nodes need the moments).
 KERNEL_MAX_COEFS = 56
-#: Largest size (doubles) of the groups' precomputed products in the compiled kernel.
+#: Largest size (doubles) of the groups' precomputed products in the compiled kernel (they
+#: stay in cache; beyond it the kernel forms them row by row: more groups, less memory).
 KERNEL_MAX_PRODUCTS = 1 << 18
+#: From this many coefficients on, :meth:`BlockModel.factor` forms the Schur correction by
+#: one matrix product per node instead of precomputing the groups' products (``G k^2 / 2``
+#: per pair of block columns): as fast per node from about 40 coefficients on, without the
+#: precomputation (measured: the published model of the simulation at 128 cells, k = 132,
+#: 136 -> 98 ms a fit; at 64 cells, k = 68, 45 -> 40 ms; below 24 coefficients the
+#: precomputed products are 2 to 4 times faster per node).
+SCHUR_DIRECT_COEFS = 48
 #: The finer grid the settings of :data:`GRIDS` are measured against.
 FINE_GRID = {"hermite": None, "resolution": 4.0, "drop": 32.0, "prune": 0.0}
 
@@ -341,6 +353,7 @@ class BlockModel:
         self.AtA, self.Aty, self.yty = A.T @ A, A.T @ y, float(y @ y)
         self.y_sd = float(np.std(y)) if n else 1.0
         self._pairs = [(i, j) for i in range(b) for j in range(i, b)]
+        self._RAy = self._AtAy = None
         self._Q = self._schur_products()
         E = np.zeros((G, k)) if effect_coefs is None else np.asarray(effect_coefs, float)
         if E.shape != (G, k):
@@ -405,7 +418,8 @@ class BlockModel:
         """Per-group products of the rows of ``R_g'A_g`` for the Schur correction, one
         ``(G, k (k + 1) / 2)`` matrix per pair of block columns (the upper triangle, row by
         row: the correction is symmetric), so that a batch of nodes needs one matrix product
-        per pair; None where they would not fit in memory."""
+        per pair; None from :data:`SCHUR_DIRECT_COEFS` coefficients on (a product per node
+        is then cheaper than precomputing them) or where they would not fit in memory."""
         G, k = self.G, self.k
         iu, ju = np.triu_indices(k)
         nk = len(iu)
@@ -418,7 +432,7 @@ class BlockModel:
         self._border = pos.ravel()
         self._diag = np.flatnonzero(iu == ju)
         self._AtA_packed = self.AtA[iu, ju]
-        if G * nk * len(self._pairs) > 1.5e7:
+        if k >= SCHUR_DIRECT_COEFS or G * nk * len(self._pairs) > 1.5e7:
             return None
         Q = np.empty((len(self._pairs), G, len(iu)))
         for p, (i, j) in enumerate(self._pairs):
@@ -469,26 +483,45 @@ class BlockModel:
         s2 = np.exp(2 * u[:, 0])
         inv = 1.0 / s2
         Minv, logdet_k = self._minv(u, inv)
-        v = _matvec(Minv, self.Ry[None])
-        inv2 = inv * inv
-        vRA = sum(v[:, :, i] @ self.RA[:, i, :] for i in range(self.b))
-        r = self.Aty[None] * inv[:, None] - vRA * inv2[:, None]
-        quad = sum(v[:, :, i] @ self.Ry[:, i] for i in range(self.b))
-        q = self.yty * inv - quad * inv2
         if self._Q is not None:  # the upper triangle, packed
+            v = _matvec(Minv, self.Ry[None])
+            inv2 = inv * inv
+            vRA = sum(v[:, :, i] @ self.RA[:, i, :] for i in range(self.b))
+            r = self.Aty[None] * inv[:, None] - vRA * inv2[:, None]
+            quad = sum(v[:, :, i] @ self.Ry[:, i] for i in range(self.b))
+            q = self.yty * inv - quad * inv2
             corr = sum(Minv[:, :, i, j] @ self._Q[p] for p, (i, j) in enumerate(self._pairs))
             Sp = self._AtA_packed[None] * inv[:, None] - corr * inv2[:, None]
             Sp[:, self._diag] += self.prec
             packed = np.concatenate([Sp, r, q[:, None]], axis=1)
             B = np.take(packed, self._border, axis=1).reshape(m, k + 1, k + 1)
         else:
-            corr = np.einsum("gik,mgil->mkl", self.RA, Minv @ self.RA[None])
-            B = np.empty((m, k + 1, k + 1))
-            B[:, :k, :k] = self.AtA[None] * inv[:, None, None] - corr * inv2[:, None, None]
-            B[:, np.arange(k), np.arange(k)] += self.prec
-            B[:, :k, k] = B[:, k, :k] = r
-            B[:, k, k] = q
+            B = self._bordered_direct(Minv, inv)
         return _Node(_batched_cholesky(B), Minv, logdet_k, s2)
+
+    def _bordered_direct(self, Minv: np.ndarray, inv: np.ndarray) -> np.ndarray:
+        """The bordered systems ``[[S, r], [r', q]]`` one node at a time, the Schur
+        correction as one matrix product ``[R'A, R'y]' (M^-1 [R'A, R'y])`` over the groups'
+        rows (BLAS; no precomputed products: for many coefficients, or many groups)."""
+        k, b, G = self.k, self.b, self.G
+        if self._RAy is None:
+            self._RAy = np.concatenate([self.RA, self.Ry[:, :, None]], axis=2)
+            AtAy = np.empty((k + 1, k + 1))
+            AtAy[:k, :k], AtAy[:k, k], AtAy[k, :k] = self.AtA, self.Aty, self.Aty
+            AtAy[k, k] = self.yty
+            self._AtAy = AtAy
+        RAy = self._RAy
+        flat = RAy.reshape(G * b, k + 1)
+        B = np.empty((len(inv), k + 1, k + 1))
+        diag = np.arange(k)
+        for j in range(len(inv)):
+            W = Minv[j, :, :, 0, None] * RAy[:, None, 0, :]
+            for i in range(1, b):
+                W += Minv[j, :, :, i, None] * RAy[:, None, i, :]
+            corr = flat.T @ W.reshape(G * b, k + 1)
+            np.subtract(self._AtAy * inv[j], corr * (inv[j] * inv[j]), out=B[j])
+            B[j, diag, diag] += self.prec
+        return B
 
     def _minv(self, u: np.ndarray, inv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``M_g^-1 = (I + D R_g'R_g / sigma^2)^-1 D`` per node and group, ``(m, G, b, b)``,
