@@ -35,6 +35,11 @@ random. Draws (for arviz) are exact draws from that mixture.
 :func:`fit_block_model` integrates the scales on :func:`lattice_grid_nd` (Gauss-Hermite nodes
 on ``log sigma``, a lattice with flood fill on the others) with the settings of
 :data:`GRIDS`.
+
+Up to :data:`KERNEL_MAX_COEFS` coefficients the log density and the group effects' moments of
+the grid's nodes come from a compiled kernel (:mod:`hetfx.models._block_kernel`, numba: a
+node at a time, no temporaries, the same numbers to rounding and the same bits on any CPU);
+the numpy path is the reference, and the only path without numba or for more coefficients.
 """
 
 from __future__ import annotations
