@@ -190,3 +190,16 @@ def test_direct_schur_products_match_the_precomputed_ones(case, monkeypatch):
     mean, sd = model.effect_moments(a)
     mean_d, sd_d = direct.effect_moments(b)
     assert np.max(np.abs(mean - mean_d) / sd) < 1e-12 and np.max(np.abs(sd - sd_d) / sd) < 1e-12
+
+
+def test_precompile_gives_the_signature_the_model_calls():
+    """:func:`hetfx.models._block_kernel.precompile` compiles (or loads) the one
+    specialisation every model then uses: no second one."""
+    _block_kernel.precompile()
+    fn = _block_kernel.kernel()
+    assert len(fn.signatures) == 1
+    for case in CASES:
+        model, u, floor = _problem(*case, seed=5)
+        model.logpost(np.asfortranarray(u))  # any layout of the nodes is copied to C order
+        model.logpost_and_moments(u[::2], floor[::2])
+    assert len(fn.signatures) == 1

@@ -227,3 +227,18 @@ def kernel():
     for name in names:  # the compiled helpers replace the Python ones it calls
         globals()[name] = numba.njit(cache=True, inline="always")(globals()[name + "_py"])
     return numba.njit(cache=True)(_block_nodes_py)
+
+
+def precompile() -> None:
+    """Compile the kernel now (about 2 s of CPU on a fresh clone), or load it from numba's
+    cache, with the one signature :class:`~hetfx.models.exact.BlockModel` calls it with: a
+    stage can do this once before it starts worker processes, which then load it. Nothing
+    happens without numba."""
+    fn = kernel()
+    if fn is None:  # pragma: no cover
+        return
+    import numba
+
+    f8 = numba.float64
+    v, m, c = f8[::1], f8[:, ::1], f8[:, :, ::1]
+    fn.compile((m, v, v, c, c, c, c, m, v, m, v, numba.int64[::1], v, m, m))
