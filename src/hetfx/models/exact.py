@@ -35,6 +35,11 @@ random. Draws (for arviz) are exact draws from that mixture.
 :func:`fit_block_model` integrates the scales on :func:`lattice_grid_nd` (Gauss-Hermite nodes
 on ``log sigma``, a lattice with flood fill on the others) with the settings of
 :data:`GRIDS`.
+
+Up to :data:`KERNEL_MAX_COEFS` coefficients the log density and the group effects' moments of
+the grid's nodes come from a compiled kernel (:mod:`hetfx.models._block_kernel`, numba: a
+node at a time, no temporaries, the same numbers to rounding and the same bits on any CPU);
+the numpy path is the reference, and the only path without numba or for more coefficients.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ from scipy import optimize, sparse, special
 from scipy.linalg import lapack, solve_triangular
 
 from hetfx.inference import mixture_moments, mixture_quantiles, quantile_name, sinc_quantiles
+from hetfx.models import _block_kernel
 from hetfx.models.gaussian import ScalePrior, single_threaded_blas
 
 __all__ = [
@@ -90,6 +96,24 @@ GRIDS = {
     3: {"hermite": 3, "resolution": 1.25, "drop": 14.0, "prune": 1e-7, "one_sided": True},
     4: {"hermite": 3, "resolution": 1.0, "drop": 12.0, "prune": 1e-7},
 }
+#: Largest number of coefficients ``k`` for which :class:`BlockModel` evaluates its log
+#: density and the effects' moments with the compiled per-node kernel
+#: (:mod:`hetfx.models._block_kernel`); above it the numpy path (BLAS products). Measured
+#: (CPU per node, 80 nodes a call, b = 1, G = k - 4): log density and moments 3-5 times
+#: faster than numpy up to k = 36, 3 times at 52, slower at 68 (194 against 163 us); for
+#: G = 16 to 128 and b = 1 or 2 faster at every k up to 48 (the log density alone is
+#: slower from k = 36 at 128 groups, but the grid's nodes need the moments).
+KERNEL_MAX_COEFS = 56
+#: Largest size (doubles) of the groups' precomputed products in the compiled kernel (they
+#: stay in cache; beyond it the kernel forms them row by row: more groups, less memory).
+KERNEL_MAX_PRODUCTS = 1 << 18
+#: From this many coefficients on, :meth:`BlockModel.factor` forms the Schur correction by
+#: one matrix product per node instead of precomputing the groups' products (``G k^2 / 2``
+#: per pair of block columns): as fast per node from about 40 coefficients on, without the
+#: precomputation (measured: the published model of the simulation at 128 cells, k = 132,
+#: 136 -> 98 ms a fit; at 64 cells, k = 68, 45 -> 40 ms; below 24 coefficients the
+#: precomputed products are 2 to 4 times faster per node).
+SCHUR_DIRECT_COEFS = 48
 #: The finer grid the settings of :data:`GRIDS` are measured against.
 FINE_GRID = {"hermite": None, "resolution": 4.0, "drop": 32.0, "prune": 0.0}
 
@@ -334,18 +358,73 @@ class BlockModel:
         self.AtA, self.Aty, self.yty = A.T @ A, A.T @ y, float(y @ y)
         self.y_sd = float(np.std(y)) if n else 1.0
         self._pairs = [(i, j) for i in range(b) for j in range(i, b)]
+        self._RAy = self._AtAy = None
         self._Q = self._schur_products()
         E = np.zeros((G, k)) if effect_coefs is None else np.asarray(effect_coefs, float)
         if E.shape != (G, k):
             raise ValueError(f"effect_coefs must be ({G}, {k})")
         self.effect_coefs = E
         self.effect_col = b - 1 if effect_col is None else int(effect_col)
+        self._kernel_args = self._kernel_arrays()
+
+    def _kernel_arrays(self) -> tuple | None:
+        """The arrays of the compiled per-node kernel (:mod:`hetfx.models._block_kernel`),
+        or None where the numpy path is used (no numba, or more coefficients than
+        :data:`KERNEL_MAX_COEFS`: BLAS then does the products faster)."""
+        if not _block_kernel.AVAILABLE or self.k > KERNEL_MAX_COEFS:
+            return None
+        k = self.k
+        AtAy = np.empty((k + 1, k + 1))
+        AtAy[:k, :k], AtAy[:k, k], AtAy[k, :k], AtAy[k, k] = self.AtA, self.Aty, self.Aty, self.yty
+        RAy = np.ascontiguousarray(np.concatenate([self.RA, self.Ry[:, :, None]], axis=2))
+        consts = np.array([float(self.n), self.logdet_prior])
+        # the groups' products of the rows of [R_g'A_g, R_g'y_g] (packed lower triangle, one
+        # per pair of block columns) where they stay in cache; else the kernel forms them
+        iu, ju = np.tril_indices(k + 1)
+        if len(self._pairs) * self.G * len(iu) <= KERNEL_MAX_PRODUCTS:
+            Q = np.empty((len(self._pairs), self.G, len(iu)))
+            for p, (i, j) in enumerate(self._pairs):
+                Q[p] = RAy[:, i, iu] * RAy[:, j, ju]
+                if i != j:
+                    Q[p] += RAy[:, j, iu] * RAy[:, i, ju]
+        else:
+            Q = np.empty((0, 0, 0))
+        return (
+            np.ascontiguousarray(self.RR),
+            RAy,
+            np.ascontiguousarray(RAy.transpose(1, 2, 0)),
+            Q,
+            AtAy,
+            np.ascontiguousarray(self.prec),
+            np.ascontiguousarray(self.effect_coefs.T),
+            consts,
+        )
+
+    def _kernel(self, u: np.ndarray, floor: np.ndarray | None):
+        """The compiled kernel at rows ``u``: ``(lp, mean, sd)`` (the moments where
+        ``floor`` is given, NaN at rows not above it), or None where a factorisation failed
+        (the numpy path then raises as it always did)."""
+        RR, RAy, RAt, Q, AtAy, prec, Et, consts = self._kernel_args
+        u = np.ascontiguousarray(u, dtype=float)
+        m = len(u)
+        lprior = np.ascontiguousarray(self.log_prior(u), dtype=float)
+        want = floor is not None
+        flags = np.array([int(self.correlated), self.effect_col, int(want)], dtype=np.int64)
+        shape = (m, self.G) if want else (0, 0)
+        mean, sd = np.full(shape, np.nan), np.full(shape, np.nan)
+        floor = np.array(np.broadcast_to(floor if want else np.inf, (m,)), dtype=float)
+        lp = np.empty(m)
+        ok = _block_kernel.kernel()(
+            u, lprior, floor, RR, RAy, RAt, Q, AtAy, prec, Et, consts, flags, lp, mean, sd
+        )
+        return (lp, mean, sd) if ok else None
 
     def _schur_products(self) -> np.ndarray | None:
         """Per-group products of the rows of ``R_g'A_g`` for the Schur correction, one
         ``(G, k (k + 1) / 2)`` matrix per pair of block columns (the upper triangle, row by
         row: the correction is symmetric), so that a batch of nodes needs one matrix product
-        per pair; None where they would not fit in memory."""
+        per pair; None from :data:`SCHUR_DIRECT_COEFS` coefficients on (a product per node
+        is then cheaper than precomputing them) or where they would not fit in memory."""
         G, k = self.G, self.k
         iu, ju = np.triu_indices(k)
         nk = len(iu)
@@ -358,7 +437,7 @@ class BlockModel:
         self._border = pos.ravel()
         self._diag = np.flatnonzero(iu == ju)
         self._AtA_packed = self.AtA[iu, ju]
-        if G * nk * len(self._pairs) > 1.5e7:
+        if k >= SCHUR_DIRECT_COEFS or G * nk * len(self._pairs) > 1.5e7:
             return None
         Q = np.empty((len(self._pairs), G, len(iu)))
         for p, (i, j) in enumerate(self._pairs):
@@ -409,26 +488,45 @@ class BlockModel:
         s2 = np.exp(2 * u[:, 0])
         inv = 1.0 / s2
         Minv, logdet_k = self._minv(u, inv)
-        v = _matvec(Minv, self.Ry[None])
-        inv2 = inv * inv
-        vRA = sum(v[:, :, i] @ self.RA[:, i, :] for i in range(self.b))
-        r = self.Aty[None] * inv[:, None] - vRA * inv2[:, None]
-        quad = sum(v[:, :, i] @ self.Ry[:, i] for i in range(self.b))
-        q = self.yty * inv - quad * inv2
         if self._Q is not None:  # the upper triangle, packed
+            v = _matvec(Minv, self.Ry[None])
+            inv2 = inv * inv
+            vRA = sum(v[:, :, i] @ self.RA[:, i, :] for i in range(self.b))
+            r = self.Aty[None] * inv[:, None] - vRA * inv2[:, None]
+            quad = sum(v[:, :, i] @ self.Ry[:, i] for i in range(self.b))
+            q = self.yty * inv - quad * inv2
             corr = sum(Minv[:, :, i, j] @ self._Q[p] for p, (i, j) in enumerate(self._pairs))
             Sp = self._AtA_packed[None] * inv[:, None] - corr * inv2[:, None]
             Sp[:, self._diag] += self.prec
             packed = np.concatenate([Sp, r, q[:, None]], axis=1)
             B = np.take(packed, self._border, axis=1).reshape(m, k + 1, k + 1)
         else:
-            corr = np.einsum("gik,mgil->mkl", self.RA, Minv @ self.RA[None])
-            B = np.empty((m, k + 1, k + 1))
-            B[:, :k, :k] = self.AtA[None] * inv[:, None, None] - corr * inv2[:, None, None]
-            B[:, np.arange(k), np.arange(k)] += self.prec
-            B[:, :k, k] = B[:, k, :k] = r
-            B[:, k, k] = q
+            B = self._bordered_direct(Minv, inv)
         return _Node(_batched_cholesky(B), Minv, logdet_k, s2)
+
+    def _bordered_direct(self, Minv: np.ndarray, inv: np.ndarray) -> np.ndarray:
+        """The bordered systems ``[[S, r], [r', q]]`` one node at a time, the Schur
+        correction as one matrix product ``[R'A, R'y]' (M^-1 [R'A, R'y])`` over the groups'
+        rows (BLAS; no precomputed products: for many coefficients, or many groups)."""
+        k, b, G = self.k, self.b, self.G
+        if self._RAy is None:
+            self._RAy = np.concatenate([self.RA, self.Ry[:, :, None]], axis=2)
+            AtAy = np.empty((k + 1, k + 1))
+            AtAy[:k, :k], AtAy[:k, k], AtAy[k, :k] = self.AtA, self.Aty, self.Aty
+            AtAy[k, k] = self.yty
+            self._AtAy = AtAy
+        RAy = self._RAy
+        flat = RAy.reshape(G * b, k + 1)
+        B = np.empty((len(inv), k + 1, k + 1))
+        diag = np.arange(k)
+        for j in range(len(inv)):
+            W = Minv[j, :, :, 0, None] * RAy[:, None, 0, :]
+            for i in range(1, b):
+                W += Minv[j, :, :, i, None] * RAy[:, None, i, :]
+            corr = flat.T @ W.reshape(G * b, k + 1)
+            np.subtract(self._AtAy * inv[j], corr * (inv[j] * inv[j]), out=B[j])
+            B[j, diag, diag] += self.prec
+        return B
 
     def _minv(self, u: np.ndarray, inv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``M_g^-1 = (I + D R_g'R_g / sigma^2)^-1 D`` per node and group, ``(m, G, b, b)``,
@@ -483,6 +581,10 @@ class BlockModel:
     def logpost(self, u: np.ndarray, chunk: int | None = None) -> np.ndarray:
         """Log posterior density (up to a constant) of the coordinates, rows of ``u``."""
         u = np.atleast_2d(np.asarray(u, dtype=float))
+        if self._kernel_args is not None:
+            res = self._kernel(u, None)
+            if res is not None:
+                return res[0]
         chunk = chunk or self._chunk()
         out = np.empty(len(u))
         for i in range(0, len(u), chunk):
@@ -498,10 +600,14 @@ class BlockModel:
         :meth:`effect_moments`, the groups' effects: ``width`` G); a caller that reports
         other combinations (e.g. profile effects) passes its own, with their ``width``.
         """
-        moments = self.effect_moments if moments is None else moments
-        width = self.G if width is None else width
         u = np.atleast_2d(np.asarray(u, dtype=float))
         floor = np.broadcast_to(np.asarray(floor, dtype=float), (len(u),))
+        if moments is None and self._kernel_args is not None:
+            res = self._kernel(u, floor)
+            if res is not None:
+                return res
+        moments = self.effect_moments if moments is None else moments
+        width = self.G if width is None else width
         lp = np.empty(len(u))
         mean = np.full((len(u), width), np.nan)
         sd = np.full((len(u), width), np.nan)
