@@ -183,10 +183,53 @@ def _quantiles_py(w, muT, sdT, isdT, probs, zs, xtol, max_iter, out, r0, r1):
             out[k, r] = _solve(w, mu, isd, probs[k], x, lo, hi, remainder, xtol, max_iter, c)
 
 
+def _importance_quantiles_py(W, M, S, probs, x0, tol, out, se, r0, r1):
+    """Quantiles of the normal mixtures ``sum_t W[t] N(M[r, t], S[r, t]^2)`` for the rows
+    ``r0`` to ``r1 - 1`` of ``M`` and ``S`` (one mixture per row, its components
+    contiguous; ``W`` normalised), from ``x0[k, r]`` to ``tol * (1 + |x|)`` as
+    :func:`_quantiles_py` (the bracket: the means -+ 40 SDs of the components of positive
+    weight).
+
+    ``se[k, r]`` receives the delta-method Monte Carlo standard error of the quantile as a
+    self-normalised importance-sampling estimate with weights ``W``: ``sqrt(sum_t W_t^2
+    (F_t(x) - p)^2) / f(x)`` (independent points; randomised QMC points do at least as
+    well).
+    """
+    N = M.shape[1]
+    c = np.empty(DEGREE + 1)
+    isd = np.empty(N)
+    for r in range(r0, r1):
+        lo = np.inf
+        hi = -np.inf
+        remainder = 0.0
+        for t in range(N):
+            isd[t] = 1.0 / S[r, t]
+            if W[t] > 0.0:
+                lo = min(lo, M[r, t] - 40.0 * S[r, t])
+                hi = max(hi, M[r, t] + 40.0 * S[r, t])
+                remainder += W[t] * isd[t] ** (DEGREE + 1)
+        for k in range(probs.shape[0]):
+            p = probs[k]
+            x = min(max(x0[k, r], lo), hi)
+            x = _solve(W, M[r], isd, p, x, lo, hi, remainder, tol, 200, c)
+            out[k, r] = x
+            acc = 0.0
+            f = 0.0
+            for t in range(N):
+                if W[t] > 0.0:
+                    z = (x - M[r, t]) * isd[t]
+                    d = 0.5 * math.erfc(-z * _SQRT1_2) - p
+                    acc += W[t] * W[t] * d * d
+                    f += W[t] * math.exp(-0.5 * z * z) * isd[t]
+            se[k, r] = math.sqrt(acc) / (f * _INV_SQRT_2PI)
+
+
 if numba is not None:
     _taylor = numba.njit(cache=True, nogil=True)(_taylor_py)
     _poly_root = numba.njit(cache=True, nogil=True)(_poly_root_py)
     _solve = numba.njit(cache=True, nogil=True)(_solve_py)
     quantiles = numba.njit(cache=True, nogil=True)(_quantiles_py)
+    importance_quantiles = numba.njit(cache=True, nogil=True)(_importance_quantiles_py)
 else:  # pragma: no cover
     _taylor, _poly_root, _solve, quantiles = _taylor_py, _poly_root_py, _solve_py, _quantiles_py
+    importance_quantiles = _importance_quantiles_py
