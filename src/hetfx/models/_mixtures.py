@@ -198,6 +198,7 @@ def _importance_quantiles_py(W, M, S, probs, x0, tol, out, se, r0, r1):
     N = M.shape[1]
     c = np.empty(DEGREE + 1)
     isd = np.empty(N)
+    max_iter = np.int64(200)  # (typed as the other kernel's: one compiled _solve)
     for r in range(r0, r1):
         lo = np.inf
         hi = -np.inf
@@ -211,7 +212,7 @@ def _importance_quantiles_py(W, M, S, probs, x0, tol, out, se, r0, r1):
         for k in range(probs.shape[0]):
             p = probs[k]
             x = min(max(x0[k, r], lo), hi)
-            x = _solve(W, M[r], isd, p, x, lo, hi, remainder, tol, 200, c)
+            x = _solve(W, M[r], isd, p, x, lo, hi, remainder, tol, max_iter, c)
             out[k, r] = x
             acc = 0.0
             f = 0.0
