@@ -76,3 +76,27 @@ def test_ols_diagnostics_row():
     row = hetfx.fit_ols(d, "y", "treat", ["g"]).diagnostics().iloc[0]
     assert row["sampler"] == "ols" and row["chains"] == 0 and row["n_aliased"] == 0
     assert row["aliased"] == "" and row["wall_seconds"] > 0
+
+
+def test_group_effects_solve_only_the_quantiles_asked_for(df):
+    """``quantiles=`` picks the quantile columns: the exact engine's values are the same
+    bits as those of the default columns (each quantile is solved on its own), those from
+    draws the draws' quantiles."""
+    res = FITS["gaussian"](df)
+    full = res.group_effects(level=0.9)
+    few = res.group_effects(level=0.9, quantiles=(0.025, 0.975))
+    assert list(few.columns) == [*full.columns[: list(full.columns).index("q025")], "q025", "q975"]
+    exact = res.fit.posterior is not None
+    for col in ("estimate", "lower", "upper", "mean", "sd", "q025", "q975"):
+        if exact:
+            assert np.array_equal(few[col], full[col]), col
+        else:
+            np.testing.assert_allclose(few[col], full[col], rtol=1e-12)
+    assert list(res.group_effects(level=0.9, quantiles=[0.05]).columns)[-1] == "q05"
+    assert "q025" not in res.group_effects(level=0.9, quantiles=())
+    draws = res.effect_draws()
+    s = hetfx.results.summarise(draws, level=0.5, quantiles=[0.2])
+    np.testing.assert_allclose(s["q20"], np.quantile(draws, 0.2, axis=0))
+    for bad in ([0.0], [1.5], [0.1, 0.1]):
+        with pytest.raises(ValueError, match="quantiles"):
+            res.group_effects(quantiles=bad)

@@ -109,6 +109,27 @@ def test_fit_condition_is_the_one_public_call():
     }
 
 
+def test_estimator_solves_only_the_quantiles_it_keeps(monkeypatch):
+    """The exact engine solves the median, the 90% interval's ends and the 2.5% and 97.5%
+    quantiles of each cell: the five columns the simulation keeps, no more."""
+    import hetfx.models.exact as E
+
+    asked = []
+    solve = E.mixture_quantiles
+
+    def spy(w, m, s, probs, **kw):
+        asked.append(sorted(probs))
+        return solve(w, m, s, probs, **kw)
+
+    monkeypatch.setattr(E, "mixture_quantiles", spy)
+    cond, data, _ = _data(2, 1)
+    est = S.hierarchical_pooled_estimator(data, cond)
+    assert len(asked) == 1  # (the interval's ends are (1 -+ 0.9) / 2 in floating point)
+    np.testing.assert_allclose(asked[0], [0.025, 0.05, 0.5, 0.95, 0.975], rtol=0, atol=1e-15)
+    columns = ["group", "estimate", "q025", "q05", "q95", "q975", "grid_edge_mass"]
+    assert list(est.columns) == columns
+
+
 def test_cells_without_treatment_variation_are_estimated_by_pooling():
     """A cell whose units are all treated or all controls has no contrast of its own; the
     published model still estimates it from the pooling, and so do the estimators

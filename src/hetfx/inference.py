@@ -712,11 +712,15 @@ def mixture_quantiles(
 
     Each column ``i`` of ``means`` and ``sds`` defines the mixture
     ``sum_j weights[j] N(means[j, i], sds[j, i]^2)``; its quantile ``x`` at ``p`` solves
-    ``sum_j weights[j] Phi((x - means[j, i]) / sds[j, i]) = p``. The equation is solved by
-    Halley's method safeguarded by bisection (the CDF is increasing, its derivatives are the
-    mixture density's), vectorised over columns and probabilities, to ``xtol * (1 + |x|)``:
-    from a Cornish-Fisher start the iteration usually ends after one or two passes over the
-    components, where the error bound of Halley's cubic convergence meets the tolerance.
+    ``sum_j weights[j] Phi((x - means[j, i]) / sds[j, i]) = p`` to ``xtol * (1 + |x|)``,
+    from a Cornish-Fisher start (the mixture's skewness and excess kurtosis) inside a
+    bracket of the root. With numba (a dependency of hetfx) a compiled kernel takes the
+    CDF's Taylor polynomial of degree 8 at each point, moves to the polynomial's root and
+    stops where the Taylor remainder proves the tolerance: one pass over the components
+    per quantile, as a rule; each quantile is solved on its own, so its value does not
+    depend on the other probabilities asked for. Without numba, Halley's method safeguarded
+    by bisection, vectorised over columns and probabilities (about three times slower).
+    Components of weight zero are left out.
 
     Parameters
     ----------
@@ -735,9 +739,17 @@ def mixture_quantiles(
     -------
     numpy.ndarray
         ``(len(probs), N)`` quantiles.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from hetfx.inference import mixture_quantiles
+    >>> q = mixture_quantiles(np.array([0.5, 0.5]), np.array([[-1.0], [1.0]]),
+    ...                       np.ones((2, 1)), [0.025, 0.975])
+    >>> q.round(6).ravel().tolist()
+    [-2.646146, 2.646146]
     """
     w = np.asarray(weights, dtype=float)
-    w = w / w.sum()
     mu = np.asarray(means, dtype=float)
     sd = np.asarray(sds, dtype=float)
     if mu.ndim == 1:
@@ -745,6 +757,53 @@ def mixture_quantiles(
     p = np.asarray(probs, dtype=float)
     if np.any((p <= 0) | (p >= 1)):
         raise ValueError("probabilities must lie in (0, 1)")
+    if np.any(w == 0):
+        keep = w != 0
+        w, mu, sd = w[keep], mu[keep], sd[keep]
+    w = w / w.sum()
+    try:
+        from hetfx.models import _mixtures
+    except ImportError:  # pragma: no cover - numba is a dependency
+        _mixtures = None
+    if _mixtures is None or _mixtures.numba is None or _NUMPY_QUANTILES:
+        return _numpy_mixture_quantiles(w, mu, sd, p, xtol, max_iter)
+    return _compiled_mixture_quantiles(_mixtures.quantiles, w, mu, sd, p, xtol, max_iter)
+
+
+#: Solve with the numpy fallback even where numba is present (the tests compare the two).
+_NUMPY_QUANTILES = False
+
+
+def _compiled_mixture_quantiles(kernel, w, mu, sd, p, xtol, max_iter):
+    """:func:`mixture_quantiles` by the compiled kernel, its mixtures split over threads
+    for large problems (the kernel releases the GIL; the same numbers either way)."""
+    from scipy.special import ndtri
+
+    N = mu.shape[1]
+    muT = np.ascontiguousarray(mu.T)
+    sdT = np.ascontiguousarray(sd.T)
+    args = (w, muT, sdT, 1.0 / sdT, p, ndtri(p), float(xtol), int(max_iter))
+    out = np.empty((len(p), N))
+    workers = min(_threads(mu.size * len(p)), N)
+    if workers > 1:
+        from concurrent.futures import ThreadPoolExecutor
+        from itertools import pairwise
+
+        ends = np.linspace(0, N, workers + 1).astype(int)
+        with ThreadPoolExecutor(workers) as pool:
+            jobs = [pool.submit(kernel, *args, out, a, b) for a, b in pairwise(ends)]
+            for job in jobs:
+                job.result()
+    else:
+        kernel(*args, out, 0, N)
+    return out
+
+
+def _numpy_mixture_quantiles(w, mu, sd, p, xtol, max_iter):
+    """:func:`mixture_quantiles` without numba: Halley's method safeguarded by bisection,
+    vectorised over columns and probabilities, to ``xtol * (1 + |x|)``; from the
+    Cornish-Fisher start the iteration usually ends after two passes over the components,
+    where the error bound of Halley's cubic convergence meets the tolerance."""
     N = mu.shape[1]
     # columns are independent: blocks of about 1e5 work elements (probabilities x columns x
     # components) stay in cache (measured at 710 components and 128 columns, 7

@@ -90,14 +90,28 @@ QUANTILES = {"q025": 0.025, "q10": 0.10, "q90": 0.90, "q975": 0.975}
 OLS_QUANTILES = ("q025", "q05", "q10", "q90", "q95", "q975")
 
 
-def summarise(draws: np.ndarray, level: float = 0.95) -> pd.DataFrame:
+def summarise(
+    draws: np.ndarray, level: float = 0.95, quantiles: Sequence[float] | None = None
+) -> pd.DataFrame:
     """Summaries of the columns of ``draws`` (S x k).
+
+    Parameters
+    ----------
+    draws : numpy.ndarray
+        ``(S, k)`` draws.
+    level : float, default 0.95
+        Probability of the equal-tailed interval ``lower``/``upper``.
+    quantiles : sequence of float, optional
+        Probabilities of the quantile columns, each named by
+        :func:`hetfx.inference.quantile_name` (0.05 -> ``q05``); default 0.025, 0.10, 0.90
+        and 0.975.
 
     Returns
     -------
     pandas.DataFrame
         ``estimate`` (median), ``mean``, ``sd``, ``lower``/``upper`` (equal-tailed interval
-        of probability ``level``), ``q025``, ``q10``, ``q90``, ``q975``.
+        of probability ``level``), then the quantile columns (by default ``q025``, ``q10``,
+        ``q90``, ``q975``).
 
     Examples
     --------
@@ -110,7 +124,8 @@ def summarise(draws: np.ndarray, level: float = 0.95) -> pd.DataFrame:
     d = np.asarray(draws, dtype=float)
     d = d.reshape(d.shape[0], -1)
     a = (1 - level) / 2
-    q = np.quantile(d, [0.5, a, 1 - a, *QUANTILES.values()], axis=0)
+    probs = _quantile_probs(quantiles)
+    q = np.quantile(d, [0.5, a, 1 - a, *probs], axis=0)
     out = pd.DataFrame(
         {
             "estimate": q[0],
@@ -120,9 +135,22 @@ def summarise(draws: np.ndarray, level: float = 0.95) -> pd.DataFrame:
             "upper": q[2],
         }
     )
-    for i, name in enumerate(QUANTILES):
-        out[name] = q[3 + i]
+    for i, p in enumerate(probs):
+        out[quantile_name(p)] = q[3 + i]
     return out
+
+
+def _quantile_probs(quantiles: Sequence[float] | None) -> list[float]:
+    """The probabilities of the quantile columns (default: those of ``QUANTILES``),
+    checked."""
+    if quantiles is None:
+        return list(QUANTILES.values())
+    probs = [float(p) for p in np.atleast_1d(np.asarray(quantiles, dtype=float))]
+    if not all(0 < p < 1 for p in probs):
+        raise ValueError(f"quantiles must lie in (0, 1), got {list(quantiles)}")
+    if len({quantile_name(p) for p in probs}) < len(probs):
+        raise ValueError(f"quantiles must be distinct, got {list(quantiles)}")
+    return probs
 
 
 def diagnostics_text(dg: Mapping) -> str:
@@ -366,19 +394,28 @@ class Results(BaseResults):
         keys.update({m: d.cells[m].array.copy() for m in d.cells.columns})
         return pd.DataFrame({**keys, "n_obs": self.n_obs, **columns}, copy=False)
 
-    def group_effects(self, level: float = 0.95) -> pd.DataFrame:
+    def group_effects(
+        self, level: float = 0.95, quantiles: Sequence[float] | None = None
+    ) -> pd.DataFrame:
         """Posterior of each group's effect.
 
         Parameters
         ----------
         level : float
             Probability of the equal-tailed interval ``lower``/``upper``.
+        quantiles : sequence of float, optional
+            Probabilities of the quantile columns, each named by
+            :func:`hetfx.inference.quantile_name` (0.05 -> ``q05``); default 0.025, 0.10,
+            0.90 and 0.975. Ask for only those you use: the exact engine (``quadrature``)
+            solves each quantile of each group from its mixture (``quantiles=()`` leaves
+            only the median and the interval's ends).
 
         Returns
         -------
         pandas.DataFrame
             Group label, modifiers, ``n_obs``, ``estimate`` (median), ``lower``, ``upper``,
-            ``mean``, ``sd``, ``q025``, ``q10``, ``q90``, ``q975``.
+            ``mean``, ``sd``, then the quantile columns (by default ``q025``, ``q10``,
+            ``q90``, ``q975``).
 
         Examples
         --------
@@ -394,8 +431,9 @@ class Results(BaseResults):
         1   Ind    189     -0.09  -0.30   0.11
         2   Rep    223      0.55   0.34   0.76
         """
-        s = summarise(self.effect_draws(), level)
-        cols = ["estimate", "lower", "upper", "mean", "sd", *QUANTILES]
+        s = summarise(self.effect_draws(), level, quantiles)
+        cols = ["estimate", "lower", "upper", "mean", "sd"]
+        cols += [quantile_name(p) for p in _quantile_probs(quantiles)]
         return pd.concat([self._keys(), s[cols]], axis=1)
 
     def coefs(self) -> pd.DataFrame:
@@ -823,25 +861,30 @@ class GaussianResults(Results):
 
     family = "gaussian"
 
-    def group_effects(self, level: float = 0.95) -> pd.DataFrame:
-        columns = self._effect_columns(level)
+    def group_effects(
+        self, level: float = 0.95, quantiles: Sequence[float] | None = None
+    ) -> pd.DataFrame:
+        columns = self._effect_columns(level, quantiles)
         if columns is None:
-            return super().group_effects(level)
+            return super().group_effects(level, quantiles)
         return self._keyed(columns)
 
     group_effects.__doc__ = Results.group_effects.__doc__
 
-    def _effect_columns(self, level: float) -> dict[str, np.ndarray] | None:
-        """The exact summary columns of :meth:`group_effects` (``estimate`` ... ``q975``) as
-        arrays, cells in the design's order; None without an exact posterior (NUTS)."""
+    def _effect_columns(
+        self, level: float, quantiles: Sequence[float] | None = None
+    ) -> dict[str, np.ndarray] | None:
+        """The exact summary columns of :meth:`group_effects` (``estimate`` ... the
+        quantiles) as arrays, cells in the design's order; None without an exact posterior
+        (NUTS)."""
         if getattr(self.fit, "posterior", None) is None:
             return None
         check_level(level)
+        extra = _quantile_probs(quantiles)
         lo, hi = (1 - level) / 2, 1 - (1 - level) / 2
-        # the engine's own list (median, the fixed quantiles, then the interval's ends unless
-        # within 1e-12 of one of them): the root finder solves all of them at once, so the same
-        # list gives the same bits as the engine's group_effects()
-        probs = [0.5, *QUANTILES.values()]
+        # the median, the quantile columns, then the interval's ends unless within 1e-12 of
+        # one of them (each solved once)
+        probs = [0.5, *extra]
         for p in (lo, hi):
             if not any(abs(p - q) < 1e-12 for q in probs):
                 probs.append(p)
@@ -852,10 +895,10 @@ class GaussianResults(Results):
             s = self.fit.summarise_lambda(quantiles=probs)
             s = s.loc[[str(v) for v in self.design.cells.index]]  # by label
         names = ["q50", quantile_name(lo), quantile_name(hi), "mean", "sd"]
-        names += [quantile_name(p) for p in QUANTILES.values()]
+        names += [quantile_name(p) for p in extra]
         position = {c: j for j, c in enumerate(s.columns)}  # (no hash engine of the columns)
         values = s.to_numpy()[:, [position[c] for c in names]]  # one writable copy
-        out = ["estimate", "lower", "upper", "mean", "sd", *QUANTILES]
+        out = ["estimate", "lower", "upper", "mean", "sd", *names[5:]]
         return {c: values[:, j] for j, c in enumerate(out)}
 
     def _pointwise(self, rng):

@@ -40,7 +40,8 @@ the coefficients). The engines differ in how they integrate over ``h``.
     (balance-heuristic weights). The points are a fixed scrambled Sobol sequence (scramble
     seed ``seed``); the Pareto k-hat of the weights is checked. Given ``h`` every effect
     and coefficient is Gaussian, so their summaries are those of a weighted normal mixture
-    (quantiles solve the mixture CDF by safeguarded Newton); the scale parameters are
+    (quantiles solve the mixture CDF by the kernel of :func:`hetfx.inference.
+    mixture_quantiles`, from the normal approximation); the scale parameters are
     summarised by weighted quantiles of the points. Every step is a smooth function of the
     data, so another CPU's last-bit differences stay last-bit (measured: below 1e-10)
     instead of being amplified by chaotic NUTS trajectories. Posterior draws (for arviz)
@@ -58,7 +59,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -77,6 +77,7 @@ from hetfx.inference import (
     summarise_coefs,
     summarise_groups,
 )
+from hetfx.models import _mixtures
 from hetfx.models.gaussian import (
     ScalePrior,
     check_finite,
@@ -683,63 +684,6 @@ def _moments_py(H, buf, A, gidx, T, mean, var, t0, t1):
             var[t, r] = vd + vb
 
 
-def _mixture_quantiles_py(W, M, S, probs, x0, tol, out, se, r0, r1):
-    """Quantiles of the normal mixtures ``sum_t W[t] N(M[r, t], S[r, t]^2)`` for the rows
-    ``r0`` to ``r1 - 1`` of ``M`` and ``S`` (one mixture per row, its components contiguous).
-
-    Safeguarded Newton on the mixture CDF from ``x0[k, r]`` inside a bracket (bisection
-    whenever a Newton step leaves it), until the bracket or the step is below ``tol``.
-    ``se[k, r]`` receives the delta-method Monte Carlo standard error of the quantile as
-    a self-normalised importance-sampling estimate with weights ``W``:
-    ``sqrt(sum_t W_t^2 (F_t(x) - p)^2) / f(x)`` (independent points; randomised QMC
-    points do at least as well).
-    """
-    N = M.shape[1]
-    for r in range(r0, r1):
-        lo0 = np.inf
-        hi0 = -np.inf
-        for t in range(N):
-            if W[t] > 0.0:
-                lo0 = min(lo0, M[r, t] - 40.0 * S[r, t])
-                hi0 = max(hi0, M[r, t] + 40.0 * S[r, t])
-        for k in range(probs.shape[0]):
-            p = probs[k]
-            lo = lo0
-            hi = hi0
-            x = x0[k, r]
-            for _ in range(200):
-                F = 0.0
-                f = 0.0
-                for t in range(N):
-                    if W[t] > 0.0:
-                        z = (x - M[r, t]) / S[r, t]
-                        F += W[t] * 0.5 * math.erfc(-z / math.sqrt(2.0))
-                        f += W[t] * math.exp(-0.5 * z * z) / S[r, t]
-                f *= 1.0 / math.sqrt(2.0 * math.pi)
-                if F < p:
-                    lo = x
-                else:
-                    hi = x
-                step = (F - p) / f if f > 0.0 else np.inf
-                xn = x - step
-                if not (xn > lo and xn < hi):
-                    xn = 0.5 * (lo + hi)
-                if abs(xn - x) < tol or hi - lo < tol:
-                    x = xn
-                    break
-                x = xn
-            out[k, r] = x
-            acc = 0.0
-            f = 0.0
-            for t in range(N):
-                if W[t] > 0.0:
-                    z = (x - M[r, t]) / S[r, t]
-                    d = 0.5 * math.erfc(-z / math.sqrt(2.0)) - p
-                    acc += W[t] * W[t] * d * d
-                    f += W[t] * math.exp(-0.5 * z * z) / S[r, t]
-            se[k, r] = math.sqrt(acc) / (f / math.sqrt(2.0 * math.pi))
-
-
 try:  # numba ships with pytensor; fall back to Python if it is missing
     import numba
 
@@ -761,7 +705,8 @@ try:  # numba ships with pytensor; fall back to Python if it is missing
     # the kernels that :func:`_in_parallel` splits over threads release the GIL
     _logp_many = numba.njit(cache=True, nogil=True)(_logp_many_py)
     _moments = numba.njit(cache=True, nogil=True)(_moments_py)
-    _mixture_quantiles = numba.njit(cache=True, nogil=True)(_mixture_quantiles_py)
+    # the quantile kernel of hetfx.inference.mixture_quantiles, with the Monte Carlo errors
+    _mixture_quantiles = _mixtures.importance_quantiles
 
     @functools.cache
     def _nutpie_callbacks():
@@ -834,7 +779,7 @@ except ImportError:  # pragma: no cover
     _draw = _draw_py
     _logp_many = _logp_many_py
     _moments = _moments_py
-    _mixture_quantiles = _mixture_quantiles_py
+    _mixture_quantiles = _mixtures.importance_quantiles
 
     def _nutpie_callbacks():
         return None
@@ -1538,6 +1483,9 @@ def mixture_summaries(
     w: np.ndarray, mean: np.ndarray, var: np.ndarray, probs, tol: float = 1e-12
 ) -> dict:
     """Mean, SD and quantiles of the normal mixtures ``sum_t w_t N(mean[t, r], var[t, r])``.
+
+    The quantiles are solved to ``tol * (1 + |x|)`` as :func:`hetfx.inference.
+    mixture_quantiles` solves them, from the mixture's normal approximation.
 
     Returns
     -------
