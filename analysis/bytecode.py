@@ -1,0 +1,141 @@
+"""Compile ahead of time the bytecode of the modules the pipeline's stages import (not a stage).
+
+Usage::
+
+    python analysis/bytecode.py                   # compile what analysis/bytecode.txt lists
+    python analysis/bytecode.py --record CLONE    # rewrite the list from a rebuilt clone
+
+A fresh clone's environment holds no bytecode: the first process that imports a module
+compiles it (the Makefile lets it write the ``.pyc``), and the first fit stage spent about 5 s
+of its 12 s compiling arviz, xarray, matplotlib, scipy.stats, numba, ... on one core.
+``make repro`` runs this script in the background while DVC starts and the light stages
+(acquire, clean) run on one core: it compiles the listed modules on two processes at a lower
+priority, in the order in which the pipeline first imports them, skipping those whose
+bytecode is current. A stage that imports a module first compiles it itself, as before: both
+write the ``.pyc`` atomically (a rename), with the same bytes.
+
+The list (:data:`LIST`) is derived, not typed: ``--record`` reads it off a clone in which
+``make repro BYTECODE=`` (no ahead-of-time compilation) rebuilt the pipeline, as the modules
+whose bytecode that run wrote, in the order it wrote them; ``analysis/timing.py
+--fresh-clone --bytecode-list`` does both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import compileall
+import os
+import py_compile
+import sys
+import sysconfig
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+LIST = ROOT / "analysis" / "bytecode.txt"
+#: How the list names a module of the environment: relative to its ``site-packages``, under
+#: this prefix (the project's own modules are named relative to the repository root).
+SITE = "site-packages"
+#: The project's folders whose modules the list may name.
+PROJECT = ("src", "analysis")
+WORKERS = 2
+#: Below the stages (nice 0): the compilation takes the second core, not the first.
+NICENESS = 10
+
+
+def site_packages() -> list[Path]:
+    """The folders of this interpreter's environment that hold installed modules."""
+    paths = sysconfig.get_paths()
+    return list(dict.fromkeys(Path(paths[key]) for key in ("purelib", "platlib")))
+
+
+def resolve(entry: str, root: Path = ROOT, sites: list[Path] | None = None) -> Path | None:
+    """The source file of a list ``entry`` in this environment, or None if there is none."""
+    head, _, rest = entry.partition("/")
+    if head == SITE:
+        candidates = [site / rest for site in (sites or site_packages())]
+    else:
+        candidates = [root / entry]
+    return next((path for path in candidates if path.is_file()), None)
+
+
+def compile_files(paths: list[Path]) -> int:
+    """Compile each of ``paths`` whose bytecode is missing or stale; returns the number of
+    failures (a file that cannot be compiled is left to the import that needs it)."""
+    failed = 0
+    for path in paths:
+        ok = compileall.compile_file(
+            path, quiet=2, invalidation_mode=py_compile.PycInvalidationMode.TIMESTAMP
+        )
+        failed += not ok
+    return failed
+
+
+def _niced(paths: list[Path]) -> int:
+    try:
+        os.nice(NICENESS)
+    except OSError:  # pragma: no cover - not allowed: compile at the same priority
+        pass
+    return compile_files(paths)
+
+
+def compile_listed(
+    entries: list[str], workers: int = WORKERS, root: Path = ROOT, sites: list[Path] | None = None
+) -> int:
+    """Compile the modules of ``entries`` on ``workers`` processes, each taking every
+    ``workers``-th entry, so that both follow the list's order; returns the failures."""
+    paths = [p for p in (resolve(e, root, sites) for e in entries) if p is not None]
+    if workers <= 1 or len(paths) < 2:
+        return compile_files(paths)
+    with ProcessPoolExecutor(workers) as pool:
+        return sum(pool.map(_niced, [paths[i::workers] for i in range(workers)]))
+
+
+def read_list(path: Path = LIST) -> list[str]:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def recorded(clone: Path) -> list[str]:
+    """The list read off a rebuilt ``clone``: every module of its ``.venv`` and of its
+    project folders with bytecode of this interpreter, oldest bytecode first."""
+    tag = sys.implementation.cache_tag
+    found: list[tuple[float, str]] = []
+    sites = [Path(p) for p in (clone / ".venv").glob("lib/python*/site-packages")]
+    bases = [(site, f"{SITE}/") for site in sites] + [(clone / d, f"{d}/") for d in PROJECT]
+    for base, prefix in bases:
+        for pyc in base.rglob(f"__pycache__/*.{tag}.pyc"):
+            source = pyc.parent.parent / (pyc.name.split(".")[0] + ".py")
+            if source.is_file():
+                rel = source.relative_to(base).as_posix()
+                found.append((pyc.stat().st_mtime, prefix + rel))
+    return [entry for _, entry in sorted(found)]
+
+
+def write_list(entries: list[str], path: Path = LIST) -> None:
+    header = (
+        "# Modules the pipeline imports, in the order a fresh clone's `make repro` first\n"
+        "# imports them: written by `python analysis/timing.py --fresh-clone --bytecode-list`\n"
+        "# (analysis/bytecode.py), read by `make repro`. Not to be edited by hand.\n"
+    )
+    path.write_text(header + "".join(f"{e}\n" for e in entries), encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--record", type=Path, help="rewrite the list from this rebuilt clone")
+    parser.add_argument("--list", type=Path, default=LIST)
+    args = parser.parse_args(argv)
+    if args.record:
+        entries = recorded(args.record)
+        write_list(entries, args.list)
+        print(f"{args.list}: {len(entries)} modules")
+        return 0
+    if not args.list.is_file():
+        return 0
+    compile_listed(read_list(args.list))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
