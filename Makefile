@@ -31,12 +31,13 @@ $(UV):
 env: $(UV)
 	$(UV) sync --frozen --extra pipeline
 
-# While DVC starts and the light stages run on one core, analysis/bytecode.py compiles the
-# modules the stages import (BYTECODE, its list) on the other; `make repro BYTECODE=` leaves
-# them to the stages (as analysis/timing.py does to derive the list)
-BYTECODE ?= analysis/bytecode.txt
+# While DVC starts and the light stages run on one core, analysis/precompile.py compiles on
+# the other, at a lower priority, the bytecode of the modules the stages import (PRECOMPILE,
+# their list) and the fit stages' numba kernels; `make repro PRECOMPILE=` leaves both to the
+# stages (as `analysis/timing.py --fresh-clone --precompile-list` does to derive the list)
+PRECOMPILE ?= analysis/precompile.txt
 repro: env
-	@if [ -n "$(BYTECODE)" ]; then $(VENV_BIN)/python analysis/bytecode.py --list "$(BYTECODE)" & fi; \
+	@if [ -n "$(PRECOMPILE)" ]; then $(VENV_BIN)/python analysis/precompile.py --list "$(PRECOMPILE)" & fi; \
 	echo 'PATH="$(VENV_BIN):$$PATH" dvc repro'; PATH="$(VENV_BIN):$$PATH" dvc repro; \
 	status=$$?; wait; exit $$status
 

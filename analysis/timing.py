@@ -6,7 +6,7 @@ Usage::
     python analysis/timing.py -- fit_tomz_weeks  # other arguments for dvc repro (no --force)
     python analysis/timing.py --log repro.log    # time a saved log of this script instead
     python analysis/timing.py --fresh-clone      # `make repro` in a fresh clone of HEAD
-    python analysis/timing.py --fresh-clone --bytecode-list analysis/bytecode.txt
+    python analysis/timing.py --fresh-clone --precompile-list analysis/precompile.txt
 
 Runs ``dvc repro`` (with ``--force`` unless arguments are given after ``--``), stamps each
 line of its output with the time it arrived, and prints one row per stage: its wall seconds
@@ -127,23 +127,23 @@ def stage_table(lines: list[tuple[float, str]]) -> list[dict]:
 
 
 def fresh_clone_repro(
-    save: Path, bytecode_list: Path | None = None
+    save: Path, precompile_list: Path | None = None
 ) -> tuple[list[tuple[float, str]], list[str]]:
     """Clone HEAD into a temporary folder, run ``make repro`` there; return the stamped lines
     and what ``git status --porcelain`` lists in the clone afterwards. With
-    ``bytecode_list``, ``make repro`` compiles no module ahead of time and the modules whose
-    bytecode the rebuild wrote are then listed there (analysis/bytecode.py)."""
+    ``precompile_list``, ``make repro`` compiles no module ahead of time and the modules whose
+    bytecode the rebuild wrote are then listed there (analysis/precompile.py)."""
     with tempfile.TemporaryDirectory(prefix="hetfx-fresh-") as tmp:
         clone = Path(tmp) / "hetfx"
         subprocess.run(
             ["git", "clone", "--quiet", "--no-hardlinks", str(ROOT), str(clone)], check=True
         )
-        make = ["make", "repro"] + (["BYTECODE="] if bytecode_list else [])
+        make = ["make", "repro"] + (["PRECOMPILE="] if precompile_list else [])
         lines = run(make, save, cwd=clone)
-        if bytecode_list:
+        if precompile_list:
             subprocess.run(
-                [sys.executable, str(ROOT / "analysis" / "bytecode.py"), "--record", str(clone)]
-                + ["--list", str(bytecode_list)],
+                [sys.executable, str(ROOT / "analysis" / "precompile.py"), "--record", str(clone)]
+                + ["--list", str(precompile_list)],
                 check=True,
             )
         # a rebuild from the committed state must leave every committed byte as it was
@@ -185,10 +185,10 @@ def main(argv: list[str] | None = None) -> int:
         "--fresh-clone", action="store_true", help="time `make repro` in a fresh clone of HEAD"
     )
     parser.add_argument(
-        "--bytecode-list",
+        "--precompile-list",
         type=Path,
         help="with --fresh-clone: no ahead-of-time compilation; list the modules the rebuild "
-        "compiled in this file (analysis/bytecode.txt)",
+        "compiled in this file (analysis/precompile.txt)",
     )
     parser.add_argument("repro_args", nargs="*", help="arguments for dvc repro (after --)")
     args = parser.parse_args(argv)
@@ -197,8 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.log:
         lines = read_log(args.log)
     elif args.fresh_clone:
-        bytecode_list = args.bytecode_list.resolve() if args.bytecode_list else None
-        lines, changed = fresh_clone_repro(args.save.resolve(), bytecode_list)
+        precompile_list = args.precompile_list.resolve() if args.precompile_list else None
+        lines, changed = fresh_clone_repro(args.save.resolve(), precompile_list)
         label = "make repro in a fresh clone, total"
     else:
         # the stages' `python` must be this environment's, as under `make timing`

@@ -1,4 +1,4 @@
-"""analysis/bytecode.py: the modules the stages import, compiled ahead of time by make repro."""
+"""analysis/precompile.py: the modules the stages import, compiled ahead of time by make repro."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from pathlib import Path
 
 from conftest import ROOT
 
-spec = importlib.util.spec_from_file_location("bytecode", ROOT / "analysis" / "bytecode.py")
-bytecode = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(bytecode)
+spec = importlib.util.spec_from_file_location("precompile", ROOT / "analysis" / "precompile.py")
+precompile = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(precompile)
 
 
 def pyc_of(source: Path) -> Path:
@@ -44,7 +44,7 @@ ENTRIES = [
 
 def test_compile_listed_writes_current_timestamp_bytecode(tmp_path):
     root, site = tree(tmp_path)
-    assert bytecode.compile_listed(ENTRIES, workers=2, root=root, sites=[site]) == 0
+    assert precompile.compile_listed(ENTRIES, workers=2, root=root, sites=[site]) == 0
     sources = [site / "pkg" / "__init__.py", site / "pkg" / "a.py", root / "src/proj/m.py"]
     for source in sources:
         header = pyc_of(source).read_bytes()[:16]
@@ -58,11 +58,11 @@ def test_compile_listed_writes_current_timestamp_bytecode(tmp_path):
 
 def test_current_bytecode_is_left_alone_and_a_broken_module_is_left_to_its_import(tmp_path):
     root, site = tree(tmp_path)
-    bytecode.compile_listed(ENTRIES, workers=1, root=root, sites=[site])
+    precompile.compile_listed(ENTRIES, workers=1, root=root, sites=[site])
     written = pyc_of(site / "pkg" / "a.py").stat().st_mtime_ns
     os.utime(pyc_of(site / "pkg" / "a.py"), ns=(written - 10**9, written - 10**9))
     entries = ["site-packages/broken.py", *ENTRIES]
-    assert bytecode.compile_listed(entries, workers=2, root=root, sites=[site]) == 1
+    assert precompile.compile_listed(entries, workers=2, root=root, sites=[site]) == 1
     assert pyc_of(site / "pkg" / "a.py").stat().st_mtime_ns == written - 10**9  # not rewritten
     assert not pyc_of(site / "broken.py").exists()
 
@@ -77,7 +77,7 @@ def test_ahead_of_time_bytecode_is_the_bytes_an_import_writes(tmp_path):
     imported = {p: pyc_of(p).read_bytes() for p in (site / "pkg").glob("*.py")}
     for path in imported:
         pyc_of(path).unlink()
-    bytecode.compile_listed(ENTRIES, workers=2, root=root, sites=[site])
+    precompile.compile_listed(ENTRIES, workers=2, root=root, sites=[site])
     assert imported and {p: pyc_of(p).read_bytes() for p in imported} == imported
 
 
@@ -101,23 +101,34 @@ def test_the_list_is_read_off_a_rebuilt_clone_oldest_bytecode_first(tmp_path):
     # no source (a module deleted since), another optimisation level: not listed
     (site / "alpha" / "__pycache__" / f"gone.{tag}.pyc").write_bytes(b"")
     (site / "alpha" / "__pycache__" / f"b.{tag}.opt-1.pyc").write_bytes(b"")
-    assert bytecode.recorded(clone) == [
+    assert precompile.recorded(clone) == [
         "site-packages/zeta/__init__.py",
         "src/proj/m.py",
         "site-packages/alpha/b.py",
         "analysis/_stage.py",
     ]
-    bytecode.write_list(bytecode.recorded(clone), tmp_path / "list.txt")
-    assert bytecode.read_list(tmp_path / "list.txt") == bytecode.recorded(clone)
+    precompile.write_list(precompile.recorded(clone), tmp_path / "list.txt")
+    assert precompile.read_list(tmp_path / "list.txt") == precompile.recorded(clone)
 
 
 def test_the_committed_list_is_current():
-    """Every module of analysis/bytecode.txt is installed (a dependency update that moves
-    modules calls for `timing.py --fresh-clone --bytecode-list`), and the list holds what a
+    """Every module of analysis/precompile.txt is installed (a dependency update that moves
+    modules calls for `timing.py --fresh-clone --precompile-list`), and the list holds what a
     fit stage spent its start compiling."""
-    entries = bytecode.read_list()
-    missing = [e for e in entries if bytecode.resolve(e) is None]
+    entries = precompile.read_list()
+    missing = [e for e in entries if precompile.resolve(e) is None]
     assert not missing, f"{len(missing)} listed modules not installed, e.g. {missing[:3]}"
     for module in ("arviz/__init__.py", "xarray/__init__.py", "scipy/stats/__init__.py"):
-        assert f"{bytecode.SITE}/{module}" in entries
+        assert f"{precompile.SITE}/{module}" in entries
     assert "src/hetfx/paper/studies.py" in entries and len(set(entries)) == len(entries)
+
+
+def test_kernels_are_compiled_into_numbas_cache_and_a_failure_is_left_to_the_stage():
+    from hetfx.models import varying_slopes
+
+    assert precompile.compile_kernels(["_mixture_quantiles"])
+    assert varying_slopes._mixture_quantiles.signatures  # compiled (or loaded from the cache)
+    assert not precompile.compile_kernels(["_no_such_kernel"])
+    every = {name for group in precompile.KERNELS for name in group}
+    assert every == set(varying_slopes._kernel_signatures())  # every kernel, once
+    assert sum(len(group) for group in precompile.KERNELS) == len(every)

@@ -1,23 +1,25 @@
-"""Compile ahead of time the bytecode of the modules the pipeline's stages import (not a stage).
+"""Compile ahead of time what a fresh clone's stages would compile first (not a stage).
 
 Usage::
 
-    python analysis/bytecode.py                   # compile what analysis/bytecode.txt lists
-    python analysis/bytecode.py --record CLONE    # rewrite the list from a rebuilt clone
+    python analysis/precompile.py                 # compile what analysis/precompile.txt lists
+    python analysis/precompile.py --record CLONE  # rewrite the list from a rebuilt clone
 
 A fresh clone's environment holds no bytecode: the first process that imports a module
-compiles it (the Makefile lets it write the ``.pyc``), and the first fit stage spent about 5 s
-of its 12 s compiling arviz, xarray, matplotlib, scipy.stats, numba, ... on one core.
-``make repro`` runs this script in the background while DVC starts and the light stages
-(acquire, clean) run on one core: it compiles the listed modules on two processes at a lower
-priority, in the order in which the pipeline first imports them, skipping those whose
-bytecode is current. A stage that imports a module first compiles it itself, as before: both
-write the ``.pyc`` atomically (a rename), with the same bytes.
+compiles it (the Makefile lets it write the ``.pyc``); the first fit stage spent about 5 s of
+its 12 s compiling arviz, xarray, matplotlib, scipy.stats, numba, ... on one core. Nor does
+it hold numba's cache of the fit stages' kernels (:data:`KERNELS`): the first Bush-Prather
+stage spent 9 s compiling them. ``make repro`` runs this script in the background while DVC
+starts and the light stages (acquire, clean) run on one core: two processes, at a lower
+priority, compile the listed modules in the order in which the pipeline first imports them
+(skipping those whose bytecode is current), then the kernels. A stage that needs a module or
+a kernel before it is ready compiles it itself, as before: each writer replaces the file
+atomically (a rename), and both write the same bytes.
 
 The list (:data:`LIST`) is derived, not typed: ``--record`` reads it off a clone in which
-``make repro BYTECODE=`` (no ahead-of-time compilation) rebuilt the pipeline, as the modules
-whose bytecode that run wrote, in the order it wrote them; ``analysis/timing.py
---fresh-clone --bytecode-list`` does both.
+``make repro PRECOMPILE=`` (nothing compiled ahead of time) rebuilt the pipeline, as the
+modules whose bytecode that run wrote, in the order it wrote them; ``analysis/timing.py
+--fresh-clone --precompile-list analysis/precompile.txt`` does both.
 """
 
 from __future__ import annotations
@@ -32,13 +34,22 @@ import sysconfig
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-LIST = ROOT / "analysis" / "bytecode.txt"
+LIST = ROOT / "analysis" / "precompile.txt"
 #: How the list names a module of the environment: relative to its ``site-packages``, under
 #: this prefix (the project's own modules are named relative to the repository root).
 SITE = "site-packages"
 #: The project's folders whose modules the list may name.
 PROJECT = ("src", "analysis")
 WORKERS = 2
+#: The compiled kernels of the fit stages (hetfx.models.varying_slopes.compile_kernels), one
+#: group per worker, each in the order the stages first need them: Tomz-Weeks' A1 needs the
+#: mixture quantiles, Bush-Prather's ``qmc`` engine every kernel (most of them call
+#: ``_factor``). Without numba's cache (a fresh clone) they took about 10 s of CPU, 9 s of the
+#: first Bush-Prather stage.
+KERNELS = (
+    ["_mixture_quantiles", "_collapsed_kernel", "_logp_many"],
+    ["_factor", "_moments", "_draw"],
+)
 #: Below the stages (nice 0): the compilation takes the second core, not the first.
 NICENESS = 10
 
@@ -71,27 +82,48 @@ def compile_files(paths: list[Path]) -> int:
     return failed
 
 
-def _worker(paths: list[Path]) -> None:
-    """A forked child's job: compile ``paths`` at a lower priority; the exit status is the
-    number of failures (at most 100)."""
+def compile_kernels(names: list[str]) -> bool:
+    """Compile the named kernels of :mod:`hetfx.models.varying_slopes` into numba's cache
+    (where the fit stages load them from); False if that failed (the stage compiles them)."""
+    if not names:
+        return True
+    try:
+        from hetfx.models import varying_slopes
+
+        varying_slopes.compile_kernels(names)
+    except Exception:  # noqa: BLE001 - anything: the stage compiles what it needs itself
+        return False
+    return True
+
+
+def _worker(paths: list[Path], kernels: list[str]) -> None:
+    """A forked child's job: compile ``paths``, then ``kernels``, at a lower priority; the
+    exit status is the number of failures (at most 100)."""
     try:
         os.nice(NICENESS)
     except OSError:  # pragma: no cover - not allowed: compile at the same priority
         pass
-    sys.exit(min(compile_files(paths), 100))
+    failed = compile_files(paths) + (not compile_kernels(kernels))
+    sys.exit(min(failed, 100))
 
 
 def compile_listed(
-    entries: list[str], workers: int = WORKERS, root: Path = ROOT, sites: list[Path] | None = None
+    entries: list[str],
+    workers: int = WORKERS,
+    root: Path = ROOT,
+    sites: list[Path] | None = None,
+    kernels: tuple[list[str], ...] = (),
 ) -> int:
     """Compile the modules of ``entries`` on ``workers`` forked processes, each taking every
-    ``workers``-th entry, so that all follow the list's order (in this process where forking
-    is not available); returns the number of failures."""
+    ``workers``-th entry, so that all follow the list's order, then worker ``i`` the numba
+    kernels ``kernels[i]`` (all in this process where forking is not available); returns the
+    number of failures."""
     paths = [p for p in (resolve(e, root, sites) for e in entries) if p is not None]
-    if workers <= 1 or len(paths) < 2 or "fork" not in mp.get_all_start_methods():
-        return compile_files(paths)
+    groups = [list(kernels[i]) if i < len(kernels) else [] for i in range(max(workers, 1))]
+    if workers <= 1 or "fork" not in mp.get_all_start_methods():
+        return compile_files(paths) + sum(not compile_kernels(g) for g in groups)
     children = [
-        mp.get_context("fork").Process(target=_worker, args=(paths[i::workers],))
+        mp.get_context("fork").Process(target=_worker, args=(paths[i::workers], groups[i]))
         for i in range(workers)
     ]
     for child in children:
@@ -125,8 +157,8 @@ def recorded(clone: Path) -> list[str]:
 def write_list(entries: list[str], path: Path = LIST) -> None:
     header = (
         "# Modules the pipeline imports, in the order a fresh clone's `make repro` first\n"
-        "# imports them: written by `python analysis/timing.py --fresh-clone --bytecode-list`\n"
-        "# (analysis/bytecode.py), read by `make repro`. Not to be edited by hand.\n"
+        "# imports them: written by `python analysis/timing.py --fresh-clone --precompile-list`\n"
+        "# (analysis/precompile.py), read by `make repro`. Not to be edited by hand.\n"
     )
     path.write_text(header + "".join(f"{e}\n" for e in entries), encoding="utf-8")
 
@@ -143,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.list.is_file():
         return 0
-    compile_listed(read_list(args.list))
+    compile_listed(read_list(args.list), kernels=KERNELS)
     return 0
 
 
