@@ -42,14 +42,16 @@ SITE = "site-packages"
 PROJECT = ("src", "analysis")
 WORKERS = 2
 #: The compiled kernels of the fit stages (hetfx.models.varying_slopes.compile_kernels), one
-#: group per worker, each in the order the stages first need them: Tomz-Weeks' A1 needs the
-#: mixture quantiles, Bush-Prather's ``qmc`` engine every kernel (most of them call
-#: ``_factor``). Without numba's cache (a fresh clone) they took about 10 s of CPU, 9 s of the
-#: first Bush-Prather stage.
+#: group per worker: Bush-Prather's ``qmc`` engine needs every kernel (without numba's cache, a
+#: fresh clone, they took 13 s of CPU, 9 s of the first Bush-Prather stage), Tomz-Weeks' A1 the
+#: mixture quantiles. Every kernel but :data:`INDEPENDENT` calls :data:`SHARED`, so that the
+#: worker without it waits for it rather than compile it again inside its own kernels.
 KERNELS = (
-    ["_mixture_quantiles", "_collapsed_kernel", "_logp_many"],
-    ["_factor", "_moments", "_draw"],
+    ["_factor", "_collapsed_kernel", "_logp_many"],
+    ["_mixture_quantiles", "_moments", "_draw"],
 )
+SHARED = "_factor"
+INDEPENDENT = {"_factor", "_mixture_quantiles"}
 #: Below the stages (nice 0): the compilation takes the second core, not the first.
 NICENESS = 10
 
@@ -82,28 +84,35 @@ def compile_files(paths: list[Path]) -> int:
     return failed
 
 
-def compile_kernels(names: list[str]) -> bool:
+def compile_kernels(names: list[str], shared=None) -> bool:
     """Compile the named kernels of :mod:`hetfx.models.varying_slopes` into numba's cache
-    (where the fit stages load them from); False if that failed (the stage compiles them)."""
-    if not names:
-        return True
-    try:
-        from hetfx.models import varying_slopes
+    (where the fit stages load them from); False if that failed (the stage compiles them).
+    ``shared`` (an event) is set once :data:`SHARED` is compiled, and awaited before a kernel
+    that calls it."""
+    failed = False
+    for name in names:
+        if shared is not None and name not in INDEPENDENT:
+            shared.wait(timeout=120)
+        try:
+            from hetfx.models import varying_slopes
 
-        varying_slopes.compile_kernels(names)
-    except Exception:  # noqa: BLE001 - anything: the stage compiles what it needs itself
-        return False
-    return True
+            varying_slopes.compile_kernels([name])
+        except Exception:  # noqa: BLE001 - anything: the stage compiles what it needs itself
+            failed = True
+        finally:
+            if shared is not None and name == SHARED:
+                shared.set()
+    return not failed
 
 
-def _worker(paths: list[Path], kernels: list[str]) -> None:
+def _worker(paths: list[Path], kernels: list[str], shared) -> None:
     """A forked child's job: compile ``paths``, then ``kernels``, at a lower priority; the
     exit status is the number of failures (at most 100)."""
     try:
         os.nice(NICENESS)
     except OSError:  # pragma: no cover - not allowed: compile at the same priority
         pass
-    failed = compile_files(paths) + (not compile_kernels(kernels))
+    failed = compile_files(paths) + (not compile_kernels(kernels, shared))
     sys.exit(min(failed, 100))
 
 
@@ -119,11 +128,15 @@ def compile_listed(
     kernels ``kernels[i]`` (all in this process where forking is not available); returns the
     number of failures."""
     paths = [p for p in (resolve(e, root, sites) for e in entries) if p is not None]
-    groups = [list(kernels[i]) if i < len(kernels) else [] for i in range(max(workers, 1))]
     if workers <= 1 or "fork" not in mp.get_all_start_methods():
-        return compile_files(paths) + sum(not compile_kernels(g) for g in groups)
+        return compile_files(paths) + sum(not compile_kernels(g) for g in kernels)
+    groups = [[name for group in kernels[i::workers] for name in group] for i in range(workers)]
+    context = mp.get_context("fork")
+    shared = context.Event()
+    if not any(SHARED in group for group in groups):
+        shared.set()  # nothing to wait for
     children = [
-        mp.get_context("fork").Process(target=_worker, args=(paths[i::workers], groups[i]))
+        context.Process(target=_worker, args=(paths[i::workers], groups[i], shared))
         for i in range(workers)
     ]
     for child in children:
