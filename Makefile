@@ -37,7 +37,7 @@ env: $(UV)
 # stages (as `analysis/timing.py --fresh-clone --precompile-list` does to derive the list)
 PRECOMPILE ?= analysis/precompile.txt
 repro: env
-	@if [ -n "$(PRECOMPILE)" ]; then $(VENV_BIN)/python analysis/precompile.py --list "$(PRECOMPILE)" & fi; \
+	@if [ -n "$(PRECOMPILE)" ]; then $(VENV_BIN)/python analysis/precompile.py --list "$(PRECOMPILE)" >/dev/null 2>&1 & fi; \
 	echo 'PATH="$(VENV_BIN):$$PATH" dvc repro'; PATH="$(VENV_BIN):$$PATH" dvc repro; \
 	status=$$?; wait; exit $$status
 
