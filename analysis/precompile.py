@@ -6,15 +6,15 @@ Usage::
     python analysis/precompile.py --record CLONE  # rewrite the list from a rebuilt clone
 
 A fresh clone's environment holds no bytecode: the first process that imports a module
-compiles it (the Makefile lets it write the ``.pyc``); the first fit stage spent about 5 s of
-its 12 s compiling arviz, xarray, matplotlib, scipy.stats, numba, ... on one core. Nor does
+compiles it (the Makefile lets it write the ``.pyc``); the first fit stage spent about 6 s
+of CPU compiling arviz, xarray, matplotlib, scipy.stats, numba, ... on one core. Nor does
 it hold numba's cache of the fit stages' kernels (:data:`KERNELS`): the first Bush-Prather
 stage spent 9 s compiling them. ``make repro`` runs this script in the background while DVC
 starts and the light stages (acquire, clean) run on one core: two processes, at a lower
 priority, compile the listed modules in the order in which the pipeline first imports them
 (skipping those whose bytecode is current), then the kernels. A stage that needs a module or
 a kernel before it is ready compiles it itself, as before: each writer replaces the file
-atomically (a rename), and both write the same bytes.
+atomically (a rename), and the bytecode is the same bytes whoever writes it.
 
 The list (:data:`LIST`) is derived, not typed: ``--record`` reads it off a clone in which
 ``make repro PRECOMPILE=`` (nothing compiled ahead of time) rebuilt the pipeline, as the
