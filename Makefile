@@ -17,17 +17,29 @@ unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: env repro verify timing test test-fast lint benchmark
 
+# uv itself: pip installs it into .uv/ (its binary in .uv/bin), no virtual environment needed
+# (making one with pip in it took 3.7 s of a fresh clone's 9.8 s before the first stage);
+# where that pip refuses (none, too old, an externally managed Python), into a virtual
+# environment as before
+PIP_QUIET := --quiet --disable-pip-version-check
 $(UV):
-	$(PYTHON) -m venv .uv
-	.uv/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	$(PYTHON) -m pip install $(PIP_QUIET) --root-user-action=ignore --upgrade --target .uv uv==$(UV_VERSION) \
+	  || { rm -rf .uv && $(PYTHON) -m venv .uv && .uv/bin/python -m pip install $(PIP_QUIET) uv==$(UV_VERSION); }
 
 # the locked versions of the library, its `pipeline` extra (dvc, pandoc, typst, dask, ...) and
 # the dev group (pytest, ruff)
 env: $(UV)
 	$(UV) sync --frozen --extra pipeline
 
+# While DVC starts and the light stages run on one core, analysis/precompile.py compiles on
+# the other, at a lower priority, the bytecode of the modules the stages import (PRECOMPILE,
+# their list) and the fit stages' numba kernels; `make repro PRECOMPILE=` leaves both to the
+# stages (as `analysis/timing.py --fresh-clone --precompile-list` does to derive the list)
+PRECOMPILE ?= analysis/precompile.txt
 repro: env
-	PATH="$(VENV_BIN):$$PATH" dvc repro
+	@if [ -n "$(PRECOMPILE)" ]; then $(VENV_BIN)/python analysis/precompile.py --list "$(PRECOMPILE)" >/dev/null 2>&1 & fi; \
+	echo 'PATH="$(VENV_BIN):$$PATH" dvc repro'; PATH="$(VENV_BIN):$$PATH" dvc repro; \
+	status=$$?; wait; exit $$status
 
 # compare the outputs in the working tree with the committed ones (after `make repro`):
 # every numeric cell of results/ and data/clean/ CSVs, every quoted number of the manuscript

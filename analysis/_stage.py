@@ -7,6 +7,7 @@ is no DVC output (so ``dvc.lock`` does not hash it either).
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import threading
@@ -65,13 +66,36 @@ def timed(stage: str):
 
 
 def run(stage: str, main: Callable[[], None], expected: tuple[type[BaseException], ...]) -> None:
-    """Run ``main``; print an expected failure as a message (no traceback) and exit 1."""
+    """Run ``main``; print an expected failure as a message (no traceback) and exit 1. After
+    a success the process ends at once (:func:`exit_now`)."""
     try:
         with timed(stage):
             main()
     except expected as exc:
         print(f"[{stage}] FAILED: {exc}", file=sys.stderr, flush=True)
         sys.exit(1)
+    exit_now()
+
+
+def exit_now() -> None:
+    """End a stage that succeeded without the interpreter's teardown.
+
+    Python's exit frees every module and object one by one: after a fit stage (2,300 modules,
+    300,000 objects) that took 1.6 s of wall time (0.07 s without it, measured on the shared
+    2-core machine), for nothing a stage needs, as every output is written and closed by
+    then. The exit handlers still run (``atexit``: logging, temporary folders, weakref
+    finalizers) and the standard streams are flushed; forked children (``Background``) end
+    the same way already. Only where this process is alone, without another thread
+    (a joblib executor's, which the normal exit joins), is the teardown skipped.
+    """
+    if threading.active_count() != 1:
+        return
+    import atexit
+
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def write_csv(frame: pd.DataFrame, path: str | Path, digits: int | None = None) -> None:

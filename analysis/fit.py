@@ -162,6 +162,13 @@ def engine(cfg, model: str) -> str | None:
     return getattr(cfg, model).model_dump().get("engine")
 
 
+def fit_order(models: list[str]) -> list[str]:
+    """The Bayesian models first, then the OLS comparators: each posterior.nc is written by a
+    child process while the next model is fitted, so the OLS fits (nothing to write in the
+    background) overlap the last writes, which the stage otherwise waited for (0.9 s)."""
+    return sorted(models, key=lambda model: model.endswith("_ols"))
+
+
 def main(study: str, coding: str, models: list[str]) -> None:
     params = load_params()
     cfg = params.models
@@ -177,7 +184,7 @@ def main(study: str, coding: str, models: list[str]) -> None:
         elif "a1" in models and engine(cfg, "a1") in ("quadrature", "qmc"):
             # A1's quantiles come from a compiled kernel (about 1 s to compile)
             pending = precompile(background, ["_mixture_quantiles"])
-        for model in models:
+        for model in fit_order(models):
             target = out_dir(study, model, coding)
             if model == "a1":
                 background.wait(pending)

@@ -6,6 +6,7 @@ Usage::
     python analysis/timing.py -- fit_tomz_weeks  # other arguments for dvc repro (no --force)
     python analysis/timing.py --log repro.log    # time a saved log of this script instead
     python analysis/timing.py --fresh-clone      # `make repro` in a fresh clone of HEAD
+    python analysis/timing.py --fresh-clone --precompile-list analysis/precompile.txt
 
 Runs ``dvc repro`` (with ``--force`` unless arguments are given after ``--``), stamps each
 line of its output with the time it arrived, and prints one row per stage: its wall seconds
@@ -125,15 +126,26 @@ def stage_table(lines: list[tuple[float, str]]) -> list[dict]:
     return rows
 
 
-def fresh_clone_repro(save: Path) -> tuple[list[tuple[float, str]], list[str]]:
+def fresh_clone_repro(
+    save: Path, precompile_list: Path | None = None
+) -> tuple[list[tuple[float, str]], list[str]]:
     """Clone HEAD into a temporary folder, run ``make repro`` there; return the stamped lines
-    and what ``git status --porcelain`` lists in the clone afterwards."""
+    and what ``git status --porcelain`` lists in the clone afterwards. With
+    ``precompile_list``, ``make repro`` compiles no module ahead of time and the modules whose
+    bytecode the rebuild wrote are then listed there (analysis/precompile.py)."""
     with tempfile.TemporaryDirectory(prefix="hetfx-fresh-") as tmp:
         clone = Path(tmp) / "hetfx"
         subprocess.run(
             ["git", "clone", "--quiet", "--no-hardlinks", str(ROOT), str(clone)], check=True
         )
-        lines = run(["make", "repro"], save, cwd=clone)
+        make = ["make", "repro"] + (["PRECOMPILE="] if precompile_list else [])
+        lines = run(make, save, cwd=clone)
+        if precompile_list:
+            subprocess.run(
+                [sys.executable, str(ROOT / "analysis" / "precompile.py"), "--record", str(clone)]
+                + ["--list", str(precompile_list)],
+                check=True,
+            )
         # a rebuild from the committed state must leave every committed byte as it was
         changed = subprocess.run(
             ["git", "status", "--porcelain"], cwd=clone, capture_output=True, text=True
@@ -172,6 +184,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--fresh-clone", action="store_true", help="time `make repro` in a fresh clone of HEAD"
     )
+    parser.add_argument(
+        "--precompile-list",
+        type=Path,
+        help="with --fresh-clone: no ahead-of-time compilation; list the modules the rebuild "
+        "compiled in this file (analysis/precompile.txt)",
+    )
     parser.add_argument("repro_args", nargs="*", help="arguments for dvc repro (after --)")
     args = parser.parse_args(argv)
     label = "dvc repro, total"
@@ -179,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.log:
         lines = read_log(args.log)
     elif args.fresh_clone:
-        lines, changed = fresh_clone_repro(args.save.resolve())
+        precompile_list = args.precompile_list.resolve() if args.precompile_list else None
+        lines, changed = fresh_clone_repro(args.save.resolve(), precompile_list)
         label = "make repro in a fresh clone, total"
     else:
         # the stages' `python` must be this environment's, as under `make timing`
