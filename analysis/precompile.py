@@ -41,17 +41,37 @@ SITE = "site-packages"
 #: The project's folders whose modules the list may name.
 PROJECT = ("src", "analysis")
 WORKERS = 2
-#: The compiled kernels of the fit stages (hetfx.models.varying_slopes.compile_kernels), one
-#: group per worker: Bush-Prather's ``qmc`` engine needs every kernel (without numba's cache, a
-#: fresh clone, they took 13 s of CPU, 9 s of the first Bush-Prather stage), Tomz-Weeks' A1 the
-#: mixture quantiles. Every kernel but :data:`INDEPENDENT` calls :data:`SHARED`, so that the
+#: The compiled kernels of the stages, one group per worker: first the exact engine's
+#: (:data:`LIBRARY_KERNELS`: every Gaussian fit and the simulation's workers use them), then
+#: those of hetfx.models.varying_slopes.compile_kernels: Bush-Prather's ``qmc`` engine needs
+#: every one (without numba's cache, a fresh clone, they took 13 s of CPU, 9 s of the first
+#: Bush-Prather stage), Tomz-Weeks' A1 the mixture quantiles. Every kernel but :data:`INDEPENDENT` calls :data:`SHARED`, so that the
 #: worker without it waits for it rather than compile it again inside its own kernels.
 KERNELS = (
-    ["_factor", "_collapsed_kernel", "_logp_many"],
-    ["_mixture_quantiles", "_moments", "_draw"],
+    ["block_nodes", "_factor", "_collapsed_kernel", "_logp_many"],
+    ["mixture_quantiles", "_mixture_quantiles", "_moments", "_draw"],
 )
 SHARED = "_factor"
-INDEPENDENT = {"_factor", "_mixture_quantiles"}
+INDEPENDENT = {"_factor", "_mixture_quantiles", "block_nodes", "mixture_quantiles"}
+
+
+def _block_nodes() -> None:
+    from hetfx.models import _block_kernel
+
+    _block_kernel.precompile()
+
+
+def _exact_mixture_quantiles() -> None:
+    import numpy as np
+
+    from hetfx.inference import mixture_quantiles
+
+    mixture_quantiles(np.ones(2), np.zeros((2, 1)), np.ones((2, 1)), [0.5])
+
+
+#: The exact engine's kernels (every Gaussian fit, the simulation's workers), which the
+#: first fit stage needs first: compiled by a first call.
+LIBRARY_KERNELS = {"block_nodes": _block_nodes, "mixture_quantiles": _exact_mixture_quantiles}
 #: Below the stages (nice 0): the compilation takes the second core, not the first.
 NICENESS = 10
 
@@ -85,8 +105,9 @@ def compile_files(paths: list[Path]) -> int:
 
 
 def compile_kernels(names: list[str], shared=None) -> bool:
-    """Compile the named kernels of :mod:`hetfx.models.varying_slopes` into numba's cache
-    (where the fit stages load them from); False if that failed (the stage compiles them).
+    """Compile the named kernels (:data:`LIBRARY_KERNELS`, else those of
+    :mod:`hetfx.models.varying_slopes`) into numba's cache (where the stages load them from);
+    False if that failed (the stage compiles them).
     ``shared`` (an event) is set once :data:`SHARED` is compiled, and awaited before a kernel
     that calls it."""
     failed = False
@@ -94,6 +115,9 @@ def compile_kernels(names: list[str], shared=None) -> bool:
         if shared is not None and name not in INDEPENDENT:
             shared.wait(timeout=120)
         try:
+            if name in LIBRARY_KERNELS:
+                LIBRARY_KERNELS[name]()
+                continue
             from hetfx.models import varying_slopes
 
             varying_slopes.compile_kernels([name])
