@@ -45,8 +45,9 @@ WORKERS = 2
 #: (:data:`LIBRARY_KERNELS`: every Gaussian fit and the simulation's workers use them), then
 #: those of hetfx.models.varying_slopes.compile_kernels: Bush-Prather's ``qmc`` engine needs
 #: every one (without numba's cache, a fresh clone, they took 13 s of CPU, 9 s of the first
-#: Bush-Prather stage), Tomz-Weeks' A1 the mixture quantiles. Every kernel but :data:`INDEPENDENT` calls :data:`SHARED`, so that the
-#: worker without it waits for it rather than compile it again inside its own kernels.
+#: Bush-Prather stage), Tomz-Weeks' A1 the mixture quantiles. Every kernel but
+#: :data:`INDEPENDENT` calls :data:`SHARED`, so that the worker without it waits for it rather
+#: than compile it again inside its own kernels.
 KERNELS = (
     ["block_nodes", "_factor", "_collapsed_kernel", "_logp_many"],
     ["mixture_quantiles", "_mixture_quantiles", "_moments", "_draw"],
