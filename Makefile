@@ -35,27 +35,11 @@ env: $(UV)
 # the other, at a lower priority, the bytecode of the modules the stages import (PRECOMPILE,
 # their list) and the fit stages' numba kernels; `make repro PRECOMPILE=` leaves both to the
 # stages (as `analysis/timing.py --fresh-clone --precompile-list` does to derive the list)
-#
-# DVC runs one stage at a time, and the simulation (stages simulate, simulate_sensitivity)
-# shares nothing with the studies' branch (acquire .. fits, figures, robustness; examples) up to
-# the report. So two `dvc repro` run side by side, one per branch, each core kept busy: DVC
-# releases its lock while a stage's command runs and `--wait-for-lock` has each wait out the
-# other's bookkeeping (dvc.lock is rewritten under the lock, an entry at a time). A last `dvc
-# repro` then runs what joins them (report, render) and checks every stage. `make repro
-# SERIAL=1`: one `dvc repro`, a stage at a time.
 PRECOMPILE ?= analysis/precompile.txt
-SIMULATION_BRANCH := simulate_sensitivity
-STUDIES_BRANCH := figures_tomz_weeks robustness examples
-DVC := PATH="$(VENV_BIN):$$PATH" dvc --wait-for-lock
 repro: env
 	@if [ -n "$(PRECOMPILE)" ]; then $(VENV_BIN)/python analysis/precompile.py --list "$(PRECOMPILE)" >/dev/null 2>&1 & fi; \
-	if [ -z "$(SERIAL)" ]; then \
-	  echo 'dvc repro $(SIMULATION_BRANCH) & dvc repro $(STUDIES_BRANCH); dvc repro'; \
-	  $(DVC) repro $(SIMULATION_BRANCH) & sim=$$!; \
-	  $(DVC) repro $(STUDIES_BRANCH); studies=$$?; wait $$sim; simulation=$$?; \
-	  if [ $$studies -ne 0 ] || [ $$simulation -ne 0 ]; then wait; exit 1; fi; \
-	fi; \
-	echo 'dvc repro'; $(DVC) repro; status=$$?; wait; exit $$status
+	echo 'PATH="$(VENV_BIN):$$PATH" dvc repro'; PATH="$(VENV_BIN):$$PATH" dvc repro; \
+	status=$$?; wait; exit $$status
 
 # compare the outputs in the working tree with the committed ones (after `make repro`):
 # every numeric cell of results/ and data/clean/ CSVs, every quoted number of the manuscript
