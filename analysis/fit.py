@@ -182,7 +182,7 @@ def main(study: str, coding: str, models: list[str]) -> None:
         if study == "bush_prather" and engine(cfg, "bp") == "qmc":
             compile_qmc_kernels(background)
         elif "a1" in models and engine(cfg, "a1") in ("quadrature", "qmc"):
-            # A1's quantiles come from a compiled kernel (about 1 s to compile)
+            # A1's quantiles come from a compiled kernel (about 1.7 s to compile afresh)
             pending = precompile(background, ["_mixture_quantiles"])
         for model in fit_order(models):
             target = out_dir(study, model, coding)
