@@ -11,8 +11,9 @@ of CPU compiling arviz, xarray, matplotlib, scipy.stats, numba, ... on one core.
 it hold numba's cache of the fit stages' kernels (:data:`KERNELS`): the first Bush-Prather
 stage spent 9 s compiling them. ``make repro`` runs this script in the background while DVC
 starts and the light stages (acquire, clean) run on one core: two processes, at a lower
-priority, compile the listed modules in the order in which the pipeline first imports them
-(skipping those whose bytecode is current), then the kernels. A stage that needs a module or
+priority, compile the exact engine's kernels (which the first fit stage's first model needs),
+then the listed modules in the order in which the pipeline first imports them (skipping
+those whose bytecode is current), then the other kernels. A stage that needs a module or
 a kernel before it is ready compiles it itself, as before: each writer replaces the file
 atomically (a rename), and the bytecode is the same bytes whoever writes it.
 
@@ -131,13 +132,18 @@ def compile_kernels(names: list[str], shared=None) -> bool:
 
 
 def _worker(paths: list[Path], kernels: list[str], shared) -> None:
-    """A forked child's job: compile ``paths``, then ``kernels``, at a lower priority; the
-    exit status is the number of failures (at most 100)."""
+    """A forked child's job, at a lower priority: the exact engine's kernels among
+    ``kernels`` (:data:`LIBRARY_KERNELS`: the first fit stage's first model needs them, and
+    they are ready before it starts), then ``paths``, then the other kernels; the exit status
+    is the number of failures (at most 100)."""
     try:
         os.nice(NICENESS)
     except OSError:  # pragma: no cover - not allowed: compile at the same priority
         pass
-    failed = compile_files(paths) + (not compile_kernels(kernels, shared))
+    first = [name for name in kernels if name in LIBRARY_KERNELS]
+    rest = [name for name in kernels if name not in LIBRARY_KERNELS]
+    failed = not compile_kernels(first)
+    failed += compile_files(paths) + (not compile_kernels(rest, shared))
     sys.exit(min(failed, 100))
 
 
