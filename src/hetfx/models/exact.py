@@ -377,9 +377,7 @@ class BlockModel:
         if not _block_kernel.AVAILABLE or self.k > KERNEL_MAX_COEFS:
             return None
         k = self.k
-        AtAy = np.empty((k + 1, k + 1))
-        AtAy[:k, :k], AtAy[:k, k], AtAy[k, :k], AtAy[k, k] = self.AtA, self.Aty, self.Aty, self.yty
-        RAy = np.ascontiguousarray(np.concatenate([self.RA, self.Ry[:, :, None]], axis=2))
+        RAy, AtAy = self._bordered_products()
         consts = np.array([float(self.n), self.logdet_prior])
         # the groups' products of the rows of [R_g'A_g, R_g'y_g] (packed lower triangle, one
         # per pair of block columns) where they stay in cache; else the kernel forms them
@@ -507,18 +505,25 @@ class BlockModel:
             B = self._bordered_direct(Minv, inv)
         return _Node(_batched_cholesky(B), Minv, logdet_k, s2)
 
+    def _bordered_products(self) -> tuple[np.ndarray, np.ndarray]:
+        """``[R_g'A_g, R_g'y_g]`` per group, ``(G, b, k + 1)``, and the bordered ``[[A'A,
+        A'y], [y'A, y'y]]``, built once (the compiled kernel and :meth:`_bordered_direct`
+        share them)."""
+        if self._RAy is None:
+            k = self.k
+            self._RAy = np.ascontiguousarray(np.concatenate([self.RA, self.Ry[:, :, None]], axis=2))
+            AtAy = np.empty((k + 1, k + 1))
+            AtAy[:k, :k], AtAy[:k, k], AtAy[k, :k] = self.AtA, self.Aty, self.Aty
+            AtAy[k, k] = self.yty
+            self._AtAy = AtAy
+        return self._RAy, self._AtAy
+
     def _bordered_direct(self, Minv: np.ndarray, inv: np.ndarray) -> np.ndarray:
         """The bordered systems ``[[S, r], [r', q]]`` one node at a time, the Schur
         correction as one matrix product ``[R'A, R'y]' (M^-1 [R'A, R'y])`` over the groups'
         rows (BLAS; no precomputed products: for many coefficients, or many groups)."""
         k, b, G = self.k, self.b, self.G
-        if self._RAy is None:
-            self._RAy = np.concatenate([self.RA, self.Ry[:, :, None]], axis=2)
-            AtAy = np.empty((k + 1, k + 1))
-            AtAy[:k, :k], AtAy[:k, k], AtAy[k, :k] = self.AtA, self.Aty, self.Aty
-            AtAy[k, k] = self.yty
-            self._AtAy = AtAy
-        RAy = self._RAy
+        RAy, AtAy = self._bordered_products()
         flat = RAy.reshape(G * b, k + 1)
         B = np.empty((len(inv), k + 1, k + 1))
         diag = np.arange(k)
@@ -527,7 +532,7 @@ class BlockModel:
             for i in range(1, b):
                 W += Minv[j, :, :, i, None] * RAy[:, None, i, :]
             corr = flat.T @ W.reshape(G * b, k + 1)
-            np.subtract(self._AtAy * inv[j], corr * (inv[j] * inv[j]), out=B[j])
+            np.subtract(AtAy * inv[j], corr * (inv[j] * inv[j]), out=B[j])
             B[j, diag, diag] += self.prec
         return B
 
