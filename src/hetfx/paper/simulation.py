@@ -872,8 +872,12 @@ def _check_manifest(work_dir: Path, manifest: dict, restart: bool = False) -> No
                 f"({old}); use another directory or remove it (now: {manifest})"
             )
     else:
+        # written whole or not at all (a temporary file renamed), as the replicates are: a
+        # run stopped at any point leaves a directory that the next run can read
         work_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        os.replace(tmp, path)
 
 
 def _describe(estimator: Estimator) -> str:
