@@ -120,7 +120,12 @@ def stop_headstart(stage: str | None = None, wait: float = 30.0) -> None:
         tmp.unlink(missing_ok=True)
     HEADSTART_PID.unlink(missing_ok=True)
     if running and stage:
-        log(stage, f"stopped the head start (process {pid}): its replicates are read back")
+        done = sum(1 for _ in HEADSTART_WORK.rglob("replicate_*.parquet"))
+        log(
+            stage,
+            f"stopped the head start (process {pid}); {done} finished replicates in the "
+            "work directories are read back, not fitted again",
+        )
 
 
 def exit_now() -> None:
