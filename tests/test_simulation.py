@@ -365,3 +365,34 @@ def test_hierarchical_study_small_r():
     h = res.estimates[res.estimates["model"] == "hierarchical"]
     cover = ((h["q025"] <= h["tau"]) & (h["tau"] <= h["q975"])).mean()
     assert 0.85 < cover < 0.995
+
+
+def test_stored_values_round_exactly_to_the_columns_grid():
+    """A replicate's value columns are kept on a binary grid of STORED_BITS bits of their
+    largest value: exact arithmetic, so last-bit differences (another CPU) vanish unless
+    they straddle a grid point."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(0, 0.7, 1000)
+    x[[3, 8]] = np.nan
+    r = S.stored_values(x)
+    big = np.nanmax(np.abs(x))
+    step = 2.0 ** (np.floor(np.log2(big)) + 1 - S.STORED_BITS)
+    assert np.isnan(r[[3, 8]]).all()
+    ok = ~np.isnan(x)
+    assert np.all(np.abs(r[ok] - x[ok]) <= step / 2)
+    assert np.array_equal(r[ok] / step, np.rint(r[ok] / step))  # on the grid
+    assert np.array_equal(S.stored_values(r), r, equal_nan=True)  # idempotent
+    # a last-bit change of a value that is not next to a grid midpoint is removed
+    nudged = np.nextafter(x, np.inf)
+    mid = np.abs(np.abs(x / step - np.floor(x / step)) - 0.5) < 1e-6
+    keep = ok & ~mid
+    assert np.array_equal(S.stored_values(nudged)[keep], r[keep])
+    assert np.array_equal(S.stored_values(np.zeros(3)), np.zeros(3))
+    assert np.isnan(S.stored_values(np.full(2, np.nan))).all()
+
+
+def test_replicates_store_rounded_estimates():
+    est = S.run_replicate(1, 0, 6, OLS)
+    for col in ("estimate", "std_error", "q025", "q975"):
+        x = est[col].to_numpy(dtype=float)
+        assert np.array_equal(S.stored_values(x), x, equal_nan=True)
