@@ -12,6 +12,8 @@ Writes to OUT_DIR, at full precision:
   stage's two logit variants (params.yaml settings, the default ``qmc`` engine);
 - ``{a1,bp}_{groups,coefs}.csv``: A1 and Bush-Prather (published coding, params.yaml
   settings: A1 by the exact ``quadrature`` engine, Bush-Prather by ``qmc``);
+- ``{m2,a1,bp}.nc``: what the fit stage writes to those models' ``posterior.nc``
+  (analysis/fit.py's ``archive``: the stored draws and the rounded pointwise log-likelihood);
 - ``seconds.csv``: wall and CPU seconds of each block of fits;
 - ``runtime.json``: what this process runs on (numpy's enabled SIMD dispatch targets,
   OpenBLAS's kernel and thread count, numba's target CPU), so that the test can check that
@@ -38,6 +40,20 @@ CSV = {"index": False, "float_format": "%.17g"}
 #: M1 and M2 as in the pipeline (seed 12, 4 x 1000 draws)
 LAMBDA = {"m1": {"gamma_sd": 1.0, "beta_sd": 1.0}, "m2": {"gamma_sd": 1.0, "beta_sd": 0.5}}
 LOGIT = ("logit_published", "logit_additive_main_effects")
+#: Models whose posterior.nc (the fit stage's bytes) the test compares.
+ARCHIVED = ("m2", "a1", "bp")
+
+
+def write_archive(fit, path: Path) -> None:
+    """``posterior.nc`` as the fit stage writes it (analysis/fit.py's ``archive``)."""
+    import importlib
+
+    sys.path.insert(0, str(ROOT / "analysis"))
+    try:
+        stage = importlib.import_module("fit")
+    finally:
+        sys.path.remove(str(ROOT / "analysis"))
+    stage.archive(fit).to_netcdf(str(path))
 
 
 def runtime() -> dict:
@@ -65,6 +81,8 @@ def lambda_models(tw: pd.DataFrame, out: Path) -> None:
         fit.coefs().to_csv(out / f"{model}_coefs.csv", **CSV)
         times = ["wall_seconds", "compile_seconds", "sampling_seconds"]
         fit.diagnostics().drop(columns=times).to_csv(out / f"{model}_diagnostics.csv", **CSV)
+        if model in ARCHIVED:
+            write_archive(fit, out / f"{model}.nc")
     est = {"ols": S.ols_estimator, "hierarchical": S.hierarchical_estimator}
     sim = [S.run_replicate(design, 0, 12, est) for design in (1, 2)]
     pd.concat(sim, ignore_index=True).to_csv(out / "sim.csv", **CSV)
@@ -100,6 +118,7 @@ def varying_slopes_models(tw: pd.DataFrame, params: dict, out: Path) -> None:
         assert fit.engine == settings["engine"], fit.engine
         fit.group_effects().to_csv(out / f"{name}_groups.csv", **CSV)
         fit.coefs().to_csv(out / f"{name}_coefs.csv", **CSV)
+        write_archive(fit, out / f"{name}.nc")
 
 
 def main(out: Path) -> None:

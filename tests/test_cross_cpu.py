@@ -8,7 +8,11 @@ level may cross it). It runs twice: on this CPU with one BLAS thread (the refere
 CPU with every emulation at once, as an older x86-64 machine would differ: numpy's SIMD
 dispatch limited to the x86-64-v2 baseline (no AVX2/FMA3/AVX-512 kernels), OpenBLAS forced
 to an old kernel (Prescott), two BLAS threads, numba compiling for a generic CPU. The worker
-reports what it ran on and the test checks that each emulation was in force.
+reports what it ran on and the test checks that each emulation was in force. It also writes
+``posterior.nc`` of M2, A1 and Bush-Prather as the fit stage does, and those files must have
+the same bytes on both (the draws and the log-likelihood are rounded so that another CPU's
+last-bit noise crosses a rounding boundary with a measured probability of about 1e-4 per run;
+see hetfx.models.exact.DRAW_BITS).
 
 ``HETFX_CROSS_CPU=each`` runs every emulation alone as well (four more worker processes,
 about 2 min of CPU), to find which one moves a number when the combined run fails.
@@ -61,6 +65,8 @@ EMULATIONS = {
     "two_threads": {"OPENBLAS_NUM_THREADS": "2"},
     "numba_generic": {"NUMBA_CPU_NAME": "generic"},
 }
+#: Models whose posterior.nc must have the same bytes on every CPU (tests/cross_cpu_worker.py)
+ARCHIVED = ("m2", "a1", "bp")
 REFERENCE = {"OPENBLAS_NUM_THREADS": "1"}
 ANOTHER_CPU = {k: v for extra in EMULATIONS.values() for k, v in extra.items()}
 SETTINGS = {"reference": REFERENCE, "another_cpu": {**REFERENCE, **ANOTHER_CPU}}
@@ -83,6 +89,7 @@ def _run(out, extra: dict) -> dict:
     res = {f: pd.read_csv(out / f"{f}.csv") for f in TOL}
     res["seconds"] = pd.read_csv(out / "seconds.csv")
     res["runtime"] = json.loads((out / "runtime.json").read_text())
+    res["archives"] = {m: out / f"{m}.nc" for m in ARCHIVED}
     return res
 
 
@@ -161,3 +168,36 @@ def test_draws_do_not_shift_when_the_weights_change_in_the_last_bits(seed):
     b = BlockPosterior(model, dataclasses.replace(grid, weights=w)).draws(2000, 7)
     for key in a:
         np.testing.assert_allclose(a[key], b[key], rtol=0, atol=1e-9)
+
+
+def _archive_differences(a, b) -> list[str]:
+    """The variables (group/name: cells that differ) of two posterior.nc files."""
+    import xarray as xr
+
+    out = []
+    for group in ("posterior", "log_likelihood"):
+        with xr.open_dataset(a, group=group) as x, xr.open_dataset(b, group=group) as y:
+            for name in x.data_vars:
+                n = int((x[name].values != y[name].values).sum())
+                if n:
+                    out.append(f"{group}/{name}: {n} of {x[name].size}")
+    return out or ["bytes only (no value differs)"]
+
+
+@pytest.mark.slow  # shares the two worker processes
+@pytest.mark.parametrize("setting", [s for s in SETTINGS if s != "reference"])
+def test_posterior_files_are_byte_identical_across_emulated_cpus(runs, setting):
+    """posterior.nc of M2 (exact engine), A1 (quadrature engine) and Bush-Prather (qmc
+    engine), as the fit stage writes it, has the same bytes on the emulated CPU: the draws
+    come from canonical nodes and a canonical proposal and are rounded to
+    hetfx.models.exact.DRAW_BITS per quantity, the log-likelihood to 2^-16 (analysis/fit.py
+    LL_BITS). Measured when written (combined emulation): expected crossings of a rounding
+    boundary 6e-6 (M2), 2.7e-5 (A1), 5.9e-5 (Bush-Prather) per run; without the rounding
+    every file differed."""
+    ref, res = runs["reference"]["archives"], runs[setting]["archives"]
+    differ = {
+        m: _archive_differences(ref[m], res[m])
+        for m in ARCHIVED
+        if ref[m].read_bytes() != res[m].read_bytes()
+    }
+    assert not differ, differ

@@ -30,7 +30,9 @@ number of groups, never ``O(n)``, never a dense ``(G b + k)``-square factorisati
 combination of ``a`` and the blocks is Gaussian given the scales (:meth:`BlockModel.combo_moments`)
 and its posterior is a finite mixture of normals over the grid's nodes
 (:class:`BlockPosterior`): exact means, SDs and quantiles (solving the mixture CDF), nothing
-random. Draws (for arviz) are exact draws from that mixture.
+random. Draws (for arviz) are exact draws from that mixture, at its nodes rounded to values
+that are the same on any CPU and themselves rounded (:data:`DRAW_BITS`), so that the stored
+draws are the same bits on any CPU.
 
 :func:`fit_block_model` integrates the scales on :func:`lattice_grid_nd` (Gauss-Hermite nodes
 on ``log sigma``, a lattice with flood fill on the others) with the settings of
@@ -119,6 +121,36 @@ KERNEL_MAX_PRODUCTS = 1 << 18
 SCHUR_DIRECT_COEFS = 48
 #: The finer grid the settings of :data:`GRIDS` are measured against.
 FINE_GRID = {"hermite": None, "resolution": 4.0, "drop": 32.0, "prune": 0.0}
+#: The draws (:meth:`BlockPosterior.draws`) are the same bits on any CPU, but with a small
+#: probability: they are drawn at the grid's nodes rounded to canonical values
+#: (:attr:`NDGrid.draw_nodes`; the grid and every exact summary keep the nodes themselves)
+#: and rounded to ``DRAW_BITS`` bits per quantity. Another CPU's arithmetic (measured with
+#: the emulations of tests/test_cross_cpu.py: numpy without AVX2/AVX-512 kernels, OpenBLAS's
+#: Prescott kernel, two BLAS threads, numba for a generic CPU, all at once) moves what they
+#: are made from: the mode by up to 7.8e-11 and the Laplace SDs by 3.2e-9 relative (Tomz-Weeks
+#: M1, M2, A1), 8,424 of A1's 29,510 lattice nodes by up to 3.6e-15 (``np.sinh``), and the
+#: unrounded draws by up to 1.3e-13. A rounded value changes only where that noise crosses a
+#: rounding boundary: expected number of crossings ``sum |noise| / step``, measured per
+#: fit: the draws at 16 bits 2.4e-5 (M1: 164,000 values), 5.5e-6 (M2), 2.4e-5 (A1); the
+#: lattice nodes 3.0e-6 (A1), 1.4e-8 (M1); the Hermite axis 1.8e-8 (A1). At 20 bits the
+#: draws' would be 16 times as many (3.8e-4 for M1), so 16.
+#:
+#: The Gauss-Hermite axis's scale ``sqrt(2) sd`` of the draws' nodes is rounded to
+#: ``HERMITE_BITS`` significant bits and its centre (the mode) to a multiple of
+#: ``2^-HERMITE_BITS`` of the power of two below the scale: its nodes move by less than
+#: ``2^-HERMITE_BITS`` of the scale (7e-4 posterior SDs of ``log sigma``).
+HERMITE_BITS = 10
+#: The lattice axes' nodes ``u = c + a sinh(v)`` of the draws rounded to multiples of
+#: ``2^-LATTICE_BITS`` of the power of two below ``a``: they move by less than 2^-21 ``a``.
+LATTICE_BITS = 20
+#: Significant bits of the Hermite nodes of :func:`numpy.polynomial.hermite.hermgauss` (an
+#: eigen-solver's: their last bits could depend on the LAPACK kernel; the same under the
+#: emulations).
+HERMITE_NODE_BITS = 32
+#: Bits per quantity of the stored draws (:func:`_quantise_columns`: a step of
+#: ``2^(e - DRAW_BITS)`` where ``2^e`` bounds the quantity's largest draw, 1.5e-5 of it at
+#: most; Monte Carlo error of 4,000 draws: 1.6e-2 posterior SDs).
+DRAW_BITS = 16
 
 
 # ---------------------------------------------------------------- numerical helpers
@@ -184,6 +216,17 @@ def _quantise_columns(x: np.ndarray, bits: int = 40) -> np.ndarray:
     np.divide(x, step, out=x)
     np.rint(x, out=x)
     return np.multiply(x, step, out=x)
+
+
+def _snap(x, step):
+    """``x`` rounded to the nearest multiple of ``step`` (a power of two, or an array of
+    them): exact in IEEE arithmetic, so the same on every CPU for the same ``x``."""
+    return np.rint(np.divide(x, step)) * step
+
+
+def _power_of_two_below(x):
+    """Largest power of two ``<= x`` (``x > 0``; exact: the exponent of ``x``)."""
+    return np.ldexp(1.0, np.frexp(x)[1] - 1)
 
 
 def _as_2d(name: str, a, n: int) -> np.ndarray:
@@ -807,10 +850,17 @@ class BlockPosterior:
         from their Gaussian conditionals. Keys ``a`` (n, k), ``c`` (n, G, b), ``effect``
         (n, G) and ``u`` (n, ndim). The draws are made in the order of their nodes (each
         node factored once), in blocks, from one stream of ``seed``, and put back in the
-        order of the picks; ``u`` rounded to 40 bits, ``a``, the blocks and the effects to a
-        grid of 40 bits per quantity (:func:`_quantise_columns`: their R-hat and ESS are then
-        the same on any CPU)."""
+        order of the picks.
+
+        The same bits on any CPU (but with a probability of about 1e-4 per fit, see
+        :data:`DRAW_BITS`): the conditionals are those of the grid's ``draw_nodes`` (its
+        nodes rounded, see :data:`HERMITE_BITS`), ``u`` holds those nodes, and ``a``, the
+        blocks and the effects are rounded to ``DRAW_BITS`` bits per quantity
+        (:func:`_quantise_columns`: the same step for every draw of a quantity, so their
+        R-hat and ESS are the same on any CPU too)."""
         md = self.model
+        at = getattr(self.grid, "draw_nodes", None)
+        at = self.nodes if at is None else at
         rng = np.random.default_rng(seed)
         cum = np.cumsum(self.weights)
         idx = np.minimum(np.searchsorted(cum, rng.random(n) * cum[-1], side="right"), len(cum) - 1)
@@ -822,7 +872,7 @@ class BlockPosterior:
         used = np.unique(idx)
         for j in range(0, len(used), size):  # nodes factored together
             nodes = used[j : j + size]
-            pieces = md.draw_pieces(md.factor(self.nodes[nodes]))
+            pieces = md.draw_pieces(md.factor(at[nodes]))
             lo = np.searchsorted(sidx, nodes[0], side="left")
             hi = np.searchsorted(sidx, nodes[-1], side="right")
             for i in range(lo, hi, block):
@@ -832,9 +882,10 @@ class BlockPosterior:
                 inv = np.searchsorted(nodes, idx[rows])
                 a, c = md.draw(None, z_a, z_c, inv, pieces)
                 a_out[rows], c_out[rows] = a, c
-        a_out, c_out = _quantise_columns(a_out), _quantise_columns(c_out)
-        effect = _quantise_columns(a_out @ md.effect_coefs.T + c_out[:, :, md.effect_col])
-        return {"a": a_out, "c": c_out, "effect": effect, "u": _quantise(self.nodes[idx])}
+        a_out, c_out = _quantise_columns(a_out, DRAW_BITS), _quantise_columns(c_out, DRAW_BITS)
+        effect = a_out @ md.effect_coefs.T + c_out[:, :, md.effect_col]
+        effect = _quantise_columns(effect, DRAW_BITS)
+        return {"a": a_out, "c": c_out, "effect": effect, "u": at[idx]}
 
 
 def mixture_frame(w, m, s, probs) -> pd.DataFrame:
@@ -986,6 +1037,9 @@ class NDGrid:
     means, sds : numpy.ndarray or None
         ``(J, G)`` conditional moments of the group effects at the kept nodes, where the
         grid was built with ``moments=True``.
+    draw_nodes : numpy.ndarray or None
+        ``(J, d)`` the nodes rounded to values that are the same on any CPU, where
+        :meth:`BlockPosterior.draws` draws (None: at ``nodes``).
     """
 
     nodes: np.ndarray
@@ -998,6 +1052,7 @@ class NDGrid:
     centre: np.ndarray | None = None
     scale: np.ndarray | None = None
     step: np.ndarray | None = None
+    draw_nodes: np.ndarray | None = None
     hermite: int | None = None
 
 
@@ -1293,7 +1348,9 @@ def lattice_grid_nd(
         return done["lw"][-1]
 
     known = _flood_fill(lat, evaluate, drop)
-    return _assemble_grid(lat, done, known, prune, moments)
+    grid = _assemble_grid(lat, done, known, prune, moments)
+    grid.draw_nodes = lat.canonical(grid.nodes)
+    return grid
 
 
 class _Lattice:
@@ -1309,10 +1366,16 @@ class _Lattice:
             # Gaussian weight; the e^{x^2} undoes the weight function: f is the density itself
             self.gh_u = mode[0] + np.sqrt(2.0) * sd[0] * gh_x
             self.gh_lj = np.log(gh_w) + gh_x**2 + np.log(np.sqrt(2.0) * sd[0])
+            # the nodes of the draws (see canonical): centre, scale and the Hermite nodes
+            # rounded, the same on any CPU (the mode and SD move in their last bits)
+            s = _quantise(np.sqrt(2.0) * sd[:1], HERMITE_BITS)
+            centre = _snap(mode[:1], _power_of_two_below(s) * 2.0**-HERMITE_BITS)
+            self.gh_canonical = centre + s * _quantise(gh_x, HERMITE_NODE_BITS)
         res = np.broadcast_to(np.asarray(resolution, dtype=float), (d,))
         a = np.array([_lattice_step(stretch * sd[i]) for i in range(d)])
         hv = np.array([_lattice_step(min(width[i] / res[i], max_step) / a[i]) for i in range(d)])
         self.a, self.hv = a, hv
+        self.u_step = _power_of_two_below(a) * 2.0**-LATTICE_BITS  # see canonical
         self.c = c = np.round(mode / (a * hv)) * (a * hv)
         if min_log is None:
             min_log = [None] + [float(np.log(1e-14))] * (d - 1)
@@ -1344,6 +1407,20 @@ class _Lattice:
             u[:, 0] = self.gh_u[idx[:, 0]]
             lj[:, 0] = self.gh_lj[idx[:, 0]]
         return u, lj.sum(axis=1)
+
+    def canonical(self, u: np.ndarray) -> np.ndarray:
+        """The nodes ``u`` (of :meth:`to_u`) as :meth:`BlockPosterior.draws` uses them: the
+        same bits on any CPU. A lattice coordinate rounded to a multiple of
+        ``2^-LATTICE_BITS`` of its axis's ``a`` (``np.sinh``'s last bit differs between SIMD
+        kernels); a Gauss-Hermite node replaced by its node on a centre and scale rounded to
+        ``HERMITE_BITS`` (and the Hermite nodes to ``HERMITE_NODE_BITS``: an eigen-solver's).
+        The nodes move by at most ``2^-(LATTICE_BITS + 1)`` of ``a`` and about
+        ``2^-HERMITE_BITS`` of the Hermite scale; see :data:`DRAW_BITS` for what that costs."""
+        out = _snap(u, self.u_step)
+        if self.hermite is not None and len(u):
+            near = np.abs(u[:, :1] - self.gh_u[None, :]).argmin(axis=1)
+            out[:, 0] = self.gh_canonical[near]
+        return out
 
     def encode(self, idx: np.ndarray) -> np.ndarray:
         if np.any(np.abs(idx) >= self.off):

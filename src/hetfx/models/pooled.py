@@ -31,7 +31,13 @@ import pandas as pd
 from scipy import sparse
 
 from hetfx.inference import Diagnostics, compute_diagnostics, summarise_coefs
-from hetfx.models.exact import BlockModel, BlockPosterior, _quantise, fit_block_model
+from hetfx.models.exact import (
+    DRAW_BITS,
+    BlockModel,
+    BlockPosterior,
+    _quantise_columns,
+    fit_block_model,
+)
 from hetfx.models.gaussian import ScalePrior
 from hetfx.models.lambda_model import (
     _SUMMARY_PROBS,
@@ -189,7 +195,7 @@ class LambdaPosterior:
         for name in self.scale_names:
             col = {"sigma": 0, "sigma_theta": md.b, "sigma_alpha": 1, "rho": 3}[name]
             x = dr["u"][:, col]
-            out[name] = _quantise(np.tanh(x) if name == "rho" else np.exp(x))
+            out[name] = _quantise_columns(np.tanh(x) if name == "rho" else np.exp(x), DRAW_BITS)
         return out
 
 
