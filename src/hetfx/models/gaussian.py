@@ -50,11 +50,16 @@ def single_threaded_blas():
     libraries are looked up once per process (a lookup reads the process's memory map: 3
     ms, as long as a small simulation fit).
     """
+    import contextlib
+
     try:
         controller = _blas_controller()
     except ImportError:  # pragma: no cover - threadpoolctl ships with the environment
-        import contextlib
-
+        return contextlib.nullcontext()
+    # BLAS on one thread already (``OPENBLAS_NUM_THREADS=1``, or inside another such
+    # context): nothing to limit (reading the counts took 3 us, a limit 27 us, measured)
+    blas = [lib for lib in controller.lib_controllers if lib.user_api == "blas"]
+    if all(lib.num_threads == 1 for lib in blas):
         return contextlib.nullcontext()
     return controller.limit(limits=1, user_api="blas")
 
