@@ -117,7 +117,7 @@ def test_lambda_data_keys_built_on_first_use_as_before():
     Z = pd.DataFrame({"Intercept": 1.0}, index=labels)
     y, t, X, g = np.arange(6.0), np.tile([0.0, 1.0], 3), np.ones((6, 1)), np.repeat([0, 1, 2], 2)
     d = prepare_lambda_data(y, t, X, g, Z, cells, "cell")
-    assert "keys" not in vars(d)  # not built yet
+    assert d._keys is None  # not built yet
     pd.testing.assert_frame_equal(d.keys, _keys_frame(cells, Z.index, "cell"))
     assert d.keys.columns.tolist() == ["cell", "x1", "x2"] and d.keys["cell"].tolist() == list(
         "abc"

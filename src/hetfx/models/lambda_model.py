@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import time
 import types
 from collections.abc import Sequence
@@ -94,15 +93,20 @@ class LambdaData:
     X: pd.DataFrame
     group: np.ndarray
     Z: pd.DataFrame
+    _keys: pd.DataFrame | None = dataclasses.field(default=None, repr=False)
     group_name: str = "group"
     group_keys: pd.DataFrame | None = dataclasses.field(default=None, repr=False)
 
-    @functools.cached_property
+    @property
     def keys(self) -> pd.DataFrame:
-        """G rows: column ``group_name`` with the labels, then the key columns."""
-        if self.group_keys is None:
-            return pd.DataFrame({self.group_name: [str(v) for v in self.Z.index]})
-        return _keys_frame(self.group_keys, self.Z.index, self.group_name)
+        """G rows: column ``group_name`` with the labels, then the key columns (given, or
+        built from ``group_keys`` when first read)."""
+        if self._keys is None:
+            if self.group_keys is None:
+                self._keys = pd.DataFrame({self.group_name: [str(v) for v in self.Z.index]})
+            else:
+                self._keys = _keys_frame(self.group_keys, self.Z.index, self.group_name)
+        return self._keys
 
     @property
     def n_obs(self) -> np.ndarray:
@@ -164,7 +168,7 @@ def prepare_lambda_data(
         raise ValueError("Z index (group labels) must be unique")
     if group_keys is not None and len(group_keys) != G:
         raise ValueError(f"group_keys has {len(group_keys)} rows, Z has {G}")
-    d = LambdaData(y, treat, Xf, g.astype(np.int64), Zf, group_name, group_keys)
+    d = LambdaData(y, treat, Xf, g.astype(np.int64), Zf, None, group_name, group_keys)
     in_order = group_keys is None or isinstance(group_keys.index, pd.RangeIndex)
     if not (in_order or group_keys.index.equals(Zf.index)):
         _ = d.keys  # rows matched by label now: a label that group_keys lacks raises here
