@@ -104,3 +104,138 @@ def test_labelled_cells_defer_to_the_frames_way_for_the_error():
     df = pd.DataFrame({"g": ["a", "a", "b", "b"], "x1": [0, 1, 0, 0]})
     with pytest.raises(api.DesignError, match=r"not constant within 'g': groups \['a'\]"):
         api._cells_of(Columns(df), "g", ["x1"])
+
+
+# ------------------------------------------------------------ per-fit overheads
+def test_lambda_data_keys_built_on_first_use_as_before():
+    """``LambdaData.keys`` is built when first read, equal to the frame built at once; group
+    keys matched by label are matched at once, so that a label they lack still raises."""
+    from hetfx.models.lambda_model import _keys_frame, prepare_lambda_data
+
+    labels = pd.Index(["a", "b", "c"], name="cell")
+    cells = pd.DataFrame({"x1": [0, 1, 1], "x2": [1, 0, 1]}, index=labels)
+    Z = pd.DataFrame({"Intercept": 1.0}, index=labels)
+    y, t, X, g = np.arange(6.0), np.tile([0.0, 1.0], 3), np.ones((6, 1)), np.repeat([0, 1, 2], 2)
+    d = prepare_lambda_data(y, t, X, g, Z, cells, "cell")
+    assert d._keys is None  # not built yet
+    pd.testing.assert_frame_equal(d.keys, _keys_frame(cells, Z.index, "cell"))
+    assert d.keys.columns.tolist() == ["cell", "x1", "x2"] and d.keys["cell"].tolist() == list(
+        "abc"
+    )
+    no_keys = prepare_lambda_data(y, t, X, g, Z, None, "cell")
+    assert no_keys.keys["cell"].tolist() == list("abc")
+    with pytest.raises(KeyError):
+        prepare_lambda_data(y, t, X, g, Z, cells.set_axis(["a", "b", "z"]), "cell")
+
+
+@pytest.mark.parametrize("kind", ["half_student_t", "half_normal"])
+def test_scale_prior_value_is_the_log_density_of_logpdf_log(kind):
+    """The log prior without its derivative is the same array; the cached constant is the
+    half-Student-t's normalising constant as written out."""
+    from scipy.special import gammaln
+
+    from hetfx.models.gaussian import ScalePrior
+
+    p = ScalePrior(kind, 1.7, 4.0)
+    u = np.linspace(-30.0, 8.0, 77)
+    assert np.array_equal(p.logpdf_log(u)[0], p.logpdf_log_value(u))
+    if kind == "half_student_t":
+        nu, s = 4.0, 1.7
+        c = (
+            np.log(2)
+            + gammaln((nu + 1) / 2)
+            - gammaln(nu / 2)
+            - 0.5 * np.log(nu * np.pi)
+            - np.log(s)
+        )
+        x = np.exp(u)
+        assert np.array_equal(p.logpdf(x), c - (nu + 1) / 2 * np.log1p((x / s) ** 2 / nu))
+
+
+@pytest.mark.parametrize(
+    "probs", [(), (0.5,), (0.5, 0.05, 0.95, 0.025), (0.5, 0.5), (0.1, 0.9, 0.1)]
+)
+def test_mixture_frame_equals_the_frame_of_its_columns(probs):
+    """The summary frame built from one stacked array is the frame of the dict of columns
+    (a probability asked for twice: one column)."""
+    from hetfx.inference import mixture_moments, mixture_quantiles, quantile_name
+    from hetfx.models.exact import mixture_frame
+
+    rng = np.random.default_rng(5)
+    w = rng.random(20)
+    w /= w.sum()
+    m, s = rng.normal(size=(20, 6)), rng.random((20, 6)) + 0.1
+    mean, sd = mixture_moments(w, m, s)
+    columns = {"mean": mean, "sd": sd}
+    if probs:
+        for p, q in zip(probs, mixture_quantiles(w, m, s, probs), strict=True):
+            columns[quantile_name(p)] = q
+    got = mixture_frame(w, m, s, probs)
+    pd.testing.assert_frame_equal(got, pd.DataFrame(columns), check_exact=True)
+    assert got.columns.dtype == pd.DataFrame(columns).columns.dtype
+
+
+@pytest.mark.parametrize(
+    "cells",
+    [
+        pd.DataFrame({"x1": [0, 1], "x2": [1, 1]}),
+        pd.DataFrame({"x1": [0.5, 1.0], "x2": [1.0, 2.0]}),
+        pd.DataFrame({"x1": [0, 1], "x2": [True, False]}),
+        pd.DataFrame({"x1": ["a", "b"], "x2": [1, 2]}),
+        pd.DataFrame({"x1": pd.Categorical(["a", "b"]), "x2": pd.Categorical(["c", "c"])}),
+        pd.DataFrame({"x1": np.array(["a", "b"], dtype=object)}, dtype=object),
+    ],
+)
+def test_group_effect_keys_copy_the_cells_columns(cells):
+    """The cells' columns in the group-effects frame: the same frame as from copies of each
+    column, not sharing memory with the cells."""
+    from hetfx.results import _frame_columns
+
+    got = _frame_columns(cells)
+    assert list(got) == list(cells.columns)
+    ref = {m: cells[m].array.copy() for m in cells.columns}
+    pd.testing.assert_frame_equal(pd.DataFrame(got), pd.DataFrame(ref), check_exact=True)
+    for m, v in got.items():
+        assert not np.shares_memory(np.asarray(v), np.asarray(cells[m].array))
+
+
+@pytest.mark.parametrize(
+    "s",
+    [
+        pd.Series(["a", None, "b"]),
+        pd.Series(["a", np.nan, "b"], dtype=object),
+        pd.Series(pd.Categorical(["a", None, "a"])),
+        pd.Series([1, None, 3], dtype="Int64"),
+        pd.Series([1.0, np.inf, None], dtype="Float64"),
+        pd.Series([True, None, False], dtype="boolean"),
+        pd.Series([1.0, -np.inf, np.nan]),
+    ],
+)
+def test_bad_values_are_the_missing_and_infinite_rows(s):
+    from hetfx.validation import bad_values
+
+    numeric = pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s)
+    ref = s.isna().to_numpy()
+    if numeric:
+        ref = ref | ~np.isfinite(s.to_numpy(dtype=float, na_value=np.nan))
+    assert np.array_equal(bad_values(s), ref)
+
+
+def test_single_threaded_blas_inside_a_one_thread_limit():
+    """Where BLAS already runs one thread the context sets nothing, and the counts stay 1
+    inside it and after it; the outer limit restores them as before."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from hetfx.models.gaussian import single_threaded_blas
+
+    def counts():
+        return {
+            i["filepath"]: i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"
+        }
+
+    before = counts()
+    with threadpool_limits(limits=1, user_api="blas"):
+        with single_threaded_blas():
+            assert set(counts().values()) == {1}
+        assert set(counts().values()) == {1}
+    assert counts() == before
