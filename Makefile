@@ -38,16 +38,10 @@ env: $(UV)
 # their list) and the fit stages' numba kernels; `make repro PRECOMPILE=` leaves both to the
 # stages (as `analysis/timing.py --fresh-clone --precompile-list` does to derive the list)
 PRECOMPILE ?= analysis/precompile.txt
-# and analysis/headstart.py, at the lowest priority, fits the simulation stages' replicates
-# into their work directories with what the single-core stages leave of the machine (a
-# fresh clone: the simulation stages then resume from them); each simulation stage stops it
-# as it starts, and so does the end of the rebuild. `make repro HEADSTART=` leaves it out.
-HEADSTART ?= 1
 repro: env
 	@if [ -n "$(PRECOMPILE)" ]; then $(VENV_BIN)/python analysis/precompile.py --list "$(PRECOMPILE)" >/dev/null 2>&1 & fi; \
-	if [ -n "$(HEADSTART)" ]; then nice -n 19 $(VENV_BIN)/python analysis/headstart.py >/dev/null 2>&1 & echo $$! > .headstart.pid; fi; \
 	echo 'PATH="$(VENV_BIN):$$PATH" dvc repro'; PATH="$(VENV_BIN):$$PATH" dvc repro; \
-	status=$$?; $(VENV_BIN)/python analysis/headstart.py --stop; wait; exit $$status
+	status=$$?; wait; exit $$status
 
 # compare the outputs in the working tree with the committed ones (after `make repro`):
 # every numeric cell of results/ and data/clean/ CSVs, every quoted number of the manuscript

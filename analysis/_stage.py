@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import sys
 import threading
 import time
@@ -34,11 +33,6 @@ if TYPE_CHECKING:
 
 #: Where the stages write run times (``timings/<name>.csv``): git-ignored, no DVC output.
 TIMINGS = Path("timings")
-#: The process id of analysis/headstart.py while it runs (git-ignored): the simulation
-#: stages stop it before they fit (:func:`stop_headstart`).
-HEADSTART_PID = Path(".headstart.pid")
-#: Where the head start writes: the work directories of the simulation stages.
-HEADSTART_WORK = Path("results/simulation")
 #: Significant digits of the Monte Carlo tables (simulation replicates, robustness refits):
 #: their last digits are far below their Monte Carlo error.
 MONTE_CARLO_DIGITS = 6
@@ -81,51 +75,6 @@ def run(stage: str, main: Callable[[], None], expected: tuple[type[BaseException
         print(f"[{stage}] FAILED: {exc}", file=sys.stderr, flush=True)
         sys.exit(1)
     exit_now()
-
-
-def _is_headstart(pid: int) -> bool:
-    """Whether ``pid`` is a running analysis/headstart.py of this folder (not an exited
-    one, a zombie, or an unrelated process that reuses the number)."""
-    proc = Path(f"/proc/{pid}")
-    if not Path("/proc/self").exists():  # no /proc (macOS): only whether it exists
-        try:
-            os.kill(pid, 0)
-        except OSError:
-            return False
-        return True
-    try:
-        command = (proc / "cmdline").read_bytes()
-        here = os.path.samefile(proc / "cwd", ".")
-    except OSError:
-        return False
-    return here and b"headstart.py" in command
-
-
-def stop_headstart(stage: str | None = None, wait: float = 30.0) -> None:
-    """Stop analysis/headstart.py if it runs (``make repro`` starts it beside ``dvc
-    repro``), wait for it to end and remove what it was writing: its temporary files (its
-    replicates and manifests are renamed into place whole, so a stop leaves only finished
-    ones, which the stage then reads instead of fitting them again)."""
-    try:
-        pid = int(HEADSTART_PID.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return
-    running = _is_headstart(pid)
-    if running:
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + wait
-        while _is_headstart(pid) and time.monotonic() < deadline:
-            time.sleep(0.02)
-    for tmp in HEADSTART_WORK.rglob(f".*.{pid}.tmp"):
-        tmp.unlink(missing_ok=True)
-    HEADSTART_PID.unlink(missing_ok=True)
-    if running and stage:
-        done = sum(1 for _ in HEADSTART_WORK.rglob("replicate_*.parquet"))
-        log(
-            stage,
-            f"stopped the head start (process {pid}); {done} finished replicates in the "
-            "work directories are read back, not fitted again",
-        )
 
 
 def exit_now() -> None:

@@ -32,7 +32,7 @@ from pathlib import Path  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from _figures import save_figures  # noqa: E402
-from _stage import MONTE_CARLO_DIGITS, load_params, log, run, stop_headstart, write_csv  # noqa: E402
+from _stage import MONTE_CARLO_DIGITS, load_params, log, run, write_csv  # noqa: E402
 from hetfx.paper import figures  # noqa: E402
 from hetfx.paper import simulation as S  # noqa: E402
 from hetfx.paper.params import ParamsError  # noqa: E402
@@ -106,19 +106,6 @@ def metrics(summary: pd.DataFrame, cond: str) -> dict:
 ESTIMATORS = {"ols": S.ols_estimator, "hierarchical": S.hierarchical_estimator}
 
 
-def planned_run(params) -> dict:
-    """The arguments of the stage's call of ``S.run_simulation`` but its workers' (backend,
-    ``n_jobs``): analysis/headstart.py makes the same call ahead of time."""
-    replicates = min(params.replicates, SMALL_REPLICATES) if params.small else params.replicates
-    return {
-        "n_replicates": replicates,
-        "root_seed": params.root_seed,
-        "estimators": ESTIMATORS,
-        "work_dir": WORK,
-        "n_obs": params.n_obs,
-    }
-
-
 def write_design(estimates: pd.DataFrame, design: int) -> dict[str, pd.DataFrame]:
     name, cond = DESIGNS[design]
     folder = OUT / name
@@ -178,9 +165,9 @@ def main() -> None:
     params = load_params().simulation
     if params is None:
         raise ParamsError("params.yaml has no `simulation:` section")
-    planned = planned_run(params)
-    replicates = planned["n_replicates"]
-    stop_headstart(STAGE)
+    replicates = params.replicates
+    if params.small:
+        replicates = min(replicates, SMALL_REPLICATES)
     where = f"dask @ {params.scheduler_address}" if params.scheduler_address else params.backend
     log(
         STAGE,
@@ -200,10 +187,14 @@ def main() -> None:
     start = time.perf_counter()
     try:
         result = S.run_simulation(
-            **planned,
+            replicates,
+            root_seed=params.root_seed,
+            estimators=ESTIMATORS,
+            work_dir=WORK,
             n_jobs=params.n_jobs,
             backend=params.backend,
             scheduler_address=address,
+            n_obs=params.n_obs,
             on_mismatch="restart",
         )
     finally:

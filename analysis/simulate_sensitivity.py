@@ -34,14 +34,7 @@ from pathlib import Path  # noqa: E402
 
 import pandas as pd  # noqa: E402
 
-from _stage import (  # noqa: E402
-    MONTE_CARLO_DIGITS,
-    load_params,
-    log,
-    run,
-    stop_headstart,
-    write_csv,
-)
+from _stage import MONTE_CARLO_DIGITS, load_params, log, run, write_csv  # noqa: E402
 from hetfx.paper import simulation as S  # noqa: E402
 from hetfx.paper.params import ParamsError  # noqa: E402
 
@@ -91,39 +84,6 @@ def published_fits(models: list[str], replicates: int) -> pd.DataFrame | None:
     return fits
 
 
-def replicates_of(sens) -> int:
-    return min(sens.replicates, SMALL_REPLICATES) if sens.small else sens.replicates
-
-
-def planned_run(params, dgp: str, estimators: dict) -> dict:
-    """The arguments of the stage's call of ``S.run_simulation`` for ``dgp`` but its
-    workers' (backend, ``n_jobs``)."""
-    sim, sens = params.simulation, params.simulation_sensitivity
-    return {
-        "n_replicates": replicates_of(sens),
-        "root_seed": sim.root_seed,
-        "estimators": estimators,
-        "work_dir": WORK / dgp,
-        "n_obs": sim.n_obs,
-        "baseline_sd": 0.0 if dgp == "published" else sens.baseline_sd,
-    }
-
-
-def headstart_runs(params, simulate_replicates: int) -> list[dict]:
-    """The calls the stage will make, for analysis/headstart.py: the shifted DGP's, then the
-    published DGP's without the estimators it reads from the stage `simulate` (which runs
-    ``simulate_replicates``)."""
-    sens = params.simulation_sensitivity
-    if params.simulation is None or sens is None:
-        return []
-    estimators = {name: ESTIMATORS[name] for name in sens.models}
-    here = estimators
-    if simulate_replicates >= replicates_of(sens):
-        here = {m: f for m, f in estimators.items() if m not in REUSED}
-    runs = [planned_run(params, "shifted", estimators)]
-    return runs + ([planned_run(params, "published", here)] if here else [])
-
-
 def main() -> None:
     for path in outputs():  # never leave a previous run's files beside a failure
         path.unlink(missing_ok=True)
@@ -131,8 +91,7 @@ def main() -> None:
     sim, sens = params.simulation, params.simulation_sensitivity
     if sim is None or sens is None:
         raise ParamsError("params.yaml needs `simulation:` and `simulation_sensitivity:` sections")
-    stop_headstart(STAGE)
-    replicates = replicates_of(sens)
+    replicates = min(sens.replicates, SMALL_REPLICATES) if sens.small else sens.replicates
     estimators = {name: ESTIMATORS[name] for name in sens.models}
     log(
         STAGE,
@@ -141,7 +100,7 @@ def main() -> None:
         f"{sim.root_seed}, n = {sim.n_obs}, backend {sim.backend}, n_jobs {sim.n_jobs}",
     )
     frames, times = [], {}
-    for dgp in ("published", "shifted"):
+    for dgp, sd in (("published", 0.0), ("shifted", sens.baseline_sd)):
         start = time.perf_counter()
         here, reused = estimators, None
         if dgp == "published":
@@ -156,11 +115,16 @@ def main() -> None:
         parts = [] if reused is None else [reused]
         if here:
             result = S.run_simulation(
-                **planned_run(params, dgp, here),
+                replicates,
+                root_seed=sim.root_seed,
+                estimators=here,
+                work_dir=WORK / dgp,
                 n_jobs=sim.n_jobs,
                 backend=sim.backend,
                 scheduler_address=sim.scheduler_address,
+                n_obs=sim.n_obs,
                 on_mismatch="restart",
+                baseline_sd=sd,
                 progress=False,
             )
             parts.append(result.estimates)

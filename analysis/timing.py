@@ -131,16 +131,14 @@ def fresh_clone_repro(
 ) -> tuple[list[tuple[float, str]], list[str]]:
     """Clone HEAD into a temporary folder, run ``make repro`` there; return the stamped lines
     and what ``git status --porcelain`` lists in the clone afterwards. With
-    ``precompile_list``, ``make repro`` compiles no module ahead of time and fits no
-    replicate ahead (analysis/headstart.py, whose imports would interleave with the stages')
-    and the modules whose bytecode the rebuild wrote are then listed there
-    (analysis/precompile.py)."""
+    ``precompile_list``, ``make repro`` compiles no module ahead of time and the modules whose
+    bytecode the rebuild wrote are then listed there (analysis/precompile.py)."""
     with tempfile.TemporaryDirectory(prefix="hetfx-fresh-") as tmp:
         clone = Path(tmp) / "hetfx"
         subprocess.run(
             ["git", "clone", "--quiet", "--no-hardlinks", str(ROOT), str(clone)], check=True
         )
-        make = ["make", "repro"] + (["PRECOMPILE=", "HEADSTART="] if precompile_list else [])
+        make = ["make", "repro"] + (["PRECOMPILE="] if precompile_list else [])
         lines = run(make, save, cwd=clone)
         if precompile_list:
             subprocess.run(
