@@ -152,9 +152,9 @@ INTERVAL_COLUMNS = ("q025", "q05", "q95", "q975")
 #: bound and grid edge mass of a replicate moved, by 1.5e-14 relative on average (2e-14 at
 #: most for the estimates). At 16 bits (a step of 3.1e-5 for effects up to 2 in size, a
 #: thousandth of the study's Monte Carlo error) such a difference crosses a rounding boundary
-#: with probability about 2e-10 per value, 1e-3 for the 3.6 million values of both
-#: simulation stages: their files, and dvc.lock's hashes of them, are then the same bytes on
-#: another CPU.
+#: with probability about 2e-10 per value, 5e-4 for the 2.4 million values (not missing) of
+#: both simulation stages' work files: those files, the estimates and dvc.lock's hashes of
+#: them are then the same bytes on another CPU.
 STORED_BITS = 16
 _T_LEVELS = {"q025": 0.025, "q05": 0.05, "q95": 0.95, "q975": 0.975}
 
