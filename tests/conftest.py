@@ -17,6 +17,25 @@ TW_FILE = "tomz-weeks-2021/2017-04-YouGov-extracted.dta"
 BP_FILE = "bush-prather-2020/bush-prather-us-data-all.dta"
 
 
+def small_block_model(rng, y_scale: float = 1.0):
+    """The published (``baselines="none"``) lambda model of the exact engine on a small
+    simulated data set drawn from ``rng`` (12 groups, 800 rows), the outcome times
+    ``y_scale``: the draws' tests perturb it or its grid in the last bits."""
+    import numpy as np
+    import pandas as pd
+
+    from hetfx.models.lambda_model import prepare_lambda_data
+    from hetfx.models.pooled import lambda_block_model
+
+    G, n = 12, 800
+    Z = pd.DataFrame({"Intercept": 1.0, "a": np.arange(G) % 2}, index=[f"g{i}" for i in range(G)])
+    g = rng.integers(0, G, n)
+    t = rng.integers(0, 2, n).astype(float)
+    X = pd.DataFrame({"Intercept": 1.0, "x": rng.normal(size=n)})
+    y = (0.2 + 0.3 * rng.normal(size=G))[g] * t + 0.5 * X["x"].to_numpy() + rng.normal(size=n)
+    return lambda_block_model(prepare_lambda_data(y * y_scale, t, X, g, Z), "none")
+
+
 def write_like(original: Path, frame, target: Path) -> Path:
     """Write ``frame`` as Stata to ``target`` with the value labels of ``original``."""
     _, meta = pyreadstat.read_dta(str(original), metadataonly=True)

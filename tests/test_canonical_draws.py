@@ -8,10 +8,9 @@ import importlib
 import sys
 
 import numpy as np
-import pandas as pd
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, small_block_model
 from hetfx.models import exact
 from hetfx.models.exact import (
     DRAW_BITS,
@@ -70,17 +69,7 @@ def test_the_draws_nodes_ignore_last_bits_of_the_mode_and_sds(hermite):
 
 
 def _small_model(y_scale: float = 1.0):
-    from hetfx.models.lambda_model import prepare_lambda_data
-    from hetfx.models.pooled import lambda_block_model
-
-    rng = np.random.default_rng(11)
-    G, n = 12, 800
-    Z = pd.DataFrame({"Intercept": 1.0, "a": np.arange(G) % 2}, index=[f"g{i}" for i in range(G)])
-    g = rng.integers(0, G, n)
-    t = rng.integers(0, 2, n).astype(float)
-    X = pd.DataFrame({"Intercept": 1.0, "x": rng.normal(size=n)})
-    y = (0.2 + 0.3 * rng.normal(size=G))[g] * t + 0.5 * X["x"].to_numpy() + rng.normal(size=n)
-    return lambda_block_model(prepare_lambda_data(y * y_scale, t, X, g, Z), "none")
+    return small_block_model(np.random.default_rng(11), y_scale)
 
 
 def test_exact_draws_do_not_move_when_the_data_move_in_the_last_bits():

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, small_block_model
 
 #: Largest acceptable difference of any number of each output.
 TOL = {
@@ -151,17 +151,9 @@ def test_draws_do_not_shift_when_the_weights_change_in_the_last_bits(seed):
     import dataclasses
 
     from hetfx.models.exact import BlockPosterior, fit_block_model
-    from hetfx.models.lambda_model import prepare_lambda_data
-    from hetfx.models.pooled import lambda_block_model
 
     rng = np.random.default_rng(seed)
-    G, n = 12, 800
-    Z = pd.DataFrame({"Intercept": 1.0, "a": np.arange(G) % 2}, index=[f"g{i}" for i in range(G)])
-    g = rng.integers(0, G, n)
-    t = rng.integers(0, 2, n).astype(float)
-    X = pd.DataFrame({"Intercept": 1.0, "x": rng.normal(size=n)})
-    y = (0.2 + 0.3 * rng.normal(size=G))[g] * t + 0.5 * X["x"].to_numpy() + rng.normal(size=n)
-    model = lambda_block_model(prepare_lambda_data(y, t, X, g, Z), "none")
+    model = small_block_model(rng)  # the same stream goes on to perturb the weights
     grid = fit_block_model(model, draws=0).grid
     a = BlockPosterior(model, grid).draws(2000, 7)
     w = grid.weights * (1 + 4e-16 * rng.standard_normal(grid.weights.shape))
