@@ -81,6 +81,7 @@ import pandas as pd
 from scipy import stats
 
 import hetfx
+from hetfx.models.exact import _quantise_columns
 from hetfx.priors import Prior, Priors
 
 if TYPE_CHECKING:
@@ -764,17 +765,16 @@ def hierarchical_pooled_estimator(data: pd.DataFrame, condition: Condition) -> p
 
 
 def stored_values(x: np.ndarray, bits: int = STORED_BITS) -> np.ndarray:
-    """``x`` rounded to a binary grid of step ``2^(e - bits)``, where ``2^e`` bounds its
-    largest finite absolute value (``nan`` and an all-zero column are kept as they are).
-    Scaling by a power of two and rounding to an integer are exact: the same numbers give
-    the same bits on any CPU."""
-    x = np.asarray(x, dtype=float)
+    """``x`` (a copy) with its finite values rounded to a binary grid of step
+    ``2^(e - bits)``, where ``2^e`` bounds their largest absolute value
+    (:func:`hetfx.models.exact._quantise_columns`, the draws' rounding; ``nan`` and an
+    all-zero column are kept as they are). Exact arithmetic: the same numbers give the same
+    bits on any CPU."""
+    x = np.array(x, dtype=float)
     finite = np.isfinite(x)
-    big = float(np.max(np.abs(x[finite]))) if finite.any() else 0.0
-    if big == 0.0:
-        return x
-    step = np.ldexp(1.0, np.frexp(big)[1] - bits)
-    return np.rint(x / step) * step
+    if finite.any():
+        x[finite] = _quantise_columns(x[finite], bits)
+    return x
 
 
 def run_replicate(
