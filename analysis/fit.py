@@ -114,6 +114,34 @@ def archive(fit) -> az.InferenceData:
     return without_timestamps(az.InferenceData(**groups))
 
 
+#: How posterior.nc compresses each numeric variable: zlib at level 1 after HDF5's byte
+#: shuffle. arviz's own ``to_netcdf`` (zlib at level 4, no shuffle) took 0.9 s of CPU for M1's
+#: log-likelihood (4,000 draws x 1,200 rows, float32) and wrote 14.0 MB; this takes 0.38 s and
+#: writes 12.4 MB (the rounded values' low bytes are zeros, which the shuffle groups). Measured
+#: best of 3 on the shared 2-core machine; every variable reads back identical.
+NETCDF_ENCODING = {"zlib": True, "complevel": 1, "shuffle": True}
+
+
+def write_netcdf(idata, path: Path) -> None:
+    """Write ``idata`` to ``path`` as arviz's ``to_netcdf`` does (one netCDF group per
+    InferenceData group, read back by ``az.from_netcdf``), with :data:`NETCDF_ENCODING`."""
+    mode = "w"
+    if idata._attrs:  # the root's attributes, as arviz writes them
+        import xarray
+
+        xarray.Dataset(attrs=idata._attrs).to_netcdf(path, mode=mode, engine="h5netcdf")
+        mode = "a"
+    for group in idata._groups_all:
+        data = getattr(idata, group)
+        encoding = {
+            name: dict(NETCDF_ENCODING)
+            for name, values in data.variables.items()
+            if values.dtype.kind in "fiucb"
+        }
+        data.to_netcdf(path, mode=mode, group=group, engine="h5netcdf", encoding=encoding)
+        mode = "a"
+
+
 def rounded_loglik(ll):
     """The pointwise log-likelihood (float64 array or xarray object) as posterior.nc stores
     it: rounded to a multiple of ``2^-LL_BITS`` (exact: a power-of-two scaling and ``rint``),
@@ -135,7 +163,7 @@ def warm_writer() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         xarray.Dataset({"x": ("i", np.zeros(1))}).to_netcdf(
-            Path(tmp) / "warm.nc", engine="h5netcdf", encoding={"x": {"zlib": True}}
+            Path(tmp) / "warm.nc", engine="h5netcdf", encoding={"x": NETCDF_ENCODING}
         )
 
 
@@ -311,7 +339,7 @@ def write_model(
     if fit is not None:
         posterior = target / "posterior.nc"
         (background or Background(limit=0)).submit(
-            target, lambda: archive(fit).to_netcdf(str(posterior))
+            target, lambda: write_netcdf(archive(fit), posterior)
         )
 
 

@@ -53,7 +53,7 @@ def write_archive(fit, path: Path) -> None:
         stage = importlib.import_module("fit")
     finally:
         sys.path.remove(str(ROOT / "analysis"))
-    stage.archive(fit).to_netcdf(str(path))
+    stage.write_netcdf(stage.archive(fit), path)
 
 
 def runtime() -> dict:
