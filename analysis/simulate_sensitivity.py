@@ -99,37 +99,38 @@ def main() -> None:
         f"estimators ({', '.join(estimators)}), shift SD {sens.baseline_sd}, root seed "
         f"{sim.root_seed}, n = {sim.n_obs}, backend {sim.backend}, n_jobs {sim.n_jobs}",
     )
-    frames, times = [], {}
-    for dgp, sd in (("published", 0.0), ("shifted", sens.baseline_sd)):
-        start = time.perf_counter()
-        here, reused = estimators, None
-        if dgp == "published":
-            reused = published_fits([m for m in REUSED if m in estimators], replicates)
-            if reused is not None:
-                here = {m: f for m, f in estimators.items() if m not in REUSED}
-                log(
-                    STAGE,
-                    f"DGP published: {', '.join(sorted(set(reused['model'])))} read "
-                    "from the stage simulate's estimates (same data, same estimators)",
-                )
-        parts = [] if reused is None else [reused]
-        if here:
-            result = S.run_simulation(
-                replicates,
-                root_seed=sim.root_seed,
-                estimators=here,
-                work_dir=WORK / dgp,
-                n_jobs=sim.n_jobs,
-                backend=sim.backend,
-                scheduler_address=sim.scheduler_address,
-                n_obs=sim.n_obs,
-                on_mismatch="restart",
-                baseline_sd=sd,
-                progress=False,
-            )
-            parts.append(result.estimates)
-        times[dgp] = time.perf_counter() - start
-        log(STAGE, f"DGP {dgp}: fits done in {times[dgp]:.1f} s")
+    dgps = {"published": 0.0, "shifted": sens.baseline_sd}
+    reused = published_fits([m for m in REUSED if m in estimators], replicates)
+    plan = {dgp: (sd, estimators) for dgp, sd in dgps.items()}
+    if reused is not None:
+        plan["published"] = (0.0, {m: f for m, f in estimators.items() if m not in REUSED})
+        log(
+            STAGE,
+            f"DGP published: {', '.join(sorted(set(reused['model'])))} read "
+            "from the stage simulate's estimates (same data, same estimators)",
+        )
+    plan = {dgp: step for dgp, step in plan.items() if step[1]}
+    start = time.perf_counter()
+    # both DGPs of a replicate in one task: hierarchical_fe (centring within the cells
+    # removes the shifts) is fitted once for both
+    results = S.run_simulations(
+        replicates,
+        plan,
+        root_seed=sim.root_seed,
+        work_dir=WORK,
+        n_jobs=sim.n_jobs,
+        backend=sim.backend,
+        scheduler_address=sim.scheduler_address,
+        n_obs=sim.n_obs,
+        on_mismatch="restart",
+        progress=False,
+    )
+    log(STAGE, f"fits of both DGPs done in {time.perf_counter() - start:.1f} s")
+    frames = []
+    for dgp in dgps:
+        parts = [] if dgp not in results else [results[dgp].estimates]
+        if dgp == "published" and reused is not None:
+            parts.insert(0, reused)
         est = S.combine_estimates(parts, list(estimators))
         frames.append(est.assign(dgp=dgp))
     estimates = pd.concat(frames, ignore_index=True)

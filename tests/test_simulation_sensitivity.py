@@ -123,6 +123,65 @@ def test_separate_runs_combine_into_one_run():
         S.combine_estimates(parts, ["ols"])
 
 
+def test_fixed_baselines_estimator_is_invariant_to_the_shifts():
+    """``hierarchical_fe_estimator`` (centring within the cells) gives the same numbers on a
+    replicate's data with and without the cells' baseline shifts, to rounding: the premise of
+    ``baseline_invariant``, under which the sensitivity stage fits it once for both DGPs. The
+    published model (one baseline) is not invariant: the check can fail."""
+    for cond in (S.conditions(1)[1], S.conditions(2)[2]):
+        plain, _ = S.simulate_condition(12, 4, cond)
+        shifted, _ = S.simulate_condition(12, 4, cond, baseline_sd=0.3)
+        a, b = (S.hierarchical_fe_estimator(d, cond) for d in (plain, shifted))
+        cols = ["estimate", *S.INTERVAL_COLUMNS]
+        np.testing.assert_array_equal(a["group"], b["group"])
+        np.testing.assert_allclose(a[cols], b[cols], rtol=1e-11, atol=1e-12)
+        c, d = (S.hierarchical_estimator(x, cond) for x in (plain, shifted))
+        assert np.abs(c["estimate"] - d["estimate"]).max() > 1e-3
+    assert S.hierarchical_fe_estimator.baseline_invariant
+    assert not getattr(S.hierarchical_pooled_estimator, "baseline_invariant", False)
+
+
+def _counted_ols(data, cond):
+    """OLS marked baseline-invariant (it is not: only to count the calls), a module-level
+    function so that the joblib workers can pickle it."""
+    _counted_ols.calls += 1
+    return S.ols_estimator(data, cond)
+
+
+_counted_ols.calls = 0
+_counted_ols.baseline_invariant = True
+
+
+def test_several_dgps_at_once_equal_one_run_each_and_share_invariant_fits(tmp_path):
+    """run_simulations (both DGPs of a replicate in one task) gives each DGP's estimates and
+    work files exactly as run_simulation per DGP does, fitting an estimator marked
+    ``baseline_invariant`` once per replicate and condition for both DGPs; it resumes from
+    the work directories (nothing fitted again)."""
+    kw = {"designs": (2,), "n_jobs": 1, "backend": "sequential", "progress": False}
+    est = {"ols": S.ols_estimator, "fe": S.hierarchical_fe_estimator}
+    dgps = {"published": (0.0, {"fe": est["fe"]}), "shifted": (0.3, est)}
+    one = {
+        name: S.run_simulation(2, estimators=e, baseline_sd=sd, work_dir=tmp_path / name, **kw)
+        for name, (sd, e) in dgps.items()
+    }
+    both = S.run_simulations(2, dgps, work_dir=tmp_path / "both", **kw)
+    assert list(both) == ["published", "shifted"]
+    for name in dgps:
+        pd.testing.assert_frame_equal(both[name].estimates, one[name].estimates)
+        pd.testing.assert_frame_equal(both[name].summary, one[name].summary)
+        for path in sorted((tmp_path / name).rglob("*.parquet")):
+            twin = tmp_path / "both" / name / path.relative_to(tmp_path / name)
+            assert twin.read_bytes() == path.read_bytes()
+    counted = {"published": (0.0, {"c": _counted_ols}), "shifted": (0.3, {"c": _counted_ols})}
+    _counted_ols.calls = 0
+    S.run_simulations(2, counted, work_dir=tmp_path / "counted", **kw)
+    assert _counted_ols.calls == 2 * len(S.conditions(2))  # once per replicate and condition
+    S.run_simulations(2, counted, work_dir=tmp_path / "counted", **kw)
+    assert _counted_ols.calls == 2 * len(S.conditions(2))  # resumed
+    with pytest.raises(ValueError, match="no DGPs"):
+        S.run_simulations(1, {}, **kw)
+
+
 # -------------------------------------------------------------- brute-force checks
 
 

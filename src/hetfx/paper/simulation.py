@@ -750,6 +750,14 @@ def hierarchical_fe_estimator(data: pd.DataFrame, condition: Condition) -> pd.Da
     return api_estimator(data, condition, "fixed")
 
 
+#: Centring within the cells removes any shift of a cell's baseline, so this estimator gives
+#: the same numbers (to rounding: 1e-15 relative) on a replicate's data with or without the
+#: sensitivity study's shifts: :func:`run_replicate` fits it once per replicate and condition
+#: where it runs under several DGPs (``shared``). tests/test_simulation_sensitivity.py checks
+#: the invariance.
+hierarchical_fe_estimator.baseline_invariant = True
+
+
 def hierarchical_pooled_estimator(data: pd.DataFrame, condition: Condition) -> pd.DataFrame:
     """Group effects by the hierarchical model with pooled baselines.
 
@@ -784,6 +792,7 @@ def run_replicate(
     estimators: Mapping[str, Estimator],
     n_obs: int = N_OBS,
     baseline_sd: float = 0.0,
+    shared: dict | None = None,
 ) -> pd.DataFrame:
     """Simulate and estimate every condition of one design for one replicate.
 
@@ -801,6 +810,11 @@ def run_replicate(
         Sample size.
     baseline_sd : float, default 0
         SD of the cells' baseline shifts (:func:`simulate_condition`; 0: the published DGP).
+    shared : dict, optional
+        The fits of estimators marked ``baseline_invariant`` (their numbers do not depend on
+        the cells' baseline shifts), by condition: calls for the same design and replicate
+        under different ``baseline_sd`` that pass the same dict fit each such estimator once
+        (the data differ only by the shifts). Empty at the first call.
 
     Returns
     -------
@@ -825,7 +839,13 @@ def run_replicate(
         data, truth = simulate_condition(root_seed, replicate, cond, baseline_sd)
         groups = truth["group"].to_numpy()
         for model, estimator in estimators.items():
-            est = estimator(data, cond)
+            if shared is not None and getattr(estimator, "baseline_invariant", False):
+                key = (design, replicate, cond.index, estimator)
+                if key not in shared:
+                    shared[key] = estimator(data, cond)
+                est = shared[key]
+            else:
+                est = estimator(data, cond)
             missing = {"group", "estimate", *INTERVAL_COLUMNS} - set(est.columns)
             if missing:
                 raise ValueError(f"estimator {model!r} did not return columns {sorted(missing)}")
@@ -926,10 +946,15 @@ def _write_atomic(frame: pd.DataFrame, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _task(design, replicate, root_seed, estimators, n_obs, baseline_sd=0.0):
-    return (design, replicate), run_replicate(
-        design, replicate, root_seed, estimators, n_obs, baseline_sd
-    )
+def _task(design, replicate, root_seed, plan, n_obs):
+    """One design and replicate under every DGP of ``plan`` (name: ``(baseline_sd,
+    estimators)``), the baseline-invariant fits shared between them."""
+    shared: dict = {}
+    frames = {
+        name: run_replicate(design, replicate, root_seed, estimators, n_obs, sd, shared)
+        for name, (sd, estimators) in plan.items()
+    }
+    return (design, replicate), frames
 
 
 def run_simulation(
@@ -997,82 +1022,173 @@ def run_simulation(
     SimulationResult
         ``estimates`` and ``summary`` frames.
     """
-    import joblib
-    from tqdm.auto import tqdm
+    if estimators is None:
+        estimators = {"ols": ols_estimator, "hierarchical": hierarchical_estimator}
+    (result,) = _run_plan(
+        n_replicates,
+        {"": (baseline_sd, estimators)},
+        designs=designs,
+        root_seed=root_seed,
+        work_dirs={"": work_dir},
+        parallel=(n_jobs, backend, scheduler_address),
+        n_obs=n_obs,
+        progress=progress,
+        on_mismatch=on_mismatch,
+    ).values()
+    return result
 
+
+def run_simulations(
+    n_replicates: int,
+    dgps: Mapping[str, tuple[float, Mapping[str, Estimator]]],
+    *,
+    designs: Iterable[int] = (1, 2),
+    root_seed: int = PUBLISHED_SEED,
+    work_dir: str | os.PathLike | None = None,
+    n_jobs: int = 1,
+    backend: str = "loky",
+    scheduler_address: str | None = None,
+    n_obs: int = N_OBS,
+    progress: bool = True,
+    on_mismatch: str = "raise",
+) -> dict[str, SimulationResult]:
+    """:func:`run_simulation` under several DGPs of the same replicates at once.
+
+    Each design and replicate is one task that simulates and fits it under every DGP, so an
+    estimator whose numbers do not depend on the cells' baseline shifts
+    (``baseline_invariant``, e.g. :func:`hierarchical_fe_estimator`) is fitted once for all
+    of them (:func:`run_replicate`'s ``shared``); the results are those of one
+    :func:`run_simulation` per DGP.
+
+    Parameters
+    ----------
+    n_replicates : int
+        Replicates per condition.
+    dgps : mapping of str to (float, mapping of str to Estimator)
+        Each DGP's name: its ``baseline_sd`` and its estimators.
+    work_dir : path-like, optional
+        One work directory per DGP, ``work_dir/<name>``, as :func:`run_simulation`'s.
+    designs, root_seed, n_jobs, backend, scheduler_address, n_obs, progress, on_mismatch
+        As :func:`run_simulation`.
+
+    Returns
+    -------
+    dict of str to SimulationResult
+        By DGP name, in the order of ``dgps``.
+    """
+    if not dgps:
+        raise ValueError("no DGPs given")
+    return _run_plan(
+        n_replicates,
+        dgps,
+        designs=designs,
+        root_seed=root_seed,
+        work_dirs={name: None if work_dir is None else Path(work_dir) / name for name in dgps},
+        parallel=(n_jobs, backend, scheduler_address),
+        n_obs=n_obs,
+        progress=progress,
+        on_mismatch=on_mismatch,
+    )
+
+
+def _resume(work_dir, manifest, on_mismatch, designs, n_replicates) -> dict:
+    """The replicates already in ``work_dir`` (after its manifest's check), by key."""
+    if on_mismatch not in ("raise", "restart"):
+        raise ValueError(f"on_mismatch must be 'raise' or 'restart', got {on_mismatch!r}")
+    wd = Path(work_dir)
+    _check_manifest(wd, manifest, restart=on_mismatch == "restart")
+    return {
+        (d, r): pd.read_parquet(_rep_path(wd, d, r))
+        for d in designs
+        for r in range(n_replicates)
+        if _rep_path(wd, d, r).exists()
+    }
+
+
+def _run_plan(
+    n_replicates, dgps, *, designs, root_seed, work_dirs, parallel, n_obs, progress, on_mismatch
+) -> dict[str, SimulationResult]:
+    """:func:`run_simulations` with one work directory (or None) per DGP."""
     if n_replicates < 1:
         raise ValueError(f"n_replicates must be >= 1, got {n_replicates}")
     designs = sorted(set(designs))
     for d in designs:
         conditions(d)  # validates
-    if estimators is None:
-        estimators = {"ols": ols_estimator, "hierarchical": hierarchical_estimator}
-    if not estimators:
-        raise ValueError("no estimators given")
-    estimators = dict(estimators)
+    plan = {name: (float(sd), dict(est)) for name, (sd, est) in dgps.items()}
+    done: dict[str, dict] = {name: {} for name in plan}
+    for name, (sd, estimators) in plan.items():
+        if not estimators:
+            raise ValueError("no estimators given")
+        if work_dirs[name] is not None:
+            manifest = {
+                "code": code_fingerprint(),
+                "root_seed": int(root_seed),
+                "n_obs": int(n_obs),
+                "models": {m: _describe(est) for m, est in sorted(estimators.items())},
+            }
+            if sd:
+                manifest["baseline_sd"] = sd
+            done[name] = _resume(work_dirs[name], manifest, on_mismatch, designs, n_replicates)
+    todo = {}
+    for d in designs:
+        for r in range(n_replicates):
+            missing = {name: step for name, step in plan.items() if (d, r) not in done[name]}
+            if missing:
+                todo[(d, r)] = missing
+    for key, frames in _fit_tasks(todo, root_seed, n_obs, parallel, progress):
+        for name, frame in frames.items():
+            done[name][key] = frame
+            if work_dirs[name] is not None:
+                _write_atomic(frame, _rep_path(Path(work_dirs[name]), *key))
+    out = {}
+    for name in plan:
+        keys = sorted(k for k in done[name] if k[0] in designs and k[1] < n_replicates)
+        estimates = pd.concat([done[name][k] for k in keys], ignore_index=True)
+        out[name] = SimulationResult(estimates=estimates, summary=summarise(estimates))
+    return out
 
-    done: dict[tuple[int, int], pd.DataFrame] = {}
-    wd = None
-    if work_dir is not None:
-        wd = Path(work_dir)
-        manifest = {
-            "code": code_fingerprint(),
-            "root_seed": int(root_seed),
-            "n_obs": int(n_obs),
-            "models": {name: _describe(est) for name, est in sorted(estimators.items())},
-        }
-        if baseline_sd:
-            manifest["baseline_sd"] = float(baseline_sd)
-        if on_mismatch not in ("raise", "restart"):
-            raise ValueError(f"on_mismatch must be 'raise' or 'restart', got {on_mismatch!r}")
-        _check_manifest(wd, manifest, restart=on_mismatch == "restart")
-        for d in designs:
-            for r in range(n_replicates):
-                p = _rep_path(wd, d, r)
-                if p.exists():
-                    done[(d, r)] = pd.read_parquet(p)
-    todo = [(d, r) for d in designs for r in range(n_replicates) if (d, r) not in done]
 
-    if todo:
-        client = None
-        if scheduler_address is not None:
-            from distributed import Client
+def _fit_tasks(todo, root_seed, n_obs, parallel, progress):
+    """Yield ``((design, replicate), {dgp: frame})`` for every task of ``todo`` as the
+    workers finish them (``parallel``: n_jobs, backend, scheduler address)."""
+    if not todo:
+        return
+    import joblib
+    from tqdm.auto import tqdm
 
-            client = Client(scheduler_address)
-            backend = "dask"
-        try:
-            if backend == "dask":
-                cm = joblib.parallel_config(backend="dask")
-            elif backend == "loky":
-                # one BLAS thread per worker process (OPENBLAS_NUM_THREADS=1 and friends)
-                cm = joblib.parallel_config(backend="loky", n_jobs=n_jobs, inner_max_num_threads=1)
-            else:
-                cm = joblib.parallel_config(backend=backend, n_jobs=n_jobs)
-            with cm:
-                par = joblib.Parallel(
-                    n_jobs=None if backend == "dask" else n_jobs,
-                    return_as="generator_unordered",
-                )
-                jobs = (
-                    joblib.delayed(_task)(d, r, root_seed, estimators, n_obs, baseline_sd)
-                    for d, r in todo
-                )
-                bar = tqdm(total=len(todo), desc="simulation", unit="rep", disable=not progress)
-                try:
-                    for key, frame in par(jobs):
-                        done[key] = frame
-                        if wd is not None:
-                            _write_atomic(frame, _rep_path(wd, *key))
-                        bar.update(1)
-                finally:
-                    bar.close()
-        finally:
-            if client is not None:
-                client.close()
+    n_jobs, backend, scheduler_address = parallel
+    client = None
+    if scheduler_address is not None:
+        from distributed import Client
 
-    keys = sorted(k for k in done if k[0] in designs and k[1] < n_replicates)
-    estimates = pd.concat([done[k] for k in keys], ignore_index=True)
-    return SimulationResult(estimates=estimates, summary=summarise(estimates))
+        client = Client(scheduler_address)
+        backend = "dask"
+    try:
+        if backend == "dask":
+            cm = joblib.parallel_config(backend="dask")
+        elif backend == "loky":
+            # one BLAS thread per worker process (OPENBLAS_NUM_THREADS=1 and friends)
+            cm = joblib.parallel_config(backend="loky", n_jobs=n_jobs, inner_max_num_threads=1)
+        else:
+            cm = joblib.parallel_config(backend=backend, n_jobs=n_jobs)
+        with cm:
+            par = joblib.Parallel(
+                n_jobs=None if backend == "dask" else n_jobs, return_as="generator_unordered"
+            )
+            jobs = (
+                joblib.delayed(_task)(d, r, root_seed, steps, n_obs)
+                for (d, r), steps in todo.items()
+            )
+            bar = tqdm(total=len(todo), desc="simulation", unit="rep", disable=not progress)
+            try:
+                for result in par(jobs):
+                    yield result
+                    bar.update(1)
+            finally:
+                bar.close()
+    finally:
+        if client is not None:
+            client.close()
 
 
 def combine_estimates(frames: Iterable[pd.DataFrame], models: Sequence[str]) -> pd.DataFrame:
