@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -190,11 +192,30 @@ def test_run_replicate_aligns_estimates_to_the_truth_and_rejects_duplicates():
         S.run_replicate(2, 1, 4, {"ols": doubled})
 
 
+def _ols_in_a_child(data, condition):
+    """OLS that records whether it ran in a forked child process (the "fork" backend)."""
+    assert os.getpid() != _PARENT, "ran in the parent process"
+    return S.ols_estimator(data, condition)
+
+
+_PARENT = os.getpid()
+
+
 def test_parallel_workers_give_identical_results():
     a = S.run_simulation(3, root_seed=8, estimators=OLS, n_jobs=1, progress=False)
     b = S.run_simulation(3, root_seed=8, estimators=OLS, n_jobs=2, progress=False)
     pd.testing.assert_frame_equal(a.estimates, b.estimates)
     pd.testing.assert_frame_equal(a.summary, b.summary)
+    # forked workers (the pipeline's backend), each fit in a child process
+    forked = {"ols": _ols_in_a_child}
+    c = S.run_simulation(
+        3, root_seed=8, estimators=forked, n_jobs=2, backend="fork", progress=False
+    )
+    pd.testing.assert_frame_equal(a.estimates, c.estimates)
+    pd.testing.assert_frame_equal(a.summary, c.summary)
+    # one worker: in this process, no pool
+    with pytest.raises(AssertionError, match="parent"):
+        S.run_simulation(1, estimators=forked, n_jobs=1, backend="fork", progress=False)
 
 
 def _ols_on_dask_worker(data, condition):

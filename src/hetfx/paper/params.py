@@ -33,7 +33,7 @@ class Simulation(_Section):
     root_seed: int = Field(12, ge=0, description="root of SeedSequence(root_seed).spawn(R)")
     n_obs: int = Field(2000, ge=100, description="observations per simulated data set")
     n_jobs: int = Field(-1, description="joblib workers (-1: all cores)")
-    backend: Literal["loky", "dask", "threading", "sequential"] = "loky"
+    backend: Literal["fork", "loky", "dask", "threading", "sequential"] = "loky"
     scheduler_address: str | None = Field(None, description="Dask scheduler (implies dask)")
     small: bool = Field(False, description="small profile: at most 5 replicates")
 
