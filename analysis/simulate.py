@@ -5,8 +5,8 @@ Usage: python analysis/simulate.py
 Reads the `simulation:` section of params.yaml. Runs both designs (replication spec §5) for
 `replicates` replicates (replicate 0 alone is the published one-data-set design), in parallel
 (processes forked from the stage, joblib loky, or Dask) and resumably (finished replicates are
-kept in results/simulation/work/ and read back by a rerun with the same settings). Writes, for design 1 (`spec`, equal groups)
-and design 2 (`groupsize`, imbalance):
+kept in results/simulation/work/ and read back by a rerun with the same settings). Writes, for
+design 1 (`spec`, equal groups) and design 2 (`groupsize`, imbalance):
 
   results/simulation/<design>/estimates.parquet  one row per replicate x condition x group x model
   results/simulation/<design>/summary.csv        one row per condition x model (mean RMSE, MCSE,
