@@ -598,14 +598,19 @@ class BlockModel:
             )
             X[:, :, 1] = C[:, :, 1, 1, None] * RAy[None, :, 1]
             X = X.reshape(len(inv), G * 2, k + 1)
-        out = np.empty((len(inv), k + 1, k + 1))  # out[j].T: Fortran-ordered, L in place
-        diag = np.arange(k)
+        # out[j].T, Fortran-ordered, is the system and then L, in place; out[j] = AtAy is
+        # c = AtAy' = AtAy (a contiguous copy, twice as fast as a transposing one into c)
+        out = np.empty((len(inv), k + 1, k + 1))
+        out[:] = AtAy
+        diag = out.reshape(len(inv), -1)[:, : k * (k + 2) : k + 2]  # S's diagonal, a view
         for j in range(len(inv)):
-            c = out[j].T
-            c[...] = AtAy
-            c = _blas.dsyrk(-inv[j] * inv[j], X[j].T, beta=inv[j], c=c, lower=1, overwrite_c=1)
-            c[diag, diag] += self.prec
-            c, info = lapack.dpotrf(c, lower=1, clean=1, overwrite_a=1)
+            c = _blas.dsyrk(
+                -inv[j] * inv[j], X[j].T, beta=inv[j], c=out[j].T, lower=1, overwrite_c=1
+            )
+            if not np.shares_memory(c, out[j]):
+                out[j].T[...] = c
+            diag[j] += self.prec
+            c, info = lapack.dpotrf(out[j].T, lower=1, clean=1, overwrite_a=1)
             if info != 0:
                 raise np.linalg.LinAlgError("matrix is not positive definite")
             if not np.shares_memory(c, out[j]):
