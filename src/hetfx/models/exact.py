@@ -108,17 +108,27 @@ GRIDS = {
 #: (CPU per node, 80 nodes a call, b = 1, G = k - 4): log density and moments 3-5 times
 #: faster than numpy up to k = 36, 3 times at 52, slower at 68 (194 against 163 us); for
 #: G = 16 to 128 and b = 1 or 2 faster at every k up to 48 (the log density alone is
-#: slower from k = 36 at 128 groups, but the grid's nodes need the moments).
+#: slower from k = 36 at 128 groups, but the grid's nodes need the moments). Against the
+#: numpy path with ``dsyrk`` and ``dtrsm`` (same set-up, noisy machine): with the moments
+#: 49 against 80 us at k = 56, 81 against 100 at 68, equal at 76 to 84, slower at 100 (355
+#: against 305); the log density alone slower from 64 (45 against 38 us at 64, 55 against
+#: 42 at 68). The simulation's 64-cell fits (k = 68, about half their nodes with moments)
+#: take the same time either way (best of 7: 29.7 ms with the kernel, 31.6 without;
+#: medians 38.9 and 39.3), so 56 stays.
 KERNEL_MAX_COEFS = 56
 #: Largest size (doubles) of the groups' precomputed products in the compiled kernel (they
 #: stay in cache; beyond it the kernel forms them row by row: more groups, less memory).
 KERNEL_MAX_PRODUCTS = 1 << 18
 #: From this many coefficients on, :meth:`BlockModel.factor` forms the Schur correction by
-#: one matrix product per node instead of precomputing the groups' products (``G k^2 / 2``
-#: per pair of block columns): as fast per node from about 40 coefficients on, without the
-#: precomputation (measured: the published model of the simulation at 128 cells, k = 132,
-#: 136 -> 98 ms a fit; at 64 cells, k = 68, 45 -> 40 ms; below 24 coefficients the
-#: precomputed products are 2 to 4 times faster per node).
+#: one ``dsyrk`` per node (:meth:`BlockModel._bordered_direct`) instead of precomputing the
+#: groups' products (``G k^2 / 2`` per pair of block columns): as fast per node from about
+#: 40 coefficients on, without the precomputation (measured with a matrix product per node:
+#: the published model of the simulation at 128 cells, k = 132, 136 -> 98 ms a fit; at 64
+#: cells, k = 68, 45 -> 40 ms; below 24 coefficients the precomputed products are 2 to 4
+#: times faster per node). Measured again with ``dsyrk`` (the log density, 80 nodes a
+#: call, G = k - 4, numpy path): b = 1, 19 against 12 us at k = 24, 25 against 38 at 48,
+#: within 10% from 56 to 140; b = 2, 51 against 38 at 48, 59 against 70 at 56 (noisy
+#: machine: the crossing lies between 40 and 56), so 48 stays.
 SCHUR_DIRECT_COEFS = 48
 #: The finer grid the settings of :data:`GRIDS` are measured against.
 FINE_GRID = {"hermite": None, "resolution": 4.0, "drop": 32.0, "prune": 0.0}
