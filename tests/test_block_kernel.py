@@ -175,15 +175,19 @@ def test_generic_cpu_gives_the_same_bits(tmp_path):
             np.testing.assert_array_equal(np.array(a, dtype=float), np.array(b, dtype=float))
 
 
+@pytest.mark.parametrize("k", [6, 30])
 @pytest.mark.parametrize("case", CASES)
-def test_direct_schur_products_match_the_precomputed_ones(case, monkeypatch):
-    """``BlockModel.factor`` without precomputed products (many coefficients: one matrix
-    product per node) factors the same systems to rounding."""
-    model, u, _ = _problem(*case, seed=4)
+def test_direct_schur_products_match_the_precomputed_ones(case, k, monkeypatch):
+    """``BlockModel.factor`` without precomputed products (many coefficients: one ``dsyrk``
+    and ``dpotrf`` per node) factors the same systems to rounding; from 24 coefficients on
+    the effects' moments come from triangular solves (k = 30 here)."""
+    model, u, _ = _problem(*case, seed=4, k=k, G=40)
     monkeypatch.setattr(exact, "SCHUR_DIRECT_COEFS", 0)
-    direct, _, _ = _problem(*case, seed=4)
+    direct, _, _ = _problem(*case, seed=4, k=k, G=40)
     assert model._Q is not None and direct._Q is None
     a, b = model.factor(u), direct.factor(u)
+    assert all(L.flags.f_contiguous for L in b.L)
+    assert np.all(np.triu(b.L, 1) == 0)
     scale = np.abs(a.L).max(axis=(1, 2), keepdims=True)
     assert np.max(np.abs(a.L - b.L) / scale) < 1e-12
     np.testing.assert_array_equal(a.logdet_k, b.logdet_k)
@@ -203,3 +207,25 @@ def test_precompile_gives_the_signature_the_model_calls():
         model.logpost(np.asfortranarray(u))  # any layout of the nodes is copied to C order
         model.logpost_and_moments(u[::2], floor[::2])
     assert len(fn.signatures) == 1
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_triangular_solves_match_the_inverse_factor(case, monkeypatch):
+    """The effects' moments by triangular solves with the bordered factor (24 coefficients
+    on) equal those from the explicit ``L^-T`` (the path below 24 coefficients) to rounding,
+    also on a subset of nodes (``_Node.take``) and on a C-ordered copy of the factors."""
+    monkeypatch.setattr(exact, "SCHUR_DIRECT_COEFS", 0)
+    model, u, _ = _problem(*case, seed=5, k=40, G=30)
+    nd = model.factor(u)
+    mean, sd = model.effect_moments(nd)
+    rows = np.arange(1, len(u), 2)
+    sub = nd.take(rows)
+    assert nd.take(np.arange(len(u))) is nd
+    mean_s, sd_s = model.effect_moments(sub)
+    copy = exact._Node(np.ascontiguousarray(nd.L), nd.Minv, nd.logdet_k, nd.s2)
+    mean_c, sd_c = model.effect_moments(copy)
+    nd.LinvT  # noqa: B018 (the explicit inverse: the other path)
+    mean_ref, sd_ref = model.effect_moments(nd)
+    for m, s, r in ((mean, sd, slice(None)), (mean_s, sd_s, rows), (mean_c, sd_c, slice(None))):
+        assert np.max(np.abs(m - mean_ref[r]) / sd_ref[r]) < 1e-12
+        assert np.max(np.abs(s - sd_ref[r]) / sd_ref[r]) < 1e-12

@@ -53,7 +53,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 from scipy import optimize, sparse, special
-from scipy.linalg import lapack, solve_triangular
+from scipy.linalg import blas as _blas
+from scipy.linalg import lapack
 
 from hetfx.inference import mixture_moments, mixture_quantiles, quantile_name, sinc_quantiles
 from hetfx.models import _block_kernel
@@ -107,17 +108,27 @@ GRIDS = {
 #: (CPU per node, 80 nodes a call, b = 1, G = k - 4): log density and moments 3-5 times
 #: faster than numpy up to k = 36, 3 times at 52, slower at 68 (194 against 163 us); for
 #: G = 16 to 128 and b = 1 or 2 faster at every k up to 48 (the log density alone is
-#: slower from k = 36 at 128 groups, but the grid's nodes need the moments).
+#: slower from k = 36 at 128 groups, but the grid's nodes need the moments). Against the
+#: numpy path with ``dsyrk`` and ``dtrsm`` (same set-up, noisy machine): with the moments
+#: 49 against 80 us at k = 56, 81 against 100 at 68, equal at 76 to 84, slower at 100 (355
+#: against 305); the log density alone slower from 64 (45 against 38 us at 64, 55 against
+#: 42 at 68). The simulation's 64-cell fits (k = 68, about half their nodes with moments)
+#: take the same time either way (best of 7: 29.7 ms with the kernel, 31.6 without;
+#: medians 38.9 and 39.3), so 56 stays.
 KERNEL_MAX_COEFS = 56
 #: Largest size (doubles) of the groups' precomputed products in the compiled kernel (they
 #: stay in cache; beyond it the kernel forms them row by row: more groups, less memory).
 KERNEL_MAX_PRODUCTS = 1 << 18
 #: From this many coefficients on, :meth:`BlockModel.factor` forms the Schur correction by
-#: one matrix product per node instead of precomputing the groups' products (``G k^2 / 2``
-#: per pair of block columns): as fast per node from about 40 coefficients on, without the
-#: precomputation (measured: the published model of the simulation at 128 cells, k = 132,
-#: 136 -> 98 ms a fit; at 64 cells, k = 68, 45 -> 40 ms; below 24 coefficients the
-#: precomputed products are 2 to 4 times faster per node).
+#: one ``dsyrk`` per node (:meth:`BlockModel._bordered_direct`) instead of precomputing the
+#: groups' products (``G k^2 / 2`` per pair of block columns): as fast per node from about
+#: 40 coefficients on, without the precomputation (measured with a matrix product per node:
+#: the published model of the simulation at 128 cells, k = 132, 136 -> 98 ms a fit; at 64
+#: cells, k = 68, 45 -> 40 ms; below 24 coefficients the precomputed products are 2 to 4
+#: times faster per node). Measured again with ``dsyrk`` (the log density, 80 nodes a
+#: call, G = k - 4, numpy path): b = 1, 19 against 12 us at k = 24, 25 against 38 at 48,
+#: within 10% from 56 to 140; b = 2, 51 against 38 at 48, 59 against 70 at 56 (noisy
+#: machine: the crossing lies between 40 and 56), so 48 stays.
 SCHUR_DIRECT_COEFS = 48
 #: The finer grid the settings of :data:`GRIDS` are measured against.
 FINE_GRID = {"hermite": None, "resolution": 4.0, "drop": 32.0, "prune": 0.0}
@@ -289,28 +300,40 @@ class _Node:
         return np.einsum("jim,jm->ji", self.LinvT, self.L[:, k, :k])
 
     def take(self, rows: np.ndarray) -> _Node:
+        if len(rows) == len(self.s2) and np.array_equal(rows, np.arange(len(rows))):
+            return self  # every node (the usual case: no copies)
         inv = None if self._LinvT is None else self._LinvT[rows]
         return _Node(self.L[rows], self.Minv[rows], self.logdet_k[rows], self.s2[rows], inv)
 
 
 def _gaussian_forms(nd: _Node, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``h @ E(a)`` and the diagonal of ``h Cov(a) h'`` at every node of ``nd`` (``h``:
-    ``(m, r, k)``). From 24 coefficients on, by one triangular solve per node with the
-    Cholesky factor (``k^2 r / 2`` flops, where ``L^-T`` costs ``k^3 / 3`` more and the
-    product with it ``k^2 r``)."""
+    ``(m, r, k + 1)``, the last column zero: overwritten).
+
+    From 24 coefficients on, by one triangular solve per node with the bordered Cholesky
+    factor ``[[L_k, 0], [l', l_kk]]`` (BLAS ``dtrsm``, in place on ``[h' ; 0]``): its first
+    ``k`` rows are ``W = L_k^-1 h'`` (``k^2 r`` flops, where ``L^-T`` costs ``k^3 / 3`` more
+    and the product with it ``k^2 r``), whose column sums of squares are the variances, and
+    its last row is ``-W' l / l_kk = -h E(a) / l_kk``. Measured at k = 132, G = 128: 0.28 ->
+    0.25 ms a node for :meth:`BlockModel.effect_moments` (two ``solve_triangular`` before).
+    """
     k = nd.k
     if k < 24 or nd._LinvT is not None:
+        h = h[:, :, :k]
         mean = np.einsum("mgk,mk->mg", h, nd.mean_a)
         V = h @ nd.LinvT
         return mean, np.einsum("mgk,mgk->mg", V, V)
-    mean, var = np.empty(h.shape[:2]), np.empty(h.shape[:2])
-    for j in range(len(h)):
-        Lk = nd.L[j, :k, :k]
-        ma = solve_triangular(Lk, nd.L[j, k, :k], lower=True, trans="T", check_finite=False)
-        W = solve_triangular(Lk, h[j].T, lower=True, check_finite=False)
-        mean[j] = h[j] @ ma
-        var[j] = np.einsum("kg,kg->g", W, W)
-    return mean, var
+    W = h  # W[j].T: Fortran-ordered (k + 1, r), solved in place
+    for j in range(len(W)):
+        L = nd.L[j]
+        if L.flags.f_contiguous:  # L itself (as factor() leaves it)
+            x = _blas.dtrsm(1.0, L, W[j].T, lower=1, overwrite_b=1)
+        else:  # L' Fortran-ordered: solve with its transpose
+            x = _blas.dtrsm(1.0, np.asfortranarray(L.T), W[j].T, trans_a=1, overwrite_b=1)
+        if not np.shares_memory(x, W[j]):
+            W[j].T[...] = x
+    Wk = W[:, :, :k]
+    return -W[:, :, k] * nd.L[:, k, k, None], np.einsum("mgk,mgk->mg", Wk, Wk)
 
 
 class BlockModel:
@@ -544,9 +567,8 @@ class BlockModel:
             Sp[:, self._diag] += self.prec
             packed = np.concatenate([Sp, r, q[:, None]], axis=1)
             B = np.take(packed, self._border, axis=1).reshape(m, k + 1, k + 1)
-        else:
-            B = self._bordered_direct(Minv, inv)
-        return _Node(_batched_cholesky(B), Minv, logdet_k, s2)
+            return _Node(_batched_cholesky(B), Minv, logdet_k, s2)
+        return _Node(self._bordered_direct(Minv, inv), Minv, logdet_k, s2)
 
     def _bordered_products(self) -> tuple[np.ndarray, np.ndarray]:
         """``[R_g'A_g, R_g'y_g]`` per group, ``(G, b, k + 1)``, and the bordered ``[[A'A,
@@ -562,22 +584,48 @@ class BlockModel:
         return self._RAy, self._AtAy
 
     def _bordered_direct(self, Minv: np.ndarray, inv: np.ndarray) -> np.ndarray:
-        """The bordered systems ``[[S, r], [r', q]]`` one node at a time, the Schur
-        correction as one matrix product ``[R'A, R'y]' (M^-1 [R'A, R'y])`` over the groups'
-        rows (BLAS; no precomputed products: for many coefficients, or many groups)."""
+        """The lower Cholesky factors of the bordered systems ``[[S, r], [r', q]]``, one node
+        at a time (BLAS, no precomputed products: for many coefficients, or many groups).
+
+        The Schur correction ``sum_g [R'A, R'y]_g' M_g^-1 [R'A, R'y]_g`` is a Gram matrix of
+        the rows ``X_g = C_g' [R'A, R'y]_g`` (``C_g C_g' = M_g^-1``: ``sqrt(M_g^-1)`` for
+        ``b = 1``, the 2 x 2 Cholesky factor for ``b = 2``), so one ``dsyrk`` per node forms
+        its lower triangle with the scaling folded in (``inv [[A'A, A'y], [y'A, y'y]] -
+        inv^2 X'X``, in place in the result), and ``dpotrf`` factors it there. Measured
+        (CPU, best of 9 alternating, the simulation's 128 cells, k = 132, G = 128, b = 1):
+        :meth:`factor` 0.22 -> 0.16 ms a node against the full matrix product and a
+        separate factorisation. The factors are Fortran-ordered views (as
+        :func:`_batched_cholesky`'s)."""
         k, b, G = self.k, self.b, self.G
         RAy, AtAy = self._bordered_products()
-        flat = RAy.reshape(G * b, k + 1)
-        B = np.empty((len(inv), k + 1, k + 1))
-        diag = np.arange(k)
+        if b == 1:
+            X = np.sqrt(Minv[:, :, 0, 0])[:, :, None] * RAy[None, :, 0, :]
+        else:  # rows C_g' [R'A, R'y]_g of the lower 2 x 2 factors C_g
+            C = _chol_small(Minv)
+            X = np.empty((len(inv), G, 2, k + 1))
+            X[:, :, 0] = (
+                C[:, :, 0, 0, None] * RAy[None, :, 0] + C[:, :, 1, 0, None] * RAy[None, :, 1]
+            )
+            X[:, :, 1] = C[:, :, 1, 1, None] * RAy[None, :, 1]
+            X = X.reshape(len(inv), G * 2, k + 1)
+        # out[j].T, Fortran-ordered, is the system and then L, in place; out[j] = AtAy is
+        # c = AtAy' = AtAy (a contiguous copy, twice as fast as a transposing one into c)
+        out = np.empty((len(inv), k + 1, k + 1))
+        out[:] = AtAy
+        diag = out.reshape(len(inv), -1)[:, : k * (k + 2) : k + 2]  # S's diagonal, a view
         for j in range(len(inv)):
-            W = Minv[j, :, :, 0, None] * RAy[:, None, 0, :]
-            for i in range(1, b):
-                W += Minv[j, :, :, i, None] * RAy[:, None, i, :]
-            corr = flat.T @ W.reshape(G * b, k + 1)
-            np.subtract(AtAy * inv[j], corr * (inv[j] * inv[j]), out=B[j])
-            B[j, diag, diag] += self.prec
-        return B
+            c = _blas.dsyrk(
+                -inv[j] * inv[j], X[j].T, beta=inv[j], c=out[j].T, lower=1, overwrite_c=1
+            )
+            if not np.shares_memory(c, out[j]):
+                out[j].T[...] = c
+            diag[j] += self.prec
+            c, info = lapack.dpotrf(out[j].T, lower=1, clean=1, overwrite_a=1)
+            if info != 0:
+                raise np.linalg.LinAlgError("matrix is not positive definite")
+            if not np.shares_memory(c, out[j]):
+                out[j].T[...] = c
+        return out.transpose(0, 2, 1)
 
     def _minv(self, u: np.ndarray, inv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``M_g^-1 = (I + D R_g'R_g / sigma^2)^-1 D`` per node and group, ``(m, G, b, b)``,
@@ -697,11 +745,17 @@ class BlockModel:
         inv = (1.0 / nd.s2)[:, None]
         Me = nd.Minv[:, :, e, :]  # (m, G, b)
         mg = (Me * self.Ry[None]).sum(axis=2) * inv
-        He = Me[:, :, 0, None] * self.RA[None, :, 0, :]
+        w = Me * inv[:, :, None]
+        # h = effect_coefs - sum_j w_j R'A_j, in a zero-bordered (m, G, k + 1) array that
+        # _gaussian_forms solves in place (two passes over it, no other temporaries)
+        k = self.k
+        h = np.empty((len(inv), self.G, k + 1))
+        h[:, :, k] = 0.0
+        hk = h[:, :, :k]
+        np.multiply(w[:, :, 0, None], self.RA[None, :, 0, :], out=hk)
         for j in range(1, self.b):
-            He += Me[:, :, j, None] * self.RA[None, :, j, :]
-        He *= inv[:, :, None]
-        h = np.subtract(self.effect_coefs[None], He, out=He)  # (m, G, k)
+            hk += w[:, :, j, None] * self.RA[None, :, j, :]
+        np.subtract(self.effect_coefs[None], hk, out=hk)
         mean, var = _gaussian_forms(nd, h)
         return mg + mean, np.sqrt(var + nd.Minv[:, :, e, e])
 
