@@ -1481,22 +1481,49 @@ def _flood_fill(lat: _Lattice, evaluate, drop: float) -> np.ndarray:
     return known
 
 
+def _unevaluated_neighbour(lat: _Lattice, keys, codes, known) -> np.ndarray:
+    """Whether each node (``keys``, their ``codes``) has a face neighbour in range whose code
+    is not ``known``. A neighbour's code is the node's plus or minus the unit of its axis
+    (a code is ``sum_j (i_j + off) 2^(bits (d - 1 - j))``, each term below ``2^bits``), where
+    no index is within one of the codes' range; else the neighbours are encoded (which
+    raises as :meth:`_Lattice.encode` does). In range: ``lat.inside`` of the neighbour."""
+    d = lat.d
+    if len(keys) and (keys.min() - 1 <= -lat.off or keys.max() + 1 >= lat.off):
+        nb = (keys[:, None, :] + lat.steps[None]).reshape(-1, d)
+        ok = lat.inside(nb)
+        missing = np.zeros(len(nb), dtype=bool)
+        missing[ok] = ~_member(lat.encode(nb[ok]), known)
+        return missing.reshape(len(keys), 2 * d).any(axis=1)
+    unit = np.array([1 << (lat.bits * (d - 1 - j)) for j in range(d)], dtype=np.int64)
+    nb_codes = codes[:, None] + np.concatenate([unit, -unit])[None, :]  # lat.steps' order
+    # lat.inside of a neighbour: its moved index in range, and the node's other ones
+    axis_in = (keys >= lat.floor) & (keys <= lat.ceil)
+    others = np.stack([np.delete(axis_in, j, axis=1).all(axis=1) for j in range(d)], axis=1)
+    up, down = keys + 1, keys - 1
+    ok = np.concatenate(
+        [
+            (up >= lat.floor) & (up <= lat.ceil) & others,
+            (down >= lat.floor) & (down <= lat.ceil) & others,
+        ],
+        axis=1,
+    )
+    missing = np.zeros(nb_codes.shape, dtype=bool)
+    missing[ok] = ~_member(nb_codes[ok], known)
+    return missing.any(axis=1)
+
+
 def _assemble_grid(lat: _Lattice, done: dict, known: np.ndarray, prune, moments) -> NDGrid:
     """The :class:`NDGrid` of the evaluated nodes: a fixed (lexicographic) order, normalised
     weights, the shell's mass, the nodes above ``prune`` (and their moments)."""
-    d = lat.d
     keys = np.concatenate(done["idx"])
-    order = np.argsort(lat.encode(keys), kind="stable")
-    keys = keys[order]
+    codes = lat.encode(keys)
+    order = np.argsort(codes, kind="stable")
+    keys, codes = keys[order], codes[order]
     lw = np.concatenate(done["lw"])[order]
     w = np.exp(lw - lw.max())
     w /= w.sum()
     # the shell: evaluated nodes with a face neighbour that was not evaluated
-    nb = (keys[:, None, :] + lat.steps[None]).reshape(-1, d)
-    ok = lat.inside(nb)
-    missing = np.zeros(len(nb), dtype=bool)
-    missing[ok] = ~_member(lat.encode(nb[ok]), known)
-    edge = float(w[missing.reshape(len(keys), 2 * d).any(axis=1)].sum())
+    edge = float(w[_unevaluated_neighbour(lat, keys, codes, known)].sum())
     keep = w > prune
     shape = tuple(int(x) for x in keys.max(axis=0) - keys.min(axis=0) + 1)
     grid = NDGrid(lat.to_u(keys[keep])[0], w[keep] / w[keep].sum(), edge, lat.mode, shape)
