@@ -407,3 +407,12 @@ def test_label_count_and_number_columns_as_pandas_says():
     for s in (pd.Series([1, None], dtype="Int64"), pd.Series(["a"], dtype="string")):
         ref = pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s)
         assert _is_number_column(s) == ref
+
+
+def test_cached_column_names_are_not_shared_by_name():
+    """Frames built on the cached column names share their values, not their ``name``: a
+    user naming one frame's columns does not name the next frame's."""
+    first = design.column_index(("a", "b"))
+    first.name = "stat"
+    again = design.column_index(("a", "b"))
+    assert again.name is None and again.equals(first) and again.dtype == first.dtype

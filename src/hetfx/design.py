@@ -165,10 +165,15 @@ def _cached_numeric(formula: str, data: pd.DataFrame):
     return pd.DataFrame(mat, columns=columns, index=data.index), spec
 
 
-@functools.lru_cache(maxsize=256)
 def column_index(names: tuple[str, ...]) -> pd.Index:
-    """``pd.Index(list(names))``, made once per tuple of names (an index is immutable, so
-    frames share it; making one of strings costs as much as a small frame)."""
+    """``pd.Index(list(names))``, made once per tuple of names (making one of strings costs
+    as much as a small frame): a view of the cached index, so that frames share its values
+    and its hash engine (built once) but not its ``name``, which a caller may set."""
+    return _column_index(names).view()
+
+
+@functools.lru_cache(maxsize=256)
+def _column_index(names: tuple[str, ...]) -> pd.Index:
     return pd.Index(list(names))
 
 
