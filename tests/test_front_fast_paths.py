@@ -416,3 +416,19 @@ def test_cached_column_names_are_not_shared_by_name():
     first.name = "stat"
     again = design.column_index(("a", "b"))
     assert again.name is None and again.equals(first) and again.dtype == first.dtype
+
+
+@pytest.mark.parametrize("label", ["string", "int"])
+def test_labelled_cells_of_mixed_dtypes_equal_the_frames_way(monkeypatch, label):
+    """Modifiers of two dtypes (a frame from a dict of columns, indexed as it is built)."""
+    rng = np.random.default_rng(4)
+    df = pd.DataFrame({"x1": rng.integers(0, 3, 200), "x2": rng.integers(0, 2, 200) * 0.5})
+    key = df["x1"] * 10 + (2 * df["x2"]).astype(int) + 3
+    df["g"] = key.astype(str).astype("str") if label == "string" else key
+    fast = api._cells_of(Columns(df), "g", ["x1", "x2"])
+    with monkeypatch.context() as m:
+        m.setattr(api, "_labelled_cells", lambda *a: None)
+        slow = api._cells_of(Columns(df), "g", ["x1", "x2"])
+    pd.testing.assert_frame_equal(fast[0], slow[0], check_exact=True)
+    assert fast[0].index.dtype == slow[0].index.dtype and fast[0].index.name == "g"
+    assert np.array_equal(fast[1], slow[1]) and fast[2:] == slow[2:]

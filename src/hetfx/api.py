@@ -673,16 +673,16 @@ def _labelled_cells(df: Columns, group: str, modifiers: list[str]):
     rank = np.empty_like(order)
     rank[order] = np.arange(len(order))
     rows = first[order]
+    labels = uniq.take(order)
+    if labels.dtype != _LABELS_DTYPE:  # numbers: as strings
+        labels = pd.Index(labels.astype(str).to_numpy())
+    index = labels.rename(group)  # (given to the frame: setting it after took 40 us more)
     dtypes = {v.dtype for v in mods.values()}
     if len(dtypes) == 1:  # one block
         values = np.column_stack([v[rows] for v in mods.values()]).astype(dtypes.pop())
-        cells = pd.DataFrame(values, columns=column_index(tuple(modifiers)))
+        cells = pd.DataFrame(values, columns=column_index(tuple(modifiers)), index=index)
     else:
-        cells = pd.DataFrame({m: v[rows] for m, v in mods.items()}, columns=modifiers)
-    labels = uniq[order]
-    if labels.dtype != _LABELS_DTYPE:  # numbers: as strings
-        labels = pd.Index(labels.astype(str).to_numpy())
-    cells.index = labels.rename(group)
+        cells = pd.DataFrame({m: v[rows] for m, v in mods.items()}, columns=modifiers, index=index)
     return cells, rank[seen].astype(np.int64), {m: v.dtype for m, v in mods.items()}
 
 
