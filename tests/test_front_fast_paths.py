@@ -239,3 +239,196 @@ def test_single_threaded_blas_inside_a_one_thread_limit():
             assert set(counts().values()) == {1}
         assert set(counts().values()) == {1}
     assert counts() == before
+
+
+# ------------------------------------------------- round 2: the fits' own fast paths
+def _flood_fill_reference(lat, evaluate, drop):
+    """The flood fill as it was: the unique codes of all the candidates, then the known
+    ones taken out."""
+    from hetfx.models.exact import _member
+
+    idx = lat.box()
+    lw = evaluate(idx, -np.inf)
+    known = np.sort(lat.encode(idx))
+    top = float(lw.max())
+    for _ in range(10_000):
+        above = idx[lw > top - drop]
+        if not len(above):
+            break
+        cand = (above[:, None, :] + lat.reach[None]).reshape(-1, lat.d)
+        cand = cand[lat.inside(cand)]
+        code, first = np.unique(lat.encode(cand), return_index=True)
+        new = ~_member(code, known)
+        if not new.any():
+            break
+        idx = cand[first[new]]
+        lw = evaluate(idx, top)
+        top = max(top, float(lw.max()))
+        known = np.concatenate([known, code[new]])
+        known.sort()
+    return known
+
+
+@pytest.mark.parametrize("d,hermite,layers", [(1, None, 1), (2, None, 1), (3, 3, 1), (3, 3, 2)])
+def test_flood_fill_evaluates_the_same_nodes_in_the_same_order(d, hermite, layers):
+    """Sorting only the unevaluated candidates evaluates the nodes the unique codes of all
+    the candidates gave, batch by batch, in the same order (a skewed, correlated density
+    with a floor on the scales, so the fill is stopped by both the drop and the floor)."""
+    from hetfx.models.exact import _flood_fill, _Lattice
+
+    rng = np.random.default_rng(d + 10 * layers)
+    mode, sd = rng.normal(size=d), 0.3 + rng.random(d)
+    C = np.eye(d) + 0.4 * (np.ones((d, d)) - np.eye(d))
+    P = np.linalg.inv(C * np.outer(sd, sd))
+    min_log = [None] + [float(mode[j] - 2 * sd[j]) for j in range(1, d)]
+    lat = _Lattice(mode, sd, sd, 1.5, 4.0, 0.35, min_log, hermite, layers)
+
+    def recorder(batches):
+        def evaluate(idx, top):
+            batches.append(idx.copy())
+            u = lat.to_u(idx)[0] - mode
+            return -0.5 * np.einsum("ni,ij,nj->n", u, P, u) + 0.3 * u[:, 0] ** 3 / sd[0] ** 3
+
+        return evaluate
+
+    new, ref = [], []
+    known = _flood_fill(lat, recorder(new), 25.0)
+    known_ref = _flood_fill_reference(lat, recorder(ref), 25.0)
+    assert np.array_equal(known, known_ref)
+    assert len(new) == len(ref) > 2
+    assert all(np.array_equal(a, b) for a, b in zip(new, ref, strict=True))
+
+
+def test_shell_from_codes_matches_encoded_neighbours():
+    """The nodes with an unevaluated face neighbour, from the codes, are those the encoded
+    neighbours give: nodes in and out of the bounds, bounded and unbounded axes, and nodes
+    next to the end of the codes' range (where the neighbours are encoded, and raise)."""
+    from hetfx.models.exact import _Lattice, _member, _unevaluated_neighbour
+
+    def reference(lat, keys, known):
+        nb = (keys[:, None, :] + lat.steps[None]).reshape(-1, lat.d)
+        ok = lat.inside(nb)
+        missing = np.zeros(len(nb), dtype=bool)
+        missing[ok] = ~_member(lat.encode(nb[ok]), known)
+        return missing.reshape(len(keys), 2 * lat.d).any(axis=1)
+
+    rng = np.random.default_rng(1)
+    for trial in range(300):
+        d = int(rng.integers(1, 5))
+        lat = _Lattice.__new__(_Lattice)
+        lat.d, lat.bits = d, max(1, 62 // d)
+        lat.off = 1 << (lat.bits - 1)
+        lat.steps = np.vstack([np.eye(d, dtype=int), -np.eye(d, dtype=int)])
+        lat.floor = np.where(rng.random(d) < 0.5, np.iinfo(int).min, rng.integers(-5, 0, d))
+        lat.ceil = np.where(rng.random(d) < 0.5, np.iinfo(int).max, rng.integers(0, 5, d))
+        keys = np.unique(rng.integers(-6, 7, (int(rng.integers(0, 200)), d)), axis=0)
+        if trial % 10 == 0 and len(keys):  # next to the end of the range
+            keys[-1, -1] = lat.off - 1 if trial % 20 else lat.off - 2
+        extra = rng.integers(-7, 8, (50, d))
+        known = np.sort(lat.encode(np.unique(np.vstack([keys, extra]), axis=0)))
+        codes = lat.encode(keys)
+        order = np.argsort(codes)
+        keys, codes = keys[order], codes[order]
+        try:
+            want = reference(lat, keys, known)
+        except RuntimeError:
+            with pytest.raises(RuntimeError, match="out of range"):
+                _unevaluated_neighbour(lat, keys, codes, known)
+            continue
+        assert np.array_equal(_unevaluated_neighbour(lat, keys, codes, known), want), trial
+
+
+def test_encode_range_check_at_the_ends():
+    from hetfx.models.exact import _Lattice
+
+    lat = _Lattice.__new__(_Lattice)
+    lat.d, lat.bits = 2, 31
+    lat.off = 1 << 30
+    assert len(lat.encode(np.array([[lat.off - 1, -(lat.off - 1)]]))) == 1
+    assert len(lat.encode(np.zeros((0, 2), dtype=int))) == 0
+    for bad in ([lat.off, 0], [0, -lat.off]):
+        with pytest.raises(RuntimeError, match="out of range"):
+            lat.encode(np.array([bad]))
+
+
+def test_without_intercept_matches_positional_selection():
+    """The names without the intercept (from the cache where they are plain strings) equal
+    ``names[keep]``: dtype, name, order; and the values' columns too."""
+    A = np.arange(12.0).reshape(3, 4)
+    for names in (
+        pd.Index(["Intercept", "z1", "z2", "z3"]),
+        pd.Index(["z1", "Intercept", "z2", "z3"], name="term"),
+        pd.Index(np.array(["Intercept", "a", "b", "c"], dtype=object), dtype=object),
+        pd.Index(["z1", "z2", "z3", "z4"]),
+    ):
+        keep = [j for j, c in enumerate(names) if c != "Intercept"]
+        values, got = api._without_intercept(A, names)
+        assert got.equals(names[keep]) and got.dtype == names[keep].dtype
+        assert got.name == names.name
+        assert np.array_equal(values, A[:, keep])
+
+
+def test_arm_codes_partition_as_unique():
+    from hetfx.validation import _arm_codes
+
+    for t in (
+        np.array([0.0, 1.0, 1.0, 0.0]),
+        np.array([1.0, 1.0]),
+        np.array([-0.0, 0.0, 1.0]),
+        np.array([0.0, 0.5, 1.0, 0.5]),
+        np.array([2.0, 3.0, 2.0]),
+        np.array([0, 1, 1]),
+    ):
+        ref = np.unique(t, return_inverse=True)[1].reshape(-1)
+        got = _arm_codes(t)
+        assert np.array_equal(pd.factorize(got)[0], pd.factorize(ref)[0])
+
+
+def test_label_count_and_number_columns_as_pandas_says():
+    from hetfx.models.lambda_model import _n_unique
+    from hetfx.validation import _is_number_column
+
+    for ix in (
+        pd.Index(["a", "b", "a"]),
+        pd.Index(["a", None, None]),
+        pd.Index([1.0, np.nan, np.nan]),
+        pd.Index([1, True]),
+        pd.Index(pd.Categorical(["a", "b", "a"])),
+        pd.Index([pd.NA, pd.NA, "a"], dtype="string"),
+        pd.MultiIndex.from_tuples([(1, "a"), (1, "a"), (2, "a")]),
+        pd.Index(pd.array([1, None, None], dtype="Int64")),
+        pd.Index([0.0, -0.0]),
+    ):
+        assert _n_unique(ix) == len(ix.unique())
+    for dt in (np.int8, np.uint64, np.float32, np.complex128, bool, object, "M8[ns]", "m8[ns]"):
+        s = pd.Series(np.zeros(2, dtype=np.dtype(dt)))
+        ref = pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s)
+        assert _is_number_column(s) == ref and _is_number_column(s.dtype) == ref
+    for s in (pd.Series([1, None], dtype="Int64"), pd.Series(["a"], dtype="string")):
+        ref = pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s)
+        assert _is_number_column(s) == ref
+
+
+def test_cached_column_names_are_not_shared_by_name():
+    """Frames built on the cached column names share their values, not their ``name``: a
+    user naming one frame's columns does not name the next frame's."""
+    first = design.column_index(("a", "b"))
+    first.name = "stat"
+    again = design.column_index(("a", "b"))
+    assert again.name is None and again.equals(first) and again.dtype == first.dtype
+
+
+@pytest.mark.parametrize("label", ["string", "int"])
+def test_labelled_cells_of_mixed_dtypes_equal_the_frames_way(monkeypatch, label):
+    """Modifiers of two dtypes (a frame from a dict of columns, indexed as it is built)."""
+    rng = np.random.default_rng(4)
+    df = pd.DataFrame({"x1": rng.integers(0, 3, 200), "x2": rng.integers(0, 2, 200) * 0.5})
+    key = df["x1"] * 10 + (2 * df["x2"]).astype(int) + 3
+    df["g"] = key.astype(str).astype("str") if label == "string" else key
+    fast = api._cells_of(Columns(df), "g", ["x1", "x2"])
+    with monkeypatch.context() as m:
+        m.setattr(api, "_labelled_cells", lambda *a: None)
+        slow = api._cells_of(Columns(df), "g", ["x1", "x2"])
+    pd.testing.assert_frame_equal(fast[0], slow[0], check_exact=True)
+    assert fast[0].index.dtype == slow[0].index.dtype and fast[0].index.name == "g"
+    assert np.array_equal(fast[1], slow[1]) and fast[2:] == slow[2:]
