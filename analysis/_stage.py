@@ -48,12 +48,8 @@ def load_params(path: str | Path = "params.yaml") -> Params:
 
 
 def log(stage: str, message: str) -> None:
-    # each line with its newline in one write: a forked lane of the fit stages prints to the
-    # same pipe, and an unbuffered stream (PYTHONUNBUFFERED) writes print's text and its
-    # newline separately, so that two processes' lines could run into one
     for line in message.splitlines():
-        sys.stdout.write(f"[{stage}] {line}\n")
-        sys.stdout.flush()
+        print(f"[{stage}] {line}", flush=True)
 
 
 @contextmanager
@@ -132,10 +128,6 @@ def split_timings(frame: pd.DataFrame, name: str, key: str = "fit") -> pd.DataFr
     return frame.drop(columns=seconds)
 
 
-class ChildFailed(RuntimeError):
-    """A job of :class:`Background` failed in its child process (which printed why)."""
-
-
 class Background:
     """Jobs run in forked child processes while the stage goes on (at most ``limit`` at a
     time; 0 runs every job at once, in this process): the fit stages write each model's
@@ -192,7 +184,7 @@ class Background:
         if child.exitcode != 0:
             if folder is not None:
                 shutil.rmtree(folder, ignore_errors=True)
-            raise ChildFailed(
+            raise RuntimeError(
                 f"a child process {f'writing {folder}/ ' if folder else ''}failed (exit code "
                 f"{child.exitcode}); its traceback is above"
             )

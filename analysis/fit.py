@@ -6,11 +6,9 @@ Usage::
     python analysis/fit.py tomz_weeks published m1 m2    # some of them
     python analysis/fit.py bush_prather corrected
 
-Every model of a study and coding is fitted by one process and a child forked from it after
-the libraries are imported (one interpreter start-up and one import, not one per model): the
-models are split into two lanes of about equal work (:func:`lanes`), one per core; in the
-parent's lane each model's posterior.nc is written by a forked child process
-(``_stage.Background``) while the next model is fitted. Each writes
+Every model of a study and coding is fitted in one process (one interpreter start-up and one
+import of the libraries, not one per model); each model's posterior.nc is written by a forked
+child process (``_stage.Background``) while the next model is fitted. Each writes
 results/<study>/<model>_<coding>/{groups.csv, coefs.csv, diagnostics.csv}, the numeric
 diagnostics as DVC metrics (diagnostics.json) and, for Bayesian fits, posterior.nc: the draws
 and their pointwise log-likelihood (so ``az.loo(az.from_netcdf(path))`` works), without
@@ -39,7 +37,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from _stage import Background, ChildFailed, load_params, log, run, split_timings, write_csv
+from _stage import Background, load_params, log, run, split_timings, write_csv
 from hetfx.inference import SamplerDiagnosticsError, check_diagnostics, without_timestamps
 from hetfx.paper import studies
 from hetfx.paper.params import LambdaSettings, ParamsError, VaryingSettings
@@ -47,8 +45,6 @@ from hetfx.paper.params import LambdaSettings, ParamsError, VaryingSettings
 if TYPE_CHECKING:
     import arviz as az
 
-#: Failures the stage reports as a message, without a traceback.
-EXPECTED = (SamplerDiagnosticsError, ParamsError, FileNotFoundError, ValueError, KeyError)
 CLEAN = Path("data/clean")
 RESULTS = Path("results")
 ADVICE = {
@@ -220,54 +216,6 @@ def fit_order(models: list[str]) -> list[str]:
     return sorted(models, key=lambda model: model.endswith("_ols"))
 
 
-#: CPU seconds of each model's fit and posterior.nc, roughly (measured on the shared 2-core
-#: machine with numba's cache): what :func:`lanes` balances.
-LANE_COST = {
-    "a1": 2.8,
-    "m1": 1.1,
-    "m1_main_effects": 1.1,
-    "m2": 0.75,
-    "m2_main_effects": 0.85,
-    "m1_ols": 0.35,
-    "m2_ols": 0.1,
-}
-
-
-def lanes(models: list[str]) -> tuple[list[str], list[str]]:
-    """The models in two lanes of about equal work (:data:`LANE_COST`; the most costly first,
-    each to the lane with less work so far), each lane in :func:`fit_order`: the first is
-    fitted by the stage's process, the second by a child forked from it."""
-    work, out = [0.0, 0.0], ([], [])
-    for model in sorted(models, key=lambda m: -LANE_COST.get(m, 1.0)):
-        lane = int(work[1] < work[0])
-        out[lane].append(model)
-        work[lane] += LANE_COST.get(model, 1.0)
-    return fit_order(out[0]), fit_order(out[1])
-
-
-def fit_lane(models, study, coding, data, cfg, background: Background | None) -> None:
-    """Fit ``models`` one after the other (:func:`fit_one`); a model that fails leaves no
-    folder behind."""
-    for model in models:
-        target = out_dir(study, model, coding)
-        try:
-            fit_one(study, model, coding, data, cfg, target, background)
-        except BaseException:
-            shutil.rmtree(target, ignore_errors=True)  # never leave a partial fit behind
-            raise
-
-
-def warm_fit() -> None:
-    """Import what every fit imports on first use (arviz, the results, the exact engine's
-    kernels from numba's cache), so that a forked lane starts with them."""
-    import arviz  # noqa: F401
-
-    import hetfx.api  # noqa: F401
-    from hetfx.models import _block_kernel
-
-    _block_kernel.kernel()
-
-
 def main(study: str, coding: str, models: list[str]) -> None:
     params = load_params()
     cfg = params.models
@@ -276,34 +224,22 @@ def main(study: str, coding: str, models: list[str]) -> None:
     data = pd.read_parquet(CLEAN / f"{study}.parquet")
     # each posterior.nc is written by a child process while the next model is fitted
     warm_writer()
-    with Background() as background, Background(limit=1) as second:
+    with Background() as background:
         pending = None
         if study == "bush_prather" and engine(cfg, "bp") == "qmc":
             compile_qmc_kernels(background)
         elif "a1" in models and engine(cfg, "a1") in ("quadrature", "qmc"):
             # A1's quantiles come from a compiled kernel (about 1.7 s to compile afresh)
             pending = precompile(background, ["_mixture_quantiles"])
-        ours, theirs = lanes(models)
-        if theirs:
-            warm_fit()
-            if "a1" in theirs:
-                background.wait(pending)  # (a forked lane cannot wait for its sibling)
-            stage = f"fit_{study}@{coding}"
-            second.submit(None, lambda: lane_job(stage, theirs, study, coding, data, cfg))
-        for model in ours:
+        for model in fit_order(models):
+            target = out_dir(study, model, coding)
             if model == "a1":
                 background.wait(pending)
-            fit_lane([model], study, coding, data, cfg, background)
-
-
-def lane_job(stage, models, study, coding, data, cfg) -> None:
-    """The forked lane: its models' posterior.nc written here, in turn; an expected failure
-    printed as the stage prints it (no traceback), exit status 1."""
-    try:
-        fit_lane(models, study, coding, data, cfg, None)
-    except EXPECTED as exc:
-        print(f"[{stage}] FAILED: {exc}", file=sys.stderr, flush=True)
-        raise SystemExit(1) from None
+            try:
+                fit_one(study, model, coding, data, cfg, target, background)
+            except BaseException:
+                shutil.rmtree(target, ignore_errors=True)  # never leave a partial fit behind
+                raise
 
 
 def fit_one(
@@ -416,4 +352,8 @@ if __name__ == "__main__":
     unknown = [m for m in models_ if m not in allowed]
     if unknown:
         sys.exit(f"unknown {study_} model(s) {unknown}; choose from {allowed}")
-    run(f"fit_{study_}@{coding_}", lambda: main(study_, coding_, models_), (*EXPECTED, ChildFailed))
+    run(
+        f"fit_{study_}@{coding_}",
+        lambda: main(study_, coding_, models_),
+        (SamplerDiagnosticsError, ParamsError, FileNotFoundError, ValueError, KeyError),
+    )
