@@ -117,12 +117,17 @@ def test_the_qmc_proposal_ignores_last_bits():
     assert np.all(np.abs(np.diag(prop[3]) / np.diag(L) - 1) <= 2.0**-QMC_SCALE_BITS)
 
 
-def test_posterior_loglik_rounds_to_its_grid_before_float32():
+def _fit_stage():
+    """analysis/fit.py, the fit stages' module (what writes posterior.nc)."""
     sys.path.insert(0, str(ROOT / "analysis"))
     try:
-        stage = importlib.import_module("fit")
+        return importlib.import_module("fit")
     finally:
         sys.path.remove(str(ROOT / "analysis"))
+
+
+def test_posterior_loglik_rounds_to_its_grid_before_float32():
+    stage = _fit_stage()
     rng = np.random.default_rng(2)
     ll = -np.abs(rng.standard_normal((4, 100, 30))) * 3 - 0.9
     out = stage.rounded_loglik(ll)
@@ -140,11 +145,7 @@ def test_posterior_file_round_trips_every_group_exactly_with_its_compression(tmp
     import arviz as az
     import xarray
 
-    sys.path.insert(0, str(ROOT / "analysis"))
-    try:
-        stage = importlib.import_module("fit")
-    finally:
-        sys.path.remove(str(ROOT / "analysis"))
+    stage = _fit_stage()
     rng = np.random.default_rng(5)
     idata = az.from_dict(
         posterior={"beta": rng.standard_normal((4, 50, 3)), "sigma": rng.gamma(2.0, size=(4, 50))},
