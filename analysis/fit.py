@@ -126,12 +126,12 @@ def write_netcdf(idata, path: Path) -> None:
     """Write ``idata`` to ``path`` as arviz's ``to_netcdf`` does (one netCDF group per
     InferenceData group, read back by ``az.from_netcdf``), with :data:`NETCDF_ENCODING`."""
     mode = "w"
-    if idata._attrs:  # the root's attributes, as arviz writes them
+    if idata.attrs:  # the root's attributes, as arviz writes them
         import xarray
 
-        xarray.Dataset(attrs=idata._attrs).to_netcdf(path, mode=mode, engine="h5netcdf")
+        xarray.Dataset(attrs=idata.attrs).to_netcdf(path, mode=mode, engine="h5netcdf")
         mode = "a"
-    for group in idata._groups_all:
+    for group in idata.groups():
         data = getattr(idata, group)
         encoding = {
             name: dict(NETCDF_ENCODING)
