@@ -82,7 +82,13 @@ _LOG2PI = float(np.log(2 * np.pi))
 #: per flood-fill pass: the same nodes in fewer calls, 15-25% less time). For 3 scales a
 #: depth of 12 rather than 14 evaluates 13% fewer nodes and keeps the same ones above the
 #: prune level (errors unchanged to 3 digits on the 36 simulation data sets and 5 simulated
-#: ones below). Against
+#: ones below). For 3 scales the lattice's spacing starts to grow 3 posterior SDs from the
+#: mode rather than 4 (``stretch``; :func:`lattice_grid_nd`), where the pooled baselines'
+#: long tail towards sigma_alpha = 0 lies: 12-23% fewer nodes, 14% less time on the
+#: simulation's data sets, and the same errors (largest group-effect error on 72 of them,
+#: four replicates, 1.3e-4 against 1.6e-4 with a stretch of 4; Tomz-Weeks M1 and M2 with
+#: pooled baselines 1.4e-5 and 1.4e-5 against 1.2e-5 and 1.8e-5; a stretch of 2 gives
+#: 1.4e-3). Against
 #: :data:`FINE_GRID` (4 lattice nodes per SD on every axis, depth 32, no pruning; for 4
 #: scales 5 Hermite nodes, 2 per SD, depth 18), on the simulation's data sets (8 to 128
 #: cells, 2,000 rows, two replicates, baseline SD 0.3 and 0), Tomz-Weeks M1, M2 and M1 with
@@ -91,7 +97,7 @@ _LOG2PI = float(np.log(2 * np.pi))
 #: quantiles: 2 scales (42 to 95 nodes), group
 #: effects within 7.9e-5, coefficients 3.0e-5, sigma's quantiles 5.5e-3 (see
 #: :meth:`BlockPosterior.summarise_scales`; without its skewness correction 4.1e-2),
-#: sigma_theta's 5.1e-3; 3 scales (360 to 1,210 nodes), group effects within 1.5e-4,
+#: sigma_theta's 5.1e-3; 3 scales (310 to 1,220 nodes), group effects within 1.5e-4,
 #: coefficients 5.7e-5, sigma's quantiles 8.3e-3, the other scales 3.8e-3; 4 scales, group
 #: effects 1.9e-3 (1.8e-4 but for 128 cells of 16 rows, whose sigma_theta is skewed:
 #: ``one_sided=True`` gives 3.9e-4 there, with 1.5 times the nodes), coefficients 3.9e-4,
@@ -100,7 +106,14 @@ _LOG2PI = float(np.log(2 * np.pi))
 #: to 0.04 SDs.) ``tests/test_exact_engine.py`` pins these bounds.
 GRIDS = {
     2: {"hermite": 3, "resolution": 1.5, "drop": 14.0, "prune": 1e-7, "layers": 2},
-    3: {"hermite": 3, "resolution": 1.25, "drop": 12.0, "prune": 1e-7, "one_sided": True},
+    3: {
+        "hermite": 3,
+        "resolution": 1.25,
+        "drop": 12.0,
+        "prune": 1e-7,
+        "one_sided": True,
+        "stretch": 3.0,
+    },
     4: {"hermite": 3, "resolution": 1.0, "drop": 12.0, "prune": 1e-7},
 }
 #: Largest number of coefficients ``k`` for which :class:`BlockModel` evaluates its log
