@@ -139,3 +139,18 @@ def test_kernels_are_compiled_into_numbas_cache_and_a_failure_is_left_to_the_sta
     from hetfx.models import _block_kernel, _mixtures
 
     assert _block_kernel.kernel().signatures and _mixtures.quantiles.signatures
+
+
+def test_modules_go_to_the_workers_that_do_not_compile_the_shared_kernel():
+    """The worker that compiles SHARED gets no modules (the kernels that wait for it start
+    sooner); the others share them in the list's order; without SHARED, every worker does."""
+    paths = [Path(f"m{i}.py") for i in range(5)]
+    shared = precompile.SHARED
+    assert precompile.split_modules(paths, [["block_nodes", shared], ["mixture_quantiles"]]) == [
+        [],
+        paths,
+    ]
+    three = precompile.split_modules(paths, [["a"], [shared], ["b"]])
+    assert three == [paths[0::2], [], paths[1::2]]
+    assert precompile.split_modules(paths, [["a"], ["b"]]) == [paths[0::2], paths[1::2]]
+    assert precompile.split_modules(paths, [[shared]]) == [paths]
