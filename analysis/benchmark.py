@@ -37,7 +37,9 @@ on the project's 2-core machine (2026-12-06, final code) with the exact engine o
 the fit's time): 4,096 cells 3.9-4.8 s to fit, 4.1-4.9 s with the summaries over repeated
 runs (the code before the kernel, back to back: 4.0-4.6 s and 4.3-4.95 s), 0.94 GB peak;
 65,536 cells 58 s and 63 s, 7.3 GB (the 4,000 draws of alpha, theta and lambda take 2.1 GB
-each, and drawing them is 2.7 s of the 4,096-cell fit).
+each, and drawing them is 2.7 s of the 4,096-cell fit). With the 3-scale grid's stretch
+of 3 (same day, one run each): 4,096 cells 3.6 s to fit, 3.9 s with the summaries, 0.93 GB,
+272 grid points; 65,536 cells 34 s to fit, 39 s in all, 7.1 GB, 342 grid points.
 
 ``--per-call`` times ``hetfx.fit(..., draws=0)`` (exact summaries, no draws; what a
 simulation study calls thousands of times), design building included, on one simulated data
