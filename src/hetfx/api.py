@@ -840,10 +840,6 @@ def _main_matrix(main: str, cells: pd.DataFrame):
     return values, names, spec
 
 
-#: The dtype of an index made from a list of Python strings (pandas' string dtype).
-_NAMES_DTYPE = pd.Index(["Intercept"]).dtype
-
-
 def _without_intercept(values: np.ndarray, names: pd.Index) -> tuple[np.ndarray, pd.Index]:
     """``values`` and ``names`` without the ``"Intercept"`` column: the names as
     ``names[keep]``, from the cache of :func:`hetfx.design.column_index` where they are
@@ -853,7 +849,7 @@ def _without_intercept(values: np.ndarray, names: pd.Index) -> tuple[np.ndarray,
     keep = [j for j, c in enumerate(listed) if c != "Intercept"]
     if len(keep) == len(listed):  # (an index is immutable: the same names)
         return values[:, keep], names
-    if names.dtype == _NAMES_DTYPE and names.name is None:
+    if names.dtype == _LABELS_DTYPE and names.name is None:
         kept = tuple(listed[j] for j in keep)
         if all(isinstance(c, str) for c in kept):
             return values[:, keep], column_index(kept)
