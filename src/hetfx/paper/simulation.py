@@ -1118,12 +1118,13 @@ def _run_plan(
         conditions(d)  # validates
     plan = {name: (float(sd), dict(est)) for name, (sd, est) in dgps.items()}
     done: dict[str, dict] = {name: {} for name in plan}
+    code = code_fingerprint() if any(w is not None for w in work_dirs.values()) else None
     for name, (sd, estimators) in plan.items():
         if not estimators:
             raise ValueError("no estimators given")
         if work_dirs[name] is not None:
             manifest = {
-                "code": code_fingerprint(),
+                "code": code,
                 "root_seed": int(root_seed),
                 "n_obs": int(n_obs),
                 "models": {m: _describe(est) for m, est in sorted(estimators.items())},
