@@ -31,15 +31,12 @@ each cell treated; each cell's baseline shifted by N(0, .3), its effect N(.2, .1
 CPU seconds of the fit and of ``group_effects()`` and ``coefs()``, and the peak resident memory
 of the process (one fresh process per row, the data built before the clock starts).
 
-Measured
-on the project's 2-core machine (2026-12-06, final code) with the exact engine of
+Measured on the project's 2-core machine (2026-12-06, two runs) with the exact engine of
 :mod:`hetfx.models.exact` (its compiled node kernel; numba's import and cached kernel count in
-the fit's time): 4,096 cells 3.9-4.8 s to fit, 4.1-4.9 s with the summaries over repeated
-runs (the code before the kernel, back to back: 4.0-4.6 s and 4.3-4.95 s), 0.94 GB peak;
-65,536 cells 58 s and 63 s, 7.3 GB (the 4,000 draws of alpha, theta and lambda take 2.1 GB
-each, and drawing them is 2.7 s of the 4,096-cell fit). With the 3-scale grid's stretch
-of 3 (same day, one run each): 4,096 cells 3.6 s to fit, 3.9 s with the summaries, 0.93 GB,
-272 grid points; 65,536 cells 34 s to fit, 39 s in all, 7.1 GB, 342 grid points.
+the fit's time): 4,096 cells 3.6-3.7 s to fit, 3.9-4.0 s with the summaries, 0.93 GB peak,
+272 grid points; 65,536 cells 34-35 s to fit, 39 s in all, 7.1 GB, 342 grid points (the
+4,000 draws of alpha, theta and lambda take 2.1 GB each, and drawing them is 2.7 s of the
+4,096-cell fit).
 
 ``--per-call`` times ``hetfx.fit(..., draws=0)`` (exact summaries, no draws; what a
 simulation study calls thousands of times), design building included, on one simulated data
