@@ -48,12 +48,16 @@ repro: env
 verify: env
 	PATH="$(VENV_BIN):$$PATH" python analysis/verify.py
 
-# the speed and agreement table of analysis/benchmark.py, against bambi (the `bench` group,
-# installed here only) and nutpie
-benchmark: $(UV)
-	$(UV) sync --frozen --extra pipeline --group bench
+# the speed table of analysis/benchmark.py (against the stored brms run) in the pipeline's
+# environment, then the one of analysis/benchmark_bambi.py against bambi and nutpie with the
+# `bench` group (bambi) installed for it alone: that group brings arviz-plots, which breaks
+# `import arviz` under matplotlib 3.11 (analysis/benchmark_bambi.md), so benchmark.py cannot
+# run there; the environment is synced back to the pipeline's afterwards, whatever the outcome
+benchmark: env
 	PATH="$(VENV_BIN):$$PATH" python analysis/benchmark.py
-	PATH="$(VENV_BIN):$$PATH" python analysis/benchmark_bambi.py
+	$(UV) sync --frozen --extra pipeline --group bench
+	PATH="$(VENV_BIN):$$PATH" python analysis/benchmark_bambi.py; \
+	status=$$?; $(UV) sync --frozen --extra pipeline; exit $$status
 
 # rerun every stage (dvc repro --force) and print the wall seconds of each
 timing: env
