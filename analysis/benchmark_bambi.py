@@ -2,7 +2,7 @@
 
 Usage::
 
-    make benchmark                                  # installs the `bench` group (bambi)
+    make benchmark    # benchmark.py, then this script with the `bench` group (bambi)
     python analysis/benchmark_bambi.py              # every row, two bambi seeds, nutpie
     python analysis/benchmark_bambi.py --rows cells --bambi-seeds 1 --no-nutpie
 
